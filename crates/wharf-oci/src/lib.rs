@@ -1,0 +1,14 @@
+//! Types shared by every part of wharf: what a digest, a repository name, a tag, an image
+//! reference and a manifest are, and the error codes the distribution spec defines.
+//! Nothing here performs I/O, so everything here is cheap to test exhaustively.
+
+pub mod digest;
+pub mod error;
+pub mod manifest;
+pub mod media_type;
+pub mod name;
+
+pub use digest::{Algorithm, Digest, DigestHasher};
+pub use error::ErrorCode;
+pub use manifest::{Descriptor, Manifest, ManifestKind};
+pub use name::{Reference, RepoName, Tag};

@@ -1,0 +1,19 @@
+//! `GET /v2/_catalog`: repository names, paginated with `n` and `last`.
+
+use http::StatusCode;
+use serde_json::json;
+
+use super::error::ApiResult;
+use super::response::{json_response, RespExt};
+use super::tags::{next_link, pagination};
+use super::{AppState, Req};
+
+pub async fn get(state: &AppState, req: &Req) -> ApiResult {
+    let (n, last) = pagination(req)?;
+    let page = state.meta.list_repos(last, n).await?;
+    let mut resp = json_response(StatusCode::OK, &json!({ "repositories": page.items }));
+    if let (true, Some(n), Some(last)) = (page.more, n, page.items.last()) {
+        resp = resp.with(http::header::LINK, &next_link("/v2/_catalog", n, last));
+    }
+    Ok(resp)
+}

@@ -1,0 +1,94 @@
+//! API errors, answered with the spec's JSON body: `{"errors":[{"code","message","detail"}]}`.
+
+use std::borrow::Cow;
+
+use http::{HeaderValue, StatusCode};
+use serde_json::{json, Value};
+use wharf_oci::name::NameError;
+use wharf_oci::ErrorCode;
+
+use super::response::{json_response, Resp};
+use crate::store::StoreError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: Cow<'static, str>,
+    pub detail: Option<Value>,
+    pub status: StatusCode,
+    /// For 416s: where the upload really is.
+    pub range: Option<String>,
+}
+
+pub type ApiResult<T = Resp> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn new(code: ErrorCode) -> ApiError {
+        ApiError {
+            code,
+            message: Cow::Borrowed(code.default_message()),
+            detail: None,
+            status: StatusCode::from_u16(code.status()).expect("valid status"),
+            range: None,
+        }
+    }
+
+    pub fn message(mut self, m: impl Into<Cow<'static, str>>) -> ApiError {
+        self.message = m.into();
+        self
+    }
+
+    pub fn detail(mut self, d: Value) -> ApiError {
+        self.detail = Some(d);
+        self
+    }
+
+    pub fn status(mut self, s: StatusCode) -> ApiError {
+        self.status = s;
+        self
+    }
+
+    pub fn into_response(self) -> Resp {
+        let mut err = json!({"code": self.code.as_str(), "message": self.message});
+        if let Some(d) = self.detail {
+            err["detail"] = d;
+        }
+        let mut resp = json_response(self.status, &json!({ "errors": [err] }));
+        if let Some(range) = self.range.and_then(|r| HeaderValue::from_str(&r).ok()) {
+            resp.headers_mut().insert(http::header::RANGE, range);
+        }
+        resp
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::UploadUnknown(id) => {
+                ApiError::new(ErrorCode::BlobUploadUnknown).detail(json!({ "uuid": id.to_string() }))
+            }
+            StoreError::UploadOffset { actual, .. } => {
+                let mut err = ApiError::new(ErrorCode::RangeInvalid)
+                    .message(format!("{e}: resume from the upload's current Range"));
+                err.range = Some(format!("0-{}", actual.saturating_sub(1)));
+                err
+            }
+            StoreError::DigestMismatch { .. } => ApiError::new(ErrorCode::DigestInvalid).message(e.to_string()),
+            StoreError::BlobUnknown(d) => ApiError::new(ErrorCode::BlobUnknown).detail(json!({ "digest": d })),
+            StoreError::RangeInvalid { .. } => ApiError::new(ErrorCode::RangeInvalid).message(e.to_string()),
+            StoreError::Body(_) => ApiError::new(ErrorCode::BlobUploadInvalid).message(e.to_string()),
+            StoreError::Io(_) | StoreError::Corrupt { .. } => {
+                tracing::error!(error = %e, "storage failure");
+                ApiError::new(ErrorCode::Unknown).message(e.to_string())
+            }
+        }
+    }
+}
+
+pub fn name_invalid(e: NameError) -> ApiError {
+    ApiError::new(ErrorCode::NameInvalid).message(e.to_string())
+}
+
+pub fn digest_invalid(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(ErrorCode::DigestInvalid).message(e.to_string())
+}

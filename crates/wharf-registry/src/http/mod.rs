@@ -1,0 +1,227 @@
+//! The OCI Distribution HTTP API: one module per resource, routed by [`Route::parse`].
+
+mod base;
+mod blobs;
+mod catalog;
+pub mod error;
+mod manifests;
+mod referrers;
+pub mod response;
+mod tags;
+mod uploads;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::io;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use uuid::Uuid;
+use wharf_oci::{Digest, ErrorCode, Reference, RepoName};
+
+use self::error::{digest_invalid, name_invalid, ApiError, ApiResult};
+use self::response::{header_value, Resp, API_VERSION};
+use crate::store::{BlobStore, ByteStream, MetaStore};
+
+pub use manifests::ManifestCache;
+
+/// Everything a request handler needs.
+pub struct AppState {
+    pub blobs: Arc<dyn BlobStore>,
+    pub meta: Arc<dyn MetaStore>,
+    pub delete_enabled: bool,
+    pub manifests: ManifestCache,
+}
+
+/// The parts of a request handlers look at, with the body still unread.
+pub struct Req {
+    pub method: Method,
+    pub headers: HeaderMap,
+    pub query: HashMap<String, String>,
+    pub body: Incoming,
+}
+
+impl Req {
+    pub fn header(&self, name: impl http::header::AsHeaderName) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn query(&self, key: &str) -> Option<&str> {
+        self.query.get(key).map(String::as_str)
+    }
+
+    /// The body as a stream of byte chunks, never collected in memory.
+    pub fn into_stream(self) -> ByteStream {
+        self.body.into_data_stream().map_err(io::Error::other).boxed()
+    }
+
+    /// The whole body, refusing more than `limit` bytes.
+    pub async fn collect(self, limit: usize) -> ApiResult<Bytes> {
+        let mut buf = Vec::new();
+        let mut stream = self.into_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| ApiError::new(ErrorCode::Unknown).message(format!("reading body: {e}")))?;
+            if buf.len() + chunk.len() > limit {
+                return Err(ApiError::new(ErrorCode::SizeInvalid)
+                    .message(format!("body larger than {limit} bytes"))
+                    .status(StatusCode::PAYLOAD_TOO_LARGE));
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf.into())
+    }
+}
+
+/// What a `/v2/...` path addresses. Names and digests are parsed into validated types here,
+/// at the edge, so nothing below sees a raw path.
+#[derive(Debug, PartialEq)]
+enum Route {
+    Base,
+    Catalog,
+    Tags(RepoName),
+    Manifest(RepoName, Reference),
+    Blob(RepoName, Digest),
+    Uploads(RepoName),
+    Upload(RepoName, Uuid),
+    Referrers(RepoName, Digest),
+}
+
+impl Route {
+    fn parse(path: &str) -> Result<Route, ApiError> {
+        let not_found = || ApiError::new(ErrorCode::Unsupported).message("no such endpoint").status(StatusCode::NOT_FOUND);
+        let rest = match path.strip_prefix("/v2") {
+            Some("" | "/") => return Ok(Route::Base),
+            Some(rest) => rest.strip_prefix('/').ok_or_else(not_found)?,
+            None => return Err(not_found()),
+        };
+        if rest == "_catalog" {
+            return Ok(Route::Catalog);
+        }
+        let name = |s: &str| s.parse::<RepoName>().map_err(name_invalid);
+        let digest = |s: &str| s.parse::<Digest>().map_err(digest_invalid);
+        let (head, last) = rest.rsplit_once('/').ok_or_else(not_found)?;
+        let (repo, kind) = head.rsplit_once('/').ok_or_else(not_found)?;
+        match (kind, last) {
+            ("tags", "list") => Ok(Route::Tags(name(repo)?)),
+            ("manifests", r) => {
+                let reference = r.parse().map_err(|e: wharf_oci::name::NameError| {
+                    ApiError::new(ErrorCode::ManifestInvalid).message(e.to_string())
+                })?;
+                Ok(Route::Manifest(name(repo)?, reference))
+            }
+            ("blobs", "uploads") => Ok(Route::Uploads(name(repo)?)),
+            ("blobs", d) => Ok(Route::Blob(name(repo)?, digest(d)?)),
+            ("referrers", d) => Ok(Route::Referrers(name(repo)?, digest(d)?)),
+            ("uploads", id) => {
+                let repo = repo.strip_suffix("/blobs").ok_or_else(not_found)?;
+                if id.is_empty() {
+                    return Ok(Route::Uploads(name(repo)?));
+                }
+                let id = Uuid::parse_str(id).map_err(|_| ApiError::new(ErrorCode::BlobUploadUnknown))?;
+                Ok(Route::Upload(name(repo)?, id))
+            }
+            _ => Err(not_found()),
+        }
+    }
+}
+
+fn method_not_allowed() -> ApiError {
+    ApiError::new(ErrorCode::Unsupported).message("method not allowed on this endpoint")
+}
+
+async fn dispatch(state: &AppState, route: Route, req: Req) -> ApiResult {
+    let head = req.method == Method::HEAD;
+    match (route, req.method.clone()) {
+        (Route::Base, Method::GET | Method::HEAD) => Ok(base::get()),
+        (Route::Catalog, Method::GET) => catalog::get(state, &req).await,
+        (Route::Tags(repo), Method::GET) => tags::list(state, &repo, &req).await,
+        (Route::Manifest(repo, r), Method::GET | Method::HEAD) => manifests::get(state, &repo, &r, head).await,
+        (Route::Manifest(repo, r), Method::PUT) => manifests::put(state, &repo, &r, req).await,
+        (Route::Manifest(repo, r), Method::DELETE) => manifests::delete(state, &repo, &r).await,
+        (Route::Blob(repo, d), Method::GET | Method::HEAD) => blobs::get(state, &repo, &d, &req, head).await,
+        (Route::Blob(repo, d), Method::DELETE) => blobs::delete(state, &repo, &d).await,
+        (Route::Uploads(repo), Method::POST) => uploads::start(state, &repo, req).await,
+        (Route::Upload(repo, id), Method::GET) => uploads::status(state, &repo, id).await,
+        (Route::Upload(repo, id), Method::PATCH) => uploads::patch(state, &repo, id, req).await,
+        (Route::Upload(repo, id), Method::PUT) => uploads::put(state, &repo, id, req).await,
+        (Route::Upload(repo, id), Method::DELETE) => uploads::cancel(state, &repo, id).await,
+        (Route::Referrers(repo, d), Method::GET) => referrers::get(state, &repo, &d, &req).await,
+        _ => Err(method_not_allowed()),
+    }
+}
+
+/// The service entry point: route, run the handler, turn errors into spec bodies, log.
+pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, Infallible> {
+    let started = Instant::now();
+    let (parts, body) = req.into_parts();
+    let query = parts
+        .uri
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    let path = parts.uri.path().to_owned();
+    let req = Req { method: parts.method, headers: parts.headers, query, body };
+    let method = req.method.clone();
+    let result = match Route::parse(&path) {
+        Ok(route) => dispatch(&state, route, req).await,
+        Err(e) => Err(e),
+    };
+    let mut resp = result.unwrap_or_else(|e| {
+        if e.status.is_server_error() {
+            tracing::warn!(%method, %path, code = e.code.as_str(), message = %e.message, "request failed");
+        }
+        e.into_response()
+    });
+    resp.headers_mut().insert(API_VERSION, header_value("registry/2.0"));
+    tracing::info!(
+        %method,
+        %path,
+        status = resp.status().as_u16(),
+        micros = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d() -> Digest {
+        Digest::sha256_of(b"")
+    }
+
+    #[test]
+    fn routes_every_resource() {
+        let n = |s: &str| s.parse::<RepoName>().unwrap();
+        assert_eq!(Route::parse("/v2/").unwrap(), Route::Base);
+        assert_eq!(Route::parse("/v2").unwrap(), Route::Base);
+        assert_eq!(Route::parse("/v2/_catalog").unwrap(), Route::Catalog);
+        assert_eq!(Route::parse("/v2/a/b/tags/list").unwrap(), Route::Tags(n("a/b")));
+        assert_eq!(
+            Route::parse("/v2/a/blobs/uploads/manifests/latest").unwrap(),
+            Route::Manifest(n("a/blobs/uploads"), "latest".parse().unwrap())
+        );
+        assert_eq!(Route::parse(&format!("/v2/a/blobs/{}", d())).unwrap(), Route::Blob(n("a"), d()));
+        assert_eq!(Route::parse("/v2/a/blobs/uploads/").unwrap(), Route::Uploads(n("a")));
+        assert_eq!(Route::parse("/v2/a/blobs/uploads").unwrap(), Route::Uploads(n("a")));
+        let id = Uuid::new_v4();
+        assert_eq!(Route::parse(&format!("/v2/a/b/blobs/uploads/{id}")).unwrap(), Route::Upload(n("a/b"), id));
+        assert_eq!(Route::parse(&format!("/v2/a/referrers/{}", d())).unwrap(), Route::Referrers(n("a"), d()));
+    }
+
+    #[test]
+    fn rejects_traversal_at_the_edge() {
+        for bad in ["/v2/../etc/manifests/x", "/v2/a/../b/tags/list", "/v2/A/tags/list"] {
+            assert_eq!(Route::parse(bad).unwrap_err().code, ErrorCode::NameInvalid, "{bad}");
+        }
+        assert_eq!(Route::parse("/v2/a/blobs/sha256:..").unwrap_err().code, ErrorCode::DigestInvalid);
+        assert_eq!(Route::parse("/v2/a/blobs/uploads/../../x").unwrap_err().status, StatusCode::NOT_FOUND);
+        assert_eq!(Route::parse("/other").unwrap_err().status, StatusCode::NOT_FOUND);
+    }
+}

@@ -1,0 +1,10 @@
+//! The wharf registry: the OCI Distribution API (`http`) over two narrow storage traits
+//! (`store`), so that a new backend is a new module and the HTTP layer never changes.
+
+pub mod config;
+pub mod http;
+pub mod server;
+pub mod store;
+
+pub use config::Config;
+pub use server::serve;
