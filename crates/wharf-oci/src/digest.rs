@@ -76,17 +76,26 @@ impl FromStr for Digest {
         let algorithm = match alg {
             "sha256" => Algorithm::Sha256,
             "sha512" => Algorithm::Sha512,
-            _ if !alg.is_empty() && alg.bytes().all(|b| b.is_ascii_alphanumeric() || b"+._-".contains(&b)) => {
+            _ if !alg.is_empty()
+                && alg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+._-".contains(&b)) =>
+            {
                 return Err(DigestError::UnsupportedAlgorithm(alg.to_owned()))
             }
             _ => return Err(DigestError::Malformed(s.to_owned())),
         };
         let valid = hex.len() == algorithm.hex_len()
-            && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !valid {
             return Err(DigestError::BadEncoding(s.to_owned(), algorithm.hex_len()));
         }
-        Ok(Digest { algorithm, hex: hex.into() })
+        Ok(Digest {
+            algorithm,
+            hex: hex.into(),
+        })
     }
 }
 
@@ -149,7 +158,10 @@ impl DigestHasher {
             DigestHasher::Sha256(h) => (Algorithm::Sha256, hex::encode(h.finalize())),
             DigestHasher::Sha512(h) => (Algorithm::Sha512, hex::encode(h.finalize())),
         };
-        Digest { algorithm, hex: hex.into() }
+        Digest {
+            algorithm,
+            hex: hex.into(),
+        }
     }
 }
 

@@ -81,7 +81,8 @@ fn is_manifest_type(t: &str) -> bool {
 
 impl Manifest {
     pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Manifest, ManifestError> {
-        let raw: Raw = serde_json::from_slice(bytes).map_err(|e| ManifestError::Json(e.to_string()))?;
+        let raw: Raw =
+            serde_json::from_slice(bytes).map_err(|e| ManifestError::Json(e.to_string()))?;
         if raw.schema_version != Some(2) {
             return Err(ManifestError::SchemaVersion);
         }
@@ -90,7 +91,10 @@ impl Manifest {
             .filter(|c| is_manifest_type(c));
         if let (Some(body), Some(header)) = (&raw.media_type, header) {
             if body != header {
-                return Err(ManifestError::MediaTypeMismatch { body: body.clone(), header: header.to_owned() });
+                return Err(ManifestError::MediaTypeMismatch {
+                    body: body.clone(),
+                    header: header.to_owned(),
+                });
             }
         }
         let kind = match (&raw.manifests, &raw.config) {
@@ -124,7 +128,8 @@ impl Manifest {
         self.config
             .iter()
             .chain(self.layers.iter().filter(|l| {
-                !(l.media_type == mt::DOCKER_FOREIGN_LAYER || l.urls.as_ref().is_some_and(|u| !u.is_empty()))
+                !(l.media_type == mt::DOCKER_FOREIGN_LAYER
+                    || l.urls.as_ref().is_some_and(|u| !u.is_empty()))
             }))
             .map(|d| &d.digest)
     }
@@ -181,14 +186,26 @@ mod tests {
     fn rejects_mismatched_content_type_and_bad_shape() {
         let err = Manifest::parse(image("").as_bytes(), Some(mt::DOCKER_MANIFEST)).unwrap_err();
         assert!(matches!(err, ManifestError::MediaTypeMismatch { .. }));
-        assert_eq!(Manifest::parse(br#"{"schemaVersion":2}"#, None), Err(ManifestError::Shape));
-        assert_eq!(Manifest::parse(br#"{"schemaVersion":1}"#, None), Err(ManifestError::SchemaVersion));
-        assert!(matches!(Manifest::parse(b"nope", None), Err(ManifestError::Json(_))));
+        assert_eq!(
+            Manifest::parse(br#"{"schemaVersion":2}"#, None),
+            Err(ManifestError::Shape)
+        );
+        assert_eq!(
+            Manifest::parse(br#"{"schemaVersion":1}"#, None),
+            Err(ManifestError::SchemaVersion)
+        );
+        assert!(matches!(
+            Manifest::parse(b"nope", None),
+            Err(ManifestError::Json(_))
+        ));
     }
 
     #[test]
     fn subject_and_artifact_type() {
-        let extra = format!(r#","artifactType":"x/y","subject":{{"mediaType":"{}","digest":"{CFG}","size":1}}"#, mt::OCI_MANIFEST);
+        let extra = format!(
+            r#","artifactType":"x/y","subject":{{"mediaType":"{}","digest":"{CFG}","size":1}}"#,
+            mt::OCI_MANIFEST
+        );
         let m = Manifest::parse(image(&extra).as_bytes(), None).unwrap();
         assert_eq!(m.subject.unwrap().digest.to_string(), CFG);
         assert_eq!(m.artifact_type.as_deref(), Some("x/y"));

@@ -159,7 +159,13 @@ mod tests {
 
     #[test]
     fn accepts_spec_names() {
-        for ok in ["a", "library/busybox", "a.b_c__d---e/f0", "conformance/repo", "x/y/z"] {
+        for ok in [
+            "a",
+            "library/busybox",
+            "a.b_c__d---e/f0",
+            "conformance/repo",
+            "x/y/z",
+        ] {
             assert!(ok.parse::<RepoName>().is_ok(), "{ok}");
         }
     }
@@ -167,12 +173,32 @@ mod tests {
     #[test]
     fn rejects_traversal_and_bad_names() {
         for bad in [
-            "", "..", "a/..", "../a", "a//b", "/a", "a/", "A", "a..b", "a___b", "_uploads",
-            "a/_manifests", "-a", "a-", "a b", "a%2f..",
+            "",
+            "..",
+            "a/..",
+            "../a",
+            "a//b",
+            "/a",
+            "a/",
+            "A",
+            "a..b",
+            "a___b",
+            "_uploads",
+            "a/_manifests",
+            "-a",
+            "a-",
+            "a b",
+            "a%2f..",
         ] {
-            assert!(bad.parse::<RepoName>().is_err(), "{bad:?} should be rejected");
+            assert!(
+                bad.parse::<RepoName>().is_err(),
+                "{bad:?} should be rejected"
+            );
         }
-        assert_eq!("a".repeat(256).parse::<RepoName>(), Err(NameError::NameTooLong));
+        assert_eq!(
+            "a".repeat(256).parse::<RepoName>(),
+            Err(NameError::NameTooLong)
+        );
     }
 
     #[test]
@@ -187,7 +213,10 @@ mod tests {
 
     #[test]
     fn reference_is_tag_or_digest() {
-        assert!(matches!("latest".parse::<Reference>(), Ok(Reference::Tag(_))));
+        assert!(matches!(
+            "latest".parse::<Reference>(),
+            Ok(Reference::Tag(_))
+        ));
         let d = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
         assert!(matches!(d.parse::<Reference>(), Ok(Reference::Digest(_))));
         assert!("sha256:zz".parse::<Reference>().is_err());

@@ -15,6 +15,10 @@ pub struct Config {
 
 impl Config {
     pub fn new(root: PathBuf) -> Config {
-        Config { addr: SocketAddr::from(([0, 0, 0, 0], 5000)), root, delete_enabled: false }
+        Config {
+            addr: SocketAddr::from(([0, 0, 0, 0], 5000)),
+            root,
+            delete_enabled: false,
+        }
     }
 }

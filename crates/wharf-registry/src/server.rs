@@ -25,24 +25,42 @@ pub fn state_for(config: &Config) -> Arc<AppState> {
     let layout = Layout::new(&config.root);
     let blobs: Arc<dyn BlobStore> = Arc::new(FsBlobStore::new(layout.clone()));
     let meta: Arc<dyn MetaStore> = Arc::new(FsMetaStore::new(layout, blobs.clone()));
-    Arc::new(AppState { blobs, meta, delete_enabled: config.delete_enabled, manifests: ManifestCache::default() })
+    Arc::new(AppState {
+        blobs,
+        meta,
+        delete_enabled: config.delete_enabled,
+        manifests: ManifestCache::default(),
+    })
 }
 
 /// Serve `config` until `shutdown` resolves, then drain.
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.root)
-        .with_context(|| format!("cannot create storage root {}: choose another with --root", config.root.display()))?;
-    let listener = TcpListener::bind(config.addr)
-        .await
-        .with_context(|| format!("cannot listen on {}: is another registry running? choose another with --addr", config.addr))?;
+    std::fs::create_dir_all(&config.root).with_context(|| {
+        format!(
+            "cannot create storage root {}: choose another with --root",
+            config.root.display()
+        )
+    })?;
+    let listener = TcpListener::bind(config.addr).await.with_context(|| {
+        format!(
+            "cannot listen on {}: is another registry running? choose another with --addr",
+            config.addr
+        )
+    })?;
     tracing::info!(addr = %listener.local_addr()?, root = %config.root.display(), delete_enabled = config.delete_enabled, "wharf registry listening");
     serve_listener(listener, state_for(&config), shutdown).await
 }
 
-pub async fn serve_listener(listener: TcpListener, state: Arc<AppState>, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn serve_listener(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT).keep_alive(true);
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .keep_alive(true);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {

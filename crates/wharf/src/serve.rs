@@ -22,13 +22,17 @@ pub struct ServeArgs {
 }
 
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {
-    let full = if s.starts_with(':') { format!("0.0.0.0{s}") } else { s.to_owned() };
-    full.parse().map_err(|e| format!("{s:?} is not host:port ({e})"))
+    let full = if s.starts_with(':') {
+        format!("0.0.0.0{s}")
+    } else {
+        s.to_owned()
+    };
+    full.parse()
+        .map_err(|e| format!("{s:?} is not host:port ({e})"))
 }
 
 fn writable_dir(dir: &Path) -> bool {
-    std::fs::create_dir_all(dir).is_ok()
-        && tempfile_probe(dir)
+    std::fs::create_dir_all(dir).is_ok() && tempfile_probe(dir)
 }
 
 fn tempfile_probe(dir: &Path) -> bool {

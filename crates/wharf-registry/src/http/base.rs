@@ -6,5 +6,9 @@ use http::StatusCode;
 use super::response::{bytes_response, Resp};
 
 pub fn get() -> Resp {
-    bytes_response(StatusCode::OK, wharf_oci::media_type::JSON, Bytes::from_static(b"{}"))
+    bytes_response(
+        StatusCode::OK,
+        wharf_oci::media_type::JSON,
+        Bytes::from_static(b"{}"),
+    )
 }

@@ -13,7 +13,9 @@ use super::{AppState, Req};
 
 /// A `Range: bytes=...` header as an inclusive range within `size`. Err for unsatisfiable.
 fn parse_range(header: &str, size: u64) -> Result<Option<RangeInclusive<u64>>, ()> {
-    let Some(spec) = header.trim().strip_prefix("bytes=") else { return Ok(None) };
+    let Some(spec) = header.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
     if spec.contains(',') {
         return Ok(None); // multipart ranges: serve the whole blob, as RFC 9110 allows
     }
@@ -22,7 +24,13 @@ fn parse_range(header: &str, size: u64) -> Result<Option<RangeInclusive<u64>>, (
     let range = match (a.is_empty(), b.is_empty()) {
         (false, _) => {
             let start: u64 = a.parse().map_err(|_| ())?;
-            let end = if b.is_empty() { size.saturating_sub(1) } else { b.parse::<u64>().map_err(|_| ())?.min(size.saturating_sub(1)) };
+            let end = if b.is_empty() {
+                size.saturating_sub(1)
+            } else {
+                b.parse::<u64>()
+                    .map_err(|_| ())?
+                    .min(size.saturating_sub(1))
+            };
             start..=end
         }
         (true, false) => {
@@ -48,7 +56,13 @@ async fn require_linked(state: &AppState, repo: &RepoName, digest: &Digest) -> A
     state.blobs.stat(digest).await?.ok_or_else(unknown)
 }
 
-pub async fn get(state: &AppState, repo: &RepoName, digest: &Digest, req: &Req, head: bool) -> ApiResult {
+pub async fn get(
+    state: &AppState,
+    repo: &RepoName,
+    digest: &Digest,
+    req: &Req,
+    head: bool,
+) -> ApiResult {
     let size = require_linked(state, repo, digest).await?;
     let range = match req.header(RANGE).map(|h| parse_range(h, size)) {
         None | Some(Ok(None)) => None,
@@ -65,14 +79,22 @@ pub async fn get(state: &AppState, repo: &RepoName, digest: &Digest, req: &Req, 
         empty(StatusCode::OK).with(CONTENT_LENGTH, &len.to_string())
     } else {
         let read = state.blobs.read(digest, range.clone()).await?;
-        let len = if read.size == 0 { 0 } else { read.range.end() - read.range.start() + 1 };
+        let len = if read.size == 0 {
+            0
+        } else {
+            read.range.end() - read.range.start() + 1
+        };
         let mut r = Response::new(streaming(read.body));
-        r.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(len));
+        r.headers_mut()
+            .insert(CONTENT_LENGTH, HeaderValue::from(len));
         r
     };
     if let Some(r) = range.filter(|_| partial) {
         *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
-        resp = resp.with(CONTENT_RANGE, &format!("bytes {}-{}/{size}", r.start(), r.end()));
+        resp = resp.with(
+            CONTENT_RANGE,
+            &format!("bytes {}-{}/{size}", r.start(), r.end()),
+        );
     }
     Ok(resp
         .with(CONTENT_TYPE, wharf_oci::media_type::OCTET_STREAM)

@@ -64,19 +64,26 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         match e {
-            StoreError::UploadUnknown(id) => {
-                ApiError::new(ErrorCode::BlobUploadUnknown).detail(json!({ "uuid": id.to_string() }))
-            }
+            StoreError::UploadUnknown(id) => ApiError::new(ErrorCode::BlobUploadUnknown)
+                .detail(json!({ "uuid": id.to_string() })),
             StoreError::UploadOffset { actual, .. } => {
                 let mut err = ApiError::new(ErrorCode::RangeInvalid)
                     .message(format!("{e}: resume from the upload's current Range"));
                 err.range = Some(format!("0-{}", actual.saturating_sub(1)));
                 err
             }
-            StoreError::DigestMismatch { .. } => ApiError::new(ErrorCode::DigestInvalid).message(e.to_string()),
-            StoreError::BlobUnknown(d) => ApiError::new(ErrorCode::BlobUnknown).detail(json!({ "digest": d })),
-            StoreError::RangeInvalid { .. } => ApiError::new(ErrorCode::RangeInvalid).message(e.to_string()),
-            StoreError::Body(_) => ApiError::new(ErrorCode::BlobUploadInvalid).message(e.to_string()),
+            StoreError::DigestMismatch { .. } => {
+                ApiError::new(ErrorCode::DigestInvalid).message(e.to_string())
+            }
+            StoreError::BlobUnknown(d) => {
+                ApiError::new(ErrorCode::BlobUnknown).detail(json!({ "digest": d }))
+            }
+            StoreError::RangeInvalid { .. } => {
+                ApiError::new(ErrorCode::RangeInvalid).message(e.to_string())
+            }
+            StoreError::Body(_) => {
+                ApiError::new(ErrorCode::BlobUploadInvalid).message(e.to_string())
+            }
             StoreError::Io(_) | StoreError::Corrupt { .. } => {
                 tracing::error!(error = %e, "storage failure");
                 ApiError::new(ErrorCode::Unknown).message(e.to_string())

@@ -44,24 +44,40 @@ impl ManifestCache {
 }
 
 fn unknown(repo: &RepoName, reference: &Reference) -> ApiError {
-    ApiError::new(ErrorCode::ManifestUnknown).detail(json!({ "name": repo.as_str(), "reference": reference.to_string() }))
+    ApiError::new(ErrorCode::ManifestUnknown)
+        .detail(json!({ "name": repo.as_str(), "reference": reference.to_string() }))
 }
 
-pub async fn get(state: &AppState, repo: &RepoName, reference: &Reference, head: bool) -> ApiResult {
+pub async fn get(
+    state: &AppState,
+    repo: &RepoName,
+    reference: &Reference,
+    head: bool,
+) -> ApiResult {
     let digest = match reference {
         Reference::Tag(t) => state.meta.resolve_tag(repo, t).await?,
-        Reference::Digest(d) => state.meta.manifest_linked(repo, d).await?.then(|| d.clone()),
+        Reference::Digest(d) => state
+            .meta
+            .manifest_linked(repo, d)
+            .await?
+            .then(|| d.clone()),
     }
     .ok_or_else(|| unknown(repo, reference))?;
     let (bytes, media_type) = match state.manifests.get(&digest) {
         Some(hit) => hit,
         None => {
-            let bytes = state.blobs.get(&digest, MANIFEST_LIMIT as u64).await?.ok_or_else(|| unknown(repo, reference))?;
+            let bytes = state
+                .blobs
+                .get(&digest, MANIFEST_LIMIT as u64)
+                .await?
+                .ok_or_else(|| unknown(repo, reference))?;
             let media_type: Arc<str> = Manifest::parse(&bytes, None)
                 .map(|m| m.media_type)
                 .unwrap_or_else(|_| wharf_oci::media_type::OCI_MANIFEST.to_owned())
                 .into();
-            state.manifests.insert(digest.clone(), bytes.clone(), media_type.clone());
+            state
+                .manifests
+                .insert(digest.clone(), bytes.clone(), media_type.clone());
             (bytes, media_type)
         }
     };
@@ -73,7 +89,9 @@ pub async fn get(state: &AppState, repo: &RepoName, reference: &Reference, head:
     } else {
         bytes_response(StatusCode::OK, &media_type, bytes)
     };
-    Ok(resp.with(DOCKER_CONTENT_DIGEST, &digest_text).with(ETAG, &format!("\"{digest_text}\"")))
+    Ok(resp
+        .with(DOCKER_CONTENT_DIGEST, &digest_text)
+        .with(ETAG, &format!("\"{digest_text}\"")))
 }
 
 pub async fn put(state: &AppState, repo: &RepoName, reference: &Reference, req: Req) -> ApiResult {
@@ -85,8 +103,9 @@ pub async fn put(state: &AppState, repo: &RepoName, reference: &Reference, req: 
         Reference::Digest(d) => {
             let actual = Digest::of(d.algorithm(), &bytes);
             if &actual != d {
-                return Err(ApiError::new(ErrorCode::DigestInvalid)
-                    .message(format!("manifest body has digest {actual}, not {d} as the URL says")));
+                return Err(ApiError::new(ErrorCode::DigestInvalid).message(format!(
+                    "manifest body has digest {actual}, not {d} as the URL says"
+                )));
             }
             actual
         }
@@ -98,17 +117,21 @@ pub async fn put(state: &AppState, repo: &RepoName, reference: &Reference, req: 
         digest: digest.clone(),
         blobs: manifest.required_blobs().cloned().collect(),
         children: manifest.required_manifests().cloned().collect(),
-        referrer: manifest
-            .subject
-            .as_ref()
-            .map(|s| (s.digest.clone(), manifest.referrer_descriptor(digest.clone(), bytes.len() as u64))),
+        referrer: manifest.subject.as_ref().map(|s| {
+            (
+                s.digest.clone(),
+                manifest.referrer_descriptor(digest.clone(), bytes.len() as u64),
+            )
+        }),
     };
     let tag = match reference {
         Reference::Tag(t) => Some(t),
         Reference::Digest(_) => None,
     };
     state.meta.put_manifest(repo, &record, tag).await?;
-    state.manifests.insert(digest.clone(), bytes, manifest.media_type.as_str().into());
+    state
+        .manifests
+        .insert(digest.clone(), bytes, manifest.media_type.as_str().into());
     let mut resp = empty(StatusCode::CREATED)
         .location(&format!("/v2/{repo}/manifests/{digest}"))
         .with(DOCKER_CONTENT_DIGEST, &digest.to_string());
@@ -119,18 +142,26 @@ pub async fn put(state: &AppState, repo: &RepoName, reference: &Reference, req: 
 }
 
 /// Every blob and child manifest must already be in this repository (a subject need not be).
-async fn require_references(state: &AppState, repo: &RepoName, manifest: &Manifest) -> ApiResult<()> {
+async fn require_references(
+    state: &AppState,
+    repo: &RepoName,
+    manifest: &Manifest,
+) -> ApiResult<()> {
     for blob in manifest.required_blobs() {
         if !state.meta.blob_linked(repo, blob).await? || state.blobs.stat(blob).await?.is_none() {
             return Err(ApiError::new(ErrorCode::ManifestBlobUnknown)
-                .message(format!("blob {blob} is not in repository {repo}: push it first"))
+                .message(format!(
+                    "blob {blob} is not in repository {repo}: push it first"
+                ))
                 .detail(json!({ "digest": blob })));
         }
     }
     for child in manifest.required_manifests() {
         if !state.meta.manifest_linked(repo, child).await? {
             return Err(ApiError::new(ErrorCode::ManifestBlobUnknown)
-                .message(format!("manifest {child} is not in repository {repo}: push it first"))
+                .message(format!(
+                    "manifest {child} is not in repository {repo}: push it first"
+                ))
                 .detail(json!({ "digest": child })));
         }
     }

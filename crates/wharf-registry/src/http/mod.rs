@@ -57,7 +57,10 @@ impl Req {
 
     /// The body as a stream of byte chunks, never collected in memory.
     pub fn into_stream(self) -> ByteStream {
-        self.body.into_data_stream().map_err(io::Error::other).boxed()
+        self.body
+            .into_data_stream()
+            .map_err(io::Error::other)
+            .boxed()
     }
 
     /// The whole body, refusing more than `limit` bytes.
@@ -65,7 +68,9 @@ impl Req {
         let mut buf = Vec::new();
         let mut stream = self.into_stream();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| ApiError::new(ErrorCode::Unknown).message(format!("reading body: {e}")))?;
+            let chunk = chunk.map_err(|e| {
+                ApiError::new(ErrorCode::Unknown).message(format!("reading body: {e}"))
+            })?;
             if buf.len() + chunk.len() > limit {
                 return Err(ApiError::new(ErrorCode::SizeInvalid)
                     .message(format!("body larger than {limit} bytes"))
@@ -85,6 +90,9 @@ enum Route {
     Catalog,
     Tags(RepoName),
     Manifest(RepoName, Reference),
+    /// A manifest URL whose reference is neither a tag nor a digest: unknown to reads,
+    /// invalid to writes.
+    BadReference(RepoName, String),
     Blob(RepoName, Digest),
     Uploads(RepoName),
     Upload(RepoName, Uuid),
@@ -93,7 +101,11 @@ enum Route {
 
 impl Route {
     fn parse(path: &str) -> Result<Route, ApiError> {
-        let not_found = || ApiError::new(ErrorCode::Unsupported).message("no such endpoint").status(StatusCode::NOT_FOUND);
+        let not_found = || {
+            ApiError::new(ErrorCode::Unsupported)
+                .message("no such endpoint")
+                .status(StatusCode::NOT_FOUND)
+        };
         let rest = match path.strip_prefix("/v2") {
             Some("" | "/") => return Ok(Route::Base),
             Some(rest) => rest.strip_prefix('/').ok_or_else(not_found)?,
@@ -108,12 +120,10 @@ impl Route {
         let (repo, kind) = head.rsplit_once('/').ok_or_else(not_found)?;
         match (kind, last) {
             ("tags", "list") => Ok(Route::Tags(name(repo)?)),
-            ("manifests", r) => {
-                let reference = r.parse().map_err(|e: wharf_oci::name::NameError| {
-                    ApiError::new(ErrorCode::ManifestInvalid).message(e.to_string())
-                })?;
-                Ok(Route::Manifest(name(repo)?, reference))
-            }
+            ("manifests", r) => Ok(match r.parse() {
+                Ok(reference) => Route::Manifest(name(repo)?, reference),
+                Err(e) => Route::BadReference(name(repo)?, e.to_string()),
+            }),
             ("blobs", "uploads") => Ok(Route::Uploads(name(repo)?)),
             ("blobs", d) => Ok(Route::Blob(name(repo)?, digest(d)?)),
             ("referrers", d) => Ok(Route::Referrers(name(repo)?, digest(d)?)),
@@ -122,7 +132,8 @@ impl Route {
                 if id.is_empty() {
                     return Ok(Route::Uploads(name(repo)?));
                 }
-                let id = Uuid::parse_str(id).map_err(|_| ApiError::new(ErrorCode::BlobUploadUnknown))?;
+                let id =
+                    Uuid::parse_str(id).map_err(|_| ApiError::new(ErrorCode::BlobUploadUnknown))?;
                 Ok(Route::Upload(name(repo)?, id))
             }
             _ => Err(not_found()),
@@ -140,10 +151,22 @@ async fn dispatch(state: &AppState, route: Route, req: Req) -> ApiResult {
         (Route::Base, Method::GET | Method::HEAD) => Ok(base::get()),
         (Route::Catalog, Method::GET) => catalog::get(state, &req).await,
         (Route::Tags(repo), Method::GET) => tags::list(state, &repo, &req).await,
-        (Route::Manifest(repo, r), Method::GET | Method::HEAD) => manifests::get(state, &repo, &r, head).await,
+        (Route::Manifest(repo, r), Method::GET | Method::HEAD) => {
+            manifests::get(state, &repo, &r, head).await
+        }
         (Route::Manifest(repo, r), Method::PUT) => manifests::put(state, &repo, &r, req).await,
         (Route::Manifest(repo, r), Method::DELETE) => manifests::delete(state, &repo, &r).await,
-        (Route::Blob(repo, d), Method::GET | Method::HEAD) => blobs::get(state, &repo, &d, &req, head).await,
+        (Route::BadReference(repo, why), Method::PUT) => {
+            Err(ApiError::new(ErrorCode::ManifestInvalid)
+                .message(why)
+                .detail(serde_json::json!({ "name": repo.as_str() })))
+        }
+        (Route::BadReference(repo, why), _) => Err(ApiError::new(ErrorCode::ManifestUnknown)
+            .message(why)
+            .detail(serde_json::json!({ "name": repo.as_str() }))),
+        (Route::Blob(repo, d), Method::GET | Method::HEAD) => {
+            blobs::get(state, &repo, &d, &req, head).await
+        }
         (Route::Blob(repo, d), Method::DELETE) => blobs::delete(state, &repo, &d).await,
         (Route::Uploads(repo), Method::POST) => uploads::start(state, &repo, req).await,
         (Route::Upload(repo, id), Method::GET) => uploads::status(state, &repo, id).await,
@@ -165,7 +188,12 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp
         .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
         .unwrap_or_default();
     let path = parts.uri.path().to_owned();
-    let req = Req { method: parts.method, headers: parts.headers, query, body };
+    let req = Req {
+        method: parts.method,
+        headers: parts.headers,
+        query,
+        body,
+    };
     let method = req.method.clone();
     let result = match Route::parse(&path) {
         Ok(route) => dispatch(&state, route, req).await,
@@ -177,7 +205,8 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp
         }
         e.into_response()
     });
-    resp.headers_mut().insert(API_VERSION, header_value("registry/2.0"));
+    resp.headers_mut()
+        .insert(API_VERSION, header_value("registry/2.0"));
     tracing::info!(
         %method,
         %path,
@@ -202,26 +231,63 @@ mod tests {
         assert_eq!(Route::parse("/v2/").unwrap(), Route::Base);
         assert_eq!(Route::parse("/v2").unwrap(), Route::Base);
         assert_eq!(Route::parse("/v2/_catalog").unwrap(), Route::Catalog);
-        assert_eq!(Route::parse("/v2/a/b/tags/list").unwrap(), Route::Tags(n("a/b")));
+        assert_eq!(
+            Route::parse("/v2/a/b/tags/list").unwrap(),
+            Route::Tags(n("a/b"))
+        );
         assert_eq!(
             Route::parse("/v2/a/blobs/uploads/manifests/latest").unwrap(),
             Route::Manifest(n("a/blobs/uploads"), "latest".parse().unwrap())
         );
-        assert_eq!(Route::parse(&format!("/v2/a/blobs/{}", d())).unwrap(), Route::Blob(n("a"), d()));
-        assert_eq!(Route::parse("/v2/a/blobs/uploads/").unwrap(), Route::Uploads(n("a")));
-        assert_eq!(Route::parse("/v2/a/blobs/uploads").unwrap(), Route::Uploads(n("a")));
+        assert_eq!(
+            Route::parse(&format!("/v2/a/blobs/{}", d())).unwrap(),
+            Route::Blob(n("a"), d())
+        );
+        assert_eq!(
+            Route::parse("/v2/a/blobs/uploads/").unwrap(),
+            Route::Uploads(n("a"))
+        );
+        assert_eq!(
+            Route::parse("/v2/a/blobs/uploads").unwrap(),
+            Route::Uploads(n("a"))
+        );
         let id = Uuid::new_v4();
-        assert_eq!(Route::parse(&format!("/v2/a/b/blobs/uploads/{id}")).unwrap(), Route::Upload(n("a/b"), id));
-        assert_eq!(Route::parse(&format!("/v2/a/referrers/{}", d())).unwrap(), Route::Referrers(n("a"), d()));
+        assert_eq!(
+            Route::parse(&format!("/v2/a/b/blobs/uploads/{id}")).unwrap(),
+            Route::Upload(n("a/b"), id)
+        );
+        assert_eq!(
+            Route::parse(&format!("/v2/a/referrers/{}", d())).unwrap(),
+            Route::Referrers(n("a"), d())
+        );
     }
 
     #[test]
     fn rejects_traversal_at_the_edge() {
-        for bad in ["/v2/../etc/manifests/x", "/v2/a/../b/tags/list", "/v2/A/tags/list"] {
-            assert_eq!(Route::parse(bad).unwrap_err().code, ErrorCode::NameInvalid, "{bad}");
+        for bad in [
+            "/v2/../etc/manifests/x",
+            "/v2/a/../b/tags/list",
+            "/v2/A/tags/list",
+        ] {
+            assert_eq!(
+                Route::parse(bad).unwrap_err().code,
+                ErrorCode::NameInvalid,
+                "{bad}"
+            );
         }
-        assert_eq!(Route::parse("/v2/a/blobs/sha256:..").unwrap_err().code, ErrorCode::DigestInvalid);
-        assert_eq!(Route::parse("/v2/a/blobs/uploads/../../x").unwrap_err().status, StatusCode::NOT_FOUND);
-        assert_eq!(Route::parse("/other").unwrap_err().status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            Route::parse("/v2/a/blobs/sha256:..").unwrap_err().code,
+            ErrorCode::DigestInvalid
+        );
+        assert_eq!(
+            Route::parse("/v2/a/blobs/uploads/../../x")
+                .unwrap_err()
+                .status,
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            Route::parse("/other").unwrap_err().status,
+            StatusCode::NOT_FOUND
+        );
     }
 }

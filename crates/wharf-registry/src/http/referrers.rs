@@ -18,7 +18,11 @@ pub async fn get(state: &AppState, repo: &RepoName, subject: &Digest, req: &Req)
     }
     manifests.sort_by(|a, b| a.digest.cmp(&b.digest));
     let index = json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests });
-    let resp = bytes_response(StatusCode::OK, OCI_INDEX, serde_json::to_vec(&index).expect("serialisable").into());
+    let resp = bytes_response(
+        StatusCode::OK,
+        OCI_INDEX,
+        serde_json::to_vec(&index).expect("serialisable").into(),
+    );
     Ok(match filter {
         Some(_) => resp.with(OCI_FILTERS_APPLIED, "artifactType"),
         None => resp,

@@ -3,12 +3,12 @@
 use std::io;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use http::header::{HeaderName, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::Frame;
-use futures::StreamExt;
 use serde::Serialize;
 
 use crate::store::ByteStream;
@@ -23,7 +23,9 @@ pub const OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
 pub const OCI_FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-applied");
 
 pub fn full(bytes: Bytes) -> Body {
-    Full::new(bytes).map_err(|never| match never {}).boxed_unsync()
+    Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 pub fn streaming(stream: ByteStream) -> Body {
@@ -33,7 +35,8 @@ pub fn streaming(stream: ByteStream) -> Body {
 pub fn empty(status: StatusCode) -> Resp {
     let mut r = Response::new(Empty::new().map_err(|never| match never {}).boxed_unsync());
     *r.status_mut() = status;
-    r.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+    r.headers_mut()
+        .insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
     r
 }
 

@@ -22,20 +22,27 @@ pub fn pagination(req: &Req) -> ApiResult<(Option<usize>, Option<&str>)> {
 }
 
 pub fn next_link(path: &str, n: usize, last: &str) -> String {
-    let query: String = form_urlencoded::Serializer::new(String::new()).append_pair("n", &n.to_string()).append_pair("last", last).finish();
+    let query: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("n", &n.to_string())
+        .append_pair("last", last)
+        .finish();
     format!("<{path}?{query}>; rel=\"next\"")
 }
 
 pub async fn list(state: &AppState, repo: &RepoName, req: &Req) -> ApiResult {
     let (n, last) = pagination(req)?;
-    let page = state
-        .meta
-        .list_tags(repo, last, n)
-        .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::NameUnknown).detail(json!({ "name": repo.as_str() })))?;
-    let mut resp = json_response(StatusCode::OK, &json!({ "name": repo.as_str(), "tags": page.items }));
+    let page = state.meta.list_tags(repo, last, n).await?.ok_or_else(|| {
+        ApiError::new(ErrorCode::NameUnknown).detail(json!({ "name": repo.as_str() }))
+    })?;
+    let mut resp = json_response(
+        StatusCode::OK,
+        &json!({ "name": repo.as_str(), "tags": page.items }),
+    );
     if let (true, Some(n), Some(last)) = (page.more, n, page.items.last()) {
-        resp = resp.with(http::header::LINK, &next_link(&format!("/v2/{repo}/tags/list"), n, last));
+        resp = resp.with(
+            http::header::LINK,
+            &next_link(&format!("/v2/{repo}/tags/list"), n, last),
+        );
     }
     Ok(resp)
 }

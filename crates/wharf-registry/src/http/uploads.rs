@@ -19,7 +19,10 @@ fn upload_location(repo: &RepoName, id: Uuid) -> String {
 fn progress(repo: &RepoName, id: Uuid, size: u64, status: StatusCode) -> Resp {
     empty(status)
         .location(&upload_location(repo, id))
-        .with(http::header::RANGE, &format!("0-{}", size.saturating_sub(1)))
+        .with(
+            http::header::RANGE,
+            &format!("0-{}", size.saturating_sub(1)),
+        )
         .with(DOCKER_UPLOAD_UUID, &id.to_string())
 }
 
@@ -30,25 +33,42 @@ fn created(repo: &RepoName, digest: &Digest) -> Resp {
 }
 
 fn digest_param(req: &Req, key: &str) -> ApiResult<Option<Digest>> {
-    req.query(key).map(|d| d.parse().map_err(digest_invalid)).transpose()
+    req.query(key)
+        .map(|d| d.parse().map_err(digest_invalid))
+        .transpose()
 }
 
 /// The start offset a chunk claims with `Content-Range: <start>-<end>` (with or without
 /// `bytes=`/`bytes `), checked against its `Content-Length` when both are given.
 fn chunk_start(req: &Req) -> ApiResult<Option<u64>> {
-    let Some(header) = req.header(http::header::CONTENT_RANGE) else { return Ok(None) };
-    let spec = header.trim().trim_start_matches("bytes").trim_start_matches(['=', ' ']);
+    let Some(header) = req.header(http::header::CONTENT_RANGE) else {
+        return Ok(None);
+    };
+    let spec = header
+        .trim()
+        .trim_start_matches("bytes")
+        .trim_start_matches(['=', ' ']);
     let spec = spec.split('/').next().unwrap_or("");
-    let bad = || ApiError::new(ErrorCode::RangeInvalid).message(format!("Content-Range {header:?} is not <start>-<end>"));
+    let bad = || {
+        ApiError::new(ErrorCode::RangeInvalid)
+            .message(format!("Content-Range {header:?} is not <start>-<end>"))
+    };
     let (a, b) = spec.split_once('-').ok_or_else(bad)?;
-    let (start, end): (u64, u64) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
+    let (start, end): (u64, u64) = (
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    );
     if end < start {
         return Err(bad());
     }
-    if let Some(len) = req.header(CONTENT_LENGTH).and_then(|l| l.parse::<u64>().ok()) {
+    if let Some(len) = req
+        .header(CONTENT_LENGTH)
+        .and_then(|l| l.parse::<u64>().ok())
+    {
         if len != end - start + 1 {
-            return Err(ApiError::new(ErrorCode::RangeInvalid)
-                .message(format!("Content-Range {header:?} does not match Content-Length {len}")));
+            return Err(ApiError::new(ErrorCode::RangeInvalid).message(format!(
+                "Content-Range {header:?} does not match Content-Length {len}"
+            )));
         }
     }
     Ok(Some(start))
@@ -75,7 +95,10 @@ pub async fn start(state: &AppState, repo: &RepoName, req: Req) -> ApiResult {
         None => Ok(progress(repo, id, 0, StatusCode::ACCEPTED)),
         Some(digest) => {
             let result = async {
-                state.blobs.append(repo, id, Some(0), req.into_stream()).await?;
+                state
+                    .blobs
+                    .append(repo, id, Some(0), req.into_stream())
+                    .await?;
                 finish(state, repo, id, &digest).await
             }
             .await;
@@ -87,8 +110,15 @@ pub async fn start(state: &AppState, repo: &RepoName, req: Req) -> ApiResult {
     }
 }
 
-async fn try_mount(state: &AppState, repo: &RepoName, digest: &Digest, from: Option<&str>) -> ApiResult<Option<Resp>> {
-    let Some(from) = from.and_then(|f| f.parse::<RepoName>().ok()) else { return Ok(None) };
+async fn try_mount(
+    state: &AppState,
+    repo: &RepoName,
+    digest: &Digest,
+    from: Option<&str>,
+) -> ApiResult<Option<Resp>> {
+    let Some(from) = from.and_then(|f| f.parse::<RepoName>().ok()) else {
+        return Ok(None);
+    };
     if !state.meta.blob_linked(&from, digest).await? || state.blobs.stat(digest).await?.is_none() {
         return Ok(None);
     }
@@ -108,8 +138,9 @@ pub async fn patch(state: &AppState, repo: &RepoName, id: Uuid, req: Req) -> Api
 }
 
 pub async fn put(state: &AppState, repo: &RepoName, id: Uuid, req: Req) -> ApiResult {
-    let digest = digest_param(&req, "digest")?
-        .ok_or_else(|| ApiError::new(ErrorCode::DigestInvalid).message("PUT to finish an upload needs ?digest="))?;
+    let digest = digest_param(&req, "digest")?.ok_or_else(|| {
+        ApiError::new(ErrorCode::DigestInvalid).message("PUT to finish an upload needs ?digest=")
+    })?;
     let has_body = req.header(CONTENT_LENGTH).is_none_or(|l| l != "0");
     if has_body {
         let at = chunk_start(&req)?;

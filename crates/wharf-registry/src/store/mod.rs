@@ -65,7 +65,13 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn upload_size(&self, repo: &RepoName, id: Uuid) -> StoreResult<u64>;
     /// Append `body`, hashing as it is written. With `at`, refuses unless the upload is
     /// exactly that long. Returns the new size.
-    async fn append(&self, repo: &RepoName, id: Uuid, at: Option<u64>, body: ByteStream) -> StoreResult<u64>;
+    async fn append(
+        &self,
+        repo: &RepoName,
+        id: Uuid,
+        at: Option<u64>,
+        body: ByteStream,
+    ) -> StoreResult<u64>;
     /// Verify the upload against `expected`, make it durable and visible. Returns the size.
     async fn commit(&self, repo: &RepoName, id: Uuid, expected: &Digest) -> StoreResult<u64>;
     async fn cancel(&self, repo: &RepoName, id: Uuid) -> StoreResult<()>;
@@ -73,7 +79,11 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn put(&self, digest: &Digest, bytes: Bytes) -> StoreResult<()>;
     /// Size of a committed blob, or None.
     async fn stat(&self, digest: &Digest) -> StoreResult<Option<u64>>;
-    async fn read(&self, digest: &Digest, range: Option<RangeInclusive<u64>>) -> StoreResult<BlobRead>;
+    async fn read(
+        &self,
+        digest: &Digest,
+        range: Option<RangeInclusive<u64>>,
+    ) -> StoreResult<BlobRead>;
     /// The whole blob in memory, for small content (manifests). None if unknown or over `limit`.
     async fn get(&self, digest: &Digest, limit: u64) -> StoreResult<Option<Bytes>>;
     async fn delete(&self, digest: &Digest) -> StoreResult<()>;
@@ -107,14 +117,24 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn blob_linked(&self, repo: &RepoName, digest: &Digest) -> StoreResult<bool>;
     /// Returns false if it was not linked.
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> StoreResult<bool>;
-    async fn put_manifest(&self, repo: &RepoName, manifest: &ManifestRecord, tag: Option<&Tag>) -> StoreResult<()>;
+    async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        manifest: &ManifestRecord,
+        tag: Option<&Tag>,
+    ) -> StoreResult<()>;
     async fn manifest_linked(&self, repo: &RepoName, digest: &Digest) -> StoreResult<bool>;
     async fn resolve_tag(&self, repo: &RepoName, tag: &Tag) -> StoreResult<Option<Digest>>;
     /// Remove a manifest from a repository, with every tag that points at it. False if absent.
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> StoreResult<bool>;
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> StoreResult<bool>;
     /// Tags sorted, after `last`, at most `n`. None when the repository is unknown.
-    async fn list_tags(&self, repo: &RepoName, last: Option<&str>, n: Option<usize>) -> StoreResult<Option<Page>>;
+    async fn list_tags(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        n: Option<usize>,
+    ) -> StoreResult<Option<Page>>;
     /// Repository names sorted, after `last`, at most `n`.
     async fn list_repos(&self, last: Option<&str>, n: Option<usize>) -> StoreResult<Page>;
     /// Manifests of `repo` whose subject is `subject`.
@@ -122,10 +142,17 @@ pub trait MetaStore: Send + Sync + 'static {
 }
 
 /// Apply `last`/`n` pagination to a sorted iterator of names.
-pub fn paginate<I: Iterator<Item = String>>(sorted: I, last: Option<&str>, n: Option<usize>) -> Page {
+pub fn paginate<I: Iterator<Item = String>>(
+    sorted: I,
+    last: Option<&str>,
+    n: Option<usize>,
+) -> Page {
     let mut after = sorted.skip_while(|s| last.is_some_and(|l| s.as_str() <= l));
     match n {
-        None => Page { items: after.collect(), more: false },
+        None => Page {
+            items: after.collect(),
+            more: false,
+        },
         Some(n) => {
             let items: Vec<String> = after.by_ref().take(n).collect();
             let more = after.next().is_some();

@@ -10,7 +10,13 @@ use wharf_oci::{Digest, RepoName, Tag};
 use super::{BlobStore, ByteStream, ManifestRecord, MetaStore, StoreError};
 
 fn body(chunks: &[&'static [u8]]) -> ByteStream {
-    stream::iter(chunks.iter().map(|c| Ok(Bytes::from_static(c))).collect::<Vec<_>>()).boxed()
+    stream::iter(
+        chunks
+            .iter()
+            .map(|c| Ok(Bytes::from_static(c)))
+            .collect::<Vec<_>>(),
+    )
+    .boxed()
 }
 
 async fn concat(body: ByteStream) -> Vec<u8> {
@@ -32,34 +38,80 @@ pub async fn blob_store_contract(blobs: Arc<dyn BlobStore>) {
 
     // Chunked upload, with the offset checked.
     let id = blobs.start_upload(&repo).await.unwrap();
-    assert_eq!(blobs.append(&repo, id, Some(0), body(&[b"hello"])).await.unwrap(), 5);
-    let wrong = blobs.append(&repo, id, Some(3), body(&[b"xx"])).await.unwrap_err();
-    assert!(matches!(wrong, StoreError::UploadOffset { expected: 3, actual: 5 }));
-    assert_eq!(blobs.append(&repo, id, None, body(&[b" wor", b"ld"])).await.unwrap(), 11);
+    assert_eq!(
+        blobs
+            .append(&repo, id, Some(0), body(&[b"hello"]))
+            .await
+            .unwrap(),
+        5
+    );
+    let wrong = blobs
+        .append(&repo, id, Some(3), body(&[b"xx"]))
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        wrong,
+        StoreError::UploadOffset {
+            expected: 3,
+            actual: 5
+        }
+    ));
+    assert_eq!(
+        blobs
+            .append(&repo, id, None, body(&[b" wor", b"ld"]))
+            .await
+            .unwrap(),
+        11
+    );
     assert_eq!(blobs.upload_size(&repo, id).await.unwrap(), 11);
-    assert!(blobs.stat(&digest).await.unwrap().is_none(), "not visible before commit");
+    assert!(
+        blobs.stat(&digest).await.unwrap().is_none(),
+        "not visible before commit"
+    );
 
     // A wrong digest is refused and the upload survives; the right one commits.
-    let bad = blobs.commit(&repo, id, &Digest::sha256_of(b"other")).await.unwrap_err();
+    let bad = blobs
+        .commit(&repo, id, &Digest::sha256_of(b"other"))
+        .await
+        .unwrap_err();
     assert!(matches!(bad, StoreError::DigestMismatch { .. }));
     assert_eq!(blobs.commit(&repo, id, &digest).await.unwrap(), 11);
     assert_eq!(blobs.stat(&digest).await.unwrap(), Some(11));
     assert_eq!(read_all(&*blobs, &digest).await, b"hello world");
-    assert!(matches!(blobs.upload_size(&repo, id).await, Err(StoreError::UploadUnknown(_))));
+    assert!(matches!(
+        blobs.upload_size(&repo, id).await,
+        Err(StoreError::UploadUnknown(_))
+    ));
 
     // Ranges.
     let part = blobs.read(&digest, Some(6..=10)).await.unwrap();
     assert_eq!(concat(part.body).await, b"world");
-    assert!(matches!(blobs.read(&digest, Some(5..=11)).await, Err(StoreError::RangeInvalid { .. })));
+    assert!(matches!(
+        blobs.read(&digest, Some(5..=11)).await,
+        Err(StoreError::RangeInvalid { .. })
+    ));
 
     // A failing body leaves the upload where it was.
     let id = blobs.start_upload(&repo).await.unwrap();
-    blobs.append(&repo, id, None, body(&[b"abc"])).await.unwrap();
-    let failing: ByteStream = stream::iter(vec![Ok(Bytes::from_static(b"def")), Err(std::io::Error::other("cut"))]).boxed();
-    assert!(matches!(blobs.append(&repo, id, None, failing).await, Err(StoreError::Body(_))));
+    blobs
+        .append(&repo, id, None, body(&[b"abc"]))
+        .await
+        .unwrap();
+    let failing: ByteStream = stream::iter(vec![
+        Ok(Bytes::from_static(b"def")),
+        Err(std::io::Error::other("cut")),
+    ])
+    .boxed();
+    assert!(matches!(
+        blobs.append(&repo, id, None, failing).await,
+        Err(StoreError::Body(_))
+    ));
     assert_eq!(blobs.upload_size(&repo, id).await.unwrap(), 3);
     blobs.cancel(&repo, id).await.unwrap();
-    assert!(matches!(blobs.cancel(&repo, id).await, Err(StoreError::UploadUnknown(_))));
+    assert!(matches!(
+        blobs.cancel(&repo, id).await,
+        Err(StoreError::UploadUnknown(_))
+    ));
 
     // Concurrent uploads of the same content both succeed.
     let same = Digest::sha256_of(b"same");
@@ -67,7 +119,10 @@ pub async fn blob_store_contract(blobs: Arc<dyn BlobStore>) {
         let (blobs, repo, same) = (blobs.clone(), repo.clone(), same.clone());
         tokio::spawn(async move {
             let id = blobs.start_upload(&repo).await.unwrap();
-            blobs.append(&repo, id, Some(0), body(&[b"sa", b"me"])).await.unwrap();
+            blobs
+                .append(&repo, id, Some(0), body(&[b"sa", b"me"]))
+                .await
+                .unwrap();
             blobs.commit(&repo, id, &same).await.unwrap()
         })
     });
@@ -77,9 +132,18 @@ pub async fn blob_store_contract(blobs: Arc<dyn BlobStore>) {
 
     // Small content, verified.
     let m = Bytes::from_static(b"{}");
-    assert!(blobs.put(&Digest::sha256_of(b"x"), m.clone()).await.is_err());
-    blobs.put(&Digest::sha256_of(b"{}"), m.clone()).await.unwrap();
-    assert_eq!(blobs.get(&Digest::sha256_of(b"{}"), 10).await.unwrap(), Some(m));
+    assert!(blobs
+        .put(&Digest::sha256_of(b"x"), m.clone())
+        .await
+        .is_err());
+    blobs
+        .put(&Digest::sha256_of(b"{}"), m.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        blobs.get(&Digest::sha256_of(b"{}"), 10).await.unwrap(),
+        Some(m)
+    );
     assert_eq!(blobs.get(&Digest::sha256_of(b"{}"), 1).await.unwrap(), None);
 
     blobs.delete(&digest).await.unwrap();
@@ -100,17 +164,44 @@ pub async fn meta_store_contract(meta: Arc<dyn MetaStore>, blobs: Arc<dyn BlobSt
 
     let subject_bytes = br#"{"schemaVersion":2,"config":{"mediaType":"a","digest":"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","size":0},"layers":[]}"#;
     let subject = Digest::sha256_of(subject_bytes);
-    blobs.put(&subject, Bytes::from_static(subject_bytes)).await.unwrap();
-    let record = |d: &Digest| ManifestRecord { digest: d.clone(), blobs: vec![], children: vec![], referrer: None };
+    blobs
+        .put(&subject, Bytes::from_static(subject_bytes))
+        .await
+        .unwrap();
+    let record = |d: &Digest| ManifestRecord {
+        digest: d.clone(),
+        blobs: vec![],
+        children: vec![],
+        referrer: None,
+    };
     for t in ["b", "a", "c"] {
-        meta.put_manifest(&repo, &record(&subject), Some(&t.parse::<Tag>().unwrap())).await.unwrap();
+        meta.put_manifest(&repo, &record(&subject), Some(&t.parse::<Tag>().unwrap()))
+            .await
+            .unwrap();
     }
     let tags = meta.list_tags(&repo, None, None).await.unwrap().unwrap();
     assert_eq!(tags.items, ["a", "b", "c"]);
-    let page = meta.list_tags(&repo, Some("a"), Some(1)).await.unwrap().unwrap();
-    assert_eq!((page.items.as_slice(), page.more), (&["b".to_owned()][..], true));
-    assert_eq!(meta.resolve_tag(&repo, &"a".parse().unwrap()).await.unwrap(), Some(subject.clone()));
-    assert!(meta.list_repos(None, None).await.unwrap().items.contains(&"suite/meta".to_owned()));
+    let page = meta
+        .list_tags(&repo, Some("a"), Some(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (page.items.as_slice(), page.more),
+        (&["b".to_owned()][..], true)
+    );
+    assert_eq!(
+        meta.resolve_tag(&repo, &"a".parse().unwrap())
+            .await
+            .unwrap(),
+        Some(subject.clone())
+    );
+    assert!(meta
+        .list_repos(None, None)
+        .await
+        .unwrap()
+        .items
+        .contains(&"suite/meta".to_owned()));
 
     // Referrers: a manifest with a subject, found both from a fresh index and a loaded one.
     let referrer_bytes = format!(
@@ -118,7 +209,10 @@ pub async fn meta_store_contract(meta: Arc<dyn MetaStore>, blobs: Arc<dyn BlobSt
     );
     let referrer = Digest::sha256_of(referrer_bytes.as_bytes());
     assert!(meta.referrers(&repo, &subject).await.unwrap().is_empty());
-    blobs.put(&referrer, Bytes::from(referrer_bytes.clone())).await.unwrap();
+    blobs
+        .put(&referrer, Bytes::from(referrer_bytes.clone()))
+        .await
+        .unwrap();
     let parsed = wharf_oci::Manifest::parse(referrer_bytes.as_bytes(), None).unwrap();
     let descriptor = parsed.referrer_descriptor(referrer.clone(), referrer_bytes.len() as u64);
     let mut rec = record(&referrer);
@@ -133,8 +227,19 @@ pub async fn meta_store_contract(meta: Arc<dyn MetaStore>, blobs: Arc<dyn BlobSt
     assert!(meta.manifest_linked(&repo, &subject).await.unwrap());
     assert!(meta.delete_manifest(&repo, &subject).await.unwrap());
     assert!(!meta.delete_manifest(&repo, &subject).await.unwrap());
-    assert_eq!(meta.resolve_tag(&repo, &"a".parse().unwrap()).await.unwrap(), None);
-    assert!(meta.list_tags(&repo, None, None).await.unwrap().unwrap().items.is_empty());
+    assert_eq!(
+        meta.resolve_tag(&repo, &"a".parse().unwrap())
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(meta
+        .list_tags(&repo, None, None)
+        .await
+        .unwrap()
+        .unwrap()
+        .items
+        .is_empty());
     assert!(meta.delete_manifest(&repo, &referrer).await.unwrap());
     assert!(meta.referrers(&repo, &subject).await.unwrap().is_empty());
     assert!(meta.unlink_blob(&repo, &layer).await.unwrap());
@@ -172,13 +277,25 @@ mod fs_backend {
         let id = {
             let (blobs, _) = stores(dir.path());
             let id = blobs.start_upload(&repo).await.unwrap();
-            blobs.append(&repo, id, None, body(&[b"resum"])).await.unwrap();
+            blobs
+                .append(&repo, id, None, body(&[b"resum"]))
+                .await
+                .unwrap();
             id
         };
         let (blobs, _) = stores(dir.path());
         assert_eq!(blobs.upload_size(&repo, id).await.unwrap(), 5);
-        blobs.append(&repo, id, Some(5), body(&[b"able"])).await.unwrap();
-        blobs.commit(&repo, id, &Digest::sha256_of(b"resumable")).await.unwrap();
-        assert_eq!(read_all(&*blobs, &Digest::sha256_of(b"resumable")).await, b"resumable");
+        blobs
+            .append(&repo, id, Some(5), body(&[b"able"]))
+            .await
+            .unwrap();
+        blobs
+            .commit(&repo, id, &Digest::sha256_of(b"resumable"))
+            .await
+            .unwrap();
+        assert_eq!(
+            read_all(&*blobs, &Digest::sha256_of(b"resumable")).await,
+            b"resumable"
+        );
     }
 }

@@ -42,7 +42,10 @@ pub struct FsBlobStore {
 
 impl FsBlobStore {
     pub fn new(layout: Layout) -> FsBlobStore {
-        FsBlobStore { layout, uploads: DashMap::new() }
+        FsBlobStore {
+            layout,
+            uploads: DashMap::new(),
+        }
     }
 
     fn upload_data(&self, repo: &RepoName, id: Uuid) -> PathBuf {
@@ -54,7 +57,12 @@ impl FsBlobStore {
     }
 
     /// The upload's state, rehashing its data if this process has not seen it (a restart).
-    async fn load_state(&self, repo: &RepoName, id: Uuid, state: &mut Option<UploadState>) -> StoreResult<()> {
+    async fn load_state(
+        &self,
+        repo: &RepoName,
+        id: Uuid,
+        state: &mut Option<UploadState>,
+    ) -> StoreResult<()> {
         if state.is_some() {
             return Ok(());
         }
@@ -91,7 +99,11 @@ fn hash_file(path: &std::path::Path, algorithm: Algorithm) -> io::Result<(u64, D
 
 /// Stream `body` onto the end of `file`, hashing as it goes, on one blocking thread.
 /// On any failure the file is cut back to where it was, so the upload stays consistent.
-async fn write_stream(file: File, start: UploadState, mut body: ByteStream) -> StoreResult<UploadState> {
+async fn write_stream(
+    file: File,
+    start: UploadState,
+    mut body: ByteStream,
+) -> StoreResult<UploadState> {
     let (tx, mut rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
     let writer = tokio::task::spawn_blocking(move || {
         let mut file = file;
@@ -140,8 +152,13 @@ impl BlobStore for FsBlobStore {
             Ok(())
         })
         .await?;
-        self.uploads
-            .insert(id, Arc::new(Mutex::new(Some(UploadState { size: 0, hasher: DigestHasher::new(Algorithm::Sha256) }))));
+        self.uploads.insert(
+            id,
+            Arc::new(Mutex::new(Some(UploadState {
+                size: 0,
+                hasher: DigestHasher::new(Algorithm::Sha256),
+            }))),
+        );
         Ok(id)
     }
 
@@ -152,7 +169,13 @@ impl BlobStore for FsBlobStore {
         Ok(state.as_ref().map_or(0, |s| s.size))
     }
 
-    async fn append(&self, repo: &RepoName, id: Uuid, at: Option<u64>, body: ByteStream) -> StoreResult<u64> {
+    async fn append(
+        &self,
+        repo: &RepoName,
+        id: Uuid,
+        at: Option<u64>,
+        body: ByteStream,
+    ) -> StoreResult<u64> {
         let slot = self.slot(id);
         let mut guard = slot.lock().await;
         self.load_state(repo, id, &mut guard).await?;
@@ -160,7 +183,10 @@ impl BlobStore for FsBlobStore {
         let size = current.size;
         if let Some(expected) = at.filter(|&at| at != size) {
             *guard = Some(current);
-            return Err(StoreError::UploadOffset { expected, actual: size });
+            return Err(StoreError::UploadOffset {
+                expected,
+                actual: size,
+            });
         }
         let path = self.upload_data(repo, id);
         let file = match OpenOptions::new().append(true).open(&path) {
@@ -170,7 +196,10 @@ impl BlobStore for FsBlobStore {
                 return Err(e.into());
             }
         };
-        let rollback = UploadState { size, hasher: current.hasher.clone() };
+        let rollback = UploadState {
+            size,
+            hasher: current.hasher.clone(),
+        };
         match write_stream(file, current, body).await {
             Ok(state) => {
                 let new_size = state.size;
@@ -178,7 +207,9 @@ impl BlobStore for FsBlobStore {
                 Ok(new_size)
             }
             Err(e) => {
-                let truncated = blocking(move || OpenOptions::new().write(true).open(&path)?.set_len(size)).await;
+                let truncated =
+                    blocking(move || OpenOptions::new().write(true).open(&path)?.set_len(size))
+                        .await;
                 if truncated.is_ok() {
                     *guard = Some(rollback);
                 } // else: leave the state unloaded so the next use rehashes what is really there
@@ -202,7 +233,10 @@ impl BlobStore for FsBlobStore {
             blocking(move || hash_file(&data, alg)).await?.1.finish()
         };
         if &actual != expected {
-            return Err(StoreError::DigestMismatch { expected: expected.clone(), actual });
+            return Err(StoreError::DigestMismatch {
+                expected: expected.clone(),
+                actual,
+            });
         }
         let target = self.layout.blob_data(expected);
         let upload_dir = self.layout.upload_dir(repo, id);
@@ -236,10 +270,20 @@ impl BlobStore for FsBlobStore {
     async fn put(&self, digest: &Digest, bytes: Bytes) -> StoreResult<()> {
         let actual = Digest::of(digest.algorithm(), &bytes);
         if &actual != digest {
-            return Err(StoreError::DigestMismatch { expected: digest.clone(), actual });
+            return Err(StoreError::DigestMismatch {
+                expected: digest.clone(),
+                actual,
+            });
         }
         let target = self.layout.blob_data(digest);
-        blocking(move || if target.exists() { Ok(()) } else { write_atomic(&target, &bytes) }).await?;
+        blocking(move || {
+            if target.exists() {
+                Ok(())
+            } else {
+                write_atomic(&target, &bytes)
+            }
+        })
+        .await?;
         Ok(())
     }
 
@@ -251,7 +295,11 @@ impl BlobStore for FsBlobStore {
         }
     }
 
-    async fn read(&self, digest: &Digest, range: Option<RangeInclusive<u64>>) -> StoreResult<BlobRead> {
+    async fn read(
+        &self,
+        digest: &Digest,
+        range: Option<RangeInclusive<u64>>,
+    ) -> StoreResult<BlobRead> {
         let path = self.layout.blob_data(digest);
         let opened = blocking(move || {
             let f = File::open(&path)?;
@@ -261,16 +309,28 @@ impl BlobStore for FsBlobStore {
         .await;
         let (mut file, size) = match opened {
             Ok(x) => x,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StoreError::BlobUnknown(digest.clone())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::BlobUnknown(digest.clone()))
+            }
             Err(e) => return Err(e.into()),
         };
         let range = match range {
             None if size == 0 => 0..=0,
             None => 0..=size - 1,
             Some(r) if *r.start() <= *r.end() && *r.end() < size => r,
-            Some(r) => return Err(StoreError::RangeInvalid { start: *r.start(), end: *r.end(), size }),
+            Some(r) => {
+                return Err(StoreError::RangeInvalid {
+                    start: *r.start(),
+                    end: *r.end(),
+                    size,
+                })
+            }
         };
-        let len = if size == 0 { 0 } else { range.end() - range.start() + 1 };
+        let len = if size == 0 {
+            0
+        } else {
+            range.end() - range.start() + 1
+        };
         let start = *range.start();
         let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(READ_AHEAD);
         tokio::task::spawn_blocking(move || {
@@ -290,7 +350,10 @@ impl BlobStore for FsBlobStore {
                 left -= want as u64;
             }
         });
-        let body = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) }).boxed();
+        let body = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        })
+        .boxed();
         Ok(BlobRead { size, range, body })
     }
 

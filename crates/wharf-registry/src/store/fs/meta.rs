@@ -32,12 +32,18 @@ pub struct FsMetaStore {
 impl FsMetaStore {
     /// `blobs` is where manifests' bytes are read from when indexing referrers.
     pub fn new(layout: Layout, blobs: Arc<dyn BlobStore>) -> FsMetaStore {
-        FsMetaStore { layout, blobs, tags: DashMap::new(), referrers: DashMap::new() }
+        FsMetaStore {
+            layout,
+            blobs,
+            tags: DashMap::new(),
+            referrers: DashMap::new(),
+        }
     }
 
     async fn referrer_index(&self, repo: &RepoName) -> StoreResult<Arc<OnceCell<ReferrerIndex>>> {
         let cell = self.referrers.entry(repo.clone()).or_default().clone();
-        cell.get_or_try_init(|| self.build_referrer_index(repo)).await?;
+        cell.get_or_try_init(|| self.build_referrer_index(repo))
+            .await?;
         Ok(cell)
     }
 
@@ -46,8 +52,12 @@ impl FsMetaStore {
         let digests = blocking(move || list_digest_dirs(&revisions)).await?;
         let mut index: HashMap<Digest, Vec<Descriptor>> = HashMap::new();
         for digest in digests {
-            let Some(bytes) = self.blobs.get(&digest, MANIFEST_LIMIT).await? else { continue };
-            let Ok(manifest) = Manifest::parse(&bytes, None) else { continue };
+            let Some(bytes) = self.blobs.get(&digest, MANIFEST_LIMIT).await? else {
+                continue;
+            };
+            let Ok(manifest) = Manifest::parse(&bytes, None) else {
+                continue;
+            };
             if let Some(subject) = &manifest.subject {
                 let entry = manifest.referrer_descriptor(digest, bytes.len() as u64);
                 index.entry(subject.digest.clone()).or_default().push(entry);
@@ -57,7 +67,11 @@ impl FsMetaStore {
     }
 
     /// Keep a loaded referrers index current; an unloaded one will read the disk when needed.
-    fn update_referrers(&self, repo: &RepoName, f: impl FnOnce(&mut HashMap<Digest, Vec<Descriptor>>)) {
+    fn update_referrers(
+        &self,
+        repo: &RepoName,
+        f: impl FnOnce(&mut HashMap<Digest, Vec<Descriptor>>),
+    ) {
         if let Some(cell) = self.referrers.get(repo) {
             if let Some(index) = cell.get() {
                 f(&mut index.write().expect("referrer index lock"));
@@ -81,7 +95,11 @@ fn list_digest_dirs(dir: &Path) -> io::Result<Vec<Digest>> {
     for alg in algorithms {
         let alg = alg?;
         for hex in fs::read_dir(alg.path())? {
-            let name = format!("{}:{}", alg.file_name().to_string_lossy(), hex?.file_name().to_string_lossy());
+            let name = format!(
+                "{}:{}",
+                alg.file_name().to_string_lossy(),
+                hex?.file_name().to_string_lossy()
+            );
             if let Ok(d) = name.parse() {
                 out.push(d);
             }
@@ -115,7 +133,11 @@ fn walk_repos(root: &Path, prefix: &str, out: &mut Vec<String>) -> io::Result<()
         if name == "_manifests" && !prefix.is_empty() {
             out.push(prefix.to_owned());
         } else if !name.starts_with('_') {
-            let child = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+            let child = if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}/{name}")
+            };
             walk_repos(&entry.path(), &child, out)?;
         }
     }
@@ -151,11 +173,21 @@ impl MetaStore for FsMetaStore {
         Ok(blocking(move || remove_dir_durably(&dir)).await?)
     }
 
-    async fn put_manifest(&self, repo: &RepoName, manifest: &ManifestRecord, tag: Option<&Tag>) -> StoreResult<()> {
+    async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        manifest: &ManifestRecord,
+        tag: Option<&Tag>,
+    ) -> StoreResult<()> {
         let digest = manifest.digest.clone();
         let content = digest.to_string();
         let revision = self.layout.revision_link(repo, &digest);
-        let tag_links = tag.map(|t| (self.layout.tag_index(repo, t, &digest), self.layout.tag_current(repo, t)));
+        let tag_links = tag.map(|t| {
+            (
+                self.layout.tag_index(repo, t, &digest),
+                self.layout.tag_current(repo, t),
+            )
+        });
         blocking(move || {
             write_atomic(&revision, content.as_bytes())?;
             if let Some((index, current)) = tag_links {
@@ -189,10 +221,11 @@ impl MetaStore for FsMetaStore {
         if let Some(d) = self.tags.get(&key) {
             return Ok(Some(d.clone()));
         }
-        let found = read_link(&self.layout.tag_current(repo, tag)).map_err(|e| StoreError::Corrupt {
-            what: format!("tag {repo}:{tag}"),
-            why: e.to_string(),
-        })?;
+        let found =
+            read_link(&self.layout.tag_current(repo, tag)).map_err(|e| StoreError::Corrupt {
+                what: format!("tag {repo}:{tag}"),
+                why: e.to_string(),
+            })?;
         if let Some(d) = &found {
             self.tags.insert(key, d.clone());
         }
@@ -211,7 +244,12 @@ impl MetaStore for FsMetaStore {
             // As Distribution does: a deleted manifest takes the tags pointing at it along.
             if let Ok(tags) = fs::read_dir(&tags_dir) {
                 for tag in tags.flatten() {
-                    if read_link(&tag.path().join("current/link")).ok().flatten().as_ref() == Some(&target) {
+                    if read_link(&tag.path().join("current/link"))
+                        .ok()
+                        .flatten()
+                        .as_ref()
+                        == Some(&target)
+                    {
                         remove_dir_durably(&tag.path())?;
                     }
                 }
@@ -236,7 +274,12 @@ impl MetaStore for FsMetaStore {
         Ok(blocking(move || remove_dir_durably(&dir)).await?)
     }
 
-    async fn list_tags(&self, repo: &RepoName, last: Option<&str>, n: Option<usize>) -> StoreResult<Option<Page>> {
+    async fn list_tags(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        n: Option<usize>,
+    ) -> StoreResult<Option<Page>> {
         let repo_dir = self.layout.repo(repo);
         let tags_dir = self.layout.tags(repo);
         let names = blocking(move || {
@@ -273,7 +316,11 @@ impl MetaStore for FsMetaStore {
 
     async fn referrers(&self, repo: &RepoName, subject: &Digest) -> StoreResult<Vec<Descriptor>> {
         let cell = self.referrer_index(repo).await?;
-        let index = cell.get().expect("initialised").read().expect("referrer index lock");
+        let index = cell
+            .get()
+            .expect("initialised")
+            .read()
+            .expect("referrer index lock");
         Ok(index.get(subject).cloned().unwrap_or_default())
     }
 }

@@ -23,7 +23,9 @@ pub struct Layout {
 impl Layout {
     /// `rootdirectory` as registry:2 means it: the directory that holds `docker/registry/v2`.
     pub fn new(rootdirectory: &Path) -> Layout {
-        Layout { v2: rootdirectory.join("docker/registry/v2") }
+        Layout {
+            v2: rootdirectory.join("docker/registry/v2"),
+        }
     }
 
     fn digest_path(base: PathBuf, d: &Digest) -> PathBuf {
@@ -31,7 +33,11 @@ impl Layout {
     }
 
     pub fn blob_dir(&self, d: &Digest) -> PathBuf {
-        self.v2.join("blobs").join(d.algorithm().as_str()).join(&d.hex()[..2]).join(d.hex())
+        self.v2
+            .join("blobs")
+            .join(d.algorithm().as_str())
+            .join(&d.hex()[..2])
+            .join(d.hex())
     }
 
     pub fn blob_data(&self, d: &Digest) -> PathBuf {
@@ -82,19 +88,24 @@ impl Layout {
 /// Read a link file (`sha256:...`). None if it does not exist.
 fn read_link(path: &Path) -> io::Result<Option<Digest>> {
     match std::fs::read_to_string(path) {
-        Ok(s) => s
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display()))),
+        Ok(s) => s.trim().parse().map(Some).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {e}", path.display()),
+            )
+        }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
 }
 
 /// Run blocking filesystem work off the async threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(io::Error::other)?
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(io::Error::other)?
 }
 
 fn not_found_is_ok(r: io::Result<()>) -> io::Result<bool> {
