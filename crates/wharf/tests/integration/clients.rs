@@ -1,0 +1,1 @@
+//! docker, skopeo and podman pushing to and pulling from wharf.

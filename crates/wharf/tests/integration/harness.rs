@@ -1,0 +1,246 @@
+//! Starting real processes for tests: wharf itself, Distribution, and checks for the
+//! tools a test needs. A missing tool fails the test and names the package to install.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const WHARF: &str = env!("CARGO_BIN_EXE_wharf");
+
+/// Fail (never skip) when `tool` is missing, saying which Debian package provides it.
+pub fn require(tool: &str, package: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(found, "`{tool}` is not installed: this test needs it. Install it with `apt-get install {package}` (or run .ci/run, which does).");
+}
+
+pub fn require_docker() {
+    require("docker", "docker.io");
+    let ok = Command::new("docker")
+        .arg("info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "the Docker Engine is not reachable (`docker info` failed): start dockerd, or give this user access to /var/run/docker.sock");
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn wait_until_up(url: &str, child: &mut Child, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let client = reqwest::blocking::Client::new();
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited early with {status}");
+        }
+        if client.get(format!("{url}/v2/")).send().is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} did not answer on {url} within 20 s");
+}
+
+/// A running `wharf serve` on a loopback port, killed when dropped.
+pub struct Wharf {
+    pub port: u16,
+    pub root: PathBuf,
+    pub child: Child,
+    _dir: Option<tempfile::TempDir>,
+    extra: Vec<String>,
+}
+
+impl Wharf {
+    pub fn start() -> Wharf {
+        Self::start_with(&[])
+    }
+
+    /// With extra `wharf serve` arguments.
+    pub fn start_with(extra: &[&str]) -> Wharf {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let mut w = Self::spawn(free_port(), root, extra);
+        w._dir = Some(dir);
+        w
+    }
+
+    /// Deletes disabled, as registry:2 is by default.
+    pub fn start_without_deletes() -> Wharf {
+        Self::start_with(&["--delete-enabled=false"])
+    }
+
+    /// On an existing storage root (kept when dropped).
+    pub fn start_on(root: &Path) -> Wharf {
+        Self::spawn(free_port(), root.to_path_buf(), vec![])
+    }
+
+    fn spawn(port: u16, root: PathBuf, extra: Vec<String>) -> Wharf {
+        let mut cmd = Command::new(WHARF);
+        cmd.args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--root"])
+            .arg(&root)
+            .args(&extra)
+            .env("REGISTRY_STORAGE_DELETE_ENABLED", "true")
+            .env("WHARF_LOG", "warn")
+            .stdout(Stdio::null());
+        let mut child = cmd.spawn().expect("start wharf");
+        wait_until_up(&format!("http://127.0.0.1:{port}"), &mut child, "wharf");
+        Wharf {
+            port,
+            root,
+            child,
+            _dir: None,
+            extra,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `host:port` as image references spell it.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// kill -9, then start again on the same root and port.
+    pub fn crash_and_restart(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        let mut fresh = Self::spawn(self.port, self.root.clone(), self.extra.clone());
+        std::mem::swap(&mut self.child, &mut fresh.child);
+        // `fresh` now holds the dead process; dropping it reaps nothing new.
+    }
+}
+
+impl Drop for Wharf {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Distribution 2.8.2 (Debian's docker-registry) on a loopback port, on `root`.
+pub struct Distribution {
+    pub port: u16,
+    child: Child,
+    _config: tempfile::NamedTempFile,
+}
+
+impl Distribution {
+    pub fn start_on(root: &Path) -> Distribution {
+        require("docker-registry", "docker-registry");
+        let port = free_port();
+        let config = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(
+            config.path(),
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                root.display()
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(config.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start docker-registry");
+        wait_until_up(
+            &format!("http://127.0.0.1:{port}"),
+            &mut child,
+            "docker-registry",
+        );
+        Distribution {
+            port,
+            child,
+            _config: config,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Distribution {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Run a command, panicking with its output if it fails. Returns stdout.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A unique suffix so tests sharing the Docker Engine never collide.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}{}-{}", std::process::id(), free_port())
+}
+
+/// A tiny image built locally (no pulls possible here): busybox-static as /bin/sh plus a
+/// marker file, so every image has distinct layers. Returns the local image name.
+pub fn build_busybox_image(name: &str, marker: &str) -> String {
+    require_docker();
+    require("busybox", "busybox-static");
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = dir.path().join("rootfs");
+    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+    let busybox = run(Command::new("sh").args(["-c", "command -v busybox"]));
+    std::fs::copy(busybox.trim(), rootfs.join("bin/busybox")).unwrap();
+    for applet in ["sh", "cat", "echo", "sleep", "true", "false", "ls"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(rootfs.join("marker"), marker).unwrap();
+    let tar = dir.path().join("rootfs.tar");
+    run(Command::new("tar")
+        .arg("-C")
+        .arg(&rootfs)
+        .arg("-cf")
+        .arg(&tar)
+        .arg("."));
+    run(Command::new("docker")
+        .args(["import", "--change", "CMD [\"/bin/sh\"]"])
+        .arg(&tar)
+        .arg(name));
+    name.to_owned()
+}
+
+/// Remove local images by name, ignoring ones already gone.
+pub fn docker_rmi(names: &[&str]) {
+    let _ = Command::new("docker")
+        .arg("rmi")
+        .arg("-f")
+        .args(names)
+        .output();
+}

@@ -1,0 +1,1 @@
+//! The wharf container image, run under the Docker Engine like registry:2.

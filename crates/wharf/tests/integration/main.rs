@@ -1,0 +1,10 @@
+//! Integration tests: the real `wharf` binary driven over HTTP and by real clients
+//! (docker, skopeo, podman, the OCI conformance suite, Distribution 2.8.2).
+
+mod harness;
+
+mod api;
+mod clients;
+mod compat;
+mod conformance;
+mod image;
