@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, Mutex};
 use uuid::Uuid;
 use wharf_oci::{Algorithm, Digest, DigestHasher, RepoName};
 
-use super::durable::{create_dirs, rename_into, write_atomic};
+use super::durable::{rename_into, write_atomic};
 use super::{blocking, Layout};
 use crate::store::{BlobRead, BlobStore, ByteStream, StoreError, StoreResult};
 
@@ -146,8 +146,10 @@ impl BlobStore for FsBlobStore {
     async fn start_upload(&self, repo: &RepoName) -> StoreResult<Uuid> {
         let id = Uuid::new_v4();
         let dir = self.layout.upload_dir(repo, id);
+        // No fsync here: an upload lost in a crash is restarted by the client; durability
+        // is paid once, at commit.
         blocking(move || {
-            create_dirs(&dir)?;
+            fs::create_dir_all(&dir)?;
             File::create(dir.join("data"))?;
             Ok(())
         })
