@@ -48,7 +48,26 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
         )
     })?;
     tracing::info!(addr = %listener.local_addr()?, root = %config.root.display(), delete_enabled = config.delete_enabled, "wharf registry listening");
-    serve_listener(listener, state_for(&config), shutdown).await
+    let state = state_for(&config);
+    if let Some(purging) = config.upload_purging.clone() {
+        tokio::spawn(purge_uploads_periodically(state.blobs.clone(), purging));
+    }
+    serve_listener(listener, state, shutdown).await
+}
+
+async fn purge_uploads_periodically(
+    blobs: Arc<dyn BlobStore>,
+    purging: crate::config::UploadPurging,
+) {
+    let mut tick = tokio::time::interval(purging.interval);
+    loop {
+        tick.tick().await;
+        match blobs.purge_uploads(purging.age).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "purged abandoned uploads"),
+            Err(e) => tracing::warn!(error = %e, "purging abandoned uploads failed"),
+        }
+    }
 }
 
 pub async fn serve_listener(

@@ -87,6 +87,9 @@ pub trait BlobStore: Send + Sync + 'static {
     /// The whole blob in memory, for small content (manifests). None if unknown or over `limit`.
     async fn get(&self, digest: &Digest, limit: u64) -> StoreResult<Option<Bytes>>;
     async fn delete(&self, digest: &Digest) -> StoreResult<()>;
+    /// Remove uploads untouched for longer than `age` (abandoned by their clients).
+    /// Returns how many were removed.
+    async fn purge_uploads(&self, age: std::time::Duration) -> StoreResult<usize>;
 }
 
 /// A manifest as the metadata store records it.

@@ -148,6 +148,29 @@ pub async fn blob_store_contract(blobs: Arc<dyn BlobStore>) {
 
     blobs.delete(&digest).await.unwrap();
     assert!(blobs.stat(&digest).await.unwrap().is_none());
+
+    // Purging: fresh uploads stay, and everything goes once it is older than the limit.
+    let id = blobs.start_upload(&repo).await.unwrap();
+    assert_eq!(
+        blobs
+            .purge_uploads(std::time::Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(blobs.upload_size(&repo, id).await.unwrap(), 0);
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert_eq!(
+        blobs
+            .purge_uploads(std::time::Duration::from_millis(1))
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(matches!(
+        blobs.upload_size(&repo, id).await,
+        Err(StoreError::UploadUnknown(_))
+    ));
 }
 
 pub async fn meta_store_contract(meta: Arc<dyn MetaStore>, blobs: Arc<dyn BlobStore>) {

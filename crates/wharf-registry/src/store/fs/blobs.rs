@@ -97,6 +97,39 @@ fn hash_file(path: &std::path::Path, algorithm: Algorithm) -> io::Result<(u64, D
     }
 }
 
+/// Upload directories (`<repo>/_uploads/<id>`) under `dir` whose data was last written
+/// more than `age` ago.
+fn find_stale_uploads(
+    dir: &std::path::Path,
+    age: std::time::Duration,
+    out: &mut Vec<PathBuf>,
+) -> io::Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries.flatten() {
+        if !entry.file_type()?.is_dir() {
+            continue;
+        }
+        let name = entry.file_name();
+        if name == "_uploads" {
+            for upload in fs::read_dir(entry.path())?.flatten() {
+                let touched = fs::metadata(upload.path().join("data"))
+                    .or_else(|_| upload.metadata())?
+                    .modified()?;
+                if touched.elapsed().unwrap_or_default() > age {
+                    out.push(upload.path());
+                }
+            }
+        } else if !name.to_string_lossy().starts_with('_') {
+            find_stale_uploads(&entry.path(), age, out)?;
+        }
+    }
+    Ok(())
+}
+
 /// Stream `body` onto the end of `file`, hashing as it goes, on one blocking thread.
 /// On any failure the file is cut back to where it was, so the upload stays consistent.
 async fn write_stream(
@@ -377,6 +410,36 @@ impl BlobStore for FsBlobStore {
         })
         .await
         .map_err(Into::into)
+    }
+
+    async fn purge_uploads(&self, age: std::time::Duration) -> StoreResult<usize> {
+        let root = self.layout.repositories();
+        let stale = blocking(move || {
+            let mut stale = Vec::new();
+            find_stale_uploads(&root, age, &mut stale)?;
+            Ok(stale)
+        })
+        .await?;
+        let mut removed = 0;
+        for dir in stale {
+            let id = dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| Uuid::parse_str(n).ok());
+            // Hold the upload's lock so a request in flight is not cut from under itself.
+            let slot = id.map(|id| self.slot(id));
+            let _guard = match &slot {
+                Some(s) => Some(s.lock().await),
+                None => None,
+            };
+            if blocking(move || super::not_found_is_ok(fs::remove_dir_all(&dir))).await? {
+                removed += 1;
+            }
+            if let Some(id) = id {
+                self.uploads.remove(&id);
+            }
+        }
+        Ok(removed)
     }
 
     async fn delete(&self, digest: &Digest) -> StoreResult<()> {
