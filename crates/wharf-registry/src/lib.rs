@@ -1,10 +1,12 @@
 //! The wharf registry: the OCI Distribution API (`http`) over two narrow storage traits
 //! (`store`), so that a new backend is a new module and the HTTP layer never changes.
 
+pub mod auth;
 pub mod config;
 pub mod http;
 pub mod server;
 pub mod store;
+pub mod tls;
 
 pub use config::Config;
 pub use server::serve;

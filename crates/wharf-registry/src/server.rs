@@ -1,16 +1,21 @@
-//! Accepting connections: HTTP/1.1 with a header read timeout, no limit on body size (blob
-//! uploads stream to disk), and a graceful shutdown that lets in-flight requests finish.
+//! Accepting connections: HTTP/1.1 over TCP or TLS, with a header read timeout, no limit on
+//! body size (blob uploads stream to disk), and a graceful shutdown that lets in-flight
+//! requests finish.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use hyper::rt::{Read, Write};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::http::{handle, AppState, ManifestCache};
 use crate::store::fs::{FsBlobStore, FsMetaStore, Layout};
@@ -18,19 +23,40 @@ use crate::store::{BlobStore, MetaStore};
 
 /// Slow-loris guard: a client has this long to send its request headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long shutdown waits for in-flight requests (a large upload may take a while).
+/// And this long to finish a TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long shutdown waits for in-flight requests, unless `http.draintimeout` says otherwise.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 
-pub fn state_for(config: &Config) -> Arc<AppState> {
+pub fn state_for(config: &Config) -> anyhow::Result<Arc<AppState>> {
     let layout = Layout::new(&config.root);
     let blobs: Arc<dyn BlobStore> = Arc::new(FsBlobStore::new(layout.clone()));
     let meta: Arc<dyn MetaStore> = Arc::new(FsMetaStore::new(layout, blobs.clone()));
-    Arc::new(AppState {
+    let auth = Auth::from_config(config).map_err(anyhow::Error::msg)?;
+    let extra_headers = config
+        .http
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            let name = http::HeaderName::from_bytes(k.as_bytes())
+                .with_context(|| format!("http.headers: {k:?} is not a header name"))?;
+            let value = http::HeaderValue::from_str(v)
+                .with_context(|| format!("http.headers.{k}: {v:?} is not a header value"))?;
+            Ok((name, value))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok(Arc::new(AppState {
         blobs,
         meta,
         delete_enabled: config.delete_enabled,
+        read_only: config.read_only,
         manifests: ManifestCache::default(),
-    })
+        auth,
+        base_url: config.http.host.clone(),
+        tls: config.http.tls.is_some(),
+        extra_headers,
+        access_log: config.log.access_log,
+    }))
 }
 
 /// Serve `config` until `shutdown` resolves, then drain.
@@ -41,18 +67,30 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
             config.root.display()
         )
     })?;
+    let state = state_for(&config)?;
+    let tls = match &config.http.tls {
+        Some(t) => Some(crate::tls::acceptor(t).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
     let listener = TcpListener::bind(config.addr).await.with_context(|| {
         format!(
             "cannot listen on {}: is another registry running? choose another with --addr",
             config.addr
         )
     })?;
-    tracing::info!(addr = %listener.local_addr()?, root = %config.root.display(), delete_enabled = config.delete_enabled, "wharf registry listening");
-    let state = state_for(&config);
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        root = %config.root.display(),
+        tls = tls.is_some(),
+        auth = state.auth.enabled(),
+        delete_enabled = config.delete_enabled,
+        "wharf registry listening"
+    );
     if let Some(purging) = config.upload_purging.clone() {
         tokio::spawn(purge_uploads_periodically(state.blobs.clone(), purging));
     }
-    serve_listener(listener, state, shutdown).await
+    let drain = config.http.drain_timeout.unwrap_or(DRAIN_TIMEOUT);
+    serve_listener(listener, state, tls, drain, shutdown).await
 }
 
 async fn purge_uploads_periodically(
@@ -73,9 +111,11 @@ async fn purge_uploads_periodically(
 pub async fn serve_listener(
     listener: TcpListener,
     state: Arc<AppState>,
+    tls: Option<TlsAcceptor>,
+    drain: Duration,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let graceful = GracefulShutdown::new();
+    let graceful = Arc::new(GracefulShutdown::new());
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
@@ -95,19 +135,50 @@ pub async fn serve_listener(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let state = state.clone();
-        let service = service_fn(move |req| handle(state.clone(), req));
-        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+        let (state, http, graceful) = (state.clone(), http.clone(), graceful.clone());
+        match tls.clone() {
+            None => serve_connection(TokioIo::new(stream), peer, state, &http, &graceful),
+            Some(acceptor) => {
+                // Handshake off the accept loop, so a slow client holds up nobody else.
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => serve_connection(
+                            TokioIo::new(tls_stream),
+                            peer,
+                            state,
+                            &http,
+                            &graceful,
+                        ),
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
             }
-        });
+        }
     }
     tracing::info!("shutting down: finishing in-flight requests");
+    let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| GracefulShutdown::new());
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),
-        () = tokio::time::sleep(DRAIN_TIMEOUT) => tracing::warn!("drain timed out; closing remaining connections"),
+        () = tokio::time::sleep(drain) => tracing::warn!("drain timed out; closing remaining connections"),
     }
     Ok(())
+}
+
+fn serve_connection<IO>(
+    io: IO,
+    peer: SocketAddr,
+    state: Arc<AppState>,
+    http: &hyper::server::conn::http1::Builder,
+    graceful: &GracefulShutdown,
+) where
+    IO: Read + Write + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| handle(state.clone(), peer.ip(), req));
+    let conn = graceful.watch(http.serve_connection(io, service));
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(%peer, error = %e, "connection ended with an error");
+        }
+    });
 }

@@ -1,6 +1,9 @@
 //! `wharf`: one binary, subcommands wiring the crates together.
 
+mod htpasswd;
 mod serve;
+
+use std::io::IsTerminal;
 
 use clap::{Parser, Subcommand};
 
@@ -19,25 +22,39 @@ struct Cli {
 enum Command {
     /// Run the registry (OCI Distribution 1.1, drop-in for registry:2).
     Serve(serve::ServeArgs),
+    /// Manage an htpasswd file (bcrypt entries, as `htpasswd -B` writes).
+    #[command(subcommand)]
+    Htpasswd(htpasswd::HtpasswdCommand),
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WHARF_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+/// Logs to stderr: `WHARF_LOG` (or `RUST_LOG`) wins over the config's `log.level`.
+pub fn init_logging(level: Option<&str>, json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("WHARF_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| {
+            EnvFilter::new(
+                level
+                    .map(|l| if l == "warning" { "warn" } else { l })
+                    .unwrap_or("info"),
+            )
+        });
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.with_ansi(std::io::stderr().is_terminal()).init();
+    }
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    init_logging();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    match cli.command {
-        Command::Serve(args) => runtime.block_on(serve::run(args)),
+    match Cli::parse().command {
+        Command::Serve(args) => serve::run(args),
+        Command::Htpasswd(cmd) => {
+            init_logging(None, false);
+            htpasswd::run(cmd)
+        }
     }
 }

@@ -16,8 +16,8 @@ pub struct ApiError {
     pub message: Cow<'static, str>,
     pub detail: Option<Value>,
     pub status: StatusCode,
-    /// For 416s: where the upload really is.
-    pub range: Option<String>,
+    /// Extra headers: `Range` on a 416, `WWW-Authenticate` on a 401.
+    pub headers: Vec<(http::HeaderName, String)>,
 }
 
 pub type ApiResult<T = Resp> = Result<T, ApiError>;
@@ -29,7 +29,7 @@ impl ApiError {
             message: Cow::Borrowed(code.default_message()),
             detail: None,
             status: StatusCode::from_u16(code.status()).expect("valid status"),
-            range: None,
+            headers: Vec::new(),
         }
     }
 
@@ -48,14 +48,21 @@ impl ApiError {
         self
     }
 
+    pub fn header(mut self, name: http::HeaderName, value: impl Into<String>) -> ApiError {
+        self.headers.push((name, value.into()));
+        self
+    }
+
     pub fn into_response(self) -> Resp {
         let mut err = json!({"code": self.code.as_str(), "message": self.message});
         if let Some(d) = self.detail {
             err["detail"] = d;
         }
         let mut resp = json_response(self.status, &json!({ "errors": [err] }));
-        if let Some(range) = self.range.and_then(|r| HeaderValue::from_str(&r).ok()) {
-            resp.headers_mut().insert(http::header::RANGE, range);
+        for (name, value) in self.headers {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                resp.headers_mut().insert(name, v);
+            }
         }
         resp
     }
@@ -66,12 +73,12 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::UploadUnknown(id) => ApiError::new(ErrorCode::BlobUploadUnknown)
                 .detail(json!({ "uuid": id.to_string() })),
-            StoreError::UploadOffset { actual, .. } => {
-                let mut err = ApiError::new(ErrorCode::RangeInvalid)
-                    .message(format!("{e}: resume from the upload's current Range"));
-                err.range = Some(format!("0-{}", actual.saturating_sub(1)));
-                err
-            }
+            StoreError::UploadOffset { actual, .. } => ApiError::new(ErrorCode::RangeInvalid)
+                .message(format!("{e}: resume from the upload's current Range"))
+                .header(
+                    http::header::RANGE,
+                    format!("0-{}", actual.saturating_sub(1)),
+                ),
             StoreError::DigestMismatch { .. } => {
                 ApiError::new(ErrorCode::DigestInvalid).message(e.to_string())
             }

@@ -1,5 +1,6 @@
 //! The OCI Distribution HTTP API: one module per resource, routed by [`Route::parse`].
 
+mod access;
 mod base;
 mod blobs;
 mod catalog;
@@ -8,11 +9,13 @@ mod manifests;
 mod referrers;
 pub mod response;
 mod tags;
+mod token;
 mod uploads;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -26,6 +29,7 @@ use wharf_oci::{Digest, ErrorCode, Reference, RepoName};
 
 use self::error::{digest_invalid, name_invalid, ApiError, ApiResult};
 use self::response::{header_value, Resp, API_VERSION};
+use crate::auth::{Auth, Identity};
 use crate::store::{BlobStore, ByteStream, MetaStore};
 
 pub use manifests::ManifestCache;
@@ -35,7 +39,18 @@ pub struct AppState {
     pub blobs: Arc<dyn BlobStore>,
     pub meta: Arc<dyn MetaStore>,
     pub delete_enabled: bool,
+    /// `storage.maintenance.readonly`: every write is refused.
+    pub read_only: bool,
     pub manifests: ManifestCache,
+    pub auth: Auth,
+    /// `http.host`: the external URL, when requests' own Host headers are not it.
+    pub base_url: Option<String>,
+    /// Whether wharf itself terminates TLS (for URLs it builds when no proxy says otherwise).
+    pub tls: bool,
+    /// `http.headers`, added to every response.
+    pub extra_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Log every request at info (registry:2's access log).
+    pub access_log: bool,
 }
 
 /// The parts of a request handlers look at, with the body still unread.
@@ -43,6 +58,10 @@ pub struct Req {
     pub method: Method,
     pub headers: HeaderMap,
     pub query: HashMap<String, String>,
+    /// The query as sent, for parameters that repeat (`scope`).
+    pub raw_query: String,
+    pub peer: IpAddr,
+    pub identity: Identity,
     pub body: Incoming,
 }
 
@@ -53,6 +72,14 @@ impl Req {
 
     pub fn query(&self, key: &str) -> Option<&str> {
         self.query.get(key).map(String::as_str)
+    }
+
+    /// Every value of a repeated query parameter.
+    pub fn query_all(&self, key: &str) -> Vec<String> {
+        form_urlencoded::parse(self.raw_query.as_bytes())
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.into_owned())
+            .collect()
     }
 
     /// The body as a stream of byte chunks, never collected in memory.
@@ -74,7 +101,9 @@ impl Req {
             if buf.len() + chunk.len() > limit {
                 return Err(ApiError::new(ErrorCode::SizeInvalid)
                     .message(format!("body larger than {limit} bytes"))
-                    .status(StatusCode::PAYLOAD_TOO_LARGE));
+                    .status(StatusCode::PAYLOAD_TOO_LARGE)
+                    // The rest of the body is left unread, so this connection cannot be reused.
+                    .header(http::header::CONNECTION, "close"));
             }
             buf.extend_from_slice(&chunk);
         }
@@ -86,6 +115,8 @@ impl Req {
 /// at the edge, so nothing below sees a raw path.
 #[derive(Debug, PartialEq)]
 enum Route {
+    /// The built-in token endpoint.
+    Token,
     Base,
     Catalog,
     Tags(RepoName),
@@ -106,6 +137,9 @@ impl Route {
                 .message("no such endpoint")
                 .status(StatusCode::NOT_FOUND)
         };
+        if path == crate::auth::TOKEN_PATH {
+            return Ok(Route::Token);
+        }
         let rest = match path.strip_prefix("/v2") {
             Some("" | "/") => return Ok(Route::Base),
             Some(rest) => rest.strip_prefix('/').ok_or_else(not_found)?,
@@ -147,7 +181,14 @@ fn method_not_allowed() -> ApiError {
 
 async fn dispatch(state: &AppState, route: Route, req: Req) -> ApiResult {
     let head = req.method == Method::HEAD;
+    let writes =
+        !matches!(req.method, Method::GET | Method::HEAD) && !matches!(route, Route::Token);
+    if writes && state.read_only {
+        return Err(ApiError::new(ErrorCode::Unsupported)
+            .message("the registry is in read-only mode (storage.maintenance.readonly)"));
+    }
     match (route, req.method.clone()) {
+        (Route::Token, Method::GET | Method::POST) => token::handle(state, req).await,
         (Route::Base, Method::GET | Method::HEAD) => Ok(base::get()),
         (Route::Catalog, Method::GET) => catalog::get(state, &req).await,
         (Route::Tags(repo), Method::GET) => tags::list(state, &repo, &req).await,
@@ -178,24 +219,35 @@ async fn dispatch(state: &AppState, route: Route, req: Req) -> ApiResult {
     }
 }
 
-/// The service entry point: route, run the handler, turn errors into spec bodies, log.
-pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp, Infallible> {
+/// The service entry point: route, authenticate, authorize, run the handler, turn errors
+/// into spec bodies, log.
+pub async fn handle(
+    state: Arc<AppState>,
+    peer: IpAddr,
+    req: Request<Incoming>,
+) -> Result<Resp, Infallible> {
     let started = Instant::now();
     let (parts, body) = req.into_parts();
-    let query = parts
-        .uri
-        .query()
-        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-        .unwrap_or_default();
+    let raw_query = parts.uri.query().unwrap_or("").to_owned();
+    let query = form_urlencoded::parse(raw_query.as_bytes())
+        .into_owned()
+        .collect();
     let path = parts.uri.path().to_owned();
-    let req = Req {
+    let mut req = Req {
         method: parts.method,
         headers: parts.headers,
         query,
+        raw_query,
+        peer,
+        identity: Identity::Anonymous,
         body,
     };
     let method = req.method.clone();
     let result = match Route::parse(&path) {
+        Ok(route) => authorize(&state, &route, &mut req).await.map(|()| route),
+        Err(e) => Err(e),
+    };
+    let result = match result {
         Ok(route) => dispatch(&state, route, req).await,
         Err(e) => Err(e),
     };
@@ -205,16 +257,40 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Result<Resp
         }
         e.into_response()
     });
-    resp.headers_mut()
-        .insert(API_VERSION, header_value("registry/2.0"));
-    tracing::info!(
-        %method,
-        %path,
-        status = resp.status().as_u16(),
-        micros = started.elapsed().as_micros() as u64,
-        "request"
-    );
+    let headers = resp.headers_mut();
+    headers.insert(API_VERSION, header_value("registry/2.0"));
+    for (name, value) in &state.extra_headers {
+        headers.append(name.clone(), value.clone());
+    }
+    if state.access_log {
+        tracing::info!(
+            %peer,
+            %method,
+            %path,
+            status = resp.status().as_u16(),
+            micros = started.elapsed().as_micros() as u64,
+            "request"
+        );
+    }
     Ok(resp)
+}
+
+/// Establish who is calling and whether they may do what the route needs.
+async fn authorize(state: &AppState, route: &Route, req: &mut Req) -> ApiResult<()> {
+    let need = access::need(route, &req.method);
+    if matches!(need, access::Need::Nothing) {
+        return Ok(());
+    }
+    let authorization = req.header(http::header::AUTHORIZATION).map(str::to_owned);
+    req.identity = match state
+        .auth
+        .identify(authorization.as_deref(), req.peer)
+        .await
+    {
+        Ok(id) => id,
+        Err(e) => return Err(access::identify_failed(state, req, &need, e)),
+    };
+    access::check(state, req, &need)
 }
 
 #[cfg(test)]

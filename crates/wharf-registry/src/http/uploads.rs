@@ -82,7 +82,17 @@ async fn finish(state: &AppState, repo: &RepoName, id: Uuid, digest: &Digest) ->
 
 pub async fn start(state: &AppState, repo: &RepoName, req: Req) -> ApiResult {
     if let Some(digest) = digest_param(&req, "mount")? {
-        if let Some(resp) = try_mount(state, repo, &digest, req.query("from")).await? {
+        // Mounting reads the source: only from a repository the caller may pull.
+        let from = req
+            .query("from")
+            .and_then(|f| f.parse::<RepoName>().ok())
+            .filter(|f| {
+                state
+                    .auth
+                    .allowed(&req.identity, f.as_str())
+                    .contains(crate::auth::policy::Actions::PULL)
+            });
+        if let Some(resp) = try_mount(state, repo, &digest, from).await? {
             return Ok(resp);
         }
         // Not mountable: the spec says to fall back to a regular upload session.
@@ -114,9 +124,9 @@ async fn try_mount(
     state: &AppState,
     repo: &RepoName,
     digest: &Digest,
-    from: Option<&str>,
+    from: Option<RepoName>,
 ) -> ApiResult<Option<Resp>> {
-    let Some(from) = from.and_then(|f| f.parse::<RepoName>().ok()) else {
+    let Some(from) = from else {
         return Ok(None);
     };
     if !state.meta.blob_linked(&from, digest).await? || state.blobs.stat(digest).await?.is_none() {

@@ -1,0 +1,275 @@
+//! Who is calling and what they may do.
+//!
+//! - [`Auth::identify`] turns a request's `Authorization` header into an [`Identity`]
+//!   (Basic against htpasswd, or a Bearer token from wharf or an external token server).
+//! - [`Auth::allowed`] says which [`Actions`] that identity has on a repository: from the
+//!   token's grants, else from the access policy.
+//! - [`Auth::challenge`] builds the `WWW-Authenticate` header that tells a client how to
+//!   authenticate, with the scope it needs.
+
+pub mod htpasswd;
+pub mod policy;
+pub mod ratelimit;
+pub mod token;
+
+use std::net::IpAddr;
+
+use base64::Engine;
+
+use self::htpasswd::Htpasswd;
+use self::policy::{AccessPolicy, Actions};
+use self::ratelimit::FailureLimiter;
+use self::token::{Claims, Issuer, Verifier};
+use crate::config::{AuthConfig, Config};
+
+/// How requests authenticate.
+enum Mode {
+    /// No auth configured: everyone may do everything the policy (if any) allows
+    /// anonymous callers, or everything when there is no policy.
+    Open,
+    /// `auth.htpasswd`: Basic auth.
+    Basic { realm: String, users: Htpasswd },
+    /// `auth.htpasswd` with `token`: wharf issues tokens at `/auth/token` and also accepts Basic.
+    Tokens { users: Htpasswd, issuer: Issuer },
+    /// `auth.token`: tokens from an external server.
+    External {
+        realm: String,
+        service: String,
+        verifier: Verifier,
+    },
+}
+
+pub struct Auth {
+    mode: Mode,
+    policy: Option<AccessPolicy>,
+    limiter: FailureLimiter,
+}
+
+#[derive(Debug, Clone)]
+pub enum Identity {
+    Anonymous,
+    /// Proven with a password (Basic).
+    User(String),
+    /// A verified bearer token.
+    Token(Box<Claims>),
+}
+
+impl Identity {
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            Identity::Anonymous => None,
+            Identity::User(u) => Some(u),
+            Identity::Token(c) => Some(&c.sub),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("authentication failed: wrong user name or password")]
+    BadCredentials,
+    #[error("too many failed logins for this user from this address: wait a minute")]
+    TooManyFailures,
+    #[error("{0}")]
+    BadToken(String),
+    #[error("malformed Authorization header: {0}")]
+    Malformed(&'static str),
+}
+
+/// Where a built-in token endpoint lives, relative to the registry's base URL.
+pub const TOKEN_PATH: &str = "/auth/token";
+
+impl Auth {
+    pub fn from_config(config: &Config) -> Result<Auth, String> {
+        let mode = match &config.auth {
+            None => Mode::Open,
+            Some(AuthConfig::Htpasswd {
+                realm,
+                path,
+                tokens: None,
+            }) => Mode::Basic {
+                realm: realm.clone(),
+                users: Htpasswd::load(path)?,
+            },
+            Some(AuthConfig::Htpasswd {
+                path,
+                tokens: Some(t),
+                ..
+            }) => Mode::Tokens {
+                users: Htpasswd::load(path)?,
+                issuer: Issuer::new(
+                    config.http.secret.as_deref(),
+                    t.issuer.clone(),
+                    t.service.clone(),
+                    t.expiration,
+                ),
+            },
+            Some(AuthConfig::Token {
+                realm,
+                service,
+                issuer,
+                rootcertbundle,
+            }) => Mode::External {
+                realm: realm.clone(),
+                service: service.clone(),
+                verifier: Verifier::from_bundle(rootcertbundle, issuer.clone(), service.clone())?,
+            },
+        };
+        Ok(Auth {
+            mode,
+            policy: config.access.clone(),
+            limiter: FailureLimiter::default(),
+        })
+    }
+
+    /// An open registry with no policy: everyone may do everything.
+    pub fn open() -> Auth {
+        Auth {
+            mode: Mode::Open,
+            policy: None,
+            limiter: FailureLimiter::default(),
+        }
+    }
+
+    /// Whether callers must authenticate to reach `/v2/` at all.
+    pub fn enabled(&self) -> bool {
+        !matches!(self.mode, Mode::Open)
+    }
+
+    pub fn issuer(&self) -> Option<&Issuer> {
+        match &self.mode {
+            Mode::Tokens { issuer, .. } => Some(issuer),
+            _ => None,
+        }
+    }
+
+    fn users(&self) -> Option<&Htpasswd> {
+        match &self.mode {
+            Mode::Basic { users, .. } | Mode::Tokens { users, .. } => Some(users),
+            _ => None,
+        }
+    }
+
+    pub fn user_exists(&self, user: &str) -> bool {
+        self.users().is_some_and(|u| u.has_user(user))
+    }
+
+    /// Check a user name and password, with the failure rate limit.
+    pub async fn login(&self, peer: IpAddr, user: &str, password: &str) -> Result<(), AuthError> {
+        let Some(users) = self.users() else {
+            return Err(AuthError::BadCredentials);
+        };
+        if self.limiter.blocked(peer, user) {
+            return Err(AuthError::TooManyFailures);
+        }
+        if users.verify(user, password).await {
+            self.limiter.succeeded(peer, user);
+            Ok(())
+        } else {
+            self.limiter.failed(peer, user);
+            tracing::warn!(%peer, user, "failed login");
+            Err(AuthError::BadCredentials)
+        }
+    }
+
+    pub async fn identify(
+        &self,
+        authorization: Option<&str>,
+        peer: IpAddr,
+    ) -> Result<Identity, AuthError> {
+        let Some(header) = authorization else {
+            return Ok(Identity::Anonymous);
+        };
+        let (scheme, value) = header
+            .trim()
+            .split_once(' ')
+            .ok_or(AuthError::Malformed("expected `<scheme> <credentials>`"))?;
+        if scheme.eq_ignore_ascii_case("basic") {
+            if self.users().is_none() {
+                // Open registries ignore credentials, as registry:2 does.
+                return Ok(Identity::Anonymous);
+            }
+            let (user, password) = parse_basic(value.trim())?;
+            self.login(peer, &user, &password).await?;
+            Ok(Identity::User(user))
+        } else if scheme.eq_ignore_ascii_case("bearer") {
+            let token = value.trim();
+            let claims = match &self.mode {
+                Mode::Tokens { issuer, .. } => issuer.verify_access(token),
+                Mode::External { verifier, .. } => verifier.verify(token),
+                Mode::Open | Mode::Basic { .. } => return Ok(Identity::Anonymous),
+            }
+            .map_err(|e| AuthError::BadToken(e.to_string()))?;
+            Ok(Identity::Token(Box::new(claims)))
+        } else {
+            Err(AuthError::Malformed("only Basic and Bearer are supported"))
+        }
+    }
+
+    /// What `who` may do in `repo`. Tokens carry their grants; passwords and anonymous
+    /// callers get what the policy says (everything for users when there is no policy).
+    pub fn allowed(&self, who: &Identity, repo: &str) -> Actions {
+        match who {
+            Identity::Token(claims) => claims.actions_on(repo),
+            Identity::User(u) => self.policy_allows(Some(u), repo),
+            Identity::Anonymous => self.policy_allows(None, repo),
+        }
+    }
+
+    /// What the policy allows `user` (None: anonymous) in `repo`, for Basic callers and for
+    /// the token issuer deciding what to grant.
+    pub fn policy_allows(&self, user: Option<&str>, repo: &str) -> Actions {
+        match (&self.policy, user) {
+            (Some(p), _) => p.allowed(user, repo),
+            (None, Some(_)) => Actions::ALL,
+            (None, None) if !self.enabled() => Actions::ALL,
+            (None, None) => Actions::NONE,
+        }
+    }
+
+    /// May `who` list the catalog (filtered by pull access)?
+    pub fn may_list_catalog(&self, who: &Identity) -> bool {
+        match who {
+            Identity::Token(c) => c.grants_catalog(),
+            Identity::User(_) => true,
+            Identity::Anonymous => !self.enabled() || self.policy.is_some(),
+        }
+    }
+
+    /// The `WWW-Authenticate` value for a request that needs `scope` (e.g.
+    /// `repository:a/b:pull,push`). `base` is the registry's external URL, for the
+    /// built-in token realm.
+    pub fn challenge(&self, base: &str, scope: Option<&str>, insufficient: bool) -> Option<String> {
+        let bearer = |realm: &str, service: &str| {
+            let mut v = format!("Bearer realm=\"{realm}\",service=\"{service}\"");
+            if let Some(s) = scope {
+                v.push_str(&format!(",scope=\"{s}\""));
+            }
+            if insufficient {
+                v.push_str(",error=\"insufficient_scope\"");
+            }
+            v
+        };
+        match &self.mode {
+            Mode::Open => None,
+            Mode::Basic { realm, .. } => Some(format!("Basic realm=\"{realm}\"")),
+            Mode::Tokens { issuer, .. } => {
+                Some(bearer(&format!("{base}{TOKEN_PATH}"), &issuer.service))
+            }
+            Mode::External { realm, service, .. } => Some(bearer(realm, service)),
+        }
+    }
+}
+
+/// `base64(user:password)`; the password may contain ':'.
+pub fn parse_basic(value: &str) -> Result<(String, String), AuthError> {
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(value)
+        .map_err(|_| AuthError::Malformed("Basic credentials are not base64"))?;
+    let text = String::from_utf8(decoded)
+        .map_err(|_| AuthError::Malformed("Basic credentials are not UTF-8"))?;
+    let (user, password) = text
+        .split_once(':')
+        .ok_or(AuthError::Malformed("Basic credentials lack ':'"))?;
+    Ok((user.to_owned(), password.to_owned()))
+}

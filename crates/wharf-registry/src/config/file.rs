@@ -1,0 +1,674 @@
+//! registry:2's `config.yml`, with its `REGISTRY_*` environment overrides, read into
+//! [`Config`]. Keys wharf does not act on yet are reported by path, so nobody believes a
+//! setting took effect when it did not; bad values are errors that name their key.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_norway::{Mapping, Value};
+
+use super::{AuthConfig, BuiltinTokens, Config, HttpConfig, LogConfig, TlsConfig, UploadPurging};
+use crate::auth::policy::AccessPolicy;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{origin}: not valid YAML: {source}")]
+    Yaml {
+        origin: String,
+        source: serde_norway::Error,
+    },
+    #[error("{origin}: {key}: {message}")]
+    Value {
+        origin: String,
+        key: String,
+        message: String,
+    },
+}
+
+/// Read a config file (if any) and apply the `REGISTRY_*` variables of `env` over it.
+/// Returns the config and warnings for keys that were ignored.
+pub fn load(
+    path: Option<&std::path::Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(Config, Vec<String>), ConfigError> {
+    let (mut tree, origin) = match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.to_owned(),
+                source,
+            })?;
+            let origin = p.display().to_string();
+            let tree: Value =
+                serde_norway::from_str(&text).map_err(|source| ConfigError::Yaml {
+                    origin: origin.clone(),
+                    source,
+                })?;
+            (tree, origin)
+        }
+        None => (Value::Mapping(Mapping::new()), "environment".to_owned()),
+    };
+    if tree.is_null() {
+        tree = Value::Mapping(Mapping::new());
+    }
+    apply_env(&mut tree, env);
+    let mut ignored = Vec::new();
+    let file: File = serde_path_to_error::deserialize(serde_ignored::Deserializer::new(
+        tree,
+        &mut |path: serde_ignored::Path| {
+            // serde_ignored writes `?` for each Option it passed through; users never wrote those.
+            ignored.push(
+                path.to_string()
+                    .split('.')
+                    .filter(|seg| *seg != "?")
+                    .collect::<Vec<_>>()
+                    .join("."),
+            );
+        },
+    ))
+    .map_err(|e| ConfigError::Value {
+        origin: origin.clone(),
+        key: e.path().to_string(),
+        message: e.inner().to_string(),
+    })?;
+    let mut warnings: Vec<String> = ignored
+        .into_iter()
+        .map(|k| format!("{origin}: `{k}` is not supported by wharf yet and is ignored"))
+        .collect();
+    let config = file.into_config(&origin, &mut warnings)?;
+    Ok((config, warnings))
+}
+
+/// registry:2's mapping: `REGISTRY_A_B_C=v` sets `a.b.c: v`. Setting a value on `auth` or
+/// `storage` themselves picks the driver (`REGISTRY_AUTH=htpasswd` → `auth: {htpasswd: {}}`).
+fn apply_env(tree: &mut Value, env: impl IntoIterator<Item = (String, String)>) {
+    let mut vars: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("REGISTRY_"))
+        .collect();
+    vars.sort(); // parents (REGISTRY_AUTH) before children (REGISTRY_AUTH_HTPASSWD_PATH)
+    for (key, value) in vars {
+        let path: Vec<String> = key["REGISTRY_".len()..]
+            .split('_')
+            .map(str::to_lowercase)
+            .collect();
+        if path.iter().any(String::is_empty) {
+            continue;
+        }
+        let is_driver = path.len() == 1 && matches!(path[0].as_str(), "auth" | "storage");
+        let leaf = if is_driver {
+            let mut m = Mapping::new();
+            m.insert(
+                Value::String(value.to_lowercase()),
+                Value::Mapping(Mapping::new()),
+            );
+            Value::Mapping(m)
+        } else {
+            Value::String(value)
+        };
+        set_path(tree, &path, leaf);
+    }
+}
+
+fn set_path(tree: &mut Value, path: &[String], leaf: Value) {
+    let Some((first, rest)) = path.split_first() else {
+        return;
+    };
+    if !tree.is_mapping() {
+        *tree = Value::Mapping(Mapping::new());
+    }
+    let map = tree.as_mapping_mut().expect("mapping");
+    let key = Value::String(first.clone());
+    if rest.is_empty() {
+        match (map.get_mut(&key), leaf) {
+            // A driver choice merges with settings the file already has for it.
+            (Some(Value::Mapping(existing)), Value::Mapping(new)) => {
+                for (k, v) in new {
+                    existing.entry(k).or_insert(v);
+                }
+            }
+            (_, leaf) => {
+                map.insert(key, leaf);
+            }
+        }
+    } else {
+        let child = map.entry(key).or_insert(Value::Mapping(Mapping::new()));
+        set_path(child, rest, leaf);
+    }
+}
+
+/// Environment values arrive as strings; registry:2 accepts them for bools and numbers too.
+mod lenient {
+    use serde::{de, Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        Bool(bool),
+        Int(u64),
+        Str(String),
+    }
+
+    pub fn bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+        match Option::<Scalar>::deserialize(d)? {
+            None => Ok(None),
+            Some(Scalar::Bool(b)) => Ok(Some(b)),
+            Some(Scalar::Str(s)) => match s.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => Ok(Some(true)),
+                "false" | "0" | "no" | "off" | "" => Ok(Some(false)),
+                _ => Err(de::Error::custom(format!("{s:?} is not true or false"))),
+            },
+            Some(Scalar::Int(n)) => Ok(Some(n != 0)),
+        }
+    }
+
+    /// Go durations (`168h`, `1m30s`, `500ms`) or a number of seconds.
+    pub fn duration<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<std::time::Duration>, D::Error> {
+        match Option::<Scalar>::deserialize(d)? {
+            None => Ok(None),
+            Some(Scalar::Int(n)) => Ok(Some(std::time::Duration::from_secs(n))),
+            Some(Scalar::Str(s)) => super::parse_duration(&s)
+                .map(Some)
+                .map_err(de::Error::custom),
+            Some(Scalar::Bool(_)) => {
+                Err(de::Error::custom("expected a duration like 300s or 168h"))
+            }
+        }
+    }
+}
+
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("{s:?} is not a duration like 300s, 1m30s or 168h");
+    if let Ok(secs) = s.trim().parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total = 0f64;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let split = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let (num, tail) = rest.split_at(split);
+        let value: f64 = num.parse().map_err(|_| bad())?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let scale = match unit {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += value * scale;
+        rest = tail;
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
+// The file model: registry:2's keys, each optional. Anything not modelled is reported.
+
+#[derive(Deserialize, Default)]
+struct File {
+    version: Option<Value>,
+    #[serde(default)]
+    log: Log,
+    #[serde(default)]
+    storage: Storage,
+    #[serde(default)]
+    http: Http,
+    auth: Option<Auth>,
+    /// wharf's own: who may pull, push and delete what.
+    access: Option<AccessPolicy>,
+}
+
+#[derive(Deserialize, Default)]
+struct Log {
+    level: Option<String>,
+    formatter: Option<String>,
+    /// Extra fields registry:2 adds to each line; accepted, not added.
+    #[serde(rename = "fields")]
+    _fields: Option<BTreeMap<String, Value>>,
+    accesslog: Option<AccessLog>,
+}
+
+#[derive(Deserialize, Default)]
+struct AccessLog {
+    #[serde(default, deserialize_with = "lenient::bool")]
+    disabled: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+struct Storage {
+    filesystem: Option<Filesystem>,
+    delete: Option<Enabled>,
+    maintenance: Option<Maintenance>,
+    /// registry:2's blob descriptor cache; wharf always caches, so this is accepted as is.
+    #[serde(rename = "cache")]
+    _cache: Option<Value>,
+    /// Redirects to a storage backend's URLs; the filesystem has none, so nothing to do.
+    #[serde(rename = "redirect")]
+    _redirect: Option<Value>,
+}
+
+#[derive(Deserialize, Default)]
+struct Filesystem {
+    rootdirectory: Option<PathBuf>,
+    /// Go's limit on blocking filesystem threads; tokio's blocking pool bounds ours.
+    #[serde(rename = "maxthreads")]
+    _maxthreads: Option<Value>,
+}
+
+#[derive(Deserialize, Default)]
+struct Enabled {
+    #[serde(default, deserialize_with = "lenient::bool")]
+    enabled: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+struct Maintenance {
+    uploadpurging: Option<Purging>,
+    readonly: Option<Enabled>,
+}
+
+#[derive(Deserialize, Default)]
+struct Purging {
+    #[serde(default, deserialize_with = "lenient::bool")]
+    enabled: Option<bool>,
+    #[serde(default, deserialize_with = "lenient::duration")]
+    age: Option<Duration>,
+    #[serde(default, deserialize_with = "lenient::duration")]
+    interval: Option<Duration>,
+    #[serde(default, deserialize_with = "lenient::bool")]
+    dryrun: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+struct Http {
+    addr: Option<String>,
+    net: Option<String>,
+    host: Option<String>,
+    secret: Option<String>,
+    #[serde(default, deserialize_with = "lenient::bool")]
+    relativeurls: Option<bool>,
+    #[serde(default, deserialize_with = "lenient::duration")]
+    draintimeout: Option<Duration>,
+    tls: Option<Tls>,
+    headers: Option<BTreeMap<String, HeaderValues>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum HeaderValues {
+    Many(Vec<String>),
+    One(String),
+}
+
+#[derive(Deserialize, Default)]
+struct Tls {
+    certificate: Option<PathBuf>,
+    key: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+struct Auth {
+    htpasswd: Option<Htpasswd>,
+    token: Option<Token>,
+}
+
+#[derive(Deserialize, Default)]
+struct Htpasswd {
+    realm: Option<String>,
+    path: Option<PathBuf>,
+    /// wharf's own: issue Docker registry tokens from these users at `/auth/token`.
+    token: Option<BuiltinToken>,
+}
+
+#[derive(Deserialize, Default)]
+struct BuiltinToken {
+    service: Option<String>,
+    issuer: Option<String>,
+    #[serde(default, deserialize_with = "lenient::duration")]
+    expiration: Option<Duration>,
+}
+
+#[derive(Deserialize, Default)]
+struct Token {
+    realm: Option<String>,
+    service: Option<String>,
+    issuer: Option<String>,
+    rootcertbundle: Option<PathBuf>,
+    #[serde(default, deserialize_with = "lenient::bool")]
+    autoredirect: Option<bool>,
+}
+
+fn missing(origin: &str, key: &str, hint: &str) -> ConfigError {
+    ConfigError::Value {
+        origin: origin.to_owned(),
+        key: key.to_owned(),
+        message: format!("is required ({hint})"),
+    }
+}
+
+impl File {
+    fn into_config(self, origin: &str, warnings: &mut Vec<String>) -> Result<Config, ConfigError> {
+        let bad = |key: &str, message: String| ConfigError::Value {
+            origin: origin.to_owned(),
+            key: key.to_owned(),
+            message,
+        };
+        if let Some(v) = &self.version {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                other => serde_norway::to_string(other)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned(),
+            };
+            if text != "0.1" {
+                return Err(bad(
+                    "version",
+                    format!("{text:?} is not supported (registry:2 configs are version 0.1)"),
+                ));
+            }
+        }
+        let root = self
+            .storage
+            .filesystem
+            .as_ref()
+            .and_then(|f| f.rootdirectory.clone())
+            .unwrap_or_else(super::default_root);
+        let mut config = Config::new(root);
+        if let Some(addr) = &self.http.addr {
+            config.addr = super::parse_addr(addr).map_err(|e| bad("http.addr", e))?;
+        }
+        if self.http.net.as_deref().is_some_and(|n| n != "tcp") {
+            return Err(bad("http.net", "only tcp is supported".into()));
+        }
+        config.delete_enabled = self.storage.delete.and_then(|d| d.enabled).unwrap_or(false);
+        if let Some(m) = self.storage.maintenance {
+            config.read_only = m.readonly.and_then(|r| r.enabled).unwrap_or(false);
+            if let Some(p) = m.uploadpurging {
+                if p.enabled == Some(false) {
+                    config.upload_purging = None;
+                } else {
+                    let defaults = UploadPurging::default();
+                    if p.dryrun == Some(true) {
+                        warnings.push(format!("{origin}: `storage.maintenance.uploadpurging.dryrun` is not supported; purging disabled"));
+                        config.upload_purging = None;
+                    } else {
+                        config.upload_purging = Some(UploadPurging {
+                            age: p.age.unwrap_or(defaults.age),
+                            interval: p.interval.unwrap_or(defaults.interval),
+                        });
+                    }
+                }
+            }
+        }
+        config.log = LogConfig {
+            level: self.log.level.clone(),
+            json: self.log.formatter.as_deref() == Some("json"),
+            access_log: !self.log.accesslog.and_then(|a| a.disabled).unwrap_or(false),
+        };
+        config.http = HttpConfig {
+            host: self.http.host.clone(),
+            relative_urls: self.http.relativeurls.unwrap_or(false),
+            drain_timeout: self.http.draintimeout,
+            secret: self.http.secret.clone(),
+            headers: self
+                .http
+                .headers
+                .unwrap_or_default()
+                .into_iter()
+                .flat_map(|(k, v)| match v {
+                    HeaderValues::Many(vs) => {
+                        vs.into_iter().map(|v| (k.clone(), v)).collect::<Vec<_>>()
+                    }
+                    HeaderValues::One(v) => vec![(k, v)],
+                })
+                .collect(),
+            tls: match self.http.tls {
+                Some(Tls {
+                    certificate: Some(certificate),
+                    key: Some(key),
+                }) => Some(TlsConfig { certificate, key }),
+                Some(Tls {
+                    certificate: None,
+                    key: None,
+                })
+                | None => None,
+                Some(_) => return Err(bad("http.tls", "needs both certificate and key".into())),
+            },
+        };
+        config.auth = match self.auth {
+            None => None,
+            Some(Auth {
+                htpasswd: Some(_),
+                token: Some(_),
+            }) => {
+                return Err(bad("auth", "choose one of htpasswd and token".into()));
+            }
+            Some(Auth {
+                htpasswd: Some(h), ..
+            }) => Some(AuthConfig::Htpasswd {
+                realm: h.realm.unwrap_or_else(|| "Registry Realm".into()),
+                path: h
+                    .path
+                    .ok_or_else(|| missing(origin, "auth.htpasswd.path", "the htpasswd file"))?,
+                tokens: h.token.map(|t| BuiltinTokens {
+                    service: t.service.unwrap_or_else(|| "wharf".into()),
+                    issuer: t.issuer.unwrap_or_else(|| "wharf".into()),
+                    expiration: t.expiration.unwrap_or(Duration::from_secs(300)),
+                }),
+            }),
+            Some(Auth { token: Some(t), .. }) => Some({
+                if t.autoredirect == Some(true) {
+                    warnings.push(format!("{origin}: `auth.token.autoredirect` is not supported; the realm is used as given"));
+                }
+                AuthConfig::Token {
+                    realm: t.realm.ok_or_else(|| {
+                        missing(origin, "auth.token.realm", "the token server's URL")
+                    })?,
+                    service: t.service.ok_or_else(|| {
+                        missing(
+                            origin,
+                            "auth.token.service",
+                            "the audience tokens are issued for",
+                        )
+                    })?,
+                    issuer: t.issuer.ok_or_else(|| {
+                        missing(
+                            origin,
+                            "auth.token.issuer",
+                            "the token server's issuer name",
+                        )
+                    })?,
+                    rootcertbundle: t.rootcertbundle.ok_or_else(|| {
+                        missing(
+                            origin,
+                            "auth.token.rootcertbundle",
+                            "PEM certificates that sign tokens",
+                        )
+                    })?,
+                }
+            }),
+            Some(Auth {
+                htpasswd: None,
+                token: None,
+            }) => {
+                return Err(bad(
+                    "auth",
+                    "names no supported method (htpasswd or token)".into(),
+                ));
+            }
+        };
+        config.access = self.access;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(yaml: &str, env: &[(&str, &str)]) -> Result<(Config, Vec<String>), ConfigError> {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), yaml).unwrap();
+        load(
+            Some(f.path()),
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    /// The config.yml the registry:2 image ships.
+    const REGISTRY2_DEFAULT: &str = "version: 0.1
+log:
+  fields:
+    service: registry
+storage:
+  cache:
+    blobdescriptor: inmemory
+  filesystem:
+    rootdirectory: /var/lib/registry
+http:
+  addr: :5000
+  headers:
+    X-Content-Type-Options: [nosniff]
+health:
+  storagedriver:
+    enabled: true
+    interval: 10s
+    threshold: 3
+";
+
+    #[test]
+    fn registry2_image_default_config_loads_with_warnings_for_what_is_ignored() {
+        let (c, warnings) = load_str(REGISTRY2_DEFAULT, &[]).unwrap();
+        assert_eq!(c.addr.port(), 5000);
+        assert_eq!(c.root, PathBuf::from("/var/lib/registry"));
+        assert_eq!(
+            c.http.headers,
+            [("X-Content-Type-Options".to_owned(), "nosniff".to_owned())]
+        );
+        assert!(
+            warnings.iter().any(|w| w.contains("`health`")),
+            "{warnings:?}"
+        );
+        assert!(
+            !warnings.iter().any(|w| w.contains("cache")),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn env_overrides_follow_registry2() {
+        let env = [
+            ("REGISTRY_AUTH", "htpasswd"),
+            ("REGISTRY_AUTH_HTPASSWD_REALM", "Registry Realm"),
+            ("REGISTRY_AUTH_HTPASSWD_PATH", "/auth/htpasswd"),
+            ("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", "/data"),
+            ("REGISTRY_STORAGE_DELETE_ENABLED", "true"),
+            ("REGISTRY_HTTP_ADDR", "127.0.0.1:5050"),
+            ("REGISTRY_HTTP_TLS_CERTIFICATE", "/certs/domain.crt"),
+            ("REGISTRY_HTTP_TLS_KEY", "/certs/domain.key"),
+            ("REGISTRY_HTTP_SECRET", "0123"),
+        ];
+        let (c, warnings) = load_str(REGISTRY2_DEFAULT, &env).unwrap();
+        assert_eq!(c.root, PathBuf::from("/data"));
+        assert!(c.delete_enabled);
+        assert_eq!(c.addr.to_string(), "127.0.0.1:5050");
+        assert_eq!(c.http.secret.as_deref(), Some("0123"));
+        assert_eq!(c.http.tls.unwrap().key, PathBuf::from("/certs/domain.key"));
+        match c.auth.unwrap() {
+            AuthConfig::Htpasswd {
+                realm,
+                path,
+                tokens,
+            } => {
+                assert_eq!(realm, "Registry Realm");
+                assert_eq!(path, PathBuf::from("/auth/htpasswd"));
+                assert!(tokens.is_none());
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(warnings.len(), 1, "{warnings:?}"); // health
+    }
+
+    #[test]
+    fn env_alone_is_a_config() {
+        let (c, _) = load(
+            None,
+            [(
+                "REGISTRY_STORAGE_DELETE_ENABLED".to_owned(),
+                "false".to_owned(),
+            )],
+        )
+        .unwrap();
+        assert!(!c.delete_enabled);
+    }
+
+    #[test]
+    fn typos_and_bad_values_name_their_key() {
+        let (_, warnings) = load_str(
+            "version: 0.1\nstorage:\n  delete:\n    enabeld: true\n",
+            &[],
+        )
+        .unwrap();
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains("storage.delete.enabeld")),
+            "{warnings:?}"
+        );
+        let err = load_str(
+            "version: 0.1\nstorage:\n  delete:\n    enabled: maybe\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("storage.delete.enabled") && err.contains("maybe"),
+            "{err}"
+        );
+        let err = load_str("version: 0.1\nhttp:\n  addr: nowhere\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("http.addr"), "{err}");
+        let err = load_str("version: 0.1\nauth:\n  htpasswd:\n    realm: r\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("auth.htpasswd.path"), "{err}");
+        let err = load_str("version: 0.1\nhttp: [\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not valid YAML"), "{err}");
+        let err = load_str("version: 0.2\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("version"), "{err}");
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(
+            parse_duration("168h").unwrap(),
+            Duration::from_secs(168 * 3600)
+        );
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("10").unwrap(), Duration::from_secs(10));
+        assert!(parse_duration("10 parsecs").is_err());
+    }
+}

@@ -1,0 +1,163 @@
+//! The registry's settings. [`load`] reads registry:2's `config.yml` and `REGISTRY_*`
+//! environment into the same struct the command line fills.
+
+mod file;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use file::{load, parse_duration, ConfigError};
+
+use crate::auth::policy::AccessPolicy;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `http.addr`.
+    pub addr: SocketAddr,
+    /// `storage.filesystem.rootdirectory`: holds `docker/registry/v2/`.
+    pub root: PathBuf,
+    /// `storage.delete.enabled`: registry:2 refuses deletes unless this is set.
+    pub delete_enabled: bool,
+    /// `storage.maintenance.readonly.enabled`: refuse every write.
+    pub read_only: bool,
+    /// `storage.maintenance.uploadpurging`: None disables it.
+    pub upload_purging: Option<UploadPurging>,
+    pub log: LogConfig,
+    pub http: HttpConfig,
+    pub auth: Option<AuthConfig>,
+    /// Who may do what; without it every authenticated user may do everything.
+    pub access: Option<AccessPolicy>,
+}
+
+/// registry:2's defaults: uploads older than a week are removed once a day.
+#[derive(Debug, Clone)]
+pub struct UploadPurging {
+    pub age: Duration,
+    pub interval: Duration,
+}
+
+impl Default for UploadPurging {
+    fn default() -> Self {
+        UploadPurging {
+            age: Duration::from_secs(168 * 3600),
+            interval: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// `log.level`; `WHARF_LOG` wins over it.
+    pub level: Option<String>,
+    /// `log.formatter: json`.
+    pub json: bool,
+    /// `log.accesslog.disabled: false` (the default) logs every request.
+    pub access_log: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: None,
+            json: false,
+            access_log: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct HttpConfig {
+    /// `http.host`: the externally visible base URL, e.g. `https://registry.example.com`.
+    pub host: Option<String>,
+    /// `http.relativeurls`: wharf's Location headers are always relative; kept for the record.
+    pub relative_urls: bool,
+    /// `http.draintimeout`: how long shutdown waits for requests in flight.
+    pub drain_timeout: Option<Duration>,
+    /// `http.secret`: signs the built-in tokens when set (so replicas agree).
+    pub secret: Option<String>,
+    /// `http.headers`: added to every response.
+    pub headers: Vec<(String, String)>,
+    pub tls: Option<TlsConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub enum AuthConfig {
+    /// `auth.htpasswd`: users from an htpasswd file, by Basic auth or (with `tokens`) by
+    /// tokens wharf issues itself.
+    Htpasswd {
+        realm: String,
+        path: PathBuf,
+        tokens: Option<BuiltinTokens>,
+    },
+    /// `auth.token`: bearer tokens from an external token server.
+    Token {
+        realm: String,
+        service: String,
+        issuer: String,
+        rootcertbundle: PathBuf,
+    },
+}
+
+/// The built-in token endpoint (`/auth/token`).
+#[derive(Debug, Clone)]
+pub struct BuiltinTokens {
+    pub service: String,
+    pub issuer: String,
+    pub expiration: Duration,
+}
+
+impl Config {
+    pub fn new(root: PathBuf) -> Config {
+        Config {
+            addr: SocketAddr::from(([0, 0, 0, 0], 5000)),
+            root,
+            delete_enabled: false,
+            read_only: false,
+            upload_purging: Some(UploadPurging::default()),
+            log: LogConfig::default(),
+            http: HttpConfig::default(),
+            auth: None,
+            access: None,
+        }
+    }
+}
+
+/// Where data goes when no configuration names a root: `/var/lib/registry` when it can be
+/// written (as registry:2), else `$XDG_DATA_HOME/wharf` or `~/.local/share/wharf`.
+pub fn default_root() -> PathBuf {
+    let system = PathBuf::from("/var/lib/registry");
+    let writable = |dir: &std::path::Path| {
+        std::fs::create_dir_all(dir).is_ok() && {
+            let probe = dir.join(format!(".wharf-probe-{}", std::process::id()));
+            let ok = std::fs::write(&probe, b"").is_ok();
+            let _ = std::fs::remove_file(&probe);
+            ok
+        }
+    };
+    if writable(&system) {
+        return system;
+    }
+    std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .map(|d| d.join("wharf"))
+        .unwrap_or(system)
+}
+
+/// `host:port`, or registry:2's `:port` meaning every interface.
+pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    let full = if s.starts_with(':') {
+        format!("0.0.0.0{s}")
+    } else {
+        s.to_owned()
+    };
+    full.parse()
+        .map_err(|e| format!("{s:?} is not host:port ({e})"))
+}
