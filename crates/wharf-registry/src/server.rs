@@ -156,6 +156,9 @@ pub async fn serve_listener(
             }
         }
     }
+    // Stop listening before draining: new connections are refused at once, not left queued
+    // in the backlog, unanswered, until the drain ends.
+    drop(listener);
     tracing::info!("shutting down: finishing in-flight requests");
     let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| GracefulShutdown::new());
     tokio::select! {

@@ -5,7 +5,7 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 pub const WHARF: &str = env!("CARGO_BIN_EXE_wharf");
@@ -116,6 +116,13 @@ impl Wharf {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// Graceful stop: SIGTERM, then wait (at most 30 s) for the process to exit.
+    pub fn stop(&mut self) -> ExitStatus {
+        signal(&self.child, "TERM");
+        wait_for_exit(&mut self.child, Duration::from_secs(30))
+            .expect("wharf did not exit within 30 s of SIGTERM")
+    }
+
     /// kill -9, then start again on the same root and port.
     pub fn crash_and_restart(&mut self) {
         self.child.kill().unwrap();
@@ -185,6 +192,27 @@ impl Drop for Distribution {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Send `sig` (a name such as `TERM`, as kill(1) takes it) to a child process.
+pub fn signal(child: &Child, sig: &str) {
+    run(Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string()));
+}
+
+/// The child's exit status once it has exited, or None if it is still running after `limit`.
+pub fn wait_for_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for child") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -116,22 +116,28 @@ fn remove_dir_durably(dir: &Path) -> io::Result<bool> {
     Ok(removed)
 }
 
-/// Names of repositories under `root`: directories holding `_manifests`, found without
-/// descending into registry-internal (`_`-prefixed) directories.
+/// Names of repositories under `root`, found without descending into registry-internal
+/// (`_`-prefixed) directories. Distribution lists every directory holding `_layers`, so a
+/// repository with blobs but no manifest yet is listed too; one holding `_manifests` is
+/// listed as well.
 fn walk_repos(root: &Path, prefix: &str, out: &mut Vec<String>) -> io::Result<()> {
     let entries = match fs::read_dir(root) {
         Ok(it) => it,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
     };
+    let mut listed = false;
     for entry in entries {
         let entry = entry?;
         if !entry.file_type()?.is_dir() {
             continue;
         }
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name == "_manifests" && !prefix.is_empty() {
-            out.push(prefix.to_owned());
+        if name == "_layers" || name == "_manifests" {
+            if !listed && !prefix.is_empty() {
+                out.push(prefix.to_owned());
+                listed = true;
+            }
         } else if !name.starts_with('_') {
             let child = if prefix.is_empty() {
                 name
