@@ -160,12 +160,31 @@ pub async fn serve_listener(
     // in the backlog, unanswered, until the drain ends.
     drop(listener);
     tracing::info!("shutting down: finishing in-flight requests");
-    let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| GracefulShutdown::new());
+    let graceful = await_handshakes(graceful).await;
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),
         () = tokio::time::sleep(drain) => tracing::warn!("drain timed out; closing remaining connections"),
     }
     Ok(())
+}
+
+/// TLS handshakes still under way hold a handle to the shutdown tracker; they end within
+/// the handshake timeout, after which every connection is registered and can be drained.
+async fn await_handshakes(mut graceful: Arc<GracefulShutdown>) -> GracefulShutdown {
+    let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT + Duration::from_secs(1);
+    loop {
+        match Arc::try_unwrap(graceful) {
+            Ok(g) => return g,
+            Err(shared) if tokio::time::Instant::now() < deadline => {
+                graceful = shared;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(_) => {
+                tracing::warn!("TLS handshakes outlived their timeout; not waiting for them");
+                return GracefulShutdown::new();
+            }
+        }
+    }
 }
 
 fn serve_connection<IO>(

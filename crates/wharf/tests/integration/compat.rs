@@ -923,7 +923,7 @@ impl Read for SlowReader {
         if self.pos == self.data.len() {
             return Ok(0);
         }
-        if self.pos % self.chunk == 0 {
+        if self.pos.is_multiple_of(self.chunk) {
             thread::sleep(self.pause);
         }
         let boundary = (self.pos / self.chunk + 1) * self.chunk;

@@ -4,6 +4,7 @@
 mod harness;
 
 mod api;
+mod auth;
 mod clients;
 mod compat;
 mod conformance;

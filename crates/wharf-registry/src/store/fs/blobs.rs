@@ -184,6 +184,11 @@ impl BlobStore for FsBlobStore {
         blocking(move || {
             fs::create_dir_all(&dir)?;
             File::create(dir.join("data"))?;
+            // registry:2 keeps the start time beside the data; its resume and purge read it.
+            fs::write(
+                dir.join("startedat"),
+                humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            )?;
             Ok(())
         })
         .await?;
