@@ -99,23 +99,16 @@ pub async fn start(state: &AppState, repo: &RepoName, req: Req) -> ApiResult {
         let id = state.blobs.start_upload(repo).await?;
         return Ok(progress(repo, id, 0, StatusCode::ACCEPTED));
     }
-    let monolithic = digest_param(&req, "digest")?;
-    let id = state.blobs.start_upload(repo).await?;
-    match monolithic {
-        None => Ok(progress(repo, id, 0, StatusCode::ACCEPTED)),
+    match digest_param(&req, "digest")? {
+        None => {
+            let id = state.blobs.start_upload(repo).await?;
+            Ok(progress(repo, id, 0, StatusCode::ACCEPTED))
+        }
+        // One request, one blob: no upload session to create and tear down.
         Some(digest) => {
-            let result = async {
-                state
-                    .blobs
-                    .append(repo, id, Some(0), req.into_stream())
-                    .await?;
-                finish(state, repo, id, &digest).await
-            }
-            .await;
-            if result.is_err() {
-                let _ = state.blobs.cancel(repo, id).await;
-            }
-            result
+            state.blobs.put_stream(&digest, req.into_stream()).await?;
+            state.meta.link_blob(repo, &digest).await?;
+            Ok(created(repo, &digest))
         }
     }
 }

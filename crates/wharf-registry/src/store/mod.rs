@@ -75,6 +75,9 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Verify the upload against `expected`, make it durable and visible. Returns the size.
     async fn commit(&self, repo: &RepoName, id: Uuid, expected: &Digest) -> StoreResult<u64>;
     async fn cancel(&self, repo: &RepoName, id: Uuid) -> StoreResult<()>;
+    /// Store a whole blob sent in one request (a monolithic upload): stream, hash, verify
+    /// against `expected`, make durable and visible. Returns the size.
+    async fn put_stream(&self, expected: &Digest, body: ByteStream) -> StoreResult<u64>;
     /// Store small content that is already in memory (manifests), verifying its digest.
     async fn put(&self, digest: &Digest, bytes: Bytes) -> StoreResult<()>;
     /// Size of a committed blob, or None.

@@ -130,6 +130,33 @@ pub async fn blob_store_contract(blobs: Arc<dyn BlobStore>) {
         assert_eq!(u.unwrap(), 4);
     }
 
+    // A whole blob in one request: verified, and nothing visible when it does not match.
+    let whole = Digest::sha256_of(b"in one go");
+    assert_eq!(
+        blobs
+            .put_stream(&whole, body(&[b"in one", b" go"]))
+            .await
+            .unwrap(),
+        9
+    );
+    assert_eq!(read_all(&*blobs, &whole).await, b"in one go");
+    let liar = Digest::sha256_of(b"claimed");
+    assert!(matches!(
+        blobs.put_stream(&liar, body(&[b"sent"])).await,
+        Err(StoreError::DigestMismatch { .. })
+    ));
+    assert!(blobs.stat(&liar).await.unwrap().is_none());
+    let failing: ByteStream = stream::iter(vec![
+        Ok(Bytes::from_static(b"cl")),
+        Err(std::io::Error::other("cut")),
+    ])
+    .boxed();
+    assert!(matches!(
+        blobs.put_stream(&liar, failing).await,
+        Err(StoreError::Body(_))
+    ));
+    assert!(blobs.stat(&liar).await.unwrap().is_none());
+
     // Small content, verified.
     let m = Bytes::from_static(b"{}");
     assert!(blobs

@@ -22,8 +22,8 @@ use crate::store::{BlobRead, BlobStore, ByteStream, StoreError, StoreResult};
 
 /// Reads of blobs are sent in chunks this large: big enough that per-chunk overhead vanishes,
 /// small enough that a slow client pins little memory (at most `READ_AHEAD` chunks).
-const READ_CHUNK: usize = 512 * 1024;
-const READ_AHEAD: usize = 4;
+const READ_CHUNK: usize = 256 * 1024;
+const READ_AHEAD: usize = 2;
 /// Request body frames queued for the writer thread.
 const WRITE_QUEUE: usize = 16;
 
@@ -307,6 +307,49 @@ impl BlobStore for FsBlobStore {
         }
     }
 
+    async fn put_stream(&self, expected: &Digest, body: ByteStream) -> StoreResult<u64> {
+        let staging = self.layout.staging();
+        let tmp = staging.join(Uuid::new_v4().to_string());
+        let file = {
+            let tmp = tmp.clone();
+            blocking(move || {
+                fs::create_dir_all(&staging)?;
+                File::create(&tmp)
+            })
+            .await?
+        };
+        let start = UploadState {
+            size: 0,
+            hasher: DigestHasher::new(expected.algorithm()),
+        };
+        let written = write_stream(file, start, body).await;
+        let target = self.layout.blob_data(expected);
+        let expected = expected.clone();
+        blocking(move || {
+            let state = match written {
+                Ok(state) => state,
+                Err(e) => {
+                    let _ = fs::remove_file(&tmp);
+                    return Ok(Err(e));
+                }
+            };
+            let size = state.size;
+            let actual = state.hasher.finish();
+            if actual != expected {
+                fs::remove_file(&tmp)?;
+                return Ok(Err(StoreError::DigestMismatch { expected, actual }));
+            }
+            if target.exists() {
+                fs::remove_file(&tmp)?;
+            } else {
+                File::open(&tmp)?.sync_data()?;
+                rename_into(&tmp, &target)?;
+            }
+            Ok(Ok(size))
+        })
+        .await?
+    }
+
     async fn put(&self, digest: &Digest, bytes: Bytes) -> StoreResult<()> {
         let actual = Digest::of(digest.algorithm(), &bytes);
         if &actual != digest {
@@ -419,9 +462,16 @@ impl BlobStore for FsBlobStore {
 
     async fn purge_uploads(&self, age: std::time::Duration) -> StoreResult<usize> {
         let root = self.layout.repositories();
+        let staging = self.layout.staging();
         let stale = blocking(move || {
             let mut stale = Vec::new();
             find_stale_uploads(&root, age, &mut stale)?;
+            // Whole-blob pushes cut off by a crash leave their staging file behind.
+            for entry in fs::read_dir(&staging).into_iter().flatten().flatten() {
+                if entry.metadata()?.modified()?.elapsed().unwrap_or_default() > age {
+                    fs::remove_file(entry.path())?;
+                }
+            }
             Ok(stale)
         })
         .await?;

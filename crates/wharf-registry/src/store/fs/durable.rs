@@ -3,21 +3,31 @@
 
 use std::fs::{self, File};
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
 
-/// Create `dir` and any missing parents, fsyncing each parent that gained an entry, so the
-/// new directories survive a crash along with what is put in them.
-pub fn create_dirs(dir: &Path) -> io::Result<()> {
+/// Create `dir` and any missing parents without syncing; returns the parents of what was
+/// created, which must be fsynced (see [`sync_all_dirs`]) before the new entries count.
+/// Syncing them after the file inside is written lets one journal commit cover both.
+pub fn create_dirs(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut created = Vec::new();
+    create_dirs_into(dir, &mut created)?;
+    Ok(created)
+}
+
+fn create_dirs_into(dir: &Path, created: &mut Vec<PathBuf>) -> io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
     if let Some(parent) = dir.parent() {
-        create_dirs(parent)?;
+        create_dirs_into(parent, created)?;
     }
     match fs::create_dir(dir) {
-        Ok(()) => sync_parent(dir),
+        Ok(()) => {
+            created.extend(dir.parent().map(Path::to_path_buf));
+            Ok(())
+        }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
     }
@@ -34,16 +44,25 @@ pub fn sync_parent(path: &Path) -> io::Result<()> {
     }
 }
 
+/// fsync `dir`, then each directory that gained a subdirectory, innermost first.
+fn sync_all_dirs(dir: &Path, created_parents: &[PathBuf]) -> io::Result<()> {
+    sync_dir(dir)?;
+    for parent in created_parents.iter().rev() {
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().expect("layout paths have parents");
-    create_dirs(dir)?;
+    let created = create_dirs(dir)?;
     let tmp = dir.join(format!(".wharf-{}.tmp", Uuid::new_v4()));
     let result = (|| {
         let mut f = File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_data()?;
         fs::rename(&tmp, path)?;
-        sync_dir(dir)
+        sync_all_dirs(dir, &created)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -54,9 +73,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// Move a complete, fsynced file into place atomically.
 pub fn rename_into(from: &Path, to: &Path) -> io::Result<()> {
     let dir = to.parent().expect("layout paths have parents");
-    create_dirs(dir)?;
+    let created = create_dirs(dir)?;
     fs::rename(from, to)?;
-    sync_dir(dir)
+    sync_all_dirs(dir, &created)
 }
 
 #[cfg(test)]

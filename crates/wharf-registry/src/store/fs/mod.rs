@@ -52,6 +52,12 @@ impl Layout {
         self.repositories().join(r.as_str())
     }
 
+    /// Where whole blobs pushed in one request are written before they are verified and
+    /// renamed into `blobs/`. Distribution reads only `blobs/` and `repositories/`.
+    pub fn staging(&self) -> PathBuf {
+        self.v2.join("_wharf_staging")
+    }
+
     pub fn upload_dir(&self, r: &RepoName, id: Uuid) -> PathBuf {
         self.repo(r).join("_uploads").join(id.to_string())
     }
