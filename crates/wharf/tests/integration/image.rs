@@ -87,21 +87,26 @@ fn build_wharf_image(tag: &str) {
 fn wait_for_registry(url: &str, compose: &Compose) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        if reqwest::blocking::get(format!("{url}/v2/")).is_ok_and(|r| r.status() == 200) {
+        // 200, or 401 from the htpasswd-protected service: either way it is up and answering.
+        if reqwest::blocking::get(format!("{url}/v2/"))
+            .is_ok_and(|r| r.status() == 200 || r.status() == 401)
+        {
             return;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     panic!(
-        "{url}/v2/ did not answer 200 within 30 s; logs:\n{}",
+        "{url}/v2/ did not answer within 30 s; logs:\n{}",
         compose.logs()
     );
 }
 
 /// The manifest docker pushed (schema2), and its digest.
 fn manifest(url: &str, repo: &str, tag: &str) -> (String, Vec<u8>) {
+    // The open registry ignores credentials, as registry:2 does; the other needs them.
     let r = reqwest::blocking::Client::new()
         .get(format!("{url}/v2/{repo}/manifests/{tag}"))
+        .basic_auth("admin", Some("admin"))
         .header(
             "accept",
             "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json",
@@ -167,15 +172,17 @@ fn image_runs_like_registry_2_under_docker_compose() {
         &compose_file,
         format!(
             r#"services:
-  # Seed 004: storage root moved to /data by the environment, ./registry/data mounted there.
-  # Its REGISTRY_AUTH, REGISTRY_AUTH_HTPASSWD_* lines and htpasswd mount are left out:
-  # wharf has no auth yet (issue 4).
+  # Seed 004, verbatim but for the image, the host port and deletes being enabled.
   registry:
     image: {image}
     environment:
+      REGISTRY_AUTH: htpasswd
+      REGISTRY_AUTH_HTPASSWD_REALM: Registry Realm
+      REGISTRY_AUTH_HTPASSWD_PATH: /auth/registry.password
       REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY: /data
       REGISTRY_STORAGE_DELETE_ENABLED: "true"
     volumes:
+      - ./registry/registry.password:/auth/registry.password
       - ./registry/data:/data
     ports:
       - "{port}:5000"
@@ -194,6 +201,16 @@ fn image_runs_like_registry_2_under_docker_compose() {
     let data = dir.path().join("registry/data");
     let default_data = dir.path().join("opt/data/registry");
     std::fs::create_dir_all(&data).unwrap();
+    // Seed 003's way of making the password file: `htpasswd -Bbn admin admin`.
+    require("htpasswd", "apache2-utils");
+    let password_file = run(Command::new("htpasswd").args(["-Bbn", "admin", "admin"]));
+    std::fs::write(dir.path().join("registry/registry.password"), password_file).unwrap();
+    let docker_config = dir.path().join("docker-config");
+    let docker_as_admin = |args: &[&str]| {
+        run(Command::new("docker")
+            .env("DOCKER_CONFIG", &docker_config)
+            .args(args))
+    };
     let compose = Compose::new(unique("wharfimage"), compose_file);
     run(&mut compose.cmd(&["up", "-d"]));
     let url = format!("http://127.0.0.1:{port}");
@@ -208,16 +225,46 @@ fn image_runs_like_registry_2_under_docker_compose() {
     images
         .0
         .extend([local.clone(), remote.clone(), default_remote.clone()]);
-    for r in [&remote, &default_remote] {
-        run(Command::new("docker").args(["tag", &local, r]));
-        run(Command::new("docker").args(["push", r]));
-    }
+    // The authenticated registry refuses an anonymous push, then takes it after login.
+    run(Command::new("docker").args(["tag", &local, &remote]));
+    let anonymous = Command::new("docker")
+        .env("DOCKER_CONFIG", dir.path().join("nobody"))
+        .args(["push", &remote])
+        .output()
+        .unwrap();
+    assert!(
+        !anonymous.status.success(),
+        "anonymous push to the htpasswd registry"
+    );
+    docker_as_admin(&[
+        "login",
+        &format!("127.0.0.1:{port}"),
+        "-u",
+        "admin",
+        "-p",
+        "admin",
+    ]);
+    docker_as_admin(&["push", &remote]);
+    run(Command::new("docker").args(["tag", &local, &default_remote]));
+    run(Command::new("docker").args(["push", &default_remote]));
     docker_rmi(&[&local, &remote, &default_remote]);
-    run(Command::new("docker").args(["pull", &remote]));
+    docker_as_admin(&["pull", &remote]);
     let out = run(Command::new("docker").args(["run", "--rm", &remote, "cat", "/marker"]));
     assert_eq!(out.trim(), "served from the image");
 
-    let catalog: Value = reqwest::blocking::get(format!("{url}/v2/_catalog"))
+    let client = reqwest::blocking::Client::new();
+    assert_eq!(
+        client
+            .get(format!("{url}/v2/_catalog"))
+            .send()
+            .unwrap()
+            .status(),
+        401
+    );
+    let catalog: Value = client
+        .get(format!("{url}/v2/_catalog"))
+        .basic_auth("admin", Some("admin"))
+        .send()
         .unwrap()
         .json()
         .unwrap();
@@ -234,10 +281,10 @@ fn image_runs_like_registry_2_under_docker_compose() {
     assert_registry2_layout(&default_data, "seeds/busybox", "v1", &digest, &default_body);
 
     // REGISTRY_STORAGE_DELETE_ENABLED reaches the server; registry:2's default is off.
-    let client = reqwest::blocking::Client::new();
     let delete = |url: &str| {
         client
             .delete(format!("{url}/v2/seeds/busybox/manifests/{digest}"))
+            .basic_auth("admin", Some("admin"))
             .send()
             .unwrap()
             .status()
