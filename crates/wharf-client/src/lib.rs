@@ -9,3 +9,6 @@ pub mod token_cache;
 
 pub use credentials::{Credential, CredentialSource, Found, Origin, Secret};
 pub use reference::{ImageRef, Registry};
+
+pub use challenge::{BearerChallenge, Challenge};
+pub use token_cache::{fetch_token, TokenCache, TokenKey};
