@@ -1,6 +1,7 @@
 //! `/auth/token`: the built-in token server of the Docker registry token protocol.
 //!
-//! - `GET ?service=&scope=...` with optional Basic credentials (docker's classic flow);
+//! - `GET ?service=&scope=...` with optional Basic credentials (docker's classic flow;
+//!   with `offline_token=true`, as `docker login` sends, also a refresh token);
 //! - `POST` form `grant_type=password` (user + password) or `grant_type=refresh_token`, the
 //!   OAuth2 flow docker uses when logging in, answered with a refresh token that docker
 //!   keeps as its `identitytoken`.
@@ -78,7 +79,13 @@ async fn get(state: &AppState, issuer: &Issuer, req: Req) -> ApiResult {
         }
     };
     let grants = grants_for(state, user.as_deref(), &req.query_all("scope"));
-    Ok(token_response(issuer, user.as_deref(), grants, None))
+    // docker login asks for a refresh token this way, to keep as its identitytoken.
+    let offline = req.query("offline_token") == Some("true");
+    let refresh = user
+        .as_deref()
+        .filter(|_| offline)
+        .map(|u| issuer.refresh_token(u));
+    Ok(token_response(issuer, user.as_deref(), grants, refresh))
 }
 
 async fn post(state: &AppState, issuer: &Issuer, req: Req) -> ApiResult {

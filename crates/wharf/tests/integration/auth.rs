@@ -494,6 +494,14 @@ fn token_flow_with_an_access_policy_for_docker_and_plain_http() {
     assert!(docker_login(&alice, &w.host(), "alice", "alice-pw")
         .status
         .success());
+    // docker asked for a refresh token and keeps it instead of the password; the pushes
+    // below then trade it for access tokens (the refresh_token grant).
+    let saved: Value =
+        serde_json::from_str(&std::fs::read_to_string(alice.join("config.json")).unwrap()).unwrap();
+    assert!(
+        saved["auths"][w.host()]["identitytoken"].is_string(),
+        "{saved}"
+    );
     let local = build_busybox_image(&unique("wharf-token-src:"), "token flow");
     let public = format!("{}/public/base:v1", w.host());
     docker_ok(&alice, &["tag", &local, &public]);
