@@ -439,7 +439,10 @@ async fn config_json_written_by_docker_login_is_read() {
         .lookup(&registry)
         .expect("lookup")
         .expect("credentials");
-    if raw["auths"][tokens.host()]["identitytoken"].is_string() {
+    // wharf answers docker login's `offline_token=true` with a refresh token, so current
+    // docker keeps an identity token; a token traded for it is one more POST below.
+    let docker_kept_identity_token = raw["auths"][tokens.host()]["identitytoken"].is_string();
+    if docker_kept_identity_token {
         assert!(
             matches!(&found.credential, Credential::IdentityToken { username, .. } if username == "alice"),
             "{:?}",
@@ -494,6 +497,8 @@ async fn config_json_written_by_docker_login_is_read() {
         .lookup(&registry)
         .expect("lookup")
         .expect("credentials");
+    // A cache of its own: the one above may already hold alice's token for this scope.
+    let cache = TokenCache::new(client.clone());
     assert_eq!(
         found.credential,
         Credential::IdentityToken {
@@ -506,7 +511,7 @@ async fn config_json_written_by_docker_login_is_read() {
         .await
         .expect("token from the identity token");
     assert_eq!(tokens.get_with(&client, "/v2/", &token).await, 200);
-    assert_eq!(cache.fetch_count(), 2);
+    assert_eq!(cache.fetch_count(), 1);
     // The request log line may trail the response by a moment.
     let posts = || {
         tokens
@@ -515,11 +520,12 @@ async fn config_json_written_by_docker_login_is_read() {
             .count()
     };
     let deadline = Instant::now() + Duration::from_secs(5);
-    while posts() < 2 && Instant::now() < deadline {
+    let expected_posts = 2 + usize::from(docker_kept_identity_token);
+    while posts() < expected_posts && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(
-        posts() == 2,
+        posts() == expected_posts,
         "the password grant, then the refresh token traded by POST: {}",
         tokens.log()
     );

@@ -7,21 +7,7 @@ use serde_json::{json, Value};
 use wharf_oci::media_type::{OCI_CONFIG, OCI_INDEX, OCI_MANIFEST};
 use wharf_oci::Digest;
 
-use crate::harness::Wharf;
-
-fn client() -> Client {
-    Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
-fn header(r: &Response, name: &str) -> String {
-    r.headers()
-        .get(name)
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default()
-}
+use crate::harness::{header, http_client as client, Wharf};
 
 /// The response is the spec's error body with `code`.
 fn assert_error(r: Response, status: StatusCode, code: &str) {

@@ -945,3 +945,136 @@ fn tls_certificates_are_reloaded_without_a_restart() {
         "the old certificate is no longer served"
     );
 }
+
+#[test]
+fn wharf_htpasswd_writes_entries_apache_htpasswd_and_the_registry_accept() {
+    use std::io::Write;
+    require("htpasswd", "apache2-utils");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("users");
+    let wharf_htpasswd = |args: &[&str], stdin: &str| {
+        let mut child = Command::new(WHARF)
+            .arg("htpasswd")
+            .args(args)
+            .arg(&file)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let add = |user: &str, password: &str| {
+        let mut child = Command::new(WHARF)
+            .args(["htpasswd", "add"])
+            .arg(&file)
+            .arg(user)
+            .stdin(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(password.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success(), "wharf htpasswd add {user}");
+    };
+    add("alice", "first");
+    add("bob", "bob-pw");
+    add("alice", "second"); // a new password replaces the old entry
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(
+        text.lines()
+            .all(|l| l.split(':').nth(1).unwrap().starts_with("$2y$")),
+        "bcrypt as htpasswd -B writes"
+    );
+
+    // Apache's own tool verifies what wharf wrote.
+    let verify = |user: &str, password: &str| {
+        Command::new("htpasswd")
+            .arg("-vb")
+            .arg(&file)
+            .args([user, password])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(verify("alice", "second"));
+    assert!(!verify("alice", "first"));
+    assert!(verify("bob", "bob-pw"));
+
+    let listed = wharf_htpasswd(&["list"], "");
+    assert_eq!(String::from_utf8_lossy(&listed.stdout), "alice\nbob\n");
+    assert!(Command::new(WHARF)
+        .args(["htpasswd", "delete"])
+        .arg(&file)
+        .arg("bob")
+        .status()
+        .unwrap()
+        .success());
+    let missing = Command::new(WHARF)
+        .args(["htpasswd", "delete"])
+        .arg(&file)
+        .arg("bob")
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("bob is not in"));
+    let empty_password = wharf_htpasswd(&["add"], "");
+    assert!(
+        !empty_password.status.success(),
+        "add without a user or password is refused"
+    );
+
+    // And the registry takes it.
+    let yaml = format!(
+        "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: @DIR@/data\nhttp:\n  addr: 127.0.0.1:@PORT@\nauth:\n  htpasswd:\n    realm: r\n    path: {}\n",
+        file.display()
+    );
+    let w = Served::start(dir.path(), &yaml, &[]);
+    let c = Client::new();
+    let base = format!("http://{}/v2/", w.host());
+    assert_eq!(
+        c.get(&base)
+            .basic_auth("alice", Some("second"))
+            .send()
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        c.get(&base)
+            .basic_auth("bob", Some("bob-pw"))
+            .send()
+            .unwrap()
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[test]
+fn the_token_realm_follows_the_proxy_in_front() {
+    let dir = tempfile::tempdir().unwrap();
+    htpasswd_add(&dir.path().join("htpasswd"), "-B", "alice", "alice-pw");
+    let w = Served::start(dir.path(), POLICY_CONFIG, &[]);
+    let r = Client::new()
+        .get(format!("http://{}/v2/", w.host()))
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-host", "registry.example.test")
+        .send()
+        .unwrap();
+    assert_eq!(
+        r.headers()["www-authenticate"],
+        "Bearer realm=\"https://registry.example.test/auth/token\",service=\"wharf-test\""
+    );
+}

@@ -5,7 +5,7 @@ use std::process::Command;
 use serde_json::Value;
 
 use crate::harness::{
-    build_busybox_image, docker_rmi, require, require_docker, run, unique, Wharf,
+    build_busybox_image, docker_rmi, require, require_docker, run, tar_dir, unique, Wharf,
 };
 
 fn catalog(w: &Wharf) -> Value {
@@ -219,12 +219,7 @@ fn podman_pushes_and_pulls() {
     std::fs::create_dir_all(&rootfs).unwrap();
     std::fs::write(rootfs.join("marker"), "pushed by podman").unwrap();
     let tar = dir.path().join("rootfs.tar");
-    run(Command::new("tar")
-        .arg("-C")
-        .arg(&rootfs)
-        .arg("-cf")
-        .arg(&tar)
-        .arg("."));
+    tar_dir(&rootfs, &tar);
     let local = format!("localhost/{}", unique("wharf-podman:"));
     run(Command::new("podman").arg("import").arg(&tar).arg(&local));
 

@@ -17,29 +17,14 @@ use serde_json::{json, Value};
 use wharf_oci::Digest;
 
 use crate::harness::{
-    build_busybox_image, docker_rmi, require, require_docker, run, signal, unique, wait_for_exit,
-    Distribution, Wharf,
+    build_busybox_image, docker_rmi, header, http_client as client, require, require_docker, run,
+    signal, unique, wait_for_exit, Distribution, Wharf,
 };
 
 const ACCEPT_ANY_MANIFEST: &str = "application/vnd.oci.image.index.v1+json, \
      application/vnd.docker.distribution.manifest.list.v2+json, \
      application/vnd.oci.image.manifest.v1+json, \
      application/vnd.docker.distribution.manifest.v2+json";
-
-fn client() -> Client {
-    Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap()
-}
-
-fn header(r: &Response, name: &str) -> String {
-    r.headers()
-        .get(name)
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default()
-}
 
 fn skopeo(args: &[&str]) -> String {
     run(Command::new("skopeo").args(args))

@@ -251,17 +251,39 @@ pub fn build_busybox_image(name: &str, marker: &str) -> String {
     }
     std::fs::write(rootfs.join("marker"), marker).unwrap();
     let tar = dir.path().join("rootfs.tar");
-    run(Command::new("tar")
-        .arg("-C")
-        .arg(&rootfs)
-        .arg("-cf")
-        .arg(&tar)
-        .arg("."));
+    tar_dir(&rootfs, &tar);
     run(Command::new("docker")
         .args(["import", "--change", "CMD [\"/bin/sh\"]"])
         .arg(&tar)
         .arg(name));
     name.to_owned()
+}
+
+/// A raw-HTTP client that shows redirects instead of following them.
+pub fn http_client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+/// A response header as text, empty when absent.
+pub fn header(r: &reqwest::blocking::Response, name: &str) -> String {
+    r.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+/// Tar up the contents of `dir` into `tar`, as an image layer or rootfs.
+pub fn tar_dir(dir: &Path, tar: &Path) {
+    run(Command::new("tar")
+        .arg("-C")
+        .arg(dir)
+        .arg("-cf")
+        .arg(tar)
+        .arg("."));
 }
 
 /// Remove local images by name, ignoring ones already gone.
