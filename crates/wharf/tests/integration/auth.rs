@@ -13,7 +13,8 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::harness::{
-    build_busybox_image, docker_rmi, free_port, require, require_docker, run, unique, WHARF,
+    build_busybox_image, docker_rmi, free_port, output_with_stdin, require, require_docker, run,
+    unique, WHARF,
 };
 
 /// A process killed when dropped.
@@ -160,22 +161,16 @@ fn docker_ok(config: &Path, args: &[&str]) -> String {
 }
 
 fn docker_login(config: &Path, host: &str, user: &str, password: &str) -> std::process::Output {
-    use std::io::Write;
-    let mut child = Command::new("docker")
-        .env("DOCKER_CONFIG", config)
-        .args(["login", host, "-u", user, "--password-stdin"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(password.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    output_with_stdin(
+        Command::new("docker").env("DOCKER_CONFIG", config).args([
+            "login",
+            host,
+            "-u",
+            user,
+            "--password-stdin",
+        ]),
+        password,
+    )
 }
 
 /// Docker reads `/etc/docker/certs.d/<host:port>/ca.crt`; removed when dropped.
@@ -948,44 +943,28 @@ fn tls_certificates_are_reloaded_without_a_restart() {
 
 #[test]
 fn wharf_htpasswd_writes_entries_apache_htpasswd_and_the_registry_accept() {
-    use std::io::Write;
     require("htpasswd", "apache2-utils");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("users");
     let wharf_htpasswd = |args: &[&str], stdin: &str| {
-        let mut child = Command::new(WHARF)
-            .arg("htpasswd")
-            .args(args)
-            .arg(&file)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+        output_with_stdin(
+            Command::new(WHARF).arg("htpasswd").args(args).arg(&file),
+            stdin,
+        )
     };
     let add = |user: &str, password: &str| {
-        let mut child = Command::new(WHARF)
-            .args(["htpasswd", "add"])
-            .arg(&file)
-            .arg(user)
-            .stdin(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(password.as_bytes())
-            .unwrap();
-        assert!(child.wait().unwrap().success(), "wharf htpasswd add {user}");
+        let out = output_with_stdin(
+            Command::new(WHARF)
+                .args(["htpasswd", "add"])
+                .arg(&file)
+                .arg(user),
+            password,
+        );
+        assert!(
+            out.status.success(),
+            "wharf htpasswd add {user}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     };
     add("alice", "first");
     add("bob", "bob-pw");

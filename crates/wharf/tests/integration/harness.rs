@@ -231,6 +231,24 @@ pub fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Run `cmd` with `input` on its stdin (a password, say), capturing its output.
+pub fn output_with_stdin(cmd: &mut Command, input: &str) -> std::process::Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
 /// A unique suffix so tests sharing the Docker Engine never collide.
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}{}-{}", std::process::id(), free_port())
