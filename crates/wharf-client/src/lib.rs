@@ -3,6 +3,7 @@
 //! challenges, and a cache of Bearer tokens.
 
 pub mod challenge;
+pub mod client;
 pub mod credentials;
 pub mod reference;
 pub mod token_cache;
@@ -12,3 +13,5 @@ pub use reference::{ImageRef, Registry};
 
 pub use challenge::{BearerChallenge, Challenge};
 pub use token_cache::{fetch_token, TokenCache, TokenKey};
+
+pub use client::{ClientError, ClientOptions, RegistryClient};

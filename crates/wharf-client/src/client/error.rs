@@ -1,0 +1,62 @@
+//! Client errors: each says what went wrong and what to do about it, never a secret.
+
+use std::path::PathBuf;
+
+use super::tls::CaError;
+use crate::challenge::ChallengeError;
+use crate::credentials::CredentialError;
+use crate::token_cache::TokenError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(transparent)]
+    Ca(#[from] CaError),
+    #[error("x509: certificate signed by unknown authority for {host} — pass --registry-ca FILE (a PEM bundle) or put it in {certs_dir}/{host}/ca.crt")]
+    UnknownAuthority { host: String, certs_dir: PathBuf },
+    #[error(
+        "TLS handshake with {host} failed ({detail}); if {host} serves plain http, pass --insecure"
+    )]
+    Tls { host: String, detail: String },
+    #[error("cannot connect to {url}: connection refused or unreachable ({detail}); check that the registry runs there and the host and port are right")]
+    Connect { url: String, detail: String },
+    #[error("request to {url} failed: {detail}")]
+    Request { url: String, detail: String },
+    #[error("unauthorized: {registry} requires credentials — run `wharf login {registry}` (or set REPO_USER/REPO_PASS)")]
+    NoCredentials { registry: String },
+    #[error("unauthorized: {registry} rejected the credentials from {origin} — run `wharf login {registry}`")]
+    Unauthorized { registry: String, origin: String },
+    #[error("denied: {registry} refused {what} ({status}) for these credentials; ask its administrator for access")]
+    Denied {
+        registry: String,
+        what: String,
+        status: u16,
+    },
+    #[error("not found: {what} on {registry}; check the repository name and tag (`wharf tags {registry}/REPO`)")]
+    NotFound { registry: String, what: String },
+    #[error("{registry} answered {status} to {what}: {detail}")]
+    Status {
+        registry: String,
+        what: String,
+        status: u16,
+        detail: String,
+    },
+    #[error("{registry} sent a bad WWW-Authenticate challenge: {source}")]
+    Challenge {
+        registry: String,
+        source: ChallengeError,
+    },
+    #[error("{registry} asks for {scheme} authentication, which wharf does not speak (only Basic and Bearer)")]
+    UnsupportedScheme { registry: String, scheme: String },
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error(transparent)]
+    Credentials(#[from] CredentialError),
+    #[error("{registry} sent an invalid {what}: {detail}")]
+    BadResponse {
+        registry: String,
+        what: String,
+        detail: String,
+    },
+    #[error("cannot build the HTTP client: {0}")]
+    Build(String),
+}
