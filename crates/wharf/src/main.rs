@@ -1,6 +1,9 @@
 //! `wharf`: one binary, subcommands wiring the crates together.
 
+mod client_args;
 mod htpasswd;
+mod images;
+mod login;
 mod serve;
 
 use std::io::IsTerminal;
@@ -16,6 +19,8 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    client: client_args::ClientFlags,
 }
 
 #[derive(Subcommand)]
@@ -25,6 +30,20 @@ enum Command {
     /// Manage an htpasswd file (bcrypt entries, as `htpasswd -B` writes).
     #[command(subcommand)]
     Htpasswd(htpasswd::HtpasswdCommand),
+    /// Check credentials against a registry and store them as `docker login` does.
+    Login(login::LoginArgs),
+    /// Remove stored credentials for a registry, as `docker logout` does.
+    Logout(login::LogoutArgs),
+    /// List a repository's tags, one a line.
+    Tags(images::RefArg),
+    /// List a registry's repositories, one a line.
+    Catalog(images::HostArg),
+    /// Print the digest an image reference resolves to.
+    Digest(images::RefArg),
+    /// Describe an image or index as JSON: digest, media type, platform, layers.
+    Inspect(images::RefArg),
+    /// Delete a manifest (a tag is resolved to its digest first).
+    Delete(images::RefArg),
 }
 
 /// Logs to stderr: `WHARF_LOG` (or `RUST_LOG`) wins over the config's `log.level`.
@@ -50,11 +69,31 @@ pub fn init_logging(level: Option<&str>, json: bool) {
 }
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    let flags = &cli.client;
+    match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Htpasswd(cmd) => {
             init_logging(None, false);
             htpasswd::run(cmd)
         }
+        Command::Login(args) => client_command(|| login::login(args, flags)),
+        Command::Logout(args) => client_command(|| login::logout(args)),
+        Command::Tags(arg) => client_command(|| images::tags(arg, flags)),
+        Command::Catalog(arg) => client_command(|| images::catalog(arg, flags)),
+        Command::Digest(arg) => client_command(|| images::digest(arg, flags)),
+        Command::Inspect(arg) => client_command(|| images::inspect(arg, flags)),
+        Command::Delete(arg) => client_command(|| images::delete(arg, flags)),
     }
+}
+
+/// Client commands log only warnings unless asked: their stdout is for scripts. Errors are
+/// one line (cause and fix) without a backtrace, since they are the user's to act on.
+fn client_command(run: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()> {
+    init_logging(Some("warn"), false);
+    if let Err(e) = run() {
+        eprintln!("Error: {e:#}");
+        std::process::exit(1);
+    }
+    Ok(())
 }

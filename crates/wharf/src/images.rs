@@ -1,0 +1,142 @@
+//! Read and delete commands: `tags`, `catalog`, `digest`, `inspect`, `delete`. Output is
+//! plain lines (or JSON for inspect) so scripts can use it.
+
+use anyhow::Context;
+use clap::Args;
+use serde_json::{json, Value};
+use wharf_client::{ImageRef, Registry, RegistryClient};
+use wharf_oci::{Manifest, ManifestKind, Reference};
+
+use crate::client_args::{block_on, ClientFlags};
+
+#[derive(Args)]
+pub struct RefArg {
+    /// An image reference as docker takes it: [host[:port]/]repo[:tag][@digest].
+    #[arg(value_name = "IMAGE_REF")]
+    image: String,
+}
+
+#[derive(Args)]
+pub struct HostArg {
+    /// The registry: host[:port].
+    #[arg(value_name = "HOST")]
+    host: String,
+}
+
+fn parse(arg: &RefArg, flags: &ClientFlags) -> anyhow::Result<(ImageRef, RegistryClient)> {
+    let image: ImageRef = arg.image.parse()?;
+    let client = flags.client(image.registry())?;
+    Ok((image, client))
+}
+
+pub fn tags(arg: RefArg, flags: &ClientFlags) -> anyhow::Result<()> {
+    let (image, client) = parse(&arg, flags)?;
+    for tag in block_on(client.list_tags(image.repository()))?? {
+        println!("{tag}");
+    }
+    Ok(())
+}
+
+pub fn catalog(arg: HostArg, flags: &ClientFlags) -> anyhow::Result<()> {
+    let registry = Registry::from_server_address(&arg.host)?;
+    let client = flags.client(&registry)?;
+    for repo in block_on(client.catalog())?? {
+        println!("{repo}");
+    }
+    Ok(())
+}
+
+pub fn digest(arg: RefArg, flags: &ClientFlags) -> anyhow::Result<()> {
+    let (image, client) = parse(&arg, flags)?;
+    let digest = block_on(client.head_digest(image.repository(), &image.manifest_reference()))??;
+    println!("{digest}");
+    Ok(())
+}
+
+pub fn delete(arg: RefArg, flags: &ClientFlags) -> anyhow::Result<()> {
+    let (image, client) = parse(&arg, flags)?;
+    block_on(async {
+        // Registries delete by digest only; a tag is resolved first, as `regctl` does.
+        let digest = match image.digest() {
+            Some(d) => d.clone(),
+            None => {
+                client
+                    .head_digest(image.repository(), &image.manifest_reference())
+                    .await?
+            }
+        };
+        client.delete_manifest(image.repository(), &digest).await?;
+        println!("Deleted {}@{digest}", image.repository());
+        anyhow::Ok(())
+    })?
+}
+
+pub fn inspect(arg: RefArg, flags: &ClientFlags) -> anyhow::Result<()> {
+    let (image, client) = parse(&arg, flags)?;
+    let out = block_on(describe(&client, &image))??;
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+async fn describe(client: &RegistryClient, image: &ImageRef) -> anyhow::Result<Value> {
+    let repo = image.repository();
+    let fetched = client
+        .get_manifest(repo, &image.manifest_reference())
+        .await?;
+    let manifest =
+        Manifest::parse(&fetched.bytes, Some(&fetched.media_type)).with_context(|| {
+            format!(
+                "{} is not an image manifest or index wharf can read",
+                image.familiar()
+            )
+        })?;
+    let mut out = json!({
+        "name": image.familiar(),
+        "digest": fetched.digest.to_string(),
+        "mediaType": fetched.media_type,
+        "size": fetched.bytes.len(),
+    });
+    match manifest.kind {
+        ManifestKind::Index => {
+            let platforms: Vec<Value> = manifest
+                .manifests
+                .iter()
+                .map(|m| {
+                    let p = m.platform.clone().unwrap_or(Value::Null);
+                    json!({
+                        "digest": m.digest.to_string(),
+                        "mediaType": m.media_type,
+                        "os": p.get("os"),
+                        "architecture": p.get("architecture"),
+                        "variant": p.get("variant"),
+                    })
+                })
+                .collect();
+            out["platforms"] = Value::Array(platforms);
+        }
+        ManifestKind::Image => {
+            if let Some(config) = &manifest.config {
+                let bytes = client.get_blob(repo, &config.digest).await?;
+                // Artifacts carry configs that are not image configs: show what is there.
+                let parsed: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                out["config"] = json!(config.digest.to_string());
+                for key in ["os", "architecture", "variant", "created"] {
+                    if let Some(v) = parsed.get(key) {
+                        out[key] = v.clone();
+                    }
+                }
+            }
+            let layers: Vec<Value> = manifest
+                .layers
+                .iter()
+                .map(|l| json!({ "digest": l.digest.to_string(), "mediaType": l.media_type, "size": l.size }))
+                .collect();
+            out["layersSize"] = json!(manifest.layers.iter().map(|l| l.size).sum::<u64>());
+            out["layers"] = Value::Array(layers);
+        }
+    }
+    if let Reference::Tag(tag) = image.manifest_reference() {
+        out["tag"] = json!(tag.as_str());
+    }
+    Ok(out)
+}

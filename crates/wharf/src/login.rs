@@ -1,0 +1,90 @@
+//! `wharf login` and `wharf logout`, storing credentials exactly where `docker login`
+//! does, so docker, podman and wharf share one config.json.
+
+use std::io::{BufRead, Write};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use wharf_client::{Credential, CredentialSource, Registry, RegistryClient, Secret};
+
+use crate::client_args::{block_on, ClientFlags};
+
+#[derive(Args)]
+pub struct LoginArgs {
+    /// User name; asked for on the terminal when absent.
+    #[arg(long, short = 'u')]
+    username: Option<String>,
+    /// Read the password from stdin (keeps it out of the process list and shell history).
+    #[arg(long)]
+    password_stdin: bool,
+    /// The registry, as `docker login` takes it: host[:port].
+    #[arg(value_name = "HOST")]
+    host: String,
+}
+
+#[derive(Args)]
+pub struct LogoutArgs {
+    #[arg(value_name = "HOST")]
+    host: String,
+}
+
+pub fn login(args: LoginArgs, flags: &ClientFlags) -> anyhow::Result<()> {
+    let registry = Registry::from_server_address(&args.host)?;
+    let options = flags.options()?;
+    let stdin = std::io::stdin();
+    let mut lines = stdin.lock().lines();
+    let username = match args.username {
+        Some(u) => u,
+        None if args.password_stdin => bail!("--password-stdin needs --username"),
+        None => {
+            eprint!("Username: ");
+            std::io::stderr().flush().ok();
+            lines.next().transpose()?.unwrap_or_default()
+        }
+    };
+    let username = username.trim().to_owned();
+    if username.is_empty() {
+        bail!("no user name given; pass --username");
+    }
+    let password = if args.password_stdin {
+        let mut all = String::new();
+        for line in lines {
+            all.push_str(&line?);
+            all.push('\n');
+        }
+        // docker strips the trailing newline(s) of a piped password, and nothing else.
+        all.trim_end_matches(['\n', '\r']).to_owned()
+    } else {
+        eprint!("Password: ");
+        std::io::stderr().flush().ok();
+        lines.next().transpose()?.unwrap_or_default()
+    };
+    if password.is_empty() {
+        bail!("no password given on stdin");
+    }
+    let credential = Credential::Basic {
+        username,
+        password: Secret::new(password),
+    };
+    // Proved before stored, as docker login does: a typo must not replace a good login.
+    let client =
+        RegistryClient::with_credential(registry.clone(), &options, Some(credential.clone()))?;
+    block_on(client.ping())??;
+    let source = CredentialSource::from_process_env()?;
+    source
+        .store(&registry, &credential)
+        .with_context(|| format!("cannot store the credentials for {registry}"))?;
+    println!("Login Succeeded");
+    Ok(())
+}
+
+pub fn logout(args: LogoutArgs) -> anyhow::Result<()> {
+    let registry = Registry::from_server_address(&args.host)?;
+    let source = CredentialSource::from_process_env()?;
+    if source.erase(&registry)? {
+        println!("Removing login credentials for {registry}");
+    } else {
+        println!("Not logged in to {registry}");
+    }
+    Ok(())
+}
