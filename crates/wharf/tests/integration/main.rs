@@ -5,6 +5,7 @@ mod harness;
 
 mod api;
 mod auth;
+mod client_cli;
 mod clients;
 mod compat;
 mod conformance;
