@@ -249,6 +249,7 @@ impl RegistryClient {
                 registry: self.registry.to_string(),
                 source,
             })?;
+            tracing::debug!(registry = %self.registry, %what, "401: answering the registry's challenge");
             *self.challenge.lock().unwrap_or_else(|e| e.into_inner()) = Some(parsed.clone());
             match sent {
                 Sent::Nothing if !answered_challenge && challenge.is_none() => {
@@ -259,10 +260,10 @@ impl RegistryClient {
                     self.tokens.invalidate(&key, &token).await;
                     retried_token = true;
                 }
-                _ => return Err(self.unauthorized(what)),
+                _ => return Err(self.unauthorized()),
             }
         }
-        Err(self.unauthorized(what))
+        Err(self.unauthorized())
     }
 
     async fn authorize(
@@ -286,9 +287,7 @@ impl RegistryClient {
             Some(Challenge::Bearer(bearer)) => {
                 let token = match self.tokens.token(bearer, scopes, credential).await {
                     Ok(t) => t,
-                    Err(TokenError::Refused { status: 401, .. }) => {
-                        return Err(self.unauthorized("a token"))
-                    }
+                    Err(TokenError::Refused { status: 401, .. }) => return Err(self.unauthorized()),
                     Err(e) => return Err(e.into()),
                 };
                 let challenge_scopes: Vec<&str> = bearer.scopes().collect();
@@ -333,7 +332,7 @@ impl RegistryClient {
         }
     }
 
-    fn unauthorized(&self, _what: &str) -> ClientError {
+    fn unauthorized(&self) -> ClientError {
         let registry = self.registry.to_string();
         match self.credential() {
             Ok(Some(found)) => ClientError::Unauthorized {

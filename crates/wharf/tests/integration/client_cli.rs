@@ -302,6 +302,20 @@ fn one_token_serves_several_operations_on_a_token_auth_wharf() {
     let host = w.host();
     let config = dir.path().join("docker-config");
     let certs = dir.path().join("certs.d");
+    // A wrong password is refused by the token server, and said so.
+    let denied = output_with_stdin(
+        wharf(&config, &certs).args([
+            "--insecure",
+            "login",
+            "-u",
+            "admin",
+            "--password-stdin",
+            &host,
+        ]),
+        "nope",
+    );
+    assert!(!denied.status.success());
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("unauthorized"));
     // wharf login through the token flow, then docker pushes with it.
     ok(
         output_with_stdin(
