@@ -370,6 +370,10 @@ fn one_token_serves_several_operations_on_a_token_auth_wharf() {
         1,
         "one pull token for every call"
     );
+    // The catalog needs its own scope (registry:catalog:*), so its own token.
+    let repos = runtime.block_on(client.catalog()).unwrap();
+    assert_eq!(repos, ["apps/tok"]);
+    assert_eq!(client.token_cache().fetch_count(), 2);
 }
 
 #[test]
