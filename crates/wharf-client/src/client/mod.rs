@@ -7,6 +7,7 @@
 mod error;
 mod ops;
 pub mod tls;
+mod transfer;
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -16,6 +17,7 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 
 pub use error::ClientError;
 pub use ops::{Manifest, MANIFEST_ACCEPT};
+pub use transfer::{BlobStream, Mount};
 
 use crate::challenge::Challenge;
 use crate::credentials::{Credential, CredentialSource, Found, Origin, Secret};
@@ -221,6 +223,23 @@ impl RegistryClient {
         headers: &[(reqwest::header::HeaderName, &str)],
         what: &str,
     ) -> Result<Response, ClientError> {
+        self.send_body(method, url, scopes, headers, None, what)
+            .await
+    }
+
+    /// As `send_url`, with a body that can be sent once: a streamed body cannot be
+    /// replayed, so callers first make a bodiless request with the same scopes (which
+    /// learns the challenge and caches the token) and this one then succeeds first try.
+    pub(crate) async fn send_body(
+        &self,
+        method: Method,
+        url: Url,
+        scopes: &[String],
+        headers: &[(reqwest::header::HeaderName, &str)],
+        mut body: Option<reqwest::Body>,
+        what: &str,
+    ) -> Result<Response, ClientError> {
+        let had_body = body.is_some();
         let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
         let mut retried_token = false;
         let mut answered_challenge = false;
@@ -234,6 +253,12 @@ impl RegistryClient {
             let mut request = self.http.request(method.clone(), url.clone());
             for (name, value) in headers {
                 request = request.header(name, *value);
+            }
+            if let Some(b) = body.take() {
+                request = request.body(b);
+            } else if had_body {
+                // The body went with a request the registry refused; it cannot be resent.
+                return Err(self.unauthorized());
             }
             let (request, sent) = self.authorize(request, challenge.as_ref(), &scopes).await?;
             let response = request.send().await.map_err(|e| self.transport(&url, e))?;
