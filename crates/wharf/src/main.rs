@@ -1,6 +1,7 @@
 //! `wharf`: one binary, subcommands wiring the crates together.
 
 mod client_args;
+mod copy;
 mod htpasswd;
 mod images;
 mod login;
@@ -44,6 +45,8 @@ enum Command {
     Inspect(images::RefArg),
     /// Delete a manifest (a tag is resolved to its digest first).
     Delete(images::RefArg),
+    /// Copy an image or index from one registry (or repository) to another.
+    Copy(copy::CopyArgs),
 }
 
 /// Logs to stderr: `WHARF_LOG` (or `RUST_LOG`) wins over the config's `log.level`.
@@ -84,6 +87,7 @@ fn main() -> anyhow::Result<()> {
         Command::Digest(arg) => client_command(|| images::digest(arg, flags)),
         Command::Inspect(arg) => client_command(|| images::inspect(arg, flags)),
         Command::Delete(arg) => client_command(|| images::delete(arg, flags)),
+        Command::Copy(args) => client_command(|| copy::copy(args, flags)),
     }
 }
 

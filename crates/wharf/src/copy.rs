@@ -1,0 +1,231 @@
+//! `wharf copy SRC DST`: registry to registry, blobs streamed (never whole in memory),
+//! skipped when the destination has them, mounted when both sides are one registry.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use anyhow::Context;
+use clap::Args;
+use futures::{StreamExt, TryStreamExt};
+use wharf_client::client::Mount;
+use wharf_client::{ImageRef, RegistryClient};
+use wharf_oci::{Descriptor, Digest, Manifest, ManifestKind, Reference, RepoName};
+
+use crate::client_args::{block_on, ClientFlags};
+
+/// Layers moved at once: enough to hide per-request latency, few enough not to swamp
+/// either registry or the link between them.
+const PARALLEL_BLOBS: usize = 4;
+
+#[derive(Args)]
+pub struct CopyArgs {
+    /// The image to copy: [host[:port]/]repo[:tag][@digest].
+    #[arg(value_name = "SRC")]
+    src: String,
+    /// Where to copy it: [host[:port]/]repo[:tag].
+    #[arg(value_name = "DST")]
+    dst: String,
+    /// From an index, copy only this platform (os/arch[/variant]) and store its manifest
+    /// (not the index) at DST.
+    #[arg(long, value_name = "OS/ARCH")]
+    platform: Option<String>,
+    /// No progress lines on stderr; only the digest on stdout.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// One side of the copy.
+struct Side {
+    client: RegistryClient,
+    repo: RepoName,
+}
+
+/// What happened to the blobs, reported at the end (and checked by tests).
+#[derive(Default)]
+struct Counts {
+    uploaded: AtomicUsize,
+    mounted: AtomicUsize,
+    present: AtomicUsize,
+}
+
+struct Copier {
+    src: Side,
+    dst: Side,
+    same_registry: bool,
+    quiet: bool,
+    counts: Counts,
+}
+
+pub fn copy(args: CopyArgs, flags: &ClientFlags) -> anyhow::Result<()> {
+    let src: ImageRef = args.src.parse().context("SRC")?;
+    let dst: ImageRef = args.dst.parse().context("DST")?;
+    // Each side gets the credentials docker would use for its own registry.
+    let copier = Copier {
+        same_registry: src.registry() == dst.registry(),
+        src: Side {
+            client: flags.client(src.registry())?,
+            repo: src.repository().clone(),
+        },
+        dst: Side {
+            client: flags.client(dst.registry())?,
+            repo: dst.repository().clone(),
+        },
+        quiet: args.quiet,
+        counts: Counts::default(),
+    };
+    let platform = args.platform.as_deref();
+    let digest = block_on(copier.run(
+        &src.manifest_reference(),
+        &dst.manifest_reference(),
+        platform,
+    ))??;
+    if !args.quiet {
+        let c = &copier.counts;
+        eprintln!(
+            "Copied {} to {}: {} blobs uploaded, {} mounted, {} already present",
+            src.familiar(),
+            dst.familiar(),
+            c.uploaded.load(Ordering::Relaxed),
+            c.mounted.load(Ordering::Relaxed),
+            c.present.load(Ordering::Relaxed),
+        );
+    }
+    println!("{digest}");
+    Ok(())
+}
+
+impl Copier {
+    async fn run(
+        &self,
+        src_ref: &Reference,
+        dst_ref: &Reference,
+        platform: Option<&str>,
+    ) -> anyhow::Result<Digest> {
+        let top = self
+            .src
+            .client
+            .get_manifest(&self.src.repo, src_ref)
+            .await?;
+        let parsed = parse(&top.bytes, &top.media_type)?;
+        if parsed.kind == ManifestKind::Image {
+            self.copy_image(&parsed).await?;
+            self.put(dst_ref, top.bytes, &top.media_type).await?;
+            return Ok(top.digest);
+        }
+        let children: Vec<&Descriptor> = match platform {
+            Some(p) => vec![find_platform(&parsed, p)?],
+            None => parsed.manifests.iter().collect(),
+        };
+        for child in &children {
+            let reference = Reference::Digest(child.digest.clone());
+            let fetched = self
+                .src
+                .client
+                .get_manifest(&self.src.repo, &reference)
+                .await?;
+            let manifest = parse(&fetched.bytes, &fetched.media_type)?;
+            self.copy_image(&manifest).await?;
+            // With --platform the child stands alone at DST; otherwise the index names it.
+            let target = if platform.is_some() {
+                dst_ref.clone()
+            } else {
+                reference
+            };
+            self.put(&target, fetched.bytes, &fetched.media_type)
+                .await?;
+            if platform.is_some() {
+                return Ok(fetched.digest);
+            }
+        }
+        self.put(dst_ref, top.bytes, &top.media_type).await?;
+        Ok(top.digest)
+    }
+
+    async fn put(
+        &self,
+        reference: &Reference,
+        bytes: Vec<u8>,
+        media_type: &str,
+    ) -> anyhow::Result<()> {
+        self.dst
+            .client
+            .put_manifest(&self.dst.repo, reference, bytes, media_type)
+            .await?;
+        Ok(())
+    }
+
+    /// The config and every layer, a few at once.
+    async fn copy_image(&self, manifest: &Manifest) -> anyhow::Result<()> {
+        let blobs: Vec<&Descriptor> = manifest.config.iter().chain(&manifest.layers).collect();
+        futures::stream::iter(blobs)
+            .map(|d| self.copy_blob(d))
+            .buffer_unordered(PARALLEL_BLOBS)
+            .try_collect::<Vec<()>>()
+            .await?;
+        Ok(())
+    }
+
+    async fn copy_blob(&self, blob: &Descriptor) -> anyhow::Result<()> {
+        let (dst, src) = (&self.dst, &self.src);
+        let digest = &blob.digest;
+        if dst.client.blob_exists(&dst.repo, digest).await? {
+            self.counts.present.fetch_add(1, Ordering::Relaxed);
+            self.progress(digest, "already present");
+            return Ok(());
+        }
+        let session = if self.same_registry {
+            match dst.client.mount_blob(&dst.repo, digest, &src.repo).await? {
+                Mount::Mounted => {
+                    self.counts.mounted.fetch_add(1, Ordering::Relaxed);
+                    self.progress(digest, "mounted");
+                    return Ok(());
+                }
+                Mount::Session(url) => url,
+            }
+        } else {
+            dst.client.start_upload(&dst.repo).await?
+        };
+        let (stream, _) = src.client.blob_stream(&src.repo, digest).await?;
+        dst.client
+            .upload_blob(&dst.repo, session, digest, blob.size, stream)
+            .await?;
+        self.counts.uploaded.fetch_add(1, Ordering::Relaxed);
+        self.progress(digest, "uploaded");
+        Ok(())
+    }
+
+    fn progress(&self, digest: &Digest, what: &str) {
+        if !self.quiet {
+            eprintln!("{digest}: {what}");
+        }
+    }
+}
+
+fn parse(bytes: &[u8], media_type: &str) -> anyhow::Result<Manifest> {
+    Manifest::parse(bytes, Some(media_type))
+        .context("the source is not an image manifest or index wharf can copy")
+}
+
+/// The index entry for `os/arch[/variant]`.
+fn find_platform<'a>(index: &'a Manifest, wanted: &str) -> anyhow::Result<&'a Descriptor> {
+    let mut parts = wanted.split('/');
+    let (os, arch, variant) = (parts.next(), parts.next(), parts.next());
+    let (Some(os), Some(arch)) = (os, arch) else {
+        anyhow::bail!("--platform {wanted}: expected os/arch[/variant], e.g. linux/arm64");
+    };
+    let field = |d: &Descriptor, key: &str| {
+        d.platform
+            .as_ref()
+            .and_then(|p| p.get(key))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
+    index
+        .manifests
+        .iter()
+        .find(|d| {
+            field(d, "os").as_deref() == Some(os)
+                && field(d, "architecture").as_deref() == Some(arch)
+                && variant.is_none_or(|v| field(d, "variant").as_deref() == Some(v))
+        })
+        .with_context(|| format!("the index has no manifest for platform {wanted}; `wharf inspect` lists its platforms"))
+}
