@@ -6,6 +6,7 @@ mod harness;
 mod api;
 mod auth;
 mod client_cli;
+mod client_copy;
 mod clients;
 mod compat;
 mod conformance;
