@@ -28,6 +28,10 @@ pub struct CopyArgs {
     /// (not the index) at DST.
     #[arg(long, value_name = "OS/ARCH")]
     platform: Option<String>,
+    /// Blobs larger than this many bytes go up in PATCH chunks of this size, each resumed
+    /// from where the registry got to if a connection drops; smaller ones in one PUT.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(1..))]
+    chunk_size: u64,
     /// No progress lines on stderr; only the digest on stdout.
     #[arg(long, short)]
     quiet: bool,
@@ -52,6 +56,7 @@ struct Copier {
     dst: Side,
     same_registry: bool,
     quiet: bool,
+    chunk_size: u64,
     counts: Counts,
 }
 
@@ -70,6 +75,7 @@ pub fn copy(args: CopyArgs, flags: &ClientFlags) -> anyhow::Result<()> {
             repo: dst.repository().clone(),
         },
         quiet: args.quiet,
+        chunk_size: args.chunk_size,
         counts: Counts::default(),
     };
     let platform = args.platform.as_deref();
@@ -185,9 +191,16 @@ impl Copier {
             dst.client.start_upload(&dst.repo).await?
         };
         let (stream, _) = src.client.blob_stream(&src.repo, digest).await?;
-        dst.client
-            .upload_blob(&dst.repo, session, digest, blob.size, stream)
-            .await?;
+        if blob.size > self.chunk_size {
+            let chunk = usize::try_from(self.chunk_size).unwrap_or(usize::MAX);
+            dst.client
+                .upload_blob_chunked(&dst.repo, session, digest, stream, chunk)
+                .await?;
+        } else {
+            dst.client
+                .upload_blob(&dst.repo, session, digest, blob.size, stream)
+                .await?;
+        }
         self.counts.uploaded.fetch_add(1, Ordering::Relaxed);
         self.progress(digest, "uploaded");
         Ok(())

@@ -4,6 +4,7 @@
 //! One `RegistryClient` talks to one registry, so the scheme it settled on, the challenge
 //! the registry sent and the credential it found are learned once and reused by every call.
 
+mod chunked;
 mod error;
 mod ops;
 pub mod tls;

@@ -189,7 +189,7 @@ impl RegistryClient {
     }
 
     /// The upload URL of a 202, resolved against the request (it is often relative).
-    fn location(&self, response: &Response, what: &str) -> Result<Url, ClientError> {
+    pub(super) fn location(&self, response: &Response, what: &str) -> Result<Url, ClientError> {
         response
             .headers()
             .get(LOCATION)

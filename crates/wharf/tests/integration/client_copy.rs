@@ -105,6 +105,15 @@ fn copies_into_distribution() {
     assert_eq!(copied, digest(&config, &dst));
     assert_eq!(copied, digest(&config, &src));
     docker_runs(&dst, &marker);
+
+    // Small chunks force PATCH uploads with Content-Range, into both registries.
+    let b = Wharf::start();
+    for host in [d.host(), b.host()] {
+        let dst = format!("{host}/chunked/app:v1");
+        let (copied, _) = copy(&config, &["--quiet", "--chunk-size", "4096", &src, &dst]);
+        assert_eq!(copied, digest(&config, &dst));
+        docker_runs(&dst, &marker);
+    }
 }
 
 #[test]
