@@ -150,3 +150,125 @@ impl RegistryClient {
         Ok((url, have))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::{ClientOptions, Registry};
+
+    /// What the fake registry saw: the bytes it kept, PATCHes, and whether PUT matched.
+    #[derive(Default)]
+    struct Seen {
+        kept: Vec<u8>,
+        patches: usize,
+        closed: bool,
+    }
+
+    /// A one-session upload endpoint that keeps only half of the first PATCH and answers
+    /// 500, as a registry whose connection dropped mid-chunk would.
+    fn flaky_registry(expected: Vec<u8>) -> (u16, Arc<Mutex<Seen>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let state = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut out = stream;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        break;
+                    }
+                    let method = line.split(' ').next().unwrap_or("").to_owned();
+                    let (mut length, mut range_start) = (0usize, 0usize);
+                    loop {
+                        let mut h = String::new();
+                        reader.read_line(&mut h).unwrap();
+                        let h = h.trim_end().to_ascii_lowercase();
+                        if h.is_empty() {
+                            break;
+                        }
+                        if let Some(v) = h.strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap();
+                        }
+                        if let Some(v) = h.strip_prefix("content-range:") {
+                            range_start = v.trim().split('-').next().unwrap().parse().unwrap();
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    reader.read_exact(&mut body).unwrap();
+                    let mut s = state.lock().unwrap();
+                    let reply = match method.as_str() {
+                        "PATCH" => {
+                            s.patches += 1;
+                            assert_eq!(range_start, s.kept.len(), "resumed at the wrong offset");
+                            if s.patches == 1 {
+                                let half = body.len() / 2;
+                                s.kept.extend_from_slice(&body[..half]);
+                                "500 Internal Server Error".to_owned()
+                            } else {
+                                s.kept.extend_from_slice(&body);
+                                "202 Accepted".to_owned()
+                            }
+                        }
+                        "GET" => "204 No Content".to_owned(),
+                        "PUT" => {
+                            s.closed = s.kept == expected;
+                            "201 Created".to_owned()
+                        }
+                        _ => "404 Not Found".to_owned(),
+                    };
+                    let end = s.kept.len().saturating_sub(1);
+                    drop(s);
+                    write!(
+                        out,
+                        "HTTP/1.1 {reply}\r\nLocation: /upload\r\nRange: 0-{end}\r\nContent-Length: 0\r\n\r\n"
+                    )
+                    .unwrap();
+                }
+            }
+        });
+        (port, seen)
+    }
+
+    #[tokio::test]
+    async fn a_failed_chunk_resumes_where_the_registry_got_to() {
+        let data: Vec<u8> = (0..2500u32).map(|i| (i % 251) as u8).collect();
+        let (port, seen) = flaky_registry(data.clone());
+        let options = ClientOptions {
+            insecure: true,
+            ..ClientOptions::default()
+        };
+        let registry = Registry::from_server_address(&format!("127.0.0.1:{port}")).unwrap();
+        let client = RegistryClient::with_credential(registry, &options, None).unwrap();
+        let digest = Digest::sha256_of(&data);
+        // Source chunks that straddle the upload's chunk boundaries.
+        let parts: Vec<Result<Bytes, ClientError>> = data
+            .chunks(700)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        let session = Url::parse(&format!("http://127.0.0.1:{port}/upload")).unwrap();
+        client
+            .upload_blob_chunked(
+                &"team/app".parse().unwrap(),
+                session,
+                &digest,
+                Box::pin(futures::stream::iter(parts)),
+                1000,
+            )
+            .await
+            .unwrap();
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.patches, 4, "three chunks and one resume");
+        assert!(
+            seen.closed,
+            "the registry did not end up with the blob's bytes"
+        );
+    }
+}
