@@ -4,6 +4,7 @@ mod client_args;
 mod copy;
 mod htpasswd;
 mod images;
+mod layout;
 mod login;
 mod serve;
 
@@ -47,6 +48,10 @@ enum Command {
     Delete(images::RefArg),
     /// Copy an image or index from one registry (or repository) to another.
     Copy(copy::CopyArgs),
+    /// Pull an image or index into an OCI image layout directory.
+    Pull(layout::PullArgs),
+    /// Push an image from an OCI image layout directory.
+    Push(layout::PushArgs),
 }
 
 /// Logs to stderr: `WHARF_LOG` (or `RUST_LOG`) wins over the config's `log.level`.
@@ -88,6 +93,8 @@ fn main() -> anyhow::Result<()> {
         Command::Inspect(arg) => client_command(|| images::inspect(arg, flags)),
         Command::Delete(arg) => client_command(|| images::delete(arg, flags)),
         Command::Copy(args) => client_command(|| copy::copy(args, flags)),
+        Command::Pull(args) => client_command(|| layout::pull(args, flags)),
+        Command::Push(args) => client_command(|| layout::push(args, flags)),
     }
 }
 

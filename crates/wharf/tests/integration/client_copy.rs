@@ -193,3 +193,71 @@ fn multi_arch_indexes_copy_whole_or_one_platform() {
     assert_eq!(child, digest(&config, &parts[1]));
     assert_eq!(child, digest(&config, &arm));
 }
+
+#[test]
+fn pull_to_an_oci_layout_and_push_back_keep_the_digest() {
+    require("skopeo", "skopeo");
+    let a = Wharf::start();
+    let b = Wharf::start();
+    let config = tempfile::tempdir().unwrap();
+    let marker = unique("through a layout ");
+    // skopeo reads only OCI media types from a layout, so the source is OCI-format.
+    let local = build_busybox_image(&unique("wharf-layout-src:"), &marker);
+    let src = format!("{}/team/app:v1", a.host());
+    run(Command::new("skopeo").args([
+        "copy",
+        "--dest-tls-verify=false",
+        "--format",
+        "oci",
+        &format!("docker-daemon:{local}"),
+        &format!("docker://{src}"),
+    ]));
+    docker_rmi(&[&local]);
+    let layout = tempfile::tempdir().unwrap();
+    let dir = layout.path().join("app");
+    let dir_arg = dir.to_str().unwrap();
+    let out = wharf(&config, &["pull", &src, dir_arg]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pulled = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert_eq!(pulled, digest(&config, &src));
+    // skopeo reads the layout wharf wrote.
+    let inspected = run(Command::new("skopeo").args([
+        "inspect",
+        "--format",
+        "{{.Digest}}",
+        &format!("oci:{dir_arg}:v1"),
+    ]));
+    assert_eq!(inspected.trim(), pulled);
+
+    let dst = format!("{}/from/layout:v1", b.host());
+    let out = wharf(&config, &["push", dir_arg, &dst]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(digest(&config, &dst), pulled);
+    docker_runs(&dst, &marker);
+
+    // And a layout skopeo wrote is pushed by wharf.
+    let theirs = layout.path().join("skopeo");
+    let theirs_arg = theirs.to_str().unwrap();
+    run(Command::new("skopeo").args([
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{src}"),
+        &format!("oci:{theirs_arg}:v1"),
+    ]));
+    let dst = format!("{}/from/skopeo:v1", b.host());
+    let out = wharf(&config, &["push", theirs_arg, &dst]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    docker_runs(&dst, &marker);
+}
