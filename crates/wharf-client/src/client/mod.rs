@@ -1,5 +1,5 @@
 //! A client for one registry: TLS trust as docker has it, the 401 → challenge → credentials
-//! or token → retry flow, and the read/delete operations the CLI needs.
+//! or token → retry flow, the read/delete operations, and streamed transfers.
 //!
 //! One `RegistryClient` talks to one registry, so the scheme it settled on, the challenge
 //! the registry sent and the credential it found are learned once and reused by every call.
