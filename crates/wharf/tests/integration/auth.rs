@@ -3,9 +3,8 @@
 //! with an apr1 file (seed 003), the built-in token flow with an access policy, external
 //! tokens verified against a certificate bundle, and bad input.
 
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::blocking::Client;
@@ -14,118 +13,8 @@ use serde_json::{json, Value};
 
 use crate::harness::{
     build_busybox_image, docker_rmi, free_port, output_with_stdin, require, require_docker, run,
-    unique, WHARF,
+    self_signed, unique, wait_for_port, Proc, Served, WHARF,
 };
-
-/// A process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_for_port(port: u16, child: &mut Child, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited early with {status}");
-        }
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{what} did not listen on {port} within 20 s");
-}
-
-/// `wharf serve CONFIG` with `yaml` as the config, storage in `dir`.
-struct Served {
-    port: u16,
-    _proc: Proc,
-    log: PathBuf,
-}
-
-impl Served {
-    fn start(dir: &Path, yaml: &str, env: &[(&str, &str)]) -> Served {
-        let port = free_port();
-        let config = dir.join("config.yml");
-        std::fs::write(
-            &config,
-            yaml.replace("@PORT@", &port.to_string())
-                .replace("@DIR@", &dir.display().to_string()),
-        )
-        .unwrap();
-        let log = dir.join("wharf.log");
-        let child = Command::new(WHARF)
-            .arg("serve")
-            .arg(&config)
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        // Guard the process before waiting, so a failed start does not leave it running.
-        let mut proc = Proc(child);
-        // REGISTRY_HTTP_ADDR overrides the file, as in registry:2.
-        let port = env
-            .iter()
-            .find(|(k, _)| *k == "REGISTRY_HTTP_ADDR")
-            .and_then(|(_, v)| v.rsplit(':').next()?.parse().ok())
-            .unwrap_or(port);
-        wait_for_port(port, &mut proc.0, "wharf");
-        Served {
-            port,
-            _proc: proc,
-            log,
-        }
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-/// A self-signed certificate for 127.0.0.1 and localhost: (cert, key).
-fn self_signed(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    require("openssl", "openssl");
-    let (cert, key) = (
-        dir.join(format!("{name}.crt")),
-        dir.join(format!("{name}.key")),
-    );
-    run(Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={name}"),
-        ])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
-        // An end-entity certificate (openssl's default CA:TRUE is refused by strict verifiers).
-        .args([
-            "-addext",
-            "basicConstraints=critical,CA:FALSE",
-            "-addext",
-            "extendedKeyUsage=serverAuth",
-            "-keyout",
-        ])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(Stdio::null()));
-    (cert, key)
-}
 
 /// An htpasswd file made by Apache's `htpasswd` (`flag` is -B, -m or -s).
 fn htpasswd_add(file: &Path, flag: &str, user: &str, password: &str) {

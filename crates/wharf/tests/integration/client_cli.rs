@@ -3,82 +3,15 @@
 //! server, and against Distribution 2.8.2 over plain http; docker uses what `wharf login`
 //! stored.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
 use crate::harness::{
-    build_busybox_image, docker_rmi, free_port, output_with_stdin, require, require_docker, run,
-    unique, wait_for_exit, Distribution, WHARF,
+    build_busybox_image, docker_rmi, output_with_stdin, require, require_docker, run, self_signed,
+    unique, Distribution, Served, WHARF,
 };
-
-/// `wharf serve CONFIG` killed when dropped.
-struct Served {
-    port: u16,
-    child: Child,
-}
-
-impl Served {
-    fn start(dir: &Path, yaml: &str) -> Served {
-        let port = free_port();
-        let config = dir.join("config.yml");
-        std::fs::write(
-            &config,
-            yaml.replace("@PORT@", &port.to_string())
-                .replace("@DIR@", &dir.display().to_string()),
-        )
-        .unwrap();
-        let mut child = Command::new(WHARF)
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("wharf.log")).unwrap())
-            .spawn()
-            .unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if std::time::Instant::now() > deadline
-                || wait_for_exit(&mut child, std::time::Duration::ZERO).is_some()
-            {
-                let _ = child.kill();
-                panic!("wharf did not start on {port}");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        Served { port, child }
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A self-signed end-entity certificate for 127.0.0.1: (cert, key).
-fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
-    require("openssl", "openssl");
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    run(Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-        ])
-        .args(["-subj", "/CN=wharf-client-test"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .args(["-addext", "extendedKeyUsage=serverAuth", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(Stdio::null()));
-    (cert, key)
-}
 
 fn htpasswd(file: &Path, user: &str, password: &str) {
     require("htpasswd", "apache2-utils");
@@ -135,7 +68,7 @@ fn pushed_digest(push_output: &str) -> String {
 fn login_tags_digest_inspect_catalog_delete_over_tls_with_a_private_ca() {
     require_docker();
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = self_signed(dir.path());
+    let (cert, key) = self_signed(dir.path(), "wharf-client-test");
     let users = dir.path().join("htpasswd");
     htpasswd(&users, "alice", "s3cret pass");
     let yaml = format!(
@@ -144,7 +77,7 @@ fn login_tags_digest_inspect_catalog_delete_over_tls_with_a_private_ca() {
         key.display(),
         users.display()
     );
-    let w = Served::start(dir.path(), &yaml);
+    let w = Served::start(dir.path(), &yaml, &[]);
     let host = w.host();
     let config = dir.path().join("docker-config");
     let certs = dir.path().join("certs.d");
@@ -298,6 +231,7 @@ fn one_token_serves_several_operations_on_a_token_auth_wharf() {
     let w = Served::start(
         dir.path(),
         "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: @DIR@/data\nhttp:\n  addr: 127.0.0.1:@PORT@\nauth:\n  htpasswd:\n    realm: wharf\n    path: @DIR@/htpasswd\n    token:\n      service: wharf-test\n      expiration: 300s\n",
+        &[],
     );
     let host = w.host();
     let config = dir.path().join("docker-config");
