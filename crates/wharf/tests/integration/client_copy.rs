@@ -4,7 +4,8 @@
 use std::process::{Command, Output};
 
 use crate::harness::{
-    build_busybox_image, docker_rmi, require, run, unique, Distribution, Wharf, WHARF,
+    build_busybox_image, docker_rmi, push_manifest_list, require, run, unique, Distribution, Wharf,
+    WHARF,
 };
 
 /// The wharf CLI with an empty docker config (these registries need no credentials).
@@ -164,19 +165,7 @@ fn multi_arch_indexes_copy_whole_or_one_platform() {
         ));
     }
     let list = format!("{}/multi/app:latest", a.host());
-    let _ = Command::new("docker")
-        .args(["manifest", "rm", &list])
-        .output();
-    run(Command::new("docker").args([
-        "manifest",
-        "create",
-        "--insecure",
-        &list,
-        &parts[0],
-        &parts[1],
-    ]));
-    run(Command::new("docker").args(["manifest", "annotate", "--arch", "arm64", &list, &parts[1]]));
-    run(Command::new("docker").args(["manifest", "push", "--purge", "--insecure", &list]));
+    push_manifest_list(&list, &parts[0], &parts[1]);
 
     let whole = format!("{}/mirror/multi:latest", b.host());
     let (copied, _) = copy(&config, &["--quiet", &list, &whole]);

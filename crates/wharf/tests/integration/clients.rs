@@ -5,7 +5,8 @@ use std::process::Command;
 use serde_json::Value;
 
 use crate::harness::{
-    build_busybox_image, docker_rmi, require, require_docker, run, tar_dir, unique, Wharf,
+    build_busybox_image, docker_rmi, push_manifest_list, require, require_docker, run, tar_dir,
+    unique, Wharf,
 };
 
 fn catalog(w: &Wharf) -> Value {
@@ -79,19 +80,7 @@ fn docker_pushes_and_pulls_a_multi_arch_manifest_list() {
         parts.push(remote);
     }
     let list = format!("{}/multi/app:latest", w.host());
-    let _ = Command::new("docker")
-        .args(["manifest", "rm", &list])
-        .output();
-    run(Command::new("docker").args([
-        "manifest",
-        "create",
-        "--insecure",
-        &list,
-        &parts[0],
-        &parts[1],
-    ]));
-    run(Command::new("docker").args(["manifest", "annotate", "--arch", "arm64", &list, &parts[1]]));
-    run(Command::new("docker").args(["manifest", "push", "--purge", "--insecure", &list]));
+    push_manifest_list(&list, &parts[0], &parts[1]);
 
     let inspected: Value = serde_json::from_str(&run(Command::new("docker").args([
         "manifest",

@@ -422,3 +422,14 @@ pub fn self_signed(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
         .stderr(Stdio::null()));
     (cert, key)
 }
+
+/// Push `list` as a Docker manifest list of an amd64 image and an arm64 one (both already
+/// pushed to the same registry), with docker's own `manifest` commands.
+pub fn push_manifest_list(list: &str, amd64: &str, arm64: &str) {
+    let _ = Command::new("docker")
+        .args(["manifest", "rm", list])
+        .output();
+    run(Command::new("docker").args(["manifest", "create", "--insecure", list, amd64, arm64]));
+    run(Command::new("docker").args(["manifest", "annotate", "--arch", "arm64", list, arm64]));
+    run(Command::new("docker").args(["manifest", "push", "--purge", "--insecure", list]));
+}
