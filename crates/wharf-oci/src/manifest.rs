@@ -25,6 +25,22 @@ pub struct Descriptor {
     pub platform: Option<serde_json::Value>,
 }
 
+impl Descriptor {
+    /// Whether an index entry is for `os/architecture[/variant]` (a variant of `None`
+    /// matches any).
+    pub fn is_for_platform(&self, os: &str, architecture: &str, variant: Option<&str>) -> bool {
+        let field = |key: &str| {
+            self.platform
+                .as_ref()
+                .and_then(|p| p.get(key))
+                .and_then(|v| v.as_str())
+        };
+        field("os") == Some(os)
+            && field("architecture") == Some(architecture)
+            && variant.is_none_or(|v| field("variant") == Some(v))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ManifestKind {
     /// An image (or artifact) manifest: a config and layers.

@@ -1,9 +1,16 @@
-//! Chunked uploads: PATCH with Content-Range, one bounded chunk in memory at a time, and
-//! on a failed PATCH the registry's own `Range` (from a status GET) says where to resume,
-//! so a dropped connection costs at most one chunk.
+//! Chunked uploads: PATCH with Content-Range, each chunk streamed straight from the source
+//! to the registry (no copy into a buffer), and on a failed PATCH the registry's own
+//! `Range` (from a status GET) says where to resume, so a dropped connection costs at most
+//! one chunk. To resend, the chunk's pieces are kept as they pass: reference-counted
+//! handles on the buffers they arrived in, at most one chunk's worth, never copied.
 
-use bytes::{Bytes, BytesMut};
-use futures::StreamExt;
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
 use reqwest::header::{HeaderName, CONTENT_LENGTH, CONTENT_TYPE, RANGE};
 use reqwest::{Method, StatusCode, Url};
 use wharf_oci::{Digest, RepoName};
@@ -18,37 +25,161 @@ fn push(repo: &RepoName) -> Vec<String> {
     vec![format!("repository:{repo}:pull,push")]
 }
 
+/// The source and the current chunk, shared by the PATCH bodies that take turns at it.
+struct Source {
+    body: BlobStream,
+    /// Bytes of the last piece read that belong to the next chunk.
+    leftover: Option<Bytes>,
+    /// The current chunk's pieces taken from the source so far (handles, not copies).
+    kept: Vec<Bytes>,
+    kept_len: usize,
+    /// The current chunk's length.
+    need: usize,
+    /// Which PATCH may read: a body left behind by an earlier, failed one (hyper may
+    /// still hold it) must not take bytes meant for its successor.
+    attempt: u64,
+    /// Why the source stopped (a read error, a digest mismatch, too few bytes): final,
+    /// never retried, and reported instead of the aborted PATCH's error.
+    failed: Option<ClientError>,
+}
+
+fn lock(source: &Mutex<Source>) -> MutexGuard<'_, Source> {
+    source.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One PATCH's body: the kept pieces from where the registry got to, then the rest of
+/// the chunk as it arrives from the source.
+struct ChunkBody {
+    source: Arc<Mutex<Source>>,
+    replay: VecDeque<Bytes>,
+    attempt: u64,
+    /// For the error when the source ends short.
+    what: String,
+    registry: String,
+}
+
+impl Stream for ChunkBody {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(piece) = self.replay.pop_front() {
+            return Poll::Ready(Some(Ok(piece)));
+        }
+        let this = &mut *self;
+        let mut s = lock(&this.source);
+        if s.attempt != this.attempt {
+            return Poll::Ready(Some(Err(std::io::Error::other("a newer PATCH took over"))));
+        }
+        if s.kept_len >= s.need {
+            return Poll::Ready(None);
+        }
+        let piece = match s.leftover.take() {
+            Some(piece) => piece,
+            None => match s.body.poll_next_unpin(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(piece))) => piece,
+                Poll::Ready(Some(Err(e))) => {
+                    s.failed = Some(e);
+                    return Poll::Ready(Some(Err(std::io::Error::other("the source failed"))));
+                }
+                Poll::Ready(None) => {
+                    s.failed = Some(ClientError::BadResponse {
+                        registry: this.registry.clone(),
+                        what: this.what.clone(),
+                        detail: "the source blob ended before the size its descriptor gives".into(),
+                    });
+                    return Poll::Ready(Some(Err(std::io::Error::other("the source ended early"))));
+                }
+            },
+        };
+        let want = s.need - s.kept_len;
+        let piece = if piece.len() > want {
+            s.leftover = Some(piece.slice(want..));
+            piece.slice(..want)
+        } else {
+            piece
+        };
+        s.kept.push(piece.clone());
+        s.kept_len += piece.len();
+        Poll::Ready(Some(Ok(piece)))
+    }
+}
+
+/// What the registry lacks of the chunk's pieces already read, from `skip` bytes in (the
+/// body reads the rest from the source), and a new attempt number, which retires any
+/// earlier body.
+fn replay_from(source: &Mutex<Source>, mut skip: usize) -> (VecDeque<Bytes>, u64) {
+    let mut s = lock(source);
+    s.attempt += 1;
+    let mut replay = VecDeque::new();
+    for piece in &s.kept {
+        if skip >= piece.len() {
+            skip -= piece.len();
+            continue;
+        }
+        replay.push_back(piece.slice(skip..));
+        skip = 0;
+    }
+    (replay, s.attempt)
+}
+
 impl RegistryClient {
-    /// Upload `body` to an upload session in PATCHes of `chunk_size` bytes, then close
-    /// the session with the digest (the registry verifies it).
+    /// Upload `body` (`size` bytes) to an upload session in PATCHes of `chunk_size` bytes,
+    /// each streamed as it arrives, then close the session with the digest (the registry
+    /// verifies it; `body` is expected to be verified too, as `blob_stream`'s are).
     pub async fn upload_blob_chunked(
         &self,
         repo: &RepoName,
         session: Url,
         digest: &Digest,
-        mut body: BlobStream,
+        size: u64,
+        body: BlobStream,
         chunk_size: usize,
     ) -> Result<(), ClientError> {
         let what = format!("uploading blob {digest} to {repo} in chunks");
+        // An empty chunk would never advance the offset.
+        let chunk_size = chunk_size.max(1);
+        let source = Arc::new(Mutex::new(Source {
+            body,
+            leftover: None,
+            kept: Vec::new(),
+            kept_len: 0,
+            need: 0,
+            attempt: 0,
+            failed: None,
+        }));
         let mut url = session;
         let mut offset = 0u64;
-        let mut buf = BytesMut::with_capacity(chunk_size);
-        let mut ended = false;
-        loop {
-            while !ended && buf.len() < chunk_size {
-                match body.next().await {
-                    Some(chunk) => buf.extend_from_slice(&chunk?),
-                    None => ended = true,
-                }
+        while offset < size {
+            {
+                let mut s = lock(&source);
+                s.kept.clear();
+                s.kept_len = 0;
+                s.need =
+                    usize::try_from(size - offset).map_or(chunk_size, |left| left.min(chunk_size));
             }
-            if buf.is_empty() {
-                break;
-            }
-            // A source chunk can overshoot: send exactly chunk_size, keep the rest.
-            let chunk = buf.split_to(buf.len().min(chunk_size)).freeze();
             url = self
-                .patch_chunk(repo, url, &mut offset, chunk, &what)
+                .patch_chunk(repo, url, &mut offset, &source, &what)
                 .await?;
+        }
+        // The source must end here, and end well: a verified stream reports a digest
+        // mismatch in place of its last bytes, so that is found here at the latest.
+        let longer = || ClientError::BadResponse {
+            registry: self.registry().to_string(),
+            what: what.clone(),
+            detail: format!("the source blob is longer than the {size} bytes its descriptor gives"),
+        };
+        if lock(&source).leftover.take().is_some_and(|b| !b.is_empty()) {
+            return Err(longer());
+        }
+        loop {
+            let next = futures::future::poll_fn(|cx| lock(&source).body.poll_next_unpin(cx)).await;
+            match next {
+                None => break,
+                Some(Err(e)) => return Err(e),
+                Some(Ok(b)) if b.is_empty() => {}
+                Some(Ok(_)) => return Err(longer()),
+            }
         }
         url.query_pairs_mut()
             .append_pair("digest", &digest.to_string());
@@ -59,26 +190,33 @@ impl RegistryClient {
         self.expect_success(response, &what).await.map(drop)
     }
 
-    /// Send `chunk` (which starts at `offset`), resuming from what the registry reports
-    /// it has after a failure. Returns the session URL for the next request.
+    /// Send the current chunk (which starts at `offset`), resuming from what the registry
+    /// reports it has after a failure. Returns the session URL for the next request.
     async fn patch_chunk(
         &self,
         repo: &RepoName,
         mut url: Url,
         offset: &mut u64,
-        chunk: Bytes,
+        source: &Arc<Mutex<Source>>,
         what: &str,
     ) -> Result<Url, ClientError> {
         let start = *offset;
-        let end = start + chunk.len() as u64;
+        let end = start + lock(source).need as u64;
         let mut last_error = None;
         for _ in 0..ATTEMPTS {
-            let rest = chunk.slice((*offset - start) as usize..);
-            if rest.is_empty() {
+            if *offset >= end {
                 return Ok(url);
             }
+            let (replay, attempt) = replay_from(source, (*offset - start) as usize);
+            let body = ChunkBody {
+                source: Arc::clone(source),
+                replay,
+                attempt,
+                what: what.to_owned(),
+                registry: self.registry().to_string(),
+            };
             let range = format!("{}-{}", *offset, end - 1);
-            let length = rest.len().to_string();
+            let length = (end - *offset).to_string();
             let headers: [(HeaderName, &str); 3] = [
                 (CONTENT_TYPE, "application/octet-stream"),
                 (HeaderName::from_static("content-range"), &range),
@@ -90,10 +228,13 @@ impl RegistryClient {
                     url.clone(),
                     &push(repo),
                     &headers,
-                    Some(reqwest::Body::from(rest)),
+                    Some(reqwest::Body::wrap_stream(body)),
                     what,
                 )
                 .await;
+            if let Some(e) = lock(source).failed.take() {
+                return Err(e);
+            }
             let failure = match sent {
                 Ok(response) if response.status().is_success() => {
                     *offset = end;
@@ -103,14 +244,16 @@ impl RegistryClient {
                 Err(e) => Some(e),
             };
             match failure {
-                Some(e @ (ClientError::Request { .. } | ClientError::Connect { .. }))
-                | Some(e @ ClientError::Status { .. }) => last_error = Some(e),
+                // 416: the registry holds a different amount than this PATCH assumed;
+                // its status below says how much.
+                Some(e) if e.is_transient() || is_range_refused(&e) => last_error = Some(e),
                 Some(e) => return Err(e),
                 None => {}
             }
             // Ask the registry how far it got, and go on from there.
             let (resume_url, have) = self.upload_status(repo, &url, what).await?;
-            if have < start || have > end {
+            // It cannot hold more than was read from the source for this chunk.
+            if have < start || have > start + lock(source).kept_len as u64 {
                 break;
             }
             url = resume_url;
@@ -137,18 +280,25 @@ impl RegistryClient {
             let response = self.expect_success(response, what).await?;
             return Ok((self.location(&response, what)?, 0));
         }
+        // Distribution and wharf answer `0-0` for an empty session as well as for one
+        // byte held. Taking it as empty costs at most a refused PATCH; taking it as one
+        // byte would make a first chunk that failed before any byte landed unresumable.
         let have = response
             .headers()
             .get(RANGE)
             .and_then(|v| v.to_str().ok())
             .and_then(|r| r.rsplit_once('-'))
             .and_then(|(_, end)| end.trim().parse::<u64>().ok())
-            .map_or(0, |end| end + 1);
+            .map_or(0, |end| if end == 0 { 0 } else { end + 1 });
         let url = self
             .location(&response, what)
             .unwrap_or_else(|_| url.clone());
         Ok((url, have))
     }
+}
+
+fn is_range_refused(e: &ClientError) -> bool {
+    matches!(e, ClientError::Status { status: 416, .. })
 }
 
 #[cfg(test)]
@@ -168,9 +318,9 @@ mod tests {
         closed: bool,
     }
 
-    /// A one-session upload endpoint that keeps only half of the first PATCH and answers
-    /// 500, as a registry whose connection dropped mid-chunk would.
-    fn flaky_registry(expected: Vec<u8>) -> (u16, Arc<Mutex<Seen>>) {
+    /// A one-session upload endpoint that keeps only `kept(len)` bytes of the first PATCH
+    /// and answers 500, as a registry whose connection dropped mid-chunk would.
+    fn flaky_registry(expected: Vec<u8>, kept: fn(usize) -> usize) -> (u16, Arc<Mutex<Seen>>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Seen::default()));
@@ -209,8 +359,8 @@ mod tests {
                             s.patches += 1;
                             assert_eq!(range_start, s.kept.len(), "resumed at the wrong offset");
                             if s.patches == 1 {
-                                let half = body.len() / 2;
-                                s.kept.extend_from_slice(&body[..half]);
+                                let got = kept(body.len());
+                                s.kept.extend_from_slice(&body[..got]);
                                 "500 Internal Server Error".to_owned()
                             } else {
                                 s.kept.extend_from_slice(&body);
@@ -240,7 +390,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_chunk_resumes_where_the_registry_got_to() {
         let data: Vec<u8> = (0..2500u32).map(|i| (i % 251) as u8).collect();
-        let (port, seen) = flaky_registry(data.clone());
+        let (port, seen) = flaky_registry(data.clone(), |len| len / 2);
         let options = ClientOptions {
             insecure: true,
             ..ClientOptions::default()
@@ -259,6 +409,7 @@ mod tests {
                 &"team/app".parse().unwrap(),
                 session,
                 &digest,
+                data.len() as u64,
                 Box::pin(futures::stream::iter(parts)),
                 1000,
             )
@@ -270,5 +421,101 @@ mod tests {
             seen.closed,
             "the registry did not end up with the blob's bytes"
         );
+    }
+
+    /// Upload `parts` (claimed to be `size` bytes) to a flaky registry in 1000-byte chunks.
+    async fn upload_parts(
+        data: &[u8],
+        size: u64,
+        parts: Vec<Result<Bytes, ClientError>>,
+    ) -> (Result<(), ClientError>, Arc<Mutex<Seen>>) {
+        let (port, seen) = flaky_registry(data.to_vec(), |len| len / 2);
+        let options = ClientOptions {
+            insecure: true,
+            ..ClientOptions::default()
+        };
+        let registry = Registry::from_server_address(&format!("127.0.0.1:{port}")).unwrap();
+        let client = RegistryClient::with_credential(registry, &options, None).unwrap();
+        let session = Url::parse(&format!("http://127.0.0.1:{port}/upload")).unwrap();
+        let result = client
+            .upload_blob_chunked(
+                &"team/app".parse().unwrap(),
+                session,
+                &Digest::sha256_of(data),
+                size,
+                Box::pin(futures::stream::iter(parts)),
+                1000,
+            )
+            .await;
+        (result, seen)
+    }
+
+    #[tokio::test]
+    async fn a_first_chunk_that_left_nothing_is_sent_again_from_byte_0() {
+        // The registry then answers `Range: 0-0`, as for one byte held.
+        let data: Vec<u8> = (0..2500u32).map(|i| (i % 241) as u8).collect();
+        let (port, seen) = flaky_registry(data.clone(), |_| 0);
+        let options = ClientOptions {
+            insecure: true,
+            ..ClientOptions::default()
+        };
+        let registry = Registry::from_server_address(&format!("127.0.0.1:{port}")).unwrap();
+        let client = RegistryClient::with_credential(registry, &options, None).unwrap();
+        let session = Url::parse(&format!("http://127.0.0.1:{port}/upload")).unwrap();
+        let parts = vec![Ok(Bytes::from(data.clone()))];
+        client
+            .upload_blob_chunked(
+                &"team/app".parse().unwrap(),
+                session,
+                &Digest::sha256_of(&data),
+                data.len() as u64,
+                Box::pin(futures::stream::iter(parts)),
+                1000,
+            )
+            .await
+            .unwrap();
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.patches, 4, "three chunks and one resend");
+        assert!(
+            seen.closed,
+            "the registry did not end up with the blob's bytes"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_source_that_fails_at_its_end_stops_the_upload_before_the_put() {
+        // As a verified stream does when the bytes do not hash to the digest.
+        let data: Vec<u8> = (0..2500u32).map(|i| (i % 13) as u8).collect();
+        let mut parts: Vec<Result<Bytes, ClientError>> = data
+            .chunks(700)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        parts.push(Err(ClientError::BadResponse {
+            registry: "source".into(),
+            what: "blob".into(),
+            detail: "its content hashes to something else".into(),
+        }));
+        let (result, seen) = upload_parts(&data, data.len() as u64, parts).await;
+        let err = result.unwrap_err().to_string();
+        assert!(err.contains("hashes to something else"), "{err}");
+        assert!(!seen.lock().unwrap().closed, "the session was closed");
+    }
+
+    #[tokio::test]
+    async fn a_source_longer_or_shorter_than_its_size_is_refused() {
+        let data: Vec<u8> = (0..2500u32).map(|i| (i % 7) as u8).collect();
+        let parts = |d: &[u8]| -> Vec<Result<Bytes, ClientError>> {
+            d.chunks(700)
+                .map(|c| Ok(Bytes::copy_from_slice(c)))
+                .collect()
+        };
+        let (longer, seen) = upload_parts(&data[..2000], 2000, parts(&data)).await;
+        let err = longer.unwrap_err().to_string();
+        assert!(err.contains("longer than the 2000 bytes"), "{err}");
+        assert!(!seen.lock().unwrap().closed);
+        let (shorter, seen) = upload_parts(&data, 2500, parts(&data[..2200])).await;
+        let err = shorter.unwrap_err().to_string();
+        assert!(err.contains("ended before"), "{err}");
+        assert!(!seen.lock().unwrap().closed);
     }
 }

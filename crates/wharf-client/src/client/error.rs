@@ -33,6 +33,12 @@ pub enum ClientError {
     },
     #[error("not found: {what} on {registry}; check the repository name and tag (`wharf tags {registry}/REPO`)")]
     NotFound { registry: String, what: String },
+    #[error("{registry} is rate limiting {what} (429 Too Many Requests{}); wait, or authenticate to get a higher limit", retry_after.map(|d| format!(", retry after {} s", d.as_secs())).unwrap_or_default())]
+    TooManyRequests {
+        registry: String,
+        what: String,
+        retry_after: Option<std::time::Duration>,
+    },
     #[error("{registry} answered {status} to {what}: {detail}")]
     Status {
         registry: String,
@@ -59,4 +65,27 @@ pub enum ClientError {
     },
     #[error("cannot build the HTTP client: {0}")]
     Build(String),
+}
+
+impl ClientError {
+    /// Whether trying again later may succeed: rate limits, server errors and network
+    /// trouble. Credentials, permissions and missing images are not: retrying those only
+    /// hammers the registry (and can lock an account).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::TooManyRequests { .. }
+            | ClientError::Connect { .. }
+            | ClientError::Request { .. } => true,
+            ClientError::Status { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+
+    /// How long the registry asked us to wait, if it said.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            ClientError::TooManyRequests { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
 }

@@ -18,7 +18,7 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 
 pub use error::ClientError;
 pub use ops::{Manifest, MANIFEST_ACCEPT};
-pub use transfer::{BlobStream, Mount};
+pub use transfer::{verified_stream, BlobStream, Mount};
 
 use crate::challenge::Challenge;
 use crate::credentials::{Credential, CredentialSource, Found, Origin, Secret};
@@ -159,6 +159,47 @@ impl RegistryClient {
         &self.tokens
     }
 
+    /// Look credentials up again on the next request: a long-running watcher calls this
+    /// before each check so an edited config.json or a rotated helper secret applies
+    /// without a restart. Cached tokens stay valid: their key names the user.
+    pub fn forget_credentials(&self) {
+        if let Credentials::Lookup { found, .. } = &self.credentials {
+            *found.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+    }
+
+    /// `GET /v2/` without credentials, as docker starts: the 401's challenge is remembered,
+    /// so the first real request goes out already authenticated (one request, not a 401
+    /// and a retry). Registries that answer 200 need no auth.
+    pub async fn discover(&self) -> Result<(), ClientError> {
+        let url = self.url("/v2/").await?;
+        let response = self
+            .http
+            .get(url.clone())
+            .send()
+            .await
+            .map_err(|e| self.transport(&url, e))?;
+        if response.status() == StatusCode::UNAUTHORIZED {
+            self.learn_challenge(&response)?;
+        }
+        Ok(())
+    }
+
+    /// Remember the challenge a 401 carries, so later requests authenticate up front.
+    fn learn_challenge(&self, response: &Response) -> Result<(), ClientError> {
+        let header = response
+            .headers()
+            .get(WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let parsed = Challenge::parse(header).map_err(|source| ClientError::Challenge {
+            registry: self.registry.to_string(),
+            source,
+        })?;
+        *self.challenge.lock().unwrap_or_else(|e| e.into_inner()) = Some(parsed);
+        Ok(())
+    }
+
     /// `GET /v2/` through the auth flow: proves the registry is there and, with
     /// credentials, that it accepts them.
     pub async fn ping(&self) -> Result<(), ClientError> {
@@ -266,17 +307,8 @@ impl RegistryClient {
             if response.status() != StatusCode::UNAUTHORIZED {
                 return Ok(response);
             }
-            let header = response
-                .headers()
-                .get(WWW_AUTHENTICATE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            let parsed = Challenge::parse(header).map_err(|source| ClientError::Challenge {
-                registry: self.registry.to_string(),
-                source,
-            })?;
+            self.learn_challenge(&response)?;
             tracing::debug!(registry = %self.registry, %what, "401: answering the registry's challenge");
-            *self.challenge.lock().unwrap_or_else(|e| e.into_inner()) = Some(parsed.clone());
             match sent {
                 Sent::Nothing if !answered_challenge && challenge.is_none() => {
                     answered_challenge = true;
@@ -427,6 +459,11 @@ impl RegistryClient {
                 what,
                 status: status.as_u16(),
             },
+            StatusCode::TOO_MANY_REQUESTS => ClientError::TooManyRequests {
+                retry_after: retry_after(&response),
+                registry,
+                what,
+            },
             _ => {
                 let body = response.text().await.unwrap_or_default();
                 let mut detail: String = body.trim().chars().take(300).collect();
@@ -444,6 +481,14 @@ impl RegistryClient {
     }
 }
 
+/// `Retry-After` in its delta-seconds form; an HTTP date is rare from registries and
+/// callers fall back to their own backoff without one.
+fn retry_after(response: &Response) -> Option<std::time::Duration> {
+    let value = response.headers().get(reqwest::header::RETRY_AFTER)?;
+    let seconds: u64 = value.to_str().ok()?.trim().parse().ok()?;
+    Some(std::time::Duration::from_secs(seconds))
+}
+
 fn parse_base(scheme: &str, host: &str) -> Result<Url, ClientError> {
     let text = format!("{scheme}://{host}/");
     Url::parse(&text).map_err(|e| ClientError::Request {
@@ -452,8 +497,8 @@ fn parse_base(scheme: &str, host: &str) -> Result<Url, ClientError> {
     })
 }
 
-/// URLs in errors lose their query (a `last=` cursor is noise, and nothing secret goes there
-/// but we would rather not print what we did not need to).
+/// URLs in errors lose their query: a `last=` cursor is noise, and a redirect to blob
+/// storage carries its signature there.
 fn strip_query(url: &Url) -> String {
     let mut u = url.clone();
     u.set_query(None);

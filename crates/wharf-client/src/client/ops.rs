@@ -227,9 +227,9 @@ impl RegistryClient {
     }
 
     async fn small_body(&self, response: Response, what: &str) -> Result<Vec<u8>, ClientError> {
-        let url = response.url().clone();
+        let url = super::strip_query(response.url());
         let bytes = response.bytes().await.map_err(|e| ClientError::Request {
-            url: url.to_string(),
+            url,
             detail: e.to_string(),
         })?;
         if bytes.len() > MAX_SMALL_BLOB {

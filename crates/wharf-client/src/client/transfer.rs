@@ -14,8 +14,9 @@ use wharf_oci::{Digest, DigestHasher, Reference, RepoName};
 
 use super::{ClientError, RegistryClient};
 
-/// A blob's bytes as they arrive; the last item is an error if they do not hash to the
-/// digest asked for, so a consumer never finishes on corrupt data.
+/// A blob's bytes as they arrive. Verified streams (`verified_stream`) end in an error,
+/// in place of their last bytes, if the content does not hash to the digest asked for,
+/// so a consumer never finishes on corrupt data.
 pub type BlobStream = Pin<Box<dyn Stream<Item = Result<Bytes, ClientError>> + Send>>;
 
 /// What a cross-repository mount did.
@@ -139,7 +140,8 @@ impl RegistryClient {
             .await?;
         let response = self.expect_success(response, &what).await?;
         let length = response.content_length();
-        let url = response.url().to_string();
+        // After a redirect this can be a presigned storage URL whose query is a credential.
+        let url = super::strip_query(response.url());
         let chunks = response.bytes_stream().map(move |r| {
             r.map_err(|e| ClientError::Request {
                 url: url.clone(),
@@ -203,43 +205,57 @@ impl RegistryClient {
     }
 }
 
-/// Hash chunks as they pass; at the end, an error if the content is not `expected`.
-fn verified(inner: BlobStream, expected: Digest, registry: String, what: String) -> BlobStream {
+/// Hash chunks as they pass, holding the last one back until the source has ended and
+/// its digest is checked: a mismatch (`mismatch(actual, expected)`) then comes *before*
+/// the final bytes. A request body with a Content-Length is complete once its last byte
+/// is out and is never polled again, so an error after it would go unseen and the
+/// receiver would judge the blob alone. Every reader of a blob (a registry response, a
+/// file, an archive member) checks it this way.
+pub fn verified_stream(
+    inner: BlobStream,
+    expected: Digest,
+    mismatch: impl Fn(&Digest, &Digest) -> ClientError + Send + Sync + 'static,
+) -> BlobStream {
     let hasher = DigestHasher::new(expected.algorithm());
+    let mismatch = std::sync::Arc::new(mismatch);
     Box::pin(futures::stream::unfold(
-        Some((inner, hasher)),
+        Some((inner, hasher, None::<Bytes>)),
         move |state| {
-            let expected = expected.clone();
-            let registry = registry.clone();
-            let what = what.clone();
+            let (expected, mismatch) = (expected.clone(), mismatch.clone());
             async move {
-                let (mut inner, mut hasher) = state?;
-                match inner.next().await {
-                    Some(Ok(chunk)) => {
-                        hasher.update(&chunk);
-                        Some((Ok(chunk), Some((inner, hasher))))
-                    }
-                    Some(Err(e)) => Some((Err(e), None)),
-                    None => {
-                        let got = hasher.finish();
-                        if got == expected {
-                            None
-                        } else {
-                            let detail = format!("its content hashes to {got}, not {expected}; the registry's storage may be corrupt");
-                            Some((
-                                Err(ClientError::BadResponse {
-                                    registry,
-                                    what,
-                                    detail,
-                                }),
-                                None,
-                            ))
+                let (mut inner, mut hasher, mut held) = state?;
+                loop {
+                    match inner.next().await {
+                        Some(Ok(chunk)) => {
+                            hasher.update(&chunk);
+                            if let Some(previous) = held.replace(chunk) {
+                                return Some((Ok(previous), Some((inner, hasher, held))));
+                            }
+                        }
+                        Some(Err(e)) => return Some((Err(e), None)),
+                        None => {
+                            let got = hasher.finish();
+                            if got != expected {
+                                return Some((Err(mismatch(&got, &expected)), None));
+                            }
+                            return held.map(|last| (Ok(last), None));
                         }
                     }
                 }
             }
         },
     ))
+}
+
+/// A registry's blob, checked against the digest it was asked for.
+fn verified(inner: BlobStream, expected: Digest, registry: String, what: String) -> BlobStream {
+    verified_stream(inner, expected, move |got, expected| {
+        ClientError::BadResponse {
+            registry: registry.clone(),
+            what: what.clone(),
+            detail: format!("its content hashes to {got}, not {expected}; the registry's storage may be corrupt"),
+        }
+    })
 }
 
 #[cfg(test)]
@@ -282,5 +298,28 @@ mod tests {
             out.last(),
             Some(Err(ClientError::BadResponse { .. }))
         ));
+        let passed: usize = out.iter().flatten().map(Bytes::len).sum();
+        assert!(
+            passed < b"hello there".len(),
+            "all the bytes passed before the error: a body sent from it would complete"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_last_chunk_waits_for_the_check() {
+        let digest = Digest::sha256_of(b"ab");
+        let (tx, rx) = futures::channel::mpsc::unbounded::<Result<Bytes, ClientError>>();
+        let mut stream = verified(Box::pin(rx), digest, "r".into(), "b".into());
+        tx.unbounded_send(Ok(Bytes::from_static(b"a"))).unwrap();
+        tx.unbounded_send(Ok(Bytes::from_static(b"b"))).unwrap();
+        assert_eq!(stream.next().await.unwrap().unwrap(), "a");
+        let pending = futures::poll!(stream.next());
+        assert!(
+            pending.is_pending(),
+            "the last chunk left before the source ended"
+        );
+        drop(tx);
+        assert_eq!(stream.next().await.unwrap().unwrap(), "b");
+        assert!(stream.next().await.is_none());
     }
 }
