@@ -1,0 +1,226 @@
+//! Change detection: one manifest HEAD per image reference per check, through
+//! wharf-client (its credentials, trust and token cache), compared with the digests the
+//! engine recorded for the running image.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bollard::auth::DockerCredentials;
+use bollard::models::ImageInspect;
+use wharf_client::{
+    ClientError, ClientOptions, Credential, CredentialSource, Found, ImageRef, Registry,
+    RegistryClient,
+};
+use wharf_oci::Digest;
+
+use crate::lock;
+
+/// How long a registry may take to answer one request of a check, unless configured.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Attempts per HEAD when the failure is transient (rate limit, 5xx, network).
+const ATTEMPTS: u32 = 3;
+/// The longest we wait inside one check for a rate limit to pass; longer waits skip the
+/// registry until the next check after it.
+const MAX_WAIT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error(transparent)]
+    Registry(#[from] ClientError),
+    #[error("{registry} did not answer within {seconds} s while checking {image}; is it up and reachable? (--registry-timeout sets the limit)")]
+    Timeout {
+        image: String,
+        registry: String,
+        seconds: u64,
+    },
+    #[error("{registry} asked us to slow down; not checked again for {seconds} s")]
+    Backoff { registry: String, seconds: u64 },
+}
+
+/// The registries a watcher talks to, one client each for the life of the watcher so the
+/// token cache lasts across checks.
+pub struct Registries {
+    options: ClientOptions,
+    source: CredentialSource,
+    clients: Mutex<HashMap<Registry, Arc<RegistryClient>>>,
+    not_before: Mutex<HashMap<Registry, Instant>>,
+    timeout: Duration,
+}
+
+impl Registries {
+    /// `timeout` bounds each request of a check, so one unresponsive registry cannot hold
+    /// up the session (reqwest itself only bounds connecting).
+    pub fn new(options: ClientOptions, source: CredentialSource, timeout: Duration) -> Registries {
+        Registries {
+            options,
+            source,
+            clients: Mutex::new(HashMap::new()),
+            not_before: Mutex::new(HashMap::new()),
+            timeout,
+        }
+    }
+
+    /// Called before each check: config.json and helpers are consulted afresh, so an
+    /// edited or re-mounted file applies without a restart.
+    pub fn refresh_credentials(&self) {
+        for client in lock(&self.clients).values() {
+            client.forget_credentials();
+        }
+    }
+
+    /// The registry's client; a new one first learns the registry's challenge, so each
+    /// check's HEAD is one request.
+    async fn client(&self, registry: &Registry) -> Result<Arc<RegistryClient>, ClientError> {
+        if let Some(c) = lock(&self.clients).get(registry) {
+            return Ok(c.clone());
+        }
+        let client = Arc::new(RegistryClient::new(
+            registry.clone(),
+            &self.options,
+            self.source.clone(),
+        )?);
+        client.discover().await?;
+        lock(&self.clients).insert(registry.clone(), client.clone());
+        Ok(client)
+    }
+
+    /// The digest `image` has in its registry now. Transient failures are retried a
+    /// bounded number of times; a refusal (401, 403, 404) never is, and a failed HEAD
+    /// never turns into a pull.
+    pub async fn latest_digest(&self, image: &ImageRef) -> Result<Digest, CheckError> {
+        let registry = image.registry();
+        if let Some(wait) = self.waiting(registry) {
+            return Err(CheckError::Backoff {
+                registry: registry.to_string(),
+                seconds: wait.as_secs().max(1),
+            });
+        }
+        let client = self.within(image, self.client(registry)).await??;
+        let mut attempt = 1;
+        loop {
+            match self.head(&client, image).await {
+                Err(CheckError::Registry(e)) if e.is_transient() && attempt < ATTEMPTS => {
+                    let wait = e.retry_after().unwrap_or(Duration::from_secs(1 << attempt));
+                    if wait > MAX_WAIT {
+                        self.back_off(registry, wait);
+                        return Err(CheckError::Registry(e));
+                    }
+                    tracing::warn!(%image, attempt, error = %e, "registry check failed; retrying in {} s", wait.as_secs());
+                    tokio::time::sleep(wait).await;
+                    attempt += 1;
+                }
+                Err(CheckError::Registry(e)) if e.is_transient() => {
+                    self.back_off(registry, e.retry_after().unwrap_or(MAX_WAIT));
+                    return Err(CheckError::Registry(e));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn head(&self, client: &RegistryClient, image: &ImageRef) -> Result<Digest, CheckError> {
+        let reference = image.manifest_reference();
+        let head = client.head_digest(image.repository(), &reference);
+        Ok(self.within(image, head).await??)
+    }
+
+    async fn within<T>(
+        &self,
+        image: &ImageRef,
+        request: impl std::future::Future<Output = T>,
+    ) -> Result<T, CheckError> {
+        tokio::time::timeout(self.timeout, request)
+            .await
+            .map_err(|_| CheckError::Timeout {
+                image: image.to_string(),
+                registry: image.registry().to_string(),
+                seconds: self.timeout.as_secs(),
+            })
+    }
+
+    fn waiting(&self, registry: &Registry) -> Option<Duration> {
+        let until = *lock(&self.not_before).get(registry)?;
+        until.checked_duration_since(Instant::now())
+    }
+
+    fn back_off(&self, registry: &Registry, wait: Duration) {
+        let wait = wait.min(Duration::from_secs(3600));
+        lock(&self.not_before).insert(registry.clone(), Instant::now() + wait);
+    }
+
+    /// What to hand the engine for a pull: the same credential the check used, in the
+    /// engine's X-Registry-Auth form.
+    pub async fn docker_credentials(
+        &self,
+        registry: &Registry,
+    ) -> Result<Option<DockerCredentials>, ClientError> {
+        let Some(found) = self.lookup(registry).await? else {
+            return Ok(None);
+        };
+        let serveraddress = Some(registry.config_key().to_owned());
+        Ok(Some(match found.credential {
+            Credential::Basic { username, password } => DockerCredentials {
+                username: Some(username),
+                password: Some(password.expose().to_owned()),
+                serveraddress,
+                ..Default::default()
+            },
+            Credential::IdentityToken { username, token } => DockerCredentials {
+                username: Some(username),
+                identitytoken: Some(token.expose().to_owned()),
+                serveraddress,
+                ..Default::default()
+            },
+        }))
+    }
+
+    /// Off the async workers: the lookup reads config.json and may wait for a
+    /// credential helper's process.
+    async fn lookup(&self, registry: &Registry) -> Result<Option<Found>, ClientError> {
+        let (source, registry) = (self.source.clone(), registry.clone());
+        match tokio::task::spawn_blocking(move || source.lookup(&registry)).await {
+            Ok(found) => Ok(found?),
+            // Cancelled only when the runtime shuts down, which never resumes us.
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+}
+
+/// The digests the engine recorded for `image` in `reference`'s repository (docker
+/// records the digest it pulled by: an index digest for a multi-arch image).
+pub fn recorded_digests(image: &ImageInspect, reference: &ImageRef) -> Vec<Digest> {
+    image
+        .repo_digests
+        .iter()
+        .flatten()
+        .filter_map(|entry| entry.parse::<ImageRef>().ok())
+        .filter(|r| {
+            r.registry() == reference.registry() && r.repository() == reference.repository()
+        })
+        .filter_map(|r| r.digest().cloned())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorded_digests_match_the_repository_as_docker_normalises_it() {
+        let d = "sha256:".to_owned() + &"a".repeat(64);
+        let image = ImageInspect {
+            repo_digests: Some(vec![
+                format!("localhost:5000/app@{d}"),
+                format!("busybox@sha256:{}", "b".repeat(64)),
+            ]),
+            ..Default::default()
+        };
+        let app: ImageRef = "localhost:5000/app:latest".parse().unwrap();
+        assert_eq!(recorded_digests(&image, &app), vec![d.parse().unwrap()]);
+        let hub: ImageRef = "docker.io/library/busybox:1".parse().unwrap();
+        assert_eq!(recorded_digests(&image, &hub).len(), 1);
+        let other: ImageRef = "localhost:5000/other:latest".parse().unwrap();
+        assert!(recorded_digests(&image, &other).is_empty());
+    }
+}

@@ -1,0 +1,18 @@
+//! `wharf watch`
+
+pub mod api;
+pub mod check;
+pub mod engine;
+pub mod labels;
+pub mod notify;
+pub mod order;
+pub mod report;
+pub mod schedule;
+pub mod session;
+pub mod spec;
+pub mod update;
+
+/// A panic elsewhere leaves these maps and counters consistent, so poisoning is ignored.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

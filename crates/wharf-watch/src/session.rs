@@ -1,0 +1,647 @@
+//! One check of every watched container ("a session"), and the watcher that runs them
+//! one at a time.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bollard::models::ImageConfig;
+use wharf_client::ImageRef;
+use wharf_oci::Digest;
+
+use crate::check::{recorded_digests, Registries};
+use crate::engine::Engine;
+use crate::labels::{Hook, Selection};
+use crate::lock;
+use crate::order::Dependencies;
+use crate::report::{ContainerReport, Outcome, SessionReport};
+use crate::update::{self, NotReplaced, Replaced, Target, Timing, Unconfirmed};
+
+/// What a watcher does, beyond which containers it looks at.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub selection: Selection,
+    /// Report newer images, change nothing.
+    pub monitor_only: bool,
+    /// Remove an old image once nothing uses it.
+    pub cleanup: bool,
+    /// Wait for each replacement to prove healthy before the next; otherwise replace all,
+    /// then watch them together.
+    pub rolling_restart: bool,
+    pub timing: Timing,
+}
+
+/// Counters since start, for `/v1/metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct Totals {
+    pub sessions: u64,
+    pub scanned: u64,
+    pub updated: u64,
+    pub failed: u64,
+    pub last: Option<SessionReport>,
+}
+
+pub struct Watcher {
+    engine: Engine,
+    registries: Registries,
+    settings: Settings,
+    /// One session at a time: the schedule and the HTTP API share it.
+    running: tokio::sync::Mutex<()>,
+    totals: Mutex<Totals>,
+    /// Digests whose update was rolled back, per container: not retried at every check.
+    rejected: Mutex<HashMap<String, Digest>>,
+    /// The container this process runs in, if any: never stopped by itself mid-update.
+    own_id: Option<String>,
+}
+
+/// A watched container and what the check found for it.
+struct Checked {
+    target: Target,
+    reference: String,
+    image: Result<ImageRef, String>,
+    old_digest: Option<Digest>,
+    latest: Option<Result<Digest, String>>,
+}
+
+impl Watcher {
+    pub fn new(engine: Engine, registries: Registries, settings: Settings) -> Watcher {
+        Watcher {
+            engine,
+            registries,
+            settings,
+            running: tokio::sync::Mutex::new(()),
+            totals: Mutex::new(Totals::default()),
+            rejected: Mutex::new(HashMap::new()),
+            own_id: own_container_id(),
+        }
+    }
+
+    pub fn totals(&self) -> Totals {
+        lock(&self.totals).clone()
+    }
+
+    /// Check every watched container (or those whose image is in `only_images`) and
+    /// update what is stale, after the session running now if there is one. Never fails
+    /// as a whole: each container's trouble is in its line of the report.
+    pub async fn session(&self, only_images: Option<&[String]>) -> SessionReport {
+        let _one_at_a_time = self.running.lock().await;
+        self.session_now(only_images).await
+    }
+
+    /// As `session`, but `None` at once if a session is running.
+    pub async fn try_session(&self, only_images: Option<&[String]>) -> Option<SessionReport> {
+        let _one_at_a_time = self.running.try_lock().ok()?;
+        Some(self.session_now(only_images).await)
+    }
+
+    /// Put back what an update cut short by a crash left set aside. Sessions do it
+    /// first too; this is for start-up, the next session being possibly a day away.
+    pub async fn recover(&self) {
+        let _one_at_a_time = self.running.lock().await;
+        self.recover_now().await;
+    }
+
+    async fn recover_now(&self) {
+        if let Err(e) = update::recover_interrupted(&self.engine, &self.settings.selection).await {
+            tracing::error!(error = %e, "could not finish an interrupted update");
+        }
+    }
+
+    async fn session_now(&self, only_images: Option<&[String]>) -> SessionReport {
+        let mut report = SessionReport {
+            started: now(),
+            ..Default::default()
+        };
+        self.registries.refresh_credentials();
+        self.recover_now().await;
+        match self.targets().await {
+            Ok((all, watched)) => {
+                let watched = filter_images(watched, only_images);
+                self.run(&all, watched, &mut report).await;
+            }
+            Err(e) => report.containers.push(ContainerReport {
+                name: "(engine)".into(),
+                image: String::new(),
+                old_digest: None,
+                new_digest: None,
+                outcome: Outcome::Failed,
+                detail: Some(e.to_string()),
+            }),
+        }
+        report.finished = now();
+        self.record(&report);
+        report
+    }
+
+    fn record(&self, report: &SessionReport) {
+        let mut t = lock(&self.totals);
+        t.sessions += 1;
+        t.scanned += report.scanned() as u64;
+        t.updated += report.count(Outcome::Updated) as u64;
+        t.failed += report.failed() as u64;
+        t.last = Some(report.clone());
+    }
+
+    /// Every container (for dependencies) and the watched ones.
+    async fn targets(&self) -> Result<(Vec<Target>, Vec<Target>), crate::engine::EngineError> {
+        let mut all = Vec::new();
+        for summary in self.engine.list_containers(true).await? {
+            let Some(id) = summary.id else { continue };
+            let inspect = match self.engine.inspect_container(&id).await {
+                Ok(i) => i,
+                Err(e) if crate::engine::is_not_found(&e) => continue,
+                Err(e) => return Err(e),
+            };
+            let name = inspect
+                .name
+                .clone()
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_owned();
+            let was_running = inspect
+                .state
+                .as_ref()
+                .and_then(|s| s.running)
+                .unwrap_or(false);
+            all.push(Target {
+                id,
+                name,
+                inspect,
+                was_running,
+            });
+        }
+        let watched = all
+            .iter()
+            .filter(|t| {
+                let state = t
+                    .inspect
+                    .state
+                    .as_ref()
+                    .and_then(|s| s.status)
+                    .map(|s| s.to_string())
+                    .unwrap_or_default();
+                self.settings
+                    .selection
+                    .includes(&t.name, &state, &t.labels())
+                    && self.own_id.as_deref() != Some(t.id.as_str())
+            })
+            .cloned()
+            .collect();
+        Ok((all, watched))
+    }
+
+    async fn run(&self, all: &[Target], watched: Vec<Target>, report: &mut SessionReport) {
+        let timing = &self.settings.timing;
+        for t in watched.iter().filter(|t| t.was_running) {
+            if let Err(NotReplaced::Failed(why) | NotReplaced::Skipped(why)) =
+                update::run_hook(&self.engine, t, &t.id, Hook::PreCheck, timing).await
+            {
+                tracing::warn!(container = %t.name, %why, "pre-check hook failed");
+            }
+        }
+        let mut checked = self.check(watched).await;
+        let deps = Dependencies::of(all);
+        let names: Vec<String> = checked.iter().map(|c| c.target.name.clone()).collect();
+        let order = deps.sorted(&names);
+        checked.sort_by_key(|c| order.iter().position(|n| n == &c.target.name));
+        let mut pending: Vec<(usize, Replaced)> = Vec::new();
+        let mut lines: Vec<ContainerReport> = Vec::new();
+        let mut replaced_ids: HashSet<String> = HashSet::new();
+        let mut pulled: HashMap<String, Result<String, String>> = HashMap::new();
+        for c in &checked {
+            let mut line = self.line(c);
+            if line.outcome == Outcome::Stale && !self.monitor_only(c) {
+                match self.update(c, &deps, &mut pulled, &mut replaced_ids).await {
+                    Ok(Some(replaced)) => {
+                        line.outcome = Outcome::Updated;
+                        if self.settings.rolling_restart {
+                            self.finish(&replaced, &deps, &replaced_ids, &mut line)
+                                .await;
+                        } else {
+                            pending.push((lines.len(), replaced));
+                        }
+                    }
+                    Ok(None) => line.outcome = Outcome::Fresh,
+                    Err(NotReplaced::Skipped(why)) => {
+                        line.outcome = Outcome::Skipped;
+                        line.detail = Some(why);
+                    }
+                    Err(NotReplaced::Failed(why)) => {
+                        line.outcome = Outcome::Failed;
+                        line.detail = Some(why);
+                    }
+                }
+            }
+            lines.push(line);
+        }
+        let finishing = pending.iter().map(|(i, r)| {
+            let mut line = lines[*i].clone();
+            let ids = &replaced_ids;
+            let deps = &deps;
+            async move {
+                self.finish(r, deps, ids, &mut line).await;
+                (*i, line)
+            }
+        });
+        for (i, line) in futures::future::join_all(finishing).await {
+            lines[i] = line;
+        }
+        // By name: after an update the name is the replacement's.
+        for c in checked.iter().filter(|c| c.target.was_running) {
+            let name = &c.target.name;
+            if let Err(NotReplaced::Failed(why) | NotReplaced::Skipped(why)) =
+                update::run_hook(&self.engine, &c.target, name, Hook::PostCheck, timing).await
+            {
+                tracing::warn!(container = %c.target.name, %why, "post-check hook failed");
+            }
+        }
+        if self.settings.cleanup {
+            self.cleanup(&checked, &lines).await;
+        }
+        report.containers = lines;
+    }
+
+    fn monitor_only(&self, c: &Checked) -> bool {
+        self.settings.monitor_only
+            || c.target.labels().monitor_only()
+            || c.target.labels().no_pull()
+    }
+
+    /// One HEAD per distinct reference, however many containers use it.
+    async fn check(&self, watched: Vec<Target>) -> Vec<Checked> {
+        let mut checked: Vec<Checked> = Vec::new();
+        let mut latest: HashMap<String, Result<Digest, String>> = HashMap::new();
+        for target in watched {
+            let reference = target
+                .inspect
+                .config
+                .as_ref()
+                .and_then(|c| c.image.clone())
+                .unwrap_or_default();
+            let image = parse_reference(&reference);
+            let mut c = Checked {
+                target,
+                reference,
+                image,
+                old_digest: None,
+                latest: None,
+            };
+            if let Ok(image) = &c.image {
+                let key = image.to_string();
+                if !latest.contains_key(&key) {
+                    let result = self
+                        .registries
+                        .latest_digest(image)
+                        .await
+                        .map_err(|e| e.to_string());
+                    latest.insert(key.clone(), result);
+                }
+                c.latest = latest.get(&key).cloned();
+                c.old_digest = self.old_digest(&c.target, image, c.latest.as_ref()).await;
+            }
+            checked.push(c);
+        }
+        checked
+    }
+
+    /// The recorded digest equal to the registry's, if any; else one of the recorded ones.
+    async fn old_digest(
+        &self,
+        target: &Target,
+        image: &ImageRef,
+        latest: Option<&Result<Digest, String>>,
+    ) -> Option<Digest> {
+        let inspected = self.engine.inspect_image(target.image_id()).await.ok()?;
+        let recorded = recorded_digests(&inspected, image);
+        match latest {
+            Some(Ok(d)) if recorded.contains(d) => Some(d.clone()),
+            _ => recorded.into_iter().next(),
+        }
+    }
+
+    fn line(&self, c: &Checked) -> ContainerReport {
+        let mut line = ContainerReport {
+            name: c.target.name.clone(),
+            image: c.reference.clone(),
+            old_digest: c.old_digest.as_ref().map(|d| d.to_string()),
+            new_digest: None,
+            outcome: Outcome::Skipped,
+            detail: None,
+        };
+        match (&c.image, &c.latest) {
+            (Err(why), _) => line.detail = Some(why.clone()),
+            (Ok(_), Some(Ok(latest))) => {
+                line.new_digest = Some(latest.to_string());
+                line.outcome = if c.old_digest.as_ref() == Some(latest) {
+                    Outcome::Fresh
+                } else {
+                    Outcome::Stale
+                };
+                if line.outcome == Outcome::Stale
+                    && lock(&self.rejected).get(&c.target.name) == Some(latest)
+                {
+                    line.detail =
+                        Some("an update to this digest was rolled back before; not retried".into());
+                    line.outcome = Outcome::Failed;
+                }
+            }
+            (Ok(_), Some(Err(why))) => {
+                line.outcome = Outcome::Failed;
+                line.detail = Some(why.clone());
+            }
+            (Ok(_), None) => {}
+        }
+        line
+    }
+
+    /// Pull the checked digest and swap the container. `Ok(None)`: the pulled image is
+    /// the one already running (the engine had recorded no digest for it).
+    async fn update(
+        &self,
+        c: &Checked,
+        deps: &Dependencies,
+        pulled: &mut HashMap<String, Result<String, String>>,
+        replaced_ids: &mut HashSet<String>,
+    ) -> Result<Option<Replaced>, NotReplaced> {
+        let (Ok(image), Some(Ok(digest))) = (&c.image, &c.latest) else {
+            return Err(NotReplaced::Failed("nothing to update to".into()));
+        };
+        let image_id = match pulled.get(&image.to_string()) {
+            Some(result) => result.clone(),
+            None => {
+                let result = self.pull(image, digest).await;
+                pulled.insert(image.to_string(), result.clone());
+                result
+            }
+        }
+        .map_err(NotReplaced::Failed)?;
+        if image_id == c.target.image_id() {
+            return Ok(None);
+        }
+        let old_image = self
+            .engine
+            .inspect_image(c.target.image_id())
+            .await
+            .ok()
+            .and_then(|i| i.config)
+            .unwrap_or_else(ImageConfig::default);
+        let stopped = self.stop_dependants(&c.target, deps).await;
+        let result = update::replace(
+            &self.engine,
+            &c.target,
+            &old_image,
+            &c.reference,
+            &image_id,
+            &self.settings.timing,
+        )
+        .await;
+        match result {
+            Ok(replaced) => {
+                replaced_ids.insert(c.target.id.clone());
+                Ok(Some(replaced))
+            }
+            Err(e) => {
+                self.start_all(&stopped, replaced_ids).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Pull `image@digest` (exactly what was checked, whatever the tag says by now) and
+    /// point the container's tag at it. Returns the local image id.
+    async fn pull(&self, image: &ImageRef, digest: &Digest) -> Result<String, String> {
+        let credentials = self
+            .registries
+            .docker_credentials(image.registry())
+            .await
+            .map_err(|e| e.to_string())?;
+        let repo = repository_name(image);
+        let by_digest = format!("{repo}@{digest}");
+        self.engine
+            .pull(&by_digest, credentials)
+            .await
+            .map_err(|e| e.to_string())?;
+        let tag = image
+            .tag()
+            .map(|t| t.as_str().to_owned())
+            .unwrap_or_else(|| "latest".into());
+        self.engine
+            .tag(&by_digest, &repo, &tag)
+            .await
+            .map_err(|e| e.to_string())?;
+        let inspected = self
+            .engine
+            .inspect_image(&by_digest)
+            .await
+            .map_err(|e| e.to_string())?;
+        inspected
+            .id
+            .ok_or_else(|| format!("the engine reported no id for {by_digest}"))
+    }
+
+    /// After a replacement: the grace period, rollback if needed, dependants restarted.
+    async fn finish(
+        &self,
+        replaced: &Replaced,
+        deps: &Dependencies,
+        replaced_ids: &HashSet<String>,
+        line: &mut ContainerReport,
+    ) {
+        if let Err(undone) = update::confirm(&self.engine, replaced, &self.settings.timing).await {
+            let (outcome, why) = match undone {
+                Unconfirmed::RolledBack(why) => (Outcome::RolledBack, why),
+                Unconfirmed::Down(why) => (Outcome::Failed, why),
+            };
+            line.outcome = outcome;
+            line.detail = Some(why);
+            if let Some(d) = &line.new_digest {
+                if let Ok(d) = d.parse() {
+                    lock(&self.rejected).insert(replaced.target.name.clone(), d);
+                }
+            }
+        }
+        self.start_all(&deps.dependants(&replaced.target.name), replaced_ids)
+            .await;
+    }
+
+    /// Stop running dependants, last first; returns the ones to start again afterwards:
+    /// all that ran, since one whose stop failed may have stopped all the same.
+    async fn stop_dependants(&self, target: &Target, deps: &Dependencies) -> Vec<String> {
+        let mut stopped = Vec::new();
+        for name in deps.dependants(&target.name).iter().rev() {
+            let Ok(c) = self.engine.inspect_container(name).await else {
+                continue;
+            };
+            if !c.state.as_ref().and_then(|s| s.running).unwrap_or(false) {
+                continue;
+            }
+            let timeout = self.settings.timing.stop_timeout;
+            if let Err(e) = update::stop(&self.engine, &c, timeout).await {
+                tracing::warn!(container = %name, error = %e, "could not stop a dependant");
+            }
+            stopped.push(name.clone());
+        }
+        stopped.reverse();
+        stopped
+    }
+
+    /// Start the named containers, dependencies first, skipping ones replaced this session.
+    async fn start_all(&self, names: &[String], replaced_ids: &HashSet<String>) {
+        for name in names {
+            let Ok(c) = self.engine.inspect_container(name).await else {
+                continue;
+            };
+            let id = c.id.clone().unwrap_or_default();
+            let running = c.state.as_ref().and_then(|s| s.running).unwrap_or(false);
+            if running || replaced_ids.contains(&id) {
+                continue;
+            }
+            if let Err(e) = self.engine.start(&id).await {
+                tracing::warn!(container = %name, error = %e, "could not restart a dependant");
+            }
+        }
+    }
+
+    /// Remove old images nothing uses any more.
+    async fn cleanup(&self, checked: &[Checked], lines: &[ContainerReport]) {
+        let updated: HashSet<&str> = lines
+            .iter()
+            .filter(|l| l.outcome == Outcome::Updated)
+            .map(|l| l.name.as_str())
+            .collect();
+        let old_images: HashSet<String> = checked
+            .iter()
+            .filter(|c| updated.contains(c.target.name.as_str()))
+            .map(|c| c.target.image_id().to_owned())
+            .collect();
+        let in_use: HashSet<String> = match self.engine.list_containers(true).await {
+            Ok(list) => list.into_iter().filter_map(|c| c.image_id).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cleanup skipped: cannot list containers");
+                return;
+            }
+        };
+        for id in old_images.difference(&in_use) {
+            match self.engine.remove_image(id).await {
+                Ok(()) => tracing::info!(image = %id, "removed the old image"),
+                Err(e) => tracing::warn!(image = %id, error = %e, "old image kept"),
+            }
+        }
+    }
+}
+
+/// The id of the container we run in: docker bind-mounts `/etc/hostname` and friends
+/// from `…/containers/<id>/`, which shows in our mount table whatever the hostname is.
+fn own_container_id() -> Option<String> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    container_id_in(&mounts)
+}
+
+fn container_id_in(mountinfo: &str) -> Option<String> {
+    mountinfo.lines().find_map(|line| {
+        let (_, rest) = line.split_once("/containers/")?;
+        let id = rest.split('/').next()?;
+        (id.len() == 64 && is_image_id(id)).then(|| id.to_owned())
+    })
+}
+
+/// A container's image reference, unless it is not one a registry can be asked about.
+fn parse_reference(reference: &str) -> Result<ImageRef, String> {
+    if reference.starts_with("sha256:") || is_image_id(reference) {
+        return Err("started from an image id, not a reference: nothing to check".into());
+    }
+    let image: ImageRef = reference.parse().map_err(|e| format!("{e}"))?;
+    if image.digest().is_some() {
+        return Err("pinned by digest: nothing to check".into());
+    }
+    Ok(image)
+}
+
+/// A bare 64-hex image id, which docker accepts where a reference goes.
+fn is_image_id(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// `host/repo` as docker names it (`busybox` for Docker Hub's `library/busybox`).
+fn repository_name(image: &ImageRef) -> String {
+    if image.registry().is_docker_hub() {
+        let repo = image.repository().as_str();
+        repo.strip_prefix("library/").unwrap_or(repo).to_owned()
+    } else {
+        format!("{}/{}", image.registry(), image.repository())
+    }
+}
+
+/// `?image=a,b` of the HTTP API: containers whose image is listed; an entry without a
+/// tag matches every tag of its repository.
+fn filter_images(watched: Vec<Target>, only: Option<&[String]>) -> Vec<Target> {
+    let Some(only) = only.filter(|o| !o.is_empty()) else {
+        return watched;
+    };
+    let wanted: Vec<(ImageRef, bool)> = only
+        .iter()
+        .filter_map(|s| Some((s.parse().ok()?, has_tag(s))))
+        .collect();
+    watched
+        .into_iter()
+        .filter(|t| {
+            let reference = t.inspect.config.as_ref().and_then(|c| c.image.as_deref());
+            let Some(Ok(image)) = reference.map(str::parse::<ImageRef>) else {
+                return false;
+            };
+            wanted.iter().any(|(w, tagged)| {
+                w.registry() == image.registry()
+                    && w.repository() == image.repository()
+                    && (!tagged || w.tag() == image.tag())
+            })
+        })
+        .collect()
+}
+
+fn has_tag(reference: &str) -> bool {
+    reference
+        .rsplit('/')
+        .next()
+        .is_some_and(|last| last.contains(':'))
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_and_pinned_digests_are_not_checked() {
+        assert!(parse_reference(&"a".repeat(64)).is_err());
+        assert!(parse_reference(&format!("sha256:{}", "a".repeat(64))).is_err());
+        let pinned = format!("localhost:5000/app@sha256:{}", "b".repeat(64));
+        assert!(parse_reference(&pinned).unwrap_err().contains("pinned"));
+        assert!(parse_reference("localhost:5000/app").is_ok());
+    }
+
+    #[test]
+    fn our_own_container_is_found_in_the_mount_table() {
+        let id = "c".repeat(64);
+        let mountinfo = format!("1 2 0:1 / / rw - overlay overlay rw\n3 1 8:1 /var/lib/docker/containers/{id}/hostname /etc/hostname rw - ext4 /dev/sda1 rw\n");
+        assert_eq!(container_id_in(&mountinfo), Some(id));
+        assert_eq!(
+            container_id_in("1 2 0:1 / / rw - ext4 /dev/sda1 rw\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn tags_are_told_from_ports() {
+        assert!(has_tag("localhost:5000/app:1"));
+        assert!(!has_tag("localhost:5000/app"));
+        assert!(!has_tag("busybox"));
+    }
+}

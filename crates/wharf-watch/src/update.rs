@@ -1,0 +1,442 @@
+//! Replacing one container, transactionally: the new container is created and checked
+//! while the old one still runs; the old one is stopped and set aside, not removed, until
+//! the new one has stayed up and healthy for the grace period. Every failure on the way
+//! puts the old container back under its name, running as before.
+
+use std::time::{Duration, Instant};
+
+use bollard::models::{ContainerInspectResponse, HealthStatusEnum, ImageConfig};
+
+use crate::engine::{is_not_found, Engine, EngineError, STOP_MARGIN};
+use crate::labels::{Hook, Labels, Selection};
+use crate::spec;
+
+/// watchtower's pre-update convention: exit 75 (EX_TEMPFAIL) means "not now".
+const HOOK_SKIP_CODE: i64 = 75;
+const POLL: Duration = Duration::from_millis(500);
+
+/// A container the session may replace, as found at the start of the session.
+#[derive(Clone)]
+pub struct Target {
+    pub id: String,
+    pub name: String,
+    pub inspect: ContainerInspectResponse,
+    pub was_running: bool,
+}
+
+impl Target {
+    pub fn labels(&self) -> Labels<'_> {
+        labels_of(&self.inspect)
+    }
+
+    pub fn image_id(&self) -> &str {
+        self.inspect.image.as_deref().unwrap_or("")
+    }
+}
+
+fn labels_of(container: &ContainerInspectResponse) -> Labels<'_> {
+    static EMPTY: std::sync::OnceLock<std::collections::HashMap<String, String>> =
+        std::sync::OnceLock::new();
+    let labels = container
+        .config
+        .as_ref()
+        .and_then(|c| c.labels.as_ref())
+        .unwrap_or_else(|| EMPTY.get_or_init(Default::default));
+    Labels(labels)
+}
+
+/// How to stop and how long to wait for health.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    pub stop_timeout: Duration,
+    pub health_grace: Duration,
+    pub hooks: bool,
+}
+
+/// A replacement that is running under the container's name, its predecessor set aside.
+pub struct Replaced {
+    pub target: Target,
+    pub new_id: String,
+}
+
+/// Why a replacement did not happen.
+#[derive(Debug)]
+pub enum NotReplaced {
+    /// The pre-update hook asked to skip this time.
+    Skipped(String),
+    /// It failed; the old container is running (or stopped, as it was) under its name,
+    /// unless the reason says that putting it back failed too.
+    Failed(String),
+}
+
+/// Why a replacement did not last its grace period.
+#[derive(Debug)]
+pub enum Unconfirmed {
+    /// The old container runs again.
+    RolledBack(String),
+    /// Putting the old container back failed too: the service is down.
+    Down(String),
+}
+
+fn failed(e: impl std::fmt::Display) -> NotReplaced {
+    NotReplaced::Failed(e.to_string())
+}
+
+/// Create the replacement from `image` (a local tag pointing at `image_id`), check it,
+/// and swap it in. The old container is left stopped under a side name for `confirm`.
+pub async fn replace(
+    engine: &Engine,
+    target: &Target,
+    old_image: &ImageConfig,
+    image: &str,
+    image_id: &str,
+    timing: &Timing,
+) -> Result<Replaced, NotReplaced> {
+    let next_name = format!("{}{NEXT_SUFFIX}", target.name);
+    discard_leftover(engine, &next_name).await;
+    let replacement = spec::replacement(&target.inspect, old_image, image, engine.api_version());
+    let new_id = engine
+        .create(&next_name, replacement.body)
+        .await
+        .map_err(failed)?;
+    if let Err(why) = check_created(
+        engine,
+        target,
+        old_image,
+        &new_id,
+        image_id,
+        replacement.connect_later,
+    )
+    .await
+    {
+        let _ = engine.remove(&new_id).await;
+        return Err(NotReplaced::Failed(why));
+    }
+    if let Err(e) = run_hook(engine, target, &target.id, Hook::PreUpdate, timing).await {
+        let _ = engine.remove(&new_id).await;
+        return Err(e);
+    }
+    match swap(engine, target, &new_id, timing).await {
+        Ok(()) => Ok(Replaced {
+            target: target.clone(),
+            new_id,
+        }),
+        Err(e) => match restore(engine, target, &new_id).await {
+            Ok(()) => Err(NotReplaced::Failed(e.to_string())),
+            Err(down) => Err(NotReplaced::Failed(format!(
+                "{e}; then restoring failed, so {} is down: {down}",
+                target.name
+            ))),
+        },
+    }
+}
+
+/// A `-wharf-next` container can only be ours, from a run that died mid-update.
+async fn discard_leftover(engine: &Engine, name: &str) {
+    if engine.inspect_container(name).await.is_ok() {
+        tracing::warn!(%name, "removing a replacement left by an interrupted update");
+        let _ = engine.remove(name).await;
+    }
+}
+
+async fn check_created(
+    engine: &Engine,
+    target: &Target,
+    old_image: &ImageConfig,
+    new_id: &str,
+    image_id: &str,
+    connect_later: Vec<(String, bollard::models::EndpointSettings)>,
+) -> Result<(), String> {
+    for (network, endpoint) in connect_later {
+        engine
+            .connect_network(&network, new_id, endpoint)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let created = engine
+        .inspect_container(new_id)
+        .await
+        .map_err(|e| e.to_string())?;
+    if created.image.as_deref() != Some(image_id) {
+        return Err(format!(
+            "the tag moved while updating: the new container got image {} instead of the pulled {image_id}",
+            created.image.as_deref().unwrap_or("?")
+        ));
+    }
+    let differences = spec::differences(&target.inspect, old_image, &created);
+    if differences.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the new container would not match the old one ({}); left the old one running",
+            differences.join("; ")
+        ))
+    }
+}
+
+/// Stop the old container, move it aside, give the new one its name, start it.
+async fn swap(
+    engine: &Engine,
+    target: &Target,
+    new_id: &str,
+    timing: &Timing,
+) -> Result<(), EngineError> {
+    stop(engine, &target.inspect, timing.stop_timeout).await?;
+    engine.rename(&target.id, &aside_name(&target.name)).await?;
+    engine.rename(new_id, &target.name).await?;
+    if target.was_running {
+        engine.start(new_id).await?;
+    }
+    Ok(())
+}
+
+/// Stop a container as it asks to be stopped: watchtower's stop-signal label, its own
+/// StopTimeout, else `default_timeout`. After a failed stop this returns only once the
+/// container is down or the stop would have been over, so a caller deciding whether to
+/// start it again does not see one that is still shutting down as running.
+pub async fn stop(
+    engine: &Engine,
+    container: &ContainerInspectResponse,
+    default_timeout: Duration,
+) -> Result<(), EngineError> {
+    let id = container.id.as_deref().unwrap_or_default();
+    let timeout = container
+        .config
+        .as_ref()
+        .and_then(|c| c.stop_timeout)
+        .map(|s| Duration::from_secs(s.max(0) as u64))
+        .unwrap_or(default_timeout);
+    let labels = labels_of(container);
+    let result = engine.stop(id, labels.stop_signal(), Some(timeout)).await;
+    if result.is_err() {
+        wait_stopped(engine, id, timeout.saturating_add(STOP_MARGIN)).await;
+    }
+    result
+}
+
+/// Until the container does not run, or `limit` has passed.
+async fn wait_stopped(engine: &Engine, id: &str, limit: Duration) {
+    let stopped = async {
+        while let Ok(c) = engine.inspect_container(id).await {
+            if c.state.as_ref().and_then(|s| s.running) != Some(true) {
+                return;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    };
+    let _ = tokio::time::timeout(limit, stopped).await;
+}
+
+const ASIDE_SUFFIX: &str = "-wharf-prev";
+const NEXT_SUFFIX: &str = "-wharf-next";
+
+fn aside_name(name: &str) -> String {
+    format!("{name}{ASIDE_SUFFIX}")
+}
+
+/// Finish what a watcher that died mid-update left: a container set aside (`-wharf-prev`)
+/// is the last one known to work. If a container under its name runs, only the grace
+/// period was cut short and the update stands; otherwise the old container gets its
+/// name back and runs again. Unstarted replacements (`-wharf-next`) are removed. Only
+/// containers this watcher watches are touched: another watcher (another scope) on the
+/// same engine may be in the middle of its own update.
+pub async fn recover_interrupted(
+    engine: &Engine,
+    selection: &Selection,
+) -> Result<Vec<String>, EngineError> {
+    let mut recovered = Vec::new();
+    for summary in engine.list_containers(true).await? {
+        let (Some(id), Some(names)) = (summary.id, summary.names) else {
+            continue;
+        };
+        let Some(name) = names.first().map(|n| n.trim_start_matches('/').to_owned()) else {
+            continue;
+        };
+        let labels = summary.labels.unwrap_or_default();
+        let base = name
+            .strip_suffix(NEXT_SUFFIX)
+            .or_else(|| name.strip_suffix(ASIDE_SUFFIX));
+        // As the container was when it was watched: running under its own name.
+        if !base.is_some_and(|b| selection.includes(b, "running", &Labels(&labels))) {
+            continue;
+        }
+        if name.ends_with(NEXT_SUFFIX) {
+            tracing::warn!(container = %name, "removing a replacement left by an interrupted update");
+            engine.remove(&id).await?;
+        } else if let Some(base) = name.strip_suffix(ASIDE_SUFFIX) {
+            restore_aside(engine, &id, base).await?;
+            recovered.push(base.to_owned());
+        }
+    }
+    Ok(recovered)
+}
+
+async fn restore_aside(engine: &Engine, aside_id: &str, base: &str) -> Result<(), EngineError> {
+    match engine.inspect_container(base).await {
+        Ok(current) if current.state.as_ref().and_then(|s| s.running) == Some(true) => {
+            tracing::warn!(container = %base, "an interrupted update had started its replacement; keeping it");
+            engine.remove(aside_id).await
+        }
+        Ok(current) => {
+            tracing::warn!(container = %base, "an interrupted update left a stopped replacement; restoring the old container");
+            engine.remove(current.id.as_deref().unwrap_or(base)).await?;
+            engine.rename(aside_id, base).await?;
+            engine.start(aside_id).await
+        }
+        Err(e) if is_not_found(&e) => {
+            tracing::warn!(container = %base, "an interrupted update left the old container aside; restoring it");
+            engine.rename(aside_id, base).await?;
+            engine.start(aside_id).await
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Put the old container back: the new one goes, the old one gets its name and, if it
+/// ran before, runs again. The error says where the old container was left.
+async fn restore(engine: &Engine, target: &Target, new_id: &str) -> Result<(), String> {
+    if let Err(e) = engine.remove(new_id).await {
+        if !is_not_found(&e) {
+            tracing::error!(container = %target.name, error = %e, "could not remove the failed replacement");
+        }
+    }
+    let old = engine
+        .inspect_container(&target.id)
+        .await
+        .map_err(|e| format!("the old container {} cannot be found: {e}", target.id))?;
+    put_back(engine, target, &old).await.map_err(|(name, failures)| {
+        tracing::error!(container = %target.name, aside = %name, errors = %failures, "could not restore the old container");
+        format!("the old container, named {name}, is not back ({failures})")
+    })
+}
+
+/// Its name back, and started if it ran. Both are tried, since this runs after a
+/// failure and either alone helps; the error is the name it has and what failed.
+async fn put_back(
+    engine: &Engine,
+    target: &Target,
+    old: &ContainerInspectResponse,
+) -> Result<(), (String, String)> {
+    let mut name = old
+        .name
+        .as_deref()
+        .unwrap_or_default()
+        .trim_start_matches('/')
+        .to_owned();
+    let mut failures = Vec::new();
+    if name != target.name {
+        match engine.rename(&target.id, &target.name).await {
+            Ok(()) => name.clone_from(&target.name),
+            Err(e) => failures.push(e.to_string()),
+        }
+    }
+    let running = old.state.as_ref().and_then(|s| s.running).unwrap_or(false);
+    if target.was_running && !running {
+        if let Err(e) = engine.start(&target.id).await {
+            failures.push(e.to_string());
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err((name, failures.join("; ")))
+    }
+}
+
+/// Watch the replacement for the grace period. If it exits or reports unhealthy, the old
+/// container comes back and the reason is returned; otherwise the old one is removed.
+pub async fn confirm(
+    engine: &Engine,
+    replaced: &Replaced,
+    timing: &Timing,
+) -> Result<(), Unconfirmed> {
+    let target = &replaced.target;
+    if target.was_running {
+        if let Err(why) = settle(engine, &replaced.new_id, timing.health_grace).await {
+            tracing::warn!(container = %target.name, %why, "rolling back");
+            return Err(match restore(engine, target, &replaced.new_id).await {
+                Ok(()) => Unconfirmed::RolledBack(why),
+                Err(down) => Unconfirmed::Down(format!(
+                    "{why}; then rolling back failed, so {} is down: {down}",
+                    target.name
+                )),
+            });
+        }
+        if let Err(NotReplaced::Failed(why) | NotReplaced::Skipped(why)) =
+            run_hook(engine, target, &replaced.new_id, Hook::PostUpdate, timing).await
+        {
+            tracing::warn!(container = %target.name, %why, "post-update hook failed; the update stays");
+        }
+    }
+    if let Err(e) = engine.remove(&target.id).await {
+        tracing::warn!(container = %target.name, error = %e, "could not remove the replaced container");
+    }
+    Ok(())
+}
+
+/// Running and not unhealthy for `grace` (or healthy sooner).
+async fn settle(engine: &Engine, id: &str, grace: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + grace;
+    loop {
+        let c = engine
+            .inspect_container(id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let state = c.state.unwrap_or_default();
+        if !state.running.unwrap_or(false) || state.restarting.unwrap_or(false) {
+            return Err(format!(
+                "the new container stopped (exit code {}) within the {} s grace period",
+                state.exit_code.unwrap_or(-1),
+                grace.as_secs()
+            ));
+        }
+        match state.health.and_then(|h| h.status) {
+            Some(HealthStatusEnum::UNHEALTHY) => {
+                return Err(format!(
+                    "the new container reported unhealthy within the {} s grace period",
+                    grace.as_secs()
+                ))
+            }
+            Some(HealthStatusEnum::HEALTHY) => return Ok(()),
+            _ => {}
+        }
+        if Instant::now() >= deadline {
+            return Ok(());
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Run a lifecycle hook in `container` if hooks are on and the target has one. A
+/// target that was not running has no process to exec into: watchtower skips its
+/// hooks, and so do we.
+pub async fn run_hook(
+    engine: &Engine,
+    target: &Target,
+    container: &str,
+    hook: Hook,
+    timing: &Timing,
+) -> Result<(), NotReplaced> {
+    if !timing.hooks || !target.was_running {
+        return Ok(());
+    }
+    let labels = target.labels();
+    let Some(command) = labels.hook(hook) else {
+        return Ok(());
+    };
+    let outcome = engine
+        .exec(container, command, labels.hook_timeout(hook))
+        .await
+        .map_err(|e| NotReplaced::Failed(format!("{} hook: {e}", hook.name())))?;
+    match outcome.exit_code {
+        0 => Ok(()),
+        HOOK_SKIP_CODE if hook == Hook::PreUpdate => Err(NotReplaced::Skipped(
+            "the pre-update hook exited 75 (EX_TEMPFAIL): update skipped".into(),
+        )),
+        code => Err(NotReplaced::Failed(format!(
+            "{} hook `{command}` exited {code}: {}",
+            hook.name(),
+            outcome.output.trim()
+        ))),
+    }
+}
