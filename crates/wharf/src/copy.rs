@@ -1,8 +1,6 @@
 //! `wharf copy SRC DST`: registry to registry, blobs streamed (never whole in memory),
 //! skipped when the destination has them, mounted when both sides are one registry.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use anyhow::Context;
 use clap::Args;
 use futures::{StreamExt, TryStreamExt};
@@ -11,10 +9,8 @@ use wharf_client::{ImageRef, RegistryClient};
 use wharf_oci::{Descriptor, Digest, Manifest, ManifestKind, Reference, RepoName};
 
 use crate::client_args::{block_on, ClientFlags};
-
-/// Layers moved at once: enough to hide per-request latency, few enough not to swamp
-/// either registry or the link between them.
-const PARALLEL_BLOBS: usize = 4;
+use crate::layout::{parse, PARALLEL_BLOBS};
+use crate::progress::{OutputArgs, Progress};
 
 #[derive(Args)]
 pub struct CopyArgs {
@@ -32,9 +28,8 @@ pub struct CopyArgs {
     /// from where the registry got to if a connection drops; smaller ones in one PUT.
     #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(1..))]
     chunk_size: u64,
-    /// No progress lines on stderr; only the digest on stdout.
-    #[arg(long, short)]
-    quiet: bool,
+    #[command(flatten)]
+    output: OutputArgs,
 }
 
 /// One side of the copy.
@@ -43,21 +38,12 @@ struct Side {
     repo: RepoName,
 }
 
-/// What happened to the blobs, reported at the end (and checked by tests).
-#[derive(Default)]
-struct Counts {
-    uploaded: AtomicUsize,
-    mounted: AtomicUsize,
-    present: AtomicUsize,
-}
-
 struct Copier {
     src: Side,
     dst: Side,
     same_registry: bool,
-    quiet: bool,
     chunk_size: u64,
-    counts: Counts,
+    progress: Progress,
 }
 
 pub fn copy(args: CopyArgs, flags: &ClientFlags) -> anyhow::Result<()> {
@@ -74,9 +60,8 @@ pub fn copy(args: CopyArgs, flags: &ClientFlags) -> anyhow::Result<()> {
             client: flags.client(dst.registry())?,
             repo: dst.repository().clone(),
         },
-        quiet: args.quiet,
         chunk_size: args.chunk_size,
-        counts: Counts::default(),
+        progress: Progress::new(args.output),
     };
     let platform = args.platform.as_deref();
     let digest = block_on(copier.run(
@@ -84,18 +69,13 @@ pub fn copy(args: CopyArgs, flags: &ClientFlags) -> anyhow::Result<()> {
         &dst.manifest_reference(),
         platform,
     ))??;
-    if !args.quiet {
-        let c = &copier.counts;
-        eprintln!(
-            "Copied {} to {}: {} blobs uploaded, {} mounted, {} already present",
-            src.familiar(),
-            dst.familiar(),
-            c.uploaded.load(Ordering::Relaxed),
-            c.mounted.load(Ordering::Relaxed),
-            c.present.load(Ordering::Relaxed),
-        );
-    }
-    println!("{digest}");
+    let (uploaded, mounted, present) = copier.progress.tally();
+    copier.progress.summary(&format!(
+        "Copied {} to {}: {uploaded} blobs uploaded, {mounted} mounted, {present} already present",
+        src.familiar(),
+        dst.familiar(),
+    ));
+    copier.progress.print_result(&digest, &dst.to_string());
     Ok(())
 }
 
@@ -174,15 +154,13 @@ impl Copier {
         let (dst, src) = (&self.dst, &self.src);
         let digest = &blob.digest;
         if dst.client.blob_exists(&dst.repo, digest).await? {
-            self.counts.present.fetch_add(1, Ordering::Relaxed);
-            self.progress(digest, "already present");
+            self.progress.skipped(digest);
             return Ok(());
         }
         let session = if self.same_registry {
             match dst.client.mount_blob(&dst.repo, digest, &src.repo).await? {
                 Mount::Mounted => {
-                    self.counts.mounted.fetch_add(1, Ordering::Relaxed);
-                    self.progress(digest, "mounted");
+                    self.progress.mounted(digest);
                     return Ok(());
                 }
                 Mount::Session(url) => url,
@@ -190,32 +168,22 @@ impl Copier {
         } else {
             dst.client.start_upload(&dst.repo).await?
         };
+        let transfer = self.progress.start(digest, blob.size);
         let (stream, _) = src.client.blob_stream(&src.repo, digest).await?;
+        let stream = transfer.track(stream);
         if blob.size > self.chunk_size {
             let chunk = usize::try_from(self.chunk_size).unwrap_or(usize::MAX);
             dst.client
-                .upload_blob_chunked(&dst.repo, session, digest, stream, chunk)
+                .upload_blob_chunked(&dst.repo, session, digest, blob.size, stream, chunk)
                 .await?;
         } else {
             dst.client
                 .upload_blob(&dst.repo, session, digest, blob.size, stream)
                 .await?;
         }
-        self.counts.uploaded.fetch_add(1, Ordering::Relaxed);
-        self.progress(digest, "uploaded");
+        transfer.done("uploaded");
         Ok(())
     }
-
-    fn progress(&self, digest: &Digest, what: &str) {
-        if !self.quiet {
-            eprintln!("{digest}: {what}");
-        }
-    }
-}
-
-fn parse(bytes: &[u8], media_type: &str) -> anyhow::Result<Manifest> {
-    Manifest::parse(bytes, Some(media_type))
-        .context("the source is not an image manifest or index wharf can copy")
 }
 
 /// The index entry for `os/arch[/variant]`.
@@ -225,20 +193,9 @@ fn find_platform<'a>(index: &'a Manifest, wanted: &str) -> anyhow::Result<&'a De
     let (Some(os), Some(arch)) = (os, arch) else {
         anyhow::bail!("--platform {wanted}: expected os/arch[/variant], e.g. linux/arm64");
     };
-    let field = |d: &Descriptor, key: &str| {
-        d.platform
-            .as_ref()
-            .and_then(|p| p.get(key))
-            .and_then(|v| v.as_str())
-            .map(str::to_owned)
-    };
     index
         .manifests
         .iter()
-        .find(|d| {
-            field(d, "os").as_deref() == Some(os)
-                && field(d, "architecture").as_deref() == Some(arch)
-                && variant.is_none_or(|v| field(d, "variant").as_deref() == Some(v))
-        })
+        .find(|d| d.is_for_platform(os, arch, variant))
         .with_context(|| format!("the index has no manifest for platform {wanted}; `wharf inspect` lists its platforms"))
 }

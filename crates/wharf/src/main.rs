@@ -1,12 +1,15 @@
 //! `wharf`: one binary, subcommands wiring the crates together.
 
+mod archive;
 mod client_args;
 mod copy;
 mod htpasswd;
 mod images;
 mod layout;
 mod login;
+mod progress;
 mod serve;
+mod watch;
 
 use std::io::IsTerminal;
 
@@ -48,10 +51,13 @@ enum Command {
     Delete(images::RefArg),
     /// Copy an image or index from one registry (or repository) to another.
     Copy(copy::CopyArgs),
-    /// Pull an image or index into an OCI image layout directory.
+    /// Pull an image or index into an OCI image layout directory or a `docker save` tar.
     Pull(layout::PullArgs),
-    /// Push an image from an OCI image layout directory.
+    /// Push an image from an OCI image layout directory or a `docker save` tar.
     Push(layout::PushArgs),
+    /// Watch running containers and update them when their image changes in its registry
+    /// (watchtower's flags, labels and environment).
+    Watch(Box<watch::WatchArgs>),
 }
 
 /// Logs to stderr: `WHARF_LOG` (or `RUST_LOG`) wins over the config's `log.level`.
@@ -81,6 +87,7 @@ fn main() -> anyhow::Result<()> {
     let flags = &cli.client;
     match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Watch(args) => exit_on_error(watch::run(*args, flags)),
         Command::Htpasswd(cmd) => {
             init_logging(None, false);
             htpasswd::run(cmd)
@@ -102,7 +109,12 @@ fn main() -> anyhow::Result<()> {
 /// one line (cause and fix) without a backtrace, since they are the user's to act on.
 fn client_command(run: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()> {
     init_logging(Some("warn"), false);
-    if let Err(e) = run() {
+    exit_on_error(run())
+}
+
+/// An error the user acts on: one line, cause and fix, no backtrace.
+fn exit_on_error(result: anyhow::Result<()>) -> anyhow::Result<()> {
+    if let Err(e) = result {
         eprintln!("Error: {e:#}");
         std::process::exit(1);
     }

@@ -4,23 +4,14 @@
 //! stored.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
 
 use crate::harness::{
-    build_busybox_image, docker_rmi, output_with_stdin, require, require_docker, run, self_signed,
+    build_busybox_image, docker_rmi, htpasswd, ok, output_with_stdin, require_docker, self_signed,
     unique, Distribution, Served, WHARF,
 };
-
-fn htpasswd(file: &Path, user: &str, password: &str) {
-    require("htpasswd", "apache2-utils");
-    run(Command::new("htpasswd")
-        .args(["-c", "-B", "-b"])
-        .arg(file)
-        .args([user, password])
-        .stderr(Stdio::null()));
-}
 
 /// The wharf CLI with a private docker config and certs.d, and no ambient settings.
 fn wharf(config: &Path, certs: &Path) -> Command {
@@ -32,16 +23,6 @@ fn wharf(config: &Path, certs: &Path) -> Command {
         .env_remove("REPO_USER")
         .env_remove("REPO_PASS");
     cmd
-}
-
-fn ok(out: Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn docker(config: &Path, args: &[&str]) -> String {

@@ -257,6 +257,17 @@ pub fn unique(prefix: &str) -> String {
 /// A tiny image built locally (no pulls possible here): busybox-static as /bin/sh plus a
 /// marker file, so every image has distinct layers. Returns the local image name.
 pub fn build_busybox_image(name: &str, marker: &str) -> String {
+    build_busybox_image_with(name, marker, &[], &["CMD [\"/bin/sh\"]"])
+}
+
+/// A busybox image with extra files (path, content) and `docker import --change` lines
+/// (CMD, ENV, …): test images that differ in behaviour, built without any pull.
+pub fn build_busybox_image_with(
+    name: &str,
+    marker: &str,
+    files: &[(&str, &str)],
+    changes: &[&str],
+) -> String {
     require_docker();
     require("busybox", "busybox-static");
     let dir = tempfile::tempdir().unwrap();
@@ -268,13 +279,78 @@ pub fn build_busybox_image(name: &str, marker: &str) -> String {
         std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
     }
     std::fs::write(rootfs.join("marker"), marker).unwrap();
+    for (path, content) in files {
+        std::fs::write(rootfs.join(path), content).unwrap();
+    }
     let tar = dir.path().join("rootfs.tar");
     tar_dir(&rootfs, &tar);
-    run(Command::new("docker")
-        .args(["import", "--change", "CMD [\"/bin/sh\"]"])
-        .arg(&tar)
-        .arg(name));
+    let mut import = Command::new("docker");
+    import.arg("import");
+    for change in changes {
+        import.args(["--change", change]);
+    }
+    run(import.arg(&tar).arg(name));
     name.to_owned()
+}
+
+/// An htpasswd file with one bcrypt user, written by Apache's own `htpasswd -B`.
+pub fn htpasswd(file: &Path, user: &str, password: &str) {
+    require("htpasswd", "apache2-utils");
+    run(Command::new("htpasswd")
+        .args(["-c", "-B", "-b"])
+        .arg(file)
+        .args([user, password])
+        .stderr(Stdio::null()));
+}
+
+/// A command's stdout, trimmed; it must have succeeded (`what` names it if not).
+pub fn ok(out: std::process::Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// `wharf ARGS` with a private docker config, plain http allowed, and no credentials or
+/// insecure registries from the environment.
+pub fn wharf_insecure(config: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(WHARF)
+        .env("DOCKER_CONFIG", config)
+        .env_remove("REPO_USER")
+        .env_remove("REPO_PASS")
+        .env_remove("WHARF_INSECURE_REGISTRIES")
+        .arg("--insecure")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// As `wharf_insecure`, which must succeed: (stdout, stderr).
+pub fn wharf_insecure_ok(config: &Path, args: &[&str]) -> (String, String) {
+    let out = wharf_insecure(config, args);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "wharf {args:?}: {stderr}");
+    (String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+}
+
+/// Build a busybox image marked `marker` and `docker push` it as `host/repo:v1`; returns
+/// that name (the local copies are removed, so a later pull really pulls).
+pub fn docker_pushed(host: &str, repo: &str, marker: &str) -> String {
+    let local = build_busybox_image(&unique("wharf-pushed:"), marker);
+    let remote = format!("{host}/{repo}:v1");
+    run(Command::new("docker").args(["tag", &local, &remote]));
+    run(Command::new("docker").args(["push", &remote]));
+    docker_rmi(&[&local, &remote]);
+    remote
+}
+
+/// The interop proof: docker runs `image` and finds its marker.
+pub fn docker_runs(image: &str, marker: &str) {
+    let out = run(Command::new("docker").args(["run", "--rm", image, "cat", "/marker"]));
+    assert_eq!(out.trim(), marker);
 }
 
 /// A raw-HTTP client that shows redirects instead of following them.
