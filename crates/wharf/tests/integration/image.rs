@@ -79,7 +79,7 @@ impl Drop for Compose {
 }
 
 /// `docker/build-image` with the test's (debug, dynamically linked) wharf binary.
-fn build_wharf_image(tag: &str) {
+pub(crate) fn build_wharf_image(tag: &str) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docker/build-image");
     run(Command::new(script).args(["--binary", WHARF, "--tag", tag]));
 }

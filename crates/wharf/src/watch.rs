@@ -1,0 +1,395 @@
+//! `wharf watch [NAME…]`: the updater, configured with watchtower's flags and
+//! environment names so a watchtower user switches by changing the binary.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use wharf_client::client::tls;
+use wharf_client::CredentialSource;
+use wharf_watch::api::{self, ReadTotals, RunSession};
+use wharf_watch::check::Registries;
+use wharf_watch::engine::Engine;
+use wharf_watch::labels::{split_names, Selection};
+use wharf_watch::notify::{Notifiers, NotifySettings};
+use wharf_watch::report::{Outcome, SessionReport};
+use wharf_watch::schedule::{parse_duration, Schedule};
+use wharf_watch::session::{Settings, Watcher};
+use wharf_watch::update::Timing;
+
+use crate::client_args::ClientFlags;
+
+fn duration(text: &str) -> Result<Duration, String> {
+    parse_duration(text).map_err(|e| e.to_string())
+}
+
+#[derive(Args, Debug)]
+pub struct WatchArgs {
+    /// Containers to watch, by name; all (or all labelled, with --label-enable) when none.
+    #[arg(value_name = "NAME")]
+    names: Vec<String>,
+    /// Time between checks: seconds, or 30s/5m/1h.
+    #[arg(long, short = 'i', env = "WATCHTOWER_POLL_INTERVAL", default_value = "86400", value_parser = duration)]
+    interval: Duration,
+    /// When to check instead: a 6-field cron expression (seconds first), or @every 1h.
+    #[arg(
+        long,
+        short = 's',
+        env = "WATCHTOWER_SCHEDULE",
+        conflicts_with = "interval"
+    )]
+    schedule: Option<String>,
+    /// Check once, update what is stale, print the report as JSON and exit.
+    #[arg(long, short = 'R', env = "WATCHTOWER_RUN_ONCE")]
+    run_once: bool,
+    /// Remove old images after updating, once no container uses them.
+    #[arg(long, short = 'c', env = "WATCHTOWER_CLEANUP")]
+    cleanup: bool,
+    /// Watch only containers labelled com.centurylinklabs.watchtower.enable=true.
+    #[arg(long, env = "WATCHTOWER_LABEL_ENABLE")]
+    label_enable: bool,
+    /// Report newer images without updating anything.
+    #[arg(long, short = 'm', env = "WATCHTOWER_MONITOR_ONLY")]
+    monitor_only: bool,
+    /// Container names never watched (comma separated).
+    #[arg(
+        long,
+        short = 'x',
+        env = "WATCHTOWER_DISABLE_CONTAINERS",
+        value_delimiter = ','
+    )]
+    disable_containers: Vec<String>,
+    /// Watch only containers whose com.centurylinklabs.watchtower.scope label matches.
+    #[arg(long, env = "WATCHTOWER_SCOPE")]
+    scope: Option<String>,
+    /// Also watch created and exited containers.
+    #[arg(long, env = "WATCHTOWER_INCLUDE_STOPPED")]
+    include_stopped: bool,
+    /// Also watch restarting containers.
+    #[arg(long, env = "WATCHTOWER_INCLUDE_RESTARTING")]
+    include_restarting: bool,
+    /// Replace containers one at a time, each proving healthy before the next.
+    #[arg(long, env = "WATCHTOWER_ROLLING_RESTART")]
+    rolling_restart: bool,
+    /// Run the lifecycle hooks set in container labels.
+    #[arg(long = "enable-lifecycle-hooks", env = "WATCHTOWER_LIFECYCLE_HOOKS")]
+    lifecycle_hooks: bool,
+    /// How long a container may take to stop before it is killed.
+    #[arg(long, env = "WATCHTOWER_TIMEOUT", default_value = "10s", value_parser = duration)]
+    stop_timeout: Duration,
+    /// How long a new container must stay up (and not unhealthy) before the update counts;
+    /// if it exits or turns unhealthy sooner, the old container comes back.
+    #[arg(long, env = "WHARF_ROLLBACK_GRACE", default_value = "30s", value_parser = duration)]
+    rollback_grace: Duration,
+    /// How long a registry may take to answer a request of a check before that image's
+    /// check fails (the other containers' checks go on).
+    #[arg(long, env = "WHARF_REGISTRY_TIMEOUT", default_value = "30s", value_parser = duration)]
+    registry_timeout: Duration,
+    /// The Docker Engine: unix:///var/run/docker.sock or tcp://host:port.
+    #[arg(long, short = 'H', env = "DOCKER_HOST")]
+    host: Option<String>,
+    /// Pin the Engine API version (normally negotiated with the engine).
+    #[arg(long, env = "DOCKER_API_VERSION")]
+    api_version: Option<String>,
+    /// Serve POST /v1/update, which runs a check now (needs --http-api-token).
+    #[arg(long, env = "WATCHTOWER_HTTP_API_UPDATE")]
+    http_api_update: bool,
+    /// Serve Prometheus metrics at GET /v1/metrics (needs --http-api-token).
+    #[arg(long, env = "WATCHTOWER_HTTP_API_METRICS")]
+    http_api_metrics: bool,
+    /// Keep checking on schedule when the update API is on.
+    #[arg(long, env = "WATCHTOWER_HTTP_API_PERIODIC_POLLS")]
+    http_api_periodic_polls: bool,
+    /// The bearer token the HTTP API requires.
+    #[arg(long, env = "WATCHTOWER_HTTP_API_TOKEN", hide_env_values = true)]
+    http_api_token: Option<String>,
+    /// Where to send each session's report: generic+https://host/hook (JSON webhook),
+    /// slack://hooks.slack.com/services/… , smtp://user:pass@host:port/?from=…&to=…;
+    /// repeatable, added to WATCHTOWER_NOTIFICATION_URL and the other WATCHTOWER_NOTIFICATION_* settings.
+    #[arg(long = "notification-url", value_name = "URL")]
+    notification_urls: Vec<String>,
+    /// Where the HTTP API listens.
+    #[arg(long, env = "WHARF_HTTP_API_ADDR", default_value = "0.0.0.0:8080")]
+    http_api_addr: String,
+}
+
+pub fn run(args: WatchArgs, flags: &ClientFlags) -> anyhow::Result<()> {
+    crate::init_logging(None, false);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(watch(args, flags))
+}
+
+/// Until SIGTERM or SIGINT, and then until no session is running: one cut short in the
+/// middle of a swap would leave a service down until the next start.
+async fn watch(args: WatchArgs, flags: &ClientFlags) -> anyhow::Result<()> {
+    let stop = stop_requested()?;
+    let gate = Gate::default();
+    tokio::select! {
+        result = run_watcher(args, flags, gate.clone()) => result,
+        () = stop => {
+            gate.close().await;
+            Ok(())
+        }
+    }
+}
+
+async fn run_watcher(args: WatchArgs, flags: &ClientFlags, gate: Gate) -> anyhow::Result<()> {
+    let schedule = match &args.schedule {
+        Some(pattern) => Schedule::cron(pattern)?,
+        None => Schedule::every(args.interval)?,
+    };
+    let api_on = args.http_api_update || args.http_api_metrics;
+    let token = api_token(&args, api_on)?;
+    let notifiers = Arc::new(notifiers(&args)?);
+    let watcher = Arc::new(connect(&args, flags).await?);
+    let run_session = session_runner(watcher.clone(), notifiers.clone(), gate.clone(), true);
+    if args.run_once {
+        if let Some(report) = run_session(None).await {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        return Ok(());
+    }
+    // Before the API listens, so that its first request does not find recovery running.
+    let recovering = watcher.clone();
+    guarded(gate.clone(), async move { recovering.recover().await }).await;
+    if api_on {
+        let requested = session_runner(watcher.clone(), notifiers, gate, false);
+        serve_api(&args, &token, requested, watcher.clone()).await?;
+    }
+    if args.http_api_update && !args.http_api_periodic_polls {
+        tracing::info!("periodic checks are off: checks run on POST /v1/update");
+        return std::future::pending().await;
+    }
+    tracing::info!(?schedule, "watching");
+    loop {
+        tokio::time::sleep(schedule.next_delay()).await;
+        run_session(None).await;
+    }
+}
+
+fn api_token(args: &WatchArgs, api_on: bool) -> anyhow::Result<String> {
+    Ok(match (&args.http_api_token, api_on) {
+        (Some(t), _) if !t.is_empty() => t.clone(),
+        (_, true) => anyhow::bail!(
+            "the HTTP API needs a token: set --http-api-token or WATCHTOWER_HTTP_API_TOKEN"
+        ),
+        _ => String::new(),
+    })
+}
+
+async fn connect(args: &WatchArgs, flags: &ClientFlags) -> anyhow::Result<Watcher> {
+    let registries = Registries::new(
+        client_options(flags)?,
+        credential_source()?,
+        args.registry_timeout,
+    );
+    let engine = Engine::connect(args.host.as_deref(), args.api_version.as_deref()).await?;
+    Ok(Watcher::new(engine, registries, settings(args)))
+}
+
+/// SIGTERM (`docker stop`) or SIGINT, listened for from this call on and for the life
+/// of the process, so that no signal kills it or goes unheard in between.
+fn stop_requested() -> anyhow::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("signal received; stopping once no update is running");
+    })
+}
+
+/// Open until shutdown. Work holds it shared; closing takes it exclusively, so it waits
+/// for the work under way, and since tokio's lock is fair nothing starts after.
+#[derive(Clone, Default)]
+struct Gate(Arc<tokio::sync::RwLock<bool>>);
+
+impl Gate {
+    async fn enter(&self) -> Option<tokio::sync::RwLockReadGuard<'_, bool>> {
+        let closed = self.0.read().await;
+        (!*closed).then_some(closed)
+    }
+
+    async fn close(&self) {
+        *self.0.write().await = true;
+    }
+}
+
+/// `work` under the gate, in a task of its own: dropping the caller on a signal (or an
+/// HTTP client hanging up) does not cancel it half done. `None` once the gate is closed.
+async fn guarded<T: Send + 'static>(
+    gate: Gate,
+    work: impl Future<Output = T> + Send + 'static,
+) -> Option<T> {
+    let task = tokio::spawn(async move {
+        let _open = gate.enter().await?;
+        Some(work.await)
+    });
+    match task.await {
+        Ok(done) => done,
+        // Cancelled only when the runtime shuts down, which never resumes us.
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+fn settings(args: &WatchArgs) -> Settings {
+    Settings {
+        selection: Selection {
+            names: args
+                .names
+                .iter()
+                .map(|n| n.trim_start_matches('/').to_owned())
+                .collect(),
+            label_enable: args.label_enable,
+            disabled: args
+                .disable_containers
+                .iter()
+                .flat_map(|d| split_names(d))
+                .collect(),
+            scope: args.scope.clone(),
+            include_stopped: args.include_stopped,
+            include_restarting: args.include_restarting,
+        },
+        monitor_only: args.monitor_only,
+        cleanup: args.cleanup,
+        rolling_restart: args.rolling_restart,
+        timing: Timing {
+            stop_timeout: args.stop_timeout,
+            health_grace: args.rollback_grace,
+            hooks: args.lifecycle_hooks,
+        },
+    }
+}
+
+/// The client flags, with watchtower's names for the CA bundle as a fallback.
+fn client_options(flags: &ClientFlags) -> anyhow::Result<wharf_client::ClientOptions> {
+    let mut flags = flags.clone();
+    if flags.registry_ca.is_none() {
+        flags.registry_ca = std::env::var_os("WATCHTOWER_REGISTRY_CA").map(PathBuf::from);
+    }
+    let validate = std::env::var("WATCHTOWER_REGISTRY_CA_VALIDATE")
+        .is_ok_and(|v| matches!(v.trim(), "1" | "true" | "TRUE" | "True"));
+    flags.registry_ca_validate |= validate;
+    if flags.registry_ca_validate {
+        let path = flags.registry_ca.as_deref().context(
+            "--registry-ca-validate needs --registry-ca FILE (or WATCHTOWER_REGISTRY_CA)",
+        )?;
+        tls::validate_ca(path)?;
+    }
+    flags.options()
+}
+
+/// docker's lookup (`DOCKER_CONFIG`, else `~/.docker`), except that in a container where
+/// that holds no config.json but `/config.json` exists, that file is used: watchtower's
+/// default, which its users mount (`-v ~/.docker/config.json:/config.json`).
+fn credential_source() -> anyhow::Result<CredentialSource> {
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let root = PathBuf::from("/");
+    match CredentialSource::from_env(env.clone()) {
+        Ok(source) if env.contains_key("DOCKER_CONFIG") || source.config_path().exists() => {
+            Ok(source)
+        }
+        Ok(source) if !root.join("config.json").exists() => Ok(source),
+        _ => Ok(CredentialSource::new(env, root)),
+    }
+}
+
+/// watchtower's WATCHTOWER_NOTIFICATION* environment, plus `--notification-url`s.
+fn notifiers(args: &WatchArgs) -> anyhow::Result<Notifiers> {
+    let mut settings = NotifySettings::from_env(&std::env::vars().collect())?;
+    for url in &args.notification_urls {
+        settings.add_url(url)?;
+    }
+    let notifiers = Notifiers::new(&settings)?;
+    if !notifiers.is_empty() {
+        let targets: Vec<String> = settings.targets.iter().map(|t| t.describe()).collect();
+        tracing::info!(targets = %targets.join(", "), "notifications on");
+    }
+    Ok(notifiers)
+}
+
+/// A session, then its report logged and sent to the notifiers. A failed notification
+/// is logged; it never holds up the watcher. While another session runs, this one waits
+/// for it if `queue`, else it does not run. `None` when it did not run.
+fn session_runner(
+    watcher: Arc<Watcher>,
+    notifiers: Arc<Notifiers>,
+    gate: Gate,
+    queue: bool,
+) -> RunSession {
+    Arc::new(move |images: Option<Vec<String>>| {
+        let watcher = watcher.clone();
+        let notifiers = notifiers.clone();
+        let work = async move {
+            let report = if queue {
+                watcher.session(images.as_deref()).await
+            } else {
+                watcher.try_session(images.as_deref()).await?
+            };
+            log_report(&report);
+            for error in notifiers.send(&report).await {
+                tracing::warn!("{error}");
+            }
+            Some(report)
+        };
+        let gate = gate.clone();
+        Box::pin(async move { guarded(gate, work).await.flatten() })
+    })
+}
+
+fn log_report(report: &SessionReport) {
+    for c in &report.containers {
+        let detail = c.detail.as_deref().unwrap_or("");
+        match c.outcome {
+            Outcome::Failed | Outcome::RolledBack => {
+                tracing::warn!(container = %c.name, image = %c.image, outcome = ?c.outcome, "{detail}")
+            }
+            Outcome::Updated | Outcome::Stale => tracing::info!(
+                container = %c.name,
+                image = %c.image,
+                old = c.old_digest.as_deref().unwrap_or("?"),
+                new = c.new_digest.as_deref().unwrap_or("?"),
+                outcome = ?c.outcome,
+                "{detail}"
+            ),
+            Outcome::Fresh | Outcome::Skipped => {
+                tracing::debug!(container = %c.name, outcome = ?c.outcome, "{detail}")
+            }
+        }
+    }
+    tracing::info!(
+        scanned = report.scanned(),
+        updated = report.count(Outcome::Updated),
+        failed = report.failed(),
+        "session done"
+    );
+}
+
+async fn serve_api(
+    args: &WatchArgs,
+    token: &str,
+    run: RunSession,
+    watcher: Arc<Watcher>,
+) -> anyhow::Result<()> {
+    let totals: ReadTotals = Arc::new(move || watcher.totals());
+    let router = api::router(token, run, totals);
+    let listener = tokio::net::TcpListener::bind(&args.http_api_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} for the HTTP API", args.http_api_addr))?;
+    tracing::info!(addr = %args.http_api_addr, "HTTP API listening");
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!(error = %e, "the HTTP API stopped");
+        }
+    });
+    Ok(())
+}
