@@ -33,6 +33,7 @@ import sys
 import tarfile
 import time
 
+from auth import free_port, log  # noqa: E402  shared with the authenticated bench
 from bench import sync_and_prime  # the main bench's fix for this VM's cold page cache
 
 MB = 1e6
@@ -46,16 +47,6 @@ TARGET = 1.5  # wharf copy at least this many times skopeo's throughput
 
 class Failure(Exception):
     pass
-
-
-def log(msg):
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Hashing:

@@ -390,31 +390,13 @@ mod tests {
     #[tokio::test]
     async fn a_failed_chunk_resumes_where_the_registry_got_to() {
         let data: Vec<u8> = (0..2500u32).map(|i| (i % 251) as u8).collect();
-        let (port, seen) = flaky_registry(data.clone(), |len| len / 2);
-        let options = ClientOptions {
-            insecure: true,
-            ..ClientOptions::default()
-        };
-        let registry = Registry::from_server_address(&format!("127.0.0.1:{port}")).unwrap();
-        let client = RegistryClient::with_credential(registry, &options, None).unwrap();
-        let digest = Digest::sha256_of(&data);
         // Source chunks that straddle the upload's chunk boundaries.
         let parts: Vec<Result<Bytes, ClientError>> = data
             .chunks(700)
             .map(|c| Ok(Bytes::copy_from_slice(c)))
             .collect();
-        let session = Url::parse(&format!("http://127.0.0.1:{port}/upload")).unwrap();
-        client
-            .upload_blob_chunked(
-                &"team/app".parse().unwrap(),
-                session,
-                &digest,
-                data.len() as u64,
-                Box::pin(futures::stream::iter(parts)),
-                1000,
-            )
-            .await
-            .unwrap();
+        let (result, seen) = upload_to_flaky(&data, data.len() as u64, parts, |len| len / 2).await;
+        result.unwrap();
         let seen = seen.lock().unwrap();
         assert_eq!(seen.patches, 4, "three chunks and one resume");
         assert!(
@@ -423,13 +405,15 @@ mod tests {
         );
     }
 
-    /// Upload `parts` (claimed to be `size` bytes) to a flaky registry in 1000-byte chunks.
-    async fn upload_parts(
+    /// Upload `parts` (claimed to be `size` bytes) in 1000-byte chunks to a flaky registry
+    /// that keeps `kept(len)` bytes of the first PATCH.
+    async fn upload_to_flaky(
         data: &[u8],
         size: u64,
         parts: Vec<Result<Bytes, ClientError>>,
+        kept: fn(usize) -> usize,
     ) -> (Result<(), ClientError>, Arc<Mutex<Seen>>) {
-        let (port, seen) = flaky_registry(data.to_vec(), |len| len / 2);
+        let (port, seen) = flaky_registry(data.to_vec(), kept);
         let options = ClientOptions {
             insecure: true,
             ..ClientOptions::default()
@@ -454,26 +438,9 @@ mod tests {
     async fn a_first_chunk_that_left_nothing_is_sent_again_from_byte_0() {
         // The registry then answers `Range: 0-0`, as for one byte held.
         let data: Vec<u8> = (0..2500u32).map(|i| (i % 241) as u8).collect();
-        let (port, seen) = flaky_registry(data.clone(), |_| 0);
-        let options = ClientOptions {
-            insecure: true,
-            ..ClientOptions::default()
-        };
-        let registry = Registry::from_server_address(&format!("127.0.0.1:{port}")).unwrap();
-        let client = RegistryClient::with_credential(registry, &options, None).unwrap();
-        let session = Url::parse(&format!("http://127.0.0.1:{port}/upload")).unwrap();
         let parts = vec![Ok(Bytes::from(data.clone()))];
-        client
-            .upload_blob_chunked(
-                &"team/app".parse().unwrap(),
-                session,
-                &Digest::sha256_of(&data),
-                data.len() as u64,
-                Box::pin(futures::stream::iter(parts)),
-                1000,
-            )
-            .await
-            .unwrap();
+        let (result, seen) = upload_to_flaky(&data, data.len() as u64, parts, |_| 0).await;
+        result.unwrap();
         let seen = seen.lock().unwrap();
         assert_eq!(seen.patches, 4, "three chunks and one resend");
         assert!(
@@ -495,7 +462,7 @@ mod tests {
             what: "blob".into(),
             detail: "its content hashes to something else".into(),
         }));
-        let (result, seen) = upload_parts(&data, data.len() as u64, parts).await;
+        let (result, seen) = upload_to_flaky(&data, data.len() as u64, parts, |len| len / 2).await;
         let err = result.unwrap_err().to_string();
         assert!(err.contains("hashes to something else"), "{err}");
         assert!(!seen.lock().unwrap().closed, "the session was closed");
@@ -509,11 +476,13 @@ mod tests {
                 .map(|c| Ok(Bytes::copy_from_slice(c)))
                 .collect()
         };
-        let (longer, seen) = upload_parts(&data[..2000], 2000, parts(&data)).await;
+        let (longer, seen) =
+            upload_to_flaky(&data[..2000], 2000, parts(&data), |len| len / 2).await;
         let err = longer.unwrap_err().to_string();
         assert!(err.contains("longer than the 2000 bytes"), "{err}");
         assert!(!seen.lock().unwrap().closed);
-        let (shorter, seen) = upload_parts(&data, 2500, parts(&data[..2200])).await;
+        let (shorter, seen) =
+            upload_to_flaky(&data, 2500, parts(&data[..2200]), |len| len / 2).await;
         let err = shorter.unwrap_err().to_string();
         assert!(err.contains("ended before"), "{err}");
         assert!(!seen.lock().unwrap().closed);
