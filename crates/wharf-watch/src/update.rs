@@ -204,7 +204,10 @@ pub async fn stop(
         .config
         .as_ref()
         .and_then(|c| c.stop_timeout)
-        .map(|s| Duration::from_secs(s.max(0) as u64))
+        // A negative StopTimeout asks newer engines to wait for ever; the watcher's own
+        // timeout bounds that instead of turning it into an immediate kill.
+        .and_then(|s| u64::try_from(s).ok())
+        .map(Duration::from_secs)
         .unwrap_or(default_timeout);
     let labels = labels_of(container);
     let result = engine.stop(id, labels.stop_signal(), Some(timeout)).await;
@@ -376,7 +379,8 @@ pub async fn confirm(
 
 /// Running and not unhealthy for `grace` (or healthy sooner).
 async fn settle(engine: &Engine, id: &str, grace: Duration) -> Result<(), String> {
-    let deadline = Instant::now() + grace;
+    // A grace too large to add is as good as for ever: no deadline is ever reached.
+    let deadline = Instant::now().checked_add(grace);
     loop {
         let c = engine
             .inspect_container(id)
@@ -400,7 +404,7 @@ async fn settle(engine: &Engine, id: &str, grace: Duration) -> Result<(), String
             Some(HealthStatusEnum::HEALTHY) => return Ok(()),
             _ => {}
         }
-        if Instant::now() >= deadline {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
             return Ok(());
         }
         tokio::time::sleep(POLL).await;
