@@ -19,7 +19,7 @@ use base64::Engine;
 use self::htpasswd::Htpasswd;
 use self::policy::{AccessPolicy, Actions};
 use self::ratelimit::FailureLimiter;
-use self::token::{Claims, Issuer, Verifier};
+use self::token::{Claims, Issuer, SigningKey, Verifier};
 use crate::config::{AuthConfig, Config};
 
 /// How requests authenticate.
@@ -30,7 +30,11 @@ enum Mode {
     /// `auth.htpasswd`: Basic auth.
     Basic { realm: String, users: Htpasswd },
     /// `auth.htpasswd` with `token`: wharf issues tokens at `/auth/token` and also accepts Basic.
-    Tokens { users: Htpasswd, issuer: Issuer },
+    /// The issuer is boxed: a JWT header (with its certificate) is large.
+    Tokens {
+        users: Htpasswd,
+        issuer: Box<Issuer>,
+    },
     /// `auth.token`: tokens from an external server.
     External {
         realm: String,
@@ -97,12 +101,18 @@ impl Auth {
                 ..
             }) => Mode::Tokens {
                 users: Htpasswd::load(path)?,
-                issuer: Issuer::new(
-                    config.http.secret.as_deref(),
+                issuer: Box::new(Issuer::new(
+                    match &t.signing {
+                        Some(c) => SigningKey::Certified {
+                            key: &c.key,
+                            certificate: &c.certificate,
+                        },
+                        None => SigningKey::Secret(config.http.secret.as_deref()),
+                    },
                     t.issuer.clone(),
                     t.service.clone(),
                     t.expiration,
-                ),
+                )?),
             },
             Some(AuthConfig::Token {
                 realm,

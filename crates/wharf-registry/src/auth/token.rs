@@ -1,6 +1,6 @@
-//! Docker registry tokens (JWTs): the built-in issuer, which signs with an HMAC key, and
-//! the verifier for tokens from an external token server, which trusts the public keys of
-//! the certificates in `auth.token.rootcertbundle`.
+//! Docker registry tokens (JWTs): the built-in issuer, which signs with an HMAC key or
+//! with a certificate's private key, and the verifier for tokens from an external token
+//! server, which trusts the public keys of the certificates in `auth.token.rootcertbundle`.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -86,9 +86,24 @@ fn hex_encode(b: &[u8]) -> String {
 
 const REFRESH_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
 
-/// Issues and checks wharf's own tokens (HS256). With `http.secret` set, every replica
-/// sharing it accepts the others' tokens; without it a random key lives as long as the process.
+/// What the built-in issuer signs with.
+pub enum SigningKey<'a> {
+    /// HMAC (HS256) with `http.secret`, so every replica sharing it accepts the others'
+    /// tokens; without one, a random key that lives as long as the process.
+    Secret(Option<&'a str>),
+    /// The private key of `certificate` (RSA, ECDSA P-256 or Ed25519), with the
+    /// certificate in each token's `x5c` header: any registry whose
+    /// `auth.token.rootcertbundle` holds it (Distribution, another wharf) accepts the
+    /// tokens, as from docker_auth.
+    Certified {
+        key: &'a Path,
+        certificate: &'a Path,
+    },
+}
+
+/// Issues and checks wharf's own tokens.
 pub struct Issuer {
+    header: Header,
     encoding: EncodingKey,
     decoding: DecodingKey,
     pub issuer: String,
@@ -98,26 +113,37 @@ pub struct Issuer {
 
 impl Issuer {
     pub fn new(
-        secret: Option<&str>,
+        signing: SigningKey<'_>,
         issuer: String,
         service: String,
         expiration: Duration,
-    ) -> Issuer {
-        let key: Vec<u8> = match secret {
-            Some(s) => s.as_bytes().to_vec(),
-            None => {
-                let mut k = vec![0u8; 32];
-                getrandom::fill(&mut k).expect("randomness");
-                k
+    ) -> Result<Issuer, String> {
+        let (header, encoding, decoding) = match signing {
+            SigningKey::Secret(secret) => {
+                let key = match secret {
+                    Some(s) => s.as_bytes().to_vec(),
+                    None => {
+                        let mut k = vec![0u8; 32];
+                        getrandom::fill(&mut k).expect("randomness");
+                        k
+                    }
+                };
+                (
+                    Header::new(Algorithm::HS256),
+                    EncodingKey::from_secret(&key),
+                    DecodingKey::from_secret(&key),
+                )
             }
+            SigningKey::Certified { key, certificate } => certified(key, certificate)?,
         };
-        Issuer {
-            encoding: EncodingKey::from_secret(&key),
-            decoding: DecodingKey::from_secret(&key),
+        Ok(Issuer {
+            header,
+            encoding,
+            decoding,
             issuer,
             service,
             expiration,
-        }
+        })
     }
 
     fn sign(&self, sub: &str, access: Vec<Grant>, lifetime: Duration, typ: Option<&str>) -> String {
@@ -133,8 +159,8 @@ impl Issuer {
             access,
             typ: typ.map(str::to_owned),
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
-            .expect("HS256 signing cannot fail")
+        jsonwebtoken::encode(&self.header, &claims, &self.encoding)
+            .expect("a key checked at start signs")
     }
 
     pub fn access_token(&self, sub: &str, access: Vec<Grant>) -> String {
@@ -146,7 +172,7 @@ impl Issuer {
     }
 
     fn validation(&self) -> Validation {
-        let mut v = Validation::new(Algorithm::HS256);
+        let mut v = Validation::new(self.header.alg);
         v.set_issuer(&[&self.issuer]);
         v.set_audience(&[&self.service]);
         v.leeway = 5;
@@ -174,6 +200,75 @@ impl Issuer {
             _ => Err(TokenError::Invalid("not a refresh token".into())),
         }
     }
+}
+
+/// The header (algorithm and `x5c`), signing key and checking key for a private key and
+/// its certificate, both PEM files.
+fn certified(key: &Path, certificate: &Path) -> Result<(Header, EncodingKey, DecodingKey), String> {
+    let what = |p: &Path| format!("auth.htpasswd.token: {}", p.display());
+    let pem = std::fs::read(certificate)
+        .map_err(|e| format!("cannot read {}: {e}", what(certificate)))?;
+    let block = x509_parser::pem::Pem::iter_from_buffer(&pem)
+        .filter_map(Result::ok)
+        .find(|b| b.label == "CERTIFICATE")
+        .ok_or_else(|| format!("{}: no PEM certificate in it", what(certificate)))?;
+    let cert = block
+        .parse_x509()
+        .map_err(|e| format!("{}: bad certificate: {e}", what(certificate)))?;
+    let (kind, decoding) = public_key(&cert)
+        .ok_or_else(|| {
+            format!(
+                "{}: the key is not RSA, ECDSA or Ed25519",
+                what(certificate)
+            )
+        })?
+        .map_err(|e| format!("{}: unusable public key: {e}", what(certificate)))?;
+    let private = std::fs::read(key).map_err(|e| format!("cannot read {}: {e}", what(key)))?;
+    let (alg, encoding) = match kind {
+        KeyKind::Rsa => (Algorithm::RS256, EncodingKey::from_rsa_pem(&private)),
+        KeyKind::Ec => (Algorithm::ES256, EncodingKey::from_ec_pem(&private)),
+        KeyKind::Ed => (Algorithm::EdDSA, EncodingKey::from_ed_pem(&private)),
+    };
+    let encoding = encoding.map_err(|e| {
+        format!("{}: not a PEM private key for the certificate's key type ({e}); ECDSA and Ed25519 keys must be PKCS#8 (`openssl pkcs8 -topk8 -nocrypt`)", what(key))
+    })?;
+    // A key of the right type but another certificate's would sign tokens nobody accepts.
+    let probe = jsonwebtoken::encode(&Header::new(alg), &serde_json::json!({}), &encoding)
+        .map_err(|e| format!("{}: cannot sign with it: {e}", what(key)))?;
+    let mut check = Validation::new(alg);
+    check.required_spec_claims.clear();
+    check.validate_exp = false;
+    jsonwebtoken::decode::<serde_json::Value>(&probe, &decoding, &check).map_err(|_| {
+        format!(
+            "{}: not the private key of {}",
+            what(key),
+            certificate.display()
+        )
+    })?;
+    let mut header = Header::new(alg);
+    // DER in standard base64, as RFC 7515 and Distribution's verifier read it.
+    header.x5c = Some(vec![
+        base64::engine::general_purpose::STANDARD.encode(&block.contents)
+    ]);
+    Ok((header, encoding, decoding))
+}
+
+/// A certificate's public key as a JWT checking key; `None` for a key type tokens do not use.
+fn public_key(
+    cert: &x509_parser::certificate::X509Certificate<'_>,
+) -> Option<Result<(KeyKind, DecodingKey), jsonwebtoken::errors::Error>> {
+    let spki = cert.public_key();
+    let spki_pem = format!(
+        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
+        base64::engine::general_purpose::STANDARD.encode(spki.raw)
+    );
+    let pem = spki_pem.as_bytes();
+    Some(match spki.algorithm.algorithm.to_id_string().as_str() {
+        "1.2.840.113549.1.1.1" => DecodingKey::from_rsa_pem(pem).map(|k| (KeyKind::Rsa, k)),
+        "1.2.840.10045.2.1" => DecodingKey::from_ec_pem(pem).map(|k| (KeyKind::Ec, k)),
+        "1.3.101.112" => DecodingKey::from_ed_pem(pem).map(|k| (KeyKind::Ed, k)),
+        _ => return None,
+    })
 }
 
 /// Checks tokens from an external token server (Harbor, docker_auth, ...).
@@ -207,26 +302,10 @@ impl Verifier {
             let cert = block
                 .parse_x509()
                 .map_err(|e| format!("{}: bad certificate: {e}", path.display()))?;
-            let spki = cert.public_key();
-            let spki_pem = format!(
-                "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----\n",
-                base64::engine::general_purpose::STANDARD.encode(spki.raw)
-            );
-            let oid = spki.algorithm.algorithm.to_id_string();
-            let key = match oid.as_str() {
-                "1.2.840.113549.1.1.1" => {
-                    DecodingKey::from_rsa_pem(spki_pem.as_bytes()).map(|k| (KeyKind::Rsa, k))
-                }
-                "1.2.840.10045.2.1" => {
-                    DecodingKey::from_ec_pem(spki_pem.as_bytes()).map(|k| (KeyKind::Ec, k))
-                }
-                "1.3.101.112" => {
-                    DecodingKey::from_ed_pem(spki_pem.as_bytes()).map(|k| (KeyKind::Ed, k))
-                }
-                other => {
-                    tracing::warn!(bundle = %path.display(), oid = other, "certificate key type not supported; skipped");
-                    continue;
-                }
+            let Some(key) = public_key(&cert) else {
+                let oid = cert.public_key().algorithm.algorithm.to_id_string();
+                tracing::warn!(bundle = %path.display(), %oid, "certificate key type not supported; skipped");
+                continue;
             };
             keys.push(key.map_err(|e| format!("{}: unusable public key: {e}", path.display()))?);
         }
@@ -282,11 +361,12 @@ mod tests {
 
     fn issuer() -> Issuer {
         Issuer::new(
-            Some("s3cret"),
+            SigningKey::Secret(Some("s3cret")),
             "wharf".into(),
             "registry".into(),
             Duration::from_secs(60),
         )
+        .unwrap()
     }
 
     #[test]
@@ -319,11 +399,12 @@ mod tests {
         );
 
         let other = Issuer::new(
-            Some("other"),
+            SigningKey::Secret(Some("other")),
             "wharf".into(),
             "registry".into(),
             Duration::from_secs(60),
-        );
+        )
+        .unwrap();
         assert!(i
             .verify_access(&other.access_token("alice", vec![]))
             .is_err());

@@ -9,7 +9,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_norway::{Mapping, Value};
 
-use super::{AuthConfig, BuiltinTokens, Config, HttpConfig, LogConfig, TlsConfig, UploadPurging};
+use super::{
+    AuthConfig, BuiltinTokens, CertifiedKey, Config, HttpConfig, LogConfig, TlsConfig,
+    UploadPurging,
+};
 use crate::auth::policy::AccessPolicy;
 
 #[derive(Debug, thiserror::Error)]
@@ -344,6 +347,10 @@ struct BuiltinToken {
     issuer: Option<String>,
     #[serde(default, deserialize_with = "lenient::duration")]
     expiration: Option<Duration>,
+    /// Sign with this certificate's key (`key`) instead of an HMAC secret, so other
+    /// registries can trust the tokens.
+    certificate: Option<PathBuf>,
+    key: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -354,6 +361,33 @@ struct Token {
     rootcertbundle: Option<PathBuf>,
     #[serde(default, deserialize_with = "lenient::bool")]
     autoredirect: Option<bool>,
+}
+
+fn builtin_tokens(t: BuiltinToken, origin: &str) -> Result<BuiltinTokens, ConfigError> {
+    let signing = match (t.certificate, t.key) {
+        (Some(certificate), Some(key)) => Some(CertifiedKey { certificate, key }),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(missing(
+                origin,
+                "auth.htpasswd.token.key",
+                "the private key of auth.htpasswd.token.certificate",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(missing(
+                origin,
+                "auth.htpasswd.token.certificate",
+                "the certificate of auth.htpasswd.token.key",
+            ))
+        }
+    };
+    Ok(BuiltinTokens {
+        service: t.service.unwrap_or_else(|| "wharf".into()),
+        issuer: t.issuer.unwrap_or_else(|| "wharf".into()),
+        expiration: t.expiration.unwrap_or(Duration::from_secs(300)),
+        signing,
+    })
 }
 
 fn missing(origin: &str, key: &str, hint: &str) -> ConfigError {
@@ -469,11 +503,7 @@ impl File {
                 path: h
                     .path
                     .ok_or_else(|| missing(origin, "auth.htpasswd.path", "the htpasswd file"))?,
-                tokens: h.token.map(|t| BuiltinTokens {
-                    service: t.service.unwrap_or_else(|| "wharf".into()),
-                    issuer: t.issuer.unwrap_or_else(|| "wharf".into()),
-                    expiration: t.expiration.unwrap_or(Duration::from_secs(300)),
-                }),
+                tokens: h.token.map(|t| builtin_tokens(t, origin)).transpose()?,
             }),
             Some(Auth { token: Some(t), .. }) => Some({
                 if t.autoredirect == Some(true) {

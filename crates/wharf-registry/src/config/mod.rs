@@ -111,6 +111,15 @@ pub struct BuiltinTokens {
     pub service: String,
     pub issuer: String,
     pub expiration: Duration,
+    /// `certificate` and `key`: sign with them instead of an HMAC secret.
+    pub signing: Option<CertifiedKey>,
+}
+
+/// A certificate and its private key, both PEM files.
+#[derive(Debug, Clone)]
+pub struct CertifiedKey {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
 }
 
 impl Config {

@@ -356,3 +356,166 @@ fn copy_from_token_auth_wharf_to_tls_htpasswd_wharf() {
         "the password reached stderr: {stderr}"
     );
 }
+
+/// An ECDSA P-256 certificate and PKCS#8 key for signing tokens.
+fn token_signer(dir: &Path) -> (PathBuf, PathBuf) {
+    require("openssl", "openssl");
+    let (cert, key) = (dir.join("signer.crt"), dir.join("signer.key"));
+    run(Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+        .args(["-subj", "/CN=wharf token signer", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(Stdio::null()));
+    (cert, key)
+}
+
+/// Distribution 2.8.2 over TLS, trusting the tokens `realm` signs with `signer`.
+fn distribution_with_tokens(
+    dir: &Path,
+    tls: &Secured,
+    realm: &str,
+    signer: &Path,
+) -> (Proc, String) {
+    require("docker-registry", "docker-registry");
+    let port = free_port();
+    let config = dir.join("distribution-tokens.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n  tls:\n    certificate: {}\n    key: {}\nauth:\n  token:\n    realm: {realm}\n    service: shared-registry\n    issuer: wharf-tokens\n    rootcertbundle: {}\n",
+            dir.join("distribution-token-data").display(),
+            tls.cert.display(),
+            tls.key.display(),
+            signer.display()
+        ),
+    )
+    .unwrap();
+    let mut proc = Proc(
+        Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start docker-registry"),
+    );
+    wait_for_port(port, &mut proc.0, "docker-registry");
+    (proc, format!("127.0.0.1:{port}"))
+}
+
+#[test]
+fn distribution_accepts_tokens_from_wharfs_token_server_for_docker_skopeo_and_wharf() {
+    require_docker();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let tls = secured(root, "token-tls", "dana", "dana's pass");
+    let (signer, signer_key) = token_signer(root);
+    // wharf as the token server only: ES256 tokens carrying the signer in `x5c`.
+    let yaml = format!(
+        "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: @DIR@/data\nhttp:\n  addr: 127.0.0.1:@PORT@\n  tls:\n    certificate: {}\n    key: {}\nauth:\n  htpasswd:\n    realm: Registry Realm\n    path: {}\n    token:\n      service: shared-registry\n      issuer: wharf-tokens\n      expiration: 300s\n      certificate: {}\n      key: {}\n",
+        tls.cert.display(),
+        tls.key.display(),
+        tls.users.display(),
+        signer.display(),
+        signer_key.display()
+    );
+    let tokens_dir = root.join("tokens");
+    std::fs::create_dir_all(&tokens_dir).unwrap();
+    let tokens = Served::start(&tokens_dir, &yaml, &[]);
+    let realm = format!("https://{}/auth/token", tokens.host());
+    let (_dist, dist) = distribution_with_tokens(root, &tls, &realm, &signer);
+    let config = Config::new(root);
+    let ca = bundle(root, &[&tls.cert]);
+
+    // docker logs in to Distribution through wharf's tokens and pushes.
+    ok(
+        output_with_stdin(
+            Command::new("docker")
+                .env("DOCKER_CONFIG", &config.dir)
+                .args(["login", &dist, "-u", "dana", "--password-stdin"]),
+            "dana's pass",
+        ),
+        "docker login to Distribution with wharf's tokens",
+    );
+    let marker = unique("signed by wharf ");
+    let image = format!("{dist}/team/signed:v1");
+    let pushed = push_marker_image(&config, &image, &marker);
+
+    // wharf's client and skopeo take the same token flow.
+    let wharf = |args: &[&str]| {
+        ok(
+            config.wharf(&ca).args(args).output().unwrap(),
+            &format!("wharf {args:?}"),
+        )
+    };
+    assert_eq!(wharf(&["digest", &image]), pushed);
+    assert_eq!(wharf(&["tags", &format!("{dist}/team/signed")]), "v1");
+    assert_eq!(skopeo_digest(&image, &tls.cert, "dana:dana's pass"), pushed);
+    let copy = format!("{dist}/team/copied:v1");
+    assert_eq!(wharf(&["copy", "--quiet", &image, &copy]), pushed);
+    docker_runs(&config, &copy, &marker);
+
+    // A wrong password is refused by the token server, and named.
+    let denied = config
+        .wharf(&ca)
+        .env("REPO_USER", "dana")
+        .env("REPO_PASS", "not dana's pass")
+        .args(["digest", &image])
+        .output()
+        .unwrap();
+    assert!(!denied.status.success());
+    let stderr = String::from_utf8_lossy(&denied.stderr);
+    assert!(
+        stderr.contains(&tokens.host()) || stderr.contains(&dist),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("not dana's pass"), "{stderr}");
+}
+
+#[test]
+fn a_token_signer_whose_key_is_missing_or_not_its_certificates_stops_the_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    let (mine, _) = token_signer(&a);
+    let (_, other_key) = token_signer(&b);
+    let users = tmp.path().join("users");
+    htpasswd(&users, "erin", "erin-pass");
+    let token = |lines: &str| {
+        format!(
+            "version: 0.1\nauth:\n  htpasswd:\n    realm: r\n    path: {}\n    token:\n      service: s\n{lines}",
+            users.display()
+        )
+    };
+    let cases = [
+        (
+            token(&format!(
+                "      certificate: {}\n      key: {}\n",
+                mine.display(),
+                other_key.display()
+            )),
+            "not the private key of",
+        ),
+        (
+            token(&format!("      certificate: {}\n", mine.display())),
+            "auth.htpasswd.token.key",
+        ),
+    ];
+    for (yaml, expected) in cases {
+        let config = tmp.path().join("bad.yml");
+        std::fs::write(&config, &yaml).unwrap();
+        let out = Command::new(WHARF)
+            .arg("serve")
+            .arg(&config)
+            .args(["--addr", "127.0.0.1:0"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{yaml}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{expected} not named in: {err}");
+    }
+}
