@@ -4,7 +4,7 @@
 use anyhow::Context;
 use clap::Args;
 use futures::{StreamExt, TryStreamExt};
-use wharf_client::client::Mount;
+use wharf_client::client::{ClientError, Mount};
 use wharf_client::{ImageRef, RegistryClient};
 use wharf_oci::{Descriptor, Digest, Manifest, ManifestKind, Reference, RepoName};
 
@@ -169,21 +169,38 @@ impl Copier {
             dst.client.start_upload(&dst.repo).await?
         };
         let transfer = self.progress.start(digest, blob.size);
-        let (stream, _) = src.client.blob_stream(&src.repo, digest).await?;
+        // The destination verifies the digest as it writes; the bytes are not hashed
+        // here as well.
+        let (stream, _) = src.client.blob_stream_unverified(&src.repo, digest).await?;
         let stream = transfer.track(stream);
-        if blob.size > self.chunk_size {
+        let uploaded = if blob.size > self.chunk_size {
             let chunk = usize::try_from(self.chunk_size).unwrap_or(usize::MAX);
             dst.client
                 .upload_blob_chunked(&dst.repo, session, digest, blob.size, stream, chunk)
-                .await?;
+                .await
         } else {
             dst.client
                 .upload_blob(&dst.repo, session, digest, blob.size, stream)
-                .await?;
-        }
+                .await
+        };
+        uploaded.map_err(|e| blame_the_source(e, src, digest))?;
         transfer.done("uploaded");
         Ok(())
     }
+}
+
+/// The destination refusing the bytes as not matching their digest means the source
+/// served them so: say so, rather than leave the user suspecting the destination.
+fn blame_the_source(e: ClientError, src: &Side, digest: &Digest) -> anyhow::Error {
+    let digest_refused = matches!(&e, ClientError::Status { status: 400, detail, .. } if detail.contains("DIGEST_INVALID"));
+    if !digest_refused {
+        return e.into();
+    }
+    anyhow::Error::new(e).context(format!(
+        "{} served bytes for {}@{digest} that do not hash to that digest, so the destination refused them; the source's storage may be corrupt",
+        src.client.registry(),
+        src.repo
+    ))
 }
 
 /// The index entry for `os/arch[/variant]`.

@@ -330,3 +330,47 @@ fn a_terminal_gets_progress_bars_and_a_log_gets_lines() {
     let uploaded = report.lines().filter(|l| l.ends_with(": uploaded")).count();
     assert_eq!(uploaded, 2, "{report}");
 }
+
+#[test]
+fn a_source_serving_corrupt_bytes_is_named_and_nothing_is_tagged() {
+    let a = Wharf::start();
+    let b = Wharf::start();
+    let config = tempfile::tempdir().unwrap();
+    let src = docker_pushed(&a.host(), "team/app", &unique("rotting on disk "));
+    let stored = |digest: &str| {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        a.root
+            .join("docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    };
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(stored(&digest(&config, &src))).unwrap()).unwrap();
+    let layer = stored(manifest["layers"][0]["digest"].as_str().unwrap());
+    let mut bytes = std::fs::read(&layer).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&layer, bytes).unwrap();
+
+    // One PUT, and PATCH chunks: either way the destination's check refuses the bytes.
+    for (repo, chunks) in [("whole", "67108864"), ("chunked", "65536")] {
+        let dst = format!("{}/{repo}/app:v1", b.host());
+        let out = wharf_insecure(config.path(), &["copy", "--chunk-size", chunks, &src, &dst]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{repo}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{} served bytes for team/app@", a.host()))
+                && stderr.contains("storage may be corrupt"),
+            "{repo}: {stderr}"
+        );
+        let tags = wharf_insecure(
+            config.path(),
+            &["tags", &format!("{}/{repo}/app", b.host())],
+        );
+        assert!(
+            String::from_utf8_lossy(&tags.stdout).trim().is_empty(),
+            "{repo} got a tag"
+        );
+    }
+}
