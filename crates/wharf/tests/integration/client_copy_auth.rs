@@ -49,17 +49,26 @@ fn wharf_tls(dir: &Path, s: &Secured, token: bool) -> Served {
 
 /// Distribution 2.8.2 over TLS with htpasswd users.
 fn distribution_tls(dir: &Path, s: &Secured) -> (Proc, String) {
+    let auth = format!(
+        "auth:\n  htpasswd:\n    realm: Registry Realm\n    path: {}\n",
+        s.users.display()
+    );
+    distribution_tls_with(dir, "distribution", s, &auth)
+}
+
+/// Distribution 2.8.2 over TLS with `s`'s certificate, storing under `dir/name-data`, with
+/// `auth` (the config's `auth:` section).
+fn distribution_tls_with(dir: &Path, name: &str, s: &Secured, auth: &str) -> (Proc, String) {
     require("docker-registry", "docker-registry");
     let port = free_port();
-    let config = dir.join("distribution.yml");
+    let config = dir.join(format!("{name}.yml"));
     std::fs::write(
         &config,
         format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n  tls:\n    certificate: {}\n    key: {}\nauth:\n  htpasswd:\n    realm: Registry Realm\n    path: {}\n",
-            dir.join("distribution-data").display(),
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n  tls:\n    certificate: {}\n    key: {}\n{auth}",
+            dir.join(format!("{name}-data")).display(),
             s.cert.display(),
             s.key.display(),
-            s.users.display()
         ),
     )
     .unwrap();
@@ -379,31 +388,11 @@ fn distribution_with_tokens(
     realm: &str,
     signer: &Path,
 ) -> (Proc, String) {
-    require("docker-registry", "docker-registry");
-    let port = free_port();
-    let config = dir.join("distribution-tokens.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n  tls:\n    certificate: {}\n    key: {}\nauth:\n  token:\n    realm: {realm}\n    service: shared-registry\n    issuer: wharf-tokens\n    rootcertbundle: {}\n",
-            dir.join("distribution-token-data").display(),
-            tls.cert.display(),
-            tls.key.display(),
-            signer.display()
-        ),
-    )
-    .unwrap();
-    let mut proc = Proc(
-        Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start docker-registry"),
+    let auth = format!(
+        "auth:\n  token:\n    realm: {realm}\n    service: shared-registry\n    issuer: wharf-tokens\n    rootcertbundle: {}\n",
+        signer.display()
     );
-    wait_for_port(port, &mut proc.0, "docker-registry");
-    (proc, format!("127.0.0.1:{port}"))
+    distribution_tls_with(dir, "distribution-tokens", tls, &auth)
 }
 
 #[test]
