@@ -1,9 +1,11 @@
-//! Dependency order between containers: docker links, watchtower's depends-on label and
-//! compose's depends_on label. Dependencies are updated first; a container's dependants
+//! Dependency order between containers: docker links, a shared network namespace
+//! (`network_mode: container:X`), watchtower's depends-on label and compose's depends_on
+//! label. Dependencies are updated first; a container's dependants
 //! are stopped before it and started after it.
 
 use std::collections::{HashMap, HashSet};
 
+use crate::spec;
 use crate::update::Target;
 
 /// Who depends on whom, by container name.
@@ -23,9 +25,13 @@ impl Dependencies {
                 }
                 map
             });
+        let names_by_id: HashMap<&str, &str> = containers
+            .iter()
+            .map(|t| (t.id.as_str(), t.name.as_str()))
+            .collect();
         let on = containers
             .iter()
-            .map(|t| (t.name.clone(), direct(t, &compose)))
+            .map(|t| (t.name.clone(), direct(t, &compose, &names_by_id)))
             .collect();
         Dependencies { on }
     }
@@ -79,7 +85,11 @@ impl Dependencies {
     }
 }
 
-fn direct(t: &Target, compose: &HashMap<(String, String), Vec<String>>) -> Vec<String> {
+fn direct(
+    t: &Target,
+    compose: &HashMap<(String, String), Vec<String>>,
+    names_by_id: &HashMap<&str, &str>,
+) -> Vec<String> {
     let labels = t.labels();
     let mut deps = labels.depends_on();
     let links = t
@@ -94,6 +104,10 @@ fn direct(t: &Target, compose: &HashMap<(String, String), Vec<String>>) -> Vec<S
             .next()
             .map(|n| n.trim_start_matches('/').to_owned())
     }));
+    if let Some(provider) = spec::network_provider(&t.inspect) {
+        let name = names_by_id.get(provider).copied().unwrap_or(provider);
+        deps.push(name.to_owned());
+    }
     if let Some((project, _)) = labels.compose_service() {
         for service in labels.compose_depends_on() {
             if let Some(names) = compose.get(&(project.to_owned(), service)) {
@@ -165,6 +179,21 @@ mod tests {
         assert!(pos("p-cache-1") < pos("worker"));
         assert_eq!(deps.dependants("db"), vec!["api", "web"]);
         assert_eq!(deps.dependants("p-cache-1"), vec!["worker"]);
+    }
+
+    #[test]
+    fn sharing_a_network_is_depending_on_its_owner_by_id_or_name() {
+        let mut vpn = target("vpn", &[], &[]);
+        vpn.id = "0123abcd".into();
+        let mut by_id = target("client", &[], &[]);
+        by_id.inspect.host_config.as_mut().unwrap().network_mode =
+            Some("container:0123abcd".into());
+        let mut by_name = target("other", &[], &[]);
+        by_name.inspect.host_config.as_mut().unwrap().network_mode = Some("container:vpn".into());
+        let deps = Dependencies::of(&[by_id, by_name, vpn]);
+        let mut dependants = deps.dependants("vpn");
+        dependants.sort();
+        assert_eq!(dependants, ["client", "other"]);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::labels::{Hook, Selection};
 use crate::lock;
 use crate::order::Dependencies;
 use crate::report::{ContainerReport, Outcome, SessionReport};
+use crate::spec;
 use crate::update::{self, NotReplaced, Replaced, Target, Timing, Unconfirmed};
 
 /// What a watcher does, beyond which containers it looks at.
@@ -206,7 +207,8 @@ impl Watcher {
         checked.sort_by_key(|c| order.iter().position(|n| n == &c.target.name));
         let mut pending: Vec<(usize, Replaced)> = Vec::new();
         let mut lines: Vec<ContainerReport> = Vec::new();
-        let mut replaced_ids: HashSet<String> = HashSet::new();
+        // Old container id → its name, for every container replaced this session.
+        let mut replaced_ids: HashMap<String, String> = HashMap::new();
         let mut pulled: HashMap<String, Result<String, String>> = HashMap::new();
         for c in &checked {
             let mut line = self.line(c);
@@ -215,8 +217,7 @@ impl Watcher {
                     Ok(Some(replaced)) => {
                         line.outcome = Outcome::Updated;
                         if self.settings.rolling_restart {
-                            self.finish(&replaced, &deps, &replaced_ids, &mut line)
-                                .await;
+                            self.finish(&replaced, &replaced_ids, &mut line).await;
                         } else {
                             pending.push((lines.len(), replaced));
                         }
@@ -237,9 +238,8 @@ impl Watcher {
         let finishing = pending.iter().map(|(i, r)| {
             let mut line = lines[*i].clone();
             let ids = &replaced_ids;
-            let deps = &deps;
             async move {
-                self.finish(r, deps, ids, &mut line).await;
+                self.finish(r, ids, &mut line).await;
                 (*i, line)
             }
         });
@@ -361,7 +361,7 @@ impl Watcher {
         c: &Checked,
         deps: &Dependencies,
         pulled: &mut HashMap<String, Result<String, String>>,
-        replaced_ids: &mut HashSet<String>,
+        replaced_ids: &mut HashMap<String, String>,
     ) -> Result<Option<Replaced>, NotReplaced> {
         let (Ok(image), Some(Ok(digest))) = (&c.image, &c.latest) else {
             return Err(NotReplaced::Failed("nothing to update to".into()));
@@ -386,18 +386,24 @@ impl Watcher {
             .and_then(|i| i.config)
             .unwrap_or_else(ImageConfig::default);
         let stopped = self.stop_dependants(&c.target, deps).await;
+        // The container whose network it shares was replaced already: join the new one.
+        let network_of = spec::network_provider(&c.target.inspect)
+            .and_then(|provider| replaced_ids.get(provider))
+            .map(String::as_str);
         let result = update::replace(
             &self.engine,
             &c.target,
             &old_image,
             &c.reference,
             &image_id,
+            network_of,
             &self.settings.timing,
         )
         .await;
         match result {
-            Ok(replaced) => {
-                replaced_ids.insert(c.target.id.clone());
+            Ok(mut replaced) => {
+                replaced_ids.insert(c.target.id.clone(), c.target.name.clone());
+                replaced.stopped_dependants = stopped;
                 Ok(Some(replaced))
             }
             Err(e) => {
@@ -443,8 +449,7 @@ impl Watcher {
     async fn finish(
         &self,
         replaced: &Replaced,
-        deps: &Dependencies,
-        replaced_ids: &HashSet<String>,
+        replaced_ids: &HashMap<String, String>,
         line: &mut ContainerReport,
     ) {
         if let Err(undone) = update::confirm(&self.engine, replaced, &self.settings.timing).await {
@@ -460,8 +465,64 @@ impl Watcher {
                 }
             }
         }
-        self.start_all(&deps.dependants(&replaced.target.name), replaced_ids)
-            .await;
+        let trouble = self.restart_dependants(replaced, replaced_ids).await;
+        if !trouble.is_empty() {
+            let detail = line.detail.take().into_iter().chain(trouble);
+            line.detail = Some(detail.collect::<Vec<_>>().join("; "));
+        }
+    }
+
+    /// Start again the dependants stopped for `replaced`, dependencies first. One that
+    /// shared the network of a container that is gone now (replaced, not rolled back)
+    /// cannot start: it is recreated on its successor's network. Returns what failed.
+    async fn restart_dependants(
+        &self,
+        replaced: &Replaced,
+        replaced_ids: &HashMap<String, String>,
+    ) -> Vec<String> {
+        // Old id → name of the containers gone this way, which their dependants follow.
+        let mut gone = replaced_ids.clone();
+        let mut trouble = Vec::new();
+        for name in &replaced.stopped_dependants {
+            let Ok(c) = self.engine.inspect_container(name).await else {
+                continue;
+            };
+            let provider: Option<String> = spec::network_provider(&c)
+                .filter(|p| gone.contains_key(*p))
+                .map(str::to_owned);
+            let provider = match provider {
+                Some(id) if !self.runs(&id).await => gone.get(&id).cloned(),
+                _ => None,
+            };
+            let Some(provider) = provider else {
+                self.start_all(std::slice::from_ref(name), replaced_ids)
+                    .await;
+                continue;
+            };
+            let target = Target {
+                id: c.id.clone().unwrap_or_default(),
+                name: name.clone(),
+                inspect: c,
+                was_running: true,
+            };
+            match update::rejoin(&self.engine, &target, &provider, &self.settings.timing).await {
+                Ok(()) => {
+                    tracing::info!(container = %name, network_of = %provider, "recreated on the new container's network");
+                    gone.insert(target.id, name.clone());
+                }
+                Err(why) => trouble.push(format!(
+                    "{name}, which shares its network, could not be recreated on it: {why}"
+                )),
+            }
+        }
+        trouble
+    }
+
+    async fn runs(&self, id: &str) -> bool {
+        self.engine
+            .inspect_container(id)
+            .await
+            .is_ok_and(|c| c.state.and_then(|s| s.running).unwrap_or(false))
     }
 
     /// Stop running dependants, last first; returns the ones to start again afterwards:
@@ -486,14 +547,14 @@ impl Watcher {
     }
 
     /// Start the named containers, dependencies first, skipping ones replaced this session.
-    async fn start_all(&self, names: &[String], replaced_ids: &HashSet<String>) {
+    async fn start_all(&self, names: &[String], replaced_ids: &HashMap<String, String>) {
         for name in names {
             let Ok(c) = self.engine.inspect_container(name).await else {
                 continue;
             };
             let id = c.id.clone().unwrap_or_default();
             let running = c.state.as_ref().and_then(|s| s.running).unwrap_or(false);
-            if running || replaced_ids.contains(&id) {
+            if running || replaced_ids.contains_key(&id) {
                 continue;
             }
             if let Err(e) = self.engine.start(&id).await {

@@ -135,10 +135,16 @@ fn exposed_ports(
 }
 
 fn shares_network(old: &ContainerInspectResponse) -> bool {
-    old.host_config
+    network_provider(old).is_some()
+}
+
+/// The container whose network `c` shares (`network_mode: container:X`), by the name or
+/// id it was given; the engine records an id.
+pub fn network_provider(c: &ContainerInspectResponse) -> Option<&str> {
+    c.host_config
         .as_ref()
         .and_then(|h| h.network_mode.as_deref())
-        .is_some_and(|m| m.starts_with("container:"))
+        .and_then(|m| m.strip_prefix("container:"))
 }
 
 /// Anonymous volumes (an image's `VOLUME` without a `-v`) would be new and empty in the

@@ -57,6 +57,9 @@ pub struct Timing {
 pub struct Replaced {
     pub target: Target,
     pub new_id: String,
+    /// Its dependants that were stopped for the swap, dependencies first: started again
+    /// (or recreated, if they shared its network) once it is confirmed or rolled back.
+    pub stopped_dependants: Vec<String>,
 }
 
 /// Why a replacement did not happen.
@@ -78,40 +81,22 @@ pub enum Unconfirmed {
     Down(String),
 }
 
-fn failed(e: impl std::fmt::Display) -> NotReplaced {
-    NotReplaced::Failed(e.to_string())
-}
-
 /// Create the replacement from `image` (a local tag pointing at `image_id`), check it,
 /// and swap it in. The old container is left stopped under a side name for `confirm`.
+/// `network_of` names the container whose network it is to share, when the one it
+/// shared was replaced earlier in this session.
 pub async fn replace(
     engine: &Engine,
     target: &Target,
     old_image: &ImageConfig,
     image: &str,
     image_id: &str,
+    network_of: Option<&str>,
     timing: &Timing,
 ) -> Result<Replaced, NotReplaced> {
-    let next_name = format!("{}{NEXT_SUFFIX}", target.name);
-    discard_leftover(engine, &next_name).await;
-    let replacement = spec::replacement(&target.inspect, old_image, image, engine.api_version());
-    let new_id = engine
-        .create(&next_name, replacement.body)
+    let new_id = create_checked(engine, target, old_image, image, image_id, network_of)
         .await
-        .map_err(failed)?;
-    if let Err(why) = check_created(
-        engine,
-        target,
-        old_image,
-        &new_id,
-        image_id,
-        replacement.connect_later,
-    )
-    .await
-    {
-        let _ = engine.remove(&new_id).await;
-        return Err(NotReplaced::Failed(why));
-    }
+        .map_err(NotReplaced::Failed)?;
     if let Err(e) = run_hook(engine, target, &target.id, Hook::PreUpdate, timing).await {
         let _ = engine.remove(&new_id).await;
         return Err(e);
@@ -120,6 +105,7 @@ pub async fn replace(
         Ok(()) => Ok(Replaced {
             target: target.clone(),
             new_id,
+            stopped_dependants: Vec::new(),
         }),
         Err(e) => match restore(engine, target, &new_id).await {
             Ok(()) => Err(NotReplaced::Failed(e.to_string())),
@@ -129,6 +115,118 @@ pub async fn replace(
             ))),
         },
     }
+}
+
+/// Recreate `target`, stopped, which shared the network namespace of a container since
+/// replaced: the namespace went with the old container, so it could never start again.
+/// The same image and configuration, joined to `provider`'s network by name; the old
+/// container is removed once the new one runs under its name.
+pub async fn rejoin(
+    engine: &Engine,
+    target: &Target,
+    provider: &str,
+    timing: &Timing,
+) -> Result<(), String> {
+    let old_image = engine
+        .inspect_image(target.image_id())
+        .await
+        .ok()
+        .and_then(|i| i.config)
+        .unwrap_or_default();
+    let image = unchanged_image(engine, target).await;
+    let new_id = create_checked(
+        engine,
+        target,
+        &old_image,
+        &image,
+        target.image_id(),
+        Some(provider),
+    )
+    .await?;
+    if let Err(e) = swap(engine, target, &new_id, timing).await {
+        return Err(match restore(engine, target, &new_id).await {
+            Ok(()) => e.to_string(),
+            Err(down) => format!("{e}; {down}"),
+        });
+    }
+    if let Err(e) = engine.remove(&target.id).await {
+        tracing::warn!(container = %target.name, error = %e, "could not remove the container it replaces");
+    }
+    Ok(())
+}
+
+/// The reference `target` was created from, while it still names the image `target` runs,
+/// else that image's id: recreating must not pick up a newer image behind a tag.
+async fn unchanged_image(engine: &Engine, target: &Target) -> String {
+    let reference = target
+        .inspect
+        .config
+        .as_ref()
+        .and_then(|c| c.image.clone())
+        .unwrap_or_default();
+    let current = engine
+        .inspect_image(&reference)
+        .await
+        .ok()
+        .and_then(|i| i.id);
+    if current.as_deref() == Some(target.image_id()) {
+        reference
+    } else {
+        target.image_id().to_owned()
+    }
+}
+
+/// The replacement, created beside `target` under a side name, and checked to be `target`
+/// again on `image_id` (on `network_of`'s network, if given); removed if it is not.
+async fn create_checked(
+    engine: &Engine,
+    target: &Target,
+    old_image: &ImageConfig,
+    image: &str,
+    image_id: &str,
+    network_of: Option<&str>,
+) -> Result<String, String> {
+    let next_name = format!("{}{NEXT_SUFFIX}", target.name);
+    discard_leftover(engine, &next_name).await;
+    let mut replacement =
+        spec::replacement(&target.inspect, old_image, image, engine.api_version());
+    let mut expected = target.inspect.clone();
+    if let Some(provider) = network_of {
+        // By id, as the engine records it, so the check below compares like with like.
+        let provider = engine
+            .inspect_container(provider)
+            .await
+            .ok()
+            .and_then(|c| c.id)
+            .ok_or_else(|| {
+                format!("the container {provider}, whose network it shares, cannot be found")
+            })?;
+        let mode = Some(format!("container:{provider}"));
+        if let Some(host) = replacement.body.host_config.as_mut() {
+            host.network_mode.clone_from(&mode);
+        }
+        if let Some(host) = expected.host_config.as_mut() {
+            host.network_mode = mode;
+        }
+    }
+    let new_id = engine
+        .create(&next_name, replacement.body)
+        .await
+        .map_err(|e| e.to_string())?;
+    let checked = check_created(
+        engine,
+        &expected,
+        old_image,
+        &new_id,
+        image_id,
+        replacement.connect_later,
+    )
+    .await;
+    if let Err(why) = checked {
+        let _ = engine.remove(&new_id).await;
+        return Err(why);
+    }
+    Ok(new_id)
 }
 
 /// A `-wharf-next` container can only be ours, from a run that died mid-update.
@@ -141,7 +239,7 @@ async fn discard_leftover(engine: &Engine, name: &str) {
 
 async fn check_created(
     engine: &Engine,
-    target: &Target,
+    expected: &ContainerInspectResponse,
     old_image: &ImageConfig,
     new_id: &str,
     image_id: &str,
@@ -163,7 +261,7 @@ async fn check_created(
             created.image.as_deref().unwrap_or("?")
         ));
     }
-    let differences = spec::differences(&target.inspect, old_image, &created);
+    let differences = spec::differences(expected, old_image, &created);
     if differences.is_empty() {
         Ok(())
     } else {

@@ -633,6 +633,77 @@ fn dependants_stop_before_and_start_after_their_dependency() {
 }
 
 #[test]
+fn a_container_on_a_replaced_containers_network_is_recreated_on_the_new_one() {
+    let registry = Registry::start();
+    let mut cleanup = Cleanup::default();
+    let v1 = serving_image(&mut cleanup, "n1", &[]);
+    let v2 = serving_image(&mut cleanup, "n2", &[]);
+    let vpn_image = format!("{}/apps/vpn:latest", registry.host());
+    let client_image = format!("{}/apps/client:latest", registry.host());
+    cleanup
+        .images
+        .extend([vpn_image.clone(), client_image.clone()]);
+    registry.push(&v1, "apps/vpn:latest");
+    registry.push(&v1, "apps/client:latest");
+    let vpn = unique("wharf-watch-vpn-");
+    let client = unique("wharf-watch-vpnclient-");
+    let idle = unique("wharf-watch-idle-");
+    cleanup
+        .containers
+        .extend([vpn.clone(), client.clone(), idle.clone()]);
+    docker_run(&registry, &["--name", &vpn, &vpn_image]);
+    // As behind a VPN sidecar (gluetun and the like): no network of its own.
+    let shared = format!("container:{vpn}");
+    docker_run(
+        &registry,
+        &[
+            "--name",
+            &client,
+            "--network",
+            &shared,
+            "-e",
+            "ROLE=client",
+            &client_image,
+        ],
+    );
+    // A dependant its user stopped stays stopped.
+    let depends = format!("com.centurylinklabs.watchtower.depends-on={vpn}");
+    docker_run(&registry, &["--name", &idle, "-l", &depends, &client_image]);
+    run(Command::new("docker").args(["stop", "-t", "1", &idle]));
+    let before = inspect(&client);
+    registry.push(&v2, "apps/vpn:latest");
+
+    let report = registry.watch(&[&vpn]);
+    let line = container_line(&report, &vpn);
+    assert_eq!(line["outcome"], "updated", "{report:#}");
+    assert!(line["detail"].is_null(), "{report:#}");
+    let vpn_now = inspect(&vpn);
+    let after = inspect(&client);
+    assert_eq!(after["State"]["Running"], true, "{after:#}");
+    assert_ne!(after["Id"], before["Id"], "it was not recreated");
+    assert_eq!(
+        after["HostConfig"]["NetworkMode"],
+        format!("container:{}", vpn_now["Id"].as_str().unwrap()).as_str()
+    );
+    assert_eq!(after["Image"], before["Image"], "its own image is kept");
+    assert_eq!(after["Config"]["Image"], client_image.as_str());
+    assert!(env_of(&after).contains(&"ROLE=client".to_owned()));
+    // The namespace it joined has the new container's interface, not just loopback.
+    let interfaces = run(Command::new("docker").args(["exec", &client, "ls", "/sys/class/net"]));
+    assert!(interfaces.contains("eth0"), "{interfaces}");
+    assert_eq!(
+        inspect(&idle)["State"]["Running"],
+        false,
+        "a stopped dependant was started"
+    );
+    let gone = Command::new("docker")
+        .args(["inspect", &format!("{client}-wharf-prev")])
+        .output()
+        .unwrap();
+    assert!(!gone.status.success(), "the old client was left behind");
+}
+
+#[test]
 fn one_head_per_image_and_a_cached_token_through_the_http_api() {
     let registry = Registry::start();
     let mut cleanup = Cleanup::default();
