@@ -64,8 +64,9 @@ impl Labels<'_> {
         self.flag(MONITOR_ONLY).unwrap_or(false)
     }
 
-    pub fn no_pull(&self) -> bool {
-        self.flag(NO_PULL).unwrap_or(false)
+    /// The label when set, else the watcher's `--no-pull`.
+    pub fn no_pull(&self, by_default: bool) -> bool {
+        self.flag(NO_PULL).unwrap_or(by_default)
     }
 
     pub fn is_watcher(&self) -> bool {

@@ -24,6 +24,9 @@ pub struct Settings {
     pub selection: Selection,
     /// Report newer images, change nothing.
     pub monitor_only: bool,
+    /// Ask no registry: recreate a container when its reference names another image
+    /// locally (built or pulled by hand), as watchtower's `--no-pull`.
+    pub no_pull: bool,
     /// Remove an old image once nothing uses it.
     pub cleanup: bool,
     /// Wait for each replacement to prove healthy before the next; otherwise replace all,
@@ -62,6 +65,8 @@ struct Checked {
     image: Result<ImageRef, String>,
     old_digest: Option<Digest>,
     latest: Option<Result<Digest, String>>,
+    /// For a no-pull container: the id of the image its reference names locally now.
+    local: Option<Result<String, String>>,
 }
 
 impl Watcher {
@@ -262,9 +267,7 @@ impl Watcher {
     }
 
     fn monitor_only(&self, c: &Checked) -> bool {
-        self.settings.monitor_only
-            || c.target.labels().monitor_only()
-            || c.target.labels().no_pull()
+        self.settings.monitor_only || c.target.labels().monitor_only()
     }
 
     /// One HEAD per distinct reference, however many containers use it.
@@ -285,8 +288,11 @@ impl Watcher {
                 image,
                 old_digest: None,
                 latest: None,
+                local: None,
             };
-            if let Ok(image) = &c.image {
+            if c.target.labels().no_pull(self.settings.no_pull) {
+                c.local = Some(self.local_image(&c.reference).await);
+            } else if let Ok(image) = &c.image {
                 let key = image.to_string();
                 if !latest.contains_key(&key) {
                     let result = self
@@ -302,6 +308,18 @@ impl Watcher {
             checked.push(c);
         }
         checked
+    }
+
+    /// The id of the image `reference` names on the engine now.
+    async fn local_image(&self, reference: &str) -> Result<String, String> {
+        let image = self
+            .engine
+            .inspect_image(reference)
+            .await
+            .map_err(|e| format!("no-pull: {reference} is not on the engine: {e}"))?;
+        image
+            .id
+            .ok_or_else(|| format!("the engine reported no id for {reference}"))
     }
 
     /// The recorded digest equal to the registry's, if any; else one of the recorded ones.
@@ -328,6 +346,23 @@ impl Watcher {
             outcome: Outcome::Skipped,
             detail: None,
         };
+        if let Some(local) = &c.local {
+            match local {
+                Ok(id) if id == c.target.image_id() => line.outcome = Outcome::Fresh,
+                Ok(id) => {
+                    line.outcome = Outcome::Stale;
+                    line.detail = Some(format!(
+                        "no-pull: {} is now the local image {id}",
+                        c.reference
+                    ));
+                }
+                Err(why) => {
+                    line.outcome = Outcome::Failed;
+                    line.detail = Some(why.clone());
+                }
+            }
+            return line;
+        }
         match (&c.image, &c.latest) {
             (Err(why), _) => line.detail = Some(why.clone()),
             (Ok(_), Some(Ok(latest))) => {
@@ -363,18 +398,19 @@ impl Watcher {
         pulled: &mut HashMap<String, Result<String, String>>,
         replaced_ids: &mut HashMap<String, String>,
     ) -> Result<Option<Replaced>, NotReplaced> {
-        let (Ok(image), Some(Ok(digest))) = (&c.image, &c.latest) else {
-            return Err(NotReplaced::Failed("nothing to update to".into()));
-        };
-        let image_id = match pulled.get(&image.to_string()) {
-            Some(result) => result.clone(),
-            None => {
-                let result = self.pull(image, digest).await;
-                pulled.insert(image.to_string(), result.clone());
-                result
+        let image_id = match (&c.local, &c.image, &c.latest) {
+            (Some(Ok(local)), _, _) => local.clone(),
+            (None, Ok(image), Some(Ok(digest))) => match pulled.get(&image.to_string()) {
+                Some(result) => result.clone(),
+                None => {
+                    let result = self.pull(image, digest).await;
+                    pulled.insert(image.to_string(), result.clone());
+                    result
+                }
             }
-        }
-        .map_err(NotReplaced::Failed)?;
+            .map_err(NotReplaced::Failed)?,
+            _ => return Err(NotReplaced::Failed("nothing to update to".into())),
+        };
         if image_id == c.target.image_id() {
             return Ok(None);
         }

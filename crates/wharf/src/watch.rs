@@ -55,6 +55,11 @@ pub struct WatchArgs {
     /// Report newer images without updating anything.
     #[arg(long, short = 'm', env = "WATCHTOWER_MONITOR_ONLY")]
     monitor_only: bool,
+    /// Ask no registry and pull nothing: recreate a container when its image reference
+    /// names another image on the engine (built or pulled by hand). The no-pull label
+    /// overrides it either way.
+    #[arg(long, env = "WATCHTOWER_NO_PULL")]
+    no_pull: bool,
     /// Container names never watched (comma separated).
     #[arg(
         long,
@@ -260,6 +265,7 @@ fn settings(args: &WatchArgs) -> Settings {
             include_restarting: args.include_restarting,
         },
         monitor_only: args.monitor_only,
+        no_pull: args.no_pull,
         cleanup: args.cleanup,
         rolling_restart: args.rolling_restart,
         timing: Timing {

@@ -704,6 +704,47 @@ fn a_container_on_a_replaced_containers_network_is_recreated_on_the_new_one() {
 }
 
 #[test]
+fn no_pull_asks_no_registry_and_follows_the_local_image() {
+    let registry = Registry::start();
+    let mut cleanup = Cleanup::default();
+    let (v1, v2, image) = v1_pushed(&registry, &mut cleanup, "np", "apps/nopull");
+    let name = unique("wharf-watch-nopull-");
+    cleanup.containers.push(name.clone());
+    let label = "com.centurylinklabs.watchtower.no-pull=true";
+    docker_run(&registry, &["--name", &name, "-l", label, &image]);
+    // The registry has v2, but the engine's tag still names v1.
+    registry.push(&v2, "apps/nopull:latest");
+    run(Command::new("docker").args(["tag", &v1, &image]));
+    let manifest = "/v2/apps/nopull/manifests/latest";
+    let heads = registry.requests("HEAD", manifest);
+
+    let report = registry.watch(&[&name]);
+    assert_eq!(
+        container_line(&report, &name)["outcome"],
+        "fresh",
+        "{report:#}"
+    );
+    assert_eq!(inspect(&name)["Image"], image_id(&v1).as_str());
+
+    // v2 arrives by hand (built, loaded or pulled): the container follows the local tag.
+    run(Command::new("docker").args(["tag", &v2, &image]));
+    let report = registry.watch(&[&name]);
+    assert_eq!(
+        container_line(&report, &name)["outcome"],
+        "updated",
+        "{report:#}"
+    );
+    let after = inspect(&name);
+    assert_eq!(after["Image"], image_id(&v2).as_str());
+    assert_eq!(after["State"]["Running"], true);
+    assert_eq!(
+        registry.requests("HEAD", manifest),
+        heads,
+        "a no-pull container's registry was asked"
+    );
+}
+
+#[test]
 fn one_head_per_image_and_a_cached_token_through_the_http_api() {
     let registry = Registry::start();
     let mut cleanup = Cleanup::default();
