@@ -34,7 +34,7 @@ pub enum CheckError {
         registry: String,
         seconds: u64,
     },
-    #[error("{registry} asked us to slow down; not checked again for {seconds} s")]
+    #[error("{registry} failed just before (it rate-limited, erred or did not answer); not asked again for {seconds} s")]
     Backoff { registry: String, seconds: u64 },
 }
 
@@ -96,10 +96,16 @@ impl Registries {
                 seconds: wait.as_secs().max(1),
             });
         }
-        let client = self.within(image, self.client(registry)).await??;
+        let client = match self.within(image, self.client(registry)).await {
+            Ok(client) => client?,
+            Err(timeout) => return Err(self.timed_out(registry, timeout)),
+        };
         let mut attempt = 1;
         loop {
             match self.head(&client, image).await {
+                Err(timeout @ CheckError::Timeout { .. }) => {
+                    return Err(self.timed_out(registry, timeout))
+                }
                 Err(CheckError::Registry(e)) if e.is_transient() && attempt < ATTEMPTS => {
                     let wait = e.retry_after().unwrap_or(Duration::from_secs(1 << attempt));
                     if wait > MAX_WAIT {
@@ -137,6 +143,13 @@ impl Registries {
                 registry: image.registry().to_string(),
                 seconds: self.timeout.as_secs(),
             })
+    }
+
+    /// A registry that did not answer in time is not asked again for a while: every
+    /// other image on it would wait out the same timeout, holding up the check.
+    fn timed_out(&self, registry: &Registry, timeout: CheckError) -> CheckError {
+        self.back_off(registry, MAX_WAIT);
+        timeout
     }
 
     fn waiting(&self, registry: &Registry) -> Option<Duration> {

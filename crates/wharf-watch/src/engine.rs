@@ -48,6 +48,9 @@ pub enum EngineError {
     Timeout { what: String, seconds: u64 },
 }
 
+/// How long a pull may go without a progress message from the engine.
+const PULL_IDLE: Duration = Duration::from_secs(300);
+
 /// The engine and the API version agreed with it.
 #[derive(Clone)]
 pub struct Engine {
@@ -140,7 +143,16 @@ impl Engine {
             ..Default::default()
         };
         let mut progress = self.docker.create_image(Some(options), None, credentials);
-        while let Some(item) = progress.next().await {
+        loop {
+            // The engine reports progress every few seconds while layers move; a pull
+            // silent for this long is stuck and would hold up the whole check.
+            let next = tokio::time::timeout(PULL_IDLE, progress.next())
+                .await
+                .map_err(|_| EngineError::Timeout {
+                    what: format!("pull {reference}: the next progress report"),
+                    seconds: PULL_IDLE.as_secs(),
+                })?;
+            let Some(item) = next else { break };
             let info = item.map_err(|e| api(&format!("pull {reference}"), e))?;
             if let Some(detail) = info.error_detail.and_then(|d| d.message) {
                 return Err(EngineError::Api {
