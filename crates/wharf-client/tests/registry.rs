@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use wharf_client::challenge::Challenge;
 use wharf_client::credentials::{Credential, CredentialSource, Origin, Secret};
 use wharf_client::token_cache::{fetch_token, TokenError, TokenKey};
-use wharf_client::{BearerChallenge, Registry, TokenCache};
+use wharf_client::{BearerChallenge, ClientOptions, Registry, RegistryClient, TokenCache};
 
 /// The `wharf` binary of this workspace, built first if it is missing.
 fn wharf_bin() -> &'static Path {
@@ -77,6 +77,11 @@ impl Wharf {
     /// A registry in `dir` whose htpasswd has alice/alice-pw; `token` adds the built-in
     /// token server with that expiration.
     fn start(dir: &Path, token_expiration: Option<&str>) -> Wharf {
+        Self::start_on(dir, token_expiration, free_port())
+    }
+
+    /// As `start`, on `port` (to start the same registry again).
+    fn start_on(dir: &Path, token_expiration: Option<&str>, port: u16) -> Wharf {
         let htpasswd = dir.join("htpasswd");
         let mut add = Command::new(wharf_bin())
             .args(["htpasswd", "add"])
@@ -92,7 +97,6 @@ impl Wharf {
             .expect("password");
         assert!(add.wait().expect("wait").success(), "wharf htpasswd add");
 
-        let port = free_port();
         let token = token_expiration
             .map(|e| format!("    token: {{ service: wharf-test, expiration: {e} }}\n"))
             .unwrap_or_default();
@@ -278,6 +282,35 @@ async fn token_cache_fetches_once_and_again_after_expiry() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     cache.purge_expired();
     assert!(cache.is_empty(), "expired tokens are purged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_token_the_registry_stopped_accepting_is_replaced_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let w = Wharf::start(dir.path(), Some("300s"));
+    let port = w.port;
+    let registry = Registry::from_server_address(&w.host()).expect("registry");
+    let options = ClientOptions {
+        insecure: true,
+        ..ClientOptions::default()
+    };
+    let client =
+        RegistryClient::with_credential(registry, &options, Some(alice())).expect("client");
+    client.ping().await.expect("ping");
+    assert_eq!(client.token_cache().fetch_count(), 1);
+
+    // The registry restarts without http.secret: a new signing key, so the token this
+    // client holds, valid for minutes yet, is refused. As a long-running watcher meets it.
+    drop(w);
+    let _w = Wharf::start_on(dir.path(), Some("300s"), port);
+    client.ping().await.expect("ping after the restart");
+    assert_eq!(
+        client.token_cache().fetch_count(),
+        2,
+        "one fresh token after the 401"
+    );
+    client.ping().await.expect("ping again");
+    assert_eq!(client.token_cache().fetch_count(), 2, "and it is cached");
 }
 
 #[tokio::test]
