@@ -5,7 +5,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bollard::models::ImageConfig;
 use wharf_client::ImageRef;
 use wharf_oci::Digest;
 
@@ -217,12 +216,23 @@ impl Watcher {
         let mut pulled: HashMap<String, Result<String, String>> = HashMap::new();
         for c in &checked {
             let mut line = self.line(c);
+            let provider_replaced = spec::network_provider(&c.target.inspect)
+                .and_then(|provider| replaced_ids.get(provider));
             if line.outcome == Outcome::Stale && !self.monitor_only(c) {
+                if let Some(provider) = provider_replaced {
+                    // Its provider's swap recreates it on the new network; replacing it
+                    // as well in the same check would race that (and its rollback).
+                    line.outcome = Outcome::Skipped;
+                    line.detail = Some(format!("it shares the network of {provider}, updated in this check: it is recreated on the new network now and updated at the next check"));
+                    lines.push(line);
+                    continue;
+                }
                 match self.update(c, &deps, &mut pulled, &mut replaced_ids).await {
                     Ok(Some(replaced)) => {
                         line.outcome = Outcome::Updated;
                         if self.settings.rolling_restart {
-                            self.finish(&replaced, &replaced_ids, &mut line).await;
+                            self.finish(&replaced, &deps, &replaced_ids, &mut line)
+                                .await;
                         } else {
                             pending.push((lines.len(), replaced));
                         }
@@ -242,9 +252,9 @@ impl Watcher {
         }
         let finishing = pending.iter().map(|(i, r)| {
             let mut line = lines[*i].clone();
-            let ids = &replaced_ids;
+            let (ids, deps) = (&replaced_ids, &deps);
             async move {
-                self.finish(r, ids, &mut line).await;
+                self.finish(r, deps, ids, &mut line).await;
                 (*i, line)
             }
         });
@@ -275,12 +285,7 @@ impl Watcher {
         let mut checked: Vec<Checked> = Vec::new();
         let mut latest: HashMap<String, Result<Digest, String>> = HashMap::new();
         for target in watched {
-            let reference = target
-                .inspect
-                .config
-                .as_ref()
-                .and_then(|c| c.image.clone())
-                .unwrap_or_default();
+            let reference = target.reference().to_owned();
             let image = parse_reference(&reference);
             let mut c = Checked {
                 target,
@@ -351,10 +356,12 @@ impl Watcher {
                 Ok(id) if id == c.target.image_id() => line.outcome = Outcome::Fresh,
                 Ok(id) => {
                     line.outcome = Outcome::Stale;
+                    line.new_digest = Some(id.clone());
                     line.detail = Some(format!(
                         "no-pull: {} is now the local image {id}",
                         c.reference
                     ));
+                    self.unless_rejected(&mut line);
                 }
                 Err(why) => {
                     line.outcome = Outcome::Failed;
@@ -372,12 +379,8 @@ impl Watcher {
                 } else {
                     Outcome::Stale
                 };
-                if line.outcome == Outcome::Stale
-                    && lock(&self.rejected).get(&c.target.name) == Some(latest)
-                {
-                    line.detail =
-                        Some("an update to this digest was rolled back before; not retried".into());
-                    line.outcome = Outcome::Failed;
+                if line.outcome == Outcome::Stale {
+                    self.unless_rejected(&mut line);
                 }
             }
             (Ok(_), Some(Err(why))) => {
@@ -387,6 +390,16 @@ impl Watcher {
             (Ok(_), None) => {}
         }
         line
+    }
+
+    /// A stale line whose new image was rolled back before is not tried again.
+    fn unless_rejected(&self, line: &mut ContainerReport) {
+        let rejected = lock(&self.rejected).get(&line.name).map(Digest::to_string);
+        if rejected.is_some() && rejected == line.new_digest {
+            line.detail =
+                Some("an update to this image was rolled back before; not retried".into());
+            line.outcome = Outcome::Failed;
+        }
     }
 
     /// Pull the checked digest and swap the container. `Ok(None)`: the pulled image is
@@ -414,25 +427,14 @@ impl Watcher {
         if image_id == c.target.image_id() {
             return Ok(None);
         }
-        let old_image = self
-            .engine
-            .inspect_image(c.target.image_id())
-            .await
-            .ok()
-            .and_then(|i| i.config)
-            .unwrap_or_else(ImageConfig::default);
+        let old_image = c.target.image_config(&self.engine).await;
         let stopped = self.stop_dependants(&c.target, deps).await;
-        // The container whose network it shares was replaced already: join the new one.
-        let network_of = spec::network_provider(&c.target.inspect)
-            .and_then(|provider| replaced_ids.get(provider))
-            .map(String::as_str);
         let result = update::replace(
             &self.engine,
             &c.target,
             &old_image,
             &c.reference,
             &image_id,
-            network_of,
             &self.settings.timing,
         )
         .await;
@@ -485,6 +487,7 @@ impl Watcher {
     async fn finish(
         &self,
         replaced: &Replaced,
+        deps: &Dependencies,
         replaced_ids: &HashMap<String, String>,
         line: &mut ContainerReport,
     ) {
@@ -501,7 +504,7 @@ impl Watcher {
                 }
             }
         }
-        let trouble = self.restart_dependants(replaced, replaced_ids).await;
+        let trouble = self.restart_dependants(replaced, deps, replaced_ids).await;
         if !trouble.is_empty() {
             let detail = line.detail.take().into_iter().chain(trouble);
             line.detail = Some(detail.collect::<Vec<_>>().join("; "));
@@ -510,41 +513,47 @@ impl Watcher {
 
     /// Start again the dependants stopped for `replaced`, dependencies first. One that
     /// shared the network of a container that is gone now (replaced, not rolled back)
-    /// cannot start: it is recreated on its successor's network. Returns what failed.
+    /// could never start again: it is recreated on its successor's network, and started
+    /// only if it ran. Returns what failed.
     async fn restart_dependants(
         &self,
         replaced: &Replaced,
+        deps: &Dependencies,
         replaced_ids: &HashMap<String, String>,
     ) -> Vec<String> {
         // Old id → name of the containers gone this way, which their dependants follow.
         let mut gone = replaced_ids.clone();
+        let stopped = &replaced.stopped_dependants;
+        let idle = deps
+            .dependants(&replaced.target.name)
+            .into_iter()
+            .filter(|name| !stopped.contains(name));
+        let all = stopped
+            .iter()
+            .map(|n| (n.clone(), true))
+            .chain(idle.map(|n| (n, false)));
         let mut trouble = Vec::new();
-        for name in &replaced.stopped_dependants {
-            let Ok(c) = self.engine.inspect_container(name).await else {
+        for (name, ran) in all {
+            let Ok(c) = self.engine.inspect_container(&name).await else {
                 continue;
             };
-            let provider: Option<String> = spec::network_provider(&c)
-                .filter(|p| gone.contains_key(*p))
-                .map(str::to_owned);
-            let provider = match provider {
-                Some(id) if !self.runs(&id).await => gone.get(&id).cloned(),
-                _ => None,
-            };
-            let Some(provider) = provider else {
-                self.start_all(std::slice::from_ref(name), replaced_ids)
-                    .await;
+            let Some(provider) = self.gone_provider(&c, &gone).await else {
+                if ran {
+                    self.start_all(std::slice::from_ref(&name), replaced_ids)
+                        .await;
+                }
                 continue;
             };
             let target = Target {
                 id: c.id.clone().unwrap_or_default(),
                 name: name.clone(),
                 inspect: c,
-                was_running: true,
+                was_running: ran,
             };
             match update::rejoin(&self.engine, &target, &provider, &self.settings.timing).await {
                 Ok(()) => {
                     tracing::info!(container = %name, network_of = %provider, "recreated on the new container's network");
-                    gone.insert(target.id, name.clone());
+                    gone.insert(target.id, name);
                 }
                 Err(why) => trouble.push(format!(
                     "{name}, which shares its network, could not be recreated on it: {why}"
@@ -552,6 +561,18 @@ impl Watcher {
             }
         }
         trouble
+    }
+
+    /// The name now holding the place of the container whose network `c` shares, if that
+    /// container is gone (in `gone`, and not running: a rolled-back one runs again).
+    async fn gone_provider(
+        &self,
+        c: &bollard::models::ContainerInspectResponse,
+        gone: &HashMap<String, String>,
+    ) -> Option<String> {
+        let id = spec::network_provider(c)?;
+        let name = gone.get(id)?;
+        (!self.runs(id).await).then(|| name.clone())
     }
 
     async fn runs(&self, id: &str) -> bool {
@@ -684,8 +705,7 @@ fn filter_images(watched: Vec<Target>, only: Option<&[String]>) -> Vec<Target> {
     watched
         .into_iter()
         .filter(|t| {
-            let reference = t.inspect.config.as_ref().and_then(|c| c.image.as_deref());
-            let Some(Ok(image)) = reference.map(str::parse::<ImageRef>) else {
+            let Ok(image) = t.reference().parse::<ImageRef>() else {
                 return false;
             };
             wanted.iter().any(|(w, tagged)| {

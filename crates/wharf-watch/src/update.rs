@@ -32,6 +32,25 @@ impl Target {
     pub fn image_id(&self) -> &str {
         self.inspect.image.as_deref().unwrap_or("")
     }
+
+    /// The image reference it was created from, as the user wrote it (`app:latest`).
+    pub fn reference(&self) -> &str {
+        self.inspect
+            .config
+            .as_ref()
+            .and_then(|c| c.image.as_deref())
+            .unwrap_or_default()
+    }
+
+    /// The configuration of the image it runs, whose defaults a replacement leaves out.
+    pub async fn image_config(&self, engine: &Engine) -> ImageConfig {
+        engine
+            .inspect_image(self.image_id())
+            .await
+            .ok()
+            .and_then(|i| i.config)
+            .unwrap_or_default()
+    }
 }
 
 fn labels_of(container: &ContainerInspectResponse) -> Labels<'_> {
@@ -83,18 +102,15 @@ pub enum Unconfirmed {
 
 /// Create the replacement from `image` (a local tag pointing at `image_id`), check it,
 /// and swap it in. The old container is left stopped under a side name for `confirm`.
-/// `network_of` names the container whose network it is to share, when the one it
-/// shared was replaced earlier in this session.
 pub async fn replace(
     engine: &Engine,
     target: &Target,
     old_image: &ImageConfig,
     image: &str,
     image_id: &str,
-    network_of: Option<&str>,
     timing: &Timing,
 ) -> Result<Replaced, NotReplaced> {
-    let new_id = create_checked(engine, target, old_image, image, image_id, network_of)
+    let new_id = create_checked(engine, target, old_image, image, image_id, None)
         .await
         .map_err(NotReplaced::Failed)?;
     if let Err(e) = run_hook(engine, target, &target.id, Hook::PreUpdate, timing).await {
@@ -119,20 +135,16 @@ pub async fn replace(
 
 /// Recreate `target`, stopped, which shared the network namespace of a container since
 /// replaced: the namespace went with the old container, so it could never start again.
-/// The same image and configuration, joined to `provider`'s network by name; the old
-/// container is removed once the new one runs under its name.
+/// The same image and configuration, joined to the network of the container now named
+/// `provider`; it takes `target`'s name and is started if `target` ran, and the old
+/// container is removed.
 pub async fn rejoin(
     engine: &Engine,
     target: &Target,
     provider: &str,
     timing: &Timing,
 ) -> Result<(), String> {
-    let old_image = engine
-        .inspect_image(target.image_id())
-        .await
-        .ok()
-        .and_then(|i| i.config)
-        .unwrap_or_default();
+    let old_image = target.image_config(engine).await;
     let image = unchanged_image(engine, target).await;
     let new_id = create_checked(
         engine,
@@ -158,19 +170,14 @@ pub async fn rejoin(
 /// The reference `target` was created from, while it still names the image `target` runs,
 /// else that image's id: recreating must not pick up a newer image behind a tag.
 async fn unchanged_image(engine: &Engine, target: &Target) -> String {
-    let reference = target
-        .inspect
-        .config
-        .as_ref()
-        .and_then(|c| c.image.clone())
-        .unwrap_or_default();
+    let reference = target.reference();
     let current = engine
-        .inspect_image(&reference)
+        .inspect_image(reference)
         .await
         .ok()
         .and_then(|i| i.id);
     if current.as_deref() == Some(target.image_id()) {
-        reference
+        reference.to_owned()
     } else {
         target.image_id().to_owned()
     }

@@ -647,60 +647,94 @@ fn a_container_on_a_replaced_containers_network_is_recreated_on_the_new_one() {
     registry.push(&v1, "apps/client:latest");
     let vpn = unique("wharf-watch-vpn-");
     let client = unique("wharf-watch-vpnclient-");
+    let parked = unique("wharf-watch-parked-");
     let idle = unique("wharf-watch-idle-");
     cleanup
         .containers
-        .extend([vpn.clone(), client.clone(), idle.clone()]);
+        .extend([vpn.clone(), client.clone(), parked.clone(), idle.clone()]);
     docker_run(&registry, &["--name", &vpn, &vpn_image]);
-    // As behind a VPN sidecar (gluetun and the like): no network of its own.
+    // As behind a VPN sidecar (gluetun and the like): no network of their own.
     let shared = format!("container:{vpn}");
+    let env = ["-e", "ROLE=client"];
     docker_run(
         &registry,
         &[
-            "--name",
-            &client,
-            "--network",
-            &shared,
-            "-e",
-            "ROLE=client",
-            &client_image,
-        ],
+            &["--name", &client, "--network", &shared][..],
+            &env,
+            &[&client_image],
+        ]
+        .concat(),
     );
-    // A dependant its user stopped stays stopped.
+    docker_run(
+        &registry,
+        &["--name", &parked, "--network", &shared, &client_image],
+    );
+    // Dependants their user stopped stay stopped.
     let depends = format!("com.centurylinklabs.watchtower.depends-on={vpn}");
     docker_run(&registry, &["--name", &idle, "-l", &depends, &client_image]);
-    run(Command::new("docker").args(["stop", "-t", "1", &idle]));
+    run(Command::new("docker").args(["stop", "-t", "1", &idle, &parked]));
     let before = inspect(&client);
+    // Both images have a v2 in the registry; the engine's client tag still names v1.
     registry.push(&v2, "apps/vpn:latest");
+    registry.push(&v2, "apps/client:latest");
+    run(Command::new("docker").args(["tag", &v1, &client_image]));
 
-    let report = registry.watch(&[&vpn]);
+    let report = registry.watch(&[&vpn, &client]);
     let line = container_line(&report, &vpn);
     assert_eq!(line["outcome"], "updated", "{report:#}");
     assert!(line["detail"].is_null(), "{report:#}");
+    let deferred = container_line(&report, &client);
+    assert_eq!(deferred["outcome"], "skipped", "{report:#}");
+    assert!(
+        deferred["detail"].as_str().unwrap().contains("next check"),
+        "{report:#}"
+    );
     let vpn_now = inspect(&vpn);
+    let on_new_vpn = format!("container:{}", vpn_now["Id"].as_str().unwrap());
     let after = inspect(&client);
     assert_eq!(after["State"]["Running"], true, "{after:#}");
     assert_ne!(after["Id"], before["Id"], "it was not recreated");
-    assert_eq!(
-        after["HostConfig"]["NetworkMode"],
-        format!("container:{}", vpn_now["Id"].as_str().unwrap()).as_str()
-    );
+    assert_eq!(after["HostConfig"]["NetworkMode"], on_new_vpn.as_str());
     assert_eq!(after["Image"], before["Image"], "its own image is kept");
     assert_eq!(after["Config"]["Image"], client_image.as_str());
     assert!(env_of(&after).contains(&"ROLE=client".to_owned()));
     // The namespace it joined has the new container's interface, not just loopback.
     let interfaces = run(Command::new("docker").args(["exec", &client, "ls", "/sys/class/net"]));
     assert!(interfaces.contains("eth0"), "{interfaces}");
+    // The stopped ones stay stopped; the one on the network can still be started.
     assert_eq!(
         inspect(&idle)["State"]["Running"],
         false,
         "a stopped dependant was started"
     );
-    let gone = Command::new("docker")
-        .args(["inspect", &format!("{client}-wharf-prev")])
-        .output()
-        .unwrap();
-    assert!(!gone.status.success(), "the old client was left behind");
+    let parked_now = inspect(&parked);
+    assert_eq!(parked_now["State"]["Running"], false);
+    assert_eq!(parked_now["HostConfig"]["NetworkMode"], on_new_vpn.as_str());
+    run(Command::new("docker").args(["start", &parked]));
+    for name in [&client, &parked] {
+        let gone = Command::new("docker")
+            .args(["inspect", &format!("{name}-wharf-prev")])
+            .output()
+            .unwrap();
+        assert!(!gone.status.success(), "the old {name} was left behind");
+    }
+
+    // The next check updates the client itself, on the network it shares now.
+    let report = registry.watch(&[&vpn, &client]);
+    assert_eq!(
+        container_line(&report, &vpn)["outcome"],
+        "fresh",
+        "{report:#}"
+    );
+    assert_eq!(
+        container_line(&report, &client)["outcome"],
+        "updated",
+        "{report:#}"
+    );
+    let updated = inspect(&client);
+    assert_eq!(updated["Image"], image_id(&v2).as_str());
+    assert_eq!(updated["HostConfig"]["NetworkMode"], on_new_vpn.as_str());
+    assert_eq!(updated["State"]["Running"], true);
 }
 
 #[test]
