@@ -189,16 +189,17 @@ impl Copier {
     }
 }
 
-/// The destination refusing the bytes as not matching their digest means the source
-/// served them so: say so, rather than leave the user suspecting the destination.
+/// The destination refusing the bytes as not matching their digest: the source most
+/// likely served them so (the copy does not hash them itself), which the user checks
+/// with `wharf pull`, whose downloads are verified.
 fn blame_the_source(e: ClientError, src: &Side, digest: &Digest) -> anyhow::Error {
     let digest_refused = matches!(&e, ClientError::Status { status: 400, detail, .. } if detail.contains("DIGEST_INVALID"));
     if !digest_refused {
         return e.into();
     }
+    let source = src.client.registry();
     anyhow::Error::new(e).context(format!(
-        "{} served bytes for {}@{digest} that do not hash to that digest, so the destination refused them; the source's storage may be corrupt",
-        src.client.registry(),
+        "the destination refused the bytes {source} served for {}@{digest}: they do not hash to that digest, so the source's storage may be corrupt (`wharf pull` of the source image checks every blob); nothing was tagged",
         src.repo
     ))
 }

@@ -126,7 +126,8 @@ fn replay_from(source: &Mutex<Source>, mut skip: usize) -> (VecDeque<Bytes>, u64
 impl RegistryClient {
     /// Upload `body` (`size` bytes) to an upload session in PATCHes of `chunk_size` bytes,
     /// each streamed as it arrives, then close the session with the digest (the registry
-    /// verifies it; `body` is expected to be verified too, as `blob_stream`'s are).
+    /// verifies it; a `body` that is verified too, as files' and `blob_stream`'s are, stops
+    /// the upload before that).
     pub async fn upload_blob_chunked(
         &self,
         repo: &RepoName,
@@ -163,7 +164,8 @@ impl RegistryClient {
                 .await?;
         }
         // The source must end here, and end well: a verified stream reports a digest
-        // mismatch in place of its last bytes, so that is found here at the latest.
+        // mismatch in place of its last bytes, so that is found here at the latest
+        // (an unverified one is left to the registry's check at the PUT).
         let longer = || ClientError::BadResponse {
             registry: self.registry().to_string(),
             what: what.clone(),

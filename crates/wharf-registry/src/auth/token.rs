@@ -208,9 +208,14 @@ fn certified(key: &Path, certificate: &Path) -> Result<(Header, EncodingKey, Dec
     let what = |p: &Path| format!("auth.htpasswd.token: {}", p.display());
     let pem = std::fs::read(certificate)
         .map_err(|e| format!("cannot read {}: {e}", what(certificate)))?;
-    let block = x509_parser::pem::Pem::iter_from_buffer(&pem)
+    // The signer first, then any intermediates, as `x5c` lists them: a registry that
+    // trusts only the root still verifies the chain.
+    let chain: Vec<_> = x509_parser::pem::Pem::iter_from_buffer(&pem)
         .filter_map(Result::ok)
-        .find(|b| b.label == "CERTIFICATE")
+        .filter(|b| b.label == "CERTIFICATE")
+        .collect();
+    let block = chain
+        .first()
         .ok_or_else(|| format!("{}: no PEM certificate in it", what(certificate)))?;
     let cert = block
         .parse_x509()
@@ -226,7 +231,7 @@ fn certified(key: &Path, certificate: &Path) -> Result<(Header, EncodingKey, Dec
     let private = std::fs::read(key).map_err(|e| format!("cannot read {}: {e}", what(key)))?;
     let (alg, encoding) = match kind {
         KeyKind::Rsa => (Algorithm::RS256, EncodingKey::from_rsa_pem(&private)),
-        KeyKind::Ec => (Algorithm::ES256, EncodingKey::from_ec_pem(&private)),
+        KeyKind::Ec => (ec_algorithm(&cert), EncodingKey::from_ec_pem(&private)),
         KeyKind::Ed => (Algorithm::EdDSA, EncodingKey::from_ed_pem(&private)),
     };
     let encoding = encoding.map_err(|e| {
@@ -247,10 +252,29 @@ fn certified(key: &Path, certificate: &Path) -> Result<(Header, EncodingKey, Dec
     })?;
     let mut header = Header::new(alg);
     // DER in standard base64, as RFC 7515 and Distribution's verifier read it.
-    header.x5c = Some(vec![
-        base64::engine::general_purpose::STANDARD.encode(&block.contents)
-    ]);
+    header.x5c = Some(
+        chain
+            .iter()
+            .map(|b| base64::engine::general_purpose::STANDARD.encode(&b.contents))
+            .collect(),
+    );
     Ok((header, encoding, decoding))
+}
+
+/// ES384 for a P-384 key, else ES256 (P-256; any other curve fails the signing probe).
+fn ec_algorithm(cert: &x509_parser::certificate::X509Certificate<'_>) -> Algorithm {
+    const SECP384R1: &str = "1.3.132.0.34";
+    let curve = cert
+        .public_key()
+        .algorithm
+        .parameters
+        .as_ref()
+        .and_then(|p| p.as_oid().ok())
+        .map(|oid| oid.to_id_string());
+    match curve.as_deref() {
+        Some(SECP384R1) => Algorithm::ES384,
+        _ => Algorithm::ES256,
+    }
 }
 
 /// A certificate's public key as a JWT checking key; `None` for a key type tokens do not use.

@@ -360,7 +360,7 @@ fn a_source_serving_corrupt_bytes_is_named_and_nothing_is_tagged() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{repo}: {stderr}");
         assert!(
-            stderr.contains(&format!("{} served bytes for team/app@", a.host()))
+            stderr.contains(&format!("{} served for team/app@", a.host()))
                 && stderr.contains("storage may be corrupt"),
             "{repo}: {stderr}"
         );
