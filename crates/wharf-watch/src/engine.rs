@@ -35,6 +35,10 @@ pub enum EngineError {
         "DOCKER_HOST={host} is not supported: use unix:///path/to/docker.sock or tcp://host:port"
     )]
     UnsupportedHost { host: String },
+    #[error("DOCKER_TLS_VERIFY is set but {path} cannot be read ({detail}): DOCKER_CERT_PATH must hold the engine's ca.pem and this client's cert.pem and key.pem, as for `docker --tlsverify`")]
+    TlsFile { path: String, detail: String },
+    #[error("DOCKER_TLS_VERIFY needs a tcp:// DOCKER_HOST, not {host}")]
+    TlsNeedsTcp { host: String },
     #[error("DOCKER_API_VERSION={0:?} is not a version like 1.44")]
     BadApiVersion(String),
     #[error("Docker Engine refused to {what}: {detail}")]
@@ -69,9 +73,12 @@ impl Engine {
     /// version is negotiated with the engine unless `api_version` pins one: pinning was
     /// what broke watchtower on Docker 29 and on old Synology engines, so only a user's
     /// explicit `DOCKER_API_VERSION` does it.
+    /// `tls`: the directory of `ca.pem`, `cert.pem` and `key.pem` when the engine is to be
+    /// reached over TLS with a client certificate (`DOCKER_TLS_VERIFY`, `DOCKER_CERT_PATH`).
     pub async fn connect(
         host: Option<&str>,
         api_version: Option<&str>,
+        tls: Option<&Path>,
     ) -> Result<Engine, EngineError> {
         let host = host
             .filter(|h| !h.is_empty())
@@ -82,7 +89,10 @@ impl Engine {
             .map(parse_api_version)
             .transpose()?;
         let version = pinned.unwrap_or(*bollard::API_DEFAULT_VERSION);
-        let docker = open(&host, &version)?;
+        let docker = match tls {
+            Some(dir) => open_tls(&host, dir, &version)?,
+            None => open(&host, &version)?,
+        };
         let docker = match pinned {
             Some(_) => docker,
             None => docker
@@ -361,6 +371,27 @@ fn open(host: &str, version: &ClientVersion) -> Result<Docker, EngineError> {
         });
     };
     result.map_err(|e| unreachable(host, e))
+}
+
+/// A tcp:// engine over TLS, both sides verified, as `docker --tlsverify` connects.
+fn open_tls(host: &str, dir: &Path, version: &ClientVersion) -> Result<Docker, EngineError> {
+    if !host.starts_with("tcp://") && !host.starts_with("https://") {
+        return Err(EngineError::TlsNeedsTcp {
+            host: host.to_owned(),
+        });
+    }
+    let file = |name: &str| {
+        let path = dir.join(name);
+        std::fs::metadata(&path)
+            .map(|_| path.clone())
+            .map_err(|e| EngineError::TlsFile {
+                path: path.display().to_string(),
+                detail: e.to_string(),
+            })
+    };
+    let (key, cert, ca) = (file("key.pem")?, file("cert.pem")?, file("ca.pem")?);
+    Docker::connect_with_ssl(host, &key, &cert, &ca, ENGINE_TIMEOUT_SECS, version)
+        .map_err(|e| unreachable(host, e))
 }
 
 fn parse_api_version(text: &str) -> Result<ClientVersion, EngineError> {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use clap::builder::FalseyValueParser;
 use clap::Args;
 use wharf_client::client::tls;
 use wharf_client::CredentialSource;
@@ -44,21 +45,21 @@ pub struct WatchArgs {
     )]
     schedule: Option<String>,
     /// Check once, update what is stale, print the report as JSON and exit.
-    #[arg(long, short = 'R', env = "WATCHTOWER_RUN_ONCE")]
+    #[arg(long, short = 'R', env = "WATCHTOWER_RUN_ONCE", value_parser = FalseyValueParser::new())]
     run_once: bool,
     /// Remove old images after updating, once no container uses them.
-    #[arg(long, short = 'c', env = "WATCHTOWER_CLEANUP")]
+    #[arg(long, short = 'c', env = "WATCHTOWER_CLEANUP", value_parser = FalseyValueParser::new())]
     cleanup: bool,
     /// Watch only containers labelled com.centurylinklabs.watchtower.enable=true.
-    #[arg(long, env = "WATCHTOWER_LABEL_ENABLE")]
+    #[arg(long, env = "WATCHTOWER_LABEL_ENABLE", value_parser = FalseyValueParser::new())]
     label_enable: bool,
     /// Report newer images without updating anything.
-    #[arg(long, short = 'm', env = "WATCHTOWER_MONITOR_ONLY")]
+    #[arg(long, short = 'm', env = "WATCHTOWER_MONITOR_ONLY", value_parser = FalseyValueParser::new())]
     monitor_only: bool,
     /// Ask no registry and pull nothing: recreate a container when its image reference
     /// names another image on the engine (built or pulled by hand). The no-pull label
     /// overrides it either way.
-    #[arg(long, env = "WATCHTOWER_NO_PULL")]
+    #[arg(long, env = "WATCHTOWER_NO_PULL", value_parser = FalseyValueParser::new())]
     no_pull: bool,
     /// Container names never watched (comma separated).
     #[arg(
@@ -72,16 +73,16 @@ pub struct WatchArgs {
     #[arg(long, env = "WATCHTOWER_SCOPE")]
     scope: Option<String>,
     /// Also watch created and exited containers.
-    #[arg(long, env = "WATCHTOWER_INCLUDE_STOPPED")]
+    #[arg(long, env = "WATCHTOWER_INCLUDE_STOPPED", value_parser = FalseyValueParser::new())]
     include_stopped: bool,
     /// Also watch restarting containers.
-    #[arg(long, env = "WATCHTOWER_INCLUDE_RESTARTING")]
+    #[arg(long, env = "WATCHTOWER_INCLUDE_RESTARTING", value_parser = FalseyValueParser::new())]
     include_restarting: bool,
     /// Replace containers one at a time, each proving healthy before the next.
-    #[arg(long, env = "WATCHTOWER_ROLLING_RESTART")]
+    #[arg(long, env = "WATCHTOWER_ROLLING_RESTART", value_parser = FalseyValueParser::new())]
     rolling_restart: bool,
     /// Run the lifecycle hooks set in container labels.
-    #[arg(long = "enable-lifecycle-hooks", env = "WATCHTOWER_LIFECYCLE_HOOKS")]
+    #[arg(long = "enable-lifecycle-hooks", env = "WATCHTOWER_LIFECYCLE_HOOKS", value_parser = FalseyValueParser::new())]
     lifecycle_hooks: bool,
     /// How long a container may take to stop before it is killed.
     #[arg(long, env = "WATCHTOWER_TIMEOUT", default_value = "10s", value_parser = duration)]
@@ -100,14 +101,21 @@ pub struct WatchArgs {
     /// Pin the Engine API version (normally negotiated with the engine).
     #[arg(long, env = "DOCKER_API_VERSION")]
     api_version: Option<String>,
+    /// Reach a tcp:// engine over TLS, verifying it against DOCKER_CERT_PATH/ca.pem and
+    /// showing DOCKER_CERT_PATH/cert.pem and key.pem, as `docker --tlsverify` does.
+    #[arg(long = "tlsverify", env = "DOCKER_TLS_VERIFY", value_parser = FalseyValueParser::new())]
+    tls_verify: bool,
+    /// Where --tlsverify finds ca.pem, cert.pem and key.pem (default ~/.docker).
+    #[arg(long, env = "DOCKER_CERT_PATH", value_name = "DIR")]
+    cert_path: Option<PathBuf>,
     /// Serve POST /v1/update, which runs a check now (needs --http-api-token).
-    #[arg(long, env = "WATCHTOWER_HTTP_API_UPDATE")]
+    #[arg(long, env = "WATCHTOWER_HTTP_API_UPDATE", value_parser = FalseyValueParser::new())]
     http_api_update: bool,
     /// Serve Prometheus metrics at GET /v1/metrics (needs --http-api-token).
-    #[arg(long, env = "WATCHTOWER_HTTP_API_METRICS")]
+    #[arg(long, env = "WATCHTOWER_HTTP_API_METRICS", value_parser = FalseyValueParser::new())]
     http_api_metrics: bool,
     /// Keep checking on schedule when the update API is on.
-    #[arg(long, env = "WATCHTOWER_HTTP_API_PERIODIC_POLLS")]
+    #[arg(long, env = "WATCHTOWER_HTTP_API_PERIODIC_POLLS", value_parser = FalseyValueParser::new())]
     http_api_periodic_polls: bool,
     /// The bearer token the HTTP API requires.
     #[arg(long, env = "WATCHTOWER_HTTP_API_TOKEN", hide_env_values = true)]
@@ -194,7 +202,18 @@ async fn connect(args: &WatchArgs, flags: &ClientFlags) -> anyhow::Result<Watche
         credential_source()?,
         args.registry_timeout,
     );
-    let engine = Engine::connect(args.host.as_deref(), args.api_version.as_deref()).await?;
+    let tls = args.tls_verify.then(|| {
+        args.cert_path.clone().unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").unwrap_or_default();
+            PathBuf::from(home).join(".docker")
+        })
+    });
+    let engine = Engine::connect(
+        args.host.as_deref(),
+        args.api_version.as_deref(),
+        tls.as_deref(),
+    )
+    .await?;
     Ok(Watcher::new(engine, registries, settings(args)))
 }
 

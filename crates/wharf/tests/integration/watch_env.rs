@@ -404,3 +404,183 @@ fn lifecycle_hooks_skip_an_update_and_run_in_the_new_container() {
         "the post-update hook did not run in the new container"
     );
 }
+
+/// A CA, an engine certificate for 127.0.0.1 and a client certificate, all signed by the
+/// CA, in `dir`: `ca.pem`, `cert.pem` and `key.pem` as docker's DOCKER_CERT_PATH holds
+/// them, and `server.pem`/`server-key.pem` for the engine's side.
+fn engine_certs(dir: &Path) {
+    require("openssl", "openssl");
+    std::fs::create_dir_all(dir).unwrap();
+    let openssl = |args: &[&str]| {
+        run(Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .stderr(std::process::Stdio::null()))
+    };
+    openssl(
+        &[
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ]
+        .iter()
+        .chain(&[
+            "-subj",
+            "/CN=wharf test CA",
+            "-keyout",
+            "ca-key.pem",
+            "-out",
+            "ca.pem",
+        ])
+        .copied()
+        .collect::<Vec<_>>(),
+    );
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    for (name, key, cert, ext) in [
+        ("engine", "server-key.pem", "server.pem", "server.ext"),
+        ("watcher", "key.pem", "cert.pem", "client.ext"),
+    ] {
+        let subject = format!("/CN={name}");
+        openssl(&[
+            "req", "-newkey", "rsa:2048", "-nodes", "-subj", &subject, "-keyout", key, "-out",
+            "req.csr",
+        ]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "req.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca-key.pem",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            ext,
+            "-out",
+            cert,
+        ]);
+    }
+}
+
+/// The engine's socket behind TLS that demands a client certificate, as `dockerd
+/// --tlsverify` serves it. Python's ssl, not socat: socat's OpenSSL server refuses the
+/// session resumption that rustls (and Go) clients use.
+const TLS_ENGINE: &str = r#"
+import socket, ssl, sys, threading
+port, cert, key, ca, engine = sys.argv[1:]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+ctx.load_verify_locations(ca)
+ctx.verify_mode = ssl.CERT_REQUIRED
+def pump(src, dst):
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    for s in (src, dst):
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+def serve(conn):
+    try:
+        tls = ctx.wrap_socket(conn, server_side=True)
+    except (ssl.SSLError, OSError):
+        conn.close()
+        return
+    up = socket.socket(socket.AF_UNIX)
+    up.connect(engine)
+    threading.Thread(target=pump, args=(tls, up), daemon=True).start()
+    pump(up, tls)
+server = socket.create_server(("127.0.0.1", int(port)))
+while True:
+    conn, _ = server.accept()
+    threading.Thread(target=serve, args=(conn,), daemon=True).start()
+"#;
+
+#[test]
+fn a_tcp_engine_is_reached_over_tls_with_docker_tls_verify_and_cert_path() {
+    require("python3", "python3");
+    let registry = Registry::start();
+    let mut cleanup = Cleanup::default();
+    let (name, v2) = stale_container(&registry, &mut cleanup, "overtls");
+    let certs = registry.dir.path().join("engine-tls");
+    engine_certs(&certs);
+    let port = free_port();
+    let mut proxy = Proc(
+        Command::new("python3")
+            .args(["-c", TLS_ENGINE, &port.to_string()])
+            .args(["server.pem", "server-key.pem", "ca.pem"].map(|f| certs.join(f)))
+            .arg("/var/run/docker.sock")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start the TLS engine proxy"),
+    );
+    wait_for_port(port, &mut proxy.0, "the TLS engine proxy");
+    let host = format!("tcp://127.0.0.1:{port}");
+
+    // Plain HTTP to it fails, and says where.
+    let out = registry
+        .watch_command(&["--run-once", &name])
+        .env("DOCKER_HOST", &host)
+        .env_remove("DOCKER_TLS_VERIFY")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
+
+    // A DOCKER_CERT_PATH without the files names the one missing.
+    let empty = registry.dir.path().join("no-certs");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = registry
+        .watch_command(&["--run-once", &name])
+        .env("DOCKER_HOST", &host)
+        .env("DOCKER_TLS_VERIFY", "1")
+        .env("DOCKER_CERT_PATH", &empty)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("key.pem") && stderr.contains("DOCKER_CERT_PATH"),
+        "{stderr}"
+    );
+
+    // With them, the check, the pull and the swap all go through the TLS engine.
+    let out = registry
+        .watch_command(&["--run-once", &name])
+        .env("DOCKER_HOST", &host)
+        .env("DOCKER_TLS_VERIFY", "1")
+        .env("DOCKER_CERT_PATH", &certs)
+        .output()
+        .unwrap();
+    assert_updated(&out, &name, &v2);
+}
+
+#[test]
+fn boolean_variables_take_1_and_0_as_docker_and_watchtower_users_write_them() {
+    for value in ["1", "true", "0", "false", "yes"] {
+        let out = Command::new(WHARF)
+            .args(["watch", "--run-once"])
+            .env("WATCHTOWER_CLEANUP", value)
+            .env("WATCHTOWER_MONITOR_ONLY", value)
+            .env("DOCKER_TLS_VERIFY", "")
+            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("/nonexistent/docker.sock"),
+            "{value}: the value was refused before the engine was tried: {stderr}"
+        );
+    }
+}
