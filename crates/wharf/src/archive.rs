@@ -323,7 +323,10 @@ impl TarIndex {
             .with_context(|| format!("{what} is not a tar archive"))?;
         for entry in entries {
             let entry = entry.with_context(|| format!("{what} is not a valid tar archive"))?;
-            let name = normalize(Path::new(""), &entry.path()?);
+            let path = entry
+                .path()
+                .with_context(|| format!("{what} has an entry with an unreadable name"))?;
+            let name = normalize(Path::new(""), &path);
             let kind = entry.header().entry_type();
             if kind.is_file() {
                 let member = Member {
@@ -332,7 +335,10 @@ impl TarIndex {
                 };
                 members.insert(name, member);
             } else if kind.is_symlink() || kind.is_hard_link() {
-                let Some(target) = entry.link_name()? else {
+                let target = entry
+                    .link_name()
+                    .with_context(|| format!("{what}: the link {name} has an unreadable target"))?;
+                let Some(target) = target else {
                     continue;
                 };
                 // A symlink is relative to its directory, a hard link to the archive root.
