@@ -779,6 +779,57 @@ fn no_pull_asks_no_registry_and_follows_the_local_image() {
 }
 
 #[test]
+fn an_image_rolled_back_once_is_not_tried_again_by_a_running_watcher() {
+    let registry = Registry::start();
+    let mut cleanup = Cleanup::default();
+    let v1 = serving_image(&mut cleanup, "keep", &[]);
+    let crashing = unique("wharf-watch-crashes:");
+    build_busybox_image_with(
+        &crashing,
+        "crashes",
+        &[],
+        &[r#"CMD ["/bin/sh", "-c", "exit 3"]"#],
+    );
+    cleanup.images.push(crashing.clone());
+    let pulled = format!("{}/apps/again:1", registry.host());
+    let local = format!("{}/apps/local:1", registry.host());
+    cleanup.images.extend([pulled.clone(), local.clone()]);
+    registry.push(&v1, "apps/again:1");
+    registry.push(&v1, "apps/local:1");
+    let (from_registry, no_pull) = (unique("wharf-watch-again-"), unique("wharf-watch-local-"));
+    cleanup
+        .containers
+        .extend([from_registry.clone(), no_pull.clone()]);
+    docker_run(&registry, &["--name", &from_registry, &pulled]);
+    let label = "com.centurylinklabs.watchtower.no-pull=true";
+    docker_run(&registry, &["--name", &no_pull, "-l", label, &local]);
+    // A crashing image: in the registry for one, tagged by hand for the no-pull one.
+    registry.push(&crashing, "apps/again:1");
+    run(Command::new("docker").args(["tag", &crashing, &local]));
+
+    let api = ApiWatcher::start(&registry, &[&from_registry, &no_pull], |_| {});
+    let report = api.update();
+    for name in [&from_registry, &no_pull] {
+        let line = container_line(&report, name);
+        assert_eq!(line["outcome"], "rolled_back", "{report:#}");
+        assert_eq!(inspect(name)["Image"], image_id(&v1).as_str());
+    }
+    // The same image is not deployed (and rolled back, with a gap each time) again.
+    let report = api.update();
+    for name in [&from_registry, &no_pull] {
+        let line = container_line(&report, name);
+        assert_eq!(line["outcome"], "failed", "{report:#}");
+        assert!(
+            line["detail"].as_str().unwrap().contains("not retried"),
+            "{report:#}"
+        );
+        let now = inspect(name);
+        assert_eq!(now["Image"], image_id(&v1).as_str());
+        assert_eq!(now["State"]["Running"], true);
+    }
+}
+
+#[test]
 fn one_head_per_image_and_a_cached_token_through_the_http_api() {
     let registry = Registry::start();
     let mut cleanup = Cleanup::default();
