@@ -526,44 +526,38 @@ fn a_tcp_engine_is_reached_over_tls_with_docker_tls_verify_and_cert_path() {
     );
     wait_for_port(port, &mut proxy.0, "the TLS engine proxy");
     let host = format!("tcp://127.0.0.1:{port}");
+    // A run-once against it, with `DOCKER_CERT_PATH` when it should use TLS.
+    let watch = |cert_path: Option<&Path>| {
+        let mut cmd = registry.watch_command(&["--run-once", &name]);
+        cmd.env("DOCKER_HOST", &host);
+        match cert_path {
+            Some(dir) => cmd
+                .env("DOCKER_TLS_VERIFY", "1")
+                .env("DOCKER_CERT_PATH", dir),
+            None => cmd.env_remove("DOCKER_TLS_VERIFY"),
+        };
+        cmd.output().unwrap()
+    };
+    let refused = |out: Output| {
+        assert!(!out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
 
     // Plain HTTP to it fails, and says where.
-    let out = registry
-        .watch_command(&["--run-once", &name])
-        .env("DOCKER_HOST", &host)
-        .env_remove("DOCKER_TLS_VERIFY")
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "{out:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused(watch(None));
     assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
 
     // A DOCKER_CERT_PATH without the files names the one missing.
     let empty = registry.dir.path().join("no-certs");
     std::fs::create_dir_all(&empty).unwrap();
-    let out = registry
-        .watch_command(&["--run-once", &name])
-        .env("DOCKER_HOST", &host)
-        .env("DOCKER_TLS_VERIFY", "1")
-        .env("DOCKER_CERT_PATH", &empty)
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "{out:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused(watch(Some(&empty)));
     assert!(
         stderr.contains("key.pem") && stderr.contains("DOCKER_CERT_PATH"),
         "{stderr}"
     );
 
     // With them, the check, the pull and the swap all go through the TLS engine.
-    let out = registry
-        .watch_command(&["--run-once", &name])
-        .env("DOCKER_HOST", &host)
-        .env("DOCKER_TLS_VERIFY", "1")
-        .env("DOCKER_CERT_PATH", &certs)
-        .output()
-        .unwrap();
-    assert_updated(&out, &name, &v2);
+    assert_updated(&watch(Some(&certs)), &name, &v2);
 }
 
 #[test]
