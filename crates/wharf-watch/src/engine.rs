@@ -52,6 +52,15 @@ pub enum EngineError {
     Timeout { what: String, seconds: u64 },
 }
 
+/// Whether the engine reports `container` as running (an absent state is not).
+pub fn is_running(container: &ContainerInspectResponse) -> bool {
+    container
+        .state
+        .as_ref()
+        .and_then(|s| s.running)
+        .unwrap_or(false)
+}
+
 /// How long a pull may go without a progress message from the engine.
 const PULL_IDLE: Duration = Duration::from_secs(300);
 

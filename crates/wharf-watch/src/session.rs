@@ -9,7 +9,7 @@ use wharf_client::ImageRef;
 use wharf_oci::Digest;
 
 use crate::check::{recorded_digests, Registries};
-use crate::engine::Engine;
+use crate::engine::{is_running, Engine};
 use crate::labels::{Hook, Selection};
 use crate::lock;
 use crate::order::Dependencies;
@@ -163,11 +163,7 @@ impl Watcher {
                 .unwrap_or_default()
                 .trim_start_matches('/')
                 .to_owned();
-            let was_running = inspect
-                .state
-                .as_ref()
-                .and_then(|s| s.running)
-                .unwrap_or(false);
+            let was_running = is_running(&inspect);
             all.push(Target {
                 id,
                 name,
@@ -579,7 +575,7 @@ impl Watcher {
         self.engine
             .inspect_container(id)
             .await
-            .is_ok_and(|c| c.state.and_then(|s| s.running).unwrap_or(false))
+            .is_ok_and(|c| is_running(&c))
     }
 
     /// Stop running dependants, last first; returns the ones to start again afterwards:
@@ -590,7 +586,7 @@ impl Watcher {
             let Ok(c) = self.engine.inspect_container(name).await else {
                 continue;
             };
-            if !c.state.as_ref().and_then(|s| s.running).unwrap_or(false) {
+            if !is_running(&c) {
                 continue;
             }
             let timeout = self.settings.timing.stop_timeout;
@@ -610,7 +606,7 @@ impl Watcher {
                 continue;
             };
             let id = c.id.clone().unwrap_or_default();
-            let running = c.state.as_ref().and_then(|s| s.running).unwrap_or(false);
+            let running = is_running(&c);
             if running || replaced_ids.contains_key(&id) {
                 continue;
             }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bollard::models::{ContainerInspectResponse, HealthStatusEnum, ImageConfig};
 
-use crate::engine::{is_not_found, Engine, EngineError, STOP_MARGIN};
+use crate::engine::{is_not_found, is_running, Engine, EngineError, STOP_MARGIN};
 use crate::labels::{Hook, Labels, Selection};
 use crate::spec;
 
@@ -326,7 +326,7 @@ pub async fn stop(
 async fn wait_stopped(engine: &Engine, id: &str, limit: Duration) {
     let stopped = async {
         while let Ok(c) = engine.inspect_container(id).await {
-            if c.state.as_ref().and_then(|s| s.running) != Some(true) {
+            if !is_running(&c) {
                 return;
             }
             tokio::time::sleep(POLL).await;
@@ -381,7 +381,7 @@ pub async fn recover_interrupted(
 
 async fn restore_aside(engine: &Engine, aside_id: &str, base: &str) -> Result<(), EngineError> {
     match engine.inspect_container(base).await {
-        Ok(current) if current.state.as_ref().and_then(|s| s.running) == Some(true) => {
+        Ok(current) if is_running(&current) => {
             tracing::warn!(container = %base, "an interrupted update had started its replacement; keeping it");
             engine.remove(aside_id).await
         }
@@ -438,7 +438,7 @@ async fn put_back(
             Err(e) => failures.push(e.to_string()),
         }
     }
-    let running = old.state.as_ref().and_then(|s| s.running).unwrap_or(false);
+    let running = is_running(old);
     if target.was_running && !running {
         if let Err(e) = engine.start(&target.id).await {
             failures.push(e.to_string());
