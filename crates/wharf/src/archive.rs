@@ -18,7 +18,7 @@ use anyhow::{bail, Context};
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use wharf_client::client::{BlobStream, ClientError};
 use wharf_client::{ImageRef, RegistryClient};
 use wharf_oci::media_type as mt;
@@ -26,7 +26,7 @@ use wharf_oci::{Descriptor, Digest, DigestHasher, Manifest};
 
 use crate::layout::{
     check_digest, choose, fetch_manifests, file_stream, oci_layout_file, parse, push_image, Blobs,
-    Pulled,
+    Pulled, Staged,
 };
 use crate::progress::Progress;
 
@@ -57,19 +57,7 @@ pub async fn pull(
     progress: &Progress,
 ) -> anyhow::Result<Digest> {
     let pulled = fetch_manifests(client, image).await?;
-    // Written under another name and renamed, so a broken pull never leaves a tar that
-    // looks complete.
-    let mut partial = path.as_os_str().to_owned();
-    partial.push(".partial");
-    let partial = PathBuf::from(partial);
-    let written = write_archive(client, image, &pulled, &partial, progress).await;
-    if let Err(e) = written {
-        let _ = tokio::fs::remove_file(&partial).await;
-        return Err(e);
-    }
-    tokio::fs::rename(&partial, path)
-        .await
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    write_archive(client, image, &pulled, path, progress).await?;
     Ok(pulled.top.digest)
 }
 
@@ -174,23 +162,16 @@ fn docker_arch() -> &'static str {
     }
 }
 
-/// A ustar archive written front to back from async sources.
+/// A ustar archive written front to back from async sources, under a temporary name
+/// until `finish`: a broken pull never leaves a tar that looks complete.
 struct TarWriter {
-    file: tokio::io::BufWriter<tokio::fs::File>,
+    file: Staged,
 }
 
 impl TarWriter {
     async fn create(path: &Path) -> anyhow::Result<TarWriter> {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            tokio::fs::create_dir_all(parent)
-                .await
-                .with_context(|| format!("cannot create {}", parent.display()))?;
-        }
-        let file = tokio::fs::File::create(path)
-            .await
-            .with_context(|| format!("cannot write {}", path.display()))?;
         Ok(TarWriter {
-            file: tokio::io::BufWriter::with_capacity(256 << 10, file),
+            file: Staged::create(path).await?,
         })
     }
 
@@ -203,13 +184,13 @@ impl TarWriter {
         header.set_mtime(0);
         header.set_entry_type(tar::EntryType::Regular);
         header.set_cksum();
-        self.file.write_all(header.as_bytes()).await?;
+        self.file.write(header.as_bytes()).await?;
         Ok(())
     }
 
     async fn append(&mut self, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
         self.header(name, bytes.len() as u64).await?;
-        self.file.write_all(bytes).await?;
+        self.file.write(bytes).await?;
         self.pad(bytes.len() as u64).await
     }
 
@@ -229,7 +210,7 @@ impl TarWriter {
             if written > size {
                 bail!("{name}: the registry sent more than the {size} bytes its manifest lists");
             }
-            self.file.write_all(&chunk).await?;
+            self.file.write(&chunk).await?;
         }
         if written != size {
             bail!("{name}: the registry sent {written} bytes, not the {size} its manifest lists");
@@ -240,17 +221,15 @@ impl TarWriter {
     async fn pad(&mut self, len: u64) -> anyhow::Result<()> {
         let rest = (len % 512) as usize;
         if rest != 0 {
-            self.file.write_all(&[0u8; 512][rest..]).await?;
+            self.file.write(&[0u8; 512][rest..]).await?;
         }
         Ok(())
     }
 
     /// Two zero blocks end a tar; the data is on disk before the rename makes it visible.
     async fn finish(mut self) -> anyhow::Result<()> {
-        self.file.write_all(&[0u8; 1024]).await?;
-        self.file.flush().await?;
-        self.file.get_ref().sync_all().await?;
-        Ok(())
+        self.file.write(&[0u8; 1024]).await?;
+        self.file.commit().await
     }
 }
 
