@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod config;
 pub mod http;
+pub mod registry;
 pub mod server;
 pub mod store;
 pub mod tls;

@@ -17,9 +17,9 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::auth::Auth;
 use crate::config::Config;
-use crate::http::{handle, AppState, ManifestCache};
-use crate::store::fs::{FsBlobStore, FsMetaStore, Layout};
-use crate::store::{BlobStore, MetaStore};
+use crate::http::{handle, AppState};
+use crate::registry::Registry;
+use crate::store::Store;
 
 /// Slow-loris guard: a client has this long to send its request headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -29,9 +29,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub fn state_for(config: &Config) -> anyhow::Result<Arc<AppState>> {
-    let layout = Layout::new(&config.root);
-    let blobs: Arc<dyn BlobStore> = Arc::new(FsBlobStore::new(layout.clone()));
-    let meta: Arc<dyn MetaStore> = Arc::new(FsMetaStore::new(layout, blobs.clone()));
+    let store = crate::store::open(&config.storage(), true)
+        .with_context(|| format!("cannot open storage at {}", config.root.display()))?;
     let auth = Auth::from_config(config).map_err(anyhow::Error::msg)?;
     let extra_headers = config
         .http
@@ -45,13 +44,20 @@ pub fn state_for(config: &Config) -> anyhow::Result<Arc<AppState>> {
             Ok((name, value))
         })
         .collect::<anyhow::Result<_>>()?;
+    let upload_secret = match &config.http.secret {
+        Some(s) => s.as_bytes().to_vec(),
+        None => {
+            let mut random = vec![0u8; 32];
+            getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+            random
+        }
+    };
     Ok(Arc::new(AppState {
-        blobs,
-        meta,
+        registry: Registry::new(store),
         delete_enabled: config.delete_enabled,
         read_only: config.read_only,
-        manifests: ManifestCache::default(),
         auth,
+        upload_secret,
         base_url: config.http.host.clone(),
         tls: config.http.tls.is_some(),
         extra_headers,
@@ -87,23 +93,53 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
         "wharf registry listening"
     );
     if let Some(purging) = config.upload_purging.clone() {
-        tokio::spawn(purge_uploads_periodically(state.blobs.clone(), purging));
+        tokio::spawn(purge_uploads_periodically(
+            state.registry.store.clone(),
+            purging,
+        ));
+    }
+    if let Some(gc) = config.gc.clone() {
+        tokio::spawn(collect_garbage_periodically(state.clone(), gc));
     }
     let drain = config.http.drain_timeout.unwrap_or(DRAIN_TIMEOUT);
     serve_listener(listener, state, tls, drain, shutdown).await
 }
 
-async fn purge_uploads_periodically(
-    blobs: Arc<dyn BlobStore>,
-    purging: crate::config::UploadPurging,
-) {
+/// Once across every process on the store: the job lock skips a round another holds.
+async fn purge_uploads_periodically(store: Store, purging: crate::config::UploadPurging) {
     let mut tick = tokio::time::interval(purging.interval);
     loop {
         tick.tick().await;
-        match blobs.purge_uploads(purging.age).await {
+        let Ok(Some(_job)) = store.locks.try_job("purge").await else {
+            continue;
+        };
+        match store.blobs.purge_uploads(purging.age).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "purged abandoned uploads"),
             Err(e) => tracing::warn!(error = %e, "purging abandoned uploads failed"),
+        }
+    }
+}
+
+/// `gc:`: collect while serving. The first run waits one interval, as purging's does.
+async fn collect_garbage_periodically(state: Arc<AppState>, gc: crate::config::GcSchedule) {
+    let opts = crate::registry::gc::GcOptions {
+        dry_run: false,
+        delete_untagged: gc.delete_untagged,
+        grace: gc.grace,
+    };
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + gc.interval, gc.interval);
+    loop {
+        tick.tick().await;
+        match state.registry.collect_garbage(&opts).await {
+            Ok(r) => tracing::info!(
+                blobs = r.blobs.len(),
+                manifests = r.manifests.len(),
+                bytes_freed = r.bytes_freed,
+                held = r.blobs_held,
+                "garbage collected"
+            ),
+            Err(e) => tracing::warn!(error = %e, "garbage collection failed"),
         }
     }
 }

@@ -7,6 +7,7 @@ mod htpasswd;
 mod images;
 mod layout;
 mod login;
+mod maintenance;
 mod progress;
 mod serve;
 mod watch;
@@ -55,6 +56,11 @@ enum Command {
     Pull(layout::PullArgs),
     /// Push an image from an OCI image layout directory or a `docker save` tar.
     Push(layout::PushArgs),
+    /// Delete what no tag (or manifest) reaches, while the registry keeps serving
+    /// (registry:2's `registry garbage-collect`).
+    GarbageCollect(maintenance::GcArgs),
+    /// Re-hash every blob and check every link, tag and manifest; --repair fixes what it can.
+    Scrub(maintenance::ScrubArgs),
     /// Watch running containers and update them when their image changes in its registry
     /// (watchtower's flags, labels and environment).
     Watch(Box<watch::WatchArgs>),
@@ -92,6 +98,8 @@ fn main() -> anyhow::Result<()> {
             init_logging(None, false);
             htpasswd::run(cmd)
         }
+        Command::GarbageCollect(args) => client_command(|| maintenance::garbage_collect(args)),
+        Command::Scrub(args) => client_command(|| maintenance::scrub(args)),
         Command::Login(args) => client_command(|| login::login(args, flags)),
         Command::Logout(args) => client_command(|| login::logout(args)),
         Command::Tags(arg) => client_command(|| images::tags(arg, flags)),

@@ -237,6 +237,20 @@ struct File {
     auth: Option<Auth>,
     /// wharf's own: who may pull, push and delete what.
     access: Option<AccessPolicy>,
+    /// wharf's own: garbage collection inside `wharf serve`.
+    gc: Option<Gc>,
+}
+
+#[derive(Deserialize, Default)]
+struct Gc {
+    #[serde(default, deserialize_with = "lenient::bool")]
+    enabled: Option<bool>,
+    #[serde(default, deserialize_with = "lenient::duration")]
+    interval: Option<Duration>,
+    #[serde(default, deserialize_with = "lenient::bool")]
+    deleteuntagged: Option<bool>,
+    #[serde(default, deserialize_with = "lenient::duration")]
+    grace: Option<Duration>,
 }
 
 #[derive(Deserialize, Default)]
@@ -547,6 +561,14 @@ impl File {
             }
         };
         config.access = self.access;
+        if let Some(gc) = self.gc.filter(|g| g.enabled != Some(false)) {
+            let defaults = super::GcSchedule::default();
+            config.gc = Some(super::GcSchedule {
+                interval: gc.interval.unwrap_or(defaults.interval),
+                delete_untagged: gc.deleteuntagged.unwrap_or(false),
+                grace: gc.grace.unwrap_or(defaults.grace),
+            });
+        }
         Ok(config)
     }
 }

@@ -28,6 +28,29 @@ pub struct Config {
     pub auth: Option<AuthConfig>,
     /// Who may do what; without it every authenticated user may do everything.
     pub access: Option<AccessPolicy>,
+    /// `gc:` (wharf's own): collect garbage inside `wharf serve` on a schedule.
+    pub gc: Option<GcSchedule>,
+}
+
+/// Content retained this recently is never collected: it covers a push whose blobs are up
+/// but whose manifest is not yet.
+pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, Clone)]
+pub struct GcSchedule {
+    pub interval: Duration,
+    pub delete_untagged: bool,
+    pub grace: Duration,
+}
+
+impl Default for GcSchedule {
+    fn default() -> Self {
+        GcSchedule {
+            interval: Duration::from_secs(24 * 3600),
+            delete_untagged: false,
+            grace: DEFAULT_GC_GRACE,
+        }
+    }
 }
 
 /// registry:2's defaults: uploads older than a week are removed once a day.
@@ -123,6 +146,13 @@ pub struct CertifiedKey {
 }
 
 impl Config {
+    /// The storage this configuration names.
+    pub fn storage(&self) -> crate::store::StorageConfig {
+        crate::store::StorageConfig::Filesystem {
+            root: self.root.clone(),
+        }
+    }
+
     pub fn new(root: PathBuf) -> Config {
         Config {
             addr: SocketAddr::from(([0, 0, 0, 0], 5000)),
@@ -134,6 +164,7 @@ impl Config {
             http: HttpConfig::default(),
             auth: None,
             access: None,
+            gc: None,
         }
     }
 }

@@ -49,11 +49,11 @@ fn parse_range(header: &str, size: u64) -> Result<Option<RangeInclusive<u64>>, (
 }
 
 async fn require_linked(state: &AppState, repo: &RepoName, digest: &Digest) -> ApiResult<u64> {
-    let unknown = || ApiError::new(ErrorCode::BlobUnknown).detail(json!({ "digest": digest }));
-    if !state.meta.blob_linked(repo, digest).await? {
-        return Err(unknown());
-    }
-    state.blobs.stat(digest).await?.ok_or_else(unknown)
+    state
+        .registry
+        .blob_in_repo(repo, digest)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::BlobUnknown).detail(json!({ "digest": digest })))
 }
 
 pub async fn get(
@@ -64,6 +64,14 @@ pub async fn get(
     head: bool,
 ) -> ApiResult {
     let size = require_linked(state, repo, digest).await?;
+    let blobs = &state.registry.store.blobs;
+    if !head {
+        if let Some(url) = blobs.redirect(digest).await? {
+            return Ok(empty(StatusCode::TEMPORARY_REDIRECT)
+                .with(http::header::LOCATION, &url)
+                .with(DOCKER_CONTENT_DIGEST, &digest.to_string()));
+        }
+    }
     let range = match req.header(RANGE).map(|h| parse_range(h, size)) {
         None | Some(Ok(None)) => None,
         Some(Ok(Some(r))) => Some(r),
@@ -78,7 +86,7 @@ pub async fn get(
         let len = range.as_ref().map_or(size, |r| r.end() - r.start() + 1);
         empty(StatusCode::OK).with(CONTENT_LENGTH, &len.to_string())
     } else {
-        let read = state.blobs.read(digest, range.clone()).await?;
+        let read = blobs.read(digest, range.clone()).await?;
         let len = if read.size == 0 {
             0
         } else {
@@ -108,7 +116,7 @@ pub async fn delete(state: &AppState, repo: &RepoName, digest: &Digest) -> ApiRe
     if !state.delete_enabled {
         return Err(ApiError::new(ErrorCode::Unsupported).message("deletes are disabled: set storage.delete.enabled (REGISTRY_STORAGE_DELETE_ENABLED=true)"));
     }
-    if !state.meta.unlink_blob(repo, digest).await? {
+    if !state.registry.store.meta.unlink_blob(repo, digest).await? {
         return Err(ApiError::new(ErrorCode::BlobUnknown).detail(json!({ "digest": digest })));
     }
     Ok(empty(StatusCode::ACCEPTED).with(DOCKER_CONTENT_DIGEST, &digest.to_string()))

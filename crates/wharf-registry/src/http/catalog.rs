@@ -10,21 +10,21 @@ use super::{AppState, Req};
 
 pub async fn get(state: &AppState, req: &Req) -> ApiResult {
     let (n, last) = pagination(req)?;
-    let page = if state.auth.enabled() {
-        // Show only what the caller may pull; filter before paginating so pages stay full.
-        let all = state.meta.list_repos(last, None).await?;
-        let who = &req.identity;
-        let visible = all.items.into_iter().filter(|r| {
-            let allowed = match who {
-                crate::auth::Identity::Token(c) => state.auth.policy_allows(Some(&c.sub), r),
-                other => state.auth.allowed(other, r),
-            };
-            allowed.contains(crate::auth::policy::Actions::PULL)
-        });
-        crate::store::paginate(visible, None, n)
-    } else {
-        state.meta.list_repos(last, n).await?
+    // Show only what the caller may pull.
+    let who = &req.identity;
+    let may_pull = |r: &str| {
+        let allowed = match who {
+            crate::auth::Identity::Token(c) => state.auth.policy_allows(Some(&c.sub), r),
+            other => state.auth.allowed(other, r),
+        };
+        allowed.contains(crate::auth::policy::Actions::PULL)
     };
+    let filter: Option<&(dyn Fn(&str) -> bool + Sync)> = if state.auth.enabled() {
+        Some(&may_pull)
+    } else {
+        None
+    };
+    let page = state.registry.catalog(last, n, filter).await?;
     let mut resp = json_response(StatusCode::OK, &json!({ "repositories": page.items }));
     if let (true, Some(n), Some(last)) = (page.more, n, page.items.last()) {
         resp = resp.with(http::header::LINK, &next_link("/v2/_catalog", n, last));

@@ -91,9 +91,28 @@ impl From<StoreError> for ApiError {
             StoreError::Body(_) => {
                 ApiError::new(ErrorCode::BlobUploadInvalid).message(e.to_string())
             }
-            StoreError::Io(_) | StoreError::Corrupt { .. } => {
+            StoreError::Io(_) | StoreError::Corrupt { .. } | StoreError::NotAStore(_) => {
                 tracing::error!(error = %e, "storage failure");
                 ApiError::new(ErrorCode::Unknown).message(e.to_string())
+            }
+        }
+    }
+}
+
+impl From<crate::registry::Error> for ApiError {
+    fn from(e: crate::registry::Error) -> ApiError {
+        match e {
+            crate::registry::Error::Store(e) => e.into(),
+            crate::registry::Error::Refused {
+                code,
+                message,
+                detail,
+            } => {
+                let err = ApiError::new(code).message(message);
+                match detail {
+                    Some(d) => err.detail(d),
+                    None => err,
+                }
             }
         }
     }

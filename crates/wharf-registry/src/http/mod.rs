@@ -30,19 +30,19 @@ use wharf_oci::{Digest, ErrorCode, Reference, RepoName};
 use self::error::{digest_invalid, name_invalid, ApiError, ApiResult};
 use self::response::{header_value, Resp, API_VERSION};
 use crate::auth::{Auth, Identity};
-use crate::store::{BlobStore, ByteStream, MetaStore};
-
-pub use manifests::ManifestCache;
+use crate::registry::Registry;
+use crate::store::ByteStream;
 
 /// Everything a request handler needs.
 pub struct AppState {
-    pub blobs: Arc<dyn BlobStore>,
-    pub meta: Arc<dyn MetaStore>,
+    pub registry: Registry,
     pub delete_enabled: bool,
     /// `storage.maintenance.readonly`: every write is refused.
     pub read_only: bool,
-    pub manifests: ManifestCache,
     pub auth: Auth,
+    /// Signs the `_state` of upload URLs as registry:2 does with `http.secret`, so that a
+    /// Distribution sharing the store and the secret continues uploads wharf started.
+    pub upload_secret: Vec<u8>,
     /// `http.host`: the external URL, when requests' own Host headers are not it.
     pub base_url: Option<String>,
     /// Whether wharf itself terminates TLS (for URLs it builds when no proxy says otherwise).

@@ -11,7 +11,7 @@ use super::response::{bytes_response, RespExt, OCI_FILTERS_APPLIED};
 use super::{AppState, Req};
 
 pub async fn get(state: &AppState, repo: &RepoName, subject: &Digest, req: &Req) -> ApiResult {
-    let mut manifests = state.meta.referrers(repo, subject).await?;
+    let mut manifests = state.registry.store.meta.referrers(repo, subject).await?;
     let filter = req.query("artifactType").filter(|t| !t.is_empty());
     if let Some(t) = filter {
         manifests.retain(|d| d.artifact_type.as_deref() == Some(t));

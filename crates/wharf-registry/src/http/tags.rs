@@ -31,9 +31,15 @@ pub fn next_link(path: &str, n: usize, last: &str) -> String {
 
 pub async fn list(state: &AppState, repo: &RepoName, req: &Req) -> ApiResult {
     let (n, last) = pagination(req)?;
-    let page = state.meta.list_tags(repo, last, n).await?.ok_or_else(|| {
-        ApiError::new(ErrorCode::NameUnknown).detail(json!({ "name": repo.as_str() }))
-    })?;
+    let page = state
+        .registry
+        .store
+        .meta
+        .list_tags(repo, last, n)
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(ErrorCode::NameUnknown).detail(json!({ "name": repo.as_str() }))
+        })?;
     let mut resp = json_response(
         StatusCode::OK,
         &json!({ "name": repo.as_str(), "tags": page.items }),

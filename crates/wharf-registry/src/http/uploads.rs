@@ -11,14 +11,31 @@ use super::error::{digest_invalid, ApiError, ApiResult};
 use super::response::{empty, Resp, RespExt, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID};
 use super::{AppState, Req};
 
-fn upload_location(repo: &RepoName, id: Uuid) -> String {
-    format!("/v2/{repo}/blobs/uploads/{id}")
+/// The upload's URL, carrying registry:2's signed `_state` (name, id, offset), which
+/// Distribution requires and checks; wharf itself reads the state from the store.
+fn upload_location(state: &AppState, repo: &RepoName, id: Uuid, size: u64) -> String {
+    use hmac::Mac;
+    let message = serde_json::json!({
+        "Name": repo.as_str(),
+        "UUID": id.to_string(),
+        "Offset": size,
+        "StartedAt": "0001-01-01T00:00:00Z",
+    })
+    .to_string();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&state.upload_secret)
+        .expect("HMAC takes any key length");
+    mac.update(message.as_bytes());
+    let mut token = mac.finalize().into_bytes().to_vec();
+    token.extend_from_slice(message.as_bytes());
+    use base64::Engine;
+    let token = base64::engine::general_purpose::URL_SAFE.encode(token);
+    format!("/v2/{repo}/blobs/uploads/{id}?_state={token}")
 }
 
 /// The upload's `Range`: registry:2 answers `0-<last byte>`, and `0-0` while empty.
-fn progress(repo: &RepoName, id: Uuid, size: u64, status: StatusCode) -> Resp {
+fn progress(state: &AppState, repo: &RepoName, id: Uuid, size: u64, status: StatusCode) -> Resp {
     empty(status)
-        .location(&upload_location(repo, id))
+        .location(&upload_location(state, repo, id, size))
         .with(
             http::header::RANGE,
             &format!("0-{}", size.saturating_sub(1)),
@@ -75,8 +92,7 @@ fn chunk_start(req: &Req) -> ApiResult<Option<u64>> {
 }
 
 async fn finish(state: &AppState, repo: &RepoName, id: Uuid, digest: &Digest) -> ApiResult {
-    state.blobs.commit(repo, id, digest).await?;
-    state.meta.link_blob(repo, digest).await?;
+    state.registry.finish_upload(repo, id, digest).await?;
     Ok(created(repo, digest))
 }
 
@@ -92,52 +108,41 @@ pub async fn start(state: &AppState, repo: &RepoName, req: Req) -> ApiResult {
                     .allowed(&req.identity, f.as_str())
                     .contains(crate::auth::policy::Actions::PULL)
             });
-        if let Some(resp) = try_mount(state, repo, &digest, from).await? {
-            return Ok(resp);
+        if let Some(from) = from {
+            if state.registry.mount(repo, &digest, &from).await? {
+                return Ok(created(repo, &digest));
+            }
         }
         // Not mountable: the spec says to fall back to a regular upload session.
-        let id = state.blobs.start_upload(repo).await?;
-        return Ok(progress(repo, id, 0, StatusCode::ACCEPTED));
+        let id = state.registry.store.blobs.start_upload(repo).await?;
+        return Ok(progress(state, repo, id, 0, StatusCode::ACCEPTED));
     }
     match digest_param(&req, "digest")? {
         None => {
-            let id = state.blobs.start_upload(repo).await?;
-            Ok(progress(repo, id, 0, StatusCode::ACCEPTED))
+            let id = state.registry.store.blobs.start_upload(repo).await?;
+            Ok(progress(state, repo, id, 0, StatusCode::ACCEPTED))
         }
         // One request, one blob: no upload session to create and tear down.
         Some(digest) => {
-            state.blobs.put_stream(&digest, req.into_stream()).await?;
-            state.meta.link_blob(repo, &digest).await?;
+            state
+                .registry
+                .put_blob(repo, &digest, req.into_stream())
+                .await?;
             Ok(created(repo, &digest))
         }
     }
 }
 
-async fn try_mount(
-    state: &AppState,
-    repo: &RepoName,
-    digest: &Digest,
-    from: Option<RepoName>,
-) -> ApiResult<Option<Resp>> {
-    let Some(from) = from else {
-        return Ok(None);
-    };
-    if !state.meta.blob_linked(&from, digest).await? || state.blobs.stat(digest).await?.is_none() {
-        return Ok(None);
-    }
-    state.meta.link_blob(repo, digest).await?;
-    Ok(Some(created(repo, digest)))
-}
-
 pub async fn status(state: &AppState, repo: &RepoName, id: Uuid) -> ApiResult {
-    let size = state.blobs.upload_size(repo, id).await?;
-    Ok(progress(repo, id, size, StatusCode::NO_CONTENT))
+    let size = state.registry.store.blobs.upload_size(repo, id).await?;
+    Ok(progress(state, repo, id, size, StatusCode::NO_CONTENT))
 }
 
 pub async fn patch(state: &AppState, repo: &RepoName, id: Uuid, req: Req) -> ApiResult {
     let at = chunk_start(&req)?;
-    let size = state.blobs.append(repo, id, at, req.into_stream()).await?;
-    Ok(progress(repo, id, size, StatusCode::ACCEPTED))
+    let blobs = &state.registry.store.blobs;
+    let size = blobs.append(repo, id, at, req.into_stream()).await?;
+    Ok(progress(state, repo, id, size, StatusCode::ACCEPTED))
 }
 
 pub async fn put(state: &AppState, repo: &RepoName, id: Uuid, req: Req) -> ApiResult {
@@ -147,12 +152,13 @@ pub async fn put(state: &AppState, repo: &RepoName, id: Uuid, req: Req) -> ApiRe
     let has_body = req.header(CONTENT_LENGTH).is_none_or(|l| l != "0");
     if has_body {
         let at = chunk_start(&req)?;
-        state.blobs.append(repo, id, at, req.into_stream()).await?;
+        let blobs = &state.registry.store.blobs;
+        blobs.append(repo, id, at, req.into_stream()).await?;
     }
     finish(state, repo, id, &digest).await
 }
 
 pub async fn cancel(state: &AppState, repo: &RepoName, id: Uuid) -> ApiResult {
-    state.blobs.cancel(repo, id).await?;
+    state.registry.store.blobs.cancel(repo, id).await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }

@@ -4,21 +4,28 @@
 //! - [`MetaStore`]: what the bytes mean: which repository may serve which blob, manifests,
 //!   tags and referrers.
 //!
-//! Backends: `fs` keeps both in registry:2's on-disk layout, so Distribution and wharf can
-//! serve the same directory.
+//! - [`Locks`]: the coordination that lets garbage collection run while others write.
+//!
+//! [`open`] picks the backends from configuration. `fs` keeps everything in registry:2's
+//! on-disk layout, so Distribution and wharf (several processes of it) serve one directory.
+//! The contract is written down in `docs/storage.md`.
 
 pub mod fs;
+pub mod hashstate;
 #[cfg(test)]
 mod suite;
 
 use std::io;
 use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use uuid::Uuid;
-use wharf_oci::{Descriptor, Digest, RepoName, Tag};
+use wharf_oci::{Descriptor, Digest, Manifest, RepoName, Tag};
 
 pub type ByteStream = BoxStream<'static, io::Result<Bytes>>;
 
@@ -40,6 +47,8 @@ pub enum StoreError {
     Io(#[from] io::Error),
     #[error("corrupt metadata at {what}: {why}")]
     Corrupt { what: String, why: String },
+    #[error("{0}")]
+    NotAStore(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -93,6 +102,46 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Remove uploads untouched for longer than `age` (abandoned by their clients).
     /// Returns how many were removed.
     async fn purge_uploads(&self, age: std::time::Duration) -> StoreResult<usize>;
+
+    /// Where a client may fetch the blob itself (a presigned object-store URL), instead of
+    /// through the registry. None: serve the bytes.
+    async fn redirect(&self, _digest: &Digest) -> StoreResult<Option<String>> {
+        Ok(None)
+    }
+
+    /// Every committed blob with its size and when it was last retained (committed, or
+    /// named by a write under [`Locks::writer`]).
+    async fn list_blobs(&self) -> StoreResult<Vec<BlobInfo>>;
+    /// Mark these blobs as in use now, so a collection that began earlier keeps them.
+    /// Returns the ones that do not exist. Call under [`Locks::writer`].
+    async fn retain(&self, digests: &[Digest]) -> StoreResult<Vec<Digest>>;
+    /// When the blob was last retained; None if it does not exist.
+    async fn retained(&self, digest: &Digest) -> StoreResult<Option<SystemTime>>;
+    /// Delete the blob unless it was retained at or after `since`; true if deleted.
+    /// Call under [`Locks::collector`].
+    async fn delete_unless_retained(&self, digest: &Digest, since: SystemTime)
+        -> StoreResult<bool>;
+    /// Move a blob whose bytes do not match its digest out of the way, keeping the bytes
+    /// for inspection. Returns where they went.
+    async fn quarantine(&self, digest: &Digest) -> StoreResult<Option<String>>;
+    /// Uploads in progress: (repository, id, bytes so far, last written).
+    async fn list_uploads(&self) -> StoreResult<Vec<UploadInfo>>;
+}
+
+/// A committed blob, as listed for garbage collection and scrub.
+#[derive(Debug, Clone)]
+pub struct BlobInfo {
+    pub digest: Digest,
+    pub size: u64,
+    pub retained: SystemTime,
+}
+
+#[derive(Debug, Clone)]
+pub struct UploadInfo {
+    pub repo: String,
+    pub id: String,
+    pub size: u64,
+    pub modified: SystemTime,
 }
 
 /// A manifest as the metadata store records it.
@@ -104,6 +153,27 @@ pub struct ManifestRecord {
     pub children: Vec<Digest>,
     /// Set for a manifest with a `subject`: its entry in the subject's referrers list.
     pub referrer: Option<(Digest, Descriptor)>,
+}
+
+impl ManifestRecord {
+    /// What a parsed manifest references.
+    pub fn of(manifest: &Manifest, digest: Digest, size: u64) -> ManifestRecord {
+        ManifestRecord {
+            blobs: manifest.required_blobs().cloned().collect(),
+            children: manifest.required_manifests().cloned().collect(),
+            referrer: manifest.subject.as_ref().map(|s| {
+                (
+                    s.digest.clone(),
+                    manifest.referrer_descriptor(digest.clone(), size),
+                )
+            }),
+            digest,
+        }
+    }
+
+    pub fn subject(&self) -> Option<&Digest> {
+        self.referrer.as_ref().map(|(s, _)| s)
+    }
 }
 
 /// A page of a sorted listing.
@@ -121,6 +191,13 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Allow `repo` to serve `digest` (after a commit or a mount).
     async fn link_blob(&self, repo: &RepoName, digest: &Digest) -> StoreResult<()>;
     async fn blob_linked(&self, repo: &RepoName, digest: &Digest) -> StoreResult<bool>;
+    /// Of `blobs` and `manifests`, the ones `repo` has no link to, checked in one go.
+    async fn missing_links(
+        &self,
+        repo: &RepoName,
+        blobs: &[Digest],
+        manifests: &[Digest],
+    ) -> StoreResult<Vec<Digest>>;
     /// Returns false if it was not linked.
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> StoreResult<bool>;
     async fn put_manifest(
@@ -145,6 +222,76 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn list_repos(&self, last: Option<&str>, n: Option<usize>) -> StoreResult<Page>;
     /// Manifests of `repo` whose subject is `subject`.
     async fn referrers(&self, repo: &RepoName, subject: &Digest) -> StoreResult<Vec<Descriptor>>;
+
+    /// Every manifest of `repo` (tagged or not), with when it was last put.
+    async fn list_manifests(&self, repo: &RepoName) -> StoreResult<Vec<(Digest, SystemTime)>>;
+    /// Every tag of `repo` with what it points at. A tag whose link cannot be read is
+    /// returned as an error string, so scrub can name it and GC can refuse to guess.
+    async fn tag_targets(
+        &self,
+        repo: &RepoName,
+    ) -> StoreResult<Vec<(String, Result<Digest, String>)>>;
+    /// The blobs `repo` may serve (its links), whether or not the blobs exist.
+    async fn list_blob_links(&self, repo: &RepoName) -> StoreResult<Vec<Digest>>;
+    /// What a stored manifest references, read from its bytes. None if its bytes are gone;
+    /// Err(Corrupt) if they do not parse.
+    async fn manifest_record(&self, digest: &Digest) -> StoreResult<Option<ManifestRecord>>;
+    /// Remove an untagged manifest from `repo` unless it was put at or after `since`.
+    /// Call under [`Locks::collector`].
+    async fn delete_manifest_unless_put(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        since: SystemTime,
+    ) -> StoreResult<bool>;
+    /// Remove a tag whose target cannot be read or does not exist (scrub --repair).
+    async fn delete_tag_link(&self, repo: &RepoName, tag: &str) -> StoreResult<bool>;
+}
+
+/// A held lock; released when dropped.
+pub type Guard = Box<dyn Send + Sync>;
+
+/// How writers and a collector that run at the same time, in any process, stay out of
+/// each other's way (the protocol is in `docs/storage.md`):
+/// - every write that makes content reachable (blob commit and link, mount, manifest put)
+///   holds [`Locks::writer`] while it retains what it references and publishes its links;
+/// - the collector takes [`Locks::collector`] once to fix the instant its mark starts, and
+///   again around each small batch it deletes, rechecking each victim inside it.
+#[async_trait]
+pub trait Locks: Send + Sync + 'static {
+    /// Shared with other writers, exclusive of a collector's batch.
+    async fn writer(&self) -> StoreResult<Guard>;
+    /// Exclusive of every writer.
+    async fn collector(&self) -> StoreResult<Guard>;
+    /// A background job's lock, so that one job of a name runs at a time across every
+    /// process on the store. None when another holder has it.
+    async fn try_job(&self, name: &str) -> StoreResult<Option<Guard>>;
+}
+
+/// The storage a registry runs on.
+#[derive(Clone)]
+pub struct Store {
+    pub blobs: Arc<dyn BlobStore>,
+    pub meta: Arc<dyn MetaStore>,
+    pub locks: Arc<dyn Locks>,
+    /// What a person would call it in a message: a path, a bucket.
+    pub describe: String,
+}
+
+/// Which storage `storage:` names.
+#[derive(Debug, Clone)]
+pub enum StorageConfig {
+    /// `storage.filesystem.rootdirectory`: holds `docker/registry/v2/`.
+    Filesystem { root: PathBuf },
+}
+
+/// Open the configured storage. `create` makes an empty filesystem root when there is none
+/// (a server starting fresh); maintenance commands pass false, so that a mistyped root is
+/// an error instead of an empty registry.
+pub fn open(config: &StorageConfig, create: bool) -> StoreResult<Store> {
+    match config {
+        StorageConfig::Filesystem { root } => fs::open(root, create),
+    }
 }
 
 /// Apply `last`/`n` pagination to a sorted iterator of names.

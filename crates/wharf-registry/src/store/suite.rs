@@ -298,13 +298,10 @@ pub async fn meta_store_contract(meta: Arc<dyn MetaStore>, blobs: Arc<dyn BlobSt
 
 mod fs_backend {
     use super::*;
-    use crate::store::fs::{FsBlobStore, FsMetaStore, Layout};
 
     fn stores(root: &std::path::Path) -> (Arc<dyn BlobStore>, Arc<dyn MetaStore>) {
-        let layout = Layout::new(root);
-        let blobs: Arc<dyn BlobStore> = Arc::new(FsBlobStore::new(layout.clone()));
-        let meta: Arc<dyn MetaStore> = Arc::new(FsMetaStore::new(layout, blobs.clone()));
-        (blobs, meta)
+        let store = crate::store::fs::open(root, true).unwrap();
+        (store.blobs, store.meta)
     }
 
     #[tokio::test]

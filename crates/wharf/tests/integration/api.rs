@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use wharf_oci::media_type::{OCI_CONFIG, OCI_INDEX, OCI_MANIFEST};
 use wharf_oci::Digest;
 
-use crate::harness::{header, http_client as client, Wharf};
+use crate::harness::{add_query, header, http_client as client, Wharf};
 
 /// The response is the spec's error body with `code`.
 fn assert_error(r: Response, status: StatusCode, code: &str) {
@@ -118,7 +118,7 @@ fn chunked_upload_checks_ranges_and_digest() {
 
     let wrong = Digest::sha256_of(b"something else");
     assert_error(
-        c.put(format!("{loc}?digest={wrong}"))
+        c.put(add_query(&loc, "digest", &wrong))
             .body("ld")
             .send()
             .unwrap(),
@@ -128,7 +128,7 @@ fn chunked_upload_checks_ranges_and_digest() {
 
     // The failed PUT appended "ld"; the right digest now commits.
     let d = Digest::sha256_of(b"hello world");
-    let r = c.put(format!("{loc}?digest={d}")).send().unwrap();
+    let r = c.put(add_query(&loc, "digest", &d)).send().unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(header(&r, "location"), format!("/v2/chunks/blobs/{d}"));
     let body = c

@@ -17,8 +17,8 @@ use serde_json::{json, Value};
 use wharf_oci::Digest;
 
 use crate::harness::{
-    build_busybox_image, docker_rmi, header, http_client as client, require, require_docker, run,
-    signal, unique, wait_for_exit, Distribution, Wharf,
+    add_query, build_busybox_image, docker_rmi, header, http_client as client, require,
+    require_docker, run, signal, unique, wait_for_exit, Distribution, Wharf,
 };
 
 const ACCEPT_ANY_MANIFEST: &str = "application/vnd.oci.image.index.v1+json, \
@@ -508,7 +508,7 @@ fn wharf_serves_what_distribution_wrote_and_distribution_sees_wharfs_tags() {
         .send()
         .unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let r = c.put(format!("{loc}?digest={digest}")).send().unwrap();
+    let r = c.put(add_query(&loc, "digest", &digest)).send().unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     assert_eq!(get_blob(&w.url(), "compat/d2w", &digest), data);
 
@@ -660,7 +660,7 @@ fn upload_through_crashes(
             let last_in_put = end == data.len() && rng.below(3) == 0;
             if offset == data.len() || last_in_put {
                 let body = data[offset..].to_vec();
-                let mut req = c.put(format!("{loc}?digest={digest}"));
+                let mut req = c.put(add_query(&loc, "digest", &digest));
                 if !body.is_empty() {
                     req = req.header(CONTENT_RANGE, format!("{offset}-{}", data.len() - 1));
                 }
@@ -990,7 +990,7 @@ fn sigterm_finishes_the_upload_in_flight_refuses_new_connections_and_exits_0() {
     // Every byte of the upload is on disk: a new wharf on the same root finishes it.
     let w2 = Wharf::start_on(&w.root);
     let r = c
-        .put(format!("{}{path}?digest={digest}", w2.url()))
+        .put(add_query(&format!("{}{path}", w2.url()), "digest", &digest))
         .send()
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text());

@@ -509,3 +509,10 @@ pub fn push_manifest_list(list: &str, amd64: &str, arm64: &str) {
     run(Command::new("docker").args(["manifest", "annotate", "--arch", "arm64", list, arm64]));
     run(Command::new("docker").args(["manifest", "push", "--purge", "--insecure", list]));
 }
+
+/// `url` with `key=value` added to its query, as clients add `digest` to upload URLs that
+/// may already carry registry:2's `_state`.
+pub fn add_query(url: &str, key: &str, value: impl std::fmt::Display) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{key}={value}")
+}

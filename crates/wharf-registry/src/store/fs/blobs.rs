@@ -1,88 +1,51 @@
-//! Blob bytes on the filesystem. Uploads stream into `_uploads/<id>/data` on a dedicated
-//! blocking thread that writes and hashes each chunk once; commit verifies, fsyncs and
-//! renames into `blobs/`, so a blob is visible only when complete and durable.
+//! Blob bytes on the filesystem. Uploads (see `upload.rs`) stream into
+//! `_uploads/<id>/data`; commit verifies, fsyncs and renames into `blobs/`, so a blob is
+//! visible only when complete and durable. A blob file's modification time is when it was
+//! last retained: garbage collection keeps anything retained after its mark began.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::ops::RangeInclusive;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use dashmap::DashMap;
 use futures::StreamExt;
-use tokio::sync::{mpsc, Mutex};
+use tokio::sync::mpsc;
 use uuid::Uuid;
 use wharf_oci::{Algorithm, Digest, DigestHasher, RepoName};
 
 use super::durable::{rename_into, write_atomic};
-use super::{blocking, Layout};
-use crate::store::{BlobRead, BlobStore, ByteStream, StoreError, StoreResult};
+use super::upload::{write_stream, Uploads, READ_CHUNK};
+use super::{blocking, not_found_is_ok, Layout};
+use crate::store::{
+    BlobInfo, BlobRead, BlobStore, ByteStream, Locks, StoreError, StoreResult, UploadInfo,
+};
 
-/// Reads of blobs are sent in chunks this large: big enough that per-chunk overhead vanishes,
-/// small enough that a slow client pins little memory (at most `READ_AHEAD` chunks).
-const READ_CHUNK: usize = 256 * 1024;
+/// A slow client pins at most this many read chunks in memory.
 const READ_AHEAD: usize = 2;
-/// Request body frames queued for the writer thread.
-const WRITE_QUEUE: usize = 16;
-
-/// What is known of an upload in progress. Lost on restart; rebuilt by rehashing the data.
-struct UploadState {
-    size: u64,
-    hasher: DigestHasher,
-}
-
-type UploadSlot = Arc<Mutex<Option<UploadState>>>;
 
 pub struct FsBlobStore {
     layout: Layout,
-    uploads: DashMap<Uuid, UploadSlot>,
+    uploads: Uploads,
+    /// Publishing a blob retains it under the writer lock, so that a collector's check and
+    /// delete of the same blob cannot interleave with it.
+    locks: Arc<dyn Locks>,
 }
 
 impl FsBlobStore {
-    pub fn new(layout: Layout) -> FsBlobStore {
+    pub fn new(layout: Layout, locks: Arc<dyn Locks>) -> FsBlobStore {
         FsBlobStore {
+            uploads: Uploads::new(layout.clone()),
             layout,
-            uploads: DashMap::new(),
-        }
-    }
-
-    fn upload_data(&self, repo: &RepoName, id: Uuid) -> PathBuf {
-        self.layout.upload_dir(repo, id).join("data")
-    }
-
-    fn slot(&self, id: Uuid) -> UploadSlot {
-        self.uploads.entry(id).or_default().clone()
-    }
-
-    /// The upload's state, rehashing its data if this process has not seen it (a restart).
-    async fn load_state(
-        &self,
-        repo: &RepoName,
-        id: Uuid,
-        state: &mut Option<UploadState>,
-    ) -> StoreResult<()> {
-        if state.is_some() {
-            return Ok(());
-        }
-        let path = self.upload_data(repo, id);
-        let rebuilt = blocking(move || hash_file(&path, Algorithm::Sha256)).await;
-        match rebuilt {
-            Ok((size, hasher)) => {
-                *state = Some(UploadState { size, hasher });
-                Ok(())
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                self.uploads.remove(&id);
-                Err(StoreError::UploadUnknown(id))
-            }
-            Err(e) => Err(e.into()),
+            locks,
         }
     }
 }
 
-fn hash_file(path: &std::path::Path, algorithm: Algorithm) -> io::Result<(u64, DigestHasher)> {
+pub fn hash_file(path: &Path, algorithm: Algorithm) -> io::Result<(u64, Digest)> {
     let mut f = File::open(path)?;
     let mut hasher = DigestHasher::new(algorithm);
     let mut buf = vec![0u8; READ_CHUNK];
@@ -90,20 +53,34 @@ fn hash_file(path: &std::path::Path, algorithm: Algorithm) -> io::Result<(u64, D
     loop {
         let n = f.read(&mut buf)?;
         if n == 0 {
-            return Ok((size, hasher));
+            return Ok((size, hasher.finish()));
         }
         hasher.update(&buf[..n]);
         size += n as u64;
     }
 }
 
-/// Upload directories (`<repo>/_uploads/<id>`) under `dir` whose data was last written
-/// more than `age` ago.
-fn find_stale_uploads(
-    dir: &std::path::Path,
-    age: std::time::Duration,
-    out: &mut Vec<PathBuf>,
-) -> io::Result<()> {
+/// Mark a file as retained now. Fails with NotFound if it is gone.
+fn retain_file(path: &Path) -> io::Result<()> {
+    File::open(path)?.set_modified(SystemTime::now())
+}
+
+/// Make verified bytes at `from` the blob at `to`: retained now, durable, then renamed into
+/// place. If the blob exists already (a concurrent or earlier push) it is retained instead
+/// and `from` is removed.
+fn publish(file: &File, from: &Path, to: &Path) -> io::Result<()> {
+    match retain_file(to) {
+        Ok(()) => return fs::remove_file(from),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    file.set_modified(SystemTime::now())?;
+    file.sync_data()?;
+    rename_into(from, to)
+}
+
+/// Upload directories (`<repo>/_uploads/<id>`) under `dir`, with the repository name.
+fn find_uploads(dir: &Path, prefix: &str, out: &mut Vec<(String, PathBuf)>) -> io::Result<()> {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -113,100 +90,84 @@ fn find_stale_uploads(
         if !entry.file_type()?.is_dir() {
             continue;
         }
-        let name = entry.file_name();
+        let name = entry.file_name().to_string_lossy().into_owned();
         if name == "_uploads" {
             for upload in fs::read_dir(entry.path())?.flatten() {
-                let touched = fs::metadata(upload.path().join("data"))
-                    .or_else(|_| upload.metadata())?
-                    .modified()?;
-                if touched.elapsed().unwrap_or_default() > age {
-                    out.push(upload.path());
-                }
+                out.push((prefix.to_owned(), upload.path()));
             }
-        } else if !name.to_string_lossy().starts_with('_') {
-            find_stale_uploads(&entry.path(), age, out)?;
+        } else if !name.starts_with('_') {
+            let child = if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}/{name}")
+            };
+            find_uploads(&entry.path(), &child, out)?;
         }
     }
     Ok(())
 }
 
-/// Stream `body` onto the end of `file`, hashing as it goes, on one blocking thread.
-/// On any failure the file is cut back to where it was, so the upload stays consistent.
-async fn write_stream(
-    file: File,
-    start: UploadState,
-    mut body: ByteStream,
-) -> StoreResult<UploadState> {
-    let (tx, mut rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
-    let writer = tokio::task::spawn_blocking(move || {
-        let mut file = file;
-        let mut state = start;
-        let result = (|| {
-            while let Some(chunk) = rx.blocking_recv() {
-                file.write_all(&chunk)?;
-                state.hasher.update(&chunk);
-                state.size += chunk.len() as u64;
-            }
-            Ok::<_, io::Error>(())
-        })();
-        (file, state, result)
-    });
-    let mut body_error = None;
-    while let Some(chunk) = body.next().await {
-        match chunk {
-            Ok(c) => {
-                if tx.send(c).await.is_err() {
-                    break; // the writer failed; its error is reported below
+fn upload_info(repo: String, dir: &Path) -> io::Result<UploadInfo> {
+    let m = fs::metadata(dir.join("data")).or_else(|_| fs::metadata(dir))?;
+    Ok(UploadInfo {
+        repo,
+        id: dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        size: if m.is_file() { m.len() } else { 0 },
+        modified: m.modified()?,
+    })
+}
+
+/// Every `blobs/<alg>/<xx>/<hex>/data` with its size and mtime.
+fn walk_blobs(root: &Path) -> io::Result<Vec<BlobInfo>> {
+    let mut out = Vec::new();
+    let algorithms = match fs::read_dir(root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for alg in algorithms {
+        let alg = alg?;
+        let alg_name = alg.file_name().to_string_lossy().into_owned();
+        for prefix in fs::read_dir(alg.path())? {
+            for blob in fs::read_dir(prefix?.path())? {
+                let blob = blob?;
+                let Ok(digest) =
+                    format!("{alg_name}:{}", blob.file_name().to_string_lossy()).parse()
+                else {
+                    continue;
+                };
+                match fs::metadata(blob.path().join("data")) {
+                    Ok(m) => out.push(BlobInfo {
+                        digest,
+                        size: m.len(),
+                        retained: m.modified()?,
+                    }),
+                    // A blob directory without data: Distribution leaves these after deletes.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
                 }
-            }
-            Err(e) => {
-                body_error = Some(e);
-                break;
             }
         }
     }
-    drop(tx);
-    let (_file, state, result) = writer.await.map_err(io::Error::other)?;
-    match (body_error, result) {
-        (Some(e), _) => Err(StoreError::Body(e)),
-        (None, Err(e)) => Err(e.into()),
-        (None, Ok(())) => Ok(state),
-    }
+    Ok(out)
 }
 
 #[async_trait]
 impl BlobStore for FsBlobStore {
     async fn start_upload(&self, repo: &RepoName) -> StoreResult<Uuid> {
-        let id = Uuid::new_v4();
-        let dir = self.layout.upload_dir(repo, id);
-        // No fsync here: an upload lost in a crash is restarted by the client; durability
-        // is paid once, at commit.
-        blocking(move || {
-            fs::create_dir_all(&dir)?;
-            File::create(dir.join("data"))?;
-            // registry:2 keeps the start time beside the data; its resume and purge read it.
-            fs::write(
-                dir.join("startedat"),
-                humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-            )?;
-            Ok(())
-        })
-        .await?;
-        self.uploads.insert(
-            id,
-            Arc::new(Mutex::new(Some(UploadState {
-                size: 0,
-                hasher: DigestHasher::new(Algorithm::Sha256),
-            }))),
-        );
-        Ok(id)
+        self.uploads.start(repo).await
     }
 
     async fn upload_size(&self, repo: &RepoName, id: Uuid) -> StoreResult<u64> {
-        let slot = self.slot(id);
-        let mut state = slot.lock().await;
-        self.load_state(repo, id, &mut state).await?;
-        Ok(state.as_ref().map_or(0, |s| s.size))
+        let slot = self.uploads.slot(id);
+        let mut cached = slot.lock().await;
+        let open = self.uploads.open(repo, id, cached.take()).await?;
+        let size = open.state.size;
+        *cached = Some(open.state);
+        Ok(size)
     }
 
     async fn append(
@@ -216,63 +177,39 @@ impl BlobStore for FsBlobStore {
         at: Option<u64>,
         body: ByteStream,
     ) -> StoreResult<u64> {
-        let slot = self.slot(id);
-        let mut guard = slot.lock().await;
-        self.load_state(repo, id, &mut guard).await?;
-        let current = guard.take().expect("loaded");
-        let size = current.size;
+        let slot = self.uploads.slot(id);
+        let mut cached = slot.lock().await;
+        let open = self.uploads.open(repo, id, cached.take()).await?;
+        let size = open.state.size;
         if let Some(expected) = at.filter(|&at| at != size) {
-            *guard = Some(current);
+            *cached = Some(open.state);
             return Err(StoreError::UploadOffset {
                 expected,
                 actual: size,
             });
         }
-        let path = self.upload_data(repo, id);
-        let file = match OpenOptions::new().append(true).open(&path) {
-            Ok(f) => f,
-            Err(e) => {
-                *guard = Some(current);
-                return Err(e.into());
-            }
-        };
-        let rollback = UploadState {
-            size,
-            hasher: current.hasher.clone(),
-        };
-        match write_stream(file, current, body).await {
-            Ok(state) => {
-                let new_size = state.size;
-                *guard = Some(state);
-                Ok(new_size)
-            }
-            Err(e) => {
-                let truncated =
-                    blocking(move || OpenOptions::new().write(true).open(&path)?.set_len(size))
-                        .await;
-                if truncated.is_ok() {
-                    *guard = Some(rollback);
-                } // else: leave the state unloaded so the next use rehashes what is really there
-                Err(e)
-            }
-        }
+        // On failure the cache stays empty: the next use reloads what is really there.
+        let state = self.uploads.append(repo, id, open, body).await?;
+        let new_size = state.size;
+        *cached = Some(state);
+        Ok(new_size)
     }
 
     async fn commit(&self, repo: &RepoName, id: Uuid, expected: &Digest) -> StoreResult<u64> {
-        let slot = self.slot(id);
-        let mut guard = slot.lock().await;
-        self.load_state(repo, id, &mut guard).await?;
-        let state = guard.as_ref().expect("loaded");
-        let size = state.size;
-        let data = self.upload_data(repo, id);
-        let actual = if expected.algorithm() == state.hasher.algorithm() {
-            state.hasher.clone().finish()
+        let slot = self.uploads.slot(id);
+        let mut cached = slot.lock().await;
+        let open = self.uploads.open(repo, id, cached.take()).await?;
+        let size = open.state.size;
+        let data = open.data.clone();
+        let actual = if expected.algorithm() == Algorithm::Sha256 {
+            open.state.hasher.clone().finish()
         } else {
             let data = data.clone();
             let alg = expected.algorithm();
-            blocking(move || hash_file(&data, alg)).await?.1.finish()
+            blocking(move || hash_file(&data, alg)).await?.1
         };
         if &actual != expected {
+            *cached = Some(open.state);
             return Err(StoreError::DigestMismatch {
                 expected: expected.clone(),
                 actual,
@@ -280,26 +217,24 @@ impl BlobStore for FsBlobStore {
         }
         let target = self.layout.blob_data(expected);
         let upload_dir = self.layout.upload_dir(repo, id);
+        let writing = self.locks.writer().await?;
         blocking(move || {
-            if !target.exists() {
-                File::open(&data)?.sync_data()?;
-                rename_into(&data, &target)?;
-            }
+            publish(&open.file, &data, &target)?;
+            drop(writing);
+            drop(open);
             fs::remove_dir_all(&upload_dir)
         })
         .await?;
-        *guard = None;
-        self.uploads.remove(&id);
+        self.uploads.forget(id);
         Ok(size)
     }
 
     async fn cancel(&self, repo: &RepoName, id: Uuid) -> StoreResult<()> {
-        let slot = self.slot(id);
-        let mut guard = slot.lock().await;
+        let slot = self.uploads.slot(id);
+        let _cached = slot.lock().await;
         let dir = self.layout.upload_dir(repo, id);
-        let removed = blocking(move || super::not_found_is_ok(fs::remove_dir_all(&dir))).await?;
-        *guard = None;
-        self.uploads.remove(&id);
+        let removed = blocking(move || not_found_is_ok(fs::remove_dir_all(&dir))).await?;
+        self.uploads.forget(id);
         if removed {
             Ok(())
         } else {
@@ -318,33 +253,34 @@ impl BlobStore for FsBlobStore {
             })
             .await?
         };
-        let start = UploadState {
-            size: 0,
-            hasher: DigestHasher::new(expected.algorithm()),
-        };
-        let written = write_stream(file, start, body).await;
+        let hasher = DigestHasher::new(expected.algorithm());
+        let (file, written) = write_stream(file, hasher, body).await;
         let target = self.layout.blob_data(expected);
         let expected = expected.clone();
+        let writing = self.locks.writer().await?;
         blocking(move || {
-            let state = match written {
-                Ok(state) => state,
-                Err(e) => {
+            let _writing = writing;
+            let (size, hasher) = match (file, written) {
+                (Ok(file), Ok(w)) => {
+                    drop(file);
+                    w
+                }
+                (_, Err(e)) => {
                     let _ = fs::remove_file(&tmp);
                     return Ok(Err(e));
                 }
+                (Err(e), _) => {
+                    let _ = fs::remove_file(&tmp);
+                    return Err(e);
+                }
             };
-            let size = state.size;
-            let actual = state.hasher.finish();
+            let actual = hasher.finish();
             if actual != expected {
                 fs::remove_file(&tmp)?;
                 return Ok(Err(StoreError::DigestMismatch { expected, actual }));
             }
-            if target.exists() {
-                fs::remove_file(&tmp)?;
-            } else {
-                File::open(&tmp)?.sync_data()?;
-                rename_into(&tmp, &target)?;
-            }
+            let file = File::open(&tmp)?;
+            publish(&file, &tmp, &target)?;
             Ok(Ok(size))
         })
         .await?
@@ -359,14 +295,13 @@ impl BlobStore for FsBlobStore {
             });
         }
         let target = self.layout.blob_data(digest);
-        blocking(move || {
-            if target.exists() {
-                Ok(())
-            } else {
-                write_atomic(&target, &bytes)
-            }
+        let writing = self.locks.writer().await?;
+        blocking(move || match retain_file(&target) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => write_atomic(&target, &bytes),
+            other => other,
         })
         .await?;
+        drop(writing);
         Ok(())
     }
 
@@ -461,48 +396,132 @@ impl BlobStore for FsBlobStore {
     }
 
     async fn purge_uploads(&self, age: std::time::Duration) -> StoreResult<usize> {
-        let root = self.layout.repositories();
         let staging = self.layout.staging();
-        let stale = blocking(move || {
-            let mut stale = Vec::new();
-            find_stale_uploads(&root, age, &mut stale)?;
+        let stale: Vec<UploadInfo> = self
+            .list_uploads()
+            .await?
+            .into_iter()
+            .filter(|u| u.modified.elapsed().unwrap_or_default() > age)
+            .collect();
+        blocking(move || {
             // Whole-blob pushes cut off by a crash leave their staging file behind.
             for entry in fs::read_dir(&staging).into_iter().flatten().flatten() {
                 if entry.metadata()?.modified()?.elapsed().unwrap_or_default() > age {
                     fs::remove_file(entry.path())?;
                 }
             }
-            Ok(stale)
+            Ok(())
         })
         .await?;
         let mut removed = 0;
-        for dir in stale {
-            let id = dir
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| Uuid::parse_str(n).ok());
-            // Hold the upload's lock so a request in flight is not cut from under itself.
-            let slot = id.map(|id| self.slot(id));
-            let _guard = match &slot {
-                Some(s) => Some(s.lock().await),
-                None => None,
+        for upload in stale {
+            let (Ok(repo), Ok(id)) = (upload.repo.parse::<RepoName>(), Uuid::parse_str(&upload.id))
+            else {
+                continue;
             };
-            if blocking(move || super::not_found_is_ok(fs::remove_dir_all(&dir))).await? {
+            // Hold the upload's lock so a request in flight is not cut from under itself.
+            let slot = self.uploads.slot(id);
+            let _cached = slot.lock().await;
+            let dir = self.layout.upload_dir(&repo, id);
+            if blocking(move || not_found_is_ok(fs::remove_dir_all(&dir))).await? {
                 removed += 1;
             }
-            if let Some(id) = id {
-                self.uploads.remove(&id);
-            }
+            self.uploads.forget(id);
         }
         Ok(removed)
     }
 
     async fn delete(&self, digest: &Digest) -> StoreResult<()> {
         let dir = self.layout.blob_dir(digest);
-        if blocking(move || super::not_found_is_ok(fs::remove_dir_all(&dir))).await? {
+        if blocking(move || not_found_is_ok(fs::remove_dir_all(&dir))).await? {
             Ok(())
         } else {
             Err(StoreError::BlobUnknown(digest.clone()))
         }
+    }
+
+    async fn list_blobs(&self) -> StoreResult<Vec<BlobInfo>> {
+        let root = self.layout.blobs_root();
+        Ok(blocking(move || walk_blobs(&root)).await?)
+    }
+
+    async fn retain(&self, digests: &[Digest]) -> StoreResult<Vec<Digest>> {
+        let paths: Vec<(Digest, PathBuf)> = digests
+            .iter()
+            .map(|d| (d.clone(), self.layout.blob_data(d)))
+            .collect();
+        Ok(blocking(move || {
+            let mut missing = Vec::new();
+            for (digest, path) in paths {
+                match retain_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => missing.push(digest),
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(missing)
+        })
+        .await?)
+    }
+
+    async fn retained(&self, digest: &Digest) -> StoreResult<Option<SystemTime>> {
+        match fs::metadata(self.layout.blob_data(digest)) {
+            Ok(m) => Ok(Some(m.modified()?)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn delete_unless_retained(
+        &self,
+        digest: &Digest,
+        since: SystemTime,
+    ) -> StoreResult<bool> {
+        let dir = self.layout.blob_dir(digest);
+        Ok(blocking(move || {
+            match fs::metadata(dir.join("data")) {
+                Ok(m) if m.modified()? >= since => return Ok(false),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+                Err(e) => return Err(e),
+            }
+            let removed = not_found_is_ok(fs::remove_dir_all(&dir))?;
+            if removed {
+                super::durable::sync_parent(&dir)?;
+            }
+            Ok(removed)
+        })
+        .await?)
+    }
+
+    async fn quarantine(&self, digest: &Digest) -> StoreResult<Option<String>> {
+        let from = self.layout.blob_data(digest);
+        let to = self.layout.quarantine().join(format!(
+            "{}-{}",
+            digest.algorithm().as_str(),
+            digest.hex()
+        ));
+        let blob_dir = self.layout.blob_dir(digest);
+        Ok(blocking(move || {
+            if !from.exists() {
+                return Ok(None);
+            }
+            rename_into(&from, &to)?;
+            let _ = fs::remove_dir(&blob_dir);
+            Ok(Some(to.display().to_string()))
+        })
+        .await?)
+    }
+
+    async fn list_uploads(&self) -> StoreResult<Vec<UploadInfo>> {
+        let root = self.layout.repositories();
+        Ok(blocking(move || {
+            let mut dirs = Vec::new();
+            find_uploads(&root, "", &mut dirs)?;
+            dirs.into_iter()
+                .map(|(repo, dir)| upload_info(repo, &dir))
+                .collect()
+        })
+        .await?)
     }
 }

@@ -1,57 +1,86 @@
 //! Repository metadata as registry:2 keeps it: link files under `repositories/<name>/`.
-//! Tags are cached in memory (every write in this process goes through here); referrers
-//! are indexed per repository on first use by reading its manifests, then kept current.
+//! Nothing here is trusted from memory alone, since other processes (more wharfs, a
+//! Distribution) write the same directory: tags are read from their link each time, and a
+//! repository's referrers index is rebuilt whenever its revisions directory has changed.
 
 use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use dashmap::DashMap;
-use tokio::sync::OnceCell;
 use wharf_oci::{Descriptor, Digest, Manifest, RepoName, Tag};
 
 use super::durable::{sync_parent, write_atomic};
 use super::{blocking, not_found_is_ok, read_link, Layout};
 use crate::store::{paginate, BlobStore, ManifestRecord, MetaStore, Page, StoreError, StoreResult};
 
-/// Manifests larger than this are not read when indexing referrers (Distribution's limit).
+/// Manifests larger than this are not read (Distribution's limit).
 const MANIFEST_LIMIT: u64 = 4 * 1024 * 1024;
+/// A directory's mtime proves nothing changed only once it is older than the clock's
+/// granularity plus some margin; until then a change in the same tick could hide (git's
+/// "racy clean" problem).
+const RACY: Duration = Duration::from_secs(2);
 
-type ReferrerIndex = std::sync::RwLock<HashMap<Digest, Vec<Descriptor>>>;
+struct ReferrerIndex {
+    stamp: SystemTime,
+    by_subject: HashMap<Digest, Vec<Descriptor>>,
+}
 
 pub struct FsMetaStore {
     layout: Layout,
     blobs: Arc<dyn BlobStore>,
-    tags: DashMap<(RepoName, Tag), Digest>,
-    referrers: DashMap<RepoName, Arc<OnceCell<ReferrerIndex>>>,
+    referrers: DashMap<RepoName, Arc<ReferrerIndex>>,
+    /// One rebuild at a time per process; others wait and reuse it.
+    rebuilding: tokio::sync::Mutex<()>,
 }
 
 impl FsMetaStore {
-    /// `blobs` is where manifests' bytes are read from when indexing referrers.
+    /// `blobs` is where manifests' bytes are read from.
     pub fn new(layout: Layout, blobs: Arc<dyn BlobStore>) -> FsMetaStore {
         FsMetaStore {
             layout,
             blobs,
-            tags: DashMap::new(),
             referrers: DashMap::new(),
+            rebuilding: tokio::sync::Mutex::new(()),
         }
     }
 
-    async fn referrer_index(&self, repo: &RepoName) -> StoreResult<Arc<OnceCell<ReferrerIndex>>> {
-        let cell = self.referrers.entry(repo.clone()).or_default().clone();
-        cell.get_or_try_init(|| self.build_referrer_index(repo))
-            .await?;
-        Ok(cell)
+    /// The newest mtime of the repository's revision directories, or None if it has none.
+    async fn revisions_stamp(&self, repo: &RepoName) -> StoreResult<Option<SystemTime>> {
+        let dir = self.layout.revisions(repo);
+        Ok(blocking(move || {
+            let mut newest = None;
+            for alg in fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let t = alg.metadata()?.modified()?;
+                newest = newest.max(Some(t));
+            }
+            Ok(newest)
+        })
+        .await?)
     }
 
-    async fn build_referrer_index(&self, repo: &RepoName) -> StoreResult<ReferrerIndex> {
-        let revisions = self.layout.revisions(repo);
-        let digests = blocking(move || list_digest_dirs(&revisions)).await?;
-        let mut index: HashMap<Digest, Vec<Descriptor>> = HashMap::new();
-        for digest in digests {
+    async fn referrer_index(&self, repo: &RepoName) -> StoreResult<Arc<ReferrerIndex>> {
+        let Some(stamp) = self.revisions_stamp(repo).await? else {
+            return Ok(Arc::new(ReferrerIndex {
+                stamp: SystemTime::UNIX_EPOCH,
+                by_subject: HashMap::new(),
+            }));
+        };
+        let settled =
+            |i: &ReferrerIndex| i.stamp == stamp && stamp.elapsed().is_ok_and(|age| age > RACY);
+        if let Some(i) = self.referrers.get(repo).filter(|i| settled(i)) {
+            return Ok(i.clone());
+        }
+        let _one = self.rebuilding.lock().await;
+        if let Some(i) = self.referrers.get(repo).filter(|i| settled(i)) {
+            return Ok(i.clone());
+        }
+        let mut by_subject: HashMap<Digest, Vec<Descriptor>> = HashMap::new();
+        for (digest, _) in self.list_manifests(repo).await? {
             let Some(bytes) = self.blobs.get(&digest, MANIFEST_LIMIT).await? else {
                 continue;
             };
@@ -60,27 +89,15 @@ impl FsMetaStore {
             };
             if let Some(subject) = &manifest.subject {
                 let entry = manifest.referrer_descriptor(digest, bytes.len() as u64);
-                index.entry(subject.digest.clone()).or_default().push(entry);
+                by_subject
+                    .entry(subject.digest.clone())
+                    .or_default()
+                    .push(entry);
             }
         }
-        Ok(std::sync::RwLock::new(index))
-    }
-
-    /// Keep a loaded referrers index current; an unloaded one will read the disk when needed.
-    fn update_referrers(
-        &self,
-        repo: &RepoName,
-        f: impl FnOnce(&mut HashMap<Digest, Vec<Descriptor>>),
-    ) {
-        if let Some(cell) = self.referrers.get(repo) {
-            if let Some(index) = cell.get() {
-                f(&mut index.write().expect("referrer index lock"));
-            }
-        }
-    }
-
-    fn forget_tags_of(&self, repo: &RepoName) {
-        self.tags.retain(|(r, _), _| r != repo);
+        let index = Arc::new(ReferrerIndex { stamp, by_subject });
+        self.referrers.insert(repo.clone(), index.clone());
+        Ok(index)
     }
 }
 
@@ -150,6 +167,36 @@ fn walk_repos(root: &Path, prefix: &str, out: &mut Vec<String>) -> io::Result<()
     Ok(())
 }
 
+/// `<dir>/<name>/current/link` targets, for every tag directory in `dir`.
+fn read_tags(dir: &Path) -> io::Result<Vec<(String, Result<Digest, String>)>> {
+    let mut out = Vec::new();
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for e in entries {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let target = match read_link(&e.path().join("current/link")) {
+            Ok(Some(d)) => Ok(d),
+            Ok(None) => Err("its current/link is missing".to_owned()),
+            Err(err) => Err(err.to_string()),
+        };
+        out.push((name, target));
+    }
+    Ok(out)
+}
+
+/// When a link file was last written, or None if it does not exist.
+fn link_mtime(path: &Path) -> io::Result<Option<SystemTime>> {
+    match fs::metadata(path) {
+        Ok(m) => Ok(Some(m.modified()?)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 #[async_trait]
 impl MetaStore for FsMetaStore {
     async fn repo_exists(&self, repo: &RepoName) -> StoreResult<bool> {
@@ -171,6 +218,31 @@ impl MetaStore for FsMetaStore {
 
     async fn blob_linked(&self, repo: &RepoName, digest: &Digest) -> StoreResult<bool> {
         Ok(self.layout.layer_link(repo, digest).is_file())
+    }
+
+    async fn missing_links(
+        &self,
+        repo: &RepoName,
+        blobs: &[Digest],
+        manifests: &[Digest],
+    ) -> StoreResult<Vec<Digest>> {
+        let links: Vec<(Digest, std::path::PathBuf)> = blobs
+            .iter()
+            .map(|d| (d.clone(), self.layout.layer_link(repo, d)))
+            .chain(
+                manifests
+                    .iter()
+                    .map(|d| (d.clone(), self.layout.revision_link(repo, d))),
+            )
+            .collect();
+        Ok(blocking(move || {
+            Ok(links
+                .into_iter()
+                .filter(|(_, path)| !path.is_file())
+                .map(|(d, _)| d)
+                .collect())
+        })
+        .await?)
     }
 
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> StoreResult<bool> {
@@ -195,6 +267,8 @@ impl MetaStore for FsMetaStore {
             )
         });
         blocking(move || {
+            // Rewritten even when present: its mtime says when the manifest was last put,
+            // which is what garbage collection's untagged sweep checks.
             write_atomic(&revision, content.as_bytes())?;
             if let Some((index, current)) = tag_links {
                 write_atomic(&index, content.as_bytes())?;
@@ -204,17 +278,6 @@ impl MetaStore for FsMetaStore {
             Ok(())
         })
         .await?;
-        if let Some(t) = tag {
-            self.tags.insert((repo.clone(), t.clone()), digest.clone());
-        }
-        if let Some((subject, descriptor)) = &manifest.referrer {
-            self.update_referrers(repo, |index| {
-                let list = index.entry(subject.clone()).or_default();
-                if !list.iter().any(|d| d.digest == descriptor.digest) {
-                    list.push(descriptor.clone());
-                }
-            });
-        }
         Ok(())
     }
 
@@ -223,60 +286,34 @@ impl MetaStore for FsMetaStore {
     }
 
     async fn resolve_tag(&self, repo: &RepoName, tag: &Tag) -> StoreResult<Option<Digest>> {
-        let key = (repo.clone(), tag.clone());
-        if let Some(d) = self.tags.get(&key) {
-            return Ok(Some(d.clone()));
-        }
-        let found =
-            read_link(&self.layout.tag_current(repo, tag)).map_err(|e| StoreError::Corrupt {
-                what: format!("tag {repo}:{tag}"),
-                why: e.to_string(),
-            })?;
-        if let Some(d) = &found {
-            self.tags.insert(key, d.clone());
-        }
-        Ok(found)
+        read_link(&self.layout.tag_current(repo, tag)).map_err(|e| StoreError::Corrupt {
+            what: format!("tag {repo}:{tag}"),
+            why: e.to_string(),
+        })
     }
 
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> StoreResult<bool> {
         let revision = self.layout.revision_link(repo, digest);
         let tags_dir = self.layout.tags(repo);
         let target = digest.clone();
-        let deleted = blocking(move || {
+        Ok(blocking(move || {
             let dir = revision.parent().expect("link has a parent").to_owned();
             if !remove_dir_durably(&dir)? {
                 return Ok(false);
             }
             // As Distribution does: a deleted manifest takes the tags pointing at it along.
-            if let Ok(tags) = fs::read_dir(&tags_dir) {
-                for tag in tags.flatten() {
-                    if read_link(&tag.path().join("current/link"))
-                        .ok()
-                        .flatten()
-                        .as_ref()
-                        == Some(&target)
-                    {
-                        remove_dir_durably(&tag.path())?;
-                    }
+            for (name, current) in read_tags(&tags_dir)? {
+                if current.as_ref() == Ok(&target) {
+                    remove_dir_durably(&tags_dir.join(name))?;
                 }
             }
             Ok(true)
         })
-        .await?;
-        if deleted {
-            self.forget_tags_of(repo);
-            self.update_referrers(repo, |index| {
-                for list in index.values_mut() {
-                    list.retain(|d| &d.digest != digest);
-                }
-            });
-        }
-        Ok(deleted)
+        .await?)
     }
 
     async fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> StoreResult<bool> {
         let dir = self.layout.tag_dir(repo, tag);
-        self.tags.remove(&(repo.clone(), tag.clone()));
         Ok(blocking(move || remove_dir_durably(&dir)).await?)
     }
 
@@ -321,12 +358,97 @@ impl MetaStore for FsMetaStore {
     }
 
     async fn referrers(&self, repo: &RepoName, subject: &Digest) -> StoreResult<Vec<Descriptor>> {
-        let cell = self.referrer_index(repo).await?;
-        let index = cell
-            .get()
-            .expect("initialised")
-            .read()
-            .expect("referrer index lock");
-        Ok(index.get(subject).cloned().unwrap_or_default())
+        let index = self.referrer_index(repo).await?;
+        Ok(index.by_subject.get(subject).cloned().unwrap_or_default())
+    }
+
+    async fn list_manifests(&self, repo: &RepoName) -> StoreResult<Vec<(Digest, SystemTime)>> {
+        let revisions = self.layout.revisions(repo);
+        Ok(blocking(move || {
+            let mut out = Vec::new();
+            for d in list_digest_dirs(&revisions)? {
+                let link = revisions
+                    .join(d.algorithm().as_str())
+                    .join(d.hex())
+                    .join("link");
+                if let Some(t) = link_mtime(&link)? {
+                    out.push((d, t));
+                }
+            }
+            Ok(out)
+        })
+        .await?)
+    }
+
+    async fn tag_targets(
+        &self,
+        repo: &RepoName,
+    ) -> StoreResult<Vec<(String, Result<Digest, String>)>> {
+        let dir = self.layout.tags(repo);
+        Ok(blocking(move || read_tags(&dir)).await?)
+    }
+
+    async fn list_blob_links(&self, repo: &RepoName) -> StoreResult<Vec<Digest>> {
+        let layers = self.layout.repo(repo).join("_layers");
+        Ok(blocking(move || list_digest_dirs(&layers)).await?)
+    }
+
+    async fn manifest_record(&self, digest: &Digest) -> StoreResult<Option<ManifestRecord>> {
+        let Some(bytes) = self.blobs.get(digest, MANIFEST_LIMIT).await? else {
+            return Ok(None);
+        };
+        let manifest = Manifest::parse(&bytes, None).map_err(|e| StoreError::Corrupt {
+            what: format!("manifest {digest}"),
+            why: e.to_string(),
+        })?;
+        Ok(Some(ManifestRecord::of(
+            &manifest,
+            digest.clone(),
+            bytes.len() as u64,
+        )))
+    }
+
+    async fn delete_manifest_unless_put(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        since: SystemTime,
+    ) -> StoreResult<bool> {
+        let revision = self.layout.revision_link(repo, digest);
+        let tags_dir = self.layout.tags(repo);
+        let target = digest.clone();
+        Ok(blocking(move || {
+            match link_mtime(&revision)? {
+                Some(t) if t < since => {}
+                _ => return Ok(false),
+            }
+            // A tag that came to point at it since the mark keeps it too.
+            if read_tags(&tags_dir)?
+                .iter()
+                .any(|(_, current)| current.as_ref() == Ok(&target))
+            {
+                return Ok(false);
+            }
+            let dir = revision.parent().expect("link has a parent").to_owned();
+            let removed = remove_dir_durably(&dir)?;
+            // Distribution's untagged sweep also drops the tags' history entries for it.
+            for (name, _) in read_tags(&tags_dir)? {
+                let index = tags_dir
+                    .join(&name)
+                    .join("index")
+                    .join(target.algorithm().as_str())
+                    .join(target.hex());
+                remove_dir_durably(&index)?;
+            }
+            Ok(removed)
+        })
+        .await?)
+    }
+
+    async fn delete_tag_link(&self, repo: &RepoName, tag: &str) -> StoreResult<bool> {
+        let Ok(tag) = tag.parse::<Tag>() else {
+            return Ok(false);
+        };
+        self.delete_tag(repo, &tag).await
     }
 }

@@ -3,12 +3,15 @@
 
 mod blobs;
 mod durable;
+mod locks;
 mod meta;
+mod upload;
 
 use std::io;
 use std::path::{Path, PathBuf};
 
 pub use blobs::FsBlobStore;
+pub use locks::FsLocks;
 pub use meta::FsMetaStore;
 use uuid::Uuid;
 use wharf_oci::{Digest, RepoName, Tag};
@@ -42,6 +45,23 @@ impl Layout {
 
     pub fn blob_data(&self, d: &Digest) -> PathBuf {
         self.blob_dir(d).join("data")
+    }
+
+    pub fn v2(&self) -> &Path {
+        &self.v2
+    }
+
+    pub fn blobs_root(&self) -> PathBuf {
+        self.v2.join("blobs")
+    }
+
+    /// wharf's own files beside registry:2's: locks, and blobs scrub moved aside.
+    pub fn wharf_dir(&self) -> PathBuf {
+        self.v2.join("_wharf")
+    }
+
+    pub fn quarantine(&self) -> PathBuf {
+        self.wharf_dir().join("quarantine")
     }
 
     pub fn repositories(&self) -> PathBuf {
@@ -89,6 +109,40 @@ impl Layout {
     pub fn tag_index(&self, r: &RepoName, t: &Tag, d: &Digest) -> PathBuf {
         Self::digest_path(self.tag_dir(r, t).join("index"), d).join("link")
     }
+}
+
+/// The store in `root`. Without `create`, a root that holds no registry is an error that
+/// says so, rather than an empty registry.
+pub fn open(root: &Path, create: bool) -> crate::store::StoreResult<crate::store::Store> {
+    use std::sync::Arc;
+    let layout = Layout::new(root);
+    if create {
+        std::fs::create_dir_all(root)?;
+    } else if !layout.v2.is_dir() {
+        let why = if root.is_dir() {
+            format!(
+                "{} is not a registry root: it has no docker/registry/v2 directory (point at the directory registry:2's storage.filesystem.rootdirectory names)",
+                root.display()
+            )
+        } else {
+            format!(
+                "{} does not exist: point at a registry's storage root",
+                root.display()
+            )
+        };
+        return Err(crate::store::StoreError::NotAStore(why));
+    }
+    let locks: Arc<dyn crate::store::Locks> =
+        Arc::new(FsLocks::new(layout.wharf_dir().join("locks")));
+    let blobs: Arc<dyn crate::store::BlobStore> =
+        Arc::new(FsBlobStore::new(layout.clone(), locks.clone()));
+    let meta = Arc::new(FsMetaStore::new(layout.clone(), blobs.clone()));
+    Ok(crate::store::Store {
+        blobs,
+        meta,
+        locks,
+        describe: root.display().to_string(),
+    })
 }
 
 /// Read a link file (`sha256:...`). None if it does not exist.

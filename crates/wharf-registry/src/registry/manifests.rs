@@ -1,0 +1,155 @@
+//! Manifests: reading through the cache, and the rules of a put.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::json;
+use wharf_oci::{Digest, ErrorCode, Manifest, Reference, RepoName};
+
+use super::{Error, Registry, Result};
+use crate::store::ManifestRecord;
+
+/// Manifests over this size are refused, as Distribution and the spec's 4 MiB guidance do.
+pub const MANIFEST_LIMIT: usize = 4 * 1024 * 1024;
+
+pub struct ManifestContent {
+    pub digest: Digest,
+    pub bytes: Bytes,
+    pub media_type: Arc<str>,
+}
+
+/// What a stored manifest put tells the client.
+pub struct PutManifest {
+    pub digest: Digest,
+    pub subject: Option<Digest>,
+}
+
+impl Registry {
+    /// The manifest `reference` names in `repo`, or None.
+    pub async fn manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<Option<ManifestContent>> {
+        let meta = &self.store.meta;
+        let digest = match reference {
+            Reference::Tag(t) => meta.resolve_tag(repo, t).await?,
+            Reference::Digest(d) => meta.manifest_linked(repo, d).await?.then(|| d.clone()),
+        };
+        let Some(digest) = digest else {
+            return Ok(None);
+        };
+        if let Some((bytes, media_type)) = self.manifests.get(&digest) {
+            return Ok(Some(ManifestContent {
+                digest,
+                bytes,
+                media_type,
+            }));
+        }
+        let Some(bytes) = self.store.blobs.get(&digest, MANIFEST_LIMIT as u64).await? else {
+            return Ok(None);
+        };
+        let media_type: Arc<str> = Manifest::parse(&bytes, None)
+            .map(|m| m.media_type)
+            .unwrap_or_else(|_| wharf_oci::media_type::OCI_MANIFEST.to_owned())
+            .into();
+        self.manifests
+            .insert(digest.clone(), bytes.clone(), media_type.clone());
+        Ok(Some(ManifestContent {
+            digest,
+            bytes,
+            media_type,
+        }))
+    }
+
+    /// Store a manifest under `reference`: it must parse, match a digest reference, and
+    /// name only blobs and manifests this repository already has.
+    pub async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        bytes: Bytes,
+    ) -> Result<PutManifest> {
+        let manifest = Manifest::parse(&bytes, content_type)
+            .map_err(|e| Error::refused(ErrorCode::ManifestInvalid, e.to_string()))?;
+        let digest = match reference {
+            Reference::Digest(d) => {
+                let actual = Digest::of(d.algorithm(), &bytes);
+                if &actual != d {
+                    return Err(Error::refused(
+                        ErrorCode::DigestInvalid,
+                        format!("manifest body has digest {actual}, not {d} as the URL says"),
+                    ));
+                }
+                actual
+            }
+            Reference::Tag(_) => Digest::sha256_of(&bytes),
+        };
+        let record = ManifestRecord::of(&manifest, digest.clone(), bytes.len() as u64);
+        let tag = match reference {
+            Reference::Tag(t) => Some(t),
+            Reference::Digest(_) => None,
+        };
+        let missing = self
+            .store
+            .meta
+            .missing_links(repo, &record.blobs, &record.children)
+            .await?;
+        if let Some(first) = missing.first() {
+            return Err(not_in_repo(repo, first));
+        }
+        let retained = self.referenced_closure(&record).await?;
+        {
+            // Retain and publish under the writer lock, so that a collection either saw
+            // this manifest or sees everything it needs retained after its mark began.
+            let _writing = self.store.locks.writer().await?;
+            let gone = self.store.blobs.retain(&retained).await?;
+            if let Some(first) = gone.first() {
+                return Err(not_in_repo(repo, first));
+            }
+            self.store.blobs.put(&digest, bytes.clone()).await?;
+            self.store.meta.put_manifest(repo, &record, tag).await?;
+        }
+        self.manifests
+            .insert(digest.clone(), bytes, manifest.media_type.as_str().into());
+        Ok(PutManifest {
+            digest,
+            subject: manifest.subject.map(|s| s.digest),
+        })
+    }
+
+    /// Everything a manifest keeps alive: its blobs, and its child manifests with all
+    /// theirs, so that a collection racing an index put cannot take a child's layers.
+    async fn referenced_closure(&self, record: &ManifestRecord) -> Result<Vec<Digest>> {
+        let mut seen: HashSet<Digest> = record.blobs.iter().cloned().collect();
+        let mut queue: Vec<Digest> = record.children.clone();
+        while let Some(child) = queue.pop() {
+            if !seen.insert(child.clone()) {
+                continue;
+            }
+            if let Some(r) = self.store.meta.manifest_record(&child).await? {
+                seen.extend(r.blobs);
+                queue.extend(r.children);
+            }
+        }
+        Ok(seen.into_iter().collect())
+    }
+
+    /// Delete a tag, or a manifest with every tag on it. False if there was none.
+    pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<bool> {
+        Ok(match reference {
+            Reference::Tag(t) => self.store.meta.delete_tag(repo, t).await?,
+            Reference::Digest(d) => self.store.meta.delete_manifest(repo, d).await?,
+        })
+    }
+}
+
+fn not_in_repo(repo: &RepoName, digest: &Digest) -> Error {
+    Error::refused(
+        ErrorCode::ManifestBlobUnknown,
+        format!("{digest} is not in repository {repo}: push it first"),
+    )
+    .detail(json!({ "digest": digest }))
+}

@@ -1,0 +1,82 @@
+//! The service layer: what the registry does, apart from HTTP. The API handlers, the
+//! maintenance commands (garbage collection, scrub) and later front ends all call this,
+//! never the store directly for anything that has rules.
+
+mod cache;
+pub mod gc;
+pub mod manifests;
+pub mod scrub;
+mod uploads;
+
+use serde_json::Value;
+use wharf_oci::ErrorCode;
+
+pub use cache::ManifestCache;
+pub use manifests::{ManifestContent, PutManifest};
+
+use crate::store::{Store, StoreError};
+
+/// A registry over its store.
+pub struct Registry {
+    pub store: Store,
+    pub manifests: ManifestCache,
+}
+
+impl Registry {
+    pub fn new(store: Store) -> Registry {
+        Registry {
+            store,
+            manifests: ManifestCache::default(),
+        }
+    }
+}
+
+/// Why an operation was refused: a spec error code with what to tell the client, or the
+/// store's failure.
+#[derive(Debug)]
+pub enum Error {
+    Refused {
+        code: ErrorCode,
+        message: String,
+        detail: Option<Value>,
+    },
+    Store(StoreError),
+}
+
+impl Error {
+    pub fn refused(code: ErrorCode, message: impl Into<String>) -> Error {
+        Error::Refused {
+            code,
+            message: message.into(),
+            detail: None,
+        }
+    }
+
+    pub fn detail(self, value: Value) -> Error {
+        match self {
+            Error::Refused { code, message, .. } => Error::Refused {
+                code,
+                message,
+                detail: Some(value),
+            },
+            other => other,
+        }
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Error {
+        Error::Store(e)
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Refused { code, message, .. } => write!(f, "{}: {message}", code.as_str()),
+            Error::Store(e) => e.fmt(f),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

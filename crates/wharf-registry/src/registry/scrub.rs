@@ -1,0 +1,351 @@
+//! Scrub: re-hash every blob and check every link, tag and manifest against what is
+//! really stored; with repair, move corrupt bytes aside and remove what points at nothing.
+//!
+//! Findings are problems (damage a client would hit) or garbage (space that garbage
+//! collection or upload purging reclaims). A store is clean when it has no problems.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+use wharf_oci::{Digest, DigestHasher, RepoName};
+
+use super::{Registry, Result};
+use crate::store::{ManifestRecord, StoreError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A blob whose bytes do not hash to its digest.
+    CorruptBlob,
+    /// A repository link to a blob that is not stored.
+    LinkToMissingBlob,
+    /// A manifest whose bytes are gone.
+    ManifestMissing,
+    /// A manifest that does not parse.
+    ManifestUnparseable,
+    /// A manifest that needs a blob or child manifest that is not stored.
+    ManifestIncomplete,
+    /// A tag whose link cannot be read, or names a manifest the repository lacks.
+    DanglingTag,
+    /// A blob nothing references (garbage collection reclaims it).
+    OrphanBlob,
+    /// An upload untouched for longer than upload purging allows.
+    StaleUpload,
+}
+
+impl Kind {
+    pub fn is_problem(self) -> bool {
+        !matches!(self, Kind::OrphanBlob | Kind::StaleUpload)
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Finding {
+    pub kind: Kind,
+    /// None for blobs, which belong to no single repository.
+    pub repository: Option<String>,
+    /// The digest, tag or upload id concerned.
+    pub subject: String,
+    pub detail: String,
+    /// What repair did about it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repaired: Option<String>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct ScrubReport {
+    pub blobs_checked: usize,
+    pub bytes_checked: u64,
+    pub repositories: usize,
+    pub findings: Vec<Finding>,
+}
+
+impl ScrubReport {
+    pub fn problems(&self) -> usize {
+        self.findings.iter().filter(|f| f.kind.is_problem()).count()
+    }
+
+    fn add(&mut self, kind: Kind, repo: Option<&RepoName>, subject: String, detail: String) {
+        self.findings.push(Finding {
+            kind,
+            repository: repo.map(|r| r.to_string()),
+            subject,
+            detail,
+            repaired: None,
+        });
+    }
+}
+
+pub struct ScrubOptions {
+    pub repair: bool,
+    /// Uploads older than this are reported as stale.
+    pub stale_uploads: Duration,
+    /// Called with the size of each blob once it is hashed (for a progress bar).
+    pub progress: Option<Box<dyn Fn(u64) + Send + Sync>>,
+    /// Called once with the total bytes to hash.
+    pub total: Option<Box<dyn Fn(u64) + Send + Sync>>,
+}
+
+/// What one repository holds, as scrub reads it.
+struct RepoView {
+    name: RepoName,
+    manifests: Vec<Digest>,
+    tags: Vec<(String, std::result::Result<Digest, String>)>,
+    links: Vec<Digest>,
+}
+
+impl Registry {
+    pub async fn scrub(&self, opts: &ScrubOptions) -> Result<ScrubReport> {
+        let mut report = ScrubReport::default();
+        let bad = self.check_blobs(opts, &mut report).await?;
+        let stored: HashSet<Digest> = self
+            .store
+            .blobs
+            .list_blobs()
+            .await?
+            .into_iter()
+            .map(|b| b.digest)
+            .filter(|d| !bad.contains(d))
+            .collect();
+        let mut views = Vec::new();
+        for name in self.store.meta.list_repos(None, None).await?.items {
+            let Ok(repo) = name.parse::<RepoName>() else {
+                continue;
+            };
+            let meta = &self.store.meta;
+            views.push(RepoView {
+                manifests: meta
+                    .list_manifests(&repo)
+                    .await?
+                    .into_iter()
+                    .map(|(d, _)| d)
+                    .collect(),
+                tags: meta.tag_targets(&repo).await?,
+                links: meta.list_blob_links(&repo).await?,
+                name: repo,
+            });
+        }
+        report.repositories = views.len();
+        let mut referenced: HashSet<Digest> = HashSet::new();
+        for view in &views {
+            self.check_repo(view, &stored, opts.repair, &mut referenced, &mut report)
+                .await?;
+        }
+        for digest in &stored {
+            if !referenced.contains(digest) {
+                report.add(
+                    Kind::OrphanBlob,
+                    None,
+                    digest.to_string(),
+                    "no manifest references it: `wharf garbage-collect` reclaims it".into(),
+                );
+            }
+        }
+        for u in self.store.blobs.list_uploads().await? {
+            if u.modified.elapsed().unwrap_or_default() > opts.stale_uploads {
+                report.findings.push(Finding {
+                    kind: Kind::StaleUpload,
+                    repository: Some(u.repo),
+                    subject: u.id,
+                    detail: format!(
+                        "{} bytes, untouched longer than upload purging allows; purging removes it",
+                        u.size
+                    ),
+                    repaired: None,
+                });
+            }
+        }
+        Ok(report)
+    }
+
+    /// Re-hash every blob; returns the corrupt ones (moved aside under repair).
+    async fn check_blobs(
+        &self,
+        opts: &ScrubOptions,
+        report: &mut ScrubReport,
+    ) -> Result<HashSet<Digest>> {
+        let blobs = self.store.blobs.list_blobs().await?;
+        if let Some(total) = &opts.total {
+            total(blobs.iter().map(|b| b.size).sum());
+        }
+        let checked: Vec<(Digest, u64, Option<String>)> = futures::stream::iter(blobs)
+            .map(|b| async move {
+                let verdict = self.verify_blob(&b.digest).await;
+                if let Some(p) = &opts.progress {
+                    p(b.size);
+                }
+                verdict.map(|v| (b.digest, b.size, v))
+            })
+            .buffer_unordered(2)
+            .try_collect()
+            .await?;
+        let mut bad = HashSet::new();
+        for (digest, size, verdict) in checked {
+            report.blobs_checked += 1;
+            report.bytes_checked += size;
+            let Some(why) = verdict else { continue };
+            let repaired = if opts.repair {
+                self.store
+                    .blobs
+                    .quarantine(&digest)
+                    .await?
+                    .map(|to| format!("moved aside to {to}"))
+            } else {
+                None
+            };
+            report.findings.push(Finding {
+                kind: Kind::CorruptBlob,
+                repository: None,
+                subject: digest.to_string(),
+                detail: why,
+                repaired,
+            });
+            bad.insert(digest);
+        }
+        Ok(bad)
+    }
+
+    /// None if the blob hashes to its digest, else what is wrong.
+    async fn verify_blob(&self, digest: &Digest) -> Result<Option<String>> {
+        let read = match self.store.blobs.read(digest, None).await {
+            Ok(r) => r,
+            Err(StoreError::BlobUnknown(_)) => return Ok(None), // deleted meanwhile
+            Err(e) => return Ok(Some(format!("cannot be read: {e}"))),
+        };
+        let mut hasher = DigestHasher::new(digest.algorithm());
+        let mut body = read.body;
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(c) => hasher.update(&c),
+                Err(e) => return Ok(Some(format!("cannot be read: {e}"))),
+            }
+        }
+        let actual = hasher.finish();
+        Ok((&actual != digest).then(|| format!("its bytes hash to {actual}")))
+    }
+
+    async fn check_repo(
+        &self,
+        view: &RepoView,
+        stored: &HashSet<Digest>,
+        repair: bool,
+        referenced: &mut HashSet<Digest>,
+        report: &mut ScrubReport,
+    ) -> Result<()> {
+        let (repo, meta) = (&view.name, &self.store.meta);
+        // Read every manifest; a broken one is named once, with why.
+        let mut records: HashMap<Digest, ManifestRecord> = HashMap::new();
+        let mut broken: HashMap<Digest, (Kind, String)> = HashMap::new();
+        for d in &view.manifests {
+            referenced.insert(d.clone());
+            if !stored.contains(d) {
+                broken.insert(
+                    d.clone(),
+                    (
+                        Kind::ManifestMissing,
+                        "its bytes are not stored (or were corrupt)".into(),
+                    ),
+                );
+                continue;
+            }
+            match meta.manifest_record(d).await {
+                Ok(Some(r)) => {
+                    referenced.extend(r.blobs.iter().cloned());
+                    records.insert(d.clone(), r);
+                }
+                Ok(None) => {
+                    broken.insert(
+                        d.clone(),
+                        (Kind::ManifestMissing, "its bytes are not stored".into()),
+                    );
+                }
+                Err(StoreError::Corrupt { why, .. }) => {
+                    broken.insert(d.clone(), (Kind::ManifestUnparseable, why));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let listed: HashSet<&Digest> = view.manifests.iter().collect();
+        // Incomplete manifests, to a fixed point: an index over a broken child is broken.
+        loop {
+            let mut newly = Vec::new();
+            for (d, r) in &records {
+                if broken.contains_key(d) {
+                    continue;
+                }
+                let missing_blob = r.blobs.iter().find(|b| !stored.contains(*b));
+                let bad_child = r
+                    .children
+                    .iter()
+                    .find(|c| !listed.contains(c) || broken.contains_key(*c));
+                if let Some(b) = missing_blob {
+                    newly.push((d.clone(), format!("needs blob {b}, which is not stored")));
+                } else if let Some(c) = bad_child {
+                    newly.push((
+                        d.clone(),
+                        format!("needs manifest {c}, which is missing or broken"),
+                    ));
+                }
+            }
+            if newly.is_empty() {
+                break;
+            }
+            for (d, why) in newly {
+                broken.insert(d, (Kind::ManifestIncomplete, why));
+            }
+        }
+        for (d, (kind, why)) in &broken {
+            let repaired = if repair && meta.delete_manifest(repo, d).await? {
+                Some("removed from the repository, with its tags: push it again".into())
+            } else {
+                None
+            };
+            report.findings.push(Finding {
+                kind: *kind,
+                repository: Some(repo.to_string()),
+                subject: d.to_string(),
+                detail: why.clone(),
+                repaired,
+            });
+        }
+        for (tag, target) in &view.tags {
+            let why = match target {
+                Err(e) => format!("its link cannot be read: {e}"),
+                Ok(d) if !listed.contains(d) => {
+                    format!("points at {d}, which the repository does not have")
+                }
+                Ok(d) if broken.contains_key(d) => continue, // named with its manifest
+                Ok(_) => continue,
+            };
+            let repaired = if repair && meta.delete_tag_link(repo, tag).await? {
+                Some("tag removed".into())
+            } else {
+                None
+            };
+            report.findings.push(Finding {
+                kind: Kind::DanglingTag,
+                repository: Some(repo.to_string()),
+                subject: tag.clone(),
+                detail: why,
+                repaired,
+            });
+        }
+        for d in view.links.iter().filter(|d| !stored.contains(*d)) {
+            let repaired = if repair && meta.unlink_blob(repo, d).await? {
+                Some("link removed".into())
+            } else {
+                None
+            };
+            report.findings.push(Finding {
+                kind: Kind::LinkToMissingBlob,
+                repository: Some(repo.to_string()),
+                subject: d.to_string(),
+                detail: "the repository links a blob that is not stored".into(),
+                repaired,
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,73 @@
+//! Finishing uploads and mounting blobs: the writes that make a blob servable from a
+//! repository.
+
+use uuid::Uuid;
+use wharf_oci::{Digest, RepoName};
+
+use super::{Registry, Result};
+use crate::store::ByteStream;
+
+impl Registry {
+    /// Verify and commit an upload, then link its blob into `repo`.
+    pub async fn finish_upload(&self, repo: &RepoName, id: Uuid, digest: &Digest) -> Result<u64> {
+        let size = self.store.blobs.commit(repo, id, digest).await?;
+        self.store.meta.link_blob(repo, digest).await?;
+        Ok(size)
+    }
+
+    /// A whole blob in one request: stream, verify, commit, link.
+    pub async fn put_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        body: ByteStream,
+    ) -> Result<u64> {
+        let size = self.store.blobs.put_stream(digest, body).await?;
+        self.store.meta.link_blob(repo, digest).await?;
+        Ok(size)
+    }
+
+    /// Link a blob `from` has into `repo`. False when `from` cannot serve it.
+    pub async fn mount(&self, repo: &RepoName, digest: &Digest, from: &RepoName) -> Result<bool> {
+        if !self.store.meta.blob_linked(from, digest).await? {
+            return Ok(false);
+        }
+        let _writing = self.store.locks.writer().await?;
+        if !self
+            .store
+            .blobs
+            .retain(std::slice::from_ref(digest))
+            .await?
+            .is_empty()
+        {
+            return Ok(false);
+        }
+        self.store.meta.link_blob(repo, digest).await?;
+        Ok(true)
+    }
+
+    /// The blob's size if `repo` may serve it and it exists.
+    pub async fn blob_in_repo(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>> {
+        if !self.store.meta.blob_linked(repo, digest).await? {
+            return Ok(None);
+        }
+        Ok(self.store.blobs.stat(digest).await?)
+    }
+
+    /// Repository names after `last`, at most `n`, among those `visible` admits. Filtering
+    /// comes before paging so that pages stay full.
+    pub async fn catalog(
+        &self,
+        last: Option<&str>,
+        n: Option<usize>,
+        visible: Option<&(dyn Fn(&str) -> bool + Sync)>,
+    ) -> Result<crate::store::Page> {
+        Ok(match visible {
+            None => self.store.meta.list_repos(last, n).await?,
+            Some(f) => {
+                let all = self.store.meta.list_repos(last, None).await?;
+                crate::store::paginate(all.items.into_iter().filter(|r| f(r)), None, n)
+            }
+        })
+    }
+}

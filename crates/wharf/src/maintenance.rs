@@ -1,0 +1,224 @@
+//! `wharf garbage-collect` and `wharf scrub`: the store's upkeep, with registry:2's
+//! arguments (`registry garbage-collect [--dry-run] [--delete-untagged] config.yml`).
+//! Both may run while `wharf serve` processes use the same store.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use wharf_registry::config::{self, Config};
+use wharf_registry::registry::gc::{GcOptions, GcReport};
+use wharf_registry::registry::scrub::{ScrubOptions, ScrubReport};
+use wharf_registry::registry::Registry;
+
+#[derive(Args)]
+pub struct StoreArgs {
+    /// A registry:2 config.yml; its storage (and REGISTRY_* variables) name the store.
+    #[arg(value_name = "CONFIG", env = "REGISTRY_CONFIGURATION_PATH")]
+    config: Option<PathBuf>,
+    /// The storage root instead (storage.filesystem.rootdirectory).
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Print one JSON object instead of lines.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct GcArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Only report what would be deleted.
+    #[arg(short = 'd', long)]
+    dry_run: bool,
+    /// Also delete manifests no tag reaches (children of tagged indexes and referrers of
+    /// kept manifests are kept).
+    #[arg(short = 'm', long)]
+    delete_untagged: bool,
+    /// Keep content retained this recently (uploads whose manifest is still to come).
+    /// Default: the config's gc.grace, else 1h.
+    #[arg(long, value_parser = config::parse_duration)]
+    grace: Option<Duration>,
+}
+
+#[derive(Args)]
+pub struct ScrubArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Move corrupt blobs aside and remove what points at missing content.
+    #[arg(long)]
+    repair: bool,
+}
+
+fn open(args: &StoreArgs) -> anyhow::Result<(Registry, Config)> {
+    let (mut config, _warnings) = config::load(args.config.as_deref(), std::env::vars())?;
+    if let Some(root) = &args.root {
+        config.root = root.clone();
+    }
+    let store = wharf_registry::store::open(&config.storage(), false)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok((Registry::new(store), config))
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+pub fn garbage_collect(args: GcArgs) -> anyhow::Result<()> {
+    let (registry, config) = open(&args.store)?;
+    let opts = GcOptions {
+        dry_run: args.dry_run,
+        delete_untagged: args.delete_untagged
+            || config.gc.as_ref().is_some_and(|g| g.delete_untagged),
+        grace: args
+            .grace
+            .or(config.gc.as_ref().map(|g| g.grace))
+            .unwrap_or(config::DEFAULT_GC_GRACE),
+    };
+    let report = runtime()?
+        .block_on(registry.collect_garbage(&opts))
+        .map_err(|e| anyhow::anyhow!("garbage collection stopped, nothing more deleted: {e}"))?;
+    if args.store.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_gc(&report, opts.grace);
+    }
+    Ok(())
+}
+
+fn print_gc(r: &GcReport, grace: Duration) {
+    let verb = if r.dry_run {
+        "eligible for deletion"
+    } else {
+        "deleted"
+    };
+    for m in &r.manifests {
+        println!("{}: manifest {verb}: {}", m.repository, m.digest);
+    }
+    for b in &r.blobs {
+        println!("blob {verb}: {} ({} bytes)", b.digest, b.size);
+    }
+    println!(
+        "{} repositories, {} manifests and {} blobs marked; {} manifests and {} blobs {verb}, {} freed{}; {} unreferenced blobs held (retained within {})",
+        r.repositories,
+        r.manifests_marked,
+        r.blobs_marked,
+        r.manifests.len(),
+        r.blobs.len(),
+        human_bytes(r.bytes_freed),
+        if r.dry_run { " once deleted" } else { "" },
+        r.blobs_held,
+        humantime(grace),
+    );
+}
+
+fn humantime(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0 => "0s".into(),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+pub fn scrub(args: ScrubArgs) -> anyhow::Result<()> {
+    let (registry, config) = open(&args.store)?;
+    let bar = progress_bar(args.store.json);
+    let (b1, b2) = (bar.clone(), bar.clone());
+    let opts = ScrubOptions {
+        repair: args.repair,
+        stale_uploads: config
+            .upload_purging
+            .as_ref()
+            .map_or(Duration::from_secs(168 * 3600), |p| p.age),
+        progress: Some(Box::new(move |n| b1.inc(n))),
+        total: Some(Box::new(move |n| b2.set_length(n))),
+    };
+    let report = runtime()?
+        .block_on(registry.scrub(&opts))
+        .map_err(|e| anyhow::anyhow!("scrub stopped: {e}"))
+        .context("the store was left as it was found, apart from repairs already reported")?;
+    bar.finish_and_clear();
+    if args.store.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_scrub(&report, args.repair);
+    }
+    let unrepaired = report
+        .findings
+        .iter()
+        .filter(|f| f.kind.is_problem() && f.repaired.is_none())
+        .count();
+    if unrepaired > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn progress_bar(json: bool) -> Arc<indicatif::ProgressBar> {
+    if json || !std::io::stderr().is_terminal() {
+        return Arc::new(indicatif::ProgressBar::hidden());
+    }
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template(
+            "scrubbing {bar:30} {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+        )
+        .expect("a valid template"),
+    );
+    Arc::new(bar)
+}
+
+fn print_scrub(r: &ScrubReport, repair: bool) {
+    let mut findings: Vec<_> = r.findings.iter().collect();
+    findings.sort_by(|a, b| (&a.repository, &a.subject).cmp(&(&b.repository, &b.subject)));
+    for f in findings {
+        let place = f.repository.as_deref().unwrap_or("(blobs)");
+        let kind = serde_json::to_value(f.kind).unwrap_or_default();
+        let kind = kind.as_str().unwrap_or("finding").replace('_', " ");
+        let severity = if f.kind.is_problem() {
+            "problem"
+        } else {
+            "garbage"
+        };
+        print!("{place}: {severity}: {kind} {}: {}", f.subject, f.detail);
+        match &f.repaired {
+            Some(what) => println!(" [repaired: {what}]"),
+            None => println!(),
+        }
+    }
+    let problems = r.problems();
+    println!(
+        "{} blobs ({}) re-hashed in {} repositories: {} problems{}, {} garbage",
+        r.blobs_checked,
+        human_bytes(r.bytes_checked),
+        r.repositories,
+        problems,
+        if repair && problems > 0 {
+            " (repaired where possible)"
+        } else {
+            ""
+        },
+        r.findings.len() - problems,
+    );
+}
