@@ -88,11 +88,21 @@ impl Wharf {
         Self::spawn(free_port(), root.to_path_buf(), vec![])
     }
 
+    /// On `root`, with `REGISTRY_*`-style variables set for the server.
+    pub fn start_on_with_env(root: &Path, env: &[(&str, &str)]) -> Wharf {
+        Self::spawn_env(free_port(), root.to_path_buf(), vec![], env)
+    }
+
     fn spawn(port: u16, root: PathBuf, extra: Vec<String>) -> Wharf {
+        Self::spawn_env(port, root, extra, &[])
+    }
+
+    fn spawn_env(port: u16, root: PathBuf, extra: Vec<String>, env: &[(&str, &str)]) -> Wharf {
         let mut cmd = Command::new(WHARF);
         cmd.args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--root"])
             .arg(&root)
             .args(&extra)
+            .envs(env.iter().copied())
             .env("REGISTRY_STORAGE_DELETE_ENABLED", "true")
             .env("WHARF_LOG", "warn")
             .stdout(Stdio::null());
@@ -149,13 +159,18 @@ pub struct Distribution {
 
 impl Distribution {
     pub fn start_on(root: &Path) -> Distribution {
+        Self::start_with(root, "")
+    }
+
+    /// With extra `http:` keys, e.g. `  secret: s3cret\n`.
+    pub fn start_with(root: &Path, http_extra: &str) -> Distribution {
         require("docker-registry", "docker-registry");
         let port = free_port();
         let config = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(
             config.path(),
             format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{http_extra}",
                 root.display()
             ),
         )

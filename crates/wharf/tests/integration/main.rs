@@ -13,5 +13,6 @@ mod clients;
 mod compat;
 mod conformance;
 mod image;
+mod store_shared;
 mod watch;
 mod watch_env;
