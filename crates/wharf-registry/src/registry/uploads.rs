@@ -2,16 +2,16 @@
 //! repository.
 
 use uuid::Uuid;
-use wharf_oci::{Digest, RepoName};
+use wharf_oci::{Digest, ErrorCode, RepoName};
 
-use super::{Registry, Result};
+use super::{Error, Registry, Result};
 use crate::store::ByteStream;
 
 impl Registry {
     /// Verify and commit an upload, then link its blob into `repo`.
     pub async fn finish_upload(&self, repo: &RepoName, id: Uuid, digest: &Digest) -> Result<u64> {
         let size = self.store.blobs.commit(repo, id, digest).await?;
-        self.store.meta.link_blob(repo, digest).await?;
+        self.link_retained(repo, digest).await?;
         Ok(size)
     }
 
@@ -23,8 +23,29 @@ impl Registry {
         body: ByteStream,
     ) -> Result<u64> {
         let size = self.store.blobs.put_stream(digest, body).await?;
-        self.store.meta.link_blob(repo, digest).await?;
+        self.link_retained(repo, digest).await?;
         Ok(size)
+    }
+
+    /// Link a just-committed blob, retaining it again under the writer lock: a collection
+    /// whose grace is shorter than the moment since the commit could otherwise take the
+    /// blob while its link is being written.
+    async fn link_retained(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
+        let _writing = self.store.locks.writer().await?;
+        if !self
+            .store
+            .blobs
+            .retain(std::slice::from_ref(digest))
+            .await?
+            .is_empty()
+        {
+            return Err(Error::refused(
+                ErrorCode::BlobUploadInvalid,
+                format!("{digest} was garbage-collected as it was committed (is gc.grace shorter than a push?): push it again"),
+            ));
+        }
+        self.store.meta.link_blob(repo, digest).await?;
+        Ok(())
     }
 
     /// Link a blob `from` has into `repo`. False when `from` cannot serve it.

@@ -13,6 +13,7 @@ mod clients;
 mod compat;
 mod conformance;
 mod image;
+mod lifecycle;
 mod store_shared;
 mod watch;
 mod watch_env;

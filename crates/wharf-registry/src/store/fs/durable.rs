@@ -53,7 +53,16 @@ fn sync_all_dirs(dir: &Path, created_parents: &[PathBuf]) -> io::Result<()> {
     Ok(())
 }
 
+/// The error, naming the file it concerns: "No such file or directory" alone helps nobody.
+pub fn at(path: &Path) -> impl FnOnce(io::Error) -> io::Error + '_ {
+    move |e| io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomic_inner(path, bytes).map_err(at(path))
+}
+
+fn write_atomic_inner(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().expect("layout paths have parents");
     let created = create_dirs(dir)?;
     let tmp = dir.join(format!(".wharf-{}.tmp", Uuid::new_v4()));
@@ -72,6 +81,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// Move a complete, fsynced file into place atomically.
 pub fn rename_into(from: &Path, to: &Path) -> io::Result<()> {
+    rename_into_inner(from, to).map_err(at(to))
+}
+
+fn rename_into_inner(from: &Path, to: &Path) -> io::Result<()> {
     let dir = to.parent().expect("layout paths have parents");
     let created = create_dirs(dir)?;
     fs::rename(from, to)?;
