@@ -559,7 +559,7 @@ fn gc_looping_under_eight_pushers_loses_nothing_a_successful_push_stored() {
                     n += 1;
                     let repo = format!("race/c{i}");
                     let tag = format!("t{}", n % 3); // tags move: old manifests become untagged
-                    let pushed = if n % 4 == 0 {
+                    let pushed = if n.is_multiple_of(4) {
                         mount_and_push(
                             &c,
                             &base,
