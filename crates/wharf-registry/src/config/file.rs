@@ -713,6 +713,36 @@ health:
     }
 
     #[test]
+    fn gc_schedule_from_the_file_or_the_environment() {
+        let (c, warnings) = load_str(
+            "version: 0.1\ngc:\n  interval: 6h\n  deleteuntagged: true\n",
+            &[],
+        )
+        .unwrap();
+        let gc = c.gc.expect("gc: turns scheduled collection on");
+        assert_eq!(gc.interval, Duration::from_secs(6 * 3600));
+        assert!(gc.delete_untagged);
+        assert_eq!(gc.grace, crate::config::DEFAULT_GC_GRACE);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let (c, _) = load_str(
+            "version: 0.1\n",
+            &[("REGISTRY_GC_INTERVAL", "30m"), ("REGISTRY_GC_GRACE", "0s")],
+        )
+        .unwrap();
+        let gc = c.gc.unwrap();
+        assert_eq!(
+            (gc.interval, gc.grace),
+            (Duration::from_secs(1800), Duration::ZERO)
+        );
+        assert!(load_str("version: 0.1\n", &[]).unwrap().0.gc.is_none());
+        assert!(load_str("gc:\n  enabled: false\n", &[])
+            .unwrap()
+            .0
+            .gc
+            .is_none());
+    }
+
+    #[test]
     fn go_durations() {
         assert_eq!(
             parse_duration("168h").unwrap(),
