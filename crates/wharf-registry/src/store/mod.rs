@@ -88,6 +88,8 @@ pub trait BlobStore: Send + Sync + 'static {
     /// against `expected`, make durable and visible. Returns the size.
     async fn put_stream(&self, expected: &Digest, body: ByteStream) -> StoreResult<u64>;
     /// Store small content that is already in memory (manifests), verifying its digest.
+    /// Call under [`Locks::writer`] (unlike commit and put_stream, it does not take it, so
+    /// that a manifest put holds the lock once around everything it publishes).
     async fn put(&self, digest: &Digest, bytes: Bytes) -> StoreResult<()>;
     /// Size of a committed blob, or None.
     async fn stat(&self, digest: &Digest) -> StoreResult<Option<u64>>;
@@ -257,6 +259,9 @@ pub type Guard = Box<dyn Send + Sync>;
 ///   holds [`Locks::writer`] while it retains what it references and publishes its links;
 /// - the collector takes [`Locks::collector`] once to fix the instant its mark starts, and
 ///   again around each small batch it deletes, rechecking each victim inside it.
+///
+/// A waiting collector stops new writers, so a steady stream of them cannot starve it;
+/// hence a writer must never take the writer lock again while it holds it.
 #[async_trait]
 pub trait Locks: Send + Sync + 'static {
     /// Shared with other writers, exclusive of a collector's batch.

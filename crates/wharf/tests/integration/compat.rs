@@ -891,6 +891,15 @@ fn kill_9_during_concurrent_uploads_loses_no_acknowledged_blob_and_shows_no_torn
         log.resumed.load(Ordering::Relaxed) > 0,
         "some upload should have been resumed after a kill"
     );
+    // And scrub, which re-hashes everything and checks every link, finds nothing wrong.
+    let out = std::process::Command::new(crate::harness::WHARF)
+        .args(["scrub", "--json", "--root"])
+        .arg(&w.root)
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(out.status.success(), "scrub after the kills: {report}");
+    assert!(report["blobs_checked"].as_u64().unwrap() >= committed.len() as u64);
 }
 
 /// A request body that trickles: `chunk` bytes at a time with a pause before each, counting

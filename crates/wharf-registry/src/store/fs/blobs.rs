@@ -295,13 +295,11 @@ impl BlobStore for FsBlobStore {
             });
         }
         let target = self.layout.blob_data(digest);
-        let writing = self.locks.writer().await?;
         blocking(move || match retain_file(&target) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => write_atomic(&target, &bytes),
             other => other,
         })
         .await?;
-        drop(writing);
         Ok(())
     }
 

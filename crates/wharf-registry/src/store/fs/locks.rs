@@ -1,27 +1,42 @@
 //! [`Locks`] for processes sharing one directory on one host: `flock(2)` on files under
 //! `_wharf/locks/`. A lock belongs to an open file description, so every acquisition opens
 //! its own, and the kernel drops it when a holder dies, even by kill -9.
+//!
+//! `flock` lets shared holders overtake a waiting exclusive one, so under a steady stream
+//! of writers a collector could wait forever. Two things stop that: in this process, a
+//! fair read-write lock in front (a queued collector holds back later writers); across
+//! processes, a turnstile (`gate.lock`) that writers pass through shared on their way in
+//! and that a collector holds exclusive while it waits for the writers inside to leave.
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use async_trait::async_trait;
+use tokio::sync::RwLock;
 
 use super::blocking;
 use crate::store::{Guard, Locks, StoreResult};
 
+const GC: &str = "gc.lock";
+const GATE: &str = "gate.lock";
+
 pub struct FsLocks {
     dir: PathBuf,
+    fair: Arc<RwLock<()>>,
 }
 
 impl FsLocks {
     pub fn new(dir: PathBuf) -> FsLocks {
-        FsLocks { dir }
+        FsLocks {
+            dir,
+            fair: Arc::new(RwLock::new(())),
+        }
     }
 
-    fn open(&self, name: &str) -> io::Result<File> {
-        let path = self.dir.join(name);
+    fn open(dir: &std::path::Path, name: &str) -> io::Result<File> {
+        let path = dir.join(name);
         let open = || {
             OpenOptions::new()
                 .read(true)
@@ -32,40 +47,47 @@ impl FsLocks {
         };
         match open() {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir_all(&self.dir)?;
+                fs::create_dir_all(dir)?;
                 open()
             }
             other => other,
         }
-    }
-
-    async fn hold(&self, name: &'static str, exclusive: bool) -> StoreResult<Guard> {
-        let file = self.open(name)?;
-        let file = blocking(move || {
-            if exclusive {
-                file.lock()?;
-            } else {
-                file.lock_shared()?;
-            }
-            Ok(file)
-        })
-        .await?;
-        Ok(Box::new(file))
     }
 }
 
 #[async_trait]
 impl Locks for FsLocks {
     async fn writer(&self) -> StoreResult<Guard> {
-        self.hold("gc.lock", false).await
+        let fair = self.fair.clone().read_owned().await;
+        let dir = self.dir.clone();
+        let held = blocking(move || {
+            let gate = Self::open(&dir, GATE)?;
+            gate.lock_shared()?;
+            drop(gate); // through the turnstile
+            let gc = Self::open(&dir, GC)?;
+            gc.lock_shared()?;
+            Ok(gc)
+        })
+        .await?;
+        Ok(Box::new((fair, held)))
     }
 
     async fn collector(&self) -> StoreResult<Guard> {
-        self.hold("gc.lock", true).await
+        let fair = self.fair.clone().write_owned().await;
+        let dir = self.dir.clone();
+        let held = blocking(move || {
+            let gate = Self::open(&dir, GATE)?;
+            gate.lock()?;
+            let gc = Self::open(&dir, GC)?;
+            gc.lock()?;
+            Ok((gate, gc))
+        })
+        .await?;
+        Ok(Box::new((fair, held)))
     }
 
     async fn try_job(&self, name: &str) -> StoreResult<Option<Guard>> {
-        let file = self.open(&format!("job-{name}.lock"))?;
+        let file = Self::open(&self.dir, &format!("job-{name}.lock"))?;
         match file.try_lock() {
             Ok(()) => Ok(Some(Box::new(file))),
             Err(TryLockError::WouldBlock) => Ok(None),
@@ -76,21 +98,23 @@ impl Locks for FsLocks {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[tokio::test]
     async fn a_collector_waits_for_writers_and_jobs_run_once() {
         let dir = tempfile::tempdir().unwrap();
-        let locks = std::sync::Arc::new(FsLocks::new(dir.path().join("locks")));
+        let locks = Arc::new(FsLocks::new(dir.path().join("locks")));
         let w1 = locks.writer().await.unwrap();
-        let _w2 = locks.writer().await.unwrap();
+        let w2 = locks.writer().await.unwrap();
         let l = locks.clone();
         let collector = tokio::spawn(async move { l.collector().await.map(|_| ()) });
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(!collector.is_finished(), "a writer still holds the lock");
         drop(w1);
-        drop(_w2);
-        tokio::time::timeout(std::time::Duration::from_secs(5), collector)
+        drop(w2);
+        tokio::time::timeout(Duration::from_secs(5), collector)
             .await
             .expect("the collector gets the lock once writers are gone")
             .unwrap()
@@ -100,5 +124,44 @@ mod tests {
         assert!(locks.try_job("gc").await.unwrap().is_none());
         drop(job);
         assert!(locks.try_job("gc").await.unwrap().is_some());
+    }
+
+    /// Writers that overlap without a gap, in this process and from another "process"
+    /// (a second FsLocks on the same directory), do not keep a collector out.
+    #[tokio::test]
+    async fn a_stream_of_writers_does_not_starve_the_collector() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("locks");
+        for other_process in [false, true] {
+            let writers = Arc::new(FsLocks::new(path.clone()));
+            let collector_side = if other_process {
+                Arc::new(FsLocks::new(path.clone()))
+            } else {
+                writers.clone()
+            };
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let mut tasks = Vec::new();
+            for _ in 0..4 {
+                let (w, stop) = (writers.clone(), stop.clone());
+                tasks.push(tokio::spawn(async move {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let _g = w.writer().await.unwrap();
+                        tokio::time::sleep(Duration::from_millis(3)).await;
+                    }
+                }));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let got =
+                tokio::time::timeout(Duration::from_secs(5), collector_side.collector()).await;
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            assert!(
+                got.is_ok(),
+                "the collector starved (other process: {other_process})"
+            );
+            drop(got);
+            for t in tasks {
+                t.await.unwrap();
+            }
+        }
     }
 }
