@@ -829,3 +829,60 @@ fn kill_9_during_a_sweep_and_100_uploads_leaves_a_store_scrub_finds_clean() {
         acked.len()
     );
 }
+
+/// A read-only bind mount of a directory, unmounted when dropped.
+struct ReadOnly(std::path::PathBuf);
+
+impl ReadOnly {
+    fn mount(source: &Path, at: &Path) -> ReadOnly {
+        require("mount", "mount");
+        std::fs::create_dir_all(at).unwrap();
+        run(Command::new("mount").arg("--bind").arg(source).arg(at));
+        let ro = ReadOnly(at.to_owned());
+        run(Command::new("mount")
+            .args(["-o", "remount,bind,ro"])
+            .arg(at));
+        ro
+    }
+}
+
+impl Drop for ReadOnly {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn on_a_read_only_root_gc_refuses_clearly_and_dry_run_and_scrub_still_report() {
+    let w = Wharf::start();
+    let c = client();
+    let kept = push_image(&c, &w.url(), "ro/app", "v1", 30, 2).unwrap();
+    let orphan = push_blob(&c, &w.url(), "ro/app", &noise(31, 100)).unwrap();
+    age_store(&w.root);
+    let mnt = tempfile::tempdir().unwrap();
+    let ro = ReadOnly::mount(&w.root, &mnt.path().join("ro"));
+    let root = ro.0.display().to_string();
+
+    let out = wharf_cmd(&["garbage-collect", "--root", &root]);
+    assert!(!out.status.success());
+    let said = text(&out);
+    assert!(
+        said.contains("garbage collection stopped, nothing more deleted")
+            && said.contains("Read-only file system")
+            && said.contains("writable storage root"),
+        "{said}"
+    );
+    let out = wharf_cmd(&["garbage-collect", "--dry-run", "--root", &root]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(named_blobs(&text(&out), "eligible").contains(&orphan.to_string()));
+    let out = wharf_cmd(&["scrub", "--root", &root]);
+    assert!(out.status.success(), "{}", text(&out));
+    drop(ro);
+    verify_pulls(&c, &w.url(), &kept);
+    assert!(c
+        .head(format!("{}/v2/ro/app/blobs/{orphan}", w.url()))
+        .send()
+        .unwrap()
+        .status()
+        .is_success());
+}

@@ -45,13 +45,21 @@ impl FsLocks {
                 .truncate(false)
                 .open(&path)
         };
-        match open() {
+        let opened = match open() {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir_all(dir)?;
-                open()
+                fs::create_dir_all(dir).and_then(|()| open())
             }
             other => other,
-        }
+        };
+        opened.map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot lock the store ({}: {e}); writing needs a writable storage root",
+                    path.display()
+                ),
+            )
+        })
     }
 }
 
