@@ -14,6 +14,8 @@ mod compat;
 mod conformance;
 mod image;
 mod lifecycle;
+mod lifecycle_races;
+mod pushes;
 mod store_shared;
 mod watch;
 mod watch_env;
