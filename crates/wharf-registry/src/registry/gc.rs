@@ -199,11 +199,22 @@ impl Registry {
                 break;
             }
         }
+        let listed: HashSet<&Digest> = manifests.iter().map(|(d, _)| d).collect();
         for d in &keep {
             marked.blobs.insert(d.clone());
-            if let Some(r) = records.get(d) {
-                marked.manifests += 1;
-                marked.blobs.extend(r.blobs.iter().cloned());
+            match records.get(d) {
+                Some(r) => {
+                    marked.manifests += 1;
+                    marked.blobs.extend(r.blobs.iter().cloned());
+                }
+                // Without its bytes nobody can say what it keeps alive: stop, not guess.
+                None if listed.contains(d) => {
+                    return Err(Error::Store(StoreError::Corrupt {
+                        what: format!("manifest {d} in {repo}"),
+                        why: "its bytes are missing, so garbage collection cannot tell what it needs and stops: run `wharf scrub --repair`".into(),
+                    }))
+                }
+                None => {}
             }
         }
         for (d, put) in manifests {

@@ -69,6 +69,10 @@ fn write_atomic_inner(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let result = (|| {
         let mut f = File::create(&tmp)?;
         f.write_all(bytes)?;
+        // The kernel stamps files from a coarse clock that can lag the one garbage
+        // collection reads its mark time from; an explicit time keeps "written after the
+        // mark" true for whatever is written after it.
+        f.set_modified(std::time::SystemTime::now())?;
         f.sync_data()?;
         fs::rename(&tmp, path)?;
         sync_all_dirs(dir, &created)

@@ -266,7 +266,17 @@ impl MetaStore for FsMetaStore {
                 self.layout.tag_current(repo, t),
             )
         });
+        let children: Vec<_> = manifest
+            .children
+            .iter()
+            .map(|c| self.layout.revision_link(repo, c))
+            .collect();
         blocking(move || {
+            // An index retains its children's revisions, so a collection racing this put
+            // does not take a child that only this index keeps.
+            for child in children {
+                fs::File::open(&child)?.set_modified(SystemTime::now())?;
+            }
             // Rewritten even when present: its mtime says when the manifest was last put,
             // which is what garbage collection's untagged sweep checks.
             write_atomic(&revision, content.as_bytes())?;
