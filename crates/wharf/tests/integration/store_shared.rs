@@ -198,3 +198,84 @@ fn tags_and_referrers_written_by_one_process_are_seen_by_the_others_at_once() {
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     assert_eq!(referrers(&b.url()), 0);
 }
+
+/// docker pushes and pulls through nginx, which sends each request to the next of two
+/// wharfs and a Distribution on one root (no sticky sessions): an upload begun by one is
+/// continued and finished by the others.
+#[test]
+fn docker_through_round_robin_over_two_wharfs_and_a_distribution() {
+    use crate::harness::{
+        build_busybox_image, docker_rmi, docker_runs, free_port, require, require_docker, run,
+        unique, wait_for_port, Proc,
+    };
+    require("nginx", "nginx");
+    require_docker();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    std::fs::create_dir_all(&root).unwrap();
+    let env = [("REGISTRY_HTTP_SECRET", SECRET)];
+    let a = Wharf::start_on_with_env(&root, &env);
+    let b = Wharf::start_on_with_env(&root, &env);
+    let d = Distribution::start_with(&root, &format!("  secret: {SECRET}\n"));
+    let port = free_port();
+    let conf = format!(
+        r#"daemon off;
+master_process off;
+pid {dir}/nginx.pid;
+error_log {dir}/nginx-error.log;
+events {{}}
+http {{
+    access_log {dir}/access.log;
+    client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy; fastcgi_temp_path {dir}/fcgi; uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;
+    upstream registries {{ server 127.0.0.1:{a}; server 127.0.0.1:{b}; server 127.0.0.1:{d}; }}
+    log_format upstream '$request_method $upstream_addr $status';
+    server {{
+        listen 127.0.0.1:{port};
+        client_max_body_size 0;
+        proxy_request_buffering off;
+        location /v2/ {{
+            proxy_pass http://registries;
+            proxy_set_header Host $http_host;
+            access_log {dir}/upstreams.log upstream;
+        }}
+    }}
+}}
+"#,
+        dir = dir.path().display(),
+        a = a.port,
+        b = b.port,
+        d = d.port,
+    );
+    let conf_path = dir.path().join("nginx.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let mut child = std::process::Command::new("nginx")
+        .arg("-c")
+        .arg(&conf_path)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_port(port, &mut child, "nginx");
+    let _nginx = Proc(child);
+
+    let host = format!("127.0.0.1:{port}");
+    let local = build_busybox_image(&unique("wharf-rr-src:"), "round robin");
+    let remote = format!("{host}/shared/rr:v1");
+    run(std::process::Command::new("docker").args(["tag", &local, &remote]));
+    run(std::process::Command::new("docker").args(["push", &remote]));
+    docker_rmi(&[&remote, &local]);
+    run(std::process::Command::new("docker").args(["pull", &remote]));
+    docker_runs(&remote, "round robin");
+    docker_rmi(&[&remote]);
+
+    // The upload's requests really went to different servers.
+    let log = std::fs::read_to_string(dir.path().join("upstreams.log")).unwrap();
+    let upload_servers: std::collections::BTreeSet<&str> = log
+        .lines()
+        .filter(|l| l.starts_with("PATCH") || l.starts_with("PUT") || l.starts_with("POST"))
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert!(
+        upload_servers.len() >= 2,
+        "every upload request went to one server: {log}"
+    );
+}
