@@ -346,3 +346,63 @@ mod fs_backend {
         );
     }
 }
+
+/// Two stores on one directory, as two processes would be: what one writes, the other
+/// reads at once, though it cached the listing before.
+mod two_processes {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    #[tokio::test]
+    async fn a_cached_tag_list_follows_the_other_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = crate::store::fs::open(dir.path(), true).unwrap();
+        let b = crate::store::fs::open(dir.path(), true).unwrap();
+        let repo: RepoName = "two/procs".parse().unwrap();
+        let bytes = Bytes::from_static(br#"{"schemaVersion":2,"config":{"mediaType":"a","digest":"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","size":0},"layers":[]}"#);
+        let d = Digest::sha256_of(&bytes);
+        a.blobs.put(&d, bytes).await.unwrap();
+        let record = ManifestRecord {
+            digest: d.clone(),
+            blobs: vec![],
+            children: vec![],
+            referrer: None,
+        };
+        a.meta
+            .put_manifest(&repo, &record, Some(&"one".parse().unwrap()))
+            .await
+            .unwrap();
+        // Settle the tags directory, so B caches its listing.
+        let tags = dir
+            .path()
+            .join("docker/registry/v2/repositories/two/procs/_manifests/tags");
+        std::fs::File::open(&tags)
+            .unwrap()
+            .set_modified(SystemTime::now() - Duration::from_secs(10))
+            .unwrap();
+        let list = |m: Arc<dyn MetaStore>| {
+            let repo = repo.clone();
+            async move { m.list_tags(&repo, None, None).await.unwrap().unwrap().items }
+        };
+        assert_eq!(list(b.meta.clone()).await, ["one"]);
+        assert_eq!(list(b.meta.clone()).await, ["one"]);
+        a.meta
+            .put_manifest(&repo, &record, Some(&"two".parse().unwrap()))
+            .await
+            .unwrap();
+        assert_eq!(list(b.meta.clone()).await, ["one", "two"]);
+        assert!(a
+            .meta
+            .delete_tag(&repo, &"one".parse().unwrap())
+            .await
+            .unwrap());
+        assert_eq!(list(b.meta.clone()).await, ["two"]);
+        assert_eq!(
+            b.meta
+                .resolve_tag(&repo, &"two".parse().unwrap())
+                .await
+                .unwrap(),
+            Some(d)
+        );
+    }
+}

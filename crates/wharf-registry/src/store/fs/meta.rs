@@ -34,6 +34,8 @@ pub struct FsMetaStore {
     layout: Layout,
     blobs: Arc<dyn BlobStore>,
     referrers: DashMap<RepoName, Arc<ReferrerIndex>>,
+    /// Sorted tag names with the tags directory's mtime when they were read.
+    tag_lists: DashMap<RepoName, (SystemTime, Arc<Vec<String>>)>,
     /// One rebuild at a time per process; others wait and reuse it.
     rebuilding: tokio::sync::Mutex<()>,
 }
@@ -45,6 +47,7 @@ impl FsMetaStore {
             layout,
             blobs,
             referrers: DashMap::new(),
+            tag_lists: DashMap::new(),
             rebuilding: tokio::sync::Mutex::new(()),
         }
     }
@@ -333,26 +336,51 @@ impl MetaStore for FsMetaStore {
         last: Option<&str>,
         n: Option<usize>,
     ) -> StoreResult<Option<Page>> {
-        let repo_dir = self.layout.repo(repo);
         let tags_dir = self.layout.tags(repo);
-        let names = blocking(move || {
-            if !repo_dir.is_dir() {
-                return Ok(None);
-            }
-            let mut names = Vec::new();
-            if let Ok(entries) = fs::read_dir(&tags_dir) {
-                for e in entries {
-                    let e = e?;
-                    if e.path().join("current/link").is_file() {
-                        names.push(e.file_name().to_string_lossy().into_owned());
+        // One stat, not a walk, while the tags directory is settled: every tag's creation
+        // and removal changes its mtime (see RACY for why a fresh mtime proves nothing).
+        let stamp = match fs::metadata(&tags_dir) {
+            Ok(m) => Some(m.modified()?),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e.into()),
+        };
+        let cached = stamp.and_then(|stamp| {
+            self.tag_lists
+                .get(repo)
+                .filter(|c| c.0 == stamp && stamp.elapsed().is_ok_and(|age| age > RACY))
+                .map(|c| c.1.clone())
+        });
+        let names = match cached {
+            Some(names) => names,
+            None => {
+                let repo_dir = self.layout.repo(repo);
+                let listed = blocking(move || {
+                    if !repo_dir.is_dir() {
+                        return Ok(None);
                     }
+                    let mut names = Vec::new();
+                    if let Ok(entries) = fs::read_dir(&tags_dir) {
+                        for e in entries {
+                            let e = e?;
+                            if e.path().join("current/link").is_file() {
+                                names.push(e.file_name().to_string_lossy().into_owned());
+                            }
+                        }
+                    }
+                    names.sort_unstable();
+                    Ok(Some(Arc::new(names)))
+                })
+                .await?;
+                let Some(names) = listed else {
+                    return Ok(None);
+                };
+                if let Some(stamp) = stamp {
+                    self.tag_lists.insert(repo.clone(), (stamp, names.clone()));
                 }
+                names
             }
-            names.sort_unstable();
-            Ok(Some(names))
-        })
-        .await?;
-        Ok(names.map(|names| paginate(names.into_iter(), last, n)))
+        };
+        Ok(Some(paginate(names.iter().cloned(), last, n)))
     }
 
     async fn list_repos(&self, last: Option<&str>, n: Option<usize>) -> StoreResult<Page> {
