@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use wharf_client::client::tls;
+use wharf_client::client::{insecure, tls};
 use wharf_client::{ClientOptions, CredentialSource, Registry, RegistryClient};
 
 #[derive(Args, Clone, Debug)]
@@ -19,10 +19,11 @@ pub struct ClientFlags {
     #[arg(long, global = true)]
     pub registry_ca_validate: bool,
     /// Accept any certificate and fall back to plain http, as docker does for an
-    /// insecure registry.
+    /// insecure registry. Loopback registries fall back to plain http without it.
     #[arg(long, global = true)]
     pub insecure: bool,
-    /// A registry (host:port) to treat as --insecure; repeatable.
+    /// A registry (host:port, or a CIDR) to treat as --insecure; repeatable. Added to
+    /// insecure-registries in daemon.json.
     #[arg(
         long = "insecure-registry",
         global = true,
@@ -41,6 +42,16 @@ pub struct ClientFlags {
         hide = true
     )]
     pub docker_certs_dir: PathBuf,
+    /// The daemon.json whose insecure-registries apply too.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        env = "WHARF_DAEMON_JSON",
+        default_value = insecure::DAEMON_JSON,
+        hide = true
+    )]
+    pub daemon_json: PathBuf,
 }
 
 impl ClientFlags {
@@ -51,12 +62,30 @@ impl ClientFlags {
             )?;
             tls::validate_ca(path)?;
         }
+        let mut insecure_registries = self.insecure_registries.clone();
+        insecure_registries.extend(
+            insecure::daemon_json_insecure_registries(&self.daemon_json)
+                .map_err(anyhow::Error::msg)?,
+        );
         Ok(ClientOptions {
             ca_bundle: self.registry_ca.clone(),
             certs_dir: self.docker_certs_dir.clone(),
             insecure: self.insecure,
-            insecure_registries: self.insecure_registries.clone(),
+            insecure_registries,
+            plain_http: Vec::new(),
         })
+    }
+
+    /// A client for a registry the user named as an address: `http://host:port` means
+    /// plain http, as a URL says.
+    pub fn client_for_address(&self, address: &str) -> anyhow::Result<RegistryClient> {
+        let registry = Registry::from_server_address(address)?;
+        let mut options = self.options()?;
+        if address.trim().starts_with("http://") {
+            options.plain_http.push(registry.as_str().to_owned());
+        }
+        let source = CredentialSource::from_process_env()?;
+        Ok(RegistryClient::new(registry, &options, source)?)
     }
 
     /// A client for `registry` with the credentials docker would use for it.

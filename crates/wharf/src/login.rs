@@ -30,7 +30,10 @@ pub struct LogoutArgs {
 
 pub fn login(args: LoginArgs, flags: &ClientFlags) -> anyhow::Result<()> {
     let registry = Registry::from_server_address(&args.host)?;
-    let options = flags.options()?;
+    let mut options = flags.options()?;
+    if args.host.trim().starts_with("http://") {
+        options.plain_http.push(registry.as_str().to_owned());
+    }
     let stdin = std::io::stdin();
     let mut lines = stdin.lock().lines();
     let username = match args.username {

@@ -165,6 +165,14 @@ async fn run_watcher(args: WatchArgs, flags: &ClientFlags, gate: Gate) -> anyhow
     if args.run_once {
         if let Some(report) = run_session(None).await {
             println!("{}", serde_json::to_string_pretty(&report)?);
+            // Scripts and `restart: on-failure` read the exit code, not the report.
+            if report.failed() > 0 {
+                anyhow::bail!(
+                    "{} of {} containers failed their check or update (see the report)",
+                    report.failed(),
+                    report.scanned()
+                );
+            }
         }
         return Ok(());
     }
@@ -197,11 +205,7 @@ fn api_token(args: &WatchArgs, api_on: bool) -> anyhow::Result<String> {
 }
 
 async fn connect(args: &WatchArgs, flags: &ClientFlags) -> anyhow::Result<Watcher> {
-    let registries = Registries::new(
-        client_options(flags)?,
-        credential_source()?,
-        args.registry_timeout,
-    );
+    let mut options = client_options(flags)?;
     let tls = args.tls_verify.then(|| {
         args.cert_path.clone().unwrap_or_else(|| {
             let home = std::env::var_os("HOME").unwrap_or_default();
@@ -214,6 +218,15 @@ async fn connect(args: &WatchArgs, flags: &ClientFlags) -> anyhow::Result<Watche
         tls.as_deref(),
     )
     .await?;
+    // The engine pulls what the watcher checks: each registry is reached as it reaches it.
+    match engine.insecure_registries().await {
+        Ok(list) => {
+            tracing::debug!(insecure = ?list, "the engine's insecure registries");
+            options.insecure_registries.extend(list);
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read the engine's insecure registries"),
+    }
+    let registries = Registries::new(options, credential_source()?, args.registry_timeout);
     Ok(Watcher::new(engine, registries, settings(args)))
 }
 

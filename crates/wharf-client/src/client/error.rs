@@ -17,6 +17,8 @@ pub enum ClientError {
         "TLS handshake with {host} failed ({detail}); if {host} serves plain http, pass --insecure"
     )]
     Tls { host: String, detail: String },
+    #[error("{host} answered in plain http: add it to insecure-registries in daemon.json, or pass --insecure-registry {host}")]
+    PlainHttp { host: String },
     #[error("cannot connect to {url}: connection refused or unreachable ({detail}); check that the registry runs there and the host and port are right")]
     Connect { url: String, detail: String },
     #[error("request to {url} failed: {detail}")]

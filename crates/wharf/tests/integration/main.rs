@@ -13,5 +13,6 @@ mod clients;
 mod compat;
 mod conformance;
 mod image;
+mod plain_http;
 mod watch;
 mod watch_env;
