@@ -14,5 +14,6 @@ mod compat;
 mod conformance;
 mod image;
 mod plain_http;
+mod seed003;
 mod watch;
 mod watch_env;
