@@ -12,6 +12,7 @@ mod client_tar;
 mod clients;
 mod compat;
 mod conformance;
+mod http_edges;
 mod image;
 mod plain_http;
 mod seed003;
