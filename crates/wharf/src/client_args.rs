@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::Args;
+use clap::{ArgAction, Args};
 use wharf_client::client::{insecure, tls};
 use wharf_client::{ClientOptions, CredentialSource, Registry, RegistryClient};
 
@@ -12,21 +12,20 @@ use wharf_client::{ClientOptions, CredentialSource, Registry, RegistryClient};
 pub struct ClientFlags {
     /// A PEM bundle of CA certificates to trust for the registry, on top of the system's
     /// roots and /etc/docker/certs.d/<host:port>/*.crt.
-    #[arg(long, global = true, value_name = "FILE", env = "WHARF_REGISTRY_CA")]
+    #[arg(long, value_name = "FILE", env = "WHARF_REGISTRY_CA")]
     pub registry_ca: Option<PathBuf>,
     /// Check the --registry-ca file (readable, holds a PEM certificate) before anything
     /// else, and stop at once if it does not.
-    #[arg(long, global = true)]
+    #[arg(long, value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
     pub registry_ca_validate: bool,
     /// Accept any certificate and fall back to plain http, as docker does for an
     /// insecure registry. Loopback registries fall back to plain http without it.
-    #[arg(long, global = true)]
+    #[arg(long, value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
     pub insecure: bool,
     /// A registry (host:port, or a CIDR) to treat as --insecure; repeatable. Added to
     /// insecure-registries in daemon.json.
     #[arg(
         long = "insecure-registry",
-        global = true,
         value_name = "HOST",
         env = "WHARF_INSECURE_REGISTRIES",
         value_delimiter = ','
@@ -35,7 +34,6 @@ pub struct ClientFlags {
     /// Where docker's per-registry CA directories live.
     #[arg(
         long,
-        global = true,
         value_name = "DIR",
         env = "WHARF_DOCKER_CERTS_DIR",
         default_value = tls::DOCKER_CERTS_DIR,
@@ -45,7 +43,6 @@ pub struct ClientFlags {
     /// The daemon.json whose insecure-registries apply too.
     #[arg(
         long,
-        global = true,
         value_name = "FILE",
         env = "WHARF_DAEMON_JSON",
         default_value = insecure::DAEMON_JSON,
@@ -54,7 +51,57 @@ pub struct ClientFlags {
     pub daemon_json: PathBuf,
 }
 
+/// A boolean flag's value as watchtower (Go's ParseBool) and docker users write it:
+/// `--cleanup`, `--cleanup=true`, `--cleanup=0`, `WATCHTOWER_CLEANUP=1`; an empty
+/// variable is false.
+pub fn flag_bool(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "" | "0" | "f" | "false" | "n" | "no" | "off" => Ok(false),
+        "1" | "t" | "true" | "y" | "yes" | "on" => Ok(true),
+        _ => Err("expected true or false (or 1/0, yes/no, on/off)".into()),
+    }
+}
+
+/// Flags every client subcommand takes, and takes before the subcommand too (`wharf
+/// --insecure tags ...`), so each subcommand's help lists only what applies to it.
+#[derive(Args, Clone, Debug)]
+pub struct WithClient<T: Args> {
+    #[command(flatten)]
+    pub args: T,
+    #[command(flatten)]
+    pub client: ClientFlags,
+}
+
 impl ClientFlags {
+    /// These flags (given before the subcommand) with the subcommand's own on top.
+    pub fn merge(&self, sub: &ClientFlags) -> ClientFlags {
+        let mut insecure_registries = self.insecure_registries.clone();
+        for r in &sub.insecure_registries {
+            if !insecure_registries.contains(r) {
+                insecure_registries.push(r.clone());
+            }
+        }
+        let pick = |top: &PathBuf, sub: &PathBuf, default: &str| {
+            if sub.as_os_str() != default {
+                sub.clone()
+            } else {
+                top.clone()
+            }
+        };
+        ClientFlags {
+            registry_ca: sub.registry_ca.clone().or_else(|| self.registry_ca.clone()),
+            registry_ca_validate: self.registry_ca_validate || sub.registry_ca_validate,
+            insecure: self.insecure || sub.insecure,
+            insecure_registries,
+            docker_certs_dir: pick(
+                &self.docker_certs_dir,
+                &sub.docker_certs_dir,
+                tls::DOCKER_CERTS_DIR,
+            ),
+            daemon_json: pick(&self.daemon_json, &sub.daemon_json, insecure::DAEMON_JSON),
+        }
+    }
+
     pub fn options(&self) -> anyhow::Result<ClientOptions> {
         if self.registry_ca_validate {
             let path = self.registry_ca.as_deref().context(

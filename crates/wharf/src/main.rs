@@ -15,6 +15,8 @@ use std::io::IsTerminal;
 
 use clap::{Parser, Subcommand};
 
+use client_args::WithClient;
+
 #[derive(Parser)]
 #[command(
     name = "wharf",
@@ -24,6 +26,8 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Client flags given before the subcommand (`wharf --insecure tags ...`); each
+    /// subcommand takes its own too.
     #[command(flatten)]
     client: client_args::ClientFlags,
 }
@@ -36,25 +40,25 @@ enum Command {
     #[command(subcommand)]
     Htpasswd(htpasswd::HtpasswdCommand),
     /// Check credentials against a registry and store them as `docker login` does.
-    Login(login::LoginArgs),
+    Login(WithClient<login::LoginArgs>),
     /// Remove stored credentials for a registry, as `docker logout` does.
     Logout(login::LogoutArgs),
     /// List a repository's tags, one a line.
-    Tags(images::RefArg),
+    Tags(WithClient<images::RefArg>),
     /// List a registry's repositories, one a line.
-    Catalog(images::HostArg),
+    Catalog(WithClient<images::HostArg>),
     /// Print the digest an image reference resolves to.
-    Digest(images::RefArg),
+    Digest(WithClient<images::RefArg>),
     /// Describe an image or index as JSON: digest, media type, platform, layers.
-    Inspect(images::RefArg),
+    Inspect(WithClient<images::RefArg>),
     /// Delete a manifest (a tag is resolved to its digest first).
-    Delete(images::RefArg),
+    Delete(WithClient<images::RefArg>),
     /// Copy an image or index from one registry (or repository) to another.
-    Copy(copy::CopyArgs),
+    Copy(WithClient<copy::CopyArgs>),
     /// Pull an image or index into an OCI image layout directory or a `docker save` tar.
-    Pull(layout::PullArgs),
+    Pull(WithClient<layout::PullArgs>),
     /// Push an image from an OCI image layout directory or a `docker save` tar.
-    Push(layout::PushArgs),
+    Push(WithClient<layout::PushArgs>),
     /// Watch running containers and update them when their image changes in its registry
     /// (watchtower's flags, labels and environment).
     Watch(Box<watch::WatchArgs>),
@@ -72,6 +76,19 @@ pub fn init_logging(level: Option<&str>, json: bool) {
                     .unwrap_or("info"),
             )
         });
+    install_logging(filter, json);
+}
+
+/// As `init_logging`, except that a level given (a flag, as watchtower's `--debug`)
+/// wins over the environment's.
+pub fn init_logging_as(level: Option<&str>, json: bool) {
+    match level {
+        Some(l) => install_logging(tracing_subscriber::EnvFilter::new(l), json),
+        None => init_logging(None, json),
+    }
+}
+
+fn install_logging(filter: tracing_subscriber::EnvFilter, json: bool) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -84,24 +101,24 @@ pub fn init_logging(level: Option<&str>, json: bool) {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let flags = &cli.client;
+    let top = &cli.client;
     match cli.command {
         Command::Serve(args) => serve::run(args),
-        Command::Watch(args) => exit_on_error(watch::run(*args, flags)),
+        Command::Watch(args) => exit_on_error(watch::run(*args, top)),
         Command::Htpasswd(cmd) => {
             init_logging(None, false);
             htpasswd::run(cmd)
         }
-        Command::Login(args) => client_command(|| login::login(args, flags)),
+        Command::Login(c) => client_command(|| login::login(c.args, &top.merge(&c.client))),
         Command::Logout(args) => client_command(|| login::logout(args)),
-        Command::Tags(arg) => client_command(|| images::tags(arg, flags)),
-        Command::Catalog(arg) => client_command(|| images::catalog(arg, flags)),
-        Command::Digest(arg) => client_command(|| images::digest(arg, flags)),
-        Command::Inspect(arg) => client_command(|| images::inspect(arg, flags)),
-        Command::Delete(arg) => client_command(|| images::delete(arg, flags)),
-        Command::Copy(args) => client_command(|| copy::copy(args, flags)),
-        Command::Pull(args) => client_command(|| layout::pull(args, flags)),
-        Command::Push(args) => client_command(|| layout::push(args, flags)),
+        Command::Tags(c) => client_command(|| images::tags(c.args, &top.merge(&c.client))),
+        Command::Catalog(c) => client_command(|| images::catalog(c.args, &top.merge(&c.client))),
+        Command::Digest(c) => client_command(|| images::digest(c.args, &top.merge(&c.client))),
+        Command::Inspect(c) => client_command(|| images::inspect(c.args, &top.merge(&c.client))),
+        Command::Delete(c) => client_command(|| images::delete(c.args, &top.merge(&c.client))),
+        Command::Copy(c) => client_command(|| copy::copy(c.args, &top.merge(&c.client))),
+        Command::Pull(c) => client_command(|| layout::pull(c.args, &top.merge(&c.client))),
+        Command::Push(c) => client_command(|| layout::push(c.args, &top.merge(&c.client))),
     }
 }
 

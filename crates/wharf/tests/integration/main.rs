@@ -18,3 +18,4 @@ mod plain_http;
 mod seed003;
 mod watch;
 mod watch_env;
+mod watch_flags;
