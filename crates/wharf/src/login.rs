@@ -1,7 +1,7 @@
 //! `wharf login` and `wharf logout`, storing credentials exactly where `docker login`
 //! does, so docker, podman and wharf share one config.json.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::{bail, Context};
 use clap::Args;
@@ -14,6 +14,10 @@ pub struct LoginArgs {
     /// User name; asked for on the terminal when absent.
     #[arg(long, short = 'u')]
     username: Option<String>,
+    /// The password; it shows in the process list and shell history, so prefer
+    /// --password-stdin, or typing it when asked (it is not echoed).
+    #[arg(long, short = 'p')]
+    password: Option<String>,
     /// Read the password from stdin (keeps it out of the process list and shell history).
     #[arg(long)]
     password_stdin: bool,
@@ -30,6 +34,13 @@ pub struct LogoutArgs {
 
 pub fn login(args: LoginArgs, flags: &ClientFlags) -> anyhow::Result<()> {
     let registry = Registry::from_server_address(&args.host)?;
+    if args.password.is_some() {
+        if args.password_stdin {
+            bail!("--password and --password-stdin are mutually exclusive");
+        }
+        // docker's words, so scripts and people who know them recognise them.
+        eprintln!("WARNING! Using --password via the CLI is insecure. Use --password-stdin.");
+    }
     let mut options = flags.options()?;
     if args.host.trim().starts_with("http://") {
         options.plain_http.push(registry.as_str().to_owned());
@@ -49,7 +60,9 @@ pub fn login(args: LoginArgs, flags: &ClientFlags) -> anyhow::Result<()> {
     if username.is_empty() {
         bail!("no user name given; pass --username");
     }
-    let password = if args.password_stdin {
+    let password = if let Some(p) = args.password {
+        p
+    } else if args.password_stdin {
         let mut all = String::new();
         for line in lines {
             all.push_str(&line?);
@@ -57,13 +70,16 @@ pub fn login(args: LoginArgs, flags: &ClientFlags) -> anyhow::Result<()> {
         }
         // docker strips the trailing newline(s) of a piped password, and nothing else.
         all.trim_end_matches(['\n', '\r']).to_owned()
+    } else if std::io::stdin().is_terminal() {
+        // As docker: not echoed, so it does not stay on screen.
+        rpassword::prompt_password("Password: ").context("cannot read the password")?
     } else {
         eprint!("Password: ");
         std::io::stderr().flush().ok();
         lines.next().transpose()?.unwrap_or_default()
     };
     if password.is_empty() {
-        bail!("no password given on stdin");
+        bail!("no password given");
     }
     let credential = Credential::Basic {
         username,
