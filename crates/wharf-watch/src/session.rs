@@ -190,6 +190,11 @@ impl Watcher {
             })
             .cloned()
             .collect();
+        for name in &self.settings.selection.names {
+            if !all.iter().any(|t| &t.name == name) {
+                tracing::warn!("no container is named {name}, so it is not watched: check the name with `docker ps -a`");
+            }
+        }
         Ok((all, watched))
     }
 

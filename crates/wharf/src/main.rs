@@ -132,8 +132,42 @@ fn client_command(run: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()
 /// An error the user acts on: one line, cause and fix, no backtrace.
 fn exit_on_error(result: anyhow::Result<()>) -> anyhow::Result<()> {
     if let Err(e) = result {
-        eprintln!("Error: {e:#}");
+        eprintln!("Error: {}", one_line(&e));
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// The error and its causes, each cause only once: many messages already quote their
+/// cause (`cannot read X: No such file or directory ...`), which `{:#}` would repeat.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_cause_the_message_already_quotes_is_not_repeated() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let quoted =
+            anyhow::Error::new(io).context("cannot read ca.pem: No such file; pass another");
+        assert_eq!(
+            super::one_line(&quoted),
+            "cannot read ca.pem: No such file; pass another"
+        );
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let unquoted = anyhow::Error::new(io).context("cannot read ca.pem");
+        assert_eq!(
+            super::one_line(&unquoted),
+            "cannot read ca.pem: No such file"
+        );
+    }
 }

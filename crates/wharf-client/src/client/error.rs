@@ -27,6 +27,10 @@ pub enum ClientError {
     NoCredentials { registry: String },
     #[error("unauthorized: {registry} rejected the credentials from {origin} — run `wharf login {registry}`")]
     Unauthorized { registry: String, origin: String },
+    #[error("unauthorized: {registry} refused the password for {username}; nothing was stored")]
+    PasswordRefused { registry: String, username: String },
+    #[error("unauthorized: {registry} rejected the credentials in REPO_USER/REPO_PASS; they take precedence over config.json, so `wharf login` cannot help: correct them, or unset both to use config.json")]
+    EnvironmentRefused { registry: String },
     #[error("denied: {registry} refused {what} ({status}) for these credentials; ask its administrator for access")]
     Denied {
         registry: String,

@@ -417,12 +417,21 @@ impl RegistryClient {
 
     fn unauthorized(&self) -> ClientError {
         let registry = self.registry.to_string();
-        match self.credential() {
-            Ok(Some(found)) => ClientError::Unauthorized {
-                registry,
-                origin: match (&self.credentials, &found.origin) {
-                    (Credentials::Fixed(_), _) => "the command line".to_owned(),
-                    (_, origin) => origin.to_string(),
+        match (self.credential(), &self.credentials) {
+            (Ok(Some(found)), Credentials::Fixed(_)) => match found.credential {
+                Credential::Basic { username, .. } => {
+                    ClientError::PasswordRefused { registry, username }
+                }
+                Credential::IdentityToken { .. } => ClientError::Unauthorized {
+                    registry,
+                    origin: "the command line".to_owned(),
+                },
+            },
+            (Ok(Some(found)), _) => match found.origin {
+                Origin::Environment => ClientError::EnvironmentRefused { registry },
+                origin => ClientError::Unauthorized {
+                    registry,
+                    origin: origin.to_string(),
                 },
             },
             _ => ClientError::NoCredentials { registry },

@@ -14,6 +14,7 @@ mod compat;
 mod conformance;
 mod http_edges;
 mod image;
+mod messages;
 mod plain_http;
 mod seed003;
 mod watch;
