@@ -84,11 +84,14 @@ impl Registries {
         if let Some(c) = lock(&self.clients).get(registry) {
             return Ok(c.clone());
         }
-        let client = Arc::new(RegistryClient::new(
-            registry.clone(),
-            &self.options,
-            self.source.clone(),
-        )?);
+        // Off the async workers: matching the insecure CIDRs resolves the host name.
+        let (r, options, source) = (registry.clone(), self.options.clone(), self.source.clone());
+        let built = tokio::task::spawn_blocking(move || RegistryClient::new(r, &options, source));
+        let client = match built.await {
+            Ok(client) => Arc::new(client?),
+            // Cancelled only when the runtime shuts down, which never resumes us.
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
         client.discover().await?;
         lock(&self.clients).insert(registry.clone(), client.clone());
         Ok(client)

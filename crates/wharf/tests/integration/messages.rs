@@ -82,8 +82,9 @@ fn wharf_login_at_a_terminal_does_not_echo_the_password() {
     let dir = tempfile::tempdir().unwrap();
     let served = registry(dir.path());
     let command = format!(
-        "DOCKER_CONFIG={} WHARF_DAEMON_JSON=/nonexistent {WHARF} login {}",
+        "DOCKER_CONFIG={} WHARF_DAEMON_JSON={} {WHARF} login {}",
         dir.path().join("docker-config").display(),
+        dir.path().join("no-daemon.json").display(),
         served.host()
     );
     let (ok, shown) = under_a_terminal(&command, &[("Username: ", USER), ("Password: ", PASSWORD)]);
