@@ -4,10 +4,10 @@
 use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::{bail, Context};
-use clap::Args;
+use clap::{ArgAction, Args};
 use wharf_client::{Credential, CredentialSource, Registry, RegistryClient, Secret};
 
-use crate::client_args::{block_on, ClientFlags};
+use crate::client_args::{block_on, flag_bool, ClientFlags};
 
 #[derive(Args)]
 pub struct LoginArgs {
@@ -19,7 +19,7 @@ pub struct LoginArgs {
     #[arg(long, short = 'p')]
     password: Option<String>,
     /// Read the password from stdin (keeps it out of the process list and shell history).
-    #[arg(long)]
+    #[arg(long, value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
     password_stdin: bool,
     /// The registry, as `docker login` takes it: host[:port].
     #[arg(value_name = "HOST")]

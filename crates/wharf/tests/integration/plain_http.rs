@@ -63,7 +63,7 @@ fn a_plain_http_wharf_on_loopback_needs_no_flag() {
     let login = output_with_stdin(
         plain
             .wharf()
-            .args(["login", "-u", USER, "--password-stdin", &host]),
+            .args(["login", "-u", USER, "--password-stdin=true", &host]),
         PASSWORD,
     );
     assert_eq!(stdout_ok(login, "wharf login"), "Login Succeeded");
@@ -95,7 +95,8 @@ fn a_plain_http_wharf_on_loopback_needs_no_flag() {
     let copied = stdout_ok(
         plain
             .wharf()
-            .args(["copy", "--quiet", &image, &format!("{host}/apps/copy:v1")])
+            .args(["copy", "--quiet=true", "--json=false", &image])
+            .arg(format!("{host}/apps/copy:v1"))
             .output()
             .unwrap(),
         "copy",
