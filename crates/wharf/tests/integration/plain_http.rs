@@ -278,6 +278,7 @@ fn a_watcher_in_a_container_reads_the_engines_insecure_list_and_hints_at_host_ne
                 "-l",
                 &scope,
             ])
+            .args(["-e", "WATCHTOWER_DEBUG=true"])
             .args(["-v", "/var/run/docker.sock:/var/run/docker.sock"])
             .arg("-v")
             .arg(format!(
@@ -312,6 +313,12 @@ fn a_watcher_in_a_container_reads_the_engines_insecure_list_and_hints_at_host_ne
     let hosted = watch("host");
     let report = report_of(&hosted);
     assert!(hosted.status.success(), "{report:#}");
+    let log = String::from_utf8_lossy(&hosted.stderr);
+    let engine_list = log
+        .lines()
+        .find(|l| l.contains("the engine's insecure registries"))
+        .unwrap_or_else(|| panic!("the watcher did not ask the engine: {log}"));
+    assert!(engine_list.contains(r#""127.0.0.0/8""#), "{engine_list}");
     assert_eq!(
         container_line(&report, &name)["outcome"],
         "updated",
