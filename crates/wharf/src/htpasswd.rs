@@ -47,6 +47,10 @@ fn write_lines(file: &Path, lines: &[String]) -> anyhow::Result<()> {
     for l in lines {
         writeln!(f, "{l}")?;
     }
+    // Keep the file's mode: a provisioned one is 0600, one nginx reads is wider.
+    if let Ok(meta) = std::fs::metadata(file) {
+        f.set_permissions(meta.permissions())?;
+    }
     f.sync_all()?;
     std::fs::rename(&tmp, file).with_context(|| format!("cannot replace {}", file.display()))?;
     Ok(())

@@ -116,6 +116,20 @@ fn seed_003_quick_start_provisions_htpasswd_and_takes_users_from_docker_exec() {
         "admin\n",
     );
     assert!(added.status.success(), "{added:?}");
+    let users = run(Command::new("docker").args([
+        "exec",
+        &name,
+        "wharf",
+        "htpasswd",
+        "list",
+        "/auth/htpasswd",
+    ]));
+    assert_eq!(users, "docker\nadmin\n");
+    // Still 0600, as provisioned.
+    let listing = run(Command::new("sh")
+        .arg("-c")
+        .arg(format!("docker cp {name}:/auth/htpasswd - | tar -tvf -")));
+    assert!(listing.starts_with("-rw------- "), "{listing}");
     // The registry re-reads the file within a second or two.
     let deadline = Instant::now() + Duration::from_secs(10);
     while !docker_login(&config, &host, "admin", "admin") {
