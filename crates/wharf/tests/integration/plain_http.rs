@@ -135,6 +135,12 @@ struct Netns {
 impl Netns {
     fn create() -> Netns {
         require("ip", "iproute2");
+        let uid = run(Command::new("id").arg("-u"));
+        assert_eq!(
+            uid.trim(),
+            "0",
+            "creating a network namespace (ip netns add) needs root: run this test as root"
+        );
         let name = unique("wharf-test-");
         run(Command::new("ip").args(["netns", "add", &name]));
         let etc = Path::new("/etc/netns").join(&name);
