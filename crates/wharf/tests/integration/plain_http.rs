@@ -306,7 +306,13 @@ fn a_watcher_in_a_container_reads_the_engines_insecure_list_and_hints_at_host_ne
     // On the default bridge, 127.0.0.1 is the watcher's own container.
     let bridged = watch("bridge");
     let report = report_of(&bridged);
-    assert!(!bridged.status.success(), "{report:#}");
+    assert_eq!(bridged.status.code(), Some(1), "{report:#}");
+    assert!(
+        String::from_utf8_lossy(&bridged.stderr)
+            .ends_with("Error: 1 of 1 containers failed their check or update (see the report)\n"),
+        "{}",
+        String::from_utf8_lossy(&bridged.stderr)
+    );
     let line = container_line(&report, &name);
     assert_eq!(line["outcome"], "failed", "{report:#}");
     let detail = line["detail"].as_str().unwrap();
