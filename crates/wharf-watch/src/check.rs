@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use bollard::auth::DockerCredentials;
 use bollard::models::ImageInspect;
+use wharf_client::client::insecure::is_loopback;
 use wharf_client::{
     ClientError, ClientOptions, Credential, CredentialSource, Found, ImageRef, Registry,
     RegistryClient,
@@ -34,6 +35,11 @@ pub enum CheckError {
         registry: String,
         seconds: u64,
     },
+    #[error("{source}; this watcher runs in a container, where {registry} is the container itself unless it shares the host's network: run it with --network host")]
+    LoopbackInContainer {
+        registry: String,
+        source: ClientError,
+    },
     #[error("{registry} failed just before (it rate-limited, erred or did not answer); not asked again for {seconds} s")]
     Backoff { registry: String, seconds: u64 },
 }
@@ -46,6 +52,8 @@ pub struct Registries {
     clients: Mutex<HashMap<Registry, Arc<RegistryClient>>>,
     not_before: Mutex<HashMap<Registry, Instant>>,
     timeout: Duration,
+    /// docker creates /.dockerenv in every container; there 127.0.0.1 is the container's own.
+    in_container: bool,
 }
 
 impl Registries {
@@ -58,6 +66,7 @@ impl Registries {
             clients: Mutex::new(HashMap::new()),
             not_before: Mutex::new(HashMap::new()),
             timeout,
+            in_container: std::path::Path::new("/.dockerenv").exists(),
         }
     }
 
@@ -75,11 +84,14 @@ impl Registries {
         if let Some(c) = lock(&self.clients).get(registry) {
             return Ok(c.clone());
         }
-        let client = Arc::new(RegistryClient::new(
-            registry.clone(),
-            &self.options,
-            self.source.clone(),
-        )?);
+        // Off the async workers: matching the insecure CIDRs resolves the host name.
+        let (r, options, source) = (registry.clone(), self.options.clone(), self.source.clone());
+        let built = tokio::task::spawn_blocking(move || RegistryClient::new(r, &options, source));
+        let client = match built.await {
+            Ok(client) => Arc::new(client?),
+            // Cancelled only when the runtime shuts down, which never resumes us.
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
         client.discover().await?;
         lock(&self.clients).insert(registry.clone(), client.clone());
         Ok(client)
@@ -89,6 +101,20 @@ impl Registries {
     /// bounded number of times; a refusal (401, 403, 404) never is, and a failed HEAD
     /// never turns into a pull.
     pub async fn latest_digest(&self, image: &ImageRef) -> Result<Digest, CheckError> {
+        match self.latest_digest_once(image).await {
+            Err(CheckError::Registry(source @ ClientError::Connect { .. }))
+                if self.in_container && is_loopback(image.registry().api_host()) =>
+            {
+                Err(CheckError::LoopbackInContainer {
+                    registry: image.registry().to_string(),
+                    source,
+                })
+            }
+            other => other,
+        }
+    }
+
+    async fn latest_digest_once(&self, image: &ImageRef) -> Result<Digest, CheckError> {
         let registry = image.registry();
         if let Some(wait) = self.waiting(registry) {
             return Err(CheckError::Backoff {

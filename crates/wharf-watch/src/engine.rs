@@ -61,6 +61,23 @@ pub fn is_running(container: &ContainerInspectResponse) -> bool {
         .unwrap_or(false)
 }
 
+fn insecure_entries(config: Option<&bollard::models::RegistryServiceConfig>) -> Vec<String> {
+    let Some(config) = config else {
+        return Vec::new();
+    };
+    let mut entries = config.insecure_registry_cidrs.clone().unwrap_or_default();
+    let mut names: Vec<String> = config
+        .index_configs
+        .iter()
+        .flatten()
+        .filter(|(_, index)| index.secure == Some(false))
+        .map(|(name, index)| index.name.clone().unwrap_or_else(|| name.clone()))
+        .collect();
+    names.sort();
+    entries.extend(names);
+    entries
+}
+
 /// How long a pull may go without a progress message from the engine.
 const PULL_IDLE: Duration = Duration::from_secs(300);
 
@@ -113,6 +130,18 @@ impl Engine {
         let v = docker.client_version();
         tracing::info!(%host, api = %format!("{}.{}", v.major_version, v.minor_version), "connected to the Docker Engine");
         Ok(Engine { docker })
+    }
+
+    /// The registries the engine treats as insecure (`docker info`'s "Insecure
+    /// Registries"): its CIDRs and the names of its non-secure index configs, so the
+    /// watcher reaches each registry the way the engine pulls from it.
+    pub async fn insecure_registries(&self) -> Result<Vec<String>, EngineError> {
+        let info = self
+            .docker
+            .info()
+            .await
+            .map_err(|e| api("read the engine's info", e))?;
+        Ok(insecure_entries(info.registry_config.as_ref()))
     }
 
     /// The API version in use, as `(major, minor)`.
@@ -451,6 +480,25 @@ pub fn is_not_found(e: &EngineError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn insecure_registries_as_the_engine_reports_them() {
+        let info: bollard::models::SystemInfo = serde_json::from_value(serde_json::json!({
+            "RegistryConfig": {
+                "InsecureRegistryCIDRs": ["127.0.0.0/8", "10.9.0.0/16"],
+                "IndexConfigs": {
+                    "docker.io": {"Name": "docker.io", "Secure": true, "Official": true},
+                    "reg.lan:5000": {"Name": "reg.lan:5000", "Secure": false}
+                }
+            }
+        }))
+        .unwrap();
+        assert_eq!(
+            insecure_entries(info.registry_config.as_ref()),
+            ["127.0.0.0/8", "10.9.0.0/16", "reg.lan:5000"]
+        );
+        assert!(insecure_entries(None).is_empty());
+    }
 
     #[test]
     fn api_versions_parse_like_docker_writes_them() {

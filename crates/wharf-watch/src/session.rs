@@ -31,6 +31,8 @@ pub struct Settings {
     /// Wait for each replacement to prove healthy before the next; otherwise replace all,
     /// then watch them together.
     pub rolling_restart: bool,
+    /// watchtower's `--no-restart`: pull the new image, leave the container as it is.
+    pub no_restart: bool,
     pub timing: Timing,
 }
 
@@ -188,6 +190,11 @@ impl Watcher {
             })
             .cloned()
             .collect();
+        for name in &self.settings.selection.names {
+            if !all.iter().any(|t| &t.name == name) {
+                tracing::warn!("no container is named {name}, so it is not watched: check the name with `docker ps -a`");
+            }
+        }
         Ok((all, watched))
     }
 
@@ -220,6 +227,22 @@ impl Watcher {
                     // as well in the same check would race that (and its rollback).
                     line.outcome = Outcome::Skipped;
                     line.detail = Some(format!("it shares the network of {provider}, updated in this check: it is recreated on the new network now and updated at the next check"));
+                    lines.push(line);
+                    continue;
+                }
+                if self.settings.no_restart {
+                    match self.new_image(c, &mut pulled).await {
+                        Ok(_) => {
+                            line.detail = Some(
+                                "new image pulled; the container is not restarted (--no-restart)"
+                                    .into(),
+                            )
+                        }
+                        Err(NotReplaced::Failed(why) | NotReplaced::Skipped(why)) => {
+                            line.outcome = Outcome::Failed;
+                            line.detail = Some(why);
+                        }
+                    }
                     lines.push(line);
                     continue;
                 }
@@ -407,22 +430,11 @@ impl Watcher {
         pulled: &mut HashMap<String, Result<String, String>>,
         replaced_ids: &mut HashMap<String, String>,
     ) -> Result<Option<Replaced>, NotReplaced> {
-        let image_id = match (&c.local, &c.image, &c.latest) {
-            (Some(Ok(local)), _, _) => local.clone(),
-            (None, Ok(image), Some(Ok(digest))) => match pulled.get(&image.to_string()) {
-                Some(result) => result.clone(),
-                None => {
-                    let result = self.pull(image, digest).await;
-                    pulled.insert(image.to_string(), result.clone());
-                    result
-                }
-            }
-            .map_err(NotReplaced::Failed)?,
-            _ => return Err(NotReplaced::Failed("nothing to update to".into())),
-        };
+        let image_id = self.new_image(c, pulled).await?;
         if image_id == c.target.image_id() {
             return Ok(None);
         }
+        tracing::info!(container = %c.target.name, image = %c.reference, id = %image_id, "new image ready; replacing the container");
         let old_image = c.target.image_config(&self.engine).await;
         let stopped = self.stop_dependants(&c.target, deps).await;
         let result = update::replace(
@@ -444,6 +456,28 @@ impl Watcher {
                 self.start_all(&stopped, replaced_ids).await;
                 Err(e)
             }
+        }
+    }
+
+    /// The checked image's local id: the one named locally (no-pull), or the checked
+    /// digest, pulled once per reference per session.
+    async fn new_image(
+        &self,
+        c: &Checked,
+        pulled: &mut HashMap<String, Result<String, String>>,
+    ) -> Result<String, NotReplaced> {
+        match (&c.local, &c.image, &c.latest) {
+            (Some(Ok(local)), _, _) => Ok(local.clone()),
+            (None, Ok(image), Some(Ok(digest))) => match pulled.get(&image.to_string()) {
+                Some(result) => result.clone(),
+                None => {
+                    let result = self.pull(image, digest).await;
+                    pulled.insert(image.to_string(), result.clone());
+                    result
+                }
+            }
+            .map_err(NotReplaced::Failed),
+            _ => Err(NotReplaced::Failed("nothing to update to".into())),
         }
     }
 

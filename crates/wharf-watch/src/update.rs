@@ -113,6 +113,9 @@ pub async fn replace(
     let new_id = create_checked(engine, target, old_image, image, image_id, None)
         .await
         .map_err(NotReplaced::Failed)?;
+    // Each step logged: with the default stop timeout and rollback grace an update takes
+    // tens of seconds, which in silence looks like a hang.
+    tracing::info!(container = %target.name, new = %short(&new_id), "replacement created");
     if let Err(e) = run_hook(engine, target, &target.id, Hook::PreUpdate, timing).await {
         let _ = engine.remove(&new_id).await;
         return Err(e);
@@ -287,12 +290,18 @@ async fn swap(
     timing: &Timing,
 ) -> Result<(), EngineError> {
     stop(engine, &target.inspect, timing.stop_timeout).await?;
+    tracing::info!(container = %target.name, "old container stopped");
     engine.rename(&target.id, &aside_name(&target.name)).await?;
     engine.rename(new_id, &target.name).await?;
     if target.was_running {
         engine.start(new_id).await?;
+        tracing::info!(container = %target.name, new = %short(new_id), "replacement started");
     }
     Ok(())
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
 }
 
 /// Stop a container as it asks to be stopped: watchtower's stop-signal label, its own
@@ -460,6 +469,11 @@ pub async fn confirm(
 ) -> Result<(), Unconfirmed> {
     let target = &replaced.target;
     if target.was_running {
+        tracing::info!(
+            container = %target.name,
+            "waiting {} s (--rollback-grace) for the replacement to stay up before keeping it",
+            timing.health_grace.as_secs()
+        );
         if let Err(why) = settle(engine, &replaced.new_id, timing.health_grace).await {
             tracing::warn!(container = %target.name, %why, "rolling back");
             return Err(match restore(engine, target, &replaced.new_id).await {

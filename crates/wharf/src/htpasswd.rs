@@ -13,7 +13,8 @@ const COST: u32 = 10;
 
 #[derive(Subcommand)]
 pub enum HtpasswdCommand {
-    /// Add a user or change their password (bcrypt). The password is read from stdin.
+    /// Add a user or change their password (bcrypt). The password is asked for twice on a
+    /// terminal (not echoed), or read from stdin (`docker exec -i C wharf htpasswd add ...`).
     Add { file: PathBuf, user: String },
     /// Remove a user.
     Delete { file: PathBuf, user: String },
@@ -46,6 +47,10 @@ fn write_lines(file: &Path, lines: &[String]) -> anyhow::Result<()> {
     for l in lines {
         writeln!(f, "{l}")?;
     }
+    // Keep the file's mode: a provisioned one is 0600, one nginx reads is wider.
+    if let Ok(meta) = std::fs::metadata(file) {
+        f.set_permissions(meta.permissions())?;
+    }
     f.sync_all()?;
     std::fs::rename(&tmp, file).with_context(|| format!("cannot replace {}", file.display()))?;
     Ok(())
@@ -57,7 +62,16 @@ fn user_of(line: &str) -> Option<&str> {
 
 fn read_password() -> anyhow::Result<String> {
     if std::io::stdin().is_terminal() {
-        eprint!("password (input is shown; pipe it in to avoid that): ");
+        // As Apache's htpasswd: twice, not echoed.
+        let first = rpassword::prompt_password("New password: ")?;
+        let again = rpassword::prompt_password("Re-type new password: ")?;
+        if first != again {
+            bail!("the passwords do not match; nothing changed");
+        }
+        if first.is_empty() {
+            bail!("empty password; nothing changed");
+        }
+        return Ok(first);
     }
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;

@@ -4,7 +4,7 @@
 use anyhow::Context;
 use clap::Args;
 use serde_json::{json, Value};
-use wharf_client::{ImageRef, Registry, RegistryClient};
+use wharf_client::{ImageRef, RegistryClient};
 use wharf_oci::{Manifest, ManifestKind, Reference};
 
 use crate::client_args::{block_on, ClientFlags};
@@ -18,7 +18,7 @@ pub struct RefArg {
 
 #[derive(Args)]
 pub struct HostArg {
-    /// The registry: host[:port].
+    /// The registry: host[:port] (or http://host[:port] for plain http).
     #[arg(value_name = "HOST")]
     host: String,
 }
@@ -38,8 +38,7 @@ pub fn tags(arg: RefArg, flags: &ClientFlags) -> anyhow::Result<()> {
 }
 
 pub fn catalog(arg: HostArg, flags: &ClientFlags) -> anyhow::Result<()> {
-    let registry = Registry::from_server_address(&arg.host)?;
-    let client = flags.client(&registry)?;
+    let client = flags.client_for_address(&arg.host)?;
     for repo in block_on(client.catalog())?? {
         println!("{repo}");
     }

@@ -1,21 +1,25 @@
 //! `wharf login` and `wharf logout`, storing credentials exactly where `docker login`
 //! does, so docker, podman and wharf share one config.json.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::{bail, Context};
-use clap::Args;
+use clap::{ArgAction, Args};
 use wharf_client::{Credential, CredentialSource, Registry, RegistryClient, Secret};
 
-use crate::client_args::{block_on, ClientFlags};
+use crate::client_args::{block_on, flag_bool, ClientFlags};
 
 #[derive(Args)]
 pub struct LoginArgs {
     /// User name; asked for on the terminal when absent.
     #[arg(long, short = 'u')]
     username: Option<String>,
+    /// The password; it shows in the process list and shell history, so prefer
+    /// --password-stdin, or typing it when asked (it is not echoed).
+    #[arg(long, short = 'p')]
+    password: Option<String>,
     /// Read the password from stdin (keeps it out of the process list and shell history).
-    #[arg(long)]
+    #[arg(long, value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
     password_stdin: bool,
     /// The registry, as `docker login` takes it: host[:port].
     #[arg(value_name = "HOST")]
@@ -30,7 +34,17 @@ pub struct LogoutArgs {
 
 pub fn login(args: LoginArgs, flags: &ClientFlags) -> anyhow::Result<()> {
     let registry = Registry::from_server_address(&args.host)?;
-    let options = flags.options()?;
+    if args.password.is_some() {
+        if args.password_stdin {
+            bail!("--password and --password-stdin are mutually exclusive");
+        }
+        // docker's words, so scripts and people who know them recognise them.
+        eprintln!("WARNING! Using --password via the CLI is insecure. Use --password-stdin.");
+    }
+    let mut options = flags.options()?;
+    if args.host.trim().starts_with("http://") {
+        options.plain_http.push(registry.as_str().to_owned());
+    }
     let stdin = std::io::stdin();
     let mut lines = stdin.lock().lines();
     let username = match args.username {
@@ -46,7 +60,9 @@ pub fn login(args: LoginArgs, flags: &ClientFlags) -> anyhow::Result<()> {
     if username.is_empty() {
         bail!("no user name given; pass --username");
     }
-    let password = if args.password_stdin {
+    let password = if let Some(p) = args.password {
+        p
+    } else if args.password_stdin {
         let mut all = String::new();
         for line in lines {
             all.push_str(&line?);
@@ -54,13 +70,16 @@ pub fn login(args: LoginArgs, flags: &ClientFlags) -> anyhow::Result<()> {
         }
         // docker strips the trailing newline(s) of a piped password, and nothing else.
         all.trim_end_matches(['\n', '\r']).to_owned()
+    } else if std::io::stdin().is_terminal() {
+        // As docker: not echoed, so it does not stay on screen.
+        rpassword::prompt_password("Password: ").context("cannot read the password")?
     } else {
         eprint!("Password: ");
         std::io::stderr().flush().ok();
         lines.next().transpose()?.unwrap_or_default()
     };
     if password.is_empty() {
-        bail!("no password given on stdin");
+        bail!("no password given");
     }
     let credential = Credential::Basic {
         username,

@@ -16,6 +16,8 @@ use std::io::IsTerminal;
 
 use clap::{Parser, Subcommand};
 
+use client_args::WithClient;
+
 #[derive(Parser)]
 #[command(
     name = "wharf",
@@ -25,6 +27,8 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Client flags given before the subcommand (`wharf --insecure tags ...`); each
+    /// subcommand takes its own too.
     #[command(flatten)]
     client: client_args::ClientFlags,
 }
@@ -37,25 +41,25 @@ enum Command {
     #[command(subcommand)]
     Htpasswd(htpasswd::HtpasswdCommand),
     /// Check credentials against a registry and store them as `docker login` does.
-    Login(login::LoginArgs),
+    Login(WithClient<login::LoginArgs>),
     /// Remove stored credentials for a registry, as `docker logout` does.
     Logout(login::LogoutArgs),
     /// List a repository's tags, one a line.
-    Tags(images::RefArg),
+    Tags(WithClient<images::RefArg>),
     /// List a registry's repositories, one a line.
-    Catalog(images::HostArg),
+    Catalog(WithClient<images::HostArg>),
     /// Print the digest an image reference resolves to.
-    Digest(images::RefArg),
+    Digest(WithClient<images::RefArg>),
     /// Describe an image or index as JSON: digest, media type, platform, layers.
-    Inspect(images::RefArg),
+    Inspect(WithClient<images::RefArg>),
     /// Delete a manifest (a tag is resolved to its digest first).
-    Delete(images::RefArg),
+    Delete(WithClient<images::RefArg>),
     /// Copy an image or index from one registry (or repository) to another.
-    Copy(copy::CopyArgs),
+    Copy(WithClient<copy::CopyArgs>),
     /// Pull an image or index into an OCI image layout directory or a `docker save` tar.
-    Pull(layout::PullArgs),
+    Pull(WithClient<layout::PullArgs>),
     /// Push an image from an OCI image layout directory or a `docker save` tar.
-    Push(layout::PushArgs),
+    Push(WithClient<layout::PushArgs>),
     /// Delete what no tag (or manifest) reaches, while the registry keeps serving
     /// (registry:2's `registry garbage-collect`).
     GarbageCollect(maintenance::GcArgs),
@@ -78,6 +82,19 @@ pub fn init_logging(level: Option<&str>, json: bool) {
                     .unwrap_or("info"),
             )
         });
+    install_logging(filter, json);
+}
+
+/// As `init_logging`, except that a level given (a flag, as watchtower's `--debug`)
+/// wins over the environment's.
+pub fn init_logging_as(level: Option<&str>, json: bool) {
+    match level {
+        Some(l) => install_logging(tracing_subscriber::EnvFilter::new(l), json),
+        None => init_logging(None, json),
+    }
+}
+
+fn install_logging(filter: tracing_subscriber::EnvFilter, json: bool) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -90,26 +107,26 @@ pub fn init_logging(level: Option<&str>, json: bool) {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let flags = &cli.client;
+    let top = &cli.client;
     match cli.command {
         Command::Serve(args) => serve::run(args),
-        Command::Watch(args) => exit_on_error(watch::run(*args, flags)),
+        Command::Watch(args) => exit_on_error(watch::run(*args, top)),
         Command::Htpasswd(cmd) => {
             init_logging(None, false);
             htpasswd::run(cmd)
         }
         Command::GarbageCollect(args) => client_command(|| maintenance::garbage_collect(args)),
         Command::Scrub(args) => client_command(|| maintenance::scrub(args)),
-        Command::Login(args) => client_command(|| login::login(args, flags)),
+        Command::Login(c) => client_command(|| login::login(c.args, &top.merge(&c.client))),
         Command::Logout(args) => client_command(|| login::logout(args)),
-        Command::Tags(arg) => client_command(|| images::tags(arg, flags)),
-        Command::Catalog(arg) => client_command(|| images::catalog(arg, flags)),
-        Command::Digest(arg) => client_command(|| images::digest(arg, flags)),
-        Command::Inspect(arg) => client_command(|| images::inspect(arg, flags)),
-        Command::Delete(arg) => client_command(|| images::delete(arg, flags)),
-        Command::Copy(args) => client_command(|| copy::copy(args, flags)),
-        Command::Pull(args) => client_command(|| layout::pull(args, flags)),
-        Command::Push(args) => client_command(|| layout::push(args, flags)),
+        Command::Tags(c) => client_command(|| images::tags(c.args, &top.merge(&c.client))),
+        Command::Catalog(c) => client_command(|| images::catalog(c.args, &top.merge(&c.client))),
+        Command::Digest(c) => client_command(|| images::digest(c.args, &top.merge(&c.client))),
+        Command::Inspect(c) => client_command(|| images::inspect(c.args, &top.merge(&c.client))),
+        Command::Delete(c) => client_command(|| images::delete(c.args, &top.merge(&c.client))),
+        Command::Copy(c) => client_command(|| copy::copy(c.args, &top.merge(&c.client))),
+        Command::Pull(c) => client_command(|| layout::pull(c.args, &top.merge(&c.client))),
+        Command::Push(c) => client_command(|| layout::push(c.args, &top.merge(&c.client))),
     }
 }
 
@@ -123,8 +140,42 @@ fn client_command(run: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()
 /// An error the user acts on: one line, cause and fix, no backtrace.
 fn exit_on_error(result: anyhow::Result<()>) -> anyhow::Result<()> {
     if let Err(e) = result {
-        eprintln!("Error: {e:#}");
+        eprintln!("Error: {}", one_line(&e));
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// The error and its causes, each cause only once: many messages already quote their
+/// cause (`cannot read X: No such file or directory ...`), which `{:#}` would repeat.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_cause_the_message_already_quotes_is_not_repeated() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let quoted =
+            anyhow::Error::new(io).context("cannot read ca.pem: No such file; pass another");
+        assert_eq!(
+            super::one_line(&quoted),
+            "cannot read ca.pem: No such file; pass another"
+        );
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let unquoted = anyhow::Error::new(io).context("cannot read ca.pem");
+        assert_eq!(
+            super::one_line(&unquoted),
+            "cannot read ca.pem: No such file"
+        );
+    }
 }

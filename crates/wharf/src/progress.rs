@@ -6,21 +6,23 @@ use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use clap::Args;
+use clap::{ArgAction, Args};
 use futures::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 use wharf_client::client::BlobStream;
 use wharf_oci::Digest;
 
+use crate::client_args::flag_bool;
+
 #[derive(Args, Clone, Copy, Debug)]
 pub struct OutputArgs {
     /// No progress on stderr; only errors.
-    #[arg(long, short)]
+    #[arg(long, short, value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
     pub quiet: bool,
     /// Print one JSON object on stdout at the end instead of the bare digest:
     /// {"digest","reference","blobs":{"copied","skipped","mounted"},"bytes"}.
-    #[arg(long)]
+    #[arg(long, value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
     pub json: bool,
 }
 

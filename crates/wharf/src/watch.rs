@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::builder::FalseyValueParser;
-use clap::Args;
+use clap::{ArgAction, Args};
 use wharf_client::client::tls;
 use wharf_client::CredentialSource;
 use wharf_watch::api::{self, ReadTotals, RunSession};
@@ -22,7 +21,7 @@ use wharf_watch::schedule::{parse_duration, Schedule};
 use wharf_watch::session::{Settings, Watcher};
 use wharf_watch::update::Timing;
 
-use crate::client_args::ClientFlags;
+use crate::client_args::{flag_bool, ClientFlags};
 
 fn duration(text: &str) -> Result<Duration, String> {
     parse_duration(text).map_err(|e| e.to_string())
@@ -45,21 +44,21 @@ pub struct WatchArgs {
     )]
     schedule: Option<String>,
     /// Check once, update what is stale, print the report as JSON and exit.
-    #[arg(long, short = 'R', env = "WATCHTOWER_RUN_ONCE", value_parser = FalseyValueParser::new())]
+    #[arg(long, short = 'R', env = "WATCHTOWER_RUN_ONCE", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
     run_once: bool,
     /// Remove old images after updating, once no container uses them.
-    #[arg(long, short = 'c', env = "WATCHTOWER_CLEANUP", value_parser = FalseyValueParser::new())]
+    #[arg(long, short = 'c', env = "WATCHTOWER_CLEANUP", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
     cleanup: bool,
     /// Watch only containers labelled com.centurylinklabs.watchtower.enable=true.
-    #[arg(long, env = "WATCHTOWER_LABEL_ENABLE", value_parser = FalseyValueParser::new())]
+    #[arg(long, env = "WATCHTOWER_LABEL_ENABLE", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
     label_enable: bool,
     /// Report newer images without updating anything.
-    #[arg(long, short = 'm', env = "WATCHTOWER_MONITOR_ONLY", value_parser = FalseyValueParser::new())]
+    #[arg(long, short = 'm', env = "WATCHTOWER_MONITOR_ONLY", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
     monitor_only: bool,
     /// Ask no registry and pull nothing: recreate a container when its image reference
     /// names another image on the engine (built or pulled by hand). The no-pull label
     /// overrides it either way.
-    #[arg(long, env = "WATCHTOWER_NO_PULL", value_parser = FalseyValueParser::new())]
+    #[arg(long, env = "WATCHTOWER_NO_PULL", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
     no_pull: bool,
     /// Container names never watched (comma separated).
     #[arg(
@@ -73,16 +72,16 @@ pub struct WatchArgs {
     #[arg(long, env = "WATCHTOWER_SCOPE")]
     scope: Option<String>,
     /// Also watch created and exited containers.
-    #[arg(long, env = "WATCHTOWER_INCLUDE_STOPPED", value_parser = FalseyValueParser::new())]
+    #[arg(long, env = "WATCHTOWER_INCLUDE_STOPPED", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
     include_stopped: bool,
     /// Also watch restarting containers.
-    #[arg(long, env = "WATCHTOWER_INCLUDE_RESTARTING", value_parser = FalseyValueParser::new())]
+    #[arg(long, env = "WATCHTOWER_INCLUDE_RESTARTING", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
     include_restarting: bool,
     /// Replace containers one at a time, each proving healthy before the next.
-    #[arg(long, env = "WATCHTOWER_ROLLING_RESTART", value_parser = FalseyValueParser::new())]
+    #[arg(long, env = "WATCHTOWER_ROLLING_RESTART", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
     rolling_restart: bool,
     /// Run the lifecycle hooks set in container labels.
-    #[arg(long = "enable-lifecycle-hooks", env = "WATCHTOWER_LIFECYCLE_HOOKS", value_parser = FalseyValueParser::new())]
+    #[arg(long = "enable-lifecycle-hooks", env = "WATCHTOWER_LIFECYCLE_HOOKS", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
     lifecycle_hooks: bool,
     /// How long a container may take to stop before it is killed.
     #[arg(long, env = "WATCHTOWER_TIMEOUT", default_value = "10s", value_parser = duration)]
@@ -103,19 +102,19 @@ pub struct WatchArgs {
     api_version: Option<String>,
     /// Reach a tcp:// engine over TLS, verifying it against DOCKER_CERT_PATH/ca.pem and
     /// showing DOCKER_CERT_PATH/cert.pem and key.pem, as `docker --tlsverify` does.
-    #[arg(long = "tlsverify", env = "DOCKER_TLS_VERIFY", value_parser = FalseyValueParser::new())]
+    #[arg(long = "tlsverify", env = "DOCKER_TLS_VERIFY", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
     tls_verify: bool,
     /// Where --tlsverify finds ca.pem, cert.pem and key.pem (default ~/.docker).
     #[arg(long, env = "DOCKER_CERT_PATH", value_name = "DIR")]
     cert_path: Option<PathBuf>,
     /// Serve POST /v1/update, which runs a check now (needs --http-api-token).
-    #[arg(long, env = "WATCHTOWER_HTTP_API_UPDATE", value_parser = FalseyValueParser::new())]
+    #[arg(long, env = "WATCHTOWER_HTTP_API_UPDATE", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
     http_api_update: bool,
     /// Serve Prometheus metrics at GET /v1/metrics (needs --http-api-token).
-    #[arg(long, env = "WATCHTOWER_HTTP_API_METRICS", value_parser = FalseyValueParser::new())]
+    #[arg(long, env = "WATCHTOWER_HTTP_API_METRICS", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
     http_api_metrics: bool,
     /// Keep checking on schedule when the update API is on.
-    #[arg(long, env = "WATCHTOWER_HTTP_API_PERIODIC_POLLS", value_parser = FalseyValueParser::new())]
+    #[arg(long, env = "WATCHTOWER_HTTP_API_PERIODIC_POLLS", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
     http_api_periodic_polls: bool,
     /// The bearer token the HTTP API requires.
     #[arg(long, env = "WATCHTOWER_HTTP_API_TOKEN", hide_env_values = true)]
@@ -128,10 +127,82 @@ pub struct WatchArgs {
     /// Where the HTTP API listens.
     #[arg(long, env = "WHARF_HTTP_API_ADDR", default_value = "0.0.0.0:8080")]
     http_api_addr: String,
+    /// A PEM bundle of CA certificates to trust for the registries, on top of the
+    /// system's roots and /etc/docker/certs.d/<host:port>/*.crt.
+    #[arg(long, value_name = "FILE", env = "WATCHTOWER_REGISTRY_CA")]
+    registry_ca: Option<PathBuf>,
+    /// Check the --registry-ca file at start, and stop at once if it is unusable.
+    #[arg(long, env = "WATCHTOWER_REGISTRY_CA_VALIDATE", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
+    registry_ca_validate: bool,
+    /// A registry (host:port, or a CIDR) reached over plain http or with any certificate,
+    /// on top of the engine's insecure registries; repeatable.
+    #[arg(
+        long = "insecure-registry",
+        value_name = "HOST",
+        env = "WHARF_INSECURE_REGISTRIES",
+        value_delimiter = ','
+    )]
+    insecure_registries: Vec<String>,
+    /// Pull new images, but leave the containers running as they are.
+    #[arg(long, env = "WATCHTOWER_NO_RESTART", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
+    no_restart: bool,
+    /// Log at debug level.
+    #[arg(long, short = 'd', env = "WATCHTOWER_DEBUG", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
+    debug: bool,
+    /// Log at trace level (more than --debug).
+    #[arg(long, env = "WATCHTOWER_TRACE", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
+    trace: bool,
+    /// The log level: panic, fatal, error, warn, info, debug or trace.
+    #[arg(long, env = "WATCHTOWER_LOG_LEVEL", value_parser = ["panic", "fatal", "error", "warn", "warning", "info", "debug", "trace"], ignore_case = true)]
+    log_level: Option<String>,
+    /// Auto, LogFmt, Pretty or JSON (one JSON object a line).
+    #[arg(long, env = "WATCHTOWER_LOG_FORMAT", default_value = "auto", value_parser = ["auto", "logfmt", "pretty", "json"], ignore_case = true)]
+    log_format: String,
+    /// Notification services, as watchtower names them (email, slack, shoutrrr), each
+    /// configured by its WATCHTOWER_NOTIFICATION_* variables.
+    #[arg(
+        long,
+        short = 'n',
+        env = "WATCHTOWER_NOTIFICATIONS",
+        value_name = "TYPES"
+    )]
+    notifications: Option<String>,
+    /// When a failed registry check is logged as a warning: always, auto or never
+    /// (then at debug level; it is in the report either way).
+    #[arg(long, env = "WATCHTOWER_WARN_ON_HEAD_FAILURE", default_value = "auto", value_parser = ["always", "auto", "never"], ignore_case = true)]
+    warn_on_head_failure: String,
+    /// Do not log the startup message.
+    #[arg(long, env = "WATCHTOWER_NO_STARTUP_MESSAGE", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
+    no_startup_message: bool,
 }
 
 pub fn run(args: WatchArgs, flags: &ClientFlags) -> anyhow::Result<()> {
-    crate::init_logging(None, false);
+    // wharf's own modules only: the engine and HTTP crates' debug output drowns them.
+    let level = if args.trace {
+        Some("info,wharf=trace,wharf_watch=trace,wharf_client=trace")
+    } else if args.debug {
+        Some("info,wharf=debug,wharf_watch=debug,wharf_client=debug")
+    } else {
+        args.log_level
+            .as_deref()
+            .map(|l| match l.to_ascii_lowercase().as_str() {
+                "panic" | "fatal" | "error" => "error",
+                "warn" | "warning" => "warn",
+                "debug" => "info,wharf=debug,wharf_watch=debug,wharf_client=debug",
+                "trace" => "info,wharf=trace,wharf_watch=trace,wharf_client=trace",
+                _ => "info",
+            })
+    };
+    crate::init_logging_as(level, args.log_format.eq_ignore_ascii_case("json"));
+    let flags = flags.merge(&ClientFlags {
+        registry_ca: args.registry_ca.clone(),
+        registry_ca_validate: args.registry_ca_validate,
+        insecure: false,
+        insecure_registries: args.insecure_registries.clone(),
+        docker_certs_dir: flags.docker_certs_dir.clone(),
+        daemon_json: flags.daemon_json.clone(),
+    });
+    let flags = &flags;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -161,10 +232,25 @@ async fn run_watcher(args: WatchArgs, flags: &ClientFlags, gate: Gate) -> anyhow
     let token = api_token(&args, api_on)?;
     let notifiers = Arc::new(notifiers(&args)?);
     let watcher = Arc::new(connect(&args, flags).await?);
-    let run_session = session_runner(watcher.clone(), notifiers.clone(), gate.clone(), true);
+    let quiet = args.warn_on_head_failure.eq_ignore_ascii_case("never");
+    let run_session = session_runner(
+        watcher.clone(),
+        notifiers.clone(),
+        gate.clone(),
+        true,
+        quiet,
+    );
     if args.run_once {
         if let Some(report) = run_session(None).await {
             println!("{}", serde_json::to_string_pretty(&report)?);
+            // Scripts and `restart: on-failure` read the exit code, not the report.
+            if report.failed() > 0 {
+                anyhow::bail!(
+                    "{} of {} containers failed their check or update (see the report)",
+                    report.failed(),
+                    report.scanned()
+                );
+            }
         }
         return Ok(());
     }
@@ -172,14 +258,16 @@ async fn run_watcher(args: WatchArgs, flags: &ClientFlags, gate: Gate) -> anyhow
     let recovering = watcher.clone();
     guarded(gate.clone(), async move { recovering.recover().await }).await;
     if api_on {
-        let requested = session_runner(watcher.clone(), notifiers, gate, false);
+        let requested = session_runner(watcher.clone(), notifiers, gate, false, quiet);
         serve_api(&args, &token, requested, watcher.clone()).await?;
     }
     if args.http_api_update && !args.http_api_periodic_polls {
         tracing::info!("periodic checks are off: checks run on POST /v1/update");
         return std::future::pending().await;
     }
-    tracing::info!(?schedule, "watching");
+    if !args.no_startup_message {
+        tracing::info!(?schedule, "watching");
+    }
     loop {
         tokio::time::sleep(schedule.next_delay()).await;
         run_session(None).await;
@@ -197,11 +285,7 @@ fn api_token(args: &WatchArgs, api_on: bool) -> anyhow::Result<String> {
 }
 
 async fn connect(args: &WatchArgs, flags: &ClientFlags) -> anyhow::Result<Watcher> {
-    let registries = Registries::new(
-        client_options(flags)?,
-        credential_source()?,
-        args.registry_timeout,
-    );
+    let mut options = client_options(flags)?;
     let tls = args.tls_verify.then(|| {
         args.cert_path.clone().unwrap_or_else(|| {
             let home = std::env::var_os("HOME").unwrap_or_default();
@@ -214,6 +298,15 @@ async fn connect(args: &WatchArgs, flags: &ClientFlags) -> anyhow::Result<Watche
         tls.as_deref(),
     )
     .await?;
+    // The engine pulls what the watcher checks: each registry is reached as it reaches it.
+    match engine.insecure_registries().await {
+        Ok(list) => {
+            tracing::debug!(insecure = ?list, "the engine's insecure registries");
+            options.insecure_registries.extend(list);
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read the engine's insecure registries"),
+    }
+    let registries = Registries::new(options, credential_source()?, args.registry_timeout);
     Ok(Watcher::new(engine, registries, settings(args)))
 }
 
@@ -287,6 +380,7 @@ fn settings(args: &WatchArgs) -> Settings {
         no_pull: args.no_pull,
         cleanup: args.cleanup,
         rolling_restart: args.rolling_restart,
+        no_restart: args.no_restart,
         timing: Timing {
             stop_timeout: args.stop_timeout,
             health_grace: args.rollback_grace,
@@ -295,15 +389,8 @@ fn settings(args: &WatchArgs) -> Settings {
     }
 }
 
-/// The client flags, with watchtower's names for the CA bundle as a fallback.
+/// The client flags; a bad --registry-ca stops the watcher at start when asked to check.
 fn client_options(flags: &ClientFlags) -> anyhow::Result<wharf_client::ClientOptions> {
-    let mut flags = flags.clone();
-    if flags.registry_ca.is_none() {
-        flags.registry_ca = std::env::var_os("WATCHTOWER_REGISTRY_CA").map(PathBuf::from);
-    }
-    let validate = std::env::var("WATCHTOWER_REGISTRY_CA_VALIDATE")
-        .is_ok_and(|v| matches!(v.trim(), "1" | "true" | "TRUE" | "True"));
-    flags.registry_ca_validate |= validate;
     if flags.registry_ca_validate {
         let path = flags.registry_ca.as_deref().context(
             "--registry-ca-validate needs --registry-ca FILE (or WATCHTOWER_REGISTRY_CA)",
@@ -330,7 +417,11 @@ fn credential_source() -> anyhow::Result<CredentialSource> {
 
 /// watchtower's WATCHTOWER_NOTIFICATION* environment, plus `--notification-url`s.
 fn notifiers(args: &WatchArgs) -> anyhow::Result<Notifiers> {
-    let mut settings = NotifySettings::from_env(&std::env::vars().collect())?;
+    let mut env: HashMap<String, String> = std::env::vars().collect();
+    if let Some(types) = &args.notifications {
+        env.insert("WATCHTOWER_NOTIFICATIONS".into(), types.clone());
+    }
+    let mut settings = NotifySettings::from_env(&env)?;
     for url in &args.notification_urls {
         settings.add_url(url)?;
     }
@@ -350,6 +441,7 @@ fn session_runner(
     notifiers: Arc<Notifiers>,
     gate: Gate,
     queue: bool,
+    quiet_check_failures: bool,
 ) -> RunSession {
     Arc::new(move |images: Option<Vec<String>>| {
         let watcher = watcher.clone();
@@ -360,7 +452,7 @@ fn session_runner(
             } else {
                 watcher.try_session(images.as_deref()).await?
             };
-            log_report(&report);
+            log_report(&report, quiet_check_failures);
             for error in notifiers.send(&report).await {
                 tracing::warn!("{error}");
             }
@@ -371,21 +463,33 @@ fn session_runner(
     })
 }
 
-fn log_report(report: &SessionReport) {
+/// Each container's line, with a message that says what happened (the detail, when
+/// the session left one). `quiet_check_failures`: --warn-on-head-failure=never.
+fn log_report(report: &SessionReport, quiet_check_failures: bool) {
     for c in &report.containers {
         let detail = c.detail.as_deref().unwrap_or("");
         match c.outcome {
+            Outcome::Failed if quiet_check_failures && c.new_digest.is_none() => {
+                tracing::debug!(container = %c.name, image = %c.image, outcome = ?c.outcome, "{detail}")
+            }
             Outcome::Failed | Outcome::RolledBack => {
                 tracing::warn!(container = %c.name, image = %c.image, outcome = ?c.outcome, "{detail}")
             }
-            Outcome::Updated | Outcome::Stale => tracing::info!(
-                container = %c.name,
-                image = %c.image,
-                old = c.old_digest.as_deref().unwrap_or("?"),
-                new = c.new_digest.as_deref().unwrap_or("?"),
-                outcome = ?c.outcome,
-                "{detail}"
-            ),
+            Outcome::Updated | Outcome::Stale => {
+                let message = match (detail, c.outcome) {
+                    ("", Outcome::Updated) => "updated to the registry's newer image",
+                    ("", _) => "the registry has a newer image",
+                    (d, _) => d,
+                };
+                tracing::info!(
+                    container = %c.name,
+                    image = %c.image,
+                    old = c.old_digest.as_deref().unwrap_or("?"),
+                    new = c.new_digest.as_deref().unwrap_or("?"),
+                    outcome = ?c.outcome,
+                    "{message}"
+                )
+            }
             Outcome::Fresh | Outcome::Skipped => {
                 tracing::debug!(container = %c.name, outcome = ?c.outcome, "{detail}")
             }

@@ -17,6 +17,8 @@ pub enum ClientError {
         "TLS handshake with {host} failed ({detail}); if {host} serves plain http, pass --insecure"
     )]
     Tls { host: String, detail: String },
+    #[error("{host} answered in plain http: add it to insecure-registries in daemon.json, or pass --insecure-registry {host}")]
+    PlainHttp { host: String },
     #[error("cannot connect to {url}: connection refused or unreachable ({detail}); check that the registry runs there and the host and port are right")]
     Connect { url: String, detail: String },
     #[error("request to {url} failed: {detail}")]
@@ -25,6 +27,10 @@ pub enum ClientError {
     NoCredentials { registry: String },
     #[error("unauthorized: {registry} rejected the credentials from {origin} — run `wharf login {registry}`")]
     Unauthorized { registry: String, origin: String },
+    #[error("unauthorized: {registry} refused the password for {username}; nothing was stored")]
+    PasswordRefused { registry: String, username: String },
+    #[error("unauthorized: {registry} rejected the credentials in REPO_USER/REPO_PASS; they take precedence over config.json, so `wharf login` cannot help: correct them, or unset both to use config.json")]
+    EnvironmentRefused { registry: String },
     #[error("denied: {registry} refused {what} ({status}) for these credentials; ask its administrator for access")]
     Denied {
         registry: String,

@@ -6,6 +6,7 @@
 
 mod chunked;
 mod error;
+pub mod insecure;
 mod ops;
 pub mod tls;
 mod transfer;
@@ -34,8 +35,11 @@ pub struct ClientOptions {
     pub certs_dir: PathBuf,
     /// `--insecure`: accept any certificate and fall back to plain http.
     pub insecure: bool,
-    /// Registries treated as `--insecure` (daemon.json's `insecure-registries`).
+    /// Registries treated as `--insecure`: `host[:port]` names or CIDRs, as in
+    /// daemon.json's `insecure-registries`.
     pub insecure_registries: Vec<String>,
+    /// Registries to reach over plain http only (`wharf catalog http://host:port`).
+    pub plain_http: Vec<String>,
 }
 
 impl Default for ClientOptions {
@@ -45,6 +49,7 @@ impl Default for ClientOptions {
             certs_dir: PathBuf::from(tls::DOCKER_CERTS_DIR),
             insecure: false,
             insecure_registries: Vec::new(),
+            plain_http: Vec::new(),
         }
     }
 }
@@ -61,6 +66,8 @@ pub struct RegistryClient {
     http: reqwest::Client,
     tokens: TokenCache,
     insecure: bool,
+    /// Asked for plain http by scheme: no https attempt at all.
+    plain_http: bool,
     certs_dir: PathBuf,
     /// `https://host` or, once an insecure registry refused TLS, `http://host`.
     base: Mutex<Option<Url>>,
@@ -115,11 +122,15 @@ impl RegistryClient {
         credentials: Credentials,
     ) -> Result<RegistryClient, ClientError> {
         let host = registry.api_host().to_owned();
+        let plain_http = options
+            .plain_http
+            .iter()
+            .any(|r| r == &host || r == registry.as_str());
+        let listed = insecure::InsecureList::new(&options.insecure_registries);
         let insecure = options.insecure
-            || options
-                .insecure_registries
-                .iter()
-                .any(|r| r == &host || r == registry.as_str());
+            || plain_http
+            || listed.contains(&host)
+            || listed.contains(registry.as_str());
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("wharf/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(std::time::Duration::from_secs(15));
@@ -143,6 +154,7 @@ impl RegistryClient {
             tokens: TokenCache::new(http.clone()),
             http,
             insecure,
+            plain_http,
             certs_dir: options.certs_dir.clone(),
             base: Mutex::new(None),
             challenge: Mutex::new(None),
@@ -211,28 +223,41 @@ impl RegistryClient {
             .map(drop)
     }
 
-    /// The scheme and host, found on first use: https, or for an insecure registry
-    /// whichever of https and http answers.
+    /// The scheme and host, found on first use: https; for an insecure registry whichever
+    /// of https and http answers; for a loopback one, as docker does, http when https was
+    /// answered in plain http (a loopback certificate is still verified).
     async fn base(&self) -> Result<Url, ClientError> {
         if let Some(base) = self.base.lock().unwrap_or_else(|e| e.into_inner()).clone() {
             return Ok(base);
         }
         let host = self.registry.api_host();
         let https = parse_base("https", host)?;
-        let chosen = if self.insecure {
-            let probe = self.http.get(https.join("/v2/").unwrap_or(https.clone()));
-            match probe.send().await {
-                Ok(_) => https,
+        let chosen = if self.plain_http {
+            parse_base("http", host)?
+        } else if self.insecure {
+            match self.probe(&https).await {
+                Ok(()) => https,
                 Err(e) => {
                     tracing::debug!(%host, error = %e, "https failed on an insecure registry; trying http");
                     parse_base("http", host)?
                 }
             }
         } else {
-            https
+            match self.probe(&https).await {
+                Err(e) if answered_plain_http(&e) && insecure::is_loopback(host) => {
+                    tracing::debug!(%host, "loopback registry answered https in plain http; using http");
+                    parse_base("http", host)?
+                }
+                _ => https,
+            }
         };
         *self.base.lock().unwrap_or_else(|e| e.into_inner()) = Some(chosen.clone());
         Ok(chosen)
+    }
+
+    async fn probe(&self, https: &Url) -> Result<(), reqwest::Error> {
+        let url = https.join("/v2/").unwrap_or(https.clone());
+        self.http.get(url).send().await.map(drop)
     }
 
     pub(crate) async fn url(&self, path_and_query: &str) -> Result<Url, ClientError> {
@@ -392,12 +417,21 @@ impl RegistryClient {
 
     fn unauthorized(&self) -> ClientError {
         let registry = self.registry.to_string();
-        match self.credential() {
-            Ok(Some(found)) => ClientError::Unauthorized {
-                registry,
-                origin: match (&self.credentials, &found.origin) {
-                    (Credentials::Fixed(_), _) => "the command line".to_owned(),
-                    (_, origin) => origin.to_string(),
+        match (self.credential(), &self.credentials) {
+            (Ok(Some(found)), Credentials::Fixed(_)) => match found.credential {
+                Credential::Basic { username, .. } => {
+                    ClientError::PasswordRefused { registry, username }
+                }
+                Credential::IdentityToken { .. } => ClientError::Unauthorized {
+                    registry,
+                    origin: "the command line".to_owned(),
+                },
+            },
+            (Ok(Some(found)), _) => match found.origin {
+                Origin::Environment => ClientError::EnvironmentRefused { registry },
+                origin => ClientError::Unauthorized {
+                    registry,
+                    origin: origin.to_string(),
                 },
             },
             _ => ClientError::NoCredentials { registry },
@@ -422,6 +456,9 @@ impl RegistryClient {
             };
         }
         let url = strip_query(url);
+        if answered_plain_http(&e) {
+            return ClientError::PlainHttp { host };
+        }
         if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
             return ClientError::Tls {
                 host,
@@ -487,6 +524,20 @@ fn retry_after(response: &Response) -> Option<std::time::Duration> {
     let value = response.headers().get(reqwest::header::RETRY_AFTER)?;
     let seconds: u64 = value.to_str().ok()?.trim().parse().ok()?;
     Some(std::time::Duration::from_secs(seconds))
+}
+
+/// rustls meeting an HTTP response where a TLS record should be: the server speaks plain
+/// http on that port.
+fn answered_plain_http(e: &reqwest::Error) -> bool {
+    let mut source: Option<&dyn std::error::Error> = Some(e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if text.contains("InvalidContentType") || text.contains("corrupt message") {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 fn parse_base(scheme: &str, host: &str) -> Result<Url, ClientError> {

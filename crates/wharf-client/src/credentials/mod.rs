@@ -96,6 +96,11 @@ pub enum StoredIn {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
+    #[error("{set} is set but {missing} is not: set both (they are used for every registry) or neither (to use config.json)")]
+    HalfEnvironment {
+        set: &'static str,
+        missing: &'static str,
+    },
     #[error("neither DOCKER_CONFIG nor HOME is set, so there is no docker config to read: set DOCKER_CONFIG to the directory holding config.json")]
     NoConfigDir,
     #[error("cannot read docker config {path}: {source}; fix its permissions or point DOCKER_CONFIG at another directory")]
@@ -192,7 +197,7 @@ impl CredentialSource {
 
     /// The credential for `registry`, or `None` to go anonymous.
     pub fn lookup(&self, registry: &Registry) -> Result<Option<Found>, CredentialError> {
-        if let Some(credential) = self.environment_credential() {
+        if let Some(credential) = self.environment_credential()? {
             tracing::debug!(%registry, "credentials from REPO_USER/REPO_PASS");
             return Ok(Some(Found {
                 credential,
@@ -337,14 +342,25 @@ impl CredentialSource {
         )
     }
 
-    /// Watchtower's rule: both variables set and non-empty, for every registry.
-    fn environment_credential(&self) -> Option<Credential> {
-        let user = self.env.get("REPO_USER").filter(|s| !s.is_empty())?;
-        let pass = self.env.get("REPO_PASS").filter(|s| !s.is_empty())?;
-        Some(Credential::Basic {
-            username: user.clone(),
-            password: Secret::new(pass.clone()),
-        })
+    /// Watchtower's rule: both variables set and non-empty, for every registry. One
+    /// without the other is a mistake to report, not a reason to go anonymous.
+    fn environment_credential(&self) -> Result<Option<Credential>, CredentialError> {
+        let get = |k: &str| self.env.get(k).filter(|s| !s.is_empty());
+        match (get("REPO_USER"), get("REPO_PASS")) {
+            (Some(user), Some(pass)) => Ok(Some(Credential::Basic {
+                username: user.clone(),
+                password: Secret::new(pass.clone()),
+            })),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(CredentialError::HalfEnvironment {
+                set: "REPO_USER",
+                missing: "REPO_PASS",
+            }),
+            (None, Some(_)) => Err(CredentialError::HalfEnvironment {
+                set: "REPO_PASS",
+                missing: "REPO_USER",
+            }),
+        }
     }
 }
 

@@ -128,19 +128,25 @@ fn basic(user: &str, pass: &str) -> Credential {
 }
 
 #[test]
-fn environment_wins_when_both_variables_are_set() {
+fn environment_wins_when_both_variables_are_set_and_one_alone_is_an_error() {
     let mut f = Fixture::new();
     f.write_config(&json!({"auths": {"localhost:5000": {"auth": b64("file:pw")}}}));
     f.source.env.insert("REPO_USER".into(), "env-user".into());
+    let registry: Registry = "localhost:5000".parse().unwrap();
     assert_eq!(
-        f.lookup("localhost:5000").map(|x| x.origin),
-        Some(Origin::ConfigFile {
-            path: f.source.config_path(),
-            key: "localhost:5000".into()
-        }),
-        "REPO_USER alone is ignored"
+        f.source.lookup(&registry).unwrap_err().to_string(),
+        "REPO_USER is set but REPO_PASS is not: set both (they are used for every registry) or neither (to use config.json)"
     );
+    f.source.env.remove("REPO_USER");
     f.source.env.insert("REPO_PASS".into(), "env-pw".into());
+    assert!(matches!(
+        f.source.lookup(&registry),
+        Err(CredentialError::HalfEnvironment {
+            set: "REPO_PASS",
+            missing: "REPO_USER"
+        })
+    ));
+    f.source.env.insert("REPO_USER".into(), "env-user".into());
     for r in ["localhost:5000", "docker.io", "quay.io"] {
         let found = f.lookup(r).expect("env credentials");
         assert_eq!(found.origin, Origin::Environment);

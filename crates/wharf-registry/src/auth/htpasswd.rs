@@ -91,8 +91,55 @@ fn parse(text: &str, origin: &Path) -> HashMap<String, Hash> {
     users
 }
 
+/// The user registry:2 provisions a missing file with.
+const DEFAULT_USER: &str = "docker";
+
+/// What registry:2 does when the file is missing: create it (and its directory) with user
+/// `docker` and a random password, logged once, so a container started before its users
+/// were added comes up instead of crash-looping. `O_EXCL`: a file another process just
+/// created is kept.
+fn provision(path: &Path) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let what = |e: std::io::Error| format!("cannot create htpasswd file {}: {e}", path.display());
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(what)?;
+    }
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(|e| format!("no randomness for a password: {e}"))?;
+    let password = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
+    let hash = bcrypt::hash(&password, bcrypt::DEFAULT_COST).map_err(|e| e.to_string())?;
+    let mut file = match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(what(e)),
+    };
+    file.write_all(format!("{DEFAULT_USER}:{hash}\n").as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(what)?;
+    tracing::warn!(
+        user = DEFAULT_USER,
+        password = %password,
+        file = %path.display(),
+        "htpasswd is missing, provisioning with default user"
+    );
+    Ok(())
+}
+
 impl Htpasswd {
     pub fn load(path: &Path) -> Result<Htpasswd, String> {
+        if !path.exists() {
+            provision(path)?;
+        }
         let text = std::fs::read_to_string(path).map_err(|e| {
             format!(
                 "cannot read htpasswd file {}: {e} (create it with `htpasswd -Bc FILE USER`)",
@@ -266,6 +313,22 @@ mod tests {
     fn apr1_matches_openssl_and_htpasswd() {
         assert_eq!(apr1(b"p@ss word", b"abcdefgh"), "aJUuGLjz3OI4ylHF//t5U1");
         assert_eq!(apr1(b"secret", b"9fAQnLI1"), "naU6Z2i7GHOxFtKg.eAWk0");
+    }
+
+    #[test]
+    fn a_missing_file_is_provisioned_with_user_docker_as_registry2_does() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auth/htpasswd");
+        let h = Htpasswd::load(&path).unwrap();
+        assert!(h.has_user("docker"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("docker:$2"), "{text}");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // An existing file is never replaced.
+        Htpasswd::load(&path).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
     }
 
     #[tokio::test]

@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,12 +24,12 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use uuid::Uuid;
 use wharf_oci::{Digest, ErrorCode, Reference, RepoName};
 
 use self::error::{digest_invalid, name_invalid, ApiError, ApiResult};
-use self::response::{header_value, Resp, API_VERSION};
+use self::response::{empty, header_value, Resp, RespExt, API_VERSION};
 use crate::auth::{Auth, Identity};
 use crate::registry::Registry;
 use crate::store::ByteStream;
@@ -63,6 +64,9 @@ pub struct Req {
     pub peer: IpAddr,
     pub identity: Identity,
     pub body: Incoming,
+    /// Set when reading the body failed (a malformed chunked encoding, a cut connection):
+    /// whatever the handler made of that, it is the client's fault.
+    body_failed: Arc<AtomicBool>,
 }
 
 impl Req {
@@ -84,9 +88,13 @@ impl Req {
 
     /// The body as a stream of byte chunks, never collected in memory.
     pub fn into_stream(self) -> ByteStream {
+        let failed = self.body_failed;
         self.body
             .into_data_stream()
-            .map_err(io::Error::other)
+            .map_err(move |e| {
+                failed.store(true, Ordering::Relaxed);
+                io::Error::other(e)
+            })
             .boxed()
     }
 
@@ -233,7 +241,9 @@ pub async fn handle(
         .into_owned()
         .collect();
     let path = parts.uri.path().to_owned();
-    let mut req = Req {
+    let body_unread = !body.is_end_stream();
+    let body_failed = Arc::new(AtomicBool::new(false));
+    let req = Req {
         method: parts.method,
         headers: parts.headers,
         query,
@@ -241,22 +251,28 @@ pub async fn handle(
         peer,
         identity: Identity::Anonymous,
         body,
+        body_failed: body_failed.clone(),
     };
     let method = req.method.clone();
-    let result = match Route::parse(&path) {
-        Ok(route) => authorize(&state, &route, &mut req).await.map(|()| route),
-        Err(e) => Err(e),
+    let mut resp = match trailing_slash_redirect(&path, &req.raw_query) {
+        Some(location) => empty(StatusCode::MOVED_PERMANENTLY).location(&location),
+        None => route_and_run(&state, &path, req).await,
     };
-    let result = match result {
-        Ok(route) => dispatch(&state, route, req).await,
-        Err(e) => Err(e),
-    };
-    let mut resp = result.unwrap_or_else(|e| {
-        if e.status.is_server_error() {
-            tracing::warn!(%method, %path, code = e.code.as_str(), message = %e.message, "request failed");
-        }
-        e.into_response()
-    });
+    if body_failed.load(Ordering::Relaxed) {
+        resp = ApiError::new(ErrorCode::Unknown)
+            .message(
+                "the request body could not be read (malformed chunked encoding, or cut short)",
+            )
+            .status(StatusCode::BAD_REQUEST)
+            .into_response();
+    }
+    // An error answered before the body was read leaves the body unread on the
+    // connection, which hyper then closes: say so, or the client's next request on it
+    // meets a closed socket.
+    if body_unread && !resp.status().is_success() {
+        resp.headers_mut()
+            .insert(http::header::CONNECTION, header_value("close"));
+    }
     let headers = resp.headers_mut();
     headers.insert(API_VERSION, header_value("registry/2.0"));
     for (name, value) in &state.extra_headers {
@@ -273,6 +289,39 @@ pub async fn handle(
         );
     }
     Ok(resp)
+}
+
+/// Route, authorize and run the handler; an error becomes its spec body.
+async fn route_and_run(state: &AppState, path: &str, mut req: Req) -> Resp {
+    let method = req.method.clone();
+    let result = match Route::parse(path) {
+        Ok(route) => authorize(state, &route, &mut req).await.map(|()| route),
+        Err(e) => Err(e),
+    };
+    let result = match result {
+        Ok(route) => dispatch(state, route, req).await,
+        Err(e) => Err(e),
+    };
+    result.unwrap_or_else(|e| {
+        if e.status.is_server_error() {
+            tracing::warn!(%method, %path, code = e.code.as_str(), message = %e.message, "request failed");
+        }
+        e.into_response()
+    })
+}
+
+/// Distribution (gorilla/mux with strict slashes) answers a known URL with a trailing
+/// slash by a 301 to the URL without it; seed 003's `/v2/<name>/tags/list/` relies on it.
+fn trailing_slash_redirect(path: &str, query: &str) -> Option<String> {
+    let trimmed = path.strip_suffix('/')?;
+    if trimmed.is_empty() || Route::parse(path).is_ok() || Route::parse(trimmed).is_err() {
+        return None;
+    }
+    Some(if query.is_empty() {
+        trimmed.to_owned()
+    } else {
+        format!("{trimmed}?{query}")
+    })
 }
 
 /// Establish who is calling and whether they may do what the route needs.
@@ -336,6 +385,29 @@ mod tests {
             Route::parse(&format!("/v2/a/referrers/{}", d())).unwrap(),
             Route::Referrers(n("a"), d())
         );
+    }
+
+    #[test]
+    fn trailing_slashes_redirect_as_distribution_does() {
+        let r = trailing_slash_redirect;
+        assert_eq!(
+            r("/v2/alpine/tags/list/", "").as_deref(),
+            Some("/v2/alpine/tags/list")
+        );
+        assert_eq!(
+            r("/v2/alpine/manifests/latest/", "").as_deref(),
+            Some("/v2/alpine/manifests/latest")
+        );
+        assert_eq!(
+            r("/v2/_catalog/", "n=1").as_deref(),
+            Some("/v2/_catalog?n=1")
+        );
+        // Already valid with the slash, or invalid without it: no redirect.
+        assert_eq!(r("/v2/", ""), None);
+        assert_eq!(r("/v2/a/blobs/uploads/", ""), None);
+        assert_eq!(r("/v2/A/tags/list/", ""), None);
+        assert_eq!(r("/", ""), None);
+        assert_eq!(r("/v2/a/tags/list", ""), None);
     }
 
     #[test]

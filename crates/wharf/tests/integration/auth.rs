@@ -765,13 +765,16 @@ fn config_mistakes_are_reported_with_their_key() {
     let cases = [
         ("version: 0.1\nstorage:\n  delete:\n    enabled: perhaps\n", "storage.delete.enabled"),
         ("version: 0.1\nauth:\n  htpasswd:\n    realm: r\n", "auth.htpasswd.path"),
-        ("version: 0.1\nauth:\n  htpasswd:\n    realm: r\n    path: /nonexistent/htpasswd\n", "/nonexistent/htpasswd"),
+        // A missing file is provisioned (as registry:2 does); one that cannot be is named.
+        ("version: 0.1\nauth:\n  htpasswd:\n    realm: r\n    path: @DIR@/a-file/htpasswd\n", "a-file/htpasswd"),
         ("version: 0.1\nhttp:\n  tls:\n    certificate: /nonexistent.crt\n    key: /nonexistent.key\n", "/nonexistent.crt"),
         ("version: 0.1\naccess:\n  rules:\n    - { repositories: ['*'], actions: [fly] }\n", "fly"),
     ];
+    std::fs::write(dir.path().join("a-file"), "not a directory").unwrap();
     for (yaml, expected) in cases {
         let config = dir.path().join("bad.yml");
-        std::fs::write(&config, yaml).unwrap();
+        let yaml = yaml.replace("@DIR@", &dir.path().display().to_string());
+        std::fs::write(&config, &yaml).unwrap();
         let out = Command::new(WHARF)
             .arg("serve")
             .arg(&config)

@@ -345,7 +345,8 @@ fn copy_from_token_auth_wharf_to_tls_htpasswd_wharf() {
     );
     docker_runs(&config, &dst_image, &marker);
 
-    // A wrong password for the token server: refused, named, and the fix given.
+    // A wrong REPO_PASS for the token server: refused, named, and the fix given (not
+    // `wharf login`, which REPO_* would override).
     let denied = config
         .wharf(&ca)
         .env("REPO_USER", "admin")
@@ -357,7 +358,10 @@ fn copy_from_token_auth_wharf_to_tls_htpasswd_wharf() {
     let stderr = String::from_utf8_lossy(&denied.stderr);
     assert!(stderr.contains("unauthorized"), "{stderr}");
     assert!(
-        stderr.contains(&format!("wharf login {}", src.host())),
+        stderr.contains(&format!(
+            "{} rejected the credentials in REPO_USER/REPO_PASS; they take precedence over config.json",
+            src.host()
+        )),
         "{stderr}"
     );
     assert!(

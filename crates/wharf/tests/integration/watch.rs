@@ -83,6 +83,17 @@ impl Registry {
         report_of(&out)
     }
 
+    /// As `watch`, for a check in which some container fails: the exit code says so.
+    pub(crate) fn watch_failing(&self, args: &[&str]) -> Value {
+        let out = self.watch_output(args);
+        let report = report_of(&out);
+        assert!(
+            !out.status.success(),
+            "wharf watch exited 0 although a container failed: {report:#}"
+        );
+        report
+    }
+
     pub(crate) fn watch_output(&self, args: &[&str]) -> Output {
         self.watch_command(&[&["--run-once"][..], args].concat())
             .output()
@@ -473,7 +484,7 @@ fn a_broken_update_is_rolled_back_to_the_old_container() {
     registry.push(&unhealthy, "apps/sick:1");
 
     // A grace long enough for the healthcheck to fail even on a loaded machine.
-    let report = registry.watch(&[
+    let report = registry.watch_failing(&[
         "--rolling-restart",
         "--rollback-grace",
         "30s",
@@ -496,7 +507,7 @@ fn a_broken_update_is_rolled_back_to_the_old_container() {
         assert_eq!(now["Image"], before["Image"]);
     }
     // Checking again is just as safe: the same broken image is refused again.
-    let again = registry.watch(&[&crash_name]);
+    let again = registry.watch_failing(&[&crash_name]);
     let line = container_line(&again, &crash_name);
     assert_eq!(line["outcome"], "rolled_back", "{again:#}");
     assert_eq!(inspect(&crash_name)["Id"], crash_before["Id"]);
@@ -939,7 +950,7 @@ fn registry_and_engine_errors_are_named_and_other_containers_still_update() {
     registry.push(&v2, "apps/good:latest");
 
     let started = std::time::Instant::now();
-    let report = registry.watch(&[
+    let report = registry.watch_failing(&[
         "--registry-timeout",
         "2s",
         &ok_name,
