@@ -32,13 +32,7 @@ impl Registry {
     /// blob while its link is being written.
     async fn link_retained(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
         let _writing = self.store.locks.writer().await?;
-        if !self
-            .store
-            .blobs
-            .retain(std::slice::from_ref(digest))
-            .await?
-            .is_empty()
-        {
+        if !self.retain_one(digest).await? {
             return Err(Error::refused(
                 ErrorCode::BlobUploadInvalid,
                 format!("{digest} was garbage-collected as it was committed (is gc.grace shorter than a push?): push it again"),
@@ -48,19 +42,23 @@ impl Registry {
         Ok(())
     }
 
+    /// Retain one blob; false if it is gone. Call under the writer lock.
+    async fn retain_one(&self, digest: &Digest) -> Result<bool> {
+        let missing = self
+            .store
+            .blobs
+            .retain(std::slice::from_ref(digest))
+            .await?;
+        Ok(missing.is_empty())
+    }
+
     /// Link a blob `from` has into `repo`. False when `from` cannot serve it.
     pub async fn mount(&self, repo: &RepoName, digest: &Digest, from: &RepoName) -> Result<bool> {
         if !self.store.meta.blob_linked(from, digest).await? {
             return Ok(false);
         }
         let _writing = self.store.locks.writer().await?;
-        if !self
-            .store
-            .blobs
-            .retain(std::slice::from_ref(digest))
-            .await?
-            .is_empty()
-        {
+        if !self.retain_one(digest).await? {
             return Ok(false);
         }
         self.store.meta.link_blob(repo, digest).await?;

@@ -19,7 +19,7 @@ use wharf_oci::{Algorithm, Digest, DigestHasher, RepoName};
 
 use super::durable::{rename_into, write_atomic};
 use super::upload::{write_stream, Uploads, READ_CHUNK};
-use super::{blocking, not_found_is_ok, Layout};
+use super::{blocking, not_found_is_ok, read_dir_if_any, Layout};
 use crate::store::{
     BlobInfo, BlobRead, BlobStore, ByteStream, Locks, StoreError, StoreResult, UploadInfo,
 };
@@ -123,10 +123,8 @@ fn upload_info(repo: String, dir: &Path) -> io::Result<UploadInfo> {
 /// Every `blobs/<alg>/<xx>/<hex>/data` with its size and mtime.
 fn walk_blobs(root: &Path) -> io::Result<Vec<BlobInfo>> {
     let mut out = Vec::new();
-    let algorithms = match fs::read_dir(root) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(e),
+    let Some(algorithms) = read_dir_if_any(root)? else {
+        return Ok(out);
     };
     for alg in algorithms {
         let alg = alg?;

@@ -15,7 +15,7 @@ use dashmap::DashMap;
 use wharf_oci::{Descriptor, Digest, Manifest, RepoName, Tag};
 
 use super::durable::{sync_parent, write_atomic};
-use super::{blocking, not_found_is_ok, read_link, Layout};
+use super::{blocking, not_found_is_ok, read_dir_if_any, read_link, Layout};
 use crate::store::{paginate, BlobStore, ManifestRecord, MetaStore, Page, StoreError, StoreResult};
 
 /// Manifests larger than this are not read (Distribution's limit).
@@ -107,10 +107,8 @@ impl FsMetaStore {
 /// Digests named by `<dir>/<algorithm>/<hex>/` entries.
 fn list_digest_dirs(dir: &Path) -> io::Result<Vec<Digest>> {
     let mut out = Vec::new();
-    let algorithms = match fs::read_dir(dir) {
-        Ok(it) => it,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(e),
+    let Some(algorithms) = read_dir_if_any(dir)? else {
+        return Ok(out);
     };
     for alg in algorithms {
         let alg = alg?;
@@ -173,10 +171,8 @@ fn walk_repos(root: &Path, prefix: &str, out: &mut Vec<String>) -> io::Result<()
 /// `<dir>/<name>/current/link` targets, for every tag directory in `dir`.
 fn read_tags(dir: &Path) -> io::Result<Vec<(String, Result<Digest, String>)>> {
     let mut out = Vec::new();
-    let entries = match fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(e),
+    let Some(entries) = read_dir_if_any(dir)? else {
+        return Ok(out);
     };
     for e in entries {
         let e = e?;

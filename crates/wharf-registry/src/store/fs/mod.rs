@@ -168,6 +168,15 @@ async fn blocking<T: Send + 'static>(
         .map_err(io::Error::other)?
 }
 
+/// A directory's entries; none if it does not exist.
+fn read_dir_if_any(dir: &Path) -> io::Result<Option<std::fs::ReadDir>> {
+    match std::fs::read_dir(dir) {
+        Ok(it) => Ok(Some(it)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 fn not_found_is_ok(r: io::Result<()>) -> io::Result<bool> {
     match r {
         Ok(()) => Ok(true),
