@@ -150,6 +150,18 @@ impl Manifest {
             .map(|d| &d.digest)
     }
 
+    /// Foreign layers: named, but fetched from their `urls`, so a registry may or may not
+    /// hold them. A registry that does must keep them as long as the manifest.
+    pub fn foreign_blobs(&self) -> impl Iterator<Item = &Digest> {
+        self.layers
+            .iter()
+            .filter(|l| {
+                l.media_type == mt::DOCKER_FOREIGN_LAYER
+                    || l.urls.as_ref().is_some_and(|u| !u.is_empty())
+            })
+            .map(|d| &d.digest)
+    }
+
     /// Child manifests an index needs in its repository.
     pub fn required_manifests(&self) -> impl Iterator<Item = &Digest> {
         self.manifests.iter().map(|d| &d.digest)

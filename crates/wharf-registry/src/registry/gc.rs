@@ -117,7 +117,7 @@ impl Registry {
             true => SystemTime::now(),
             false => {
                 let _exclusive = store.locks.collector().await?;
-                SystemTime::now()
+                store.blobs.now().await?
             }
         };
         let cutoff = mark_start
@@ -205,7 +205,7 @@ impl Registry {
             match records.get(d) {
                 Some(r) => {
                     marked.manifests += 1;
-                    marked.blobs.extend(r.blobs.iter().cloned());
+                    marked.blobs.extend(r.blobs.iter().chain(&r.foreign).cloned());
                 }
                 // Without its bytes nobody can say what it keeps alive: stop, not guess.
                 None if listed.contains(d) => {

@@ -34,7 +34,11 @@ impl Registry {
     ) -> Result<Option<ManifestContent>> {
         let meta = &self.store.meta;
         let digest = match reference {
-            Reference::Tag(t) => meta.resolve_tag(repo, t).await?,
+            // A tag whose manifest left the repository serves nothing, as in Distribution.
+            Reference::Tag(t) => match meta.resolve_tag(repo, t).await? {
+                Some(d) if meta.manifest_linked(repo, &d).await? => Some(d),
+                _ => None,
+            },
             Reference::Digest(d) => meta.manifest_linked(repo, d).await?.then(|| d.clone()),
         };
         let Some(digest) = digest else {
@@ -92,25 +96,26 @@ impl Registry {
             Reference::Tag(t) => Some(t),
             Reference::Digest(_) => None,
         };
-        let missing = self
-            .store
-            .meta
-            .missing_links(repo, &record.blobs, &record.children)
-            .await?;
-        if let Some(first) = missing.first() {
-            return Err(not_in_repo(repo, first));
-        }
-        let retained = self.referenced_closure(&record).await?;
+        let (needed, foreign) = self.referenced_closure(&record).await?;
         {
-            // Retain and publish under the writer lock, so that a collection either saw
-            // this manifest or sees everything it needs retained after its mark began.
+            // Check, retain and publish under the writer lock, so that a collection either
+            // saw this manifest or sees everything it needs retained after its mark began,
+            // and a concurrent delete cannot slip between the check and the put.
             let _writing = self.store.locks.writer().await?;
-            let gone = self.store.blobs.retain(&retained).await?;
-            if let Some(first) = gone.first() {
+            let meta = &self.store.meta;
+            let missing = meta
+                .missing_links(repo, &record.blobs, &record.children)
+                .await?;
+            if let Some(first) = missing.first() {
+                return Err(not_in_repo(repo, first));
+            }
+            let all: Vec<Digest> = needed.iter().chain(&foreign).cloned().collect();
+            let gone = self.store.blobs.retain(&all).await?;
+            if let Some(first) = gone.iter().find(|d| needed.contains(*d)) {
                 return Err(not_in_repo(repo, first));
             }
             self.store.blobs.put(&digest, bytes.clone()).await?;
-            self.store.meta.put_manifest(repo, &record, tag).await?;
+            meta.put_manifest(repo, &record, tag).await?;
         }
         self.manifests
             .insert(digest.clone(), bytes, manifest.media_type.as_str().into());
@@ -122,23 +127,32 @@ impl Registry {
 
     /// Everything a manifest keeps alive: its blobs, and its child manifests with all
     /// theirs, so that a collection racing an index put cannot take a child's layers.
-    async fn referenced_closure(&self, record: &ManifestRecord) -> Result<Vec<Digest>> {
-        let mut seen: HashSet<Digest> = record.blobs.iter().cloned().collect();
+    /// Returns (blobs it needs, foreign layers it names).
+    async fn referenced_closure(
+        &self,
+        record: &ManifestRecord,
+    ) -> Result<(HashSet<Digest>, Vec<Digest>)> {
+        let mut needed: HashSet<Digest> = record.blobs.iter().cloned().collect();
+        let mut foreign = record.foreign.clone();
+        let mut seen = HashSet::new();
         let mut queue: Vec<Digest> = record.children.clone();
         while let Some(child) = queue.pop() {
             if !seen.insert(child.clone()) {
                 continue;
             }
+            needed.insert(child.clone());
             if let Some(r) = self.store.meta.manifest_record(&child).await? {
-                seen.extend(r.blobs);
+                needed.extend(r.blobs);
+                foreign.extend(r.foreign);
                 queue.extend(r.children);
             }
         }
-        Ok(seen.into_iter().collect())
+        Ok((needed, foreign))
     }
 
     /// Delete a tag, or a manifest with every tag on it. False if there was none.
     pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<bool> {
+        let _writing = self.store.locks.writer().await?;
         Ok(match reference {
             Reference::Tag(t) => self.store.meta.delete_tag(repo, t).await?,
             Reference::Digest(d) => self.store.meta.delete_manifest(repo, d).await?,

@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use serde::Serialize;
 use wharf_oci::{Digest, DigestHasher, RepoName};
 
@@ -19,6 +19,9 @@ use crate::store::{ManifestRecord, StoreError};
 pub enum Kind {
     /// A blob whose bytes do not hash to its digest.
     CorruptBlob,
+    /// A blob that could not be read (permissions, I/O errors): never repaired, since its
+    /// bytes may be fine.
+    UnreadableBlob,
     /// A repository link to a blob that is not stored.
     LinkToMissingBlob,
     /// A manifest whose bytes are gone.
@@ -88,6 +91,12 @@ pub struct ScrubOptions {
     pub total: Option<Box<dyn Fn(u64) + Send + Sync>>,
 }
 
+enum Verdict {
+    Sound,
+    Corrupt(String),
+    Unreadable(String),
+}
+
 /// What one repository holds, as scrub reads it.
 struct RepoView {
     name: RepoName,
@@ -99,7 +108,17 @@ struct RepoView {
 impl Registry {
     pub async fn scrub(&self, opts: &ScrubOptions) -> Result<ScrubReport> {
         let mut report = ScrubReport::default();
-        let bad = self.check_blobs(opts, &mut report).await?;
+        let suspects = self.check_blobs(opts, &mut report).await?;
+        // Repairs act on a store that holds still: no writer runs from here on, so nothing
+        // pushed since the blobs were hashed is mistaken for damage. Hashing, the long part,
+        // ran without the lock.
+        let _still = match opts.repair {
+            true => Some(self.store.locks.collector().await?),
+            false => None,
+        };
+        let bad = self
+            .confirm_corrupt(suspects, opts.repair, &mut report)
+            .await?;
         let stored: HashSet<Digest> = self
             .store
             .blobs
@@ -160,33 +179,61 @@ impl Registry {
         Ok(report)
     }
 
-    /// Re-hash every blob; returns the corrupt ones (moved aside under repair).
+    /// Re-hash every blob. Returns the ones whose bytes do not match, with why; unreadable
+    /// ones are reported here and left alone.
     async fn check_blobs(
         &self,
         opts: &ScrubOptions,
         report: &mut ScrubReport,
-    ) -> Result<HashSet<Digest>> {
+    ) -> Result<Vec<(Digest, String)>> {
         let blobs = self.store.blobs.list_blobs().await?;
         if let Some(total) = &opts.total {
             total(blobs.iter().map(|b| b.size).sum());
         }
-        let checked: Vec<(Digest, u64, Option<String>)> = futures::stream::iter(blobs)
+        let checked: Vec<(Digest, u64, Verdict)> = futures::stream::iter(blobs)
             .map(|b| async move {
                 let verdict = self.verify_blob(&b.digest).await;
                 if let Some(p) = &opts.progress {
                     p(b.size);
                 }
-                verdict.map(|v| (b.digest, b.size, v))
+                (b.digest, b.size, verdict)
             })
             .buffer_unordered(2)
-            .try_collect()
-            .await?;
-        let mut bad = HashSet::new();
+            .collect()
+            .await;
+        let mut suspects = Vec::new();
         for (digest, size, verdict) in checked {
             report.blobs_checked += 1;
             report.bytes_checked += size;
-            let Some(why) = verdict else { continue };
-            let repaired = if opts.repair {
+            match verdict {
+                Verdict::Sound => {}
+                Verdict::Corrupt(why) => suspects.push((digest, why)),
+                Verdict::Unreadable(why) => {
+                    report.add(Kind::UnreadableBlob, None, digest.to_string(), why)
+                }
+            }
+        }
+        Ok(suspects)
+    }
+
+    /// Hash the suspects again (under the collector lock when repairing) and report, and
+    /// with repair move aside, those still corrupt.
+    async fn confirm_corrupt(
+        &self,
+        suspects: Vec<(Digest, String)>,
+        repair: bool,
+        report: &mut ScrubReport,
+    ) -> Result<HashSet<Digest>> {
+        let mut bad = HashSet::new();
+        for (digest, why) in suspects {
+            let why = match repair {
+                false => why,
+                true => match self.verify_blob(&digest).await {
+                    Verdict::Corrupt(why) => why,
+                    _ => continue,
+                },
+            };
+            let repaired = if repair {
                 self.store
                     .blobs
                     .quarantine(&digest)
@@ -207,23 +254,25 @@ impl Registry {
         Ok(bad)
     }
 
-    /// None if the blob hashes to its digest, else what is wrong.
-    async fn verify_blob(&self, digest: &Digest) -> Result<Option<String>> {
+    async fn verify_blob(&self, digest: &Digest) -> Verdict {
         let read = match self.store.blobs.read(digest, None).await {
             Ok(r) => r,
-            Err(StoreError::BlobUnknown(_)) => return Ok(None), // deleted meanwhile
-            Err(e) => return Ok(Some(format!("cannot be read: {e}"))),
+            Err(StoreError::BlobUnknown(_)) => return Verdict::Sound, // deleted meanwhile
+            Err(e) => return Verdict::Unreadable(format!("cannot be read: {e}")),
         };
         let mut hasher = DigestHasher::new(digest.algorithm());
         let mut body = read.body;
         while let Some(chunk) = body.next().await {
             match chunk {
                 Ok(c) => hasher.update(&c),
-                Err(e) => return Ok(Some(format!("cannot be read: {e}"))),
+                Err(e) => return Verdict::Unreadable(format!("cannot be read: {e}")),
             }
         }
         let actual = hasher.finish();
-        Ok((&actual != digest).then(|| format!("its bytes hash to {actual}")))
+        match &actual == digest {
+            true => Verdict::Sound,
+            false => Verdict::Corrupt(format!("its bytes hash to {actual}")),
+        }
     }
 
     async fn check_repo(
@@ -252,7 +301,7 @@ impl Registry {
             }
             match meta.manifest_record(d).await {
                 Ok(Some(r)) => {
-                    referenced.extend(r.blobs.iter().cloned());
+                    referenced.extend(r.blobs.iter().chain(&r.foreign).cloned());
                     records.insert(d.clone(), r);
                 }
                 Ok(None) => {

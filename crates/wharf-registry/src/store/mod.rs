@@ -117,6 +117,11 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Mark these blobs as in use now, so a collection that began earlier keeps them.
     /// Returns the ones that do not exist. Call under [`Locks::writer`].
     async fn retain(&self, digests: &[Digest]) -> StoreResult<Vec<Digest>>;
+    /// Now, as this store would record a retain made now: a filesystem that keeps whole
+    /// seconds rounds it down, and a collection must compare like with like.
+    async fn now(&self) -> StoreResult<SystemTime> {
+        Ok(SystemTime::now())
+    }
     /// When the blob was last retained; None if it does not exist.
     async fn retained(&self, digest: &Digest) -> StoreResult<Option<SystemTime>>;
     /// Delete the blob unless it was retained at or after `since`; true if deleted.
@@ -152,6 +157,8 @@ pub struct ManifestRecord {
     pub digest: Digest,
     /// What the manifest needs linked in its repository before it may be stored.
     pub blobs: Vec<Digest>,
+    /// Foreign layers it names: not required, but kept alive while it is, if present.
+    pub foreign: Vec<Digest>,
     pub children: Vec<Digest>,
     /// Set for a manifest with a `subject`: its entry in the subject's referrers list.
     pub referrer: Option<(Digest, Descriptor)>,
@@ -162,6 +169,7 @@ impl ManifestRecord {
     pub fn of(manifest: &Manifest, digest: Digest, size: u64) -> ManifestRecord {
         ManifestRecord {
             blobs: manifest.required_blobs().cloned().collect(),
+            foreign: manifest.foreign_blobs().cloned().collect(),
             children: manifest.required_manifests().cloned().collect(),
             referrer: manifest.subject.as_ref().map(|s| {
                 (

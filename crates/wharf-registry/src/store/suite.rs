@@ -221,6 +221,7 @@ pub async fn meta_store_contract(meta: Arc<dyn MetaStore>, blobs: Arc<dyn BlobSt
     let record = |d: &Digest| ManifestRecord {
         digest: d.clone(),
         blobs: vec![],
+        foreign: vec![],
         children: vec![],
         referrer: None,
     };
@@ -365,6 +366,7 @@ mod two_processes {
         let record = ManifestRecord {
             digest: d.clone(),
             blobs: vec![],
+            foreign: vec![],
             children: vec![],
             referrer: None,
         };

@@ -62,20 +62,25 @@ pub fn hash_file(path: &Path, algorithm: Algorithm) -> io::Result<(u64, Digest)>
 
 /// Mark a file as retained now. Fails with NotFound if it is gone.
 fn retain_file(path: &Path) -> io::Result<()> {
-    File::open(path)?.set_modified(SystemTime::now())
+    let file = File::open(path)?;
+    // Setting a time needs the file's owner: name the file, since a root written by
+    // another user (registry:2 as root, say) fails here.
+    file.set_modified(SystemTime::now())
+        .map_err(super::durable::at(path))
 }
 
 /// Make verified bytes at `from` the blob at `to`: retained now, durable, then renamed into
 /// place. If the blob exists already (a concurrent or earlier push) it is retained instead
 /// and `from` is removed.
+/// `file` must be synced already: this runs under the writer lock, which is no place for
+/// an fsync of a whole blob.
 fn publish(file: &File, from: &Path, to: &Path) -> io::Result<()> {
     match retain_file(to) {
-        Ok(()) => return fs::remove_file(from),
+        Ok(()) => return not_found_is_ok(fs::remove_file(from)).map(drop),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
     file.set_modified(SystemTime::now())?;
-    file.sync_data()?;
     rename_into(from, to)
 }
 
@@ -215,12 +220,13 @@ impl BlobStore for FsBlobStore {
         }
         let target = self.layout.blob_data(expected);
         let upload_dir = self.layout.upload_dir(repo, id);
+        let open = blocking(move || open.file.sync_data().map(|()| open)).await?;
         let writing = self.locks.writer().await?;
         blocking(move || {
             publish(&open.file, &data, &target)?;
             drop(writing);
             drop(open);
-            fs::remove_dir_all(&upload_dir)
+            not_found_is_ok(fs::remove_dir_all(&upload_dir)).map(drop)
         })
         .await?;
         self.uploads.forget(id);
@@ -255,14 +261,9 @@ impl BlobStore for FsBlobStore {
         let (file, written) = write_stream(file, hasher, body).await;
         let target = self.layout.blob_data(expected);
         let expected = expected.clone();
-        let writing = self.locks.writer().await?;
-        blocking(move || {
-            let _writing = writing;
-            let (size, hasher) = match (file, written) {
-                (Ok(file), Ok(w)) => {
-                    drop(file);
-                    w
-                }
+        let checked = blocking(move || {
+            let (file, (size, hasher)) = match (file, written) {
+                (Ok(file), Ok(w)) => (file, w),
                 (_, Err(e)) => {
                     let _ = fs::remove_file(&tmp);
                     return Ok(Err(e));
@@ -277,11 +278,19 @@ impl BlobStore for FsBlobStore {
                 fs::remove_file(&tmp)?;
                 return Ok(Err(StoreError::DigestMismatch { expected, actual }));
             }
-            let file = File::open(&tmp)?;
-            publish(&file, &tmp, &target)?;
-            Ok(Ok(size))
+            file.sync_data()?;
+            Ok(Ok((file, tmp, size)))
         })
-        .await?
+        .await?;
+        let (file, tmp, size) = checked?;
+        let writing = self.locks.writer().await?;
+        blocking(move || {
+            publish(&file, &tmp, &target)?;
+            drop(writing);
+            Ok(size)
+        })
+        .await
+        .map_err(Into::into)
     }
 
     async fn put(&self, digest: &Digest, bytes: Bytes) -> StoreResult<()> {
@@ -419,7 +428,23 @@ impl BlobStore for FsBlobStore {
             let slot = self.uploads.slot(id);
             let _cached = slot.lock().await;
             let dir = self.layout.upload_dir(&repo, id);
-            if blocking(move || not_found_is_ok(fs::remove_dir_all(&dir))).await? {
+            let gone = blocking(move || {
+                // Another process may be appending right now: skip what is locked, and
+                // recheck the age under the lock.
+                if let Ok(data) = File::open(dir.join("data")) {
+                    match data.try_lock() {
+                        Ok(()) => {}
+                        Err(fs::TryLockError::WouldBlock) => return Ok(false),
+                        Err(fs::TryLockError::Error(e)) => return Err(e),
+                    }
+                    if data.metadata()?.modified()?.elapsed().unwrap_or_default() <= age {
+                        return Ok(false);
+                    }
+                }
+                not_found_is_ok(fs::remove_dir_all(&dir))
+            })
+            .await?;
+            if gone {
                 removed += 1;
             }
             self.uploads.forget(id);
@@ -456,6 +481,22 @@ impl BlobStore for FsBlobStore {
                 }
             }
             Ok(missing)
+        })
+        .await?)
+    }
+
+    async fn now(&self) -> StoreResult<SystemTime> {
+        let probe = self.layout.wharf_dir().join("clock");
+        Ok(blocking(move || {
+            let file = match File::create(&probe) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    fs::create_dir_all(probe.parent().expect("a parent"))?;
+                    File::create(&probe)?
+                }
+                other => other?,
+            };
+            file.set_modified(SystemTime::now())?;
+            file.metadata()?.modified()
         })
         .await?)
     }

@@ -25,6 +25,10 @@ const GATE: &str = "gate.lock";
 pub struct FsLocks {
     dir: PathBuf,
     fair: Arc<RwLock<()>>,
+    /// One task of this process at a time waits on the files, so writers held up by
+    /// another process's collector queue here, not in blocking threads that the writers
+    /// already inside need to finish.
+    entering: tokio::sync::Mutex<()>,
 }
 
 impl FsLocks {
@@ -32,6 +36,7 @@ impl FsLocks {
         FsLocks {
             dir,
             fair: Arc::new(RwLock::new(())),
+            entering: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -67,6 +72,7 @@ impl FsLocks {
 impl Locks for FsLocks {
     async fn writer(&self) -> StoreResult<Guard> {
         let fair = self.fair.clone().read_owned().await;
+        let _one_at_a_time = self.entering.lock().await;
         let dir = self.dir.clone();
         let held = blocking(move || {
             let gate = Self::open(&dir, GATE)?;

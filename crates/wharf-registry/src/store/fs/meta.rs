@@ -73,8 +73,10 @@ impl FsMetaStore {
                 by_subject: HashMap::new(),
             }));
         };
-        let settled =
-            |i: &ReferrerIndex| i.stamp == stamp && stamp.elapsed().is_ok_and(|age| age > RACY);
+        let settled = |i: &ReferrerIndex| i.stamp == stamp;
+        // Only a listing taken once the directory had settled may be trusted later: a
+        // change in the tick the listing saw could hide behind the same mtime.
+        let cacheable = stamp.elapsed().is_ok_and(|age| age > RACY);
         if let Some(i) = self.referrers.get(repo).filter(|i| settled(i)) {
             return Ok(i.clone());
         }
@@ -99,7 +101,9 @@ impl FsMetaStore {
             }
         }
         let index = Arc::new(ReferrerIndex { stamp, by_subject });
-        self.referrers.insert(repo.clone(), index.clone());
+        if cacheable {
+            self.referrers.insert(repo.clone(), index.clone());
+        }
         Ok(index)
     }
 }
@@ -307,16 +311,18 @@ impl MetaStore for FsMetaStore {
         let target = digest.clone();
         Ok(blocking(move || {
             let dir = revision.parent().expect("link has a parent").to_owned();
-            if !remove_dir_durably(&dir)? {
+            if !dir.exists() {
                 return Ok(false);
             }
             // As Distribution does: a deleted manifest takes the tags pointing at it along.
+            // Tags first: a crash in between leaves an untagged manifest, never a tag to
+            // a manifest the repository lacks.
             for (name, current) in read_tags(&tags_dir)? {
                 if current.as_ref() == Ok(&target) {
                     remove_dir_durably(&tags_dir.join(name))?;
                 }
             }
-            Ok(true)
+            remove_dir_durably(&dir)
         })
         .await?)
     }
@@ -343,34 +349,42 @@ impl MetaStore for FsMetaStore {
         let cached = stamp.and_then(|stamp| {
             self.tag_lists
                 .get(repo)
-                .filter(|c| c.0 == stamp && stamp.elapsed().is_ok_and(|age| age > RACY))
+                .filter(|c| c.0 == stamp)
                 .map(|c| c.1.clone())
         });
         let names = match cached {
             Some(names) => names,
             None => {
+                // Cached only if the directory had settled before it was read (RACY).
+                let settled = stamp.filter(|s| s.elapsed().is_ok_and(|age| age > RACY));
                 let repo_dir = self.layout.repo(repo);
                 let listed = blocking(move || {
                     if !repo_dir.is_dir() {
                         return Ok(None);
                     }
                     let mut names = Vec::new();
+                    // A tag directory without its current link (a crash between the two
+                    // writes) gains one without touching the tags directory: such a
+                    // listing must not be cached.
+                    let mut complete = true;
                     if let Ok(entries) = fs::read_dir(&tags_dir) {
                         for e in entries {
                             let e = e?;
                             if e.path().join("current/link").is_file() {
                                 names.push(e.file_name().to_string_lossy().into_owned());
+                            } else {
+                                complete = false;
                             }
                         }
                     }
                     names.sort_unstable();
-                    Ok(Some(Arc::new(names)))
+                    Ok(Some((Arc::new(names), complete)))
                 })
                 .await?;
-                let Some(names) = listed else {
+                let Some((names, complete)) = listed else {
                     return Ok(None);
                 };
-                if let Some(stamp) = stamp {
+                if let Some(stamp) = settled.filter(|_| complete) {
                     self.tag_lists.insert(repo.clone(), (stamp, names.clone()));
                 }
                 names

@@ -104,6 +104,11 @@ impl Uploads {
         let opened = blocking(move || {
             let file = OpenOptions::new().read(true).append(true).open(&data)?;
             file.lock()?;
+            // While this waited, another process may have committed the upload (renaming
+            // this very inode into blobs/) or cancelled it: then it is no upload any more.
+            if !same_file(&file, &data)? {
+                return Err(io::Error::from(io::ErrorKind::NotFound));
+            }
             let state = current_state(&file, &states, cached)?;
             Ok(Open { state, file, data })
         })
@@ -150,6 +155,17 @@ impl Uploads {
             }
         })
         .await?
+    }
+}
+
+/// Whether the open `file` is still the one at `path`.
+fn same_file(file: &File, path: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let open = file.metadata()?;
+    match fs::metadata(path) {
+        Ok(now) => Ok(open.dev() == now.dev() && open.ino() == now.ino() && open.nlink() > 0),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
