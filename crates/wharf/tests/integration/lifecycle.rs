@@ -380,3 +380,25 @@ fn on_a_read_only_root_gc_refuses_clearly_and_dry_run_and_scrub_still_report() {
         .status()
         .is_success());
 }
+
+#[test]
+fn scrub_draws_a_progress_bar_on_a_terminal_and_none_in_a_pipe() {
+    require("script", "bsdutils");
+    let w = Wharf::start();
+    let c = client();
+    // Enough bytes that hashing takes a moment, so the bar is drawn.
+    for i in 0..4 {
+        push_blob(&c, &w.url(), "bar/big", &noise(40 + i, 32 << 20)).unwrap();
+    }
+    let command = format!(
+        "{} scrub --root {}",
+        crate::harness::WHARF,
+        w.root.display()
+    );
+    let out = run(Command::new("script").args(["-qec", &command, "/dev/null"]));
+    assert!(out.contains("scrubbing"), "no bar drawn: {out:?}");
+    assert!(out.contains('\u{1b}'), "no terminal control: {out:?}");
+    assert!(out.contains("4 blobs (128.0 MiB) re-hashed"), "{out:?}");
+    let piped = wharf_cmd(&["scrub", "--root", &w.root.display().to_string()]);
+    assert!(!text(&piped).contains('\u{1b}'), "{}", text(&piped));
+}
