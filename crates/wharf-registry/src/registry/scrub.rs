@@ -22,8 +22,11 @@ pub enum Kind {
     /// A blob that could not be read (permissions, I/O errors): never repaired, since its
     /// bytes may be fine.
     UnreadableBlob,
-    /// A repository link to a blob that is not stored.
+    /// A repository link to a blob that is not stored, which a manifest needs.
     LinkToMissingBlob,
+    /// A link to a blob that is not stored and that no manifest needs: what Distribution's
+    /// collector leaves behind, or an unlink a power cut undid.
+    StaleLink,
     /// A manifest whose bytes are gone.
     ManifestMissing,
     /// A manifest that does not parse.
@@ -40,7 +43,7 @@ pub enum Kind {
 
 impl Kind {
     pub fn is_problem(self) -> bool {
-        !matches!(self, Kind::OrphanBlob | Kind::StaleUpload)
+        !matches!(self, Kind::OrphanBlob | Kind::StaleUpload | Kind::StaleLink)
     }
 }
 
@@ -381,17 +384,28 @@ impl Registry {
                 repaired,
             });
         }
+        let needed: HashSet<&Digest> = records.values().flat_map(|r| &r.blobs).collect();
         for d in view.links.iter().filter(|d| !stored.contains(*d)) {
+            let (kind, detail) = match needed.contains(d) {
+                true => (
+                    Kind::LinkToMissingBlob,
+                    "the repository links a blob that is not stored",
+                ),
+                false => (
+                    Kind::StaleLink,
+                    "a link to a blob that is gone and that no manifest needs",
+                ),
+            };
             let repaired = if repair && meta.unlink_blob(repo, d).await? {
                 Some("link removed".into())
             } else {
                 None
             };
             report.findings.push(Finding {
-                kind: Kind::LinkToMissingBlob,
+                kind,
                 repository: Some(repo.to_string()),
                 subject: d.to_string(),
-                detail: "the repository links a blob that is not stored".into(),
+                detail: detail.into(),
                 repaired,
             });
         }

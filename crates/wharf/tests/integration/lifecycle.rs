@@ -253,7 +253,12 @@ fn scrub_names_each_kind_of_damage_and_repair_leaves_a_clean_store() {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|f| !matches!(f["kind"].as_str(), Some("orphan_blob" | "stale_upload")))
+        .filter(|f| {
+            !matches!(
+                f["kind"].as_str(),
+                Some("orphan_blob" | "stale_upload" | "stale_link")
+            )
+        })
         .collect();
     assert!(
         problems.is_empty(),

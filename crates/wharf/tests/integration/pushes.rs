@@ -184,12 +184,9 @@ pub fn named_blobs(out: &str, marker: &str) -> BTreeSet<String> {
 
 pub fn distribution_gc(root: &Path, dry_run: bool) -> String {
     require("docker-registry", "docker-registry");
-    let config = root.join("..").join(format!(
-        "dist-gc-{}.yml",
-        root.file_name().unwrap().to_string_lossy()
-    ));
+    let config = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(
-        &config,
+        config.path(),
         format!(
             "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n",
             root.display()
@@ -201,7 +198,7 @@ pub fn distribution_gc(root: &Path, dry_run: bool) -> String {
     if dry_run {
         cmd.arg("--dry-run");
     }
-    let out = cmd.arg(&config).output().unwrap();
+    let out = cmd.arg(config.path()).output().unwrap();
     assert!(
         out.status.success(),
         "registry garbage-collect: {}",
