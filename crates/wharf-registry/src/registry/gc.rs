@@ -9,7 +9,7 @@
 //!   unlinked orphan for the next run.
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
@@ -20,6 +20,10 @@ use crate::store::{ManifestRecord, StoreError};
 
 /// Deletions made under one hold of the collector lock: small, so writers wait little.
 const BATCH: usize = 64;
+/// The pause between batches, for writers that waited.
+const WRITERS_TURN: Duration = Duration::from_millis(2);
+/// Blobs deleted at once within a batch.
+const PARALLEL_DELETES: usize = 8;
 /// Manifests read at once while marking.
 const READ_AHEAD: usize = 16;
 
@@ -236,7 +240,8 @@ impl Registry {
         report: &mut GcReport,
     ) -> Result<()> {
         for batch in untagged.chunks(BATCH) {
-            let _exclusive = match dry_run {
+            let held = Instant::now();
+            let exclusive = match dry_run {
                 true => None,
                 false => Some(self.store.locks.collector().await?),
             };
@@ -254,6 +259,10 @@ impl Registry {
                     });
                 }
             }
+            if exclusive.is_some() {
+                drop(exclusive);
+                tokio::time::sleep(held.elapsed().min(WRITERS_TURN)).await; // as in sweep_blobs
+            }
         }
         Ok(())
     }
@@ -266,44 +275,94 @@ impl Registry {
         dry_run: bool,
         report: &mut GcReport,
     ) -> Result<()> {
-        let (blobs, meta) = (&self.store.blobs, &self.store.meta);
+        if dry_run {
+            for (digest, size) in candidates {
+                report.bytes_freed += size;
+                report.blobs.push(BlobEntry { digest, size });
+            }
+            return Ok(());
+        }
         for batch in candidates.chunks(BATCH) {
-            if dry_run {
-                for (digest, size) in batch {
-                    report.bytes_freed += size;
-                    report.blobs.push(BlobEntry {
-                        digest: digest.clone(),
-                        size: *size,
-                    });
-                }
-                continue;
-            }
-            let _exclusive = self.store.locks.collector().await?;
-            for (digest, size) in batch {
-                match blobs.retained(digest).await? {
-                    Some(t) if t < mark_start => {}
-                    Some(_) => {
-                        report.blobs_rescued += 1;
-                        continue;
+            let held = Instant::now();
+            let swept: Vec<Swept> = {
+                let _exclusive = self.store.locks.collector().await?;
+                // Deletions of a batch overlap: the filesystem's latency, not its
+                // throughput, is what a one-at-a-time sweep waits on.
+                let deletes: Vec<_> = batch
+                    .iter()
+                    .map(|(digest, size)| self.sweep_blob(digest.clone(), *size, links, mark_start))
+                    .collect();
+                futures::stream::iter(deletes)
+                    .buffer_unordered(PARALLEL_DELETES)
+                    .try_collect()
+                    .await?
+            };
+            for s in swept {
+                report.links_removed += s.links;
+                match s.outcome {
+                    Outcome::Deleted(size) => {
+                        report.bytes_freed += size;
+                        report.blobs.push(BlobEntry {
+                            digest: s.digest,
+                            size,
+                        });
                     }
-                    None => continue,
-                }
-                // Links first: a crash between the two leaves an unlinked orphan, which
-                // the next run takes, never a link to nothing.
-                for repo in links.get(digest).into_iter().flatten() {
-                    if meta.unlink_blob(repo, digest).await? {
-                        report.links_removed += 1;
-                    }
-                }
-                if blobs.delete_unless_retained(digest, mark_start).await? {
-                    report.bytes_freed += size;
-                    report.blobs.push(BlobEntry {
-                        digest: digest.clone(),
-                        size: *size,
-                    });
+                    Outcome::Rescued => report.blobs_rescued += 1,
+                    Outcome::Gone => {}
                 }
             }
+            // Let the writers that queued behind this batch in before the next one takes
+            // the lock again (waiters woken by a release need a moment to run).
+            tokio::time::sleep(held.elapsed().min(WRITERS_TURN)).await;
         }
         Ok(())
     }
+
+    /// One candidate, under the collector lock: recheck, then links, then the blob.
+    async fn sweep_blob(
+        &self,
+        digest: Digest,
+        size: u64,
+        links: &HashMap<Digest, Vec<RepoName>>,
+        mark_start: SystemTime,
+    ) -> Result<Swept> {
+        let (blobs, meta) = (&self.store.blobs, &self.store.meta);
+        let mut swept = Swept {
+            digest: digest.clone(),
+            links: 0,
+            outcome: Outcome::Gone,
+        };
+        let digest = &digest;
+        match blobs.retained(digest).await? {
+            Some(t) if t < mark_start => {}
+            Some(_) => {
+                swept.outcome = Outcome::Rescued;
+                return Ok(swept);
+            }
+            None => return Ok(swept),
+        }
+        // Links first: a killed collector leaves an unlinked orphan, which the next run
+        // takes, never a link to nothing.
+        for repo in links.get(digest).into_iter().flatten() {
+            if meta.unlink_blob(repo, digest).await? {
+                swept.links += 1;
+            }
+        }
+        if blobs.delete_unless_retained(digest, mark_start).await? {
+            swept.outcome = Outcome::Deleted(size);
+        }
+        Ok(swept)
+    }
+}
+
+struct Swept {
+    digest: Digest,
+    links: usize,
+    outcome: Outcome,
+}
+
+enum Outcome {
+    Deleted(u64),
+    Rescued,
+    Gone,
 }
