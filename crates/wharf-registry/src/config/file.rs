@@ -80,12 +80,34 @@ pub fn load(
         key: e.path().to_string(),
         message: e.inner().to_string(),
     })?;
+    if let Some(key) = ignored.iter().find(|k| cannot_honour(k)) {
+        return Err(ConfigError::Value {
+            origin,
+            key: key.clone(),
+            message: "wharf cannot honour this setting, and would otherwise store images \
+                      somewhere else than configured; remove it or use storage.filesystem"
+                .into(),
+        });
+    }
     let mut warnings: Vec<String> = ignored
         .into_iter()
         .map(|k| format!("{origin}: `{k}` is not supported by wharf yet and is ignored"))
         .collect();
     let config = file.into_config(&origin, &mut warnings)?;
     Ok((config, warnings))
+}
+
+/// A storage driver or database that is not built in: ignoring it would put pushes in
+/// the default root without a word, so it stops the start instead.
+fn cannot_honour(key: &str) -> bool {
+    let mut parts = key.split('.');
+    match (parts.next(), parts.next()) {
+        (Some("storage"), Some(section)) => !matches!(
+            section,
+            "filesystem" | "delete" | "maintenance" | "cache" | "redirect"
+        ),
+        _ => false,
+    }
 }
 
 /// registry:2's mapping: `REGISTRY_A_B_C=v` sets `a.b.c: v`. Setting a value on `auth` or
@@ -239,6 +261,16 @@ struct File {
     access: Option<AccessPolicy>,
     /// wharf's own: garbage collection inside `wharf serve`.
     gc: Option<Gc>,
+    /// GitLab's metadata database: refused when enabled, since it is not built in.
+    database: Option<Database>,
+}
+
+#[derive(Deserialize, Default)]
+struct Database {
+    #[serde(default, deserialize_with = "lenient::bool")]
+    enabled: Option<bool>,
+    #[serde(flatten)]
+    _rest: Mapping,
 }
 
 #[derive(Deserialize, Default)]
@@ -434,6 +466,14 @@ impl File {
                 ));
             }
         }
+        if self.database.as_ref().and_then(|d| d.enabled) == Some(true) {
+            return Err(bad(
+                "database.enabled",
+                "a metadata database is not supported by this wharf; remove the `database` \
+                 section to keep metadata in the storage root"
+                    .into(),
+            ));
+        }
         let root = self
             .storage
             .filesystem
@@ -606,6 +646,30 @@ health:
     interval: 10s
     threshold: 3
 ";
+
+    #[test]
+    fn a_storage_driver_or_database_wharf_lacks_stops_the_start_naming_the_key() {
+        let s3 = "version: 0.1\nstorage:\n  s3:\n    bucket: images\n    region: us-east-1\n";
+        let err = load_str(s3, &[])
+            .err()
+            .expect("storage.s3 must be refused")
+            .to_string();
+        assert!(err.contains("storage.s3:"), "{err}");
+        let env = [("REGISTRY_STORAGE", "s3")];
+        let err = load_str("version: 0.1\n", &env)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("storage.s3"), "{err}");
+        let db = "version: 0.1\ndatabase:\n  enabled: true\n  host: db\n";
+        let err = load_str(db, &[])
+            .err()
+            .expect("database must be refused")
+            .to_string();
+        assert!(err.contains("database.enabled"), "{err}");
+        let off = "version: 0.1\ndatabase:\n  enabled: false\n  host: db\n";
+        assert!(load_str(off, &[]).is_ok());
+    }
 
     #[test]
     fn registry2_image_default_config_loads_with_warnings_for_what_is_ignored() {
