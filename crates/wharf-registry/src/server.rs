@@ -52,8 +52,13 @@ pub fn state_for(config: &Config) -> anyhow::Result<Arc<AppState>> {
             random
         }
     };
+    let mut registry = Registry::new(store);
+    if let Some(proxy) = &config.proxy {
+        let proxy = crate::registry::proxy::Proxy::new(proxy).context("proxy:")?;
+        registry.proxy = Some(proxy);
+    }
     Ok(Arc::new(AppState {
-        registry: Registry::new(store),
+        registry,
         delete_enabled: config.delete_enabled,
         read_only: config.read_only,
         auth,
@@ -92,6 +97,16 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
         delete_enabled = config.delete_enabled,
         "wharf registry listening"
     );
+    if let Some(proxy) = &config.proxy {
+        for u in &proxy.upstreams {
+            let prefix = if u.prefix.is_empty() {
+                "(every repository)"
+            } else {
+                u.prefix.as_str()
+            };
+            tracing::info!(prefix, upstream = %u.remoteurl, ttl_secs = u.ttl.as_secs(), "pull-through cache");
+        }
+    }
     if let Some(purging) = config.upload_purging.clone() {
         tokio::spawn(purge_uploads_periodically(
             state.registry.store.clone(),

@@ -147,7 +147,7 @@ fn set_path(tree: &mut Value, path: &[String], leaf: Value) {
 }
 
 /// Environment values arrive as strings; registry:2 accepts them for bools and numbers too.
-mod lenient {
+pub(super) mod lenient {
     use serde::{de, Deserialize, Deserializer};
 
     #[derive(Deserialize)]
@@ -239,6 +239,8 @@ struct File {
     access: Option<AccessPolicy>,
     /// wharf's own: garbage collection inside `wharf serve`.
     gc: Option<Gc>,
+    /// registry:2's pull-through cache, with wharf's several upstreams.
+    proxy: Option<super::proxy::ProxyFile>,
 }
 
 #[derive(Deserialize, Default)]
@@ -561,6 +563,10 @@ impl File {
             }
         };
         config.access = self.access;
+        config.proxy = match self.proxy {
+            Some(p) => p.into_config(origin)?,
+            None => None,
+        };
         if let Some(gc) = self.gc.filter(|g| g.enabled != Some(false)) {
             let defaults = super::GcSchedule::default();
             config.gc = Some(super::GcSchedule {
