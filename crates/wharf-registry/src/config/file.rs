@@ -171,6 +171,20 @@ pub(super) mod lenient {
         }
     }
 
+    /// A byte count, as a number or a string of digits (from the environment).
+    pub fn u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        match Option::<Scalar>::deserialize(d)? {
+            None => Ok(None),
+            Some(Scalar::Int(n)) => Ok(Some(n)),
+            Some(Scalar::Str(s)) => s
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| de::Error::custom(format!("{s:?} is not a number of bytes"))),
+            Some(Scalar::Bool(_)) => Err(de::Error::custom("expected a number of bytes")),
+        }
+    }
+
     /// Go durations (`168h`, `1m30s`, `500ms`) or a number of seconds.
     pub fn duration<'de, D: Deserializer<'de>>(
         d: D,

@@ -20,6 +20,9 @@ pub struct ProxyConfig {
     /// `proxy.retention` (wharf's): cached manifests fetched longer ago than this are
     /// dropped by the GC, their blobs with them.
     pub retention: Option<Duration>,
+    /// `proxy.maxsize` (wharf's): bytes of cached blobs to keep at most; the manifests
+    /// fetched longest ago go first.
+    pub maxsize: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -54,6 +57,8 @@ pub(super) struct ProxyFile {
     upstreams: Option<Vec<UpstreamFile>>,
     #[serde(default, deserialize_with = "lenient::duration")]
     retention: Option<Duration>,
+    #[serde(default, deserialize_with = "lenient::u64")]
+    maxsize: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -123,6 +128,70 @@ impl ProxyFile {
         Ok(Some(ProxyConfig {
             upstreams,
             retention: self.retention,
+            maxsize: self.maxsize,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(yaml: &str, env: &[(&str, &str)]) -> Result<Option<ProxyConfig>, ConfigError> {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), yaml).unwrap();
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        super::super::load(Some(f.path()), env).map(|(c, _)| c.proxy)
+    }
+
+    #[test]
+    fn registry2_keys_and_environment_mirror_the_whole_registry() {
+        let env = [
+            ("REGISTRY_PROXY_REMOTEURL", "https://registry-1.docker.io"),
+            ("REGISTRY_PROXY_USERNAME", "me"),
+            ("REGISTRY_PROXY_PASSWORD", "secret"),
+            ("REGISTRY_PROXY_TTL", "24h"),
+        ];
+        let proxy = load("version: 0.1\n", &env).unwrap().unwrap();
+        let [one] = proxy.upstreams.as_slice() else {
+            panic!("{proxy:?}")
+        };
+        assert_eq!(one.prefix, "");
+        assert_eq!(one.remoteurl, "https://registry-1.docker.io");
+        assert_eq!(one.username.as_deref(), Some("me"));
+        assert_eq!(one.password.as_deref(), Some("secret"));
+        assert_eq!(one.ttl, Duration::from_secs(24 * 3600));
+        assert!(proxy.mirrors_everything());
+        let defaults = load("proxy:\n  remoteurl: http://up:5000\n", &[])
+            .unwrap()
+            .unwrap();
+        assert_eq!(defaults.upstreams[0].ttl, DEFAULT_TTL);
+    }
+
+    #[test]
+    fn several_upstreams_by_prefix_with_retention_and_a_size_cap() {
+        let yaml = "proxy:\n  ttl: 1h\n  retention: 720h\n  maxsize: 1000000\n  upstreams:\n    - prefix: docker.io/\n      remoteurl: https://registry-1.docker.io\n    - prefix: ghcr.io/\n      remoteurl: https://ghcr.io\n      ttl: 5m\n";
+        let proxy = load(yaml, &[]).unwrap().unwrap();
+        assert!(!proxy.mirrors_everything());
+        let prefixes: Vec<_> = proxy.upstreams.iter().map(|u| u.prefix.as_str()).collect();
+        assert_eq!(prefixes, ["docker.io/", "ghcr.io/"]);
+        assert_eq!(proxy.upstreams[0].ttl, Duration::from_secs(3600));
+        assert_eq!(proxy.upstreams[1].ttl, Duration::from_secs(300));
+        assert_eq!(proxy.retention, Some(Duration::from_secs(720 * 3600)));
+        assert_eq!(proxy.maxsize, Some(1_000_000));
+    }
+
+    #[test]
+    fn bad_prefixes_and_urls_name_their_key() {
+        let no_slash =
+            "proxy:\n  upstreams:\n    - prefix: docker.io\n      remoteurl: https://x\n";
+        let e = load(no_slash, &[]).unwrap_err().to_string();
+        assert!(e.contains("proxy.upstreams[0].prefix"), "{e}");
+        let no_scheme = "proxy:\n  remoteurl: registry-1.docker.io\n";
+        let e = load(no_scheme, &[]).unwrap_err().to_string();
+        assert!(e.contains("https://"), "{e}");
+        let no_url = "proxy:\n  username: me\n";
+        let e = load(no_url, &[]).unwrap_err().to_string();
+        assert!(e.contains("proxy.remoteurl"), "{e}");
     }
 }

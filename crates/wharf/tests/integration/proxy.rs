@@ -451,3 +451,41 @@ fn a_corrupt_upstream_blob_fails_the_pull_and_is_not_cached() {
     assert!(m.log().contains("not cached"), "{}", m.log());
     docker_rmi(&[&pushed]);
 }
+
+#[test]
+fn evicted_content_is_swept_by_garbage_collect_and_fetched_again() {
+    require_docker();
+    require("skopeo", "skopeo");
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = wharf_upstream(&dir.path().join("up"));
+    let cfg = dir.path().join("docker-config");
+    let repo = unique("evict/app");
+    push_upstream(&cfg, &upstream.host(), &repo, "evict me");
+    let mdir = dir.path().join("mirror");
+    std::fs::create_dir_all(&mdir).unwrap();
+    // A cap of one byte: everything cached is over it at the next collection.
+    let yaml = format!("version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: @DIR@/data\nhttp:\n  addr: 127.0.0.1:@PORT@\nproxy:\n  maxsize: 1\n  upstreams:\n    - prefix: up/\n      remoteurl: http://{}\n      username: {USER}\n      password: {PASSWORD}\n", upstream.host());
+    let m = Served::start(&mdir, &yaml, &[("WHARF_LOG", "info")]);
+    let through = format!("{}/up/{repo}:v1", m.host());
+    ok(
+        skopeo_copy(&through, &dir.path().join("first")),
+        "first pull",
+    );
+    let fetched = blob_gets(&upstream.log()).len();
+    let gc = Command::new(WHARF)
+        .args(["garbage-collect", "--grace", "0s"])
+        .arg(mdir.join("config.yml"))
+        .output()
+        .unwrap();
+    let report = ok(gc, "wharf garbage-collect on the mirror");
+    assert!(report.contains("evicted 1 cached manifests"), "{report}");
+    let blobs = mdir.join("data/docker/registry/v2/blobs/sha256");
+    let left = run(Command::new("find").arg(&blobs).args(["-name", "data"]));
+    assert_eq!(left.trim(), "", "blobs left after eviction:\n{report}");
+    // The next pull fetches it all again, and works.
+    ok(
+        skopeo_copy(&through, &dir.path().join("again")),
+        "pull after eviction",
+    );
+    assert_eq!(blob_gets(&upstream.log()).len(), fetched * 2);
+}

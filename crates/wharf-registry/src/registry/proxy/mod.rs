@@ -9,6 +9,7 @@
 //!   once its `ttl` has passed, and served stale (with a `Warning`) when the upstream
 //!   rate-limits or fails.
 
+mod evict;
 mod fill;
 mod manifests;
 pub mod upstream;
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 use wharf_client::ClientError;
 use wharf_oci::{ErrorCode, RepoName};
 
+pub use evict::Evicted;
 pub use fill::{BlobSource, Fill};
 pub use manifests::Served;
 pub use upstream::Remote;
