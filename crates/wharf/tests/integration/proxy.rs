@@ -489,3 +489,87 @@ fn evicted_content_is_swept_by_garbage_collect_and_fetched_again() {
     );
     assert_eq!(blob_gets(&upstream.log()).len(), fetched * 2);
 }
+
+#[test]
+fn one_platform_of_an_index_is_all_a_pull_of_it_fetches_and_tags_list_upstream() {
+    require_docker();
+    require("skopeo", "skopeo");
+    let dir = tempfile::tempdir().unwrap();
+    let dist = Distribution::start_on(&dir.path().join("dist"));
+    let repo = unique("lazy/app");
+    let mut parts = vec![];
+    for arch in ["amd64", "arm64"] {
+        let local = build_busybox_image(&unique("wharf-lazy:"), &format!("lazy {arch}"));
+        let remote = format!("{}/{repo}:{arch}", dist.host());
+        run(Command::new("docker").args(["tag", &local, &remote]));
+        run(Command::new("docker").args(["push", &remote]));
+        docker_rmi(&[&local]);
+        parts.push(remote);
+    }
+    let list = format!("{}/{repo}:latest", dist.host());
+    push_manifest_list(&list, &parts[0], &parts[1]);
+    let index: serde_json::Value = http_client()
+        .get(format!("{}/v2/{repo}/manifests/latest", dist.url()))
+        .header(
+            "Accept",
+            "application/vnd.docker.distribution.manifest.list.v2+json",
+        )
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let child = |arch: &str| {
+        let entries = index["manifests"].as_array().unwrap();
+        let entry = entries
+            .iter()
+            .find(|m| m["platform"]["architecture"] == arch)
+            .unwrap();
+        entry["digest"].as_str().unwrap().to_owned()
+    };
+    let mdir = dir.path().join("mirror");
+    std::fs::create_dir_all(&mdir).unwrap();
+    let yaml = format!("version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: @DIR@/data\nhttp:\n  addr: 127.0.0.1:@PORT@\nproxy:\n  upstreams:\n    - prefix: up/\n      remoteurl: {}\n", dist.url());
+    let m = Served::start(&mdir, &yaml, &[("WHARF_LOG", "info")]);
+    let through = format!("{}/up/{repo}:latest", m.host());
+    let out = Command::new("skopeo")
+        .args(["--override-arch", "arm64", "copy", "--src-tls-verify=false"])
+        .arg(format!("docker://{through}"))
+        .arg(format!("dir:{}", dir.path().join("arm64").display()))
+        .output()
+        .unwrap();
+    ok(
+        out,
+        &format!(
+            "skopeo copy of arm64 through the mirror; its log:\n{}",
+            m.log()
+        ),
+    );
+    let stored = |digest: &str| {
+        let hex = digest.trim_start_matches("sha256:");
+        mdir.join(format!(
+            "data/docker/registry/v2/blobs/sha256/{}/{hex}/data",
+            &hex[..2]
+        ))
+        .exists()
+    };
+    assert!(stored(&child("arm64")), "the arm64 manifest was not cached");
+    assert!(
+        !stored(&child("amd64")),
+        "the amd64 manifest was fetched too"
+    );
+    let blobs = m.log().matches("cached a blob from upstream").count();
+    assert_eq!(blobs, 2, "config and layer of one platform:\n{}", m.log());
+
+    // Tags come from the upstream, as registry:2's proxy lists them.
+    let tags: serde_json::Value = http_client()
+        .get(format!("http://{}/v2/up/{repo}/tags/list", m.host()))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        tags["tags"],
+        serde_json::json!(["amd64", "arm64", "latest"])
+    );
+    docker_rmi(&[&parts[0], &parts[1]]);
+}

@@ -105,6 +105,25 @@ impl Registry {
         }
     }
 
+    /// The upstream's tags for a proxied repository, as registry:2's proxy lists them;
+    /// None when the upstream cannot say (the cached tags are listed then).
+    pub async fn proxied_tags(&self, route: &Route) -> Option<Vec<String>> {
+        let remote = &route.remote;
+        let listed = tokio::time::timeout(
+            MANIFEST_TIMEOUT,
+            remote.client.list_tags(&route.upstream_repo),
+        )
+        .await;
+        match listed {
+            Ok(Ok(tags)) => Some(tags),
+            Ok(Err(e)) => {
+                tracing::warn!(upstream = %remote.url, error = %e, "listing tags upstream failed; listing the cached ones");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
     /// Fetch `reference` (a digest) from upstream once however many ask, store it in
     /// `repo` (under `tag` when given) and serve it.
     async fn fetch(
@@ -193,7 +212,10 @@ impl FetchJob {
             UpstreamFailure::Failed(format!("it served a manifest wharf cannot store: {e}"))
         })?;
         let bytes = Bytes::from(got.bytes);
-        let record = ManifestRecord::of(&parsed, got.digest.clone(), bytes.len() as u64);
+        let mut record = ManifestRecord::of(&parsed, got.digest.clone(), bytes.len() as u64);
+        // An index's children arrive later, one platform at a time, if ever: the store is
+        // not asked to keep them alive now (GC reads an index's children from its bytes).
+        record.children.clear();
         // Only the manifest: its blobs (and an index's children) are fetched when asked
         // for, so a pull of one platform fetches that platform alone.
         let stored = async {
