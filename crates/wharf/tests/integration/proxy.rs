@@ -143,6 +143,30 @@ fn docker_skopeo_and_podman_pull_through_a_mirror_of_an_authenticated_wharf() {
     let own = docker_pushed(&m.host(), "own/app", "pushed to the mirror");
     docker_cfg(&cfg, &["pull", &own]);
     docker_runs(&own, "pushed to the mirror");
+    // A digest of the mirror's own content does not open it under a proxied name.
+    let own_manifest: serde_json::Value = http_client()
+        .get(format!("http://{}/v2/own/app/manifests/v1", m.host()))
+        .header(
+            "Accept",
+            "application/vnd.docker.distribution.manifest.v2+json",
+        )
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let own_layer = own_manifest["layers"][0]["digest"].as_str().unwrap();
+    let leaked = http_client()
+        .get(format!(
+            "http://{}/v2/up/{repo}/blobs/{own_layer}",
+            m.host()
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(
+        leaked.status(),
+        404,
+        "the mirror's own blob served under up/"
+    );
     let local = build_busybox_image(&unique("wharf-proxy-refused:"), "refused");
     let refused = format!("{}/up/{repo}:v2", m.host());
     run(Command::new("docker").args(["tag", &local, &refused]));

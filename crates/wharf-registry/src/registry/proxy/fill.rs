@@ -63,17 +63,12 @@ impl Registry {
             let mut fills = proxy.fills.lock().await;
             match fills.get(digest) {
                 Some(f) => f.clone(),
-                // Fetched for another repository already: never fetched twice.
+                // Fetched for another repository already: never fetched twice. It is
+                // linked here only if the upstream has it in this repository (a HEAD), so
+                // a digest known from a private repository opens nothing.
                 None if self.store.blobs.stat(digest).await?.is_some() => {
                     drop(fills);
-                    ProxyStats::count(&proxy.stats.hits, 1);
-                    return match link(&self.store, repo, digest).await? {
-                        true => Ok(self
-                            .blob_in_repo(repo, digest)
-                            .await?
-                            .map(BlobSource::Stored)),
-                        false => Ok(None),
-                    };
+                    return self.link_cached(repo, digest, route).await;
                 }
                 None => {
                     let fill = start(proxy, self.store.clone(), repo, digest, route);
@@ -108,6 +103,40 @@ impl Registry {
             size,
             follow(state, self.store.clone(), repo.clone(), digest.clone()),
         )))
+    }
+}
+
+impl Registry {
+    async fn link_cached(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        route: &Route,
+    ) -> Result<Option<BlobSource>> {
+        let proxy = self.proxy.as_ref().expect("routed by the proxy");
+        let remote = &route.remote;
+        let asked = tokio::time::timeout(
+            super::upstream::MANIFEST_TIMEOUT,
+            remote.client.blob_exists(&route.upstream_repo, digest),
+        )
+        .await;
+        match asked {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => return Ok(None),
+            Ok(Err(e)) => return Err(UpstreamFailure::of(&e).into_error(remote)),
+            Err(_) => {
+                let failure = UpstreamFailure::timeout(remote, super::upstream::MANIFEST_TIMEOUT);
+                return Err(failure.into_error(remote));
+            }
+        }
+        ProxyStats::count(&proxy.stats.hits, 1);
+        if !link(&self.store, repo, digest).await? {
+            return Ok(None);
+        }
+        Ok(self
+            .blob_in_repo(repo, digest)
+            .await?
+            .map(BlobSource::Stored))
     }
 }
 
