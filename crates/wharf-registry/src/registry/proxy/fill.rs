@@ -272,13 +272,30 @@ impl FillJob {
     }
 }
 
+/// How long an upstream may send nothing in the middle of a blob before the fill gives
+/// up (and its clients get an error rather than a hung download).
+const IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn stalled() -> wharf_client::ClientError {
+    wharf_client::ClientError::Request {
+        url: "the upstream".into(),
+        detail: format!(
+            "sent nothing for {} s in the middle of a blob",
+            IDLE.as_secs()
+        ),
+    }
+}
+
 /// The next chunk, and whatever else has already arrived, up to `BATCH` bytes.
 async fn next_batch(
     body: &mut wharf_client::client::BlobStream,
 ) -> Option<Result<Vec<Bytes>, wharf_client::ClientError>> {
-    let first = match body.next().await? {
-        Ok(b) => b,
-        Err(e) => return Some(Err(e)),
+    let first = match tokio::time::timeout(IDLE, body.next()).await {
+        Err(_) => return Some(Err(stalled())),
+        Ok(next) => match next? {
+            Ok(b) => b,
+            Err(e) => return Some(Err(e)),
+        },
     };
     let mut len = first.len();
     let mut batch = vec![first];

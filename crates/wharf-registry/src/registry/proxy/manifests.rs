@@ -92,8 +92,9 @@ impl Registry {
                 Ok(Some(Served {
                     content,
                     warning: Some(format!(
-                        "110 - \"Response is Stale: the upstream {} could not be asked ({why})\"",
-                        remote.url
+                        "110 - \"Response is Stale: the upstream {} could not be asked ({})\"",
+                        remote.url,
+                        header_text(&why)
                     )),
                 }))
             }
@@ -173,6 +174,16 @@ impl Registry {
             }
         }
     }
+}
+
+/// Text fit for inside a quoted header value: printable ASCII without quotes.
+fn header_text(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            ' '..='~' if c != '"' && c != '\\' => c,
+            _ => ' ',
+        })
+        .collect()
 }
 
 fn fresh(content: ManifestContent) -> Served {
