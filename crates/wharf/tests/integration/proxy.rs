@@ -215,17 +215,7 @@ fn eight_concurrent_cold_pulls_fetch_each_blob_from_upstream_once() {
     let upstream = wharf_upstream(&dir.path().join("up"));
     let cfg = dir.path().join("docker-config");
     let repo = unique("single/flight");
-    // A layer big enough that the pulls overlap: 16 MiB of pseudo-random hex, which gzip
-    // only halves.
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let big: String = (0..16 << 20)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            char::from(b"0123456789abcdef"[(x & 15) as usize])
-        })
-        .collect();
+    let big = random_hex(16 << 20);
     let local = build_busybox_image_with(
         &unique("wharf-proxy-big:"),
         "big",
@@ -596,4 +586,89 @@ fn one_platform_of_an_index_is_all_a_pull_of_it_fetches_and_tags_list_upstream()
         serde_json::json!(["amd64", "arm64", "latest"])
     );
     docker_rmi(&[&parts[0], &parts[1]]);
+}
+
+/// `len` characters of pseudo-random hex: a layer that gzip only halves.
+fn random_hex(len: usize) -> String {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ len as u64 ^ u64::from(std::process::id());
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b"0123456789abcdef"[(x & 15) as usize])
+        })
+        .collect()
+}
+
+#[test]
+fn a_client_that_disconnects_does_not_stop_the_fill() {
+    require_docker();
+    let dir = tempfile::tempdir().unwrap();
+    let dist = Distribution::start_on(&dir.path().join("dist"));
+    let big = random_hex(12 << 20);
+    let local = build_busybox_image_with(
+        &unique("wharf-proxy-drop:"),
+        "dropped",
+        &[("big", &big)],
+        &["CMD [\"/bin/sh\"]"],
+    );
+    let repo = unique("drop/app");
+    let remote = format!("{}/{repo}:v1", dist.host());
+    run(Command::new("docker").args(["tag", &local, &remote]));
+    run(Command::new("docker").args(["push", &remote]));
+    docker_rmi(&[&local, &remote]);
+    let ndir = dir.path().join("nginx");
+    std::fs::create_dir_all(&ndir).unwrap();
+    let (_nginx, nport) = nginx_front(&ndir, dist.port, &ndir.join("never"), "2m");
+    let mdir = dir.path().join("mirror");
+    std::fs::create_dir_all(&mdir).unwrap();
+    let yaml = format!("version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: @DIR@/data\nhttp:\n  addr: 127.0.0.1:@PORT@\nproxy:\n  upstreams:\n    - prefix: up/\n      remoteurl: http://127.0.0.1:{nport}\n");
+    let m = Served::start(&mdir, &yaml, &[("WHARF_LOG", "info")]);
+    let manifest: serde_json::Value = http_client()
+        .get(format!("http://{}/v2/up/{repo}/manifests/v1", m.host()))
+        .header(
+            "Accept",
+            "application/vnd.docker.distribution.manifest.v2+json",
+        )
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_owned();
+    let size = manifest["layers"][0]["size"].as_u64().unwrap();
+    // Read the first bytes as they arrive, then hang up.
+    let mut resp = http_client()
+        .get(format!("http://{}/v2/up/{repo}/blobs/{layer}", m.host()))
+        .send()
+        .unwrap();
+    let mut first = [0u8; 4096];
+    std::io::Read::read_exact(&mut resp, &mut first).unwrap();
+    drop(resp);
+    assert!(
+        !m.log().contains("cached a blob from upstream"),
+        "the fill ended before the hang-up: make the layer bigger"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !m.log().contains(&format!("digest={layer}")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fill stopped with its client:\n{}",
+            m.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        m.log().contains("cached a blob from upstream"),
+        "{}",
+        m.log()
+    );
+    // Now it is served from the store, whole.
+    let bytes = http_client()
+        .get(format!("http://{}/v2/up/{repo}/blobs/{layer}", m.host()))
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap();
+    assert_eq!(bytes.len() as u64, size);
 }
