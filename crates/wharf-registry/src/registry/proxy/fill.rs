@@ -25,8 +25,17 @@ const BATCH: usize = 4 << 20;
 #[derive(Clone, Debug)]
 enum State {
     Connecting,
-    Writing { id: Uuid, size: u64, written: u64 },
-    Done { size: u64 },
+    Writing {
+        id: Uuid,
+        size: u64,
+        written: u64,
+        /// The batch just appended, from offset `written - its length`: a follower that
+        /// has everything before it takes it from here, without reading the file back.
+        recent: Option<Arc<Vec<Bytes>>>,
+    },
+    Done {
+        size: u64,
+    },
     Failed(UpstreamFailure),
 }
 
@@ -226,7 +235,12 @@ impl FillJob {
         let blobs = &self.store.blobs;
         let id = blobs.start_upload(&self.repo).await.map_err(store_failed)?;
         let mut written = 0u64;
-        let _ = tx.send(State::Writing { id, size, written });
+        let _ = tx.send(State::Writing {
+            id,
+            size,
+            written,
+            recent: None,
+        });
         let result = async {
             while let Some(batch) = next_batch(&mut body).await {
                 let batch = batch.map_err(|e| UpstreamFailure::Failed(e.to_string()))?;
@@ -236,13 +250,20 @@ impl FillJob {
                         "the upstream sent more than the {size} bytes it announced"
                     )));
                 }
-                let chunks = futures::stream::iter(batch.into_iter().map(Ok)).boxed();
+                let batch = Arc::new(batch);
+                let chunks =
+                    futures::stream::iter(batch.as_ref().clone().into_iter().map(Ok)).boxed();
                 written = blobs
                     .append(&self.repo, id, Some(written), chunks)
                     .await
                     .map_err(store_failed)?;
                 ProxyStats::count(&self.stats.upstream_bytes, len);
-                let _ = tx.send(State::Writing { id, size, written });
+                let _ = tx.send(State::Writing {
+                    id,
+                    size,
+                    written,
+                    recent: Some(batch),
+                });
             }
             if written != size {
                 return Err(UpstreamFailure::Failed(format!(
@@ -382,10 +403,19 @@ impl Follower {
                     self.finished = true;
                     return Some(Err(io::Error::other(f.describe())));
                 }
-                State::Writing { id, size, written } => {
+                State::Writing {
+                    id,
+                    size,
+                    written,
+                    recent,
+                } => {
                     // The last byte waits for the commit: a client never has all of a
                     // blob whose digest the store has not verified.
                     let limit = written.min(size.saturating_sub(1));
+                    if let Some(live) = recent.and_then(|r| self.live(&r, written, limit)) {
+                        self.inner = Some(live);
+                        continue;
+                    }
                     if limit > self.offset {
                         let read = self
                             .store
@@ -415,6 +445,27 @@ impl Follower {
                 }
             }
         }
+    }
+
+    /// The bytes from this follower's offset up to `limit`, out of the batch that ends at
+    /// `written`, when the follower has everything before the batch.
+    fn live(&self, batch: &[Bytes], written: u64, limit: u64) -> Option<ByteStream> {
+        let len: u64 = batch.iter().map(|b| b.len() as u64).sum();
+        let start = written - len;
+        if self.offset != start || limit <= start {
+            return None;
+        }
+        let mut left = limit - start;
+        let mut chunks = Vec::with_capacity(batch.len());
+        for chunk in batch {
+            if left == 0 {
+                break;
+            }
+            let take = (chunk.len() as u64).min(left) as usize;
+            chunks.push(Ok(chunk.slice(..take)));
+            left -= take as u64;
+        }
+        Some(futures::stream::iter(chunks).boxed())
     }
 
     /// The fill's sender is gone; whether it left a final state to act on.
