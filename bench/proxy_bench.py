@@ -263,7 +263,11 @@ def run(args, work, pidfile, servers):
     w, d = min(cold["wharf"]), min(cold["distribution"])
     print(f"| cold pull (s)                                | {w:.2f} | {d:.2f} | {d / w:.2f}x faster | >= 1.5x | {'PASS' if d / w >= 1.5 else 'MISS'} |")
     w, d = min(ttfb["wharf"]), min(ttfb["distribution"])
-    print(f"| first byte of a cold layer (ms)              | {w * 1000:.1f} | {d * 1000:.1f} | {w / d:.3f} of dist | <= 0.1 (if dist buffers) | {'PASS' if w / d <= 0.1 else 'MISS'} |")
+    # The target assumes Distribution buffers the layer before its first byte; a first byte
+    # in well under the layer's transfer time shows it streams, so the target does not apply.
+    buffers = d > 0.25
+    result = ('PASS' if w / d <= 0.1 else 'MISS') if buffers else 'n/a: dist streams too'
+    print(f"| first byte of a cold layer (ms)              | {w * 1000:.1f} | {d * 1000:.1f} | {w / d:.3f} of dist | <= 0.1 (if dist buffers) | {result} |")
     w, d = fanout["wharf"], fanout["distribution"]
     print(f"| upstream bytes, 8 concurrent cold pulls (x image) | {w / total:.2f} | {d / total:.2f} | | 1.00x | {'PASS' if w == total else 'MISS'} |")
     wm, pm = total / min(warm) / MB, total / min(plain) / MB
