@@ -5,6 +5,7 @@
 pub mod challenge;
 pub mod client;
 pub mod credentials;
+pub mod image;
 pub mod reference;
 pub mod token_cache;
 

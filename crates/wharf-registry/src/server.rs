@@ -52,8 +52,13 @@ pub fn state_for(config: &Config) -> anyhow::Result<Arc<AppState>> {
             random
         }
     };
+    let mut registry = Registry::new(store);
+    if let Some(proxy) = &config.proxy {
+        let proxy = crate::registry::proxy::Proxy::new(proxy).context("proxy:")?;
+        registry.proxy = Some(proxy);
+    }
     Ok(Arc::new(AppState {
-        registry: Registry::new(store),
+        registry,
         delete_enabled: config.delete_enabled,
         read_only: config.read_only,
         auth,
@@ -92,6 +97,16 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
         delete_enabled = config.delete_enabled,
         "wharf registry listening"
     );
+    if let Some(proxy) = &config.proxy {
+        for u in &proxy.upstreams {
+            let prefix = if u.prefix.is_empty() {
+                "(every repository)"
+            } else {
+                u.prefix.as_str()
+            };
+            tracing::info!(prefix, upstream = %u.remoteurl, ttl_secs = u.ttl.as_secs(), "pull-through cache");
+        }
+    }
     if let Some(purging) = config.upload_purging.clone() {
         tokio::spawn(purge_uploads_periodically(
             state.registry.store.clone(),
@@ -99,7 +114,14 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
         ));
     }
     if let Some(gc) = config.gc.clone() {
-        tokio::spawn(collect_garbage_periodically(state.clone(), gc));
+        tokio::spawn(collect_garbage_periodically(
+            state.clone(),
+            gc,
+            config.proxy.clone(),
+        ));
+    }
+    if let Some(proxy) = &state.registry.proxy {
+        tokio::spawn(log_proxy_stats(proxy.stats.clone()));
     }
     let drain = config.http.drain_timeout.unwrap_or(DRAIN_TIMEOUT);
     serve_listener(listener, state, tls, drain, shutdown).await
@@ -122,7 +144,34 @@ async fn purge_uploads_periodically(store: Store, purging: crate::config::Upload
 }
 
 /// `gc:`: collect while serving. The first run waits one interval, as purging's does.
-async fn collect_garbage_periodically(state: Arc<AppState>, gc: crate::config::GcSchedule) {
+/// The cache's counters in the log once a minute when they moved (metrics will export
+/// the same `ProxyStats`).
+async fn log_proxy_stats(stats: Arc<crate::registry::proxy::ProxyStats>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    let mut last = [0u64; 5];
+    loop {
+        tick.tick().await;
+        let now = stats.snapshot();
+        if now != last {
+            let [hits, misses, upstream_bytes, errors, stale] = now;
+            tracing::info!(
+                hits,
+                misses,
+                upstream_bytes,
+                errors,
+                stale,
+                "pull-through cache"
+            );
+            last = now;
+        }
+    }
+}
+
+async fn collect_garbage_periodically(
+    state: Arc<AppState>,
+    gc: crate::config::GcSchedule,
+    proxy: Option<crate::config::proxy::ProxyConfig>,
+) {
     let opts = crate::registry::gc::GcOptions {
         dry_run: false,
         delete_untagged: gc.delete_untagged,
@@ -131,6 +180,20 @@ async fn collect_garbage_periodically(state: Arc<AppState>, gc: crate::config::G
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + gc.interval, gc.interval);
     loop {
         tick.tick().await;
+        // Evicted manifests leave their blobs unreferenced: this same collection sweeps them.
+        if let Some(proxy) = &proxy {
+            match state.registry.evict_cached(proxy).await {
+                Ok(e) if e.manifests > 0 => {
+                    tracing::info!(
+                        manifests = e.manifests,
+                        bytes = e.bytes,
+                        "evicted cached content"
+                    )
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "evicting cached content failed"),
+            }
+        }
         match state.registry.collect_garbage(&opts).await {
             Ok(r) => tracing::info!(
                 blobs = r.blobs.len(),

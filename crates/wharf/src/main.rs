@@ -1,6 +1,5 @@
 //! `wharf`: one binary, subcommands wiring the crates together.
 
-mod archive;
 mod client_args;
 mod copy;
 mod htpasswd;

@@ -80,7 +80,21 @@ pub fn garbage_collect(args: GcArgs) -> anyhow::Result<()> {
             .or(config.gc.as_ref().map(|g| g.grace))
             .unwrap_or(config::DEFAULT_GC_GRACE),
     };
-    let report = runtime()?
+    let runtime = runtime()?;
+    // The pull-through cache's retention and size cap: evicted manifests leave their blobs
+    // to this collection.
+    if let Some(proxy) = config.proxy.as_ref().filter(|_| !args.dry_run) {
+        let evicted = runtime
+            .block_on(registry.evict_cached(proxy))
+            .map_err(|e| anyhow::anyhow!("evicting cached content failed: {e}"))?;
+        if evicted.manifests > 0 && !args.store.json {
+            println!(
+                "evicted {} cached manifests ({} bytes of blobs)",
+                evicted.manifests, evicted.bytes
+            );
+        }
+    }
+    let report = runtime
         .block_on(registry.collect_garbage(&opts))
         .map_err(|e| anyhow::anyhow!("garbage collection stopped, nothing more deleted: {e}"))?;
     if args.store.json {

@@ -11,6 +11,7 @@ use futures::StreamExt;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 use wharf_client::client::BlobStream;
+use wharf_client::image;
 use wharf_oci::Digest;
 
 use crate::client_args::flag_bool;
@@ -63,36 +64,6 @@ impl Progress {
         }
     }
 
-    /// The destination already had the blob.
-    pub fn skipped(&self, digest: &Digest) {
-        self.counts.skipped.fetch_add(1, Ordering::Relaxed);
-        self.line(&format!("{digest}: already present"));
-    }
-
-    /// The registry linked the blob from another repository.
-    pub fn mounted(&self, digest: &Digest) {
-        self.counts.mounted.fetch_add(1, Ordering::Relaxed);
-        self.line(&format!("{digest}: mounted"));
-    }
-
-    /// A blob of `size` bytes starts to move.
-    pub fn start(&self, digest: &Digest, size: u64) -> Transfer<'_> {
-        let bar = match &self.style {
-            Style::Bars(multi) => {
-                let bar = multi.add(ProgressBar::new(size));
-                bar.set_style(bar_style());
-                bar.set_message(short(digest));
-                Some(bar)
-            }
-            _ => None,
-        };
-        Transfer {
-            progress: self,
-            bar,
-            digest: digest.clone(),
-        }
-    }
-
     /// Blobs moved, mounted and skipped, for the closing line.
     pub fn tally(&self) -> (usize, usize, usize) {
         let c = &self.counts;
@@ -137,6 +108,38 @@ impl Progress {
     }
 }
 
+impl image::Progress for Progress {
+    /// The destination already had the blob.
+    fn skipped(&self, digest: &Digest) {
+        self.counts.skipped.fetch_add(1, Ordering::Relaxed);
+        self.line(&format!("{digest}: already present"));
+    }
+
+    /// The registry linked the blob from another repository.
+    fn mounted(&self, digest: &Digest) {
+        self.counts.mounted.fetch_add(1, Ordering::Relaxed);
+        self.line(&format!("{digest}: mounted"));
+    }
+
+    /// A blob of `size` bytes starts to move.
+    fn start(&self, digest: &Digest, size: u64) -> Box<dyn image::Transfer + Send + '_> {
+        let bar = match &self.style {
+            Style::Bars(multi) => {
+                let bar = multi.add(ProgressBar::new(size));
+                bar.set_style(bar_style());
+                bar.set_message(short(digest));
+                Some(bar)
+            }
+            _ => None,
+        };
+        Box::new(Transfer {
+            progress: self,
+            bar,
+            digest: digest.clone(),
+        })
+    }
+}
+
 /// One blob on the move; `done` counts it, dropping it without `done` (an error) does not.
 pub struct Transfer<'a> {
     progress: &'a Progress,
@@ -144,9 +147,9 @@ pub struct Transfer<'a> {
     digest: Digest,
 }
 
-impl Transfer<'_> {
+impl image::Transfer for Transfer<'_> {
     /// `stream`, counting its bytes (and moving the bar) as the consumer takes them.
-    pub fn track(&self, stream: BlobStream) -> BlobStream {
+    fn track(&self, stream: BlobStream) -> BlobStream {
         let counts = Arc::clone(&self.progress.counts);
         let bar = self.bar.clone();
         Box::pin(stream.inspect(move |chunk| {
@@ -162,7 +165,7 @@ impl Transfer<'_> {
     }
 
     /// The blob arrived; `what` says how ("uploaded", "downloaded").
-    pub fn done(self, what: &str) {
+    fn done(self: Box<Self>, what: &str) {
         self.progress.counts.copied.fetch_add(1, Ordering::Relaxed);
         match &self.bar {
             Some(bar) => bar.finish_with_message(format!("{} {what}", short(&self.digest))),

@@ -169,7 +169,7 @@ fn set_path(tree: &mut Value, path: &[String], leaf: Value) {
 }
 
 /// Environment values arrive as strings; registry:2 accepts them for bools and numbers too.
-mod lenient {
+pub(super) mod lenient {
     use serde::{de, Deserialize, Deserializer};
 
     #[derive(Deserialize)]
@@ -190,6 +190,20 @@ mod lenient {
                 _ => Err(de::Error::custom(format!("{s:?} is not true or false"))),
             },
             Some(Scalar::Int(n)) => Ok(Some(n != 0)),
+        }
+    }
+
+    /// A byte count, as a number or a string of digits (from the environment).
+    pub fn u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        match Option::<Scalar>::deserialize(d)? {
+            None => Ok(None),
+            Some(Scalar::Int(n)) => Ok(Some(n)),
+            Some(Scalar::Str(s)) => s
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| de::Error::custom(format!("{s:?} is not a number of bytes"))),
+            Some(Scalar::Bool(_)) => Err(de::Error::custom("expected a number of bytes")),
         }
     }
 
@@ -263,6 +277,8 @@ struct File {
     gc: Option<Gc>,
     /// GitLab's metadata database: refused when enabled, since it is not built in.
     database: Option<Database>,
+    /// registry:2's pull-through cache, with wharf's several upstreams.
+    proxy: Option<super::proxy::ProxyFile>,
 }
 
 #[derive(Deserialize, Default)]
@@ -601,6 +617,10 @@ impl File {
             }
         };
         config.access = self.access;
+        config.proxy = match self.proxy {
+            Some(p) => p.into_config(origin)?,
+            None => None,
+        };
         if let Some(gc) = self.gc.filter(|g| g.enabled != Some(false)) {
             let defaults = super::GcSchedule::default();
             config.gc = Some(super::GcSchedule {

@@ -2,6 +2,7 @@
 //! environment into the same struct the command line fills.
 
 mod file;
+pub mod proxy;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,6 +31,8 @@ pub struct Config {
     pub access: Option<AccessPolicy>,
     /// `gc:` (wharf's own): collect garbage inside `wharf serve` on a schedule.
     pub gc: Option<GcSchedule>,
+    /// `proxy:`: a pull-through cache of one upstream or several.
+    pub proxy: Option<proxy::ProxyConfig>,
 }
 
 /// Content retained this recently is never collected: it covers a push whose blobs are up
@@ -165,6 +168,7 @@ impl Config {
             auth: None,
             access: None,
             gc: None,
+            proxy: None,
         }
     }
 }

@@ -8,8 +8,9 @@ use serde_json::json;
 use wharf_oci::{Digest, ErrorCode, RepoName};
 
 use super::error::{ApiError, ApiResult};
-use super::response::{empty, streaming, RespExt, DOCKER_CONTENT_DIGEST};
+use super::response::{empty, streaming, Resp, RespExt, DOCKER_CONTENT_DIGEST};
 use super::{AppState, Req};
+use crate::registry::proxy::BlobSource;
 
 /// A `Range: bytes=...` header as an inclusive range within `size`. Err for unsatisfiable.
 fn parse_range(header: &str, size: u64) -> Result<Option<RangeInclusive<u64>>, ()> {
@@ -63,6 +64,21 @@ pub async fn get(
     req: &Req,
     head: bool,
 ) -> ApiResult {
+    if let Some(route) = state.registry.proxy.as_ref().and_then(|p| p.route(repo)) {
+        match state
+            .registry
+            .proxied_blob(repo, digest, &route, !head)
+            .await?
+        {
+            None => {
+                return Err(
+                    ApiError::new(ErrorCode::BlobUnknown).detail(json!({ "digest": digest }))
+                )
+            }
+            Some(BlobSource::Filling(size, body)) => return Ok(filling(digest, size, body, head)),
+            Some(BlobSource::Stored(_)) => {}
+        }
+    }
     let size = require_linked(state, repo, digest).await?;
     let blobs = &state.registry.store.blobs;
     if !head {
@@ -109,6 +125,20 @@ pub async fn get(
         .with(DOCKER_CONTENT_DIGEST, &digest.to_string())
         .with(ETAG, &format!("\"{digest}\""))
         .with(ACCEPT_RANGES, "bytes"))
+}
+
+/// A blob still arriving from a proxy upstream: the whole of it (a range is answered
+/// with everything, as RFC 9110 allows), streamed as it comes.
+fn filling(digest: &Digest, size: u64, body: crate::store::ByteStream, head: bool) -> Resp {
+    let mut resp = match head {
+        true => empty(StatusCode::OK),
+        false => Response::new(streaming(body)),
+    };
+    resp.headers_mut()
+        .insert(CONTENT_LENGTH, HeaderValue::from(size));
+    resp.with(CONTENT_TYPE, wharf_oci::media_type::OCTET_STREAM)
+        .with(DOCKER_CONTENT_DIGEST, &digest.to_string())
+        .with(ETAG, &format!("\"{digest}\""))
 }
 
 /// Unlinks the blob from this repository, as Distribution does; the bytes go at GC.

@@ -103,6 +103,13 @@ impl From<crate::registry::Error> for ApiError {
     fn from(e: crate::registry::Error) -> ApiError {
         match e {
             crate::registry::Error::Store(e) => e.into(),
+            crate::registry::Error::Upstream {
+                code,
+                status,
+                message,
+            } => ApiError::new(code)
+                .message(message)
+                .status(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY)),
             crate::registry::Error::Refused {
                 code,
                 message,

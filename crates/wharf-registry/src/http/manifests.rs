@@ -21,11 +21,21 @@ pub async fn get(
     reference: &Reference,
     head: bool,
 ) -> ApiResult {
-    let m = state
-        .registry
-        .manifest(repo, reference)
-        .await?
-        .ok_or_else(|| unknown(repo, reference))?;
+    let route = state.registry.proxy.as_ref().and_then(|p| p.route(repo));
+    let (m, warning) = match route {
+        Some(route) => {
+            let served = state
+                .registry
+                .proxied_manifest(repo, reference, &route)
+                .await?
+                .ok_or_else(|| unknown(repo, reference))?;
+            (served.content, served.warning)
+        }
+        None => {
+            let m = state.registry.manifest(repo, reference).await?;
+            (m.ok_or_else(|| unknown(repo, reference))?, None)
+        }
+    };
     let digest_text = m.digest.to_string();
     let resp = if head {
         empty(StatusCode::OK)
@@ -34,9 +44,13 @@ pub async fn get(
     } else {
         bytes_response(StatusCode::OK, &m.media_type, m.bytes)
     };
-    Ok(resp
+    let resp = resp
         .with(DOCKER_CONTENT_DIGEST, &digest_text)
-        .with(ETAG, &format!("\"{digest_text}\"")))
+        .with(ETAG, &format!("\"{digest_text}\""));
+    Ok(match warning {
+        Some(w) => resp.with(http::header::WARNING, &w),
+        None => resp,
+    })
 }
 
 pub async fn put(state: &AppState, repo: &RepoName, reference: &Reference, req: Req) -> ApiResult {

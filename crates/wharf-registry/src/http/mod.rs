@@ -183,6 +183,22 @@ impl Route {
     }
 }
 
+impl Route {
+    /// The repository the route addresses, if any.
+    fn repo(&self) -> Option<&RepoName> {
+        match self {
+            Route::Tags(r)
+            | Route::Manifest(r, _)
+            | Route::BadReference(r, _)
+            | Route::Blob(r, _)
+            | Route::Uploads(r)
+            | Route::Upload(r, _)
+            | Route::Referrers(r, _) => Some(r),
+            Route::Token | Route::Base | Route::Catalog => None,
+        }
+    }
+}
+
 fn method_not_allowed() -> ApiError {
     ApiError::new(ErrorCode::Unsupported).message("method not allowed on this endpoint")
 }
@@ -194,6 +210,16 @@ async fn dispatch(state: &AppState, route: Route, req: Req) -> ApiResult {
     if writes && state.read_only {
         return Err(ApiError::new(ErrorCode::Unsupported)
             .message("the registry is in read-only mode (storage.maintenance.readonly)"));
+    }
+    if writes {
+        if let Some(repo) = route.repo().filter(|r| {
+            let proxy = state.registry.proxy.as_ref();
+            proxy.is_some_and(|p| p.refuses_writes(r))
+        }) {
+            return Err(ApiError::new(ErrorCode::Unsupported)
+                .message(format!("{repo} is a pull-through cache of an upstream registry (proxy:); it cannot be pushed to or deleted from"))
+                .status(StatusCode::METHOD_NOT_ALLOWED));
+        }
     }
     match (route, req.method.clone()) {
         (Route::Token, Method::GET | Method::POST) => token::handle(state, req).await,

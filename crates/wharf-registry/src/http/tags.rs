@@ -31,15 +31,20 @@ pub fn next_link(path: &str, n: usize, last: &str) -> String {
 
 pub async fn list(state: &AppState, repo: &RepoName, req: &Req) -> ApiResult {
     let (n, last) = pagination(req)?;
-    let page = state
-        .registry
-        .store
-        .meta
-        .list_tags(repo, last, n)
-        .await?
-        .ok_or_else(|| {
-            ApiError::new(ErrorCode::NameUnknown).detail(json!({ "name": repo.as_str() }))
-        })?;
+    let upstream = match state.registry.proxy.as_ref().and_then(|p| p.route(repo)) {
+        Some(route) => state.registry.proxied_tags(&route).await,
+        None => None,
+    };
+    let page = match upstream {
+        Some(mut tags) => {
+            tags.sort();
+            Some(crate::store::paginate(tags.into_iter(), last, n))
+        }
+        None => state.registry.store.meta.list_tags(repo, last, n).await?,
+    };
+    let page = page.ok_or_else(|| {
+        ApiError::new(ErrorCode::NameUnknown).detail(json!({ "name": repo.as_str() }))
+    })?;
     let mut resp = json_response(
         StatusCode::OK,
         &json!({ "name": repo.as_str(), "tags": page.items }),

@@ -5,6 +5,7 @@
 mod cache;
 pub mod gc;
 pub mod manifests;
+pub mod proxy;
 pub mod scrub;
 mod uploads;
 
@@ -20,6 +21,8 @@ use crate::store::{Store, StoreError};
 pub struct Registry {
     pub store: Store,
     pub manifests: ManifestCache,
+    /// The pull-through cache, when `proxy:` names upstreams.
+    pub proxy: Option<proxy::Proxy>,
 }
 
 impl Registry {
@@ -27,6 +30,7 @@ impl Registry {
         Registry {
             store,
             manifests: ManifestCache::default(),
+            proxy: None,
         }
     }
 }
@@ -41,6 +45,12 @@ pub enum Error {
         detail: Option<Value>,
     },
     Store(StoreError),
+    /// A pull-through upstream failed, with the status to pass on (429, 502...).
+    Upstream {
+        code: ErrorCode,
+        status: u16,
+        message: String,
+    },
 }
 
 impl Error {
@@ -75,6 +85,7 @@ impl std::fmt::Display for Error {
         match self {
             Error::Refused { code, message, .. } => write!(f, "{}: {message}", code.as_str()),
             Error::Store(e) => e.fmt(f),
+            Error::Upstream { message, .. } => f.write_str(message),
         }
     }
 }

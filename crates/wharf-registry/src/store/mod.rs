@@ -81,6 +81,15 @@ pub trait BlobStore: Send + Sync + 'static {
         at: Option<u64>,
         body: ByteStream,
     ) -> StoreResult<u64>;
+    /// Bytes `from..to` of an upload in progress, already appended: how the readers of a
+    /// pull-through fill follow it while it is written. UploadUnknown once it is committed.
+    async fn read_upload(
+        &self,
+        repo: &RepoName,
+        id: Uuid,
+        from: u64,
+        to: u64,
+    ) -> StoreResult<ByteStream>;
     /// Verify the upload against `expected`, make it durable and visible. Returns the size.
     async fn commit(&self, repo: &RepoName, id: Uuid, expected: &Digest) -> StoreResult<u64>;
     async fn cancel(&self, repo: &RepoName, id: Uuid) -> StoreResult<()>;

@@ -18,6 +18,7 @@ mod lifecycle;
 mod lifecycle_races;
 mod messages;
 mod plain_http;
+mod proxy;
 mod pushes;
 mod seed003;
 mod store_shared;

@@ -173,6 +173,24 @@ impl BlobStore for FsBlobStore {
         Ok(size)
     }
 
+    async fn read_upload(
+        &self,
+        repo: &RepoName,
+        id: Uuid,
+        from: u64,
+        to: u64,
+    ) -> StoreResult<ByteStream> {
+        let path = self.uploads.data_path(repo, id);
+        let file = match blocking(move || File::open(&path)).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::UploadUnknown(id))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(stream_file(file, from, to.saturating_sub(from)))
+    }
+
     async fn append(
         &self,
         repo: &RepoName,
@@ -330,7 +348,7 @@ impl BlobStore for FsBlobStore {
             Ok((f, size))
         })
         .await;
-        let (mut file, size) = match opened {
+        let (file, size) = match opened {
             Ok(x) => x,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(StoreError::BlobUnknown(digest.clone()))
@@ -354,29 +372,7 @@ impl BlobStore for FsBlobStore {
         } else {
             range.end() - range.start() + 1
         };
-        let start = *range.start();
-        let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(READ_AHEAD);
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = file.seek(SeekFrom::Start(start)) {
-                let _ = tx.blocking_send(Err(e));
-                return;
-            }
-            let mut left = len;
-            while left > 0 {
-                let want = left.min(READ_CHUNK as u64) as usize;
-                let mut buf = BytesMut::zeroed(want);
-                let result = file.read_exact(&mut buf).map(|()| buf.freeze());
-                let failed = result.is_err();
-                if tx.blocking_send(result).is_err() || failed {
-                    return; // client went away, or the read failed and was reported
-                }
-                left -= want as u64;
-            }
-        });
-        let body = futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        })
-        .boxed();
+        let body = stream_file(file, *range.start(), len);
         Ok(BlobRead { size, range, body })
     }
 
@@ -558,4 +554,30 @@ impl BlobStore for FsBlobStore {
         })
         .await?)
     }
+}
+
+/// `len` bytes of `file` from `start`, read ahead on a blocking thread.
+fn stream_file(mut file: File, start: u64, len: u64) -> ByteStream {
+    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(READ_AHEAD);
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = file.seek(SeekFrom::Start(start)) {
+            let _ = tx.blocking_send(Err(e));
+            return;
+        }
+        let mut left = len;
+        while left > 0 {
+            let want = left.min(READ_CHUNK as u64) as usize;
+            let mut buf = BytesMut::zeroed(want);
+            let result = file.read_exact(&mut buf).map(|()| buf.freeze());
+            let failed = result.is_err();
+            if tx.blocking_send(result).is_err() || failed {
+                return; // client went away, or the read failed and was reported
+            }
+            left -= want as u64;
+        }
+    });
+    futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
+    .boxed()
 }

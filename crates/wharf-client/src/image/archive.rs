@@ -19,16 +19,15 @@ use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
-use wharf_client::client::{BlobStream, ClientError};
-use wharf_client::{ImageRef, RegistryClient};
 use wharf_oci::media_type as mt;
 use wharf_oci::{Descriptor, Digest, DigestHasher, Manifest};
 
-use crate::layout::{
-    check_digest, choose, fetch_manifests, file_stream, oci_layout_file, parse, push_image, Blobs,
-    Pulled, Staged,
+use super::{
+    check_digest, choose, fetch_manifests, file_stream, oci_layout_file, parse, push_image,
+    verified, Blobs, Progress, Pulled, Staged,
 };
-use crate::progress::Progress;
+use crate::client::{BlobStream, ClientError};
+use crate::{ImageRef, RegistryClient};
 
 /// Uncompressed layers, as the old `docker save` stores them: valid in a schema2 manifest.
 const DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar";
@@ -54,7 +53,7 @@ pub async fn pull(
     client: &RegistryClient,
     image: &ImageRef,
     path: &Path,
-    progress: &Progress,
+    progress: &dyn Progress,
 ) -> anyhow::Result<Digest> {
     let pulled = fetch_manifests(client, image).await?;
     write_archive(client, image, &pulled, path, progress).await?;
@@ -66,7 +65,7 @@ async fn write_archive(
     image: &ImageRef,
     pulled: &Pulled,
     path: &Path,
-    progress: &Progress,
+    progress: &dyn Progress,
 ) -> anyhow::Result<()> {
     let mut tar = TarWriter::create(path).await?;
     // One at a time: a tar is written front to back.
@@ -239,7 +238,7 @@ pub async fn push(
     client: &RegistryClient,
     image: &ImageRef,
     path: &Path,
-    progress: &Progress,
+    progress: &dyn Progress,
 ) -> anyhow::Result<Digest> {
     let tar = TarIndex::open(path)?;
     if let Some(chosen) = oci_image(&tar, image)? {
@@ -502,16 +501,6 @@ fn normalize(base: &Path, path: &Path) -> String {
         }
     }
     parts.join("/")
-}
-
-/// A file's (or archive member's) content, checked against its digest as it streams.
-pub fn verified(inner: BlobStream, expected: Digest, what: String) -> BlobStream {
-    wharf_client::client::verified_stream(inner, expected, move |got, expected| {
-        ClientError::Request {
-            url: what.clone(),
-            detail: format!("its content hashes to {got}, not {expected}; the file is corrupt"),
-        }
-    })
 }
 
 /// One image of an old-format `docker save` `manifest.json`.

@@ -1,0 +1,475 @@
+//! Blobs through the cache. A miss starts one fill: a task that streams the upstream's
+//! bytes into an upload of the BlobStore and commits it against the digest, so the blob
+//! becomes visible only verified. Every client that asks meanwhile follows the fill,
+//! reading the upload's bytes as they are appended; the last byte is held back until the
+//! commit succeeds, so a corrupt blob is never served whole. The fill runs on its own
+//! task: a client that disconnects does not stop it.
+
+use std::io;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{FutureExt, StreamExt};
+use tokio::sync::watch;
+use uuid::Uuid;
+use wharf_oci::{Digest, RepoName};
+
+use super::{Proxy, ProxyStats, Route, UpstreamFailure};
+use crate::registry::{Error, Registry, Result};
+use crate::store::{ByteStream, Store, StoreError};
+
+/// Appends are batched up to this much of what has already arrived: each append records
+/// a hash state, and a client following the fill waits at most one batch.
+const BATCH: usize = 4 << 20;
+
+#[derive(Clone, Debug)]
+enum State {
+    Connecting,
+    Writing {
+        id: Uuid,
+        size: u64,
+        written: u64,
+        /// The batch just appended, from offset `written - its length`: a follower that
+        /// has everything before it takes it from here, without reading the file back.
+        recent: Option<Arc<Vec<Bytes>>>,
+    },
+    Done {
+        size: u64,
+    },
+    Failed(UpstreamFailure),
+}
+
+/// A fill in progress; clients follow it through `state`.
+pub struct Fill {
+    state: watch::Receiver<State>,
+}
+
+/// Where a proxied blob's bytes come from.
+pub enum BlobSource {
+    /// Cached: serve from the store as any blob.
+    Stored(u64),
+    /// Being fetched: its size, and the bytes as they arrive.
+    Filling(u64, ByteStream),
+}
+
+impl Registry {
+    /// The blob `digest` of the proxied `repo`: from the store, or fetched once.
+    /// None when the upstream does not have it. `want_body` false (a HEAD) still starts
+    /// the fill, so the GET that follows finds it under way.
+    pub async fn proxied_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        route: &Route,
+        want_body: bool,
+    ) -> Result<Option<BlobSource>> {
+        let proxy = self.proxy.as_ref().expect("routed by the proxy");
+        if let Some(size) = self.blob_in_repo(repo, digest).await? {
+            ProxyStats::count(&proxy.stats.hits, 1);
+            return Ok(Some(BlobSource::Stored(size)));
+        }
+        let fill = {
+            let mut fills = proxy.fills.lock().await;
+            match fills.get(digest) {
+                Some(f) => f.clone(),
+                // Fetched for another repository already: never fetched twice. It is
+                // linked here only if the upstream has it in this repository (a HEAD), so
+                // a digest known from a private repository opens nothing.
+                None if self.store.blobs.stat(digest).await?.is_some() => {
+                    drop(fills);
+                    return self.link_cached(repo, digest, route).await;
+                }
+                None => {
+                    let fill = start(proxy, self.store.clone(), repo, digest, route);
+                    fills.insert(digest.clone(), fill.clone());
+                    fill
+                }
+            }
+        };
+        let mut state = fill.state.clone();
+        let size = loop {
+            let now = state.borrow_and_update().clone();
+            match now {
+                State::Writing { size, .. } | State::Done { size } => break size,
+                State::Failed(UpstreamFailure::NotFound) => return Ok(None),
+                State::Failed(f) => return Err(f.into_error(&route.remote)),
+                State::Connecting => {
+                    if state.changed().await.is_err() {
+                        return Err(Error::Store(StoreError::Io(io::Error::other(
+                            "the fill ended without a result",
+                        ))));
+                    }
+                }
+            }
+        };
+        if !want_body {
+            return Ok(Some(BlobSource::Filling(
+                size,
+                futures::stream::empty().boxed(),
+            )));
+        }
+        Ok(Some(BlobSource::Filling(
+            size,
+            follow(state, self.store.clone(), repo.clone(), digest.clone()),
+        )))
+    }
+}
+
+impl Registry {
+    async fn link_cached(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        route: &Route,
+    ) -> Result<Option<BlobSource>> {
+        let proxy = self.proxy.as_ref().expect("routed by the proxy");
+        let remote = &route.remote;
+        let asked = tokio::time::timeout(
+            super::upstream::MANIFEST_TIMEOUT,
+            remote.client.blob_exists(&route.upstream_repo, digest),
+        )
+        .await;
+        match asked {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => return Ok(None),
+            Ok(Err(e)) => return Err(UpstreamFailure::of(&e).into_error(remote)),
+            Err(_) => {
+                let failure = UpstreamFailure::timeout(remote, super::upstream::MANIFEST_TIMEOUT);
+                return Err(failure.into_error(remote));
+            }
+        }
+        ProxyStats::count(&proxy.stats.hits, 1);
+        if !link(&self.store, repo, digest).await? {
+            return Ok(None);
+        }
+        Ok(self
+            .blob_in_repo(repo, digest)
+            .await?
+            .map(BlobSource::Stored))
+    }
+}
+
+/// Link a stored blob into `repo`, retained under the writer lock as a commit's link is.
+async fn link(store: &Store, repo: &RepoName, digest: &Digest) -> Result<bool> {
+    let _writing = store.locks.writer().await?;
+    if !store
+        .blobs
+        .retain(std::slice::from_ref(digest))
+        .await?
+        .is_empty()
+    {
+        return Ok(false);
+    }
+    store.meta.link_blob(repo, digest).await?;
+    Ok(true)
+}
+
+fn start(
+    proxy: &Proxy,
+    store: Store,
+    repo: &RepoName,
+    digest: &Digest,
+    route: &Route,
+) -> Arc<Fill> {
+    let (tx, rx) = watch::channel(State::Connecting);
+    let job = FillJob {
+        store,
+        stats: proxy.stats.clone(),
+        remote: route.remote.clone(),
+        repo: repo.clone(),
+        upstream_repo: route.upstream_repo.clone(),
+        digest: digest.clone(),
+    };
+    let fills = proxy.fills_handle();
+    tokio::spawn(async move {
+        let digest = job.digest.clone();
+        let outcome = job.run(&tx).await;
+        // Out of the table before the last state is sent: whoever asks next finds the
+        // blob stored (or, after a failure, starts afresh).
+        fills.lock().await.remove(&digest);
+        let _ = tx.send(outcome);
+    });
+    Arc::new(Fill { state: rx })
+}
+
+struct FillJob {
+    store: Store,
+    stats: Arc<ProxyStats>,
+    remote: Arc<super::Remote>,
+    repo: RepoName,
+    upstream_repo: RepoName,
+    digest: Digest,
+}
+
+impl FillJob {
+    async fn run(self, tx: &watch::Sender<State>) -> State {
+        ProxyStats::count(&self.stats.misses, 1);
+        let started = std::time::Instant::now();
+        let state = match self.fetch(tx).await {
+            Ok(size) => {
+                tracing::info!(repository = %self.repo, digest = %self.digest, upstream = %self.remote.url, bytes = size, millis = started.elapsed().as_millis() as u64, "cached a blob from upstream");
+                State::Done { size }
+            }
+            Err(failure) => {
+                ProxyStats::count(&self.stats.errors, 1);
+                tracing::warn!(repository = %self.repo, digest = %self.digest, upstream = %self.remote.url, error = %failure.describe(), "upstream blob fetch failed; nothing was cached");
+                State::Failed(failure)
+            }
+        };
+        state
+    }
+
+    async fn fetch(&self, tx: &watch::Sender<State>) -> Result<u64, UpstreamFailure> {
+        let store_failed =
+            |e: StoreError| UpstreamFailure::Failed(format!("the cache could not store it: {e}"));
+        // Unverified here: the store's commit hashes what it wrote, once.
+        let (mut body, length) = self
+            .remote
+            .client
+            .blob_stream_unverified(&self.upstream_repo, &self.digest)
+            .await
+            .map_err(|e| UpstreamFailure::of(&e))?;
+        let size = length.ok_or_else(|| {
+            UpstreamFailure::Failed("the upstream sent the blob without a Content-Length".into())
+        })?;
+        let blobs = &self.store.blobs;
+        let id = blobs.start_upload(&self.repo).await.map_err(store_failed)?;
+        let mut written = 0u64;
+        let _ = tx.send(State::Writing {
+            id,
+            size,
+            written,
+            recent: None,
+        });
+        let result = async {
+            while let Some(batch) = next_batch(&mut body).await {
+                let batch = batch.map_err(|e| UpstreamFailure::Failed(e.to_string()))?;
+                let len: u64 = batch.iter().map(|b| b.len() as u64).sum();
+                if written + len > size {
+                    return Err(UpstreamFailure::Failed(format!(
+                        "the upstream sent more than the {size} bytes it announced"
+                    )));
+                }
+                let batch = Arc::new(batch);
+                let chunks =
+                    futures::stream::iter(batch.as_ref().clone().into_iter().map(Ok)).boxed();
+                written = blobs
+                    .append(&self.repo, id, Some(written), chunks)
+                    .await
+                    .map_err(store_failed)?;
+                ProxyStats::count(&self.stats.upstream_bytes, len);
+                let _ = tx.send(State::Writing {
+                    id,
+                    size,
+                    written,
+                    recent: Some(batch),
+                });
+            }
+            if written != size {
+                return Err(UpstreamFailure::Failed(format!(
+                    "the upstream sent {written} of the {size} bytes it announced"
+                )));
+            }
+            match blobs.commit(&self.repo, id, &self.digest).await {
+                Ok(_) => Ok(()),
+                Err(StoreError::DigestMismatch { actual, .. }) => {
+                    Err(UpstreamFailure::Failed(format!(
+                        "the upstream served content that hashes to {actual}, not {}: not cached",
+                        self.digest
+                    )))
+                }
+                Err(e) => Err(store_failed(e)),
+            }
+        }
+        .await;
+        if let Err(e) = result {
+            let _ = blobs.cancel(&self.repo, id).await;
+            return Err(e);
+        }
+        link(&self.store, &self.repo, &self.digest)
+            .await
+            .map_err(|e| UpstreamFailure::Failed(format!("the cache could not link it: {e}")))?;
+        Ok(size)
+    }
+}
+
+/// How long an upstream may send nothing in the middle of a blob before the fill gives
+/// up (and its clients get an error rather than a hung download).
+const IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn stalled() -> wharf_client::ClientError {
+    wharf_client::ClientError::Request {
+        url: "the upstream".into(),
+        detail: format!(
+            "sent nothing for {} s in the middle of a blob",
+            IDLE.as_secs()
+        ),
+    }
+}
+
+/// The next chunk, and whatever else has already arrived, up to `BATCH` bytes.
+async fn next_batch(
+    body: &mut wharf_client::client::BlobStream,
+) -> Option<Result<Vec<Bytes>, wharf_client::ClientError>> {
+    let first = match tokio::time::timeout(IDLE, body.next()).await {
+        Err(_) => return Some(Err(stalled())),
+        Ok(next) => match next? {
+            Ok(b) => b,
+            Err(e) => return Some(Err(e)),
+        },
+    };
+    let mut len = first.len();
+    let mut batch = vec![first];
+    while len < BATCH {
+        match body.next().now_or_never() {
+            Some(Some(Ok(b))) => {
+                len += b.len();
+                batch.push(b);
+            }
+            Some(Some(Err(e))) => return Some(Err(e)),
+            Some(None) | None => break,
+        }
+    }
+    Some(Ok(batch))
+}
+
+/// The bytes of a fill as they are written: from the upload while it grows, then from the
+/// committed blob. A failed fill ends the stream with an error, before its last byte.
+fn follow(
+    state: watch::Receiver<State>,
+    store: Store,
+    repo: RepoName,
+    digest: Digest,
+) -> ByteStream {
+    let follower = Follower {
+        state,
+        store,
+        repo,
+        digest,
+        offset: 0,
+        inner: None,
+        finished: false,
+    };
+    futures::stream::unfold(follower, |mut f| async move {
+        let item = f.next().await?;
+        Some((item, f))
+    })
+    .boxed()
+}
+
+struct Follower {
+    state: watch::Receiver<State>,
+    store: Store,
+    repo: RepoName,
+    digest: Digest,
+    offset: u64,
+    inner: Option<ByteStream>,
+    finished: bool,
+}
+
+impl Follower {
+    async fn next(&mut self) -> Option<io::Result<Bytes>> {
+        loop {
+            if let Some(inner) = &mut self.inner {
+                match inner.next().await {
+                    Some(Ok(chunk)) => {
+                        self.offset += chunk.len() as u64;
+                        return Some(Ok(chunk));
+                    }
+                    Some(Err(e)) => {
+                        self.finished = true;
+                        return Some(Err(e));
+                    }
+                    None => self.inner = None,
+                }
+            }
+            if self.finished {
+                return None;
+            }
+            let now = self.state.borrow_and_update().clone();
+            match now {
+                State::Done { size } => {
+                    self.finished = true;
+                    if self.offset >= size {
+                        return None;
+                    }
+                    let range = self.offset..=size - 1;
+                    match self.store.blobs.read(&self.digest, Some(range)).await {
+                        Ok(read) => self.inner = Some(read.body),
+                        Err(e) => return Some(Err(io::Error::other(e))),
+                    }
+                }
+                State::Failed(f) => {
+                    self.finished = true;
+                    return Some(Err(io::Error::other(f.describe())));
+                }
+                State::Writing {
+                    id,
+                    size,
+                    written,
+                    recent,
+                } => {
+                    // The last byte waits for the commit: a client never has all of a
+                    // blob whose digest the store has not verified.
+                    let limit = written.min(size.saturating_sub(1));
+                    if let Some(live) = recent.and_then(|r| self.live(&r, written, limit)) {
+                        self.inner = Some(live);
+                        continue;
+                    }
+                    if limit > self.offset {
+                        let read = self
+                            .store
+                            .blobs
+                            .read_upload(&self.repo, id, self.offset, limit)
+                            .await;
+                        match read {
+                            Ok(s) => {
+                                self.inner = Some(s);
+                                continue;
+                            }
+                            // Committed meanwhile: the next state says so.
+                            Err(StoreError::UploadUnknown(_)) => {}
+                            Err(e) => return Some(Err(io::Error::other(e))),
+                        }
+                    }
+                    if self.state.changed().await.is_err() && !self.settled() {
+                        self.finished = true;
+                        return Some(Err(io::Error::other("the fill ended without a result")));
+                    }
+                }
+                State::Connecting => {
+                    if self.state.changed().await.is_err() && !self.settled() {
+                        self.finished = true;
+                        return Some(Err(io::Error::other("the fill ended without a result")));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The bytes from this follower's offset up to `limit`, out of the batch that ends at
+    /// `written`, when the follower has everything before the batch.
+    fn live(&self, batch: &[Bytes], written: u64, limit: u64) -> Option<ByteStream> {
+        let len: u64 = batch.iter().map(|b| b.len() as u64).sum();
+        let start = written - len;
+        if self.offset != start || limit <= start {
+            return None;
+        }
+        let mut left = limit - start;
+        let mut chunks = Vec::with_capacity(batch.len());
+        for chunk in batch {
+            if left == 0 {
+                break;
+            }
+            let take = (chunk.len() as u64).min(left) as usize;
+            chunks.push(Ok(chunk.slice(..take)));
+            left -= take as u64;
+        }
+        Some(futures::stream::iter(chunks).boxed())
+    }
+
+    /// The fill's sender is gone; whether it left a final state to act on.
+    fn settled(&self) -> bool {
+        matches!(*self.state.borrow(), State::Done { .. } | State::Failed(_))
+    }
+}

@@ -1,0 +1,250 @@
+//! Manifests through the cache: by digest from the store once fetched; by tag from the
+//! store while the tag is fresh, re-checked upstream with a HEAD after its `ttl`, and
+//! served stale (with a `Warning`) when the upstream cannot be asked.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::future::{BoxFuture, FutureExt, Shared};
+use wharf_oci::{Digest, Manifest, Reference, RepoName, Tag};
+
+use super::upstream::MANIFEST_TIMEOUT;
+use super::{ProxyStats, Remote, Route, UpstreamFailure};
+use crate::registry::{ManifestContent, Registry, Result};
+use crate::store::{ManifestRecord, Store};
+
+type Flight = Shared<BoxFuture<'static, Result<Arc<Fetched>, UpstreamFailure>>>;
+
+/// Manifest fetches in flight: the second asker awaits the first one's fetch.
+#[derive(Default)]
+pub(super) struct Flights(Mutex<HashMap<String, Flight>>);
+
+/// A manifest fetched from upstream and stored.
+#[derive(Debug)]
+pub(super) struct Fetched {
+    digest: Digest,
+    bytes: Bytes,
+    media_type: Arc<str>,
+}
+
+/// A manifest answer, with the `Warning` to send when it is served stale.
+pub struct Served {
+    pub content: ManifestContent,
+    pub warning: Option<String>,
+}
+
+impl Registry {
+    /// The manifest `reference` names in the proxied `repo`, fetched and cached on a miss.
+    pub async fn proxied_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        route: &Route,
+    ) -> Result<Option<Served>> {
+        let proxy = self.proxy.as_ref().expect("routed by the proxy");
+        let stats = &proxy.stats;
+        let local = self.manifest(repo, reference).await?;
+        let tag = match reference {
+            Reference::Digest(_) => {
+                if let Some(content) = local {
+                    ProxyStats::count(&stats.hits, 1);
+                    return Ok(Some(fresh(content)));
+                }
+                return self.fetch(repo, reference, None, route).await;
+            }
+            Reference::Tag(t) => t,
+        };
+        let remote = &route.remote;
+        if local.is_some() && proxy.fresh(repo, tag.as_str(), remote.ttl) {
+            ProxyStats::count(&stats.hits, 1);
+            return Ok(local.map(fresh));
+        }
+        let head = tokio::time::timeout(
+            MANIFEST_TIMEOUT,
+            remote.client.head_digest(&route.upstream_repo, reference),
+        )
+        .await;
+        let upstream = match head {
+            Ok(Ok(d)) => Ok(d),
+            Ok(Err(e)) => Err(UpstreamFailure::of(&e)),
+            Err(_) => Err(UpstreamFailure::timeout(remote, MANIFEST_TIMEOUT)),
+        };
+        match (upstream, local) {
+            (Ok(d), Some(content)) if d == content.digest => {
+                proxy.confirm(repo, tag.as_str());
+                ProxyStats::count(&stats.hits, 1);
+                Ok(Some(fresh(content)))
+            }
+            (Ok(d), _) => {
+                let by_digest = Reference::Digest(d);
+                let served = self.fetch(repo, &by_digest, Some(tag), route).await?;
+                proxy.confirm(repo, tag.as_str());
+                Ok(served)
+            }
+            (Err(UpstreamFailure::NotFound), _) => Ok(None),
+            (Err(failure), Some(content)) => {
+                ProxyStats::count(&stats.errors, 1);
+                ProxyStats::count(&stats.stale, 1);
+                let why = failure.describe();
+                tracing::warn!(repository = %repo, tag = tag.as_str(), upstream = %remote.url, error = %why, "serving a cached tag stale: the upstream could not confirm it");
+                Ok(Some(Served {
+                    content,
+                    warning: Some(format!(
+                        "110 - \"Response is Stale: the upstream {} could not be asked ({})\"",
+                        remote.url,
+                        header_text(&why)
+                    )),
+                }))
+            }
+            (Err(failure), None) => {
+                ProxyStats::count(&stats.errors, 1);
+                tracing::warn!(repository = %repo, tag = tag.as_str(), upstream = %remote.url, error = %failure.describe(), "upstream failed on an uncached tag");
+                Err(failure.into_error(remote))
+            }
+        }
+    }
+
+    /// The upstream's tags for a proxied repository, as registry:2's proxy lists them;
+    /// None when the upstream cannot say (the cached tags are listed then).
+    pub async fn proxied_tags(&self, route: &Route) -> Option<Vec<String>> {
+        let remote = &route.remote;
+        let listed = tokio::time::timeout(
+            MANIFEST_TIMEOUT,
+            remote.client.list_tags(&route.upstream_repo),
+        )
+        .await;
+        match listed {
+            Ok(Ok(tags)) => Some(tags),
+            Ok(Err(e)) => {
+                tracing::warn!(upstream = %remote.url, error = %e, "listing tags upstream failed; listing the cached ones");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Fetch `reference` (a digest) from upstream once however many ask, store it in
+    /// `repo` (under `tag` when given) and serve it.
+    async fn fetch(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        tag: Option<&Tag>,
+        route: &Route,
+    ) -> Result<Option<Served>> {
+        let proxy = self.proxy.as_ref().expect("routed by the proxy");
+        let key = format!("{repo}@{reference}:{}", tag.map_or("", |t| t.as_str()));
+        let flight = {
+            let mut flights = proxy.fetches.0.lock().expect("not poisoned");
+            flights
+                .entry(key.clone())
+                .or_insert_with(|| {
+                    let job = FetchJob {
+                        remote: route.remote.clone(),
+                        store: self.store.clone(),
+                        stats: proxy.stats.clone(),
+                        repo: repo.clone(),
+                        upstream_repo: route.upstream_repo.clone(),
+                        reference: reference.clone(),
+                        tag: tag.cloned(),
+                    };
+                    job.run().boxed().shared()
+                })
+                .clone()
+        };
+        let result = flight.await;
+        proxy.fetches.0.lock().expect("not poisoned").remove(&key);
+        match result {
+            Ok(f) => {
+                self.manifests
+                    .insert(f.digest.clone(), f.bytes.clone(), f.media_type.clone());
+                Ok(Some(fresh(ManifestContent {
+                    digest: f.digest.clone(),
+                    bytes: f.bytes.clone(),
+                    media_type: f.media_type.clone(),
+                })))
+            }
+            Err(UpstreamFailure::NotFound) => Ok(None),
+            Err(failure) => {
+                ProxyStats::count(&proxy.stats.errors, 1);
+                tracing::warn!(repository = %repo, reference = %reference, upstream = %route.remote.url, error = %failure.describe(), "upstream manifest fetch failed");
+                Err(failure.into_error(&route.remote))
+            }
+        }
+    }
+}
+
+/// Text fit for inside a quoted header value: printable ASCII without quotes.
+fn header_text(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            ' '..='~' if c != '"' && c != '\\' => c,
+            _ => ' ',
+        })
+        .collect()
+}
+
+fn fresh(content: ManifestContent) -> Served {
+    Served {
+        content,
+        warning: None,
+    }
+}
+
+/// One upstream manifest fetch, owned so it can be shared by every waiter.
+struct FetchJob {
+    remote: Arc<Remote>,
+    store: Store,
+    stats: Arc<ProxyStats>,
+    repo: RepoName,
+    upstream_repo: RepoName,
+    reference: Reference,
+    tag: Option<Tag>,
+}
+
+impl FetchJob {
+    async fn run(self) -> Result<Arc<Fetched>, UpstreamFailure> {
+        let got = tokio::time::timeout(
+            MANIFEST_TIMEOUT,
+            self.remote
+                .client
+                .get_manifest(&self.upstream_repo, &self.reference),
+        )
+        .await
+        .map_err(|_| UpstreamFailure::timeout(&self.remote, MANIFEST_TIMEOUT))?
+        .map_err(|e| UpstreamFailure::of(&e))?;
+        self.stats.misses.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .upstream_bytes
+            .fetch_add(got.bytes.len() as u64, Ordering::Relaxed);
+        let parsed = Manifest::parse(&got.bytes, Some(&got.media_type)).map_err(|e| {
+            UpstreamFailure::Failed(format!("it served a manifest wharf cannot store: {e}"))
+        })?;
+        let bytes = Bytes::from(got.bytes);
+        let mut record = ManifestRecord::of(&parsed, got.digest.clone(), bytes.len() as u64);
+        // An index's children arrive later, one platform at a time, if ever: the store is
+        // not asked to keep them alive now (GC reads an index's children from its bytes).
+        record.children.clear();
+        // Only the manifest: its blobs (and an index's children) are fetched when asked
+        // for, so a pull of one platform fetches that platform alone.
+        let stored = async {
+            let _writing = self.store.locks.writer().await?;
+            self.store.blobs.put(&got.digest, bytes.clone()).await?;
+            self.store
+                .meta
+                .put_manifest(&self.repo, &record, self.tag.as_ref())
+                .await
+        };
+        stored.await.map_err(|e: crate::store::StoreError| {
+            UpstreamFailure::Failed(format!("the cache could not store it: {e}"))
+        })?;
+        tracing::info!(repository = %self.repo, digest = %got.digest, upstream = %self.remote.url, bytes = bytes.len(), "cached a manifest from upstream");
+        Ok(Arc::new(Fetched {
+            digest: got.digest,
+            bytes,
+            media_type: parsed.media_type.as_str().into(),
+        }))
+    }
+}

@@ -1,0 +1,198 @@
+//! The pull-through cache: repositories under a configured prefix are served from the
+//! store when it has their content, and fetched from their upstream when it does not.
+//!
+//! - Single flight: one fetch per uncached blob (`fill.rs`) or manifest (`manifests.rs`)
+//!   at a time in this process, however many clients ask; the others follow it.
+//! - Streaming: a blob's bytes reach every waiting client as they are appended to an
+//!   upload of the BlobStore, whose commit verifies the digest before the blob is visible.
+//! - Freshness: content by digest is never fetched twice; a tag is re-checked with a HEAD
+//!   once its `ttl` has passed, and served stale (with a `Warning`) when the upstream
+//!   rate-limits or fails.
+
+mod evict;
+mod fill;
+mod manifests;
+pub mod upstream;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use wharf_client::ClientError;
+use wharf_oci::{ErrorCode, RepoName};
+
+pub use evict::Evicted;
+pub use fill::{BlobSource, Fill};
+pub use manifests::Served;
+pub use upstream::Remote;
+
+use super::Error;
+use crate::config::proxy::ProxyConfig;
+
+/// What the cache did, for the log now and for metrics once they are exported: plain
+/// counters that an exporter reads (`ProxyStats::snapshot`).
+#[derive(Default, Debug)]
+pub struct ProxyStats {
+    /// Requests answered from the store.
+    pub hits: AtomicU64,
+    /// Requests that needed the upstream (each fetch once, however many waited on it).
+    pub misses: AtomicU64,
+    /// Blob and manifest bytes received from upstreams.
+    pub upstream_bytes: AtomicU64,
+    /// Upstream failures: refused, rate-limited, unreachable, corrupt content.
+    pub errors: AtomicU64,
+    /// Tags served stale because the upstream could not be asked.
+    pub stale: AtomicU64,
+}
+
+impl ProxyStats {
+    /// (hits, misses, upstream bytes, errors, stale) at this instant.
+    pub fn snapshot(&self) -> [u64; 5] {
+        [
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+            self.upstream_bytes.load(Ordering::Relaxed),
+            self.errors.load(Ordering::Relaxed),
+            self.stale.load(Ordering::Relaxed),
+        ]
+    }
+
+    fn count(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+type Fills = tokio::sync::Mutex<HashMap<wharf_oci::Digest, Arc<Fill>>>;
+
+pub struct Proxy {
+    remotes: Vec<Arc<Remote>>,
+    /// Blob fills in progress, by digest.
+    fills: Arc<Fills>,
+    /// Manifest fetches in progress, by `repo@digest` or `repo:tag`.
+    fetches: manifests::Flights,
+    /// When each cached tag was last confirmed upstream. In memory: another process that
+    /// does not know it merely asks the upstream again (a HEAD), never serves wrong content.
+    checked: Mutex<HashMap<(String, String), Instant>>,
+    pub retention: Option<Duration>,
+    pub stats: Arc<ProxyStats>,
+}
+
+/// A local repository that a remote serves, and its name there.
+pub struct Route {
+    pub remote: Arc<Remote>,
+    pub upstream_repo: RepoName,
+}
+
+impl Proxy {
+    pub fn new(config: &ProxyConfig) -> anyhow::Result<Proxy> {
+        let mut remotes = config
+            .upstreams
+            .iter()
+            .map(|u| Remote::new(u).map(Arc::new))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        // Longest prefix first, so `docker.io/library/` can override `docker.io/`.
+        remotes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+        Ok(Proxy {
+            remotes,
+            fills: Default::default(),
+            fetches: Default::default(),
+            checked: Mutex::default(),
+            retention: config.retention,
+            stats: Arc::default(),
+        })
+    }
+
+    /// The remote serving `repo`, or None for a repository of this registry's own.
+    pub fn route(&self, repo: &RepoName) -> Option<Route> {
+        let name = repo.as_str();
+        self.remotes.iter().find_map(|remote| {
+            let rest = name.strip_prefix(remote.prefix.as_str())?;
+            let upstream_repo = remote.upstream_name(rest)?;
+            Some(Route {
+                remote: remote.clone(),
+                upstream_repo,
+            })
+        })
+    }
+
+    /// registry:2 refuses every push when it mirrors; wharf refuses them only for the
+    /// repositories a remote serves.
+    pub fn refuses_writes(&self, repo: &RepoName) -> bool {
+        self.route(repo).is_some()
+    }
+
+    fn fills_handle(&self) -> Arc<Fills> {
+        self.fills.clone()
+    }
+
+    fn fresh(&self, repo: &RepoName, tag: &str, ttl: Duration) -> bool {
+        let checked = self.checked.lock().expect("not poisoned");
+        checked
+            .get(&(repo.as_str().to_owned(), tag.to_owned()))
+            .is_some_and(|at| at.elapsed() < ttl)
+    }
+
+    fn confirm(&self, repo: &RepoName, tag: &str) {
+        let mut checked = self.checked.lock().expect("not poisoned");
+        checked.insert((repo.as_str().to_owned(), tag.to_owned()), Instant::now());
+    }
+}
+
+/// Why the upstream could not give what was asked, as it is passed on to the client.
+#[derive(Debug, Clone)]
+pub enum UpstreamFailure {
+    /// The upstream answered 404: passed on as this registry's own unknown.
+    NotFound,
+    /// 429, passed on.
+    RateLimited(String),
+    /// Unreachable, 5xx, refused credentials, bad content: a 502 that says which.
+    Failed(String),
+}
+
+impl UpstreamFailure {
+    fn of(e: &ClientError) -> UpstreamFailure {
+        match e {
+            ClientError::NotFound { .. } => UpstreamFailure::NotFound,
+            ClientError::TooManyRequests { .. } => UpstreamFailure::RateLimited(e.to_string()),
+            other => UpstreamFailure::Failed(other.to_string()),
+        }
+    }
+
+    fn timeout(remote: &Remote, after: Duration) -> UpstreamFailure {
+        UpstreamFailure::Failed(format!(
+            "{} did not answer within {} s",
+            remote.url,
+            after.as_secs()
+        ))
+    }
+
+    /// The error a client gets when nothing cached can stand in.
+    fn into_error(self, remote: &Remote) -> Error {
+        match self {
+            UpstreamFailure::NotFound => {
+                Error::refused(ErrorCode::ManifestUnknown, "unknown upstream")
+            }
+            UpstreamFailure::RateLimited(m) => Error::Upstream {
+                code: ErrorCode::Toomanyrequests,
+                status: 429,
+                message: format!("the upstream {} rate-limits this mirror: {m}", remote.url),
+            },
+            UpstreamFailure::Failed(m) => Error::Upstream {
+                code: ErrorCode::Unknown,
+                status: 502,
+                message: format!(
+                    "not cached, and the upstream {} could not provide it: {m}",
+                    remote.url
+                ),
+            },
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            UpstreamFailure::NotFound => "not found".into(),
+            UpstreamFailure::RateLimited(m) | UpstreamFailure::Failed(m) => m.clone(),
+        }
+    }
+}
