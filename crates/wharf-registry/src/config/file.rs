@@ -112,11 +112,24 @@ fn apply_env(tree: &mut Value, env: impl IntoIterator<Item = (String, String)>) 
                 Value::Mapping(Mapping::new()),
             );
             Value::Mapping(m)
+        } else if takes_yaml(&path) {
+            // registry:2 unmarshals a variable's value as YAML into the field it names:
+            // that is how a list such as notifications.endpoints comes from the environment.
+            serde_norway::from_str(&value).unwrap_or(Value::String(value))
         } else {
             Value::String(value)
         };
         set_path(tree, &path, leaf);
     }
+}
+
+/// Keys whose values are lists or maps, which a variable can only give as YAML text.
+fn takes_yaml(path: &[String]) -> bool {
+    let p: Vec<&str> = path.iter().map(String::as_str).collect();
+    matches!(
+        p.as_slice(),
+        ["notifications", "endpoints"] | ["notifications"]
+    )
 }
 
 fn set_path(tree: &mut Value, path: &[String], leaf: Value) {
@@ -147,7 +160,7 @@ fn set_path(tree: &mut Value, path: &[String], leaf: Value) {
 }
 
 /// Environment values arrive as strings; registry:2 accepts them for bools and numbers too.
-mod lenient {
+pub(super) mod lenient {
     use serde::{de, Deserialize, Deserializer};
 
     #[derive(Deserialize)]
@@ -156,6 +169,19 @@ mod lenient {
         Bool(bool),
         Int(u64),
         Str(String),
+    }
+
+    pub fn u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        match Option::<Scalar>::deserialize(d)? {
+            None => Ok(None),
+            Some(Scalar::Int(n)) => Ok(Some(n)),
+            Some(Scalar::Str(s)) => s
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| de::Error::custom(format!("{s:?} is not a whole number"))),
+            Some(Scalar::Bool(_)) => Err(de::Error::custom("expected a whole number")),
+        }
     }
 
     pub fn bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
@@ -239,6 +265,8 @@ struct File {
     access: Option<AccessPolicy>,
     /// wharf's own: garbage collection inside `wharf serve`.
     gc: Option<Gc>,
+    notifications: Option<super::observe::Notifications>,
+    health: Option<super::observe::Health>,
 }
 
 #[derive(Deserialize, Default)]
@@ -326,6 +354,7 @@ struct Http {
     draintimeout: Option<Duration>,
     tls: Option<Tls>,
     headers: Option<BTreeMap<String, HeaderValues>>,
+    debug: Option<super::observe::Debug>,
 }
 
 #[derive(Deserialize)]
@@ -472,7 +501,12 @@ impl File {
             json: self.log.formatter.as_deref() == Some("json"),
             access_log: !self.log.accesslog.and_then(|a| a.disabled).unwrap_or(false),
         };
+        let debug = match self.http.debug {
+            Some(d) => d.into_config(origin)?,
+            None => None,
+        };
         config.http = HttpConfig {
+            debug,
             host: self.http.host.clone(),
             relative_urls: self.http.relativeurls.unwrap_or(false),
             drain_timeout: self.http.draintimeout,
@@ -561,6 +595,10 @@ impl File {
             }
         };
         config.access = self.access;
+        if let Some(n) = self.notifications {
+            config.notifications = n.endpoints(origin)?;
+        }
+        config.health = self.health.and_then(|h| h.storage());
         if let Some(gc) = self.gc.filter(|g| g.enabled != Some(false)) {
             let defaults = super::GcSchedule::default();
             config.gc = Some(super::GcSchedule {
@@ -608,7 +646,7 @@ health:
 ";
 
     #[test]
-    fn registry2_image_default_config_loads_with_warnings_for_what_is_ignored() {
+    fn registry2_image_default_config_loads_without_warnings() {
         let (c, warnings) = load_str(REGISTRY2_DEFAULT, &[]).unwrap();
         assert_eq!(c.addr.port(), 5000);
         assert_eq!(c.root, PathBuf::from("/var/lib/registry"));
@@ -616,14 +654,10 @@ health:
             c.http.headers,
             [("X-Content-Type-Options".to_owned(), "nosniff".to_owned())]
         );
-        assert!(
-            warnings.iter().any(|w| w.contains("`health`")),
-            "{warnings:?}"
-        );
-        assert!(
-            !warnings.iter().any(|w| w.contains("cache")),
-            "{warnings:?}"
-        );
+        // Everything in it is acted on now: `health` is, and the cache needs no setting.
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let h = c.health.expect("health.storagedriver");
+        assert_eq!((h.interval, h.threshold), (Duration::from_secs(10), 3));
     }
 
     #[test]
@@ -657,7 +691,7 @@ health:
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(warnings.len(), 1, "{warnings:?}"); // health
+        assert!(warnings.is_empty(), "{warnings:?}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! environment into the same struct the command line fills.
 
 mod file;
+mod observe;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,6 +31,41 @@ pub struct Config {
     pub access: Option<AccessPolicy>,
     /// `gc:` (wharf's own): collect garbage inside `wharf serve` on a schedule.
     pub gc: Option<GcSchedule>,
+    /// `notifications.endpoints`, the enabled ones.
+    pub notifications: Vec<Endpoint>,
+    /// `health.storagedriver`, when enabled.
+    pub health: Option<HealthCheck>,
+}
+
+/// A webhook that receives registry:2's event envelopes.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub name: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub timeout: Duration,
+    /// Failures in a row after which each retry waits `backoff`.
+    pub threshold: u64,
+    pub backoff: Duration,
+    /// `ignoredmediatypes` and `ignore.mediatypes`.
+    pub ignored_media_types: Vec<String>,
+    pub ignored_actions: Vec<String>,
+}
+
+/// `health.storagedriver`: probe the storage every `interval`; unhealthy after
+/// `threshold` failures in a row.
+#[derive(Debug, Clone)]
+pub struct HealthCheck {
+    pub interval: Duration,
+    pub threshold: u64,
+}
+
+/// `http.debug`: a second listener for metrics and health.
+#[derive(Debug, Clone)]
+pub struct DebugConfig {
+    pub addr: SocketAddr,
+    /// `prometheus.path` when `prometheus.enabled`.
+    pub prometheus: Option<String>,
 }
 
 /// Content retained this recently is never collected: it covers a push whose blobs are up
@@ -102,6 +138,7 @@ pub struct HttpConfig {
     /// `http.headers`: added to every response.
     pub headers: Vec<(String, String)>,
     pub tls: Option<TlsConfig>,
+    pub debug: Option<DebugConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -165,6 +202,8 @@ impl Config {
             auth: None,
             access: None,
             gc: None,
+            notifications: Vec::new(),
+            health: None,
         }
     }
 }

@@ -10,6 +10,8 @@ use wharf_oci::{Digest, ErrorCode, RepoName};
 use super::error::{ApiError, ApiResult};
 use super::response::{empty, streaming, RespExt, DOCKER_CONTENT_DIGEST};
 use super::{AppState, Req};
+use crate::registry::events::envelope::PULL;
+use crate::registry::events::Origin;
 
 /// A `Range: bytes=...` header as an inclusive range within `size`. Err for unsatisfiable.
 fn parse_range(header: &str, size: u64) -> Result<Option<RangeInclusive<u64>>, ()> {
@@ -62,8 +64,13 @@ pub async fn get(
     digest: &Digest,
     req: &Req,
     head: bool,
+    origin: &Origin,
 ) -> ApiResult {
     let size = require_linked(state, repo, digest).await?;
+    if state.registry.wants_event(PULL) {
+        let e = origin.blob(PULL, repo, digest, size, None);
+        state.registry.emit(vec![e]).await;
+    }
     let blobs = &state.registry.store.blobs;
     if !head {
         if let Some(url) = blobs.redirect(digest).await? {
@@ -112,13 +119,22 @@ pub async fn get(
 }
 
 /// Unlinks the blob from this repository, as Distribution does; the bytes go at GC.
-pub async fn delete(state: &AppState, repo: &RepoName, digest: &Digest) -> ApiResult {
+pub async fn delete(
+    state: &AppState,
+    repo: &RepoName,
+    digest: &Digest,
+    origin: &Origin,
+) -> ApiResult {
     if !state.delete_enabled {
         return Err(ApiError::new(ErrorCode::Unsupported).message("deletes are disabled: set storage.delete.enabled (REGISTRY_STORAGE_DELETE_ENABLED=true)"));
     }
     if !state.registry.store.meta.unlink_blob(repo, digest).await? {
         return Err(ApiError::new(ErrorCode::BlobUnknown).detail(json!({ "digest": digest })));
     }
+    state
+        .registry
+        .emit(vec![origin.deleted(repo, digest)])
+        .await;
     Ok(empty(StatusCode::ACCEPTED).with(DOCKER_CONTENT_DIGEST, &digest.to_string()))
 }
 

@@ -2,7 +2,7 @@
 //! an existing `/var/lib/registry` is served in place and Distribution can serve ours.
 
 mod blobs;
-mod durable;
+pub(crate) mod durable;
 mod locks;
 mod meta;
 mod upload;
