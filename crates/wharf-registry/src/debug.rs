@@ -1,11 +1,13 @@
 //! registry:2's debug address (`http.debug.addr`): Prometheus metrics at
 //! `http.debug.prometheus.path` and `/debug/health`, which answers `{}` while healthy and
 //! 503 with `{"storagedriver_filesystem": "<why>"}` once `health.storagedriver` fails
-//! `threshold` times in a row.
+//! `threshold` times in a row. Meanwhile the API answers every request 503 `UNAVAILABLE`,
+//! as registry:2's health handler does.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -28,6 +30,8 @@ pub const STORAGE_CHECK: &str = "storagedriver_filesystem";
 #[derive(Default)]
 pub struct Health {
     failing: RwLock<Option<String>>,
+    /// Read by every API request: a flag, not the lock.
+    unhealthy: AtomicBool,
 }
 
 impl Health {
@@ -35,7 +39,12 @@ impl Health {
         self.failing.read().expect("not poisoned").clone()
     }
 
+    pub fn is_unhealthy(&self) -> bool {
+        self.unhealthy.load(Ordering::Relaxed)
+    }
+
     fn set(&self, failing: Option<String>) {
+        self.unhealthy.store(failing.is_some(), Ordering::Relaxed);
         *self.failing.write().expect("not poisoned") = failing;
     }
 }

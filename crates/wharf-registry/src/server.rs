@@ -76,6 +76,7 @@ pub fn state_for(config: &Config) -> anyhow::Result<Arc<AppState>> {
         tls: config.http.tls.is_some(),
         extra_headers,
         access_log: config.log.access_log,
+        health: Arc::default(),
     }))
 }
 
@@ -130,7 +131,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
         .clone()
         .expect("state_for opens the event log");
     events.start()?;
-    let health = Arc::new(crate::debug::Health::default());
+    let health = state.health.clone();
     if let Some(check) = config.health.clone() {
         tokio::spawn(crate::debug::check_storage(
             check,

@@ -55,6 +55,8 @@ pub struct AppState {
     pub extra_headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// Log every request at info (registry:2's access log).
     pub access_log: bool,
+    /// `health.storagedriver`'s verdict.
+    pub health: Arc<crate::debug::Health>,
 }
 
 /// The parts of a request handlers look at, with the body still unread.
@@ -319,6 +321,15 @@ pub async fn handle(
     };
     let method = req.method.clone();
     let (mut resp, label) = match trailing_slash_redirect(&path, &req.raw_query) {
+        // registry:2 answers nothing but this while a health check fails.
+        _ if state.health.is_unhealthy() => (
+            ApiError::new(ErrorCode::Unavailable)
+                .detail(serde_json::json!(
+                    "health check failed: please see /debug/health"
+                ))
+                .into_response(),
+            "unavailable",
+        ),
         Some(location) => (
             empty(StatusCode::MOVED_PERMANENTLY).location(&location),
             "redirect",

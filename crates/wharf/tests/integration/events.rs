@@ -190,6 +190,18 @@ fn a_docker_push_notifies_exactly_as_distribution_does() {
 
 /// A manifest with no layers and its own config blob, pushed over HTTP as `repo:tag`.
 fn push_small(client: &reqwest::blocking::Client, base: &str, repo: &str, tag: &str) {
+    push_small_as(client, base, repo, tag, "");
+}
+
+/// As `push_small`, with an Authorization header (none when empty).
+fn push_small_as(
+    client: &reqwest::blocking::Client,
+    base: &str,
+    repo: &str,
+    tag: &str,
+    auth: &str,
+) {
+    let client = &Authed(client, auth);
     let config = format!("{{\"tag\":\"{tag}\"}}");
     let digest = format!(
         "sha256:{}",
@@ -214,6 +226,27 @@ fn push_small(client: &reqwest::blocking::Client, base: &str, repo: &str, tag: &
         .send()
         .unwrap();
     assert_eq!(r.status(), 201, "manifest push");
+}
+
+/// A client that adds one Authorization header to what it sends.
+struct Authed<'a>(&'a reqwest::blocking::Client, &'a str);
+
+impl Authed<'_> {
+    fn with(&self, r: reqwest::blocking::RequestBuilder) -> reqwest::blocking::RequestBuilder {
+        if self.1.is_empty() {
+            r
+        } else {
+            r.header("authorization", self.1)
+        }
+    }
+
+    fn post(&self, url: String) -> reqwest::blocking::RequestBuilder {
+        self.with(self.0.post(url))
+    }
+
+    fn put(&self, url: String) -> reqwest::blocking::RequestBuilder {
+        self.with(self.0.put(url))
+    }
 }
 
 fn start_hooked(root: &Path, url: &str) -> Wharf {
@@ -330,4 +363,100 @@ fn the_event_stream_carries_pushes_made_through_another_process_and_resumes() {
         .send()
         .unwrap();
     assert_eq!(bad.status(), 400);
+}
+
+/// One SSE message's data from `path` on `host`, with `auth` as the Authorization header.
+fn stream_status(host: &str, auth: Option<&str>) -> (u16, String) {
+    let mut req = reqwest::blocking::Client::new().get(format!("http://{host}/v2/_events?since=0"));
+    if let Some(a) = auth {
+        req = req.header("authorization", a);
+    }
+    let r = req.send().unwrap();
+    (r.status().as_u16(), header(&r, "www-authenticate"))
+}
+
+#[test]
+fn the_event_stream_is_guarded_like_the_catalog_and_shows_only_pullable_repositories() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("htpasswd");
+    htpasswd(&file, "admin", "admin-pw");
+    // A second user in the same file, written by htpasswd too.
+    run(Command::new("htpasswd")
+        .args(["-B", "-b"])
+        .arg(&file)
+        .args(["alice", "alice-pw"])
+        .stderr(Stdio::null()));
+    let yaml = "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: @DIR@/data\nhttp:\n  addr: 127.0.0.1:@PORT@\nauth:\n  htpasswd:\n    realm: r\n    path: @DIR@/htpasswd\n    token:\n      service: wharf\n      issuer: wharf\naccess:\n  rules:\n    - { repositories: ['team/*'], users: [alice], actions: [pull] }\n    - { repositories: ['*'], users: [admin], actions: ['*'] }\n";
+    let served = Served::start(dir.path(), yaml, &[]);
+    let host = served.host();
+    let basic = |u: &str, p: &str| {
+        use base64::Engine;
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+        )
+    };
+    // Anonymous callers get what they get from the catalog (with an access policy, a
+    // filtered view; here nothing, since no rule names them).
+    let catalog = reqwest::blocking::get(format!("http://{host}/v2/_catalog")).unwrap();
+    assert_eq!(stream_status(&host, None).0, catalog.status().as_u16());
+    // A token for one repository is not enough; one with the catalog scope is.
+    let token = |scope: &str| -> String {
+        let r: Value = reqwest::blocking::Client::new()
+            .get(format!(
+                "http://{host}/auth/token?service=wharf&scope={scope}"
+            ))
+            .header("authorization", basic("alice", "alice-pw"))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        format!("Bearer {}", r["token"].as_str().unwrap())
+    };
+    let (status, challenge) = stream_status(&host, Some(&token("repository:team/a:pull")));
+    assert_eq!(status, 401);
+    assert!(
+        challenge.contains("scope=\"registry:catalog:*\""),
+        "{challenge}"
+    );
+    assert_eq!(
+        stream_status(&host, Some(&token("registry:catalog:*"))).0,
+        200
+    );
+    let admin = basic("admin", "admin-pw");
+    let push = http_client();
+    let base = format!("http://{host}");
+    for (repo, tag) in [
+        ("secret/app", "s1"),
+        ("team/app", "t1"),
+        ("secret/app", "s2"),
+    ] {
+        push_small_as(&push, &base, repo, tag, &admin);
+    }
+    // alice, by Basic and by a catalog token, sees team/ only; admin sees all.
+    for auth in [basic("alice", "alice-pw"), token("registry:catalog:*")] {
+        let resp = reqwest::blocking::Client::new()
+            .get(format!("{base}/v2/_events?since=0"))
+            .header("authorization", auth)
+            .send()
+            .unwrap();
+        let got = read_messages(&mut BufReader::new(resp).lines(), 2);
+        let repos: Vec<&str> = got
+            .iter()
+            .map(|m| m.2["events"][0]["target"]["repository"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            repos,
+            ["team/app", "team/app"],
+            "blob and manifest of team/app only"
+        );
+        assert_eq!(got[1].2["events"][0]["actor"]["name"], "admin");
+    }
+    let resp = reqwest::blocking::Client::new()
+        .get(format!("{base}/v2/_events?since=0"))
+        .header("authorization", &admin)
+        .send()
+        .unwrap();
+    let got = read_messages(&mut BufReader::new(resp).lines(), 6);
+    assert_eq!(got[5].2["events"][0]["target"]["tag"], "s2");
 }

@@ -255,7 +255,7 @@ fn health_turns_unhealthy_when_the_storage_root_turns_read_only_and_back() {
     let debug = free_port();
     let root = tempfile::tempdir().unwrap();
     let addr = format!("127.0.0.1:{debug}");
-    let _w = Wharf::start_on_with_env(
+    let w = Wharf::start_on_with_env(
         root.path(),
         &[
             ("REGISTRY_HTTP_DEBUG_ADDR", &addr),
@@ -272,6 +272,13 @@ fn health_turns_unhealthy_when_the_storage_root_turns_read_only_and_back() {
         .unwrap_or_default();
     assert!(why.contains("Read-only"), "{body}");
     assert_eq!(body.as_object().unwrap().len(), 1, "{body}");
+    // Meanwhile the API refuses everything, as registry:2's health handler does.
+    let r = reqwest::blocking::get(format!("{}/v2/", w.url())).unwrap();
+    assert_eq!(r.status(), 503);
+    let err: Value = r.json().unwrap();
+    assert_eq!(err["errors"][0]["code"], "UNAVAILABLE", "{err}");
     drop(mount);
     assert_eq!(wait_health(&addr, 200), serde_json::json!({}));
+    let r = reqwest::blocking::get(format!("{}/v2/", w.url())).unwrap();
+    assert_eq!(r.status(), 200);
 }
