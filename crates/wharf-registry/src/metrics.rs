@@ -63,15 +63,6 @@ pub struct Metrics {
     pending: Family<EndpointLabel, Gauge>,
     delivered: Family<EndpointLabel, Counter>,
     failed: Family<EndpointLabel, Counter>,
-    gc_runs: Counter,
-    gc_blobs: Counter,
-    gc_manifests: Counter,
-    gc_bytes: Counter,
-    gc_duration: Histogram,
-    scrub_runs: Counter,
-    scrub_blobs: Counter,
-    scrub_problems: Counter,
-    scrub_duration: Histogram,
     healthy: Gauge,
     /// Not a metric: how many upload requests are open, to keep the gauge exact.
     uploads: AtomicI64,
@@ -104,15 +95,6 @@ impl Metrics {
             pending: Family::default(),
             delivered: Family::default(),
             failed: Family::default(),
-            gc_runs: Counter::default(),
-            gc_blobs: Counter::default(),
-            gc_manifests: Counter::default(),
-            gc_bytes: Counter::default(),
-            gc_duration: Histogram::new(exponential_buckets(0.01, 4.0, 10)),
-            scrub_runs: Counter::default(),
-            scrub_blobs: Counter::default(),
-            scrub_problems: Counter::default(),
-            scrub_duration: Histogram::new(exponential_buckets(0.01, 4.0, 10)),
             healthy: Gauge::default(),
             uploads: AtomicI64::new(0),
         };
@@ -189,66 +171,20 @@ impl Metrics {
         );
         reg!(
             r,
-            "gc_runs",
-            "Garbage collections run by this server.",
-            self.gc_runs
-        );
-        reg!(
-            r,
-            "gc_blobs_deleted",
-            "Blobs garbage collection deleted.",
-            self.gc_blobs
-        );
-        reg!(
-            r,
-            "gc_manifests_deleted",
-            "Untagged manifests garbage collection deleted.",
-            self.gc_manifests
-        );
-        r.register_with_unit(
-            "gc_freed",
-            "Bytes garbage collection freed.",
-            Unit::Bytes,
-            self.gc_bytes.clone(),
-        );
-        r.register_with_unit(
-            "gc_duration",
-            "How long garbage collections took.",
-            Unit::Seconds,
-            self.gc_duration.clone(),
-        );
-        reg!(
-            r,
-            "scrub_runs",
-            "Scrubs run by this process.",
-            self.scrub_runs
-        );
-        reg!(
-            r,
-            "scrub_blobs_checked",
-            "Blobs scrub read and verified.",
-            self.scrub_blobs
-        );
-        reg!(
-            r,
-            "scrub_problems",
-            "Problems scrub found.",
-            self.scrub_problems
-        );
-        r.register_with_unit(
-            "scrub_duration",
-            "How long scrubs took.",
-            Unit::Seconds,
-            self.scrub_duration.clone(),
-        );
-        reg!(
-            r,
             "storage_healthy",
             "1 while health.storagedriver passes, 0 when it fails.",
             self.healthy
         );
         self.healthy.set(1);
         self
+    }
+
+    /// Expose the figures GC and scrub record in the store under `state_dir`.
+    pub fn add_store_reports(&mut self, state_dir: std::path::PathBuf) {
+        self.registry
+            .register_collector(Box::new(crate::registry::reports::StoredRuns {
+                dir: state_dir,
+            }));
     }
 
     /// The OpenMetrics text a scrape gets.
@@ -332,21 +268,6 @@ impl Metrics {
                 endpoint: endpoint.to_owned(),
             })
             .inc();
-    }
-
-    pub fn gc_ran(&self, blobs: usize, manifests: usize, bytes: u64, took: Duration) {
-        self.gc_runs.inc();
-        self.gc_blobs.inc_by(blobs as u64);
-        self.gc_manifests.inc_by(manifests as u64);
-        self.gc_bytes.inc_by(bytes);
-        self.gc_duration.observe(took.as_secs_f64());
-    }
-
-    pub fn scrub_ran(&self, blobs: usize, problems: usize, took: Duration) {
-        self.scrub_runs.inc();
-        self.scrub_blobs.inc_by(blobs as u64);
-        self.scrub_problems.inc_by(problems as u64);
-        self.scrub_duration.observe(took.as_secs_f64());
     }
 
     pub fn set_healthy(&self, healthy: bool) {

@@ -53,7 +53,11 @@ pub fn state_for(config: &Config) -> anyhow::Result<Arc<AppState>> {
             random
         }
     };
-    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let mut metrics = crate::metrics::Metrics::new();
+    if let Some(dir) = &store.state_dir {
+        metrics.add_store_reports(dir.clone());
+    }
+    let metrics = Arc::new(metrics);
     let mut registry = Registry::new(store);
     registry.metrics = metrics.clone();
     let events_dir = crate::store::fs::Layout::new(&config.root)
@@ -183,15 +187,8 @@ async fn collect_garbage_periodically(state: Arc<AppState>, gc: crate::config::G
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + gc.interval, gc.interval);
     loop {
         tick.tick().await;
-        let started = std::time::Instant::now();
         match state.registry.collect_garbage(&opts).await {
             Ok(r) => {
-                state.registry.metrics.gc_ran(
-                    r.blobs.len(),
-                    r.manifests.len(),
-                    r.bytes_freed,
-                    started.elapsed(),
-                );
                 tracing::info!(
                     blobs = r.blobs.len(),
                     manifests = r.manifests.len(),

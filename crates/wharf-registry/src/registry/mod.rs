@@ -6,6 +6,7 @@ mod cache;
 pub mod events;
 pub mod gc;
 pub mod manifests;
+pub mod reports;
 pub mod scrub;
 mod uploads;
 

@@ -282,3 +282,62 @@ fn health_turns_unhealthy_when_the_storage_root_turns_read_only_and_back() {
     let r = reqwest::blocking::get(format!("{}/v2/", w.url())).unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// GC and scrub run as commands, in processes of their own: the server's metrics show
+/// their figures, which they leave in the store.
+#[test]
+fn gc_and_scrub_figures_from_other_processes_show_in_the_metrics() {
+    let debug = free_port();
+    let root = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{debug}");
+    let w = Wharf::start_on_with_env(
+        root.path(),
+        &[
+            ("REGISTRY_HTTP_DEBUG_ADDR", &addr),
+            ("REGISTRY_HTTP_DEBUG_PROMETHEUS_ENABLED", "true"),
+        ],
+    );
+    let url = format!("http://{addr}/metrics");
+    let m = scrape(&url);
+    assert_eq!(value(&m, "registry_gc_runs_total{}"), 0.0);
+    // Two blobs no manifest names: garbage once the grace is 0.
+    let c = http_client();
+    let mut total = 0;
+    for size in [1000usize, 2345] {
+        let blob = vec![size as u8; size];
+        let digest = format!(
+            "sha256:{}",
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&blob))
+        );
+        let r = c
+            .post(format!(
+                "{}/v2/gc/app/blobs/uploads/?digest={digest}",
+                w.url()
+            ))
+            .body(blob)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        total += size;
+    }
+    let out = Command::new(WHARF)
+        .args(["scrub", "--json", "--root"])
+        .arg(root.path())
+        .output()
+        .unwrap();
+    ok(out, "wharf scrub");
+    let out = Command::new(WHARF)
+        .args(["garbage-collect", "--grace", "0s", "--root"])
+        .arg(root.path())
+        .output()
+        .unwrap();
+    ok(out, "wharf garbage-collect");
+    let m = scrape(&url);
+    assert_eq!(value(&m, "registry_scrub_runs_total{}"), 1.0);
+    assert_eq!(value(&m, "registry_scrub_blobs_checked_total{}"), 2.0);
+    assert_eq!(value(&m, "registry_scrub_problems_total{}"), 0.0);
+    assert_eq!(value(&m, "registry_gc_runs_total{}"), 1.0);
+    assert_eq!(value(&m, "registry_gc_blobs_deleted_total{}"), 2.0);
+    assert_eq!(value(&m, "registry_gc_bytes_freed_total{}"), total as f64);
+    assert!(value(&m, "registry_gc_last_run_timestamp_seconds{}") > 1.0e9);
+}

@@ -142,6 +142,7 @@ pub fn open(root: &Path, create: bool) -> crate::store::StoreResult<crate::store
         meta,
         locks,
         describe: root.display().to_string(),
+        state_dir: Some(layout.wharf_dir()),
     })
 }
 
