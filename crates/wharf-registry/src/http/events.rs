@@ -107,10 +107,11 @@ impl Subscriber {
                 }
             }
             if self.next <= self.events.newest() {
-                // Trimmed away: resume from the oldest event still kept.
-                let oldest = self.events.oldest().ok().flatten().unwrap_or(self.next);
-                self.next = oldest.max(self.next + 1);
-                continue;
+                // Trimmed away (or lost to a crash): go on from the next event kept.
+                if let Ok(Some(found)) = self.events.first_from(self.next) {
+                    self.next = found;
+                    continue;
+                }
             }
             tokio::select! {
                 _ = self.newer.changed() => {}

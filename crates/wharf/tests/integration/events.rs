@@ -460,3 +460,24 @@ fn the_event_stream_is_guarded_like_the_catalog_and_shows_only_pullable_reposito
     let got = read_messages(&mut BufReader::new(resp).lines(), 6);
     assert_eq!(got[5].2["events"][0]["target"]["tag"], "s2");
 }
+
+#[test]
+fn an_idle_event_stream_gets_a_keep_alive_comment_every_15_s() {
+    let w = Wharf::start();
+    let resp = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(40))
+        .build()
+        .unwrap()
+        .get(format!("{}/v2/_events", w.url()))
+        .send()
+        .unwrap();
+    let t0 = Instant::now();
+    let mut lines = BufReader::new(resp).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), ": keep-alive");
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_secs(14) && waited < Duration::from_secs(20),
+        "{waited:?}"
+    );
+    assert_eq!(lines.next().unwrap().unwrap(), "");
+}

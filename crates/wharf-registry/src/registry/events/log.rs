@@ -90,9 +90,10 @@ impl EventLog {
         n - 1
     }
 
-    /// The lowest number still retained.
-    pub fn oldest(&self) -> io::Result<Option<u64>> {
-        Ok(list(&self.dir)?.first().copied())
+    /// The first number at or above `seq` that is in the log: where a reader goes on when
+    /// `seq` is missing below the newest (trimmed, or lost to a crash before its fsync).
+    pub fn first_from(&self, seq: u64) -> io::Result<Option<u64>> {
+        Ok(list(&self.dir)?.into_iter().find(|&s| s >= seq))
     }
 
     /// Remove events beyond the newest `keep` that are older than `age`, never one above
@@ -185,9 +186,15 @@ mod tests {
         let c = EventLog::open(dir.path().to_owned()).unwrap();
         assert_eq!(c.append(b"x").unwrap(), 101);
         assert_eq!(c.trim(10, Duration::ZERO, 50).unwrap(), 50);
-        assert_eq!(c.oldest().unwrap(), Some(51));
+        assert_eq!(c.first_from(0).unwrap(), Some(51));
         assert_eq!(c.trim(0, Duration::ZERO, 1000).unwrap(), 50);
-        assert_eq!(c.oldest().unwrap(), Some(101));
+        assert_eq!(c.first_from(0).unwrap(), Some(101));
         assert_eq!(c.read(101).unwrap().as_deref(), Some(&b"x"[..]));
+        // A hole (a crash lost an event before its fsync): readers find the next one.
+        c.append(b"y").unwrap();
+        c.append(b"z").unwrap();
+        std::fs::remove_file(c.path(102)).unwrap();
+        assert_eq!(c.first_from(102).unwrap(), Some(103));
+        assert_eq!(c.first_from(104).unwrap(), None);
     }
 }

@@ -117,8 +117,9 @@ impl Events {
         self.log.newest()
     }
 
-    pub fn oldest(&self) -> io::Result<Option<u64>> {
-        self.log.oldest()
+    /// See [`EventLog::first_from`].
+    pub fn first_from(&self, seq: u64) -> io::Result<Option<u64>> {
+        self.log.first_from(seq)
     }
 
     /// The event numbered `seq`, if retained (and readable).

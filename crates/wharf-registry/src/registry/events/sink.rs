@@ -50,6 +50,9 @@ impl Delivery {
             .timeout(endpoint.timeout)
             .default_headers(headers)
             .user_agent(concat!("wharf/", env!("CARGO_PKG_VERSION")))
+            // A redirected POST can turn into a GET that "succeeds" without the event:
+            // a 3xx is a failure, retried, so a wrong URL shows in the failure metrics.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         let dir = events.endpoint_dir(&endpoint.name);
         Ok(Delivery {
@@ -142,8 +145,11 @@ impl Delivery {
             let next = cursor + 1;
             let Some(event) = self.events.read(next).await? else {
                 if next <= newest {
-                    cursor = self.skip_trimmed(next)?;
-                    continue;
+                    let skipped = self.skip_trimmed(next)?;
+                    if skipped != cursor {
+                        cursor = skipped;
+                        continue;
+                    }
                 }
                 tokio::select! {
                     _ = newer.changed() => {}
@@ -186,11 +192,14 @@ impl Delivery {
         }
     }
 
-    /// Events trimmed before this endpoint got them (it was gone longer than the log keeps).
+    /// Events missing before the newest: trimmed before this endpoint got them (it was
+    /// gone longer than the log keeps), or lost to a crash before their fsync.
     fn skip_trimmed(&self, next: u64) -> io::Result<u64> {
-        let oldest = self.events.oldest()?.unwrap_or(next);
-        let cursor = oldest.max(next) - 1;
-        tracing::warn!(endpoint = %self.endpoint.name, from = next, to = cursor, "events were trimmed before delivery; skipping them");
+        let Some(found) = self.events.first_from(next)? else {
+            return Ok(next - 1); // nothing beyond: wait for it
+        };
+        let cursor = found - 1;
+        tracing::warn!(endpoint = %self.endpoint.name, from = next, to = cursor, "events missing from the log; skipping them");
         self.save_cursor(cursor)?;
         Ok(cursor)
     }
