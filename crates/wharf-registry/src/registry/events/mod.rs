@@ -84,24 +84,24 @@ impl Events {
             return;
         }
         let this = self.log.clone();
+        let metrics = self.metrics.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let mut last = None;
+            let mut last = 0;
             for (action, bytes) in encoded {
-                last = Some((this.append(&bytes)?, action));
+                last = this.append(&bytes)?;
+                metrics.event_recorded(&action);
             }
             Ok::<_, io::Error>(last)
         })
         .await;
         match result {
-            Ok(Ok(Some((seq, action)))) => {
-                self.metrics.event_recorded(&action);
+            Ok(Ok(seq)) => {
                 self.newest.send_if_modified(|n| {
                     let changed = seq > *n;
                     *n = (*n).max(seq);
                     changed
                 });
             }
-            Ok(Ok(None)) => {}
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cannot record an event: its notification is lost")
             }
