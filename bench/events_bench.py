@@ -15,7 +15,7 @@ event is reported too.
 commit before it), which prices the event log that `/v2/_events` needs even with no
 endpoint.
 
-Usage: events_bench.py --wharf BIN [--base BIN] [--work DIR] [--rounds N]
+Usage: events_bench.py --wharf BIN [--base BIN] [--work DIR] [--rounds N] [--pids FILE]
 """
 
 import argparse
@@ -61,6 +61,16 @@ class BenchFailure(Exception):
     pass
 
 
+PIDS = [None]  # a file bench/run reads to stop what a killed bench left running
+
+
+def track(proc):
+    if PIDS[0]:
+        with open(PIDS[0], "a") as f:
+            f.write(f"{proc.pid}\n")
+    return proc
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -89,8 +99,9 @@ def start_wharf(binary, root, endpoint_url):
     env["REGISTRY_LOG_ACCESSLOG_DISABLED"] = "true"
     if endpoint_url:
         env["REGISTRY_NOTIFICATIONS_ENDPOINTS"] = f"- name: bench\n  url: {endpoint_url}\n"
-    proc = subprocess.Popen([binary, "serve", "--addr", f"127.0.0.1:{port}", "--root", root],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = track(subprocess.Popen(
+        [binary, "serve", "--addr", f"127.0.0.1:{port}", "--root", root],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     wait_port(port, proc, binary)
     return proc, port
 
@@ -178,8 +189,8 @@ def one_run(binary, work, label, with_endpoint):
     url = None
     if with_endpoint:
         rport = free_port()
-        rx = subprocess.Popen([sys.executable, "-c", RECEIVER, str(rport)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        rx = track(subprocess.Popen([sys.executable, "-c", RECEIVER, str(rport)],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         wait_port(rport, rx, "the receiver")
         url = f"http://127.0.0.1:{rport}/events"
     proc, port = start_wharf(binary, root, url)
@@ -209,7 +220,9 @@ def main():
     ap.add_argument("--base", help="a wharf without the event system, for the log's own cost")
     ap.add_argument("--work", default=None)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--pids", help="append started pids here")
     a = ap.parse_args()
+    PIDS[0] = a.pids
     work = a.work or tempfile.mkdtemp(prefix="wharf-events-bench.")
     os.makedirs(work, exist_ok=True)
     results = {"none": [], "endpoint": [], "base": []}

@@ -1,8 +1,8 @@
 //! Delivering the log to one webhook endpoint, in order, each event once it is accepted.
 //!
 //! Where an endpoint has got to is a cursor file in the store, advanced (atomically,
-//! durably) only after the receiver answers 2xx, so a restart resumes where delivery
-//! stopped. Of the processes sharing a store, the one holding the endpoint's lease (a
+//! durably) only past events the receiver answered 2xx, so a restart resumes where
+//! delivery stopped (or up to a second before: see `CURSOR_EVERY`). Of the processes sharing a store, the one holding the endpoint's lease (a
 //! `flock`, dropped by the kernel if its holder dies) delivers; the others wait to take over.
 //!
 //! Retries follow registry:2's circuit breaker: failures are retried at once until
@@ -12,7 +12,7 @@ use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::envelope::{Envelope, Event, EVENTS_MEDIA_TYPE};
 use super::Events;
@@ -22,6 +22,11 @@ use crate::store::fs::durable;
 
 /// How often a waiting process checks whether the lease holder has gone.
 const LEASE_RETRY: Duration = Duration::from_secs(1);
+/// Under a steady stream the cursor is saved after this many deliveries or this long, and
+/// whenever delivery catches up: a crash re-sends at most that much (at least once), and
+/// delivery does not pay an fsync per event.
+const CURSOR_EVERY_EVENTS: u64 = 256;
+const CURSOR_EVERY: Duration = Duration::from_secs(1);
 /// The pause between retries below the threshold, so a refused connection does not spin.
 const QUICK_RETRY: Duration = Duration::from_millis(50);
 
@@ -131,13 +136,16 @@ impl Delivery {
     /// Ok when the registry is closing; Err when the store fails.
     async fn deliver(&self) -> io::Result<()> {
         let mut cursor = self.load_cursor()?;
+        // The cursor as last saved, and when: saving it is an fsync, so under a stream of
+        // events it is saved every so often rather than after each (see CURSOR_EVERY).
+        let mut saved = (cursor, Instant::now());
         let mut newer = self.events.subscribe();
         let mut closing = self.events.closing();
         let mut failures: u64 = 0;
         let labels = self.endpoint.name.clone();
         loop {
             if *closing.borrow() {
-                return Ok(());
+                break;
             }
             let newest = self.events.newest();
             self.metrics
@@ -154,7 +162,7 @@ impl Delivery {
                 tokio::select! {
                     _ = newer.changed() => {}
                     () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = closing.wait_for(|c| *c) => return Ok(()),
+                    _ = closing.wait_for(|c| *c) => break,
                 }
                 continue;
             };
@@ -175,21 +183,32 @@ impl Delivery {
                         };
                         tokio::select! {
                             () = tokio::time::sleep(wait) => {}
-                            _ = closing.wait_for(|c| *c) => return Ok(()),
+                            _ = closing.wait_for(|c| *c) => break,
                         }
                         continue;
                     }
                 }
             }
             cursor = next;
-            let save = {
-                let this = self.cursor_path();
-                tokio::task::spawn_blocking(move || {
-                    durable::write_atomic(&this, cursor.to_string().as_bytes())
-                })
-            };
-            save.await.map_err(io::Error::other)??;
+            let behind = cursor >= newest || cursor - saved.0 >= CURSOR_EVERY_EVENTS;
+            if behind || saved.1.elapsed() >= CURSOR_EVERY {
+                self.save_cursor_async(cursor).await?;
+                saved = (cursor, Instant::now());
+            }
         }
+        if cursor != saved.0 {
+            self.save_cursor_async(cursor).await?;
+        }
+        Ok(())
+    }
+
+    async fn save_cursor_async(&self, cursor: u64) -> io::Result<()> {
+        let path = self.cursor_path();
+        tokio::task::spawn_blocking(move || {
+            durable::write_atomic(&path, cursor.to_string().as_bytes())
+        })
+        .await
+        .map_err(io::Error::other)?
     }
 
     /// Events missing before the newest: trimmed before this endpoint got them (it was
