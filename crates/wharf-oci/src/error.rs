@@ -22,6 +22,8 @@ pub enum ErrorCode {
     Toomanyrequests,
     /// Not in the spec's table, but what Distribution answers for a storage failure.
     Unknown,
+    /// Distribution's answer to every request while a health check fails.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -43,6 +45,7 @@ impl ErrorCode {
             ErrorCode::Unsupported => "UNSUPPORTED",
             ErrorCode::Toomanyrequests => "TOOMANYREQUESTS",
             ErrorCode::Unknown => "UNKNOWN",
+            ErrorCode::Unavailable => "UNAVAILABLE",
         }
     }
 
@@ -65,6 +68,7 @@ impl ErrorCode {
             ErrorCode::Unsupported => 405,
             ErrorCode::Toomanyrequests => 429,
             ErrorCode::Unknown => 500,
+            ErrorCode::Unavailable => 503,
         }
     }
 
@@ -88,6 +92,7 @@ impl ErrorCode {
             ErrorCode::Unsupported => "the operation is unsupported",
             ErrorCode::Toomanyrequests => "too many requests",
             ErrorCode::Unknown => "unknown error",
+            ErrorCode::Unavailable => "service unavailable",
         }
     }
 }

@@ -3,7 +3,9 @@
 
 pub mod auth;
 pub mod config;
+pub mod debug;
 pub mod http;
+pub mod metrics;
 pub mod registry;
 pub mod server;
 pub mod store;

@@ -18,6 +18,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::auth::Auth;
 use crate::config::Config;
 use crate::http::{handle, AppState};
+use crate::registry::events::{Events, Source};
 use crate::registry::Registry;
 use crate::store::Store;
 
@@ -52,11 +53,27 @@ pub fn state_for(config: &Config) -> anyhow::Result<Arc<AppState>> {
             random
         }
     };
+    let mut metrics = crate::metrics::Metrics::new();
+    if let Some(dir) = &store.state_dir {
+        metrics.add_store_reports(dir.clone());
+    }
+    let metrics = Arc::new(metrics);
     let mut registry = Registry::new(store);
+    registry.metrics = metrics.clone();
     if let Some(proxy) = &config.proxy {
         let proxy = crate::registry::proxy::Proxy::new(proxy).context("proxy:")?;
         registry.proxy = Some(proxy);
     }
+    let events_dir = crate::store::fs::Layout::new(&config.root)
+        .wharf_dir()
+        .join("events");
+    let source = Source {
+        addr: format!("{}:{}", hostname(), config.addr.port()),
+        instance_id: uuid::Uuid::new_v4().to_string(),
+    };
+    let events = Events::open(&events_dir, config.notifications.clone(), source, metrics)
+        .with_context(|| format!("cannot open the event log in {}", events_dir.display()))?;
+    registry.events = Some(Arc::new(events));
     Ok(Arc::new(AppState {
         registry,
         delete_enabled: config.delete_enabled,
@@ -67,7 +84,17 @@ pub fn state_for(config: &Config) -> anyhow::Result<Arc<AppState>> {
         tls: config.http.tls.is_some(),
         extra_headers,
         access_log: config.log.access_log,
+        health: Arc::default(),
     }))
+}
+
+/// This machine's name, as registry:2 puts it in events' `source.addr`.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 /// Serve `config` until `shutdown` resolves, then drain.
@@ -123,7 +150,35 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
     if let Some(proxy) = &state.registry.proxy {
         tokio::spawn(log_proxy_stats(proxy.stats.clone()));
     }
+    let events = state
+        .registry
+        .events
+        .clone()
+        .expect("state_for opens the event log");
+    events.start()?;
+    let health = state.health.clone();
+    if let Some(check) = config.health.clone() {
+        tokio::spawn(crate::debug::check_storage(
+            check,
+            config.root.clone(),
+            health.clone(),
+            state.registry.metrics.clone(),
+        ));
+    }
+    if let Some(debug) = config.http.debug.clone() {
+        let mut closing = events.closing();
+        let stop = async move {
+            let _ = closing.wait_for(|c| *c).await;
+        };
+        crate::debug::serve(debug, state.registry.metrics.clone(), health, stop).await?;
+    }
     let drain = config.http.drain_timeout.unwrap_or(DRAIN_TIMEOUT);
+    // Event streams never end by themselves: end them when shutdown begins, or they
+    // would hold the drain open until it times out.
+    let shutdown = async move {
+        shutdown.await;
+        events.close();
+    };
     serve_listener(listener, state, tls, drain, shutdown).await
 }
 
@@ -195,13 +250,15 @@ async fn collect_garbage_periodically(
             }
         }
         match state.registry.collect_garbage(&opts).await {
-            Ok(r) => tracing::info!(
-                blobs = r.blobs.len(),
-                manifests = r.manifests.len(),
-                bytes_freed = r.bytes_freed,
-                held = r.blobs_held,
-                "garbage collected"
-            ),
+            Ok(r) => {
+                tracing::info!(
+                    blobs = r.blobs.len(),
+                    manifests = r.manifests.len(),
+                    bytes_freed = r.bytes_freed,
+                    held = r.blobs_held,
+                    "garbage collected"
+                )
+            }
             Err(e) => tracing::warn!(error = %e, "garbage collection failed"),
         }
     }
@@ -295,7 +352,7 @@ fn serve_connection<IO>(
 ) where
     IO: Read + Write + Unpin + Send + 'static,
 {
-    let service = service_fn(move |req| handle(state.clone(), peer.ip(), req));
+    let service = service_fn(move |req| handle(state.clone(), peer, req));
     let conn = graceful.watch(http.serve_connection(io, service));
     tokio::spawn(async move {
         if let Err(e) = conn.await {

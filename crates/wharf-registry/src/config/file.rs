@@ -134,11 +134,24 @@ fn apply_env(tree: &mut Value, env: impl IntoIterator<Item = (String, String)>) 
                 Value::Mapping(Mapping::new()),
             );
             Value::Mapping(m)
+        } else if takes_yaml(&path) {
+            // registry:2 unmarshals a variable's value as YAML into the field it names:
+            // that is how a list such as notifications.endpoints comes from the environment.
+            serde_norway::from_str(&value).unwrap_or(Value::String(value))
         } else {
             Value::String(value)
         };
         set_path(tree, &path, leaf);
     }
+}
+
+/// Keys whose values are lists or maps, which a variable can only give as YAML text.
+fn takes_yaml(path: &[String]) -> bool {
+    let p: Vec<&str> = path.iter().map(String::as_str).collect();
+    matches!(
+        p.as_slice(),
+        ["notifications", "endpoints"] | ["notifications"]
+    )
 }
 
 fn set_path(tree: &mut Value, path: &[String], leaf: Value) {
@@ -180,6 +193,21 @@ pub(super) mod lenient {
         Str(String),
     }
 
+    /// A whole number (a count, or bytes), as a number or a string of digits (from the
+    /// environment).
+    pub fn u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        match Option::<Scalar>::deserialize(d)? {
+            None => Ok(None),
+            Some(Scalar::Int(n)) => Ok(Some(n)),
+            Some(Scalar::Str(s)) => s
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| de::Error::custom(format!("{s:?} is not a whole number"))),
+            Some(Scalar::Bool(_)) => Err(de::Error::custom("expected a whole number")),
+        }
+    }
+
     pub fn bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
         match Option::<Scalar>::deserialize(d)? {
             None => Ok(None),
@@ -190,20 +218,6 @@ pub(super) mod lenient {
                 _ => Err(de::Error::custom(format!("{s:?} is not true or false"))),
             },
             Some(Scalar::Int(n)) => Ok(Some(n != 0)),
-        }
-    }
-
-    /// A byte count, as a number or a string of digits (from the environment).
-    pub fn u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-        match Option::<Scalar>::deserialize(d)? {
-            None => Ok(None),
-            Some(Scalar::Int(n)) => Ok(Some(n)),
-            Some(Scalar::Str(s)) => s
-                .trim()
-                .parse()
-                .map(Some)
-                .map_err(|_| de::Error::custom(format!("{s:?} is not a number of bytes"))),
-            Some(Scalar::Bool(_)) => Err(de::Error::custom("expected a number of bytes")),
         }
     }
 
@@ -279,6 +293,8 @@ struct File {
     database: Option<Database>,
     /// registry:2's pull-through cache, with wharf's several upstreams.
     proxy: Option<super::proxy::ProxyFile>,
+    notifications: Option<super::observe::Notifications>,
+    health: Option<super::observe::Health>,
 }
 
 #[derive(Deserialize, Default)]
@@ -374,6 +390,7 @@ struct Http {
     draintimeout: Option<Duration>,
     tls: Option<Tls>,
     headers: Option<BTreeMap<String, HeaderValues>>,
+    debug: Option<super::observe::Debug>,
 }
 
 #[derive(Deserialize)]
@@ -528,7 +545,12 @@ impl File {
             json: self.log.formatter.as_deref() == Some("json"),
             access_log: !self.log.accesslog.and_then(|a| a.disabled).unwrap_or(false),
         };
+        let debug = match self.http.debug {
+            Some(d) => d.into_config(origin)?,
+            None => None,
+        };
         config.http = HttpConfig {
+            debug,
             host: self.http.host.clone(),
             relative_urls: self.http.relativeurls.unwrap_or(false),
             drain_timeout: self.http.draintimeout,
@@ -621,6 +643,10 @@ impl File {
             Some(p) => p.into_config(origin)?,
             None => None,
         };
+        if let Some(n) = self.notifications {
+            config.notifications = n.endpoints(origin)?;
+        }
+        config.health = self.health.and_then(|h| h.storage());
         if let Some(gc) = self.gc.filter(|g| g.enabled != Some(false)) {
             let defaults = super::GcSchedule::default();
             config.gc = Some(super::GcSchedule {
@@ -692,7 +718,7 @@ health:
     }
 
     #[test]
-    fn registry2_image_default_config_loads_with_warnings_for_what_is_ignored() {
+    fn registry2_image_default_config_loads_without_warnings() {
         let (c, warnings) = load_str(REGISTRY2_DEFAULT, &[]).unwrap();
         assert_eq!(c.addr.port(), 5000);
         assert_eq!(c.root, PathBuf::from("/var/lib/registry"));
@@ -700,14 +726,10 @@ health:
             c.http.headers,
             [("X-Content-Type-Options".to_owned(), "nosniff".to_owned())]
         );
-        assert!(
-            warnings.iter().any(|w| w.contains("`health`")),
-            "{warnings:?}"
-        );
-        assert!(
-            !warnings.iter().any(|w| w.contains("cache")),
-            "{warnings:?}"
-        );
+        // Everything in it is acted on now: `health` is, and the cache needs no setting.
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let h = c.health.expect("health.storagedriver");
+        assert_eq!((h.interval, h.threshold), (Duration::from_secs(10), 3));
     }
 
     #[test]
@@ -741,7 +763,7 @@ health:
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(warnings.len(), 1, "{warnings:?}"); // health
+        assert!(warnings.is_empty(), "{warnings:?}");
     }
 
     #[test]

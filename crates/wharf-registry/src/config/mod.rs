@@ -2,6 +2,7 @@
 //! environment into the same struct the command line fills.
 
 mod file;
+mod observe;
 pub mod proxy;
 
 use std::net::SocketAddr;
@@ -33,6 +34,41 @@ pub struct Config {
     pub gc: Option<GcSchedule>,
     /// `proxy:`: a pull-through cache of one upstream or several.
     pub proxy: Option<proxy::ProxyConfig>,
+    /// `notifications.endpoints`, the enabled ones.
+    pub notifications: Vec<Endpoint>,
+    /// `health.storagedriver`, when enabled.
+    pub health: Option<HealthCheck>,
+}
+
+/// A webhook that receives registry:2's event envelopes.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub name: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub timeout: Duration,
+    /// Failures in a row after which each retry waits `backoff`.
+    pub threshold: u64,
+    pub backoff: Duration,
+    /// `ignoredmediatypes` and `ignore.mediatypes`.
+    pub ignored_media_types: Vec<String>,
+    pub ignored_actions: Vec<String>,
+}
+
+/// `health.storagedriver`: probe the storage every `interval`; unhealthy after
+/// `threshold` failures in a row.
+#[derive(Debug, Clone)]
+pub struct HealthCheck {
+    pub interval: Duration,
+    pub threshold: u64,
+}
+
+/// `http.debug`: a second listener for metrics and health.
+#[derive(Debug, Clone)]
+pub struct DebugConfig {
+    pub addr: SocketAddr,
+    /// `prometheus.path` when `prometheus.enabled`.
+    pub prometheus: Option<String>,
 }
 
 /// Content retained this recently is never collected: it covers a push whose blobs are up
@@ -105,6 +141,7 @@ pub struct HttpConfig {
     /// `http.headers`: added to every response.
     pub headers: Vec<(String, String)>,
     pub tls: Option<TlsConfig>,
+    pub debug: Option<DebugConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -169,6 +206,8 @@ impl Config {
             access: None,
             gc: None,
             proxy: None,
+            notifications: Vec::new(),
+            health: None,
         }
     }
 }

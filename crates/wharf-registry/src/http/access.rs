@@ -26,7 +26,8 @@ pub fn need(route: &Route, method: &Method) -> Need {
     match route {
         Route::Token => Need::Nothing,
         Route::Base => Need::Login,
-        Route::Catalog => Need::Catalog,
+        // The event stream names repositories as the catalog does, so it is guarded alike.
+        Route::Catalog | Route::Events => Need::Catalog,
         Route::Tags(r) | Route::Referrers(r, _) => repo(r, Actions::PULL),
         Route::Manifest(r, _) | Route::BadReference(r, _) | Route::Blob(r, _) if read => {
             repo(r, Actions::PULL)

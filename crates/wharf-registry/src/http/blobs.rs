@@ -10,6 +10,8 @@ use wharf_oci::{Digest, ErrorCode, RepoName};
 use super::error::{ApiError, ApiResult};
 use super::response::{empty, streaming, Resp, RespExt, DOCKER_CONTENT_DIGEST};
 use super::{AppState, Req};
+use crate::registry::events::envelope::PULL;
+use crate::registry::events::Origin;
 use crate::registry::proxy::BlobSource;
 
 /// A `Range: bytes=...` header as an inclusive range within `size`. Err for unsatisfiable.
@@ -63,6 +65,7 @@ pub async fn get(
     digest: &Digest,
     req: &Req,
     head: bool,
+    origin: &Origin,
 ) -> ApiResult {
     if let Some(route) = state.registry.proxy.as_ref().and_then(|p| p.route(repo)) {
         match state
@@ -75,11 +78,21 @@ pub async fn get(
                     ApiError::new(ErrorCode::BlobUnknown).detail(json!({ "digest": digest }))
                 )
             }
-            Some(BlobSource::Filling(size, body)) => return Ok(filling(digest, size, body, head)),
+            Some(BlobSource::Filling(size, body)) => {
+                if state.registry.wants_event(PULL) {
+                    let e = origin.blob(PULL, repo, digest, size, None);
+                    state.registry.emit(vec![e]).await;
+                }
+                return Ok(filling(digest, size, body, head));
+            }
             Some(BlobSource::Stored(_)) => {}
         }
     }
     let size = require_linked(state, repo, digest).await?;
+    if state.registry.wants_event(PULL) {
+        let e = origin.blob(PULL, repo, digest, size, None);
+        state.registry.emit(vec![e]).await;
+    }
     let blobs = &state.registry.store.blobs;
     if !head {
         if let Some(url) = blobs.redirect(digest).await? {
@@ -142,13 +155,22 @@ fn filling(digest: &Digest, size: u64, body: crate::store::ByteStream, head: boo
 }
 
 /// Unlinks the blob from this repository, as Distribution does; the bytes go at GC.
-pub async fn delete(state: &AppState, repo: &RepoName, digest: &Digest) -> ApiResult {
+pub async fn delete(
+    state: &AppState,
+    repo: &RepoName,
+    digest: &Digest,
+    origin: &Origin,
+) -> ApiResult {
     if !state.delete_enabled {
         return Err(ApiError::new(ErrorCode::Unsupported).message("deletes are disabled: set storage.delete.enabled (REGISTRY_STORAGE_DELETE_ENABLED=true)"));
     }
     if !state.registry.store.meta.unlink_blob(repo, digest).await? {
         return Err(ApiError::new(ErrorCode::BlobUnknown).detail(json!({ "digest": digest })));
     }
+    state
+        .registry
+        .emit(vec![origin.deleted(repo, digest)])
+        .await;
     Ok(empty(StatusCode::ACCEPTED).with(DOCKER_CONTENT_DIGEST, &digest.to_string()))
 }
 

@@ -5,6 +5,7 @@ mod base;
 mod blobs;
 mod catalog;
 pub mod error;
+mod events;
 mod manifests;
 mod referrers;
 pub mod response;
@@ -15,8 +16,8 @@ mod uploads;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io;
-use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -31,6 +32,8 @@ use wharf_oci::{Digest, ErrorCode, Reference, RepoName};
 use self::error::{digest_invalid, name_invalid, ApiError, ApiResult};
 use self::response::{empty, header_value, Resp, RespExt, API_VERSION};
 use crate::auth::{Auth, Identity};
+use crate::registry::events::envelope::{Actor, RequestRecord};
+use crate::registry::events::Origin;
 use crate::registry::Registry;
 use crate::store::ByteStream;
 
@@ -52,6 +55,8 @@ pub struct AppState {
     pub extra_headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// Log every request at info (registry:2's access log).
     pub access_log: bool,
+    /// `health.storagedriver`'s verdict.
+    pub health: Arc<crate::debug::Health>,
 }
 
 /// The parts of a request handlers look at, with the body still unread.
@@ -62,11 +67,15 @@ pub struct Req {
     /// The query as sent, for parameters that repeat (`scope`).
     pub raw_query: String,
     pub peer: IpAddr,
+    /// With the port, as registry:2's events report the client.
+    pub peer_addr: SocketAddr,
     pub identity: Identity,
     pub body: Incoming,
     /// Set when reading the body failed (a malformed chunked encoding, a cut connection):
     /// whatever the handler made of that, it is the client's fault.
     body_failed: Arc<AtomicBool>,
+    /// Body bytes read so far, for the metrics.
+    bytes_in: Arc<AtomicU64>,
 }
 
 impl Req {
@@ -89,11 +98,15 @@ impl Req {
     /// The body as a stream of byte chunks, never collected in memory.
     pub fn into_stream(self) -> ByteStream {
         let failed = self.body_failed;
+        let counted = self.bytes_in;
         self.body
             .into_data_stream()
             .map_err(move |e| {
                 failed.store(true, Ordering::Relaxed);
                 io::Error::other(e)
+            })
+            .inspect_ok(move |chunk| {
+                counted.fetch_add(chunk.len() as u64, Ordering::Relaxed);
             })
             .boxed()
     }
@@ -127,6 +140,8 @@ enum Route {
     Token,
     Base,
     Catalog,
+    /// `/v2/_events`: the event stream.
+    Events,
     Tags(RepoName),
     Manifest(RepoName, Reference),
     /// A manifest URL whose reference is neither a tag nor a digest: unknown to reads,
@@ -155,6 +170,9 @@ impl Route {
         };
         if rest == "_catalog" {
             return Ok(Route::Catalog);
+        }
+        if rest == "_events" {
+            return Ok(Route::Events);
         }
         let name = |s: &str| s.parse::<RepoName>().map_err(name_invalid);
         let digest = |s: &str| s.parse::<Digest>().map_err(digest_invalid);
@@ -194,8 +212,49 @@ impl Route {
             | Route::Uploads(r)
             | Route::Upload(r, _)
             | Route::Referrers(r, _) => Some(r),
-            Route::Token | Route::Base | Route::Catalog => None,
+            Route::Token | Route::Base | Route::Catalog | Route::Events => None,
         }
+    }
+
+    /// The `handler` label of the metrics, registry:2's route names.
+    fn label(&self) -> &'static str {
+        match self {
+            Route::Token => "token",
+            Route::Base => "base",
+            Route::Catalog => "catalog",
+            Route::Events => "events",
+            Route::Tags(_) => "tags",
+            Route::Manifest(..) | Route::BadReference(..) => "manifest",
+            Route::Blob(..) => "blob",
+            Route::Uploads(_) => "blob_upload",
+            Route::Upload(..) => "blob_upload_chunk",
+            Route::Referrers(..) => "referrers",
+        }
+    }
+}
+
+/// Who made a request, for the events it causes: registry:2's request record.
+fn origin(state: &AppState, req: &Req) -> Origin {
+    let header = |name: &str| req.header(name).unwrap_or_default().to_owned();
+    // As Distribution's RemoteAddr: a proxy's X-Forwarded-For or X-Real-Ip, when an IP.
+    let forwarded = req
+        .header("x-forwarded-for")
+        .and_then(|v| v.split(',').next())
+        .or_else(|| req.header("x-real-ip"))
+        .map(str::trim)
+        .filter(|ip| ip.parse::<IpAddr>().is_ok());
+    Origin {
+        request: RequestRecord {
+            id: Uuid::new_v4().to_string(),
+            addr: forwarded.map_or_else(|| req.peer_addr.to_string(), str::to_owned),
+            host: header("host"),
+            method: req.method.to_string(),
+            useragent: header("user-agent"),
+        },
+        actor: Actor {
+            name: req.identity.name().unwrap_or_default().to_owned(),
+        },
+        base_url: access::base_url(state, &req.headers),
     }
 }
 
@@ -203,7 +262,7 @@ fn method_not_allowed() -> ApiError {
     ApiError::new(ErrorCode::Unsupported).message("method not allowed on this endpoint")
 }
 
-async fn dispatch(state: &AppState, route: Route, req: Req) -> ApiResult {
+async fn dispatch(state: &Arc<AppState>, route: Route, req: Req) -> ApiResult {
     let head = req.method == Method::HEAD;
     let writes =
         !matches!(req.method, Method::GET | Method::HEAD) && !matches!(route, Route::Token);
@@ -221,16 +280,18 @@ async fn dispatch(state: &AppState, route: Route, req: Req) -> ApiResult {
                 .status(StatusCode::METHOD_NOT_ALLOWED));
         }
     }
+    let o = &origin(state, &req);
     match (route, req.method.clone()) {
         (Route::Token, Method::GET | Method::POST) => token::handle(state, req).await,
+        (Route::Events, Method::GET) => events::get(state, &req).await,
         (Route::Base, Method::GET | Method::HEAD) => Ok(base::get()),
         (Route::Catalog, Method::GET) => catalog::get(state, &req).await,
         (Route::Tags(repo), Method::GET) => tags::list(state, &repo, &req).await,
         (Route::Manifest(repo, r), Method::GET | Method::HEAD) => {
-            manifests::get(state, &repo, &r, head).await
+            manifests::get(state, &repo, &r, head, o).await
         }
-        (Route::Manifest(repo, r), Method::PUT) => manifests::put(state, &repo, &r, req).await,
-        (Route::Manifest(repo, r), Method::DELETE) => manifests::delete(state, &repo, &r).await,
+        (Route::Manifest(repo, r), Method::PUT) => manifests::put(state, &repo, &r, req, o).await,
+        (Route::Manifest(repo, r), Method::DELETE) => manifests::delete(state, &repo, &r, o).await,
         (Route::BadReference(repo, why), Method::PUT) => {
             Err(ApiError::new(ErrorCode::ManifestInvalid)
                 .message(why)
@@ -240,13 +301,13 @@ async fn dispatch(state: &AppState, route: Route, req: Req) -> ApiResult {
             .message(why)
             .detail(serde_json::json!({ "name": repo.as_str() }))),
         (Route::Blob(repo, d), Method::GET | Method::HEAD) => {
-            blobs::get(state, &repo, &d, &req, head).await
+            blobs::get(state, &repo, &d, &req, head, o).await
         }
-        (Route::Blob(repo, d), Method::DELETE) => blobs::delete(state, &repo, &d).await,
-        (Route::Uploads(repo), Method::POST) => uploads::start(state, &repo, req).await,
+        (Route::Blob(repo, d), Method::DELETE) => blobs::delete(state, &repo, &d, o).await,
+        (Route::Uploads(repo), Method::POST) => uploads::start(state, &repo, req, o).await,
         (Route::Upload(repo, id), Method::GET) => uploads::status(state, &repo, id).await,
         (Route::Upload(repo, id), Method::PATCH) => uploads::patch(state, &repo, id, req).await,
-        (Route::Upload(repo, id), Method::PUT) => uploads::put(state, &repo, id, req).await,
+        (Route::Upload(repo, id), Method::PUT) => uploads::put(state, &repo, id, req, o).await,
         (Route::Upload(repo, id), Method::DELETE) => uploads::cancel(state, &repo, id).await,
         (Route::Referrers(repo, d), Method::GET) => referrers::get(state, &repo, &d, &req).await,
         _ => Err(method_not_allowed()),
@@ -257,7 +318,7 @@ async fn dispatch(state: &AppState, route: Route, req: Req) -> ApiResult {
 /// into spec bodies, log.
 pub async fn handle(
     state: Arc<AppState>,
-    peer: IpAddr,
+    peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Resp, Infallible> {
     let started = Instant::now();
@@ -269,21 +330,37 @@ pub async fn handle(
     let path = parts.uri.path().to_owned();
     let body_unread = !body.is_end_stream();
     let body_failed = Arc::new(AtomicBool::new(false));
+    let bytes_in = Arc::new(AtomicU64::new(0));
     let req = Req {
         method: parts.method,
         headers: parts.headers,
         query,
         raw_query,
-        peer,
+        peer: peer.ip(),
+        peer_addr: peer,
         identity: Identity::Anonymous,
         body,
         body_failed: body_failed.clone(),
+        bytes_in: bytes_in.clone(),
     };
     let method = req.method.clone();
-    let mut resp = match trailing_slash_redirect(&path, &req.raw_query) {
-        Some(location) => empty(StatusCode::MOVED_PERMANENTLY).location(&location),
+    let (mut resp, label) = match trailing_slash_redirect(&path, &req.raw_query) {
+        // registry:2 answers nothing but this while a health check fails.
+        _ if state.health.is_unhealthy() => (
+            ApiError::new(ErrorCode::Unavailable)
+                .detail(serde_json::json!(
+                    "health check failed: please see /debug/health"
+                ))
+                .into_response(),
+            "unavailable",
+        ),
+        Some(location) => (
+            empty(StatusCode::MOVED_PERMANENTLY).location(&location),
+            "redirect",
+        ),
         None => route_and_run(&state, &path, req).await,
     };
+    let peer = peer.ip();
     if body_failed.load(Ordering::Relaxed) {
         resp = ApiError::new(ErrorCode::Unknown)
             .message(
@@ -304,6 +381,15 @@ pub async fn handle(
     for (name, value) in &state.extra_headers {
         headers.append(name.clone(), value.clone());
     }
+    let metrics = &state.registry.metrics;
+    metrics.answered(
+        label,
+        method.as_str(),
+        resp.status().as_u16(),
+        started.elapsed(),
+    );
+    metrics.bytes_in(label, bytes_in.load(Ordering::Relaxed));
+    let resp = count_body(resp, metrics.bytes_out_counter(label));
     if state.access_log {
         tracing::info!(
             %peer,
@@ -317,23 +403,47 @@ pub async fn handle(
     Ok(resp)
 }
 
-/// Route, authorize and run the handler; an error becomes its spec body.
-async fn route_and_run(state: &AppState, path: &str, mut req: Req) -> Resp {
+/// Response bodies count their bytes into `counter` as they are sent.
+fn count_body(resp: Resp, counter: prometheus_client::metrics::counter::Counter) -> Resp {
+    resp.map(|body| {
+        body.map_frame(move |frame| {
+            if let Some(data) = frame.data_ref() {
+                counter.inc_by(data.len() as u64);
+            }
+            frame
+        })
+        .boxed_unsync()
+    })
+}
+
+/// Route, authorize and run the handler; an error becomes its spec body. Also returns
+/// the route's metrics label.
+async fn route_and_run(state: &Arc<AppState>, path: &str, mut req: Req) -> (Resp, &'static str) {
     let method = req.method.clone();
-    let result = match Route::parse(path) {
-        Ok(route) => authorize(state, &route, &mut req).await.map(|()| route),
-        Err(e) => Err(e),
+    let (result, label) = match Route::parse(path) {
+        Ok(route) => {
+            let label = route.label();
+            let upload =
+                matches!(route, Route::Uploads(_) | Route::Upload(..)) && method != Method::GET;
+            let _in_flight = state.registry.metrics.begin(label, upload);
+            let result = match authorize(state, &route, &mut req).await {
+                Ok(()) => dispatch(state, route, req).await,
+                Err(e) => {
+                    state.registry.metrics.auth_failed(label);
+                    Err(e)
+                }
+            };
+            (result, label)
+        }
+        Err(e) => (Err(e), "unknown"),
     };
-    let result = match result {
-        Ok(route) => dispatch(state, route, req).await,
-        Err(e) => Err(e),
-    };
-    result.unwrap_or_else(|e| {
+    let resp = result.unwrap_or_else(|e| {
         if e.status.is_server_error() {
             tracing::warn!(%method, %path, code = e.code.as_str(), message = %e.message, "request failed");
         }
         e.into_response()
-    })
+    });
+    (resp, label)
 }
 
 /// Distribution (gorilla/mux with strict slashes) answers a known URL with a trailing

@@ -10,6 +10,8 @@ use wharf_oci::{Digest, ErrorCode, RepoName};
 use super::error::{digest_invalid, ApiError, ApiResult};
 use super::response::{empty, Resp, RespExt, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID};
 use super::{AppState, Req};
+use crate::registry::events::envelope::{MOUNT, PUSH};
+use crate::registry::events::Origin;
 
 /// The upload's URL, carrying registry:2's signed `_state` (name, id, offset), which
 /// Distribution requires and checks; wharf itself reads the state from the store.
@@ -91,12 +93,20 @@ fn chunk_start(req: &Req) -> ApiResult<Option<u64>> {
     Ok(Some(start))
 }
 
-async fn finish(state: &AppState, repo: &RepoName, id: Uuid, digest: &Digest) -> ApiResult {
-    state.registry.finish_upload(repo, id, digest).await?;
+/// A blob committed: its push event, then the 201.
+async fn pushed(
+    state: &AppState,
+    repo: &RepoName,
+    digest: &Digest,
+    size: u64,
+    origin: &Origin,
+) -> ApiResult {
+    let e = origin.blob(PUSH, repo, digest, size, None);
+    state.registry.emit(vec![e]).await;
     Ok(created(repo, digest))
 }
 
-pub async fn start(state: &AppState, repo: &RepoName, req: Req) -> ApiResult {
+pub async fn start(state: &AppState, repo: &RepoName, req: Req, origin: &Origin) -> ApiResult {
     if let Some(digest) = digest_param(&req, "mount")? {
         // Mounting reads the source: only from a repository the caller may pull.
         let from = req
@@ -110,6 +120,10 @@ pub async fn start(state: &AppState, repo: &RepoName, req: Req) -> ApiResult {
             });
         if let Some(from) = from {
             if state.registry.mount(repo, &digest, &from).await? {
+                if let Some(size) = state.registry.blob_in_repo(repo, &digest).await? {
+                    let e = origin.blob(MOUNT, repo, &digest, size, Some(&from));
+                    state.registry.emit(vec![e]).await;
+                }
                 return Ok(created(repo, &digest));
             }
         }
@@ -124,11 +138,11 @@ pub async fn start(state: &AppState, repo: &RepoName, req: Req) -> ApiResult {
         }
         // One request, one blob: no upload session to create and tear down.
         Some(digest) => {
-            state
+            let size = state
                 .registry
                 .put_blob(repo, &digest, req.into_stream())
                 .await?;
-            Ok(created(repo, &digest))
+            pushed(state, repo, &digest, size, origin).await
         }
     }
 }
@@ -145,7 +159,13 @@ pub async fn patch(state: &AppState, repo: &RepoName, id: Uuid, req: Req) -> Api
     Ok(progress(state, repo, id, size, StatusCode::ACCEPTED))
 }
 
-pub async fn put(state: &AppState, repo: &RepoName, id: Uuid, req: Req) -> ApiResult {
+pub async fn put(
+    state: &AppState,
+    repo: &RepoName,
+    id: Uuid,
+    req: Req,
+    origin: &Origin,
+) -> ApiResult {
     let digest = digest_param(&req, "digest")?.ok_or_else(|| {
         ApiError::new(ErrorCode::DigestInvalid).message("PUT to finish an upload needs ?digest=")
     })?;
@@ -155,7 +175,8 @@ pub async fn put(state: &AppState, repo: &RepoName, id: Uuid, req: Req) -> ApiRe
         let blobs = &state.registry.store.blobs;
         blobs.append(repo, id, at, req.into_stream()).await?;
     }
-    finish(state, repo, id, &digest).await
+    let size = state.registry.finish_upload(repo, id, &digest).await?;
+    pushed(state, repo, &digest, size, origin).await
 }
 
 pub async fn cancel(state: &AppState, repo: &RepoName, id: Uuid) -> ApiResult {

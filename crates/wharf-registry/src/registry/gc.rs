@@ -106,6 +106,7 @@ async fn read_records(
 
 impl Registry {
     pub async fn collect_garbage(&self, opts: &GcOptions) -> Result<GcReport> {
+        let started = Instant::now();
         let store = &self.store;
         // A dry run deletes nothing, so it needs no locks, and works on a read-only store.
         let _job = match opts.dry_run {
@@ -163,6 +164,14 @@ impl Registry {
             &mut report,
         )
         .await?;
+        if !opts.dry_run {
+            let figures = [
+                ("blobs_deleted", report.blobs.len() as u64),
+                ("manifests_deleted", report.manifests.len() as u64),
+                ("bytes_freed", report.bytes_freed),
+            ];
+            self.record_run("gc", started.elapsed(), &figures);
+        }
         Ok(report)
     }
 

@@ -23,6 +23,9 @@ pub struct ManifestContent {
 pub struct PutManifest {
     pub digest: Digest,
     pub subject: Option<Digest>,
+    /// What the stored manifest is, for its push event.
+    pub media_type: Arc<str>,
+    pub size: u64,
 }
 
 impl Registry {
@@ -117,11 +120,15 @@ impl Registry {
             self.store.blobs.put(&digest, bytes.clone()).await?;
             meta.put_manifest(repo, &record, tag).await?;
         }
+        let media_type: Arc<str> = manifest.media_type.as_str().into();
+        let size = bytes.len() as u64;
         self.manifests
-            .insert(digest.clone(), bytes, manifest.media_type.as_str().into());
+            .insert(digest.clone(), bytes, media_type.clone());
         Ok(PutManifest {
             digest,
             subject: manifest.subject.map(|s| s.digest),
+            media_type,
+            size,
         })
     }
 

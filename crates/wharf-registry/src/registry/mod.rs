@@ -3,11 +3,15 @@
 //! never the store directly for anything that has rules.
 
 mod cache;
+pub mod events;
 pub mod gc;
 pub mod manifests;
 pub mod proxy;
+pub mod reports;
 pub mod scrub;
 mod uploads;
+
+use std::sync::Arc;
 
 use serde_json::Value;
 use wharf_oci::ErrorCode;
@@ -15,6 +19,8 @@ use wharf_oci::ErrorCode;
 pub use cache::ManifestCache;
 pub use manifests::{ManifestContent, PutManifest};
 
+use self::events::Events;
+use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 
 /// A registry over its store.
@@ -23,6 +29,9 @@ pub struct Registry {
     pub manifests: ManifestCache,
     /// The pull-through cache, when `proxy:` names upstreams.
     pub proxy: Option<proxy::Proxy>,
+    /// Where events go; None where nothing listens (maintenance commands).
+    pub events: Option<Arc<Events>>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Registry {
@@ -31,6 +40,19 @@ impl Registry {
             store,
             manifests: ManifestCache::default(),
             proxy: None,
+            events: None,
+            metrics: Arc::default(),
+        }
+    }
+
+    /// Whether an event of `action` would be recorded, so callers build only those.
+    pub fn wants_event(&self, action: &str) -> bool {
+        self.events.as_ref().is_some_and(|e| e.wants(action))
+    }
+
+    pub async fn emit(&self, events: Vec<events::Event>) {
+        if let Some(e) = &self.events {
+            e.emit(events).await;
         }
     }
 }

@@ -110,6 +110,7 @@ struct RepoView {
 
 impl Registry {
     pub async fn scrub(&self, opts: &ScrubOptions) -> Result<ScrubReport> {
+        let started = std::time::Instant::now();
         let mut report = ScrubReport::default();
         let suspects = self.check_blobs(opts, &mut report).await?;
         // Repairs act on a store that holds still: no writer runs from here on, so nothing
@@ -179,6 +180,12 @@ impl Registry {
                 });
             }
         }
+        let figures = [
+            ("blobs_checked", report.blobs_checked as u64),
+            ("bytes_checked", report.bytes_checked),
+            ("problems", report.problems() as u64),
+        ];
+        self.record_run("scrub", started.elapsed(), &figures);
         Ok(report)
     }
 

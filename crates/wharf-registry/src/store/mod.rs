@@ -298,6 +298,8 @@ pub struct Store {
     pub locks: Arc<dyn Locks>,
     /// What a person would call it in a message: a path, a bucket.
     pub describe: String,
+    /// A directory for wharf's own records (job reports), where the backend has one.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Which storage `storage:` names.

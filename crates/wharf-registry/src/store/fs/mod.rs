@@ -2,7 +2,7 @@
 //! an existing `/var/lib/registry` is served in place and Distribution can serve ours.
 
 mod blobs;
-mod durable;
+pub(crate) mod durable;
 mod locks;
 mod meta;
 mod upload;
@@ -142,6 +142,7 @@ pub fn open(root: &Path, create: bool) -> crate::store::StoreResult<crate::store
         meta,
         locks,
         describe: root.display().to_string(),
+        state_dir: Some(layout.wharf_dir()),
     })
 }
 
