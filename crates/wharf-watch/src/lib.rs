@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod check;
+pub mod dependants;
 pub mod engine;
 pub mod labels;
 pub mod notify;
@@ -10,6 +11,7 @@ pub mod report;
 pub mod schedule;
 pub mod session;
 pub mod spec;
+pub mod target;
 pub mod update;
 
 /// A panic elsewhere leaves these maps and counters consistent, so poisoning is ignored.

@@ -9,13 +9,15 @@ use wharf_client::ImageRef;
 use wharf_oci::Digest;
 
 use crate::check::{recorded_digests, Registries};
+use crate::dependants::Dependants;
 use crate::engine::{is_running, Engine};
 use crate::labels::{Hook, Selection};
 use crate::lock;
 use crate::order::Dependencies;
 use crate::report::{ContainerReport, Outcome, SessionReport};
 use crate::spec;
-use crate::update::{self, NotReplaced, Replaced, Target, Timing, Unconfirmed};
+use crate::target::Target;
+use crate::update::{self, NotReplaced, Replaced, Timing, Unconfirmed};
 
 /// What a watcher does, beyond which containers it looks at.
 #[derive(Debug, Clone)]
@@ -295,6 +297,13 @@ impl Watcher {
         report.containers = lines;
     }
 
+    fn dependants(&self) -> Dependants<'_> {
+        Dependants {
+            engine: &self.engine,
+            timing: &self.settings.timing,
+        }
+    }
+
     fn monitor_only(&self, c: &Checked) -> bool {
         self.settings.monitor_only || c.target.labels().monitor_only()
     }
@@ -436,7 +445,7 @@ impl Watcher {
         }
         tracing::info!(container = %c.target.name, image = %c.reference, id = %image_id, "new image ready; replacing the container");
         let old_image = c.target.image_config(&self.engine).await;
-        let stopped = self.stop_dependants(&c.target, deps).await;
+        let stopped = self.dependants().stop(&c.target, deps).await;
         let result = update::replace(
             &self.engine,
             &c.target,
@@ -453,7 +462,7 @@ impl Watcher {
                 Ok(Some(replaced))
             }
             Err(e) => {
-                self.start_all(&stopped, replaced_ids).await;
+                self.dependants().start_all(&stopped, replaced_ids).await;
                 Err(e)
             }
         }
@@ -481,36 +490,17 @@ impl Watcher {
         }
     }
 
-    /// Pull `image@digest` (exactly what was checked, whatever the tag says by now) and
-    /// point the container's tag at it. Returns the local image id.
+    /// Pull exactly the checked digest, with the check's credentials.
     async fn pull(&self, image: &ImageRef, digest: &Digest) -> Result<String, String> {
         let credentials = self
             .registries
             .docker_credentials(image.registry())
             .await
             .map_err(|e| e.to_string())?;
-        let repo = repository_name(image);
-        let by_digest = format!("{repo}@{digest}");
         self.engine
-            .pull(&by_digest, credentials)
+            .pull_checked(image, digest, credentials)
             .await
-            .map_err(|e| e.to_string())?;
-        let tag = image
-            .tag()
-            .map(|t| t.as_str().to_owned())
-            .unwrap_or_else(|| "latest".into());
-        self.engine
-            .tag(&by_digest, &repo, &tag)
-            .await
-            .map_err(|e| e.to_string())?;
-        let inspected = self
-            .engine
-            .inspect_image(&by_digest)
-            .await
-            .map_err(|e| e.to_string())?;
-        inspected
-            .id
-            .ok_or_else(|| format!("the engine reported no id for {by_digest}"))
+            .map_err(|e| e.to_string())
     }
 
     /// After a replacement: the grace period, rollback if needed, dependants restarted.
@@ -534,119 +524,13 @@ impl Watcher {
                 }
             }
         }
-        let trouble = self.restart_dependants(replaced, deps, replaced_ids).await;
+        let trouble = self
+            .dependants()
+            .restart(replaced, deps, replaced_ids)
+            .await;
         if !trouble.is_empty() {
             let detail = line.detail.take().into_iter().chain(trouble);
             line.detail = Some(detail.collect::<Vec<_>>().join("; "));
-        }
-    }
-
-    /// Start again the dependants stopped for `replaced`, dependencies first. One that
-    /// shared the network of a container that is gone now (replaced, not rolled back)
-    /// could never start again: it is recreated on its successor's network, and started
-    /// only if it ran. Returns what failed.
-    async fn restart_dependants(
-        &self,
-        replaced: &Replaced,
-        deps: &Dependencies,
-        replaced_ids: &HashMap<String, String>,
-    ) -> Vec<String> {
-        // Old id → name of the containers gone this way, which their dependants follow.
-        let mut gone = replaced_ids.clone();
-        let stopped = &replaced.stopped_dependants;
-        let idle = deps
-            .dependants(&replaced.target.name)
-            .into_iter()
-            .filter(|name| !stopped.contains(name));
-        let all = stopped
-            .iter()
-            .map(|n| (n.clone(), true))
-            .chain(idle.map(|n| (n, false)));
-        let mut trouble = Vec::new();
-        for (name, ran) in all {
-            let Ok(c) = self.engine.inspect_container(&name).await else {
-                continue;
-            };
-            let Some(provider) = self.gone_provider(&c, &gone).await else {
-                if ran {
-                    self.start_all(std::slice::from_ref(&name), replaced_ids)
-                        .await;
-                }
-                continue;
-            };
-            let target = Target {
-                id: c.id.clone().unwrap_or_default(),
-                name: name.clone(),
-                inspect: c,
-                was_running: ran,
-            };
-            match update::rejoin(&self.engine, &target, &provider, &self.settings.timing).await {
-                Ok(()) => {
-                    tracing::info!(container = %name, network_of = %provider, "recreated on the new container's network");
-                    gone.insert(target.id, name);
-                }
-                Err(why) => trouble.push(format!(
-                    "{name}, which shares its network, could not be recreated on it: {why}"
-                )),
-            }
-        }
-        trouble
-    }
-
-    /// The name now holding the place of the container whose network `c` shares, if that
-    /// container is gone (in `gone`, and not running: a rolled-back one runs again).
-    async fn gone_provider(
-        &self,
-        c: &bollard::models::ContainerInspectResponse,
-        gone: &HashMap<String, String>,
-    ) -> Option<String> {
-        let id = spec::network_provider(c)?;
-        let name = gone.get(id)?;
-        (!self.runs(id).await).then(|| name.clone())
-    }
-
-    async fn runs(&self, id: &str) -> bool {
-        self.engine
-            .inspect_container(id)
-            .await
-            .is_ok_and(|c| is_running(&c))
-    }
-
-    /// Stop running dependants, last first; returns the ones to start again afterwards:
-    /// all that ran, since one whose stop failed may have stopped all the same.
-    async fn stop_dependants(&self, target: &Target, deps: &Dependencies) -> Vec<String> {
-        let mut stopped = Vec::new();
-        for name in deps.dependants(&target.name).iter().rev() {
-            let Ok(c) = self.engine.inspect_container(name).await else {
-                continue;
-            };
-            if !is_running(&c) {
-                continue;
-            }
-            let timeout = self.settings.timing.stop_timeout;
-            if let Err(e) = update::stop(&self.engine, &c, timeout).await {
-                tracing::warn!(container = %name, error = %e, "could not stop a dependant");
-            }
-            stopped.push(name.clone());
-        }
-        stopped.reverse();
-        stopped
-    }
-
-    /// Start the named containers, dependencies first, skipping ones replaced this session.
-    async fn start_all(&self, names: &[String], replaced_ids: &HashMap<String, String>) {
-        for name in names {
-            let Ok(c) = self.engine.inspect_container(name).await else {
-                continue;
-            };
-            let id = c.id.clone().unwrap_or_default();
-            let running = is_running(&c);
-            if running || replaced_ids.contains_key(&id) {
-                continue;
-            }
-            if let Err(e) = self.engine.start(&id).await {
-                tracing::warn!(container = %name, error = %e, "could not restart a dependant");
-            }
         }
     }
 
@@ -710,16 +594,6 @@ fn is_image_id(s: &str) -> bool {
     s.len() == 64
         && s.bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-/// `host/repo` as docker names it (`busybox` for Docker Hub's `library/busybox`).
-fn repository_name(image: &ImageRef) -> String {
-    if image.registry().is_docker_hub() {
-        let repo = image.repository().as_str();
-        repo.strip_prefix("library/").unwrap_or(repo).to_owned()
-    } else {
-        format!("{}/{}", image.registry(), image.repository())
-    }
 }
 
 /// `?image=a,b` of the HTTP API: containers whose image is listed; an entry without a
