@@ -80,7 +80,10 @@ impl Registries {
 
     /// The registry's client; a new one first learns the registry's challenge, so each
     /// check's HEAD is one request.
-    async fn client(&self, registry: &Registry) -> Result<Arc<RegistryClient>, ClientError> {
+    pub(crate) async fn client(
+        &self,
+        registry: &Registry,
+    ) -> Result<Arc<RegistryClient>, ClientError> {
         if let Some(c) = lock(&self.clients).get(registry) {
             return Ok(c.clone());
         }

@@ -2,7 +2,7 @@
 //! one at a time.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use wharf_client::ImageRef;
@@ -50,7 +50,7 @@ pub struct Totals {
 
 pub struct Watcher {
     engine: Engine,
-    registries: Registries,
+    registries: Arc<Registries>,
     settings: Settings,
     /// One session at a time: the schedule and the HTTP API share it.
     running: tokio::sync::Mutex<()>,
@@ -76,13 +76,29 @@ impl Watcher {
     pub fn new(engine: Engine, registries: Registries, settings: Settings) -> Watcher {
         Watcher {
             engine,
-            registries,
+            registries: Arc::new(registries),
             settings,
             running: tokio::sync::Mutex::new(()),
             totals: Mutex::new(Totals::default()),
             rejected: Mutex::new(HashMap::new()),
             own_id: own_container_id(),
         }
+    }
+
+    /// The registries' clients (credentials, token cache), shared with event subscribers.
+    pub fn registries(&self) -> Arc<Registries> {
+        self.registries.clone()
+    }
+
+    /// Which of `images` some watched container uses (by the rules of `?image=`), without
+    /// asking any registry: an event for an image no one uses costs no check.
+    pub async fn used(&self, images: &[String]) -> Result<Vec<String>, crate::engine::EngineError> {
+        let (_, watched) = self.targets().await?;
+        Ok(images
+            .iter()
+            .filter(|i| !filter_images(watched.clone(), Some(std::slice::from_ref(i))).is_empty())
+            .cloned()
+            .collect())
     }
 
     pub fn totals(&self) -> Totals {
