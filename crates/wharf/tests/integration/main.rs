@@ -23,4 +23,5 @@ mod seed003;
 mod store_shared;
 mod watch;
 mod watch_env;
+mod watch_events;
 mod watch_flags;
