@@ -8,6 +8,7 @@ pub mod events;
 pub mod labels;
 pub mod notify;
 pub mod order;
+pub mod policy;
 pub mod report;
 pub mod schedule;
 pub mod session;

@@ -14,6 +14,7 @@ use crate::engine::{is_running, Engine};
 use crate::labels::{Hook, Selection};
 use crate::lock;
 use crate::order::Dependencies;
+use crate::policy::{self, Policy, PolicyDefaults};
 use crate::report::{ContainerReport, Outcome, SessionReport};
 use crate::spec;
 use crate::target::Target;
@@ -36,6 +37,8 @@ pub struct Settings {
     /// watchtower's `--no-restart`: pull the new image, leave the container as it is.
     pub no_restart: bool,
     pub timing: Timing,
+    /// Tag-following defaults (`--tag-semver`…), under each container's labels.
+    pub policy: PolicyDefaults,
 }
 
 /// Counters since start, for `/v1/metrics`.
@@ -70,6 +73,8 @@ struct Checked {
     latest: Option<Result<Digest, String>>,
     /// For a no-pull container: the id of the image its reference names locally now.
     local: Option<Result<String, String>>,
+    /// What its tag-following policy found (a move, a held-back tag), for the report.
+    note: Option<String>,
 }
 
 impl Watcher {
@@ -96,7 +101,10 @@ impl Watcher {
         let (_, watched) = self.targets().await?;
         Ok(images
             .iter()
-            .filter(|i| !filter_images(watched.clone(), Some(std::slice::from_ref(i))).is_empty())
+            .filter(|i| {
+                let one = Some(std::slice::from_ref(*i));
+                !filter_images(watched.clone(), one, |t| self.follows_tags(t)).is_empty()
+            })
             .cloned()
             .collect())
     }
@@ -141,7 +149,7 @@ impl Watcher {
         self.recover_now().await;
         match self.targets().await {
             Ok((all, watched)) => {
-                let watched = filter_images(watched, only_images);
+                let watched = filter_images(watched, only_images, |t| self.follows_tags(t));
                 self.run(&all, watched, &mut report).await;
             }
             Err(e) => report.containers.push(ContainerReport {
@@ -338,9 +346,12 @@ impl Watcher {
                 old_digest: None,
                 latest: None,
                 local: None,
+                note: None,
             };
             if c.target.labels().no_pull(self.settings.no_pull) {
                 c.local = Some(self.local_image(&c.reference).await);
+            } else if let Err(why) = self.follow_tags(&mut c).await {
+                c.latest = Some(Err(why));
             } else if let Ok(image) = &c.image {
                 let key = image.to_string();
                 if !latest.contains_key(&key) {
@@ -357,6 +368,28 @@ impl Watcher {
             checked.push(c);
         }
         checked
+    }
+
+    /// A container with a tag-following policy is checked under the tag it moves to, if
+    /// its policy finds one: that reference becomes its image when it is updated.
+    async fn follow_tags(&self, c: &mut Checked) -> Result<(), String> {
+        let Some(policy) = Policy::of(c.target.labels().0, &self.settings.policy)? else {
+            return Ok(());
+        };
+        let Ok(image) = &c.image else { return Ok(()) };
+        let followed = policy::follow(&self.registries, &policy, image).await?;
+        c.note = followed.note;
+        if let Some(to) = followed.to {
+            tracing::info!(container = %c.target.name, from = %c.reference, to = %to.familiar(), "a newer tag matches its policy");
+            c.reference = to.familiar();
+            c.image = Ok(to);
+        }
+        Ok(())
+    }
+
+    /// Whether `t` follows tags: then a push of any tag of its repository concerns it.
+    fn follows_tags(&self, t: &Target) -> bool {
+        matches!(Policy::of(t.labels().0, &self.settings.policy), Ok(Some(_)))
     }
 
     /// The id of the image `reference` names on the engine now.
@@ -432,6 +465,9 @@ impl Watcher {
                 line.detail = Some(why.clone());
             }
             (Ok(_), None) => {}
+        }
+        if line.detail.is_none() {
+            line.detail.clone_from(&c.note);
         }
         line
     }
@@ -614,7 +650,12 @@ fn is_image_id(s: &str) -> bool {
 
 /// `?image=a,b` of the HTTP API: containers whose image is listed; an entry without a
 /// tag matches every tag of its repository.
-fn filter_images(watched: Vec<Target>, only: Option<&[String]>) -> Vec<Target> {
+/// One that follows tags (`follows`) matches whatever the tag.
+fn filter_images(
+    watched: Vec<Target>,
+    only: Option<&[String]>,
+    follows: impl Fn(&Target) -> bool,
+) -> Vec<Target> {
     let Some(only) = only.filter(|o| !o.is_empty()) else {
         return watched;
     };
@@ -631,7 +672,7 @@ fn filter_images(watched: Vec<Target>, only: Option<&[String]>) -> Vec<Target> {
             wanted.iter().any(|(w, tagged)| {
                 w.registry() == image.registry()
                     && w.repository() == image.repository()
-                    && (!tagged || w.tag() == image.tag())
+                    && (!tagged || w.tag() == image.tag() || follows(t))
             })
         })
         .collect()

@@ -17,6 +17,7 @@ use wharf_watch::engine::Engine;
 use wharf_watch::events::{Dispatcher, RunChecks};
 use wharf_watch::labels::{split_names, Selection};
 use wharf_watch::notify::{Notifiers, NotifySettings};
+use wharf_watch::policy::PolicyDefaults;
 use wharf_watch::report::{Outcome, SessionReport};
 use wharf_watch::schedule::{parse_duration, Schedule};
 use wharf_watch::session::{Settings, Watcher};
@@ -132,6 +133,21 @@ pub struct WatchArgs {
         value_delimiter = ','
     )]
     events_from: Vec<String>,
+    /// Move every container to the highest tag in this semver range (`^1.2`, `~1.2.3`,
+    /// `>=1.0 <2`) newer than its own; the wharf.watch.semver label overrides it.
+    #[arg(long, env = "WHARF_TAG_SEMVER", value_name = "RANGE")]
+    tag_semver: Option<String>,
+    /// Follow only tags matching this regex (alone, it makes containers follow tags too);
+    /// the wharf.watch.include label overrides it.
+    #[arg(long, env = "WHARF_TAG_INCLUDE", value_name = "REGEX")]
+    tag_include: Option<String>,
+    /// Never move to tags matching this regex; the wharf.watch.exclude label overrides it.
+    #[arg(long, env = "WHARF_TAG_EXCLUDE", value_name = "REGEX")]
+    tag_exclude: Option<String>,
+    /// Hold back a newer tag until its image is this old (by its `created` time), e.g.
+    /// 24h; the wharf.watch.min-age label overrides it.
+    #[arg(long, env = "WHARF_MIN_AGE", value_name = "DURATION")]
+    min_age: Option<String>,
     /// Keep checking on schedule when the update API is on.
     #[arg(long, env = "WATCHTOWER_HTTP_API_PERIODIC_POLLS", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
     http_api_periodic_polls: bool,
@@ -247,6 +263,9 @@ async fn run_watcher(args: WatchArgs, flags: &ClientFlags, gate: Gate) -> anyhow
         Some(pattern) => Schedule::cron(pattern)?,
         None => Schedule::every(args.interval)?,
     };
+    policy_defaults(&args)
+        .validate()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let api_on = args.http_api_update || args.http_api_metrics || args.http_api_events;
     let token = api_token(&args, api_on)?;
     let notifiers = Arc::new(notifiers(&args)?);
@@ -423,6 +442,16 @@ fn settings(args: &WatchArgs) -> Settings {
             health_grace: args.rollback_grace,
             hooks: args.lifecycle_hooks,
         },
+        policy: policy_defaults(args),
+    }
+}
+
+fn policy_defaults(args: &WatchArgs) -> PolicyDefaults {
+    PolicyDefaults {
+        semver: args.tag_semver.clone(),
+        include: args.tag_include.clone(),
+        exclude: args.tag_exclude.clone(),
+        min_age: args.min_age.clone(),
     }
 }
 
