@@ -25,3 +25,4 @@ mod watch;
 mod watch_env;
 mod watch_events;
 mod watch_flags;
+mod watch_policy;
