@@ -76,7 +76,7 @@ async fn follow(
         let chunk = match tokio::time::timeout(IDLE, body.next()).await {
             Err(_) => return Err(format!("nothing received for {} s", IDLE.as_secs())),
             Ok(None) => return Ok(()),
-            Ok(Some(chunk)) => chunk.map_err(|e| e.to_string())?,
+            Ok(Some(chunk)) => chunk.map_err(|e| format!("the connection broke: {e}"))?,
         };
         buffer.extend_from_slice(&chunk);
         while let Some((message, rest)) = split_message(&buffer) {

@@ -118,6 +118,12 @@ impl EventWatcher {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// `wait_until_runs`, with this watcher's log in the failure.
+    pub(crate) fn wait_until_runs(&self, name: &str, image_id: &str, limit: Duration) -> Duration {
+        let waited = std::panic::catch_unwind(|| wait_until_runs(name, image_id, limit));
+        waited.unwrap_or_else(|_| panic!("the watcher's log:\n{}", self.log()))
+    }
+
     fn post_event(&self, token: Option<&str>, body: &str) -> (u16, String) {
         let request = http_client()
             .post(format!("http://{}/v1/events", self.addr))
@@ -194,7 +200,7 @@ fn watch_events_webhook_from_distribution_updates_within_5s_with_one_check() {
     );
 
     push_plain(&v2, &image);
-    let took = wait_until_runs(&name, &image_id(&v2), WITHIN);
+    let took = watcher.wait_until_runs(&name, &image_id(&v2), WITHIN);
     eprintln!("push to running: {took:?}");
     let asked = dist.watcher_manifest_requests();
     assert_eq!(
@@ -256,7 +262,7 @@ fn watch_events_webhook_refuses_bad_input_and_ignores_unknown_images() {
     // The same container is updated by a well-formed, authenticated push event.
     let (status, _) = watcher.post_event(Some(TOKEN), &good);
     assert_eq!(status, 202);
-    wait_until_runs(&name, &image_id(&v2), Duration::from_secs(30));
+    watcher.wait_until_runs(&name, &image_id(&v2), Duration::from_secs(30));
 }
 
 /// Against the `/v2/_events` contract of wharf's registry (`GET`, `text/event-stream`,
@@ -286,7 +292,7 @@ fn watch_events_sse_from_wharf_updates_within_5s_with_one_check() {
     assert_eq!(heads(), 0, "no check before the push");
 
     registry.push(&v2, "apps/streamed:latest");
-    let took = wait_until_runs(&name, &image_id(&v2), WITHIN);
+    let took = watcher.wait_until_runs(&name, &image_id(&v2), WITHIN);
     eprintln!("push to running: {took:?}");
     assert_eq!(
         heads(),
@@ -296,6 +302,76 @@ fn watch_events_sse_from_wharf_updates_within_5s_with_one_check() {
     assert_eq!(
         registry.requests("GET", "/v2/apps/streamed/manifests/latest"),
         0
+    );
+}
+
+/// As `Registry::start`, with registry:2's `http.secret` set, so its tokens (and the
+/// refresh token `docker login` stored) outlive a restart, as with any registry whose
+/// replicas share a secret.
+fn registry_with_secret() -> Registry {
+    require_docker();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path(), "wharf-watch-test");
+    htpasswd(&dir.path().join("htpasswd"), USER, PASSWORD);
+    let yaml = format!(
+        "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: @DIR@/data\nhttp:\n  addr: 127.0.0.1:@PORT@\n  secret: a-secret-all-replicas-share\n  tls:\n    certificate: {}\n    key: {}\nauth:\n  htpasswd:\n    realm: wharf\n    path: @DIR@/htpasswd\n    token:\n      service: wharf-watch-test\n      expiration: 300s\n",
+        cert.display(),
+        key.display()
+    );
+    let served = Served::start(dir.path(), &yaml, &[]);
+    let registry = Registry { dir, served, cert };
+    let login = output_with_stdin(
+        registry
+            .docker()
+            .args(["login", "-u", USER, "--password-stdin", &registry.host()]),
+        PASSWORD,
+    );
+    assert!(login.status.success(), "docker login: {login:?}");
+    registry
+}
+
+/// The stream dies with its registry: the watcher says it falls back to its schedule,
+/// reconnects when the registry is back, resuming after the last event it saw, and a push
+/// then still updates the container with no poll.
+#[test]
+fn watch_events_sse_falls_back_to_the_schedule_and_resumes_after_a_registry_restart() {
+    let mut registry = registry_with_secret();
+    let mut cleanup = Cleanup::default();
+    let (_, v2, image) = v1_pushed(&registry, &mut cleanup, "ssedown", "apps/restarted");
+    let name = unique("wharf-events-down-");
+    cleanup.containers.push(name.clone());
+    docker_run(&registry, &["--name", &name, &image]);
+    let watcher = EventWatcher::start(
+        registry.dir.path(),
+        free_port(),
+        &registry.docker_config(),
+        &[
+            "--events-from",
+            &registry.host(),
+            "--registry-ca",
+            &registry.cert.display().to_string(),
+        ],
+    );
+    wait_for_log(&watcher, "subscribed to registry events");
+    // An event the watcher sees (for an image nobody runs), so it has an id to resume from.
+    let other = serving_image(&mut cleanup, "ssedown-other", &[]);
+    registry.push(&other, "apps/unwatched:latest");
+    wait_for_log(&watcher, "push event ignored");
+
+    registry.served.kill();
+    wait_for_log(&watcher, "fall back to the schedule");
+    registry.served.restart(registry.dir.path());
+    registry.push(&v2, "apps/restarted:latest");
+    watcher.wait_until_runs(&name, &image_id(&v2), Duration::from_secs(40));
+    let log = watcher.log();
+    let resumed = log
+        .lines()
+        .filter(|l| l.contains("subscribed to registry events"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("the watcher never subscribed again: {log}"));
+    assert!(
+        !resumed.contains("resumed_after=-") && resumed.contains("resumed_after="),
+        "the second subscription must resume after the last event seen: {resumed}"
     );
 }
 
