@@ -87,9 +87,10 @@ async fn notified(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Re
                 .into_response();
         }
     };
-    let images = events::pushed(&parsed, None);
+    let pushed = events::pushed(&parsed, None);
+    let images: Vec<String> = pushed.iter().map(|p| p.image.clone()).collect();
     if let Some(dispatcher) = &api.events {
-        dispatcher.send(images.clone());
+        dispatcher.send(pushed);
     }
     (
         StatusCode::ACCEPTED,

@@ -11,13 +11,16 @@
 //! has, so a watcher behind NAT needs nothing configured on the registry, and a
 //! reconnect resumes where it stopped (`Last-Event-ID`).
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use wharf_client::ImageRef;
+use wharf_oci::Digest;
 
 /// Bursts beyond this many pending event batches are dropped (and logged): the
 /// scheduled check still catches them, and a flood cannot grow memory without bound.
@@ -47,6 +50,17 @@ pub struct EventTarget {
     pub url: String,
     #[serde(default)]
     pub tag: String,
+    #[serde(default)]
+    pub digest: String,
+}
+
+/// A tag push: `host/repository:tag`, and the manifest digest pushed, when the event
+/// names one. registry:2 announces a manifest before it moves the tag to it, so a check
+/// right after the event may still see the old digest: the check waits briefly for this one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pushed {
+    pub image: String,
+    pub digest: Option<Digest>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -73,8 +87,8 @@ pub fn parse(body: &[u8]) -> Result<Vec<Event>, String> {
 /// host of `target.url` and the `request.host` the pusher used (both, if they differ:
 /// only one that a watched container names will match). Pulls, deletes, blob pushes and
 /// pushes by digest alone are left out: they never make a tag point elsewhere.
-pub fn pushed(events: &[Event], registry: Option<&str>) -> Vec<String> {
-    let mut images = Vec::new();
+pub fn pushed(events: &[Event], registry: Option<&str>) -> Vec<Pushed> {
+    let mut images: Vec<Pushed> = Vec::new();
     for e in events {
         if e.action != "push" || e.target.tag.is_empty() {
             tracing::debug!(action = %e.action, repository = %e.target.repository, media_type = %e.target.media_type, "event ignored: not a tag push");
@@ -94,8 +108,11 @@ pub fn pushed(events: &[Event], registry: Option<&str>) -> Vec<String> {
                 tracing::info!(%image, "event ignored: not an image reference");
                 continue;
             }
-            if !images.contains(&image) {
-                images.push(image);
+            let digest = e.target.digest.parse().ok();
+            match images.iter_mut().find(|p| p.image == image) {
+                // A later push of the same tag wins.
+                Some(p) => p.digest = digest,
+                None => images.push(Pushed { image, digest }),
             }
         }
     }
@@ -114,13 +131,17 @@ fn url_host(url: &str) -> Option<String> {
 
 /// Checks the containers using some of these images now; the caller logs the outcome.
 pub type RunChecks =
-    Arc<dyn Fn(Vec<String>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+    Arc<dyn Fn(Vec<Pushed>) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// How long the worker gathers events before a check: a docker push of several tags, or
+/// several registries announcing one push, arrives as a burst that should cost one check.
+const GATHER: Duration = Duration::from_millis(250);
 
 /// Hands pushed images to the one worker that checks them, so that event sources never
 /// wait for a check and checks never overlap.
 #[derive(Clone)]
 pub struct Dispatcher {
-    tx: mpsc::Sender<Vec<String>>,
+    tx: mpsc::Sender<Vec<Pushed>>,
 }
 
 impl Dispatcher {
@@ -128,14 +149,22 @@ impl Dispatcher {
     /// while a check ran are merged into one check: a push of several tags, or several
     /// registries announcing one push, costs one session.
     pub fn spawn(run: RunChecks) -> Dispatcher {
-        let (tx, mut rx) = mpsc::channel::<Vec<String>>(QUEUE);
+        let (tx, mut rx) = mpsc::channel::<Vec<Pushed>>(QUEUE);
         tokio::spawn(async move {
-            while let Some(mut images) = rx.recv().await {
+            while let Some(first) = rx.recv().await {
+                tokio::time::sleep(GATHER).await;
+                let mut latest: BTreeMap<String, Option<Digest>> = BTreeMap::new();
+                let mut batch = first;
                 while let Ok(more) = rx.try_recv() {
-                    images.extend(more);
+                    batch.extend(more);
                 }
-                images.sort();
-                images.dedup();
+                for p in batch {
+                    latest.insert(p.image, p.digest);
+                }
+                let images = latest
+                    .into_iter()
+                    .map(|(image, digest)| Pushed { image, digest })
+                    .collect();
                 run(images).await;
             }
         });
@@ -143,7 +172,7 @@ impl Dispatcher {
     }
 
     /// Queue a check of `images`; never waits.
-    pub fn send(&self, images: Vec<String>) {
+    pub fn send(&self, images: Vec<Pushed>) {
         if images.is_empty() {
             return;
         }
@@ -175,17 +204,21 @@ mod tests {
     fn tag_pushes_name_the_image_by_both_hosts() {
         let events = parse(DISTRIBUTION.as_bytes()).unwrap();
         assert_eq!(events.len(), 3);
+        let images = |p: Vec<Pushed>| p.into_iter().map(|p| p.image).collect::<Vec<_>>();
         assert_eq!(
-            pushed(&events, None),
+            images(pushed(&events, None)),
             vec![
                 "localhost:5000/apps/web:latest".to_owned(),
                 "127.0.0.1:5000/apps/web:latest".to_owned()
             ]
         );
+        let from_stream = pushed(&events, Some("reg.example:443"));
         assert_eq!(
-            pushed(&events, Some("reg.example:443")),
+            images(from_stream.clone()),
             vec!["reg.example:443/apps/web:latest".to_owned()]
         );
+        // Not a real digest in this sample, so none is expected.
+        assert_eq!(from_stream[0].digest, None);
     }
 
     #[test]

@@ -11,13 +11,14 @@ use wharf_oci::Digest;
 use crate::check::{recorded_digests, Registries};
 use crate::dependants::Dependants;
 use crate::engine::{is_running, Engine};
+use crate::events::Pushed;
 use crate::labels::{Hook, Selection};
 use crate::lock;
 use crate::order::Dependencies;
 use crate::policy::{self, Policy, PolicyDefaults};
 use crate::report::{ContainerReport, Outcome, SessionReport};
 use crate::spec;
-use crate::target::Target;
+use crate::target::{filter_images, own_container_id, parse_reference, Target};
 use crate::update::{self, NotReplaced, Replaced, Timing, Unconfirmed};
 
 /// What a watcher does, beyond which containers it looks at.
@@ -60,6 +61,9 @@ pub struct Watcher {
     totals: Mutex<Totals>,
     /// Digests whose update was rolled back, per container: not retried at every check.
     rejected: Mutex<HashMap<String, Digest>>,
+    /// Digests just announced by push events, by image reference: the next check of that
+    /// reference waits briefly for the tag to reach it (see `settled_digest`).
+    expected: Mutex<HashMap<String, Digest>>,
     /// The container this process runs in, if any: never stopped by itself mid-update.
     own_id: Option<String>,
 }
@@ -86,6 +90,7 @@ impl Watcher {
             running: tokio::sync::Mutex::new(()),
             totals: Mutex::new(Totals::default()),
             rejected: Mutex::new(HashMap::new()),
+            expected: Mutex::new(HashMap::new()),
             own_id: own_container_id(),
         }
     }
@@ -93,6 +98,17 @@ impl Watcher {
     /// The registries' clients (credentials, token cache), shared with event subscribers.
     pub fn registries(&self) -> Arc<Registries> {
         self.registries.clone()
+    }
+
+    /// Remember the digests push events announced, for the check that follows them.
+    pub fn expect(&self, pushed: &[Pushed]) {
+        let mut expected = lock(&self.expected);
+        for p in pushed {
+            let (Some(digest), Ok(image)) = (&p.digest, p.image.parse::<ImageRef>()) else {
+                continue;
+            };
+            expected.insert(image.to_string(), digest.clone());
+        }
     }
 
     /// Which of `images` some watched container uses (by the rules of `?image=`), without
@@ -355,11 +371,7 @@ impl Watcher {
             } else if let Ok(image) = &c.image {
                 let key = image.to_string();
                 if !latest.contains_key(&key) {
-                    let result = self
-                        .registries
-                        .latest_digest(image)
-                        .await
-                        .map_err(|e| e.to_string());
+                    let result = self.settled_digest(image).await;
                     latest.insert(key.clone(), result);
                 }
                 c.latest = latest.get(&key).cloned();
@@ -368,6 +380,30 @@ impl Watcher {
             checked.push(c);
         }
         checked
+    }
+
+    /// The digest `image` has now. registry:2 sends a push event as soon as the manifest
+    /// is stored and moves the tag just after, so a check set off by the event may see
+    /// the tag's old digest: when an event announced another digest, the HEAD is asked
+    /// again a few times, a moment apart (then the registry's answer stands: the tag may
+    /// have moved on since).
+    async fn settled_digest(&self, image: &ImageRef) -> Result<Digest, String> {
+        let wanted = lock(&self.expected).remove(&image.to_string());
+        let mut result = self.registries.latest_digest(image).await;
+        let Some(wanted) = wanted else {
+            return result.map_err(|e| e.to_string());
+        };
+        for wait in [100, 250, 500, 1000, 2000] {
+            match &result {
+                Ok(d) if d != &wanted => {
+                    tracing::debug!(%image, now = %d, pushed = %wanted, "the tag has not reached the pushed digest yet; asking again");
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                    result = self.registries.latest_digest(image).await;
+                }
+                _ => break,
+            }
+        }
+        result.map_err(|e| e.to_string())
     }
 
     /// A container with a tag-following policy is checked under the tag it moves to, if
@@ -614,112 +650,9 @@ impl Watcher {
     }
 }
 
-/// The id of the container we run in: docker bind-mounts `/etc/hostname` and friends
-/// from `…/containers/<id>/`, which shows in our mount table whatever the hostname is.
-fn own_container_id() -> Option<String> {
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    container_id_in(&mounts)
-}
-
-fn container_id_in(mountinfo: &str) -> Option<String> {
-    mountinfo.lines().find_map(|line| {
-        let (_, rest) = line.split_once("/containers/")?;
-        let id = rest.split('/').next()?;
-        (id.len() == 64 && is_image_id(id)).then(|| id.to_owned())
-    })
-}
-
-/// A container's image reference, unless it is not one a registry can be asked about.
-fn parse_reference(reference: &str) -> Result<ImageRef, String> {
-    if reference.starts_with("sha256:") || is_image_id(reference) {
-        return Err("started from an image id, not a reference: nothing to check".into());
-    }
-    let image: ImageRef = reference.parse().map_err(|e| format!("{e}"))?;
-    if image.digest().is_some() {
-        return Err("pinned by digest: nothing to check".into());
-    }
-    Ok(image)
-}
-
-/// A bare 64-hex image id, which docker accepts where a reference goes.
-fn is_image_id(s: &str) -> bool {
-    s.len() == 64
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-/// `?image=a,b` of the HTTP API: containers whose image is listed; an entry without a
-/// tag matches every tag of its repository.
-/// One that follows tags (`follows`) matches whatever the tag.
-fn filter_images(
-    watched: Vec<Target>,
-    only: Option<&[String]>,
-    follows: impl Fn(&Target) -> bool,
-) -> Vec<Target> {
-    let Some(only) = only.filter(|o| !o.is_empty()) else {
-        return watched;
-    };
-    let wanted: Vec<(ImageRef, bool)> = only
-        .iter()
-        .filter_map(|s| Some((s.parse().ok()?, has_tag(s))))
-        .collect();
-    watched
-        .into_iter()
-        .filter(|t| {
-            let Ok(image) = t.reference().parse::<ImageRef>() else {
-                return false;
-            };
-            wanted.iter().any(|(w, tagged)| {
-                w.registry() == image.registry()
-                    && w.repository() == image.repository()
-                    && (!tagged || w.tag() == image.tag() || follows(t))
-            })
-        })
-        .collect()
-}
-
-fn has_tag(reference: &str) -> bool {
-    reference
-        .rsplit('/')
-        .next()
-        .is_some_and(|last| last.contains(':'))
-}
-
 fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
         .as_secs()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ids_and_pinned_digests_are_not_checked() {
-        assert!(parse_reference(&"a".repeat(64)).is_err());
-        assert!(parse_reference(&format!("sha256:{}", "a".repeat(64))).is_err());
-        let pinned = format!("localhost:5000/app@sha256:{}", "b".repeat(64));
-        assert!(parse_reference(&pinned).unwrap_err().contains("pinned"));
-        assert!(parse_reference("localhost:5000/app").is_ok());
-    }
-
-    #[test]
-    fn our_own_container_is_found_in_the_mount_table() {
-        let id = "c".repeat(64);
-        let mountinfo = format!("1 2 0:1 / / rw - overlay overlay rw\n3 1 8:1 /var/lib/docker/containers/{id}/hostname /etc/hostname rw - ext4 /dev/sda1 rw\n");
-        assert_eq!(container_id_in(&mountinfo), Some(id));
-        assert_eq!(
-            container_id_in("1 2 0:1 / / rw - ext4 /dev/sda1 rw\n"),
-            None
-        );
-    }
-
-    #[test]
-    fn tags_are_told_from_ports() {
-        assert!(has_tag("localhost:5000/app:1"));
-        assert!(!has_tag("localhost:5000/app"));
-        assert!(!has_tag("busybox"));
-    }
 }

@@ -14,7 +14,7 @@ use wharf_client::{CredentialSource, Registry};
 use wharf_watch::api::{self, ReadTotals, RunSession};
 use wharf_watch::check::Registries;
 use wharf_watch::engine::Engine;
-use wharf_watch::events::{Dispatcher, RunChecks};
+use wharf_watch::events::{Dispatcher, Pushed, RunChecks};
 use wharf_watch::labels::{split_names, Selection};
 use wharf_watch::notify::{Notifiers, NotifySettings};
 use wharf_watch::policy::PolicyDefaults;
@@ -538,9 +538,10 @@ fn event_checks(
     quiet: bool,
 ) -> RunChecks {
     let session = session_runner(watcher.clone(), notifiers, gate, true, quiet);
-    Arc::new(move |images: Vec<String>| {
+    Arc::new(move |pushed: Vec<Pushed>| {
         let (watcher, session) = (watcher.clone(), session.clone());
         Box::pin(async move {
+            let images: Vec<String> = pushed.iter().map(|p| p.image.clone()).collect();
             match watcher.used(&images).await {
                 Ok(used) if used.is_empty() => tracing::info!(
                     images = %images.join(", "),
@@ -548,6 +549,7 @@ fn event_checks(
                 ),
                 Ok(used) => {
                     tracing::info!(images = %used.join(", "), "push event: checking the containers that use it");
+                    watcher.expect(&pushed);
                     session(Some(used)).await;
                 }
                 Err(e) => {
