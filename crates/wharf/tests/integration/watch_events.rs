@@ -189,10 +189,10 @@ fn watch_events_webhook_from_distribution_updates_within_5s_with_one_check() {
 
     // v1's own push event finds no container using it yet: ignored, no check.
     push_plain(&v1, &image);
+    wait_for_log(&watcher, "push event ignored");
     let name = unique("wharf-events-hook-");
     cleanup.containers.push(name.clone());
     run(Command::new("docker").args(["run", "-d", "--name", &name, &image]));
-    wait_for_log(&watcher, "push event ignored");
     assert!(
         dist.watcher_manifest_requests().is_empty(),
         "the watcher asked the registry before any event concerned it: {:?}",
@@ -263,6 +263,61 @@ fn watch_events_webhook_refuses_bad_input_and_ignores_unknown_images() {
     let (status, _) = watcher.post_event(Some(TOKEN), &good);
     assert_eq!(status, 202);
     watcher.wait_until_runs(&name, &image_id(&v2), Duration::from_secs(30));
+}
+
+/// A push of any tag of its repository checks a container that follows tags: 1.3.0 moves
+/// a container on 1.2.3 with `^1.2` there at once; 2.0.0 is checked and left alone.
+#[test]
+fn watch_events_webhook_moves_a_tag_following_container_to_the_pushed_tag() {
+    require_docker();
+    let mut cleanup = Cleanup::default();
+    let v123 = serving_image(&mut cleanup, "follow123", &[]);
+    let v130 = serving_image(&mut cleanup, "follow130", &[]);
+    let v200 = serving_image(&mut cleanup, "follow200", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let watch_port = free_port();
+    let dist = NotifyingDistribution::start(&format!("http://127.0.0.1:{watch_port}/v1/events"));
+    let repo = format!("{}/apps/followed", dist.host());
+    let watcher = EventWatcher::start(dir.path(), watch_port, dir.path(), &["--http-api-events"]);
+    let on = format!("{repo}:1.2.3");
+    cleanup
+        .images
+        .extend([on.clone(), format!("{repo}:1.3.0"), format!("{repo}:2.0.0")]);
+    push_plain(&v123, &on);
+    wait_for_log(&watcher, "push event ignored");
+    let name = unique("wharf-events-follow-");
+    cleanup.containers.push(name.clone());
+    run(Command::new("docker").args([
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "-l",
+        "wharf.watch.semver=^1.2",
+        &on,
+    ]));
+
+    push_plain(&v130, &format!("{repo}:1.3.0"));
+    watcher.wait_until_runs(&name, &image_id(&v130), WITHIN);
+    assert_eq!(inspect(&name)["Config"]["Image"], format!("{repo}:1.3.0"));
+
+    let sessions = || watcher.log().matches("session done").count();
+    let before = sessions();
+    push_plain(&v200, &format!("{repo}:2.0.0"));
+    let started = Instant::now();
+    while sessions() == before {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "2.0.0's push set off no check: {}",
+            watcher.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        inspect(&name)["Image"].as_str().unwrap(),
+        image_id(&v130),
+        "^1.2 never takes 2.0.0"
+    );
 }
 
 /// Against the `/v2/_events` contract of wharf's registry (`GET`, `text/event-stream`,
