@@ -549,7 +549,11 @@ fn event_checks(
                 ),
                 Ok(used) => {
                     tracing::info!(images = %used.join(", "), "push event: checking the containers that use it");
-                    watcher.expect(&pushed);
+                    let announced: Vec<Pushed> = pushed
+                        .into_iter()
+                        .filter(|p| used.contains(&p.image))
+                        .collect();
+                    watcher.expect(&announced);
                     session(Some(used)).await;
                 }
                 Err(e) => {
