@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use wharf_client::Registry;
+use wharf_client::{ClientError, Registry};
 
 use crate::check::Registries;
 use crate::events::{self, Dispatcher};
@@ -24,8 +24,12 @@ pub async fn subscribe(registries: Arc<Registries>, registry: Registry, dispatch
     let mut last_id: Option<String> = None;
     let mut retry = FIRST_RETRY;
     let mut up = false;
+    let mut told = false;
     loop {
         let result = follow(&registries, &registry, &dispatcher, &mut last_id, &mut up).await;
+        if up {
+            told = false;
+        }
         let why = match result {
             Ok(()) => "the registry closed it".to_owned(),
             Err(e) => e,
@@ -34,6 +38,10 @@ pub async fn subscribe(registries: Arc<Registries>, registry: Registry, dispatch
             tracing::warn!(%registry, error = %why, "event stream lost: checks fall back to the schedule until it is back");
             up = false;
             retry = FIRST_RETRY;
+        } else if !told {
+            // Once per outage, so a registry without the stream does not fill the log.
+            tracing::warn!(%registry, error = %why, "cannot subscribe to the registry's events: checks run on the schedule until it can (retrying with backoff)");
+            told = true;
         } else {
             tracing::debug!(%registry, error = %why, "event stream still down; retrying in {} s", retry.as_secs());
         }
@@ -57,7 +65,12 @@ async fn follow(
     let response = tokio::time::timeout(IDLE, client.event_stream(last_id.as_deref()))
         .await
         .map_err(|_| format!("no answer within {} s", IDLE.as_secs()))?
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| match e {
+            ClientError::NotFound { .. } => {
+                "it serves no /v2/_events: is it a wharf registry? (--http-api-events takes any registry's notifications instead)".to_owned()
+            }
+            e => e.to_string(),
+        })?;
     let content_type = response
         .headers()
         .get(reqwest::header::CONTENT_TYPE)
