@@ -1,18 +1,21 @@
 //! watchtower's HTTP API: `POST /v1/update` (optionally `?image=a,b`) runs a session now
 //! and answers with its report (429 while a session is running); `GET /v1/metrics` is
-//! Prometheus text. Both need `Authorization: Bearer <token>`.
+//! Prometheus text; `POST /v1/events` takes registry:2 notification envelopes and checks
+//! the containers using the pushed tags at once. All need `Authorization: Bearer <token>`.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use subtle::ConstantTimeEq;
 
+use crate::events::{self, Dispatcher};
 use crate::report::SessionReport;
 use crate::session::Totals;
 
@@ -32,18 +35,68 @@ struct Api {
     token: Arc<str>,
     run: RunSession,
     totals: ReadTotals,
+    events: Option<Dispatcher>,
 }
 
-pub fn router(token: &str, run: RunSession, totals: ReadTotals) -> Router {
+/// registry:2 envelopes are a few KiB; Distribution batches at most a few events.
+const MAX_ENVELOPE: usize = 1 << 20;
+
+/// The API; `POST /v1/events` is served only when `events` is given.
+pub fn router(
+    token: &str,
+    run: RunSession,
+    totals: ReadTotals,
+    events: Option<Dispatcher>,
+) -> Router {
+    let with_events = events.is_some();
     let api = Api {
         token: token.into(),
         run,
         totals,
+        events,
     };
-    Router::new()
+    let router = Router::new()
         .route("/v1/update", get(update).post(update))
-        .route("/v1/metrics", get(metrics))
-        .with_state(api)
+        .route("/v1/metrics", get(metrics));
+    let router = if with_events {
+        router.route(
+            "/v1/events",
+            post(notified).layer(DefaultBodyLimit::max(MAX_ENVELOPE)),
+        )
+    } else {
+        router
+    };
+    router.with_state(api)
+}
+
+/// A registry's notification: answered at once (202) with the images it will check, so
+/// the registry's notifier is never held up by an update; the check runs behind it.
+async fn notified(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Response {
+    if !authorized(&api, &headers) {
+        tracing::warn!("registry event refused: missing or wrong API token");
+        return refused();
+    }
+    let parsed = match events::parse(&body) {
+        Ok(parsed) => parsed,
+        Err(why) => {
+            tracing::warn!(error = %why, "malformed registry event refused");
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(serde_json::json!({"error": why})),
+            )
+                .into_response();
+        }
+    };
+    let pushed = events::pushed(&parsed, None);
+    let images: Vec<String> = pushed.iter().map(|p| p.image.clone()).collect();
+    if let Some(dispatcher) = &api.events {
+        dispatcher.send(pushed);
+    }
+    (
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({"events": parsed.len(), "pushed": images})),
+    )
+        .into_response()
 }
 
 #[derive(serde::Deserialize)]

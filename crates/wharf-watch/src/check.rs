@@ -13,7 +13,7 @@ use wharf_client::{
     ClientError, ClientOptions, Credential, CredentialSource, Found, ImageRef, Registry,
     RegistryClient,
 };
-use wharf_oci::Digest;
+use wharf_oci::{Digest, Reference};
 
 use crate::lock;
 
@@ -80,7 +80,10 @@ impl Registries {
 
     /// The registry's client; a new one first learns the registry's challenge, so each
     /// check's HEAD is one request.
-    async fn client(&self, registry: &Registry) -> Result<Arc<RegistryClient>, ClientError> {
+    pub(crate) async fn client(
+        &self,
+        registry: &Registry,
+    ) -> Result<Arc<RegistryClient>, ClientError> {
         if let Some(c) = lock(&self.clients).get(registry) {
             return Ok(c.clone());
         }
@@ -171,6 +174,45 @@ impl Registries {
             })
     }
 
+    /// Every tag of `image`'s repository, all pages (for tag-following policies).
+    pub async fn tags(&self, image: &ImageRef) -> Result<Vec<String>, CheckError> {
+        let client = self.within(image, self.client(image.registry())).await??;
+        Ok(self
+            .within(image, client.list_tags(image.repository()))
+            .await??)
+    }
+
+    /// When the image `image` names was built: its config's `created` (of an index, the
+    /// linux/amd64 entry's, else the first's). `None` when the config does not say.
+    pub async fn created(&self, image: &ImageRef) -> Result<Option<String>, CheckError> {
+        let client = self.within(image, self.client(image.registry())).await??;
+        let repo = image.repository();
+        let mut manifest = self
+            .within(
+                image,
+                client.get_manifest(repo, &image.manifest_reference()),
+            )
+            .await??;
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&manifest.bytes).unwrap_or_default();
+        if let Some(entry) = platform_entry(&json) {
+            let child = Reference::Digest(entry);
+            manifest = self
+                .within(image, client.get_manifest(repo, &child))
+                .await??;
+            json = serde_json::from_slice(&manifest.bytes).unwrap_or_default();
+        }
+        let Some(config) = json["config"]["digest"]
+            .as_str()
+            .and_then(|d| d.parse().ok())
+        else {
+            return Ok(None);
+        };
+        let blob = self.within(image, client.get_blob(repo, &config)).await??;
+        let config: serde_json::Value = serde_json::from_slice(&blob).unwrap_or_default();
+        Ok(config["created"].as_str().map(str::to_owned))
+    }
+
     /// A registry that did not answer in time is not asked again for a while: every
     /// other image on it would wait out the same timeout, holding up the check.
     fn timed_out(&self, registry: &Registry, timeout: CheckError) -> CheckError {
@@ -224,6 +266,15 @@ impl Registries {
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         }
     }
+}
+
+/// The digest of an index's linux/amd64 manifest, else of its first; `None` for a manifest.
+fn platform_entry(index: &serde_json::Value) -> Option<Digest> {
+    let entries = index["manifests"].as_array()?;
+    let amd64 = entries
+        .iter()
+        .find(|m| m["platform"]["os"] == "linux" && m["platform"]["architecture"] == "amd64");
+    amd64.or(entries.first())?["digest"].as_str()?.parse().ok()
 }
 
 /// The digests the engine recorded for `image` in `reference`'s repository (docker

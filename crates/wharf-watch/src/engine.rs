@@ -17,6 +17,8 @@ use bollard::query_parameters::{
 };
 use bollard::{ClientVersion, Docker};
 use futures::StreamExt;
+use wharf_client::ImageRef;
+use wharf_oci::Digest;
 
 /// Where docker listens unless `DOCKER_HOST` says otherwise.
 pub const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
@@ -211,6 +213,29 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Pull `image@digest` (exactly what was checked, whatever the tag says by now) and
+    /// point `image`'s tag at it. Returns the local image id.
+    pub async fn pull_checked(
+        &self,
+        image: &ImageRef,
+        digest: &Digest,
+        credentials: Option<DockerCredentials>,
+    ) -> Result<String, EngineError> {
+        let repo = repository_name(image);
+        let by_digest = format!("{repo}@{digest}");
+        self.pull(&by_digest, credentials).await?;
+        let tag = image.tag().map(|t| t.as_str()).unwrap_or("latest");
+        self.tag(&by_digest, &repo, tag).await?;
+        self.inspect_image(&by_digest)
+            .await?
+            .id
+            .ok_or_else(|| EngineError::Api {
+                what: format!("inspect image {by_digest}"),
+                detail: "the engine reported no id".into(),
+                status: None,
+            })
     }
 
     /// Point `repo:tag` at `image`.
@@ -463,6 +488,16 @@ fn api(what: &str, e: bollard::errors::Error) -> EngineError {
         what: what.to_owned(),
         detail,
         status,
+    }
+}
+
+/// `host/repo` as docker names it (`busybox` for Docker Hub's `library/busybox`).
+fn repository_name(image: &ImageRef) -> String {
+    if image.registry().is_docker_hub() {
+        let repo = image.repository().as_str();
+        repo.strip_prefix("library/").unwrap_or(repo).to_owned()
+    } else {
+        format!("{}/{}", image.registry(), image.repository())
     }
 }
 

@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::spec;
-use crate::update::Target;
+use crate::target::Target;
 
 /// Who depends on whom, by container name.
 pub struct Dependencies {

@@ -2,20 +2,24 @@
 //! one at a time.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use wharf_client::ImageRef;
 use wharf_oci::Digest;
 
 use crate::check::{recorded_digests, Registries};
+use crate::dependants::Dependants;
 use crate::engine::{is_running, Engine};
+use crate::events::Pushed;
 use crate::labels::{Hook, Selection};
 use crate::lock;
 use crate::order::Dependencies;
+use crate::policy::{self, Policy, PolicyDefaults};
 use crate::report::{ContainerReport, Outcome, SessionReport};
 use crate::spec;
-use crate::update::{self, NotReplaced, Replaced, Target, Timing, Unconfirmed};
+use crate::target::{filter_images, own_container_id, parse_reference, Target};
+use crate::update::{self, NotReplaced, Replaced, Timing, Unconfirmed};
 
 /// What a watcher does, beyond which containers it looks at.
 #[derive(Debug, Clone)]
@@ -34,6 +38,8 @@ pub struct Settings {
     /// watchtower's `--no-restart`: pull the new image, leave the container as it is.
     pub no_restart: bool,
     pub timing: Timing,
+    /// Tag-following defaults (`--tag-semver`…), under each container's labels.
+    pub policy: PolicyDefaults,
 }
 
 /// Counters since start, for `/v1/metrics`.
@@ -48,13 +54,16 @@ pub struct Totals {
 
 pub struct Watcher {
     engine: Engine,
-    registries: Registries,
+    registries: Arc<Registries>,
     settings: Settings,
     /// One session at a time: the schedule and the HTTP API share it.
     running: tokio::sync::Mutex<()>,
     totals: Mutex<Totals>,
     /// Digests whose update was rolled back, per container: not retried at every check.
     rejected: Mutex<HashMap<String, Digest>>,
+    /// Digests just announced by push events, by image reference: the next check of that
+    /// reference waits briefly for the tag to reach it (see `settled_digest`).
+    expected: Mutex<HashMap<String, Digest>>,
     /// The container this process runs in, if any: never stopped by itself mid-update.
     own_id: Option<String>,
 }
@@ -68,19 +77,52 @@ struct Checked {
     latest: Option<Result<Digest, String>>,
     /// For a no-pull container: the id of the image its reference names locally now.
     local: Option<Result<String, String>>,
+    /// What its tag-following policy found (a move, a held-back tag), for the report.
+    note: Option<String>,
 }
 
 impl Watcher {
     pub fn new(engine: Engine, registries: Registries, settings: Settings) -> Watcher {
         Watcher {
             engine,
-            registries,
+            registries: Arc::new(registries),
             settings,
             running: tokio::sync::Mutex::new(()),
             totals: Mutex::new(Totals::default()),
             rejected: Mutex::new(HashMap::new()),
+            expected: Mutex::new(HashMap::new()),
             own_id: own_container_id(),
         }
+    }
+
+    /// The registries' clients (credentials, token cache), shared with event subscribers.
+    pub fn registries(&self) -> Arc<Registries> {
+        self.registries.clone()
+    }
+
+    /// Remember the digests push events announced, for the check that follows them.
+    pub fn expect(&self, pushed: &[Pushed]) {
+        let mut expected = lock(&self.expected);
+        for p in pushed {
+            let (Some(digest), Ok(image)) = (&p.digest, p.image.parse::<ImageRef>()) else {
+                continue;
+            };
+            expected.insert(image.to_string(), digest.clone());
+        }
+    }
+
+    /// Which of `images` some watched container uses (by the rules of `?image=`), without
+    /// asking any registry: an event for an image no one uses costs no check.
+    pub async fn used(&self, images: &[String]) -> Result<Vec<String>, crate::engine::EngineError> {
+        let (_, watched) = self.targets().await?;
+        Ok(images
+            .iter()
+            .filter(|i| {
+                let one = Some(std::slice::from_ref(*i));
+                !filter_images(watched.clone(), one, |t| self.follows_tags(t)).is_empty()
+            })
+            .cloned()
+            .collect())
     }
 
     pub fn totals(&self) -> Totals {
@@ -123,7 +165,7 @@ impl Watcher {
         self.recover_now().await;
         match self.targets().await {
             Ok((all, watched)) => {
-                let watched = filter_images(watched, only_images);
+                let watched = filter_images(watched, only_images, |t| self.follows_tags(t));
                 self.run(&all, watched, &mut report).await;
             }
             Err(e) => report.containers.push(ContainerReport {
@@ -295,6 +337,13 @@ impl Watcher {
         report.containers = lines;
     }
 
+    fn dependants(&self) -> Dependants<'_> {
+        Dependants {
+            engine: &self.engine,
+            timing: &self.settings.timing,
+        }
+    }
+
     fn monitor_only(&self, c: &Checked) -> bool {
         self.settings.monitor_only || c.target.labels().monitor_only()
     }
@@ -313,17 +362,16 @@ impl Watcher {
                 old_digest: None,
                 latest: None,
                 local: None,
+                note: None,
             };
             if c.target.labels().no_pull(self.settings.no_pull) {
                 c.local = Some(self.local_image(&c.reference).await);
+            } else if let Err(why) = self.follow_tags(&mut c).await {
+                c.latest = Some(Err(why));
             } else if let Ok(image) = &c.image {
                 let key = image.to_string();
                 if !latest.contains_key(&key) {
-                    let result = self
-                        .registries
-                        .latest_digest(image)
-                        .await
-                        .map_err(|e| e.to_string());
+                    let result = self.settled_digest(image).await;
                     latest.insert(key.clone(), result);
                 }
                 c.latest = latest.get(&key).cloned();
@@ -332,6 +380,52 @@ impl Watcher {
             checked.push(c);
         }
         checked
+    }
+
+    /// The digest `image` has now. registry:2 sends a push event as soon as the manifest
+    /// is stored and moves the tag just after, so a check set off by the event may see
+    /// the tag's old digest: when an event announced another digest, the HEAD is asked
+    /// again a few times, a moment apart (then the registry's answer stands: the tag may
+    /// have moved on since).
+    async fn settled_digest(&self, image: &ImageRef) -> Result<Digest, String> {
+        let wanted = lock(&self.expected).remove(&image.to_string());
+        let mut result = self.registries.latest_digest(image).await;
+        let Some(wanted) = wanted else {
+            return result.map_err(|e| e.to_string());
+        };
+        for wait in [100, 250, 500, 1000, 2000] {
+            match &result {
+                Ok(d) if d != &wanted => {
+                    tracing::debug!(%image, now = %d, pushed = %wanted, "the tag has not reached the pushed digest yet; asking again");
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                    result = self.registries.latest_digest(image).await;
+                }
+                _ => break,
+            }
+        }
+        result.map_err(|e| e.to_string())
+    }
+
+    /// A container with a tag-following policy is checked under the tag it moves to, if
+    /// its policy finds one: that reference becomes its image when it is updated.
+    async fn follow_tags(&self, c: &mut Checked) -> Result<(), String> {
+        let Some(policy) = Policy::of(c.target.labels().0, &self.settings.policy)? else {
+            return Ok(());
+        };
+        let Ok(image) = &c.image else { return Ok(()) };
+        let followed = policy::follow(&self.registries, &policy, image).await?;
+        c.note = followed.note;
+        if let Some(to) = followed.to {
+            tracing::info!(container = %c.target.name, from = %c.reference, to = %to.familiar(), "a newer tag matches its policy");
+            c.reference = to.familiar();
+            c.image = Ok(to);
+        }
+        Ok(())
+    }
+
+    /// Whether `t` follows tags: then a push of any tag of its repository concerns it.
+    fn follows_tags(&self, t: &Target) -> bool {
+        matches!(Policy::of(t.labels().0, &self.settings.policy), Ok(Some(_)))
     }
 
     /// The id of the image `reference` names on the engine now.
@@ -408,6 +502,9 @@ impl Watcher {
             }
             (Ok(_), None) => {}
         }
+        if line.detail.is_none() {
+            line.detail.clone_from(&c.note);
+        }
         line
     }
 
@@ -436,7 +533,7 @@ impl Watcher {
         }
         tracing::info!(container = %c.target.name, image = %c.reference, id = %image_id, "new image ready; replacing the container");
         let old_image = c.target.image_config(&self.engine).await;
-        let stopped = self.stop_dependants(&c.target, deps).await;
+        let stopped = self.dependants().stop(&c.target, deps).await;
         let result = update::replace(
             &self.engine,
             &c.target,
@@ -453,7 +550,7 @@ impl Watcher {
                 Ok(Some(replaced))
             }
             Err(e) => {
-                self.start_all(&stopped, replaced_ids).await;
+                self.dependants().start_all(&stopped, replaced_ids).await;
                 Err(e)
             }
         }
@@ -481,36 +578,17 @@ impl Watcher {
         }
     }
 
-    /// Pull `image@digest` (exactly what was checked, whatever the tag says by now) and
-    /// point the container's tag at it. Returns the local image id.
+    /// Pull exactly the checked digest, with the check's credentials.
     async fn pull(&self, image: &ImageRef, digest: &Digest) -> Result<String, String> {
         let credentials = self
             .registries
             .docker_credentials(image.registry())
             .await
             .map_err(|e| e.to_string())?;
-        let repo = repository_name(image);
-        let by_digest = format!("{repo}@{digest}");
         self.engine
-            .pull(&by_digest, credentials)
+            .pull_checked(image, digest, credentials)
             .await
-            .map_err(|e| e.to_string())?;
-        let tag = image
-            .tag()
-            .map(|t| t.as_str().to_owned())
-            .unwrap_or_else(|| "latest".into());
-        self.engine
-            .tag(&by_digest, &repo, &tag)
-            .await
-            .map_err(|e| e.to_string())?;
-        let inspected = self
-            .engine
-            .inspect_image(&by_digest)
-            .await
-            .map_err(|e| e.to_string())?;
-        inspected
-            .id
-            .ok_or_else(|| format!("the engine reported no id for {by_digest}"))
+            .map_err(|e| e.to_string())
     }
 
     /// After a replacement: the grace period, rollback if needed, dependants restarted.
@@ -534,119 +612,13 @@ impl Watcher {
                 }
             }
         }
-        let trouble = self.restart_dependants(replaced, deps, replaced_ids).await;
+        let trouble = self
+            .dependants()
+            .restart(replaced, deps, replaced_ids)
+            .await;
         if !trouble.is_empty() {
             let detail = line.detail.take().into_iter().chain(trouble);
             line.detail = Some(detail.collect::<Vec<_>>().join("; "));
-        }
-    }
-
-    /// Start again the dependants stopped for `replaced`, dependencies first. One that
-    /// shared the network of a container that is gone now (replaced, not rolled back)
-    /// could never start again: it is recreated on its successor's network, and started
-    /// only if it ran. Returns what failed.
-    async fn restart_dependants(
-        &self,
-        replaced: &Replaced,
-        deps: &Dependencies,
-        replaced_ids: &HashMap<String, String>,
-    ) -> Vec<String> {
-        // Old id → name of the containers gone this way, which their dependants follow.
-        let mut gone = replaced_ids.clone();
-        let stopped = &replaced.stopped_dependants;
-        let idle = deps
-            .dependants(&replaced.target.name)
-            .into_iter()
-            .filter(|name| !stopped.contains(name));
-        let all = stopped
-            .iter()
-            .map(|n| (n.clone(), true))
-            .chain(idle.map(|n| (n, false)));
-        let mut trouble = Vec::new();
-        for (name, ran) in all {
-            let Ok(c) = self.engine.inspect_container(&name).await else {
-                continue;
-            };
-            let Some(provider) = self.gone_provider(&c, &gone).await else {
-                if ran {
-                    self.start_all(std::slice::from_ref(&name), replaced_ids)
-                        .await;
-                }
-                continue;
-            };
-            let target = Target {
-                id: c.id.clone().unwrap_or_default(),
-                name: name.clone(),
-                inspect: c,
-                was_running: ran,
-            };
-            match update::rejoin(&self.engine, &target, &provider, &self.settings.timing).await {
-                Ok(()) => {
-                    tracing::info!(container = %name, network_of = %provider, "recreated on the new container's network");
-                    gone.insert(target.id, name);
-                }
-                Err(why) => trouble.push(format!(
-                    "{name}, which shares its network, could not be recreated on it: {why}"
-                )),
-            }
-        }
-        trouble
-    }
-
-    /// The name now holding the place of the container whose network `c` shares, if that
-    /// container is gone (in `gone`, and not running: a rolled-back one runs again).
-    async fn gone_provider(
-        &self,
-        c: &bollard::models::ContainerInspectResponse,
-        gone: &HashMap<String, String>,
-    ) -> Option<String> {
-        let id = spec::network_provider(c)?;
-        let name = gone.get(id)?;
-        (!self.runs(id).await).then(|| name.clone())
-    }
-
-    async fn runs(&self, id: &str) -> bool {
-        self.engine
-            .inspect_container(id)
-            .await
-            .is_ok_and(|c| is_running(&c))
-    }
-
-    /// Stop running dependants, last first; returns the ones to start again afterwards:
-    /// all that ran, since one whose stop failed may have stopped all the same.
-    async fn stop_dependants(&self, target: &Target, deps: &Dependencies) -> Vec<String> {
-        let mut stopped = Vec::new();
-        for name in deps.dependants(&target.name).iter().rev() {
-            let Ok(c) = self.engine.inspect_container(name).await else {
-                continue;
-            };
-            if !is_running(&c) {
-                continue;
-            }
-            let timeout = self.settings.timing.stop_timeout;
-            if let Err(e) = update::stop(&self.engine, &c, timeout).await {
-                tracing::warn!(container = %name, error = %e, "could not stop a dependant");
-            }
-            stopped.push(name.clone());
-        }
-        stopped.reverse();
-        stopped
-    }
-
-    /// Start the named containers, dependencies first, skipping ones replaced this session.
-    async fn start_all(&self, names: &[String], replaced_ids: &HashMap<String, String>) {
-        for name in names {
-            let Ok(c) = self.engine.inspect_container(name).await else {
-                continue;
-            };
-            let id = c.id.clone().unwrap_or_default();
-            let running = is_running(&c);
-            if running || replaced_ids.contains_key(&id) {
-                continue;
-            }
-            if let Err(e) = self.engine.start(&id).await {
-                tracing::warn!(container = %name, error = %e, "could not restart a dependant");
-            }
         }
     }
 
@@ -678,117 +650,9 @@ impl Watcher {
     }
 }
 
-/// The id of the container we run in: docker bind-mounts `/etc/hostname` and friends
-/// from `…/containers/<id>/`, which shows in our mount table whatever the hostname is.
-fn own_container_id() -> Option<String> {
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    container_id_in(&mounts)
-}
-
-fn container_id_in(mountinfo: &str) -> Option<String> {
-    mountinfo.lines().find_map(|line| {
-        let (_, rest) = line.split_once("/containers/")?;
-        let id = rest.split('/').next()?;
-        (id.len() == 64 && is_image_id(id)).then(|| id.to_owned())
-    })
-}
-
-/// A container's image reference, unless it is not one a registry can be asked about.
-fn parse_reference(reference: &str) -> Result<ImageRef, String> {
-    if reference.starts_with("sha256:") || is_image_id(reference) {
-        return Err("started from an image id, not a reference: nothing to check".into());
-    }
-    let image: ImageRef = reference.parse().map_err(|e| format!("{e}"))?;
-    if image.digest().is_some() {
-        return Err("pinned by digest: nothing to check".into());
-    }
-    Ok(image)
-}
-
-/// A bare 64-hex image id, which docker accepts where a reference goes.
-fn is_image_id(s: &str) -> bool {
-    s.len() == 64
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-/// `host/repo` as docker names it (`busybox` for Docker Hub's `library/busybox`).
-fn repository_name(image: &ImageRef) -> String {
-    if image.registry().is_docker_hub() {
-        let repo = image.repository().as_str();
-        repo.strip_prefix("library/").unwrap_or(repo).to_owned()
-    } else {
-        format!("{}/{}", image.registry(), image.repository())
-    }
-}
-
-/// `?image=a,b` of the HTTP API: containers whose image is listed; an entry without a
-/// tag matches every tag of its repository.
-fn filter_images(watched: Vec<Target>, only: Option<&[String]>) -> Vec<Target> {
-    let Some(only) = only.filter(|o| !o.is_empty()) else {
-        return watched;
-    };
-    let wanted: Vec<(ImageRef, bool)> = only
-        .iter()
-        .filter_map(|s| Some((s.parse().ok()?, has_tag(s))))
-        .collect();
-    watched
-        .into_iter()
-        .filter(|t| {
-            let Ok(image) = t.reference().parse::<ImageRef>() else {
-                return false;
-            };
-            wanted.iter().any(|(w, tagged)| {
-                w.registry() == image.registry()
-                    && w.repository() == image.repository()
-                    && (!tagged || w.tag() == image.tag())
-            })
-        })
-        .collect()
-}
-
-fn has_tag(reference: &str) -> bool {
-    reference
-        .rsplit('/')
-        .next()
-        .is_some_and(|last| last.contains(':'))
-}
-
 fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
         .as_secs()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ids_and_pinned_digests_are_not_checked() {
-        assert!(parse_reference(&"a".repeat(64)).is_err());
-        assert!(parse_reference(&format!("sha256:{}", "a".repeat(64))).is_err());
-        let pinned = format!("localhost:5000/app@sha256:{}", "b".repeat(64));
-        assert!(parse_reference(&pinned).unwrap_err().contains("pinned"));
-        assert!(parse_reference("localhost:5000/app").is_ok());
-    }
-
-    #[test]
-    fn our_own_container_is_found_in_the_mount_table() {
-        let id = "c".repeat(64);
-        let mountinfo = format!("1 2 0:1 / / rw - overlay overlay rw\n3 1 8:1 /var/lib/docker/containers/{id}/hostname /etc/hostname rw - ext4 /dev/sda1 rw\n");
-        assert_eq!(container_id_in(&mountinfo), Some(id));
-        assert_eq!(
-            container_id_in("1 2 0:1 / / rw - ext4 /dev/sda1 rw\n"),
-            None
-        );
-    }
-
-    #[test]
-    fn tags_are_told_from_ports() {
-        assert!(has_tag("localhost:5000/app:1"));
-        assert!(!has_tag("localhost:5000/app"));
-        assert!(!has_tag("busybox"));
-    }
 }

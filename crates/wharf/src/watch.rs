@@ -10,15 +10,18 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{ArgAction, Args};
 use wharf_client::client::tls;
-use wharf_client::CredentialSource;
+use wharf_client::{CredentialSource, Registry};
 use wharf_watch::api::{self, ReadTotals, RunSession};
 use wharf_watch::check::Registries;
 use wharf_watch::engine::Engine;
+use wharf_watch::events::{Dispatcher, Pushed, RunChecks};
 use wharf_watch::labels::{split_names, Selection};
 use wharf_watch::notify::{Notifiers, NotifySettings};
+use wharf_watch::policy::PolicyDefaults;
 use wharf_watch::report::{Outcome, SessionReport};
 use wharf_watch::schedule::{parse_duration, Schedule};
 use wharf_watch::session::{Settings, Watcher};
+use wharf_watch::sse;
 use wharf_watch::update::Timing;
 
 use crate::client_args::{flag_bool, ClientFlags};
@@ -113,6 +116,38 @@ pub struct WatchArgs {
     /// Serve Prometheus metrics at GET /v1/metrics (needs --http-api-token).
     #[arg(long, env = "WATCHTOWER_HTTP_API_METRICS", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
     http_api_metrics: bool,
+    /// Serve POST /v1/events (needs --http-api-token): registry:2 notification envelopes,
+    /// as Distribution's `notifications.endpoints` send them with
+    /// `headers: {Authorization: [Bearer <token>]}`. A pushed tag that a watched container
+    /// uses is checked at once; the schedule keeps running as a safety net.
+    #[arg(long, env = "WHARF_HTTP_API_EVENTS", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
+    http_api_events: bool,
+    /// Subscribe to this wharf registry's event stream (GET /v2/_events), with the
+    /// credentials used for its checks: a pushed tag that a watched container uses is
+    /// checked at once. Repeatable (or comma separated); reconnects by itself, and while
+    /// it is down the schedule finds new images.
+    #[arg(
+        long = "events-from",
+        value_name = "HOST",
+        env = "WHARF_EVENTS_FROM",
+        value_delimiter = ','
+    )]
+    events_from: Vec<String>,
+    /// Move every container to the highest tag in this semver range (`^1.2`, `~1.2.3`,
+    /// `>=1.0 <2`) newer than its own; the wharf.watch.semver label overrides it.
+    #[arg(long, env = "WHARF_TAG_SEMVER", value_name = "RANGE")]
+    tag_semver: Option<String>,
+    /// Follow only tags matching this regex (alone, it makes containers follow tags too);
+    /// the wharf.watch.include label overrides it.
+    #[arg(long, env = "WHARF_TAG_INCLUDE", value_name = "REGEX")]
+    tag_include: Option<String>,
+    /// Never move to tags matching this regex; the wharf.watch.exclude label overrides it.
+    #[arg(long, env = "WHARF_TAG_EXCLUDE", value_name = "REGEX")]
+    tag_exclude: Option<String>,
+    /// Hold back a newer tag until its image is this old (by its `created` time), e.g.
+    /// 24h; the wharf.watch.min-age label overrides it.
+    #[arg(long, env = "WHARF_MIN_AGE", value_name = "DURATION")]
+    min_age: Option<String>,
     /// Keep checking on schedule when the update API is on.
     #[arg(long, env = "WATCHTOWER_HTTP_API_PERIODIC_POLLS", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
     http_api_periodic_polls: bool,
@@ -228,7 +263,10 @@ async fn run_watcher(args: WatchArgs, flags: &ClientFlags, gate: Gate) -> anyhow
         Some(pattern) => Schedule::cron(pattern)?,
         None => Schedule::every(args.interval)?,
     };
-    let api_on = args.http_api_update || args.http_api_metrics;
+    policy_defaults(&args)
+        .validate()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let api_on = args.http_api_update || args.http_api_metrics || args.http_api_events;
     let token = api_token(&args, api_on)?;
     let notifiers = Arc::new(notifiers(&args)?);
     let watcher = Arc::new(connect(&args, flags).await?);
@@ -257,9 +295,27 @@ async fn run_watcher(args: WatchArgs, flags: &ClientFlags, gate: Gate) -> anyhow
     // Before the API listens, so that its first request does not find recovery running.
     let recovering = watcher.clone();
     guarded(gate.clone(), async move { recovering.recover().await }).await;
+    let events = (args.http_api_events || !args.events_from.is_empty()).then(|| {
+        let checks = event_checks(watcher.clone(), notifiers.clone(), gate.clone(), quiet);
+        Dispatcher::spawn(checks)
+    });
+    if let Some(dispatcher) = &events {
+        for host in &args.events_from {
+            let registry: Registry = host
+                .parse()
+                .with_context(|| format!("--events-from {host}: not a registry host"))?;
+            tracing::info!(%registry, "following the registry's events");
+            tokio::spawn(sse::subscribe(
+                watcher.registries(),
+                registry,
+                dispatcher.clone(),
+            ));
+        }
+    }
     if api_on {
         let requested = session_runner(watcher.clone(), notifiers, gate, false, quiet);
-        serve_api(&args, &token, requested, watcher.clone()).await?;
+        let webhook = events.filter(|_| args.http_api_events);
+        serve_api(&args, &token, requested, watcher.clone(), webhook).await?;
     }
     if args.http_api_update && !args.http_api_periodic_polls {
         tracing::info!("periodic checks are off: checks run on POST /v1/update");
@@ -386,6 +442,16 @@ fn settings(args: &WatchArgs) -> Settings {
             health_grace: args.rollback_grace,
             hooks: args.lifecycle_hooks,
         },
+        policy: policy_defaults(args),
+    }
+}
+
+fn policy_defaults(args: &WatchArgs) -> PolicyDefaults {
+    PolicyDefaults {
+        semver: args.tag_semver.clone(),
+        include: args.tag_include.clone(),
+        exclude: args.tag_exclude.clone(),
+        min_age: args.min_age.clone(),
     }
 }
 
@@ -463,6 +529,41 @@ fn session_runner(
     })
 }
 
+/// What a push event sets off: a check of the containers using the pushed images, now
+/// (after a session under way), unless no watched container uses them.
+fn event_checks(
+    watcher: Arc<Watcher>,
+    notifiers: Arc<Notifiers>,
+    gate: Gate,
+    quiet: bool,
+) -> RunChecks {
+    let session = session_runner(watcher.clone(), notifiers, gate, true, quiet);
+    Arc::new(move |pushed: Vec<Pushed>| {
+        let (watcher, session) = (watcher.clone(), session.clone());
+        Box::pin(async move {
+            let images: Vec<String> = pushed.iter().map(|p| p.image.clone()).collect();
+            match watcher.used(&images).await {
+                Ok(used) if used.is_empty() => tracing::info!(
+                    images = %images.join(", "),
+                    "push event ignored: no watched container uses this image"
+                ),
+                Ok(used) => {
+                    tracing::info!(images = %used.join(", "), "push event: checking the containers that use it");
+                    let announced: Vec<Pushed> = pushed
+                        .into_iter()
+                        .filter(|p| used.contains(&p.image))
+                        .collect();
+                    watcher.expect(&announced);
+                    session(Some(used)).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "push event not acted on: cannot list the containers; the schedule will check")
+                }
+            }
+        })
+    })
+}
+
 /// Each container's line, with a message that says what happened (the detail, when
 /// the session left one). `quiet_check_failures`: --warn-on-head-failure=never.
 fn log_report(report: &SessionReport, quiet_check_failures: bool) {
@@ -508,9 +609,10 @@ async fn serve_api(
     token: &str,
     run: RunSession,
     watcher: Arc<Watcher>,
+    events: Option<Dispatcher>,
 ) -> anyhow::Result<()> {
     let totals: ReadTotals = Arc::new(move || watcher.totals());
-    let router = api::router(token, run, totals);
+    let router = api::router(token, run, totals, events);
     let listener = tokio::net::TcpListener::bind(&args.http_api_addr)
         .await
         .with_context(|| format!("cannot listen on {} for the HTTP API", args.http_api_addr))?;

@@ -69,6 +69,23 @@ impl RegistryClient {
         Ok(repos)
     }
 
+    /// `GET /v2/_events`: a wharf registry's event stream (server-sent events, one
+    /// registry:2 envelope per message), resumed after `last_event_id` when given. Same
+    /// auth as the catalog. The response is returned as soon as its headers arrive; its
+    /// body runs for as long as the registry keeps it open.
+    pub async fn event_stream(&self, last_event_id: Option<&str>) -> Result<Response, ClientError> {
+        let what = "the event stream /v2/_events";
+        let scopes = vec!["registry:catalog:*".to_owned()];
+        let mut headers: Vec<(HeaderName, &str)> = vec![(ACCEPT, "text/event-stream")];
+        if let Some(id) = last_event_id {
+            headers.push((HeaderName::from_static("last-event-id"), id));
+        }
+        let response = self
+            .send(Method::GET, "/v2/_events", &scopes, &headers, what)
+            .await?;
+        self.expect_success(response, what).await
+    }
+
     /// The manifest `reference` names, with its media type and digest.
     pub async fn get_manifest(
         &self,

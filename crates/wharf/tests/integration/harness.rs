@@ -474,6 +474,29 @@ impl Served {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// Kill the server, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self._proc.0.kill();
+        let _ = self._proc.0.wait();
+    }
+
+    /// Start it again after `kill`: the same config (in `dir`) and port; its log goes on.
+    pub fn restart(&mut self, dir: &Path) {
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(WHARF)
+            .arg("serve")
+            .arg(dir.join("config.yml"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self._proc = Proc(child);
+        wait_for_port(self.port, &mut self._proc.0, "wharf");
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -26,4 +26,6 @@ mod seed003;
 mod store_shared;
 mod watch;
 mod watch_env;
+mod watch_events;
 mod watch_flags;
+mod watch_policy;
