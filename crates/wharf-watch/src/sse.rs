@@ -62,6 +62,9 @@ async fn follow(
         .client(registry)
         .await
         .map_err(|e| e.to_string())?;
+    // As before each check: a credential rotated while the stream was down (a new
+    // `docker login`, a re-mounted config.json) applies to the reconnect.
+    client.forget_credentials();
     let response = tokio::time::timeout(IDLE, client.event_stream(last_id.as_deref()))
         .await
         .map_err(|_| format!("no answer within {} s", IDLE.as_secs()))?

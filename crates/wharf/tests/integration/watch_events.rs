@@ -366,37 +366,14 @@ fn watch_events_sse_from_wharf_updates_within_5s_with_one_check() {
     );
 }
 
-/// As `Registry::start`, with registry:2's `http.secret` set, so its tokens (and the
-/// refresh token `docker login` stored) outlive a restart, as with any registry whose
-/// replicas share a secret.
-fn registry_with_secret() -> Registry {
-    require_docker();
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = self_signed(dir.path(), "wharf-watch-test");
-    htpasswd(&dir.path().join("htpasswd"), USER, PASSWORD);
-    let yaml = format!(
-        "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: @DIR@/data\nhttp:\n  addr: 127.0.0.1:@PORT@\n  secret: a-secret-all-replicas-share\n  tls:\n    certificate: {}\n    key: {}\nauth:\n  htpasswd:\n    realm: wharf\n    path: @DIR@/htpasswd\n    token:\n      service: wharf-watch-test\n      expiration: 300s\n",
-        cert.display(),
-        key.display()
-    );
-    let served = Served::start(dir.path(), &yaml, &[]);
-    let registry = Registry { dir, served, cert };
-    let login = output_with_stdin(
-        registry
-            .docker()
-            .args(["login", "-u", USER, "--password-stdin", &registry.host()]),
-        PASSWORD,
-    );
-    assert!(login.status.success(), "docker login: {login:?}");
-    registry
-}
-
 /// The stream dies with its registry: the watcher says it falls back to its schedule,
-/// reconnects when the registry is back, resuming after the last event it saw, and a push
-/// then still updates the container with no poll.
+/// reconnects when the registry is back (with the credentials renewed meanwhile: this
+/// registry signs with a key of its process, so the refresh token `docker login` stored
+/// dies with it and the user logs in again), resuming after the last event it saw, and a
+/// push then still updates the container with no poll.
 #[test]
 fn watch_events_sse_falls_back_to_the_schedule_and_resumes_after_a_registry_restart() {
-    let mut registry = registry_with_secret();
+    let mut registry = Registry::start();
     let mut cleanup = Cleanup::default();
     let (_, v2, image) = v1_pushed(&registry, &mut cleanup, "ssedown", "apps/restarted");
     let name = unique("wharf-events-down-");
@@ -423,6 +400,13 @@ fn watch_events_sse_falls_back_to_the_schedule_and_resumes_after_a_registry_rest
     registry.served.kill();
     wait_for_log(&watcher, "fall back to the schedule");
     registry.served.restart(registry.dir.path());
+    let login = output_with_stdin(
+        registry
+            .docker()
+            .args(["login", "-u", USER, "--password-stdin", &registry.host()]),
+        PASSWORD,
+    );
+    assert!(login.status.success(), "docker login: {login:?}");
     registry.push(&v2, "apps/restarted:latest");
     watcher.wait_until_runs(&name, &image_id(&v2), Duration::from_secs(40));
     let log = watcher.log();
