@@ -203,7 +203,8 @@ def setup(procs, wharf, work, name, tag, runs, registry, watch_args, settle, por
     sh("docker", "push", image)
     sh("docker", "rm", "-f", name, check=False)
     sh("docker", "run", "-d", "--name", name, image)
-    watcher(procs, wharf, work, watch_args(host), port or free_port())
+    # Only this container: other containers on a shared engine are not the bench's to update.
+    watcher(procs, wharf, work, watch_args(host) + [name], port or free_port())
     time.sleep(1)
     try:
         return measure(work, host, name, runs, tag, settle, jitter)

@@ -27,9 +27,6 @@ pub async fn subscribe(registries: Arc<Registries>, registry: Registry, dispatch
     let mut told = false;
     loop {
         let result = follow(&registries, &registry, &dispatcher, &mut last_id, &mut up).await;
-        if up {
-            told = false;
-        }
         let why = match result {
             Ok(()) => "the registry closed it".to_owned(),
             Err(e) => e,
@@ -37,6 +34,7 @@ pub async fn subscribe(registries: Arc<Registries>, registry: Registry, dispatch
         if up {
             tracing::warn!(%registry, error = %why, "event stream lost: checks fall back to the schedule until it is back");
             up = false;
+            told = true;
             retry = FIRST_RETRY;
         } else if !told {
             // Once per outage, so a registry without the stream does not fill the log.
@@ -62,6 +60,9 @@ async fn follow(
         .client(registry)
         .await
         .map_err(|e| e.to_string())?;
+    // As before each check: a credential rotated while the stream was down (a new
+    // `docker login`, a re-mounted config.json) applies to the reconnect.
+    client.forget_credentials();
     let response = tokio::time::timeout(IDLE, client.event_stream(last_id.as_deref()))
         .await
         .map_err(|_| format!("no answer within {} s", IDLE.as_secs()))?

@@ -76,7 +76,9 @@ impl NotifyingDistribution {
     }
 }
 
-/// A running `wharf watch` with a 24 h interval; its log goes to a file.
+/// A running `wharf watch` with a 24 h interval; its log goes to a file. Tests name the
+/// containers it watches: watchers of other tests share the engine, and one watching
+/// everything would take another's half-made replacement for a crash's leftover.
 pub(crate) struct EventWatcher {
     pub(crate) addr: String,
     log: PathBuf,
@@ -185,13 +187,14 @@ fn watch_events_webhook_from_distribution_updates_within_5s_with_one_check() {
     let dist = NotifyingDistribution::start(&format!("http://127.0.0.1:{watch_port}/v1/events"));
     let image = format!("{}/apps/hooked:latest", dist.host());
     cleanup.images.push(image.clone());
-    let watcher = EventWatcher::start(dir.path(), watch_port, dir.path(), &["--http-api-events"]);
+    let name = unique("wharf-events-hook-");
+    cleanup.containers.push(name.clone());
+    let args = ["--http-api-events", &name];
+    let watcher = EventWatcher::start(dir.path(), watch_port, dir.path(), &args);
 
     // v1's own push event finds no container using it yet: ignored, no check.
     push_plain(&v1, &image);
     wait_for_log(&watcher, "push event ignored");
-    let name = unique("wharf-events-hook-");
-    cleanup.containers.push(name.clone());
     run(Command::new("docker").args(["run", "-d", "--name", &name, &image]));
     assert!(
         dist.watcher_manifest_requests().is_empty(),
@@ -229,7 +232,8 @@ fn watch_events_webhook_refuses_bad_input_and_ignores_unknown_images() {
     cleanup.containers.push(name.clone());
     let before = run(Command::new("docker").args(["run", "-d", "--name", &name, &image]));
     push_plain(&v2, &image);
-    let watcher = EventWatcher::start(dir.path(), free_port(), dir.path(), &["--http-api-events"]);
+    let args = ["--http-api-events", &name];
+    let watcher = EventWatcher::start(dir.path(), free_port(), dir.path(), &args);
     let good = envelope(&dist.host(), "apps/guarded", "latest");
 
     let (status, _) = watcher.post_event(None, &good);
@@ -278,15 +282,16 @@ fn watch_events_webhook_moves_a_tag_following_container_to_the_pushed_tag() {
     let watch_port = free_port();
     let dist = NotifyingDistribution::start(&format!("http://127.0.0.1:{watch_port}/v1/events"));
     let repo = format!("{}/apps/followed", dist.host());
-    let watcher = EventWatcher::start(dir.path(), watch_port, dir.path(), &["--http-api-events"]);
+    let name = unique("wharf-events-follow-");
+    cleanup.containers.push(name.clone());
+    let args = ["--http-api-events", &name];
+    let watcher = EventWatcher::start(dir.path(), watch_port, dir.path(), &args);
     let on = format!("{repo}:1.2.3");
     cleanup
         .images
         .extend([on.clone(), format!("{repo}:1.3.0"), format!("{repo}:2.0.0")]);
     push_plain(&v123, &on);
     wait_for_log(&watcher, "push event ignored");
-    let name = unique("wharf-events-follow-");
-    cleanup.containers.push(name.clone());
     run(Command::new("docker").args([
         "run",
         "-d",
@@ -340,6 +345,7 @@ fn watch_events_sse_from_wharf_updates_within_5s_with_one_check() {
             &registry.host(),
             "--registry-ca",
             &registry.cert.display().to_string(),
+            &name,
         ],
     );
     wait_for_log(&watcher, "subscribed to registry events");
@@ -360,37 +366,14 @@ fn watch_events_sse_from_wharf_updates_within_5s_with_one_check() {
     );
 }
 
-/// As `Registry::start`, with registry:2's `http.secret` set, so its tokens (and the
-/// refresh token `docker login` stored) outlive a restart, as with any registry whose
-/// replicas share a secret.
-fn registry_with_secret() -> Registry {
-    require_docker();
-    let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = self_signed(dir.path(), "wharf-watch-test");
-    htpasswd(&dir.path().join("htpasswd"), USER, PASSWORD);
-    let yaml = format!(
-        "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: @DIR@/data\nhttp:\n  addr: 127.0.0.1:@PORT@\n  secret: a-secret-all-replicas-share\n  tls:\n    certificate: {}\n    key: {}\nauth:\n  htpasswd:\n    realm: wharf\n    path: @DIR@/htpasswd\n    token:\n      service: wharf-watch-test\n      expiration: 300s\n",
-        cert.display(),
-        key.display()
-    );
-    let served = Served::start(dir.path(), &yaml, &[]);
-    let registry = Registry { dir, served, cert };
-    let login = output_with_stdin(
-        registry
-            .docker()
-            .args(["login", "-u", USER, "--password-stdin", &registry.host()]),
-        PASSWORD,
-    );
-    assert!(login.status.success(), "docker login: {login:?}");
-    registry
-}
-
 /// The stream dies with its registry: the watcher says it falls back to its schedule,
-/// reconnects when the registry is back, resuming after the last event it saw, and a push
-/// then still updates the container with no poll.
+/// reconnects when the registry is back (with the credentials renewed meanwhile: this
+/// registry signs with a key of its process, so the refresh token `docker login` stored
+/// dies with it and the user logs in again), resuming after the last event it saw, and a
+/// push then still updates the container with no poll.
 #[test]
 fn watch_events_sse_falls_back_to_the_schedule_and_resumes_after_a_registry_restart() {
-    let mut registry = registry_with_secret();
+    let mut registry = Registry::start();
     let mut cleanup = Cleanup::default();
     let (_, v2, image) = v1_pushed(&registry, &mut cleanup, "ssedown", "apps/restarted");
     let name = unique("wharf-events-down-");
@@ -405,6 +388,7 @@ fn watch_events_sse_falls_back_to_the_schedule_and_resumes_after_a_registry_rest
             &registry.host(),
             "--registry-ca",
             &registry.cert.display().to_string(),
+            &name,
         ],
     );
     wait_for_log(&watcher, "subscribed to registry events");
@@ -416,6 +400,13 @@ fn watch_events_sse_falls_back_to_the_schedule_and_resumes_after_a_registry_rest
     registry.served.kill();
     wait_for_log(&watcher, "fall back to the schedule");
     registry.served.restart(registry.dir.path());
+    let login = output_with_stdin(
+        registry
+            .docker()
+            .args(["login", "-u", USER, "--password-stdin", &registry.host()]),
+        PASSWORD,
+    );
+    assert!(login.status.success(), "docker login: {login:?}");
     registry.push(&v2, "apps/restarted:latest");
     watcher.wait_until_runs(&name, &image_id(&v2), Duration::from_secs(40));
     let log = watcher.log();
