@@ -2,11 +2,14 @@
 //! labelled with a semver range (`wharf.watch.semver=^1.2`) or a tag regex
 //! (`wharf.watch.include=…`, `wharf.watch.exclude=…`) is moved to the highest tag of its
 //! repository that matches and is newer than the one it runs. `wharf.watch.min-age=24h`
-//! holds back an image younger than that (by its config's `created`) until it is old
-//! enough. Flags set the same for every container; a label overrides its flag.
+//! holds back an image younger than that until it is old enough: younger by its config's
+//! `created`, or by when this watcher first saw its tag appear, since a reproducible build
+//! says it was created in 1970. Flags set the same for every container; a label overrides
+//! its flag.
 
-use std::collections::HashMap;
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
 
 use regex::Regex;
 use semver::{Version, VersionReq};
@@ -125,9 +128,34 @@ pub struct Followed {
     pub note: Option<String>,
 }
 
+/// When this watcher first saw each tag of a repository. Tags listed the first time a
+/// repository is looked at have no time (they may be years old: only `created` speaks for
+/// them); a tag that appears later was pushed since, and is dated by its appearance. Kept
+/// in memory: after a restart, what exists is old again, as at the first start.
+#[derive(Debug, Default)]
+pub struct Sightings(Mutex<HashMap<String, HashMap<String, Option<SystemTime>>>>);
+
+impl Sightings {
+    /// Records `tags` of `repository`; when each was first seen, where known.
+    fn record(&self, repository: &str, tags: &[String]) -> HashMap<String, Option<SystemTime>> {
+        let mut all = self.0.lock().expect("sightings lock");
+        let first_look = !all.contains_key(repository);
+        let seen = all.entry(repository.to_owned()).or_default();
+        let now = SystemTime::now();
+        let listed: HashSet<&String> = tags.iter().collect();
+        seen.retain(|t, _| listed.contains(t));
+        for t in tags {
+            seen.entry(t.clone())
+                .or_insert_with(|| (!first_look).then_some(now));
+        }
+        seen.clone()
+    }
+}
+
 /// Lists `image`'s tags and picks the highest the policy allows that is old enough.
 pub async fn follow(
     registries: &Registries,
+    sightings: &Sightings,
     policy: &Policy,
     image: &ImageRef,
 ) -> Result<Followed, String> {
@@ -136,6 +164,8 @@ pub async fn follow(
         .map(|t| t.as_str().to_owned())
         .ok_or("it names no tag to follow from")?;
     let tags = registries.tags(image).await.map_err(|e| e.to_string())?;
+    let repository = format!("{}/{}", image.registry(), image.repository());
+    let seen = sightings.record(&repository, &tags);
     let mut held: Vec<String> = Vec::new();
     for tag in policy.candidates(&current, &tags)? {
         let candidate: ImageRef = format!("{}/{}:{tag}", image.registry(), image.repository())
@@ -146,7 +176,12 @@ pub async fn follow(
                 .created(&candidate)
                 .await
                 .map_err(|e| e.to_string())?;
-            if let Some(until) = held_until(created.as_deref(), min_age) {
+            let first_seen = seen.get(&tag).copied().flatten();
+            let until = held_until(created.as_deref(), min_age)
+                .into_iter()
+                .chain(seen_until(first_seen, min_age))
+                .max();
+            if let Some(until) = until {
                 tracing::info!(image = %candidate, %until, "newer tag held back: younger than {MIN_AGE}");
                 held.push(format!("{tag} is held back until {until} ({MIN_AGE})"));
                 continue;
@@ -173,7 +208,13 @@ pub async fn follow(
 /// ever release it.
 fn held_until(created: Option<&str>, min_age: Duration) -> Option<String> {
     let created = chrono::DateTime::parse_from_rfc3339(created?).ok()?;
-    let until = created + chrono::Duration::from_std(min_age).ok()?;
+    let until = (created + chrono::Duration::from_std(min_age).ok()?).with_timezone(&chrono::Utc);
+    (until > chrono::Utc::now()).then(|| until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
+/// When a tag first seen at `seen` is `min_age` old, if that is still to come.
+fn seen_until(seen: Option<SystemTime>, min_age: Duration) -> Option<String> {
+    let until = chrono::DateTime::<chrono::Utc>::from(seen? + min_age);
     (until > chrono::Utc::now()).then(|| until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
 }
 
@@ -244,6 +285,21 @@ mod tests {
         let now = chrono::Utc::now().to_rfc3339();
         assert!(held_until(Some(&now), day).is_some());
         assert!(held_until(None, day).is_none());
+        assert!(seen_until(Some(SystemTime::now()), day).is_some());
+        assert!(seen_until(None, day).is_none());
+    }
+
+    #[test]
+    fn tags_there_at_the_first_look_are_undated_and_later_ones_dated() {
+        let s = Sightings::default();
+        let first = s.record("r/app", &tags(&["1.0", "1.1"]));
+        assert_eq!(first["1.0"], None);
+        let later = s.record("r/app", &tags(&["1.0", "1.1", "1.2"]));
+        assert_eq!(later["1.1"], None);
+        assert!(later["1.2"].is_some());
+        // A tag deleted and pushed again is new again.
+        s.record("r/app", &tags(&["1.0"]));
+        assert!(s.record("r/app", &tags(&["1.0", "1.1"]))["1.1"].is_some());
     }
 
     #[test]

@@ -61,6 +61,8 @@ pub struct Watcher {
     totals: Mutex<Totals>,
     /// Digests whose update was rolled back, per container: not retried at every check.
     rejected: Mutex<HashMap<String, Digest>>,
+    /// When tags first appeared, for policies' `min-age`.
+    sightings: policy::Sightings,
     /// Digests just announced by push events, by image reference: the next check of that
     /// reference waits briefly for the tag to reach it (see `settled_digest`).
     expected: Mutex<HashMap<String, Digest>>,
@@ -90,6 +92,7 @@ impl Watcher {
             running: tokio::sync::Mutex::new(()),
             totals: Mutex::new(Totals::default()),
             rejected: Mutex::new(HashMap::new()),
+            sightings: policy::Sightings::default(),
             expected: Mutex::new(HashMap::new()),
             own_id: own_container_id(),
         }
@@ -413,7 +416,7 @@ impl Watcher {
             return Ok(());
         };
         let Ok(image) = &c.image else { return Ok(()) };
-        let followed = policy::follow(&self.registries, &policy, image).await?;
+        let followed = policy::follow(&self.registries, &self.sightings, &policy, image).await?;
         c.note = followed.note;
         if let Some(to) = followed.to {
             tracing::info!(container = %c.target.name, from = %c.reference, to = %to.familiar(), "a newer tag matches its policy");
