@@ -672,3 +672,43 @@ fn a_client_that_disconnects_does_not_stop_the_fill() {
         .unwrap();
     assert_eq!(bytes.len() as u64, size);
 }
+
+#[test]
+fn a_token_auth_upstream_is_asked_for_a_token_once_not_on_every_pull() {
+    require_docker();
+    require("skopeo", "skopeo");
+    let dir = tempfile::tempdir().unwrap();
+    let updir = dir.path().join("up");
+    std::fs::create_dir_all(&updir).unwrap();
+    htpasswd(&updir.join("htpasswd"), USER, PASSWORD);
+    let yaml = "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: @DIR@/data\nhttp:\n  addr: 127.0.0.1:@PORT@\nauth:\n  htpasswd:\n    realm: upstream\n    path: @DIR@/htpasswd\n    token:\n      service: upstream\n      expiration: 300s\n";
+    let upstream = Served::start(&updir, yaml, &[("WHARF_LOG", "info")]);
+    let cfg = dir.path().join("docker-config");
+    let repo = unique("tokens/app");
+    push_upstream(&cfg, &upstream.host(), &repo, "behind tokens");
+    let tokens_before = upstream.log().matches("path=/auth/token").count();
+    // A ttl of 1 s: the second pull re-checks the tag upstream with a HEAD.
+    let m = mirror(
+        &dir.path().join("mirror"),
+        &format!("http://{}", upstream.host()),
+        "1s",
+    );
+    let through = format!("{}/up/{repo}:v1", m.host());
+    ok(
+        skopeo_copy(&through, &dir.path().join("first")),
+        "first pull",
+    );
+    std::thread::sleep(Duration::from_millis(1200));
+    ok(
+        skopeo_copy(&through, &dir.path().join("second")),
+        "second pull",
+    );
+    let log = upstream.log();
+    let heads = log
+        .lines()
+        .filter(|l| l.contains("method=HEAD") && l.contains(&format!("/v2/{repo}/manifests/v1")))
+        .count();
+    assert!(heads >= 2, "the tag was not re-checked:\n{log}");
+    let tokens = log.matches("path=/auth/token").count() - tokens_before;
+    assert_eq!(tokens, 1, "tokens asked for: {tokens}\n{log}");
+}
