@@ -19,6 +19,7 @@ mod lifecycle_races;
 mod messages;
 mod plain_http;
 mod proxy;
+mod proxy_faults;
 mod pushes;
 mod seed003;
 mod store_shared;
