@@ -330,6 +330,15 @@ async fn next_batch(
             Some(None) | None => break,
         }
     }
+    if batch.len() > 1 {
+        // One buffer instead of many socket-sized pieces: one write to the upload, one
+        // frame to each client. The copy costs less than the calls it saves.
+        let mut whole = bytes::BytesMut::with_capacity(len);
+        for b in &batch {
+            whole.extend_from_slice(b);
+        }
+        batch = vec![whole.freeze()];
+    }
     Some(Ok(batch))
 }
 
