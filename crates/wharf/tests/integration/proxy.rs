@@ -447,3 +447,71 @@ fn a_token_auth_upstream_is_asked_for_a_token_once_not_on_every_pull() {
     let tokens = log.matches("path=/auth/token").count() - tokens_before;
     assert_eq!(tokens, 1, "tokens asked for: {tokens}\n{log}");
 }
+
+#[test]
+fn a_tag_that_moves_back_to_a_cached_manifest_fetches_nothing_but_a_head() {
+    require_docker();
+    require("skopeo", "skopeo");
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = wharf_upstream(&dir.path().join("up"));
+    let cfg = dir.path().join("docker-config");
+    let repo = unique("moving/app");
+    let manifest_url = format!("http://{}/v2/{repo}/manifests/v1", upstream.host());
+    let accept = "application/vnd.docker.distribution.manifest.v2+json";
+    push_upstream(&cfg, &upstream.host(), &repo, "first");
+    let first = http_client()
+        .get(&manifest_url)
+        .basic_auth(USER, Some(PASSWORD))
+        .header("Accept", accept)
+        .send()
+        .unwrap();
+    let first_digest = header(&first, "docker-content-digest");
+    let first_bytes = first.bytes().unwrap();
+    let m = mirror(
+        &dir.path().join("mirror"),
+        &format!("http://{}", upstream.host()),
+        "1s",
+    );
+    let through = format!("{}/up/{repo}:v1", m.host());
+    ok(
+        skopeo_copy(&through, &dir.path().join("a")),
+        "pull of the first v1",
+    );
+    // v1 moves to another image, then back to the first.
+    push_upstream(&cfg, &upstream.host(), &repo, "second");
+    std::thread::sleep(Duration::from_millis(1100));
+    ok(
+        skopeo_copy(&through, &dir.path().join("b")),
+        "pull of the second v1",
+    );
+    let put = http_client()
+        .put(&manifest_url)
+        .basic_auth(USER, Some(PASSWORD))
+        .header("Content-Type", accept)
+        .body(first_bytes)
+        .send()
+        .unwrap();
+    assert_eq!(put.status(), 201);
+    std::thread::sleep(Duration::from_millis(1100));
+    ok(
+        skopeo_copy(&through, &dir.path().join("c")),
+        "pull of v1 moved back",
+    );
+    let got = http_client()
+        .head(format!("http://{}/v2/up/{repo}/manifests/v1", m.host()))
+        .header("Accept", accept)
+        .send()
+        .unwrap();
+    assert_eq!(header(&got, "docker-content-digest"), first_digest);
+    let fetched = upstream
+        .log()
+        .lines()
+        .filter(|l| l.contains("method=GET") && l.contains(&format!("manifests/{first_digest}")))
+        .count();
+    assert_eq!(
+        fetched,
+        1,
+        "the first manifest was fetched again:\n{}",
+        upstream.log()
+    );
+}
