@@ -173,7 +173,15 @@ impl Registry {
                         reference: reference.clone(),
                         tag: tag.cloned(),
                     };
-                    job.run().boxed().shared()
+                    // Its own task: a client that hangs up does not stop the fetch.
+                    let task = tokio::spawn(job.run());
+                    async move {
+                        task.await.unwrap_or_else(|e| {
+                            Err(UpstreamFailure::Failed(format!("the fetch failed: {e}")))
+                        })
+                    }
+                    .boxed()
+                    .shared()
                 })
                 .clone()
         };
