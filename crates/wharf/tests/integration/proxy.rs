@@ -191,8 +191,9 @@ fn a_registry2_style_mirror_of_distribution_serves_library_names_and_refuses_pus
     let pushed = docker_pushed(&dist.host(), "library/busy", "via distribution");
     let mdir = dir.path().join("mirror");
     std::fs::create_dir_all(&mdir).unwrap();
-    let yaml = format!("version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: @DIR@/data\nhttp:\n  addr: 127.0.0.1:@PORT@\nproxy:\n  remoteurl: {}\n", dist.url());
-    let m = Served::start(&mdir, &yaml, &[]);
+    // Configured as registry:2 users do it in compose files: REGISTRY_PROXY_REMOTEURL.
+    let yaml = "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: @DIR@/data\nhttp:\n  addr: 127.0.0.1:@PORT@\n";
+    let m = Served::start(&mdir, yaml, &[("REGISTRY_PROXY_REMOTEURL", &dist.url())]);
     // What a daemon's registry-mirrors entry asks for `busy`: `library/busy`.
     let through = format!("{}/library/busy:v1", m.host());
     run(Command::new("docker").args(["pull", &through]));
@@ -247,6 +248,7 @@ fn eight_concurrent_cold_pulls_fetch_each_blob_from_upstream_once() {
         &format!("http://127.0.0.1:{nport}"),
         "1h",
     );
+    let log_before = upstream.log().len();
     let gets_before = blob_gets(&upstream.log()).len();
 
     let through = format!("{}/up/{repo}:v1", m.host());
@@ -273,6 +275,11 @@ fn eight_concurrent_cold_pulls_fetch_each_blob_from_upstream_once() {
         unique_paths.len(),
         "a blob was fetched more than once: {fetched:?}"
     );
+    let manifest_gets = upstream.log()[log_before..]
+        .lines()
+        .filter(|l| l.contains("method=GET") && l.contains(&format!("/v2/{repo}/manifests/")))
+        .count();
+    assert_eq!(manifest_gets, 1, "the manifest was fetched more than once");
     // Every pull was served each blob, by following the one fill.
     let log = m.log();
     for path in &unique_paths {
