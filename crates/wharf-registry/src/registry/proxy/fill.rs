@@ -116,6 +116,8 @@ impl Registry {
 }
 
 impl Registry {
+    /// A blob the store holds for another repository, linked into the proxied `repo`
+    /// once its upstream confirms it has it there.
     async fn link_cached(
         &self,
         repo: &RepoName,
