@@ -79,6 +79,12 @@ class Server:
                     raise Failure(f"{kind} ({name}) did not listen on {self.port}")
                 time.sleep(0.05)
 
+    def cpu(self):
+        """User + system CPU seconds the process has used."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self):
         self.proc.terminate()
         try:
@@ -197,6 +203,7 @@ def run(args, work, pidfile, servers):
 
     kinds = ["wharf", "distribution"]
     cold = {k: [] for k in kinds}
+    cold_cpu = {k: [] for k in kinds}
     ttfb = {k: [] for k in kinds}
     fanout = {}
     n = 0
@@ -216,9 +223,12 @@ def run(args, work, pidfile, servers):
         for kind in (kinds if r % 2 == 0 else kinds[::-1]):
             m = mirror(kind)
             sync_and_prime(os.path.join(work, "prime.scratch"))
+            cpu0, up0 = m.cpu(), up.cpu()
             secs = pull(m.port, repo, tag, blobs)
             cold[kind].append(secs)
-            log(f"run {r + 1} cold pull via {kind:12}: {secs:6.2f} s {total / secs / MB:7,.0f} MB/s")
+            cold_cpu[kind].append((m.cpu() - cpu0, up.cpu() - up0))
+            log(f"run {r + 1} cold pull via {kind:12}: {secs:6.2f} s {total / secs / MB:7,.0f} MB/s; "
+                f"CPU s: mirror {cold_cpu[kind][-1][0]:.2f}, upstream {cold_cpu[kind][-1][1]:.2f}")
             done(m)
             m = mirror(kind)
             request(m.port, "GET", f"/v2/{repo}/manifests/{tag}", headers={"Accept": OCI_MANIFEST})
@@ -272,6 +282,8 @@ def run(args, work, pidfile, servers):
     print(f"| upstream bytes, 8 concurrent cold pulls (x image) | {w / total:.2f} | {d / total:.2f} | | 1.00x | {'PASS' if w == total else 'MISS'} |")
     wm, pm = total / min(warm) / MB, total / min(plain) / MB
     print(f"| warm pull (MB/s), mirror vs plain wharf      | {wm:,.0f} | plain {pm:,.0f} | {wm / pm:.2f} | within 10% | {'PASS' if wm >= 0.9 * pm else 'MISS'} |")
+    print("CPU s of the mirror in each cold pull: " + "; ".join(
+        f"{k} " + ", ".join(f"{c[0]:.2f}" for c in cold_cpu[k]) for k in kinds))
     print("all cold pulls (s): " + "; ".join(f"{k} " + ", ".join(f"{x:.2f}" for x in cold[k]) for k in kinds))
     print("all first bytes (ms): " + "; ".join(f"{k} " + ", ".join(f"{x * 1000:.1f}" for x in ttfb[k]) for k in kinds))
     print("all warm pulls (MB/s): mirror " + ", ".join(f"{total / x / MB:,.0f}" for x in warm)

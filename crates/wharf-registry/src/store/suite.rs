@@ -68,6 +68,9 @@ pub async fn blob_store_contract(blobs: Arc<dyn BlobStore>) {
         blobs.stat(&digest).await.unwrap().is_none(),
         "not visible before commit"
     );
+    // What is appended can be read back while the upload grows (a proxy fill's followers).
+    let part = blobs.read_upload(&repo, id, 3, 8).await.unwrap();
+    assert_eq!(concat(part).await, b"lo wo");
 
     // A wrong digest is refused and the upload survives; the right one commits.
     let bad = blobs
@@ -77,6 +80,10 @@ pub async fn blob_store_contract(blobs: Arc<dyn BlobStore>) {
     assert!(matches!(bad, StoreError::DigestMismatch { .. }));
     assert_eq!(blobs.commit(&repo, id, &digest).await.unwrap(), 11);
     assert_eq!(blobs.stat(&digest).await.unwrap(), Some(11));
+    assert!(matches!(
+        blobs.read_upload(&repo, id, 0, 1).await.err(),
+        Some(StoreError::UploadUnknown(_))
+    ));
     assert_eq!(read_all(&*blobs, &digest).await, b"hello world");
     assert!(matches!(
         blobs.upload_size(&repo, id).await,

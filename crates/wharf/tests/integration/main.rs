@@ -21,6 +21,7 @@ mod messages;
 mod observability;
 mod plain_http;
 mod proxy;
+mod proxy_faults;
 mod pushes;
 mod seed003;
 mod store_shared;

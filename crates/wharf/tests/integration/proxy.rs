@@ -7,16 +7,17 @@
 //! asks for `library/<name>` as a `remoteurl` mirror serves it).
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use crate::harness::*;
+use crate::proxy_faults::{nginx_front, random_hex};
 
-const USER: &str = "mirror";
-const PASSWORD: &str = "mirror-secret";
+pub(crate) const USER: &str = "mirror";
+pub(crate) const PASSWORD: &str = "mirror-secret";
 
 /// A wharf upstream with htpasswd users and an info-level access log.
-fn wharf_upstream(dir: &Path) -> Served {
+pub(crate) fn wharf_upstream(dir: &Path) -> Served {
     std::fs::create_dir_all(dir).unwrap();
     htpasswd(&dir.join("htpasswd"), USER, PASSWORD);
     let yaml = "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: @DIR@/data\nhttp:\n  addr: 127.0.0.1:@PORT@\nauth:\n  htpasswd:\n    realm: upstream\n    path: @DIR@/htpasswd\n";
@@ -24,7 +25,7 @@ fn wharf_upstream(dir: &Path) -> Served {
 }
 
 /// A mirror whose `up/` repositories come from `remote`; `ttl` for its tags.
-fn mirror(dir: &Path, remote: &str, ttl: &str) -> Served {
+pub(crate) fn mirror(dir: &Path, remote: &str, ttl: &str) -> Served {
     std::fs::create_dir_all(dir).unwrap();
     let yaml = format!(
         "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: @DIR@/data\nhttp:\n  addr: 127.0.0.1:@PORT@\nproxy:\n  upstreams:\n    - prefix: up/\n      remoteurl: {remote}\n      username: {USER}\n      password: {PASSWORD}\n      ttl: {ttl}\n"
@@ -32,7 +33,7 @@ fn mirror(dir: &Path, remote: &str, ttl: &str) -> Served {
     Served::start(dir, &yaml, &[("WHARF_LOG", "info")])
 }
 
-fn docker_cfg(config: &Path, args: &[&str]) -> String {
+pub(crate) fn docker_cfg(config: &Path, args: &[&str]) -> String {
     let out = Command::new("docker")
         .env("DOCKER_CONFIG", config)
         .args(args)
@@ -42,7 +43,7 @@ fn docker_cfg(config: &Path, args: &[&str]) -> String {
 }
 
 /// Build an image marked `marker` and push it to `host/repo:v1` as the upstream's user.
-fn push_upstream(config: &Path, host: &str, repo: &str, marker: &str) {
+pub(crate) fn push_upstream(config: &Path, host: &str, repo: &str, marker: &str) {
     let out = output_with_stdin(
         Command::new("docker").env("DOCKER_CONFIG", config).args([
             "login",
@@ -62,7 +63,7 @@ fn push_upstream(config: &Path, host: &str, repo: &str, marker: &str) {
 }
 
 /// GETs of blobs in the upstream's access log, by path.
-fn blob_gets(log: &str) -> Vec<String> {
+pub(crate) fn blob_gets(log: &str) -> Vec<String> {
     log.lines()
         .filter(|l| {
             l.contains("method=GET") && l.contains("/blobs/sha256:") && l.contains("status=200")
@@ -72,7 +73,7 @@ fn blob_gets(log: &str) -> Vec<String> {
         .collect()
 }
 
-fn skopeo_copy(src: &str, dir: &Path) -> std::process::Output {
+pub(crate) fn skopeo_copy(src: &str, dir: &Path) -> std::process::Output {
     Command::new("skopeo")
         .args(["copy", "--src-tls-verify=false", "--retry-times", "0"])
         .arg(format!("docker://{src}"))
@@ -190,8 +191,9 @@ fn a_registry2_style_mirror_of_distribution_serves_library_names_and_refuses_pus
     let pushed = docker_pushed(&dist.host(), "library/busy", "via distribution");
     let mdir = dir.path().join("mirror");
     std::fs::create_dir_all(&mdir).unwrap();
-    let yaml = format!("version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: @DIR@/data\nhttp:\n  addr: 127.0.0.1:@PORT@\nproxy:\n  remoteurl: {}\n", dist.url());
-    let m = Served::start(&mdir, &yaml, &[]);
+    // Configured as registry:2 users do it in compose files: REGISTRY_PROXY_REMOTEURL.
+    let yaml = "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: @DIR@/data\nhttp:\n  addr: 127.0.0.1:@PORT@\n";
+    let m = Served::start(&mdir, yaml, &[("REGISTRY_PROXY_REMOTEURL", &dist.url())]);
     // What a daemon's registry-mirrors entry asks for `busy`: `library/busy`.
     let through = format!("{}/library/busy:v1", m.host());
     run(Command::new("docker").args(["pull", &through]));
@@ -246,6 +248,7 @@ fn eight_concurrent_cold_pulls_fetch_each_blob_from_upstream_once() {
         &format!("http://127.0.0.1:{nport}"),
         "1h",
     );
+    let log_before = upstream.log().len();
     let gets_before = blob_gets(&upstream.log()).len();
 
     let through = format!("{}/up/{repo}:v1", m.host());
@@ -272,6 +275,11 @@ fn eight_concurrent_cold_pulls_fetch_each_blob_from_upstream_once() {
         unique_paths.len(),
         "a blob was fetched more than once: {fetched:?}"
     );
+    let manifest_gets = upstream.log()[log_before..]
+        .lines()
+        .filter(|l| l.contains("method=GET") && l.contains(&format!("/v2/{repo}/manifests/")))
+        .count();
+    assert_eq!(manifest_gets, 1, "the manifest was fetched more than once");
     // Every pull was served each blob, by following the one fill.
     let log = m.log();
     for path in &unique_paths {
@@ -283,187 +291,6 @@ fn eight_concurrent_cold_pulls_fetch_each_blob_from_upstream_once() {
             .count();
         assert_eq!(served, 8, "{path} served {served} times:\n{log}");
     }
-}
-
-/// nginx in front of the upstream, answering 429 while `flag` exists, and sending at most
-/// `rate` bytes a second to each client.
-fn nginx_front(dir: &Path, backend: u16, flag: &Path, rate: &str) -> (Proc, u16) {
-    require("nginx", "nginx");
-    let port = free_port();
-    let conf = format!(
-        r#"daemon off;
-master_process off;
-pid {d}/nginx.pid;
-error_log {d}/nginx-error.log;
-events {{}}
-http {{
-    access_log off;
-    client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            if (-f {flag}) {{ return 429; }}
-            proxy_pass http://127.0.0.1:{backend};
-            proxy_set_header Host $http_host;
-            limit_rate {rate};
-        }}
-    }}
-}}
-"#,
-        d = dir.display(),
-        flag = flag.display(),
-    );
-    let path = dir.join("nginx.conf");
-    std::fs::write(&path, conf).unwrap();
-    let mut child = Command::new("nginx")
-        .arg("-c")
-        .arg(&path)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_port(port, &mut child, "nginx");
-    (Proc(child), port)
-}
-
-#[test]
-fn cached_tags_survive_a_rate_limit_and_an_outage_and_uncached_ones_fail_clearly() {
-    require_docker();
-    require("skopeo", "skopeo");
-    let dir = tempfile::tempdir().unwrap();
-    let updir = dir.path().join("up");
-    let mut upstream = Some(wharf_upstream(&updir));
-    let up_host = upstream.as_ref().unwrap().host();
-    let up_port = upstream.as_ref().unwrap().port;
-    let cfg = dir.path().join("docker-config");
-    let cached = unique("outage/cached");
-    let uncached = unique("outage/uncached");
-    push_upstream(&cfg, &up_host, &cached, "cached");
-    push_upstream(&cfg, &up_host, &uncached, "uncached");
-    let flag = dir.path().join("limited");
-    let ndir = dir.path().join("nginx");
-    std::fs::create_dir_all(&ndir).unwrap();
-    let (_nginx, nport) = nginx_front(&ndir, up_port, &flag, "0");
-    let m = mirror(
-        &dir.path().join("mirror"),
-        &format!("http://127.0.0.1:{nport}"),
-        "1s",
-    );
-    let cached_ref = format!("{}/up/{cached}:v1", m.host());
-    let uncached_ref = format!("{}/up/{uncached}:v1", m.host());
-    ok(
-        skopeo_copy(&cached_ref, &dir.path().join("first")),
-        "first pull",
-    );
-
-    // Rate limited, and the tag's ttl has passed: served stale, with a Warning.
-    std::fs::write(&flag, "").unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
-    let resp = http_client()
-        .get(format!("http://{}/v2/up/{cached}/manifests/v1", m.host()))
-        .header(
-            "Accept",
-            "application/vnd.docker.distribution.manifest.v2+json",
-        )
-        .send()
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    assert!(
-        header(&resp, "warning").starts_with("110 "),
-        "no Warning: {:?}",
-        resp.headers()
-    );
-    ok(
-        skopeo_copy(&cached_ref, &dir.path().join("while-limited")),
-        "a cached pull while rate limited",
-    );
-    let resp = http_client()
-        .get(format!("http://{}/v2/up/{uncached}/manifests/v1", m.host()))
-        .send()
-        .unwrap();
-    assert_eq!(resp.status(), 429, "an uncached tag while rate limited");
-    assert!(resp.text().unwrap().contains("TOOMANYREQUESTS"));
-    assert!(
-        m.log().contains("serving a cached tag stale"),
-        "no log line: {}",
-        m.log()
-    );
-
-    // The upstream gone: cached still pulls (docker too); uncached fails, saying why.
-    std::fs::remove_file(&flag).unwrap();
-    upstream.take();
-    std::thread::sleep(Duration::from_millis(1100));
-    docker_cfg(&cfg, &["pull", &cached_ref]);
-    docker_runs(&cached_ref, "cached");
-    docker_rmi(&[&cached_ref]);
-    let out = Command::new("docker")
-        .args(["pull", &uncached_ref])
-        .output()
-        .unwrap();
-    assert!(
-        !out.status.success(),
-        "an uncached image pulled with the upstream down"
-    );
-    let resp = http_client()
-        .get(format!("http://{}/v2/up/{uncached}/manifests/v1", m.host()))
-        .send()
-        .unwrap();
-    assert_eq!(resp.status(), 502);
-    let body = resp.text().unwrap();
-    assert!(body.contains("not cached, and the upstream"), "{body}");
-}
-
-#[test]
-fn a_corrupt_upstream_blob_fails_the_pull_and_is_not_cached() {
-    require_docker();
-    require("skopeo", "skopeo");
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("dist");
-    let dist = Distribution::start_on(&data);
-    let repo = unique("corrupt/app");
-    let pushed = docker_pushed(&dist.host(), &repo, "intact");
-    // Flip the bytes of every layer the upstream stores (same length, other content).
-    let raw = http_client()
-        .get(format!("{}/v2/{repo}/manifests/v1", dist.url()))
-        .header(
-            "Accept",
-            "application/vnd.docker.distribution.manifest.v2+json",
-        )
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    let manifest: serde_json::Value = serde_json::from_str(&raw).unwrap();
-    let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_owned();
-    let hex = layer.trim_start_matches("sha256:");
-    let blob = data.join(format!(
-        "docker/registry/v2/blobs/sha256/{}/{hex}/data",
-        &hex[..2]
-    ));
-    let mut bytes = std::fs::read(&blob).unwrap();
-    for b in bytes.iter_mut().take(64) {
-        *b ^= 0xff;
-    }
-    std::fs::write(&blob, bytes).unwrap();
-
-    let mdir = dir.path().join("mirror");
-    std::fs::create_dir_all(&mdir).unwrap();
-    let yaml = format!("version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: @DIR@/data\nhttp:\n  addr: 127.0.0.1:@PORT@\nproxy:\n  upstreams:\n    - prefix: up/\n      remoteurl: {}\n", dist.url());
-    let m = Served::start(&mdir, &yaml, &[("WHARF_LOG", "info")]);
-    let through = format!("{}/up/{repo}:v1", m.host());
-    for attempt in ["first", "second"] {
-        let out = skopeo_copy(&through, &dir.path().join(attempt));
-        assert!(
-            !out.status.success(),
-            "{attempt} pull of a corrupt blob succeeded"
-        );
-    }
-    let cached = mdir.join(format!(
-        "data/docker/registry/v2/blobs/sha256/{}/{hex}",
-        &hex[..2]
-    ));
-    assert!(!cached.exists(), "the corrupt blob was cached");
-    assert!(m.log().contains("not cached"), "{}", m.log());
-    docker_rmi(&[&pushed]);
 }
 
 #[test]
@@ -588,87 +415,110 @@ fn one_platform_of_an_index_is_all_a_pull_of_it_fetches_and_tags_list_upstream()
     docker_rmi(&[&parts[0], &parts[1]]);
 }
 
-/// `len` characters of pseudo-random hex: a layer that gzip only halves.
-fn random_hex(len: usize) -> String {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ len as u64 ^ u64::from(std::process::id());
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            char::from(b"0123456789abcdef"[(x & 15) as usize])
-        })
-        .collect()
+#[test]
+fn a_token_auth_upstream_is_asked_for_a_token_once_not_on_every_pull() {
+    require_docker();
+    require("skopeo", "skopeo");
+    let dir = tempfile::tempdir().unwrap();
+    let updir = dir.path().join("up");
+    std::fs::create_dir_all(&updir).unwrap();
+    htpasswd(&updir.join("htpasswd"), USER, PASSWORD);
+    let yaml = "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: @DIR@/data\nhttp:\n  addr: 127.0.0.1:@PORT@\nauth:\n  htpasswd:\n    realm: upstream\n    path: @DIR@/htpasswd\n    token:\n      service: upstream\n      expiration: 300s\n";
+    let upstream = Served::start(&updir, yaml, &[("WHARF_LOG", "info")]);
+    let cfg = dir.path().join("docker-config");
+    let repo = unique("tokens/app");
+    push_upstream(&cfg, &upstream.host(), &repo, "behind tokens");
+    let tokens_before = upstream.log().matches("path=/auth/token").count();
+    // A ttl of 1 s: the second pull re-checks the tag upstream with a HEAD.
+    let m = mirror(
+        &dir.path().join("mirror"),
+        &format!("http://{}", upstream.host()),
+        "1s",
+    );
+    let through = format!("{}/up/{repo}:v1", m.host());
+    ok(
+        skopeo_copy(&through, &dir.path().join("first")),
+        "first pull",
+    );
+    std::thread::sleep(Duration::from_millis(1200));
+    ok(
+        skopeo_copy(&through, &dir.path().join("second")),
+        "second pull",
+    );
+    let log = upstream.log();
+    let heads = log
+        .lines()
+        .filter(|l| l.contains("method=HEAD") && l.contains(&format!("/v2/{repo}/manifests/v1")))
+        .count();
+    assert!(heads >= 2, "the tag was not re-checked:\n{log}");
+    let tokens = log.matches("path=/auth/token").count() - tokens_before;
+    assert_eq!(tokens, 1, "tokens asked for: {tokens}\n{log}");
 }
 
 #[test]
-fn a_client_that_disconnects_does_not_stop_the_fill() {
+fn a_tag_that_moves_back_to_a_cached_manifest_fetches_nothing_but_a_head() {
     require_docker();
+    require("skopeo", "skopeo");
     let dir = tempfile::tempdir().unwrap();
-    let dist = Distribution::start_on(&dir.path().join("dist"));
-    let big = random_hex(12 << 20);
-    let local = build_busybox_image_with(
-        &unique("wharf-proxy-drop:"),
-        "dropped",
-        &[("big", &big)],
-        &["CMD [\"/bin/sh\"]"],
-    );
-    let repo = unique("drop/app");
-    let remote = format!("{}/{repo}:v1", dist.host());
-    run(Command::new("docker").args(["tag", &local, &remote]));
-    run(Command::new("docker").args(["push", &remote]));
-    docker_rmi(&[&local, &remote]);
-    let ndir = dir.path().join("nginx");
-    std::fs::create_dir_all(&ndir).unwrap();
-    let (_nginx, nport) = nginx_front(&ndir, dist.port, &ndir.join("never"), "2m");
-    let mdir = dir.path().join("mirror");
-    std::fs::create_dir_all(&mdir).unwrap();
-    let yaml = format!("version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: @DIR@/data\nhttp:\n  addr: 127.0.0.1:@PORT@\nproxy:\n  upstreams:\n    - prefix: up/\n      remoteurl: http://127.0.0.1:{nport}\n");
-    let m = Served::start(&mdir, &yaml, &[("WHARF_LOG", "info")]);
-    let manifest: serde_json::Value = http_client()
-        .get(format!("http://{}/v2/up/{repo}/manifests/v1", m.host()))
-        .header(
-            "Accept",
-            "application/vnd.docker.distribution.manifest.v2+json",
-        )
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_owned();
-    let size = manifest["layers"][0]["size"].as_u64().unwrap();
-    // Read the first bytes as they arrive, then hang up.
-    let mut resp = http_client()
-        .get(format!("http://{}/v2/up/{repo}/blobs/{layer}", m.host()))
+    let upstream = wharf_upstream(&dir.path().join("up"));
+    let cfg = dir.path().join("docker-config");
+    let repo = unique("moving/app");
+    let manifest_url = format!("http://{}/v2/{repo}/manifests/v1", upstream.host());
+    let accept = "application/vnd.docker.distribution.manifest.v2+json";
+    push_upstream(&cfg, &upstream.host(), &repo, "first");
+    let first = http_client()
+        .get(&manifest_url)
+        .basic_auth(USER, Some(PASSWORD))
+        .header("Accept", accept)
         .send()
         .unwrap();
-    let mut first = [0u8; 4096];
-    std::io::Read::read_exact(&mut resp, &mut first).unwrap();
-    drop(resp);
-    assert!(
-        !m.log().contains("cached a blob from upstream"),
-        "the fill ended before the hang-up: make the layer bigger"
+    let first_digest = header(&first, "docker-content-digest");
+    let first_bytes = first.bytes().unwrap();
+    let m = mirror(
+        &dir.path().join("mirror"),
+        &format!("http://{}", upstream.host()),
+        "1s",
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !m.log().contains(&format!("digest={layer}")) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the fill stopped with its client:\n{}",
-            m.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    assert!(
-        m.log().contains("cached a blob from upstream"),
-        "{}",
-        m.log()
+    let through = format!("{}/up/{repo}:v1", m.host());
+    ok(
+        skopeo_copy(&through, &dir.path().join("a")),
+        "pull of the first v1",
     );
-    // Now it is served from the store, whole.
-    let bytes = http_client()
-        .get(format!("http://{}/v2/up/{repo}/blobs/{layer}", m.host()))
+    // v1 moves to another image, then back to the first.
+    push_upstream(&cfg, &upstream.host(), &repo, "second");
+    std::thread::sleep(Duration::from_millis(1100));
+    ok(
+        skopeo_copy(&through, &dir.path().join("b")),
+        "pull of the second v1",
+    );
+    let put = http_client()
+        .put(&manifest_url)
+        .basic_auth(USER, Some(PASSWORD))
+        .header("Content-Type", accept)
+        .body(first_bytes)
         .send()
-        .unwrap()
-        .bytes()
         .unwrap();
-    assert_eq!(bytes.len() as u64, size);
+    assert_eq!(put.status(), 201);
+    std::thread::sleep(Duration::from_millis(1100));
+    ok(
+        skopeo_copy(&through, &dir.path().join("c")),
+        "pull of v1 moved back",
+    );
+    let got = http_client()
+        .head(format!("http://{}/v2/up/{repo}/manifests/v1", m.host()))
+        .header("Accept", accept)
+        .send()
+        .unwrap();
+    assert_eq!(header(&got, "docker-content-digest"), first_digest);
+    let fetched = upstream
+        .log()
+        .lines()
+        .filter(|l| l.contains("method=GET") && l.contains(&format!("manifests/{first_digest}")))
+        .count();
+    assert_eq!(
+        fetched,
+        1,
+        "the first manifest was fetched again:\n{}",
+        upstream.log()
+    );
 }

@@ -79,6 +79,13 @@ impl Registry {
             }
             (Ok(d), _) => {
                 let by_digest = Reference::Digest(d);
+                // The tag moved to a manifest cached already: retag it, fetch nothing.
+                if let Some(content) = self.manifest(repo, &by_digest).await? {
+                    self.retag(repo, tag, &content).await?;
+                    proxy.confirm(repo, tag.as_str());
+                    ProxyStats::count(&stats.hits, 1);
+                    return Ok(Some(fresh(content)));
+                }
                 let served = self.fetch(repo, &by_digest, Some(tag), route).await?;
                 proxy.confirm(repo, tag.as_str());
                 Ok(served)
@@ -104,6 +111,22 @@ impl Registry {
                 Err(failure.into_error(remote))
             }
         }
+    }
+
+    /// Point `tag` at a manifest the cache holds.
+    async fn retag(&self, repo: &RepoName, tag: &Tag, content: &ManifestContent) -> Result<()> {
+        let parsed = Manifest::parse(&content.bytes, Some(&content.media_type)).map_err(|e| {
+            crate::registry::Error::refused(wharf_oci::ErrorCode::ManifestInvalid, e.to_string())
+        })?;
+        let mut record =
+            ManifestRecord::of(&parsed, content.digest.clone(), content.bytes.len() as u64);
+        record.children.clear(); // as when it was fetched: children come per platform
+        let _writing = self.store.locks.writer().await?;
+        self.store
+            .meta
+            .put_manifest(repo, &record, Some(tag))
+            .await?;
+        Ok(())
     }
 
     /// The upstream's tags for a proxied repository, as registry:2's proxy lists them;
@@ -150,7 +173,15 @@ impl Registry {
                         reference: reference.clone(),
                         tag: tag.cloned(),
                     };
-                    job.run().boxed().shared()
+                    // Its own task: a client that hangs up does not stop the fetch.
+                    let task = tokio::spawn(job.run());
+                    async move {
+                        task.await.unwrap_or_else(|e| {
+                            Err(UpstreamFailure::Failed(format!("the fetch failed: {e}")))
+                        })
+                    }
+                    .boxed()
+                    .shared()
                 })
                 .clone()
         };

@@ -196,3 +196,80 @@ impl UpstreamFailure {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::proxy::Upstream;
+
+    fn upstream(prefix: &str, remoteurl: &str) -> Upstream {
+        Upstream {
+            prefix: prefix.into(),
+            remoteurl: remoteurl.into(),
+            username: Some("u".into()),
+            password: Some("p".into()),
+            ttl: Duration::from_secs(60),
+        }
+    }
+
+    fn route(proxy: &Proxy, repo: &str) -> Option<(String, String)> {
+        proxy
+            .route(&repo.parse().unwrap())
+            .map(|r| (r.remote.url.clone(), r.upstream_repo.to_string()))
+    }
+
+    #[test]
+    fn repositories_route_by_the_longest_prefix_and_hub_names_get_library() {
+        let config = ProxyConfig {
+            upstreams: vec![
+                upstream("docker.io/", "https://registry-1.docker.io"),
+                upstream("docker.io/team/", "http://127.0.0.1:5001"),
+                upstream("ghcr.io/", "https://ghcr.io"),
+            ],
+            ..ProxyConfig::default()
+        };
+        let proxy = Proxy::new(&config).unwrap();
+        let hub = "https://registry-1.docker.io".to_owned();
+        assert_eq!(
+            route(&proxy, "docker.io/alpine"),
+            Some((hub.clone(), "library/alpine".into()))
+        );
+        assert_eq!(
+            route(&proxy, "docker.io/bitnami/redis"),
+            Some((hub, "bitnami/redis".into()))
+        );
+        assert_eq!(
+            route(&proxy, "docker.io/team/app"),
+            Some(("http://127.0.0.1:5001".into(), "app".into()))
+        );
+        assert_eq!(
+            route(&proxy, "ghcr.io/owner/tool"),
+            Some(("https://ghcr.io".into(), "owner/tool".into()))
+        );
+        // The team's own repositories take pushes.
+        assert_eq!(route(&proxy, "team/app"), None);
+        assert!(!proxy.refuses_writes(&"team/app".parse().unwrap()));
+        assert!(proxy.refuses_writes(&"ghcr.io/owner/tool".parse().unwrap()));
+    }
+
+    #[test]
+    fn one_remoteurl_mirrors_every_repository_as_registry2_does() {
+        let config = ProxyConfig {
+            upstreams: vec![upstream("", "https://registry-1.docker.io")],
+            ..ProxyConfig::default()
+        };
+        let proxy = Proxy::new(&config).unwrap();
+        let hub = "https://registry-1.docker.io".to_owned();
+        // What a daemon's registry-mirrors entry asks for.
+        assert_eq!(
+            route(&proxy, "library/alpine"),
+            Some((hub.clone(), "library/alpine".into()))
+        );
+        assert_eq!(
+            route(&proxy, "alpine"),
+            Some((hub, "library/alpine".into()))
+        );
+    }
+}
