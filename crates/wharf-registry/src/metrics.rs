@@ -187,6 +187,12 @@ impl Metrics {
             }));
     }
 
+    /// Expose the pull-through cache's counters.
+    pub fn add_proxy(&mut self, stats: std::sync::Arc<crate::registry::proxy::ProxyStats>) {
+        self.registry
+            .register_collector(Box::new(ArcCollector(stats)));
+    }
+
     /// The OpenMetrics text a scrape gets.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -293,5 +299,20 @@ impl Drop for InFlight<'_> {
             let n = self.metrics.uploads.fetch_sub(1, Ordering::Relaxed) - 1;
             self.metrics.uploads_in_flight.set(n);
         }
+    }
+}
+
+/// A collector shared with the code that counts.
+#[derive(Debug)]
+struct ArcCollector<C>(std::sync::Arc<C>);
+
+impl<C: prometheus_client::collector::Collector> prometheus_client::collector::Collector
+    for ArcCollector<C>
+{
+    fn encode(
+        &self,
+        encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
     }
 }

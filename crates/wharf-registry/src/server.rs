@@ -57,13 +57,17 @@ pub fn state_for(config: &Config) -> anyhow::Result<Arc<AppState>> {
     if let Some(dir) = &store.state_dir {
         metrics.add_store_reports(dir.clone());
     }
+    let proxy = match &config.proxy {
+        Some(p) => Some(crate::registry::proxy::Proxy::new(p).context("proxy:")?),
+        None => None,
+    };
+    if let Some(p) = &proxy {
+        metrics.add_proxy(p.stats.clone());
+    }
     let metrics = Arc::new(metrics);
     let mut registry = Registry::new(store);
     registry.metrics = metrics.clone();
-    if let Some(proxy) = &config.proxy {
-        let proxy = crate::registry::proxy::Proxy::new(proxy).context("proxy:")?;
-        registry.proxy = Some(proxy);
-    }
+    registry.proxy = proxy;
     let events_dir = crate::store::fs::Layout::new(&config.root)
         .wharf_dir()
         .join("events");

@@ -26,9 +26,14 @@ pub(crate) fn wharf_upstream(dir: &Path) -> Served {
 
 /// A mirror whose `up/` repositories come from `remote`; `ttl` for its tags.
 pub(crate) fn mirror(dir: &Path, remote: &str, ttl: &str) -> Served {
+    mirror_with_debug(dir, remote, ttl, free_port())
+}
+
+/// A mirror whose metrics are at `127.0.0.1:debug_port/metrics`.
+pub(crate) fn mirror_with_debug(dir: &Path, remote: &str, ttl: &str, debug_port: u16) -> Served {
     std::fs::create_dir_all(dir).unwrap();
     let yaml = format!(
-        "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: @DIR@/data\nhttp:\n  addr: 127.0.0.1:@PORT@\nproxy:\n  upstreams:\n    - prefix: up/\n      remoteurl: {remote}\n      username: {USER}\n      password: {PASSWORD}\n      ttl: {ttl}\n"
+        "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: @DIR@/data\nhttp:\n  addr: 127.0.0.1:@PORT@\n  debug:\n    addr: 127.0.0.1:{debug_port}\n    prometheus:\n      enabled: true\nproxy:\n  upstreams:\n    - prefix: up/\n      remoteurl: {remote}\n      username: {USER}\n      password: {PASSWORD}\n      ttl: {ttl}\n"
     );
     Served::start(dir, &yaml, &[("WHARF_LOG", "info")])
 }
@@ -243,10 +248,12 @@ fn eight_concurrent_cold_pulls_fetch_each_blob_from_upstream_once() {
     let ndir = dir.path().join("nginx");
     std::fs::create_dir_all(&ndir).unwrap();
     let (_nginx, nport) = nginx_front(&ndir, upstream.port, &ndir.join("never"), "2m");
-    let m = mirror(
+    let debug_port = free_port();
+    let m = mirror_with_debug(
         &dir.path().join("mirror"),
         &format!("http://127.0.0.1:{nport}"),
         "1h",
+        debug_port,
     );
     let log_before = upstream.log().len();
     let gets_before = blob_gets(&upstream.log()).len();
@@ -291,6 +298,30 @@ fn eight_concurrent_cold_pulls_fetch_each_blob_from_upstream_once() {
             .count();
         assert_eq!(served, 8, "{path} served {served} times:\n{log}");
     }
+    // The metrics say the same: the layer (about 8 MiB gzipped) came over the link once.
+    let metrics = http_client()
+        .get(format!("http://127.0.0.1:{debug_port}/metrics"))
+        .send()
+        .and_then(|r| r.text())
+        .unwrap();
+    let figure = |name: &str| -> u64 {
+        let line = metrics.lines().find(|l| l.starts_with(name));
+        let value = line.and_then(|l| l.split_whitespace().nth(1));
+        value
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name}:\n{metrics}"))
+    };
+    let upstream_bytes = figure("registry_proxy_upstream_bytes_total");
+    assert!(
+        (1 << 20..20 << 20).contains(&upstream_bytes),
+        "upstream bytes {upstream_bytes}:\n{metrics}"
+    );
+    assert!(figure("registry_proxy_misses_total") >= 3, "{metrics}");
+    assert_eq!(
+        figure("registry_proxy_upstream_errors_total"),
+        0,
+        "{metrics}"
+    );
 }
 
 #[test]

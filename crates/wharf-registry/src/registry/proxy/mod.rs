@@ -63,6 +63,50 @@ impl ProxyStats {
     }
 }
 
+/// The pull-through cache's figures on the metrics page, read when scraped.
+impl prometheus_client::collector::Collector for ProxyStats {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        let [hits, misses, bytes, errors, stale] = self.snapshot();
+        for (name, help, n) in [
+            (
+                "proxy_hits",
+                "Proxied requests answered from the store.",
+                hits,
+            ),
+            (
+                "proxy_misses",
+                "Proxied requests that fetched from an upstream (once per fetch).",
+                misses,
+            ),
+            (
+                "proxy_upstream_bytes",
+                "Blob and manifest bytes received from upstreams.",
+                bytes,
+            ),
+            (
+                "proxy_upstream_errors",
+                "Upstream failures: refused, rate-limited, unreachable, corrupt.",
+                errors,
+            ),
+            (
+                "proxy_stale",
+                "Cached tags served because the upstream could not be asked.",
+                stale,
+            ),
+        ] {
+            let c = ConstCounter::new(n);
+            let m = encoder.encode_descriptor(name, help, None, c.metric_type())?;
+            c.encode(m)?;
+        }
+        Ok(())
+    }
+}
+
 type Fills = tokio::sync::Mutex<HashMap<wharf_oci::Digest, Arc<Fill>>>;
 
 pub struct Proxy {
