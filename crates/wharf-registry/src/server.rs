@@ -75,9 +75,21 @@ pub fn state_for(config: &Config) -> anyhow::Result<Arc<AppState>> {
         addr: format!("{}:{}", hostname(), config.addr.port()),
         instance_id: uuid::Uuid::new_v4().to_string(),
     };
-    let events = Events::open(&events_dir, config.notifications.clone(), source, metrics)
-        .with_context(|| format!("cannot open the event log in {}", events_dir.display()))?;
-    registry.events = Some(Arc::new(events));
+    registry.events = match Events::open(&events_dir, config.notifications.clone(), source, metrics)
+    {
+        Ok(events) => Some(Arc::new(events)),
+        // A read-only store can still be served, without events, unless webhooks are wanted.
+        Err(e) if config.notifications.is_empty() => {
+            tracing::warn!(error = %e, dir = %events_dir.display(), "no event log: /v2/_events is off");
+            None
+        }
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "cannot open the event log in {} that notifications.endpoints need",
+                events_dir.display()
+            )))
+        }
+    };
     Ok(Arc::new(AppState {
         registry,
         delete_enabled: config.delete_enabled,
@@ -154,12 +166,11 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
     if let Some(proxy) = &state.registry.proxy {
         tokio::spawn(log_proxy_stats(proxy.stats.clone()));
     }
-    let events = state
-        .registry
-        .events
-        .clone()
-        .expect("state_for opens the event log");
-    events.start()?;
+    let events = state.registry.events.clone();
+    if let Some(e) = &events {
+        e.start()?;
+    }
+    let (closing, closed) = tokio::sync::watch::channel(false);
     let health = state.health.clone();
     if let Some(check) = config.health.clone() {
         tokio::spawn(crate::debug::check_storage(
@@ -170,9 +181,9 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
         ));
     }
     if let Some(debug) = config.http.debug.clone() {
-        let mut closing = events.closing();
+        let mut closed = closed.clone();
         let stop = async move {
-            let _ = closing.wait_for(|c| *c).await;
+            let _ = closed.wait_for(|c| *c).await;
         };
         crate::debug::serve(debug, state.registry.metrics.clone(), health, stop).await?;
     }
@@ -181,7 +192,10 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
     // would hold the drain open until it times out.
     let shutdown = async move {
         shutdown.await;
-        events.close();
+        closing.send_replace(true);
+        if let Some(e) = events {
+            e.close();
+        }
     };
     serve_listener(listener, state, tls, drain, shutdown).await
 }

@@ -2,8 +2,8 @@
 //! process sharing the store agrees on, so webhook deliveries and `/v2/_events`
 //! subscribers in any process read the same ordered history.
 //!
-//! Appending takes no lock: the event is written to a temporary file and fsynced, then
-//! hard-linked to the next free number. `link(2)` fails if the name exists, so two
+//! Appending takes no lock: the event is written to an unnamed (`O_TMPFILE`) or temporary
+//! file and fsynced, then hard-linked to the next free number. `link(2)` fails if the name exists, so two
 //! processes racing for a number cannot both get it; the loser tries the next one. A
 //! number is tried only once the one below it exists, so the log has no holes except at
 //! its trimmed start.
@@ -40,26 +40,62 @@ impl EventLog {
 
     /// Store one event durably; its sequence number.
     pub fn append(&self, bytes: &[u8]) -> io::Result<u64> {
-        let tmp = self
-            .dir
-            .join(format!(".wharf-{}.tmp", uuid::Uuid::new_v4()));
-        let result = self.link_next(&tmp, bytes);
-        let _ = fs::remove_file(&tmp);
-        let seq = result?;
+        let seq = match self.append_unnamed(bytes) {
+            Some(done) => done?,
+            None => self.append_via_temp(bytes)?,
+        };
         durable::sync_dir(&self.dir).map_err(durable::at(&self.dir))?;
         Ok(seq)
     }
 
-    fn link_next(&self, tmp: &Path, bytes: &[u8]) -> io::Result<u64> {
-        {
+    /// With `O_TMPFILE`: the file has no name until it is complete and linked to its
+    /// number, so there is no temporary name to create and remove. None where the
+    /// filesystem does not offer it.
+    fn append_unnamed(&self, bytes: &[u8]) -> Option<io::Result<u64>> {
+        use rustix::fs::{AtFlags, Mode, OFlags, CWD};
+        use std::os::fd::AsRawFd;
+        let flags = OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC;
+        let fd = match rustix::fs::open(&self.dir, flags, Mode::from_raw_mode(0o644)) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::ISDIR) => return None,
+            Err(e) => return Some(Err(durable::at(&self.dir)(e.into()))),
+        };
+        let mut file = fs::File::from(fd);
+        let written = (|| {
             use std::io::Write;
-            let mut f = fs::File::create(tmp).map_err(durable::at(tmp))?;
+            file.write_all(bytes)?;
+            file.sync_data()
+        })();
+        if let Err(e) = written {
+            return Some(Err(durable::at(&self.dir)(e)));
+        }
+        // linkat of /proc/self/fd/N with SYMLINK_FOLLOW needs no privilege (AT_EMPTY_PATH does).
+        let me = format!("/proc/self/fd/{}", file.as_raw_fd());
+        Some(self.claim(|to| {
+            rustix::fs::linkat(CWD, &me, CWD, to, AtFlags::SYMLINK_FOLLOW).map_err(io::Error::from)
+        }))
+    }
+
+    fn append_via_temp(&self, bytes: &[u8]) -> io::Result<u64> {
+        let tmp = self
+            .dir
+            .join(format!(".wharf-{}.tmp", uuid::Uuid::new_v4()));
+        let result = (|| {
+            use std::io::Write;
+            let mut f = fs::File::create(&tmp).map_err(durable::at(&tmp))?;
             f.write_all(bytes)?;
             f.sync_data()?;
-        }
+            self.claim(|to| fs::hard_link(&tmp, to))
+        })();
+        let _ = fs::remove_file(&tmp);
+        result
+    }
+
+    /// Link the complete file to the lowest free number: `link` fails on a taken one.
+    fn claim(&self, link: impl Fn(&Path) -> io::Result<()>) -> io::Result<u64> {
         let mut seq = self.next.load(Ordering::Acquire);
         loop {
-            match fs::hard_link(tmp, self.path(seq)) {
+            match link(&self.path(seq)) {
                 Ok(()) => {
                     self.next.fetch_max(seq + 1, Ordering::AcqRel);
                     return Ok(seq);
@@ -183,18 +219,24 @@ mod tests {
         assert_eq!(all, (1..=100).collect::<Vec<_>>());
         assert_eq!((a.newest(), b.newest()), (100, 100));
         // Reopened, numbering goes on; trimming keeps what is undelivered and the newest.
+        // The fallback for filesystems without O_TMPFILE numbers alike.
         let c = EventLog::open(dir.path().to_owned()).unwrap();
-        assert_eq!(c.append(b"x").unwrap(), 101);
+        assert_eq!(c.append_via_temp(b"w").unwrap(), 101);
+        assert_eq!(c.append(b"x").unwrap(), 102);
+        assert_eq!(c.read(101).unwrap().as_deref(), Some(&b"w"[..]));
         assert_eq!(c.trim(10, Duration::ZERO, 50).unwrap(), 50);
         assert_eq!(c.first_from(0).unwrap(), Some(51));
-        assert_eq!(c.trim(0, Duration::ZERO, 1000).unwrap(), 50);
-        assert_eq!(c.first_from(0).unwrap(), Some(101));
-        assert_eq!(c.read(101).unwrap().as_deref(), Some(&b"x"[..]));
+        assert_eq!(c.trim(0, Duration::ZERO, 1000).unwrap(), 51);
+        assert_eq!(c.first_from(0).unwrap(), Some(102));
+        assert_eq!(c.read(102).unwrap().as_deref(), Some(&b"x"[..]));
         // A hole (a crash lost an event before its fsync): readers find the next one.
         c.append(b"y").unwrap();
         c.append(b"z").unwrap();
-        std::fs::remove_file(c.path(102)).unwrap();
-        assert_eq!(c.first_from(102).unwrap(), Some(103));
-        assert_eq!(c.first_from(104).unwrap(), None);
+        std::fs::remove_file(c.path(103)).unwrap();
+        assert_eq!(c.first_from(103).unwrap(), Some(104));
+        assert_eq!(c.first_from(105).unwrap(), None);
+        // Nothing but events in the directory: no temporary files left behind.
+        let names = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(names, 2);
     }
 }

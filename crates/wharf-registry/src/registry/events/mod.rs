@@ -133,6 +133,11 @@ impl Events {
             .map_err(|e| io::Error::other(format!("event {seq}: {e}")))
     }
 
+    /// The event numbered `seq` as stored (one JSON object), if retained.
+    pub async fn read_raw(&self, seq: u64) -> io::Result<Option<Vec<u8>>> {
+        self.log.read(seq)
+    }
+
     fn endpoint_dir(&self, name: &str) -> PathBuf {
         self.dir.join("endpoints").join(name)
     }

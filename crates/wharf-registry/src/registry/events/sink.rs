@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::envelope::{Envelope, Event, EVENTS_MEDIA_TYPE};
+use super::envelope::EVENTS_MEDIA_TYPE;
 use super::Events;
 use crate::config::Endpoint;
 use crate::metrics::Metrics;
@@ -147,11 +147,13 @@ impl Delivery {
             if *closing.borrow() {
                 break;
             }
-            let newest = self.events.newest();
+            // In-process appends update this at once, others' within the poll interval:
+            // no stat per event.
+            let newest = *newer.borrow_and_update();
             self.metrics
                 .notification_pending(&labels, newest.saturating_sub(cursor));
             let next = cursor + 1;
-            let Some(event) = self.events.read(next).await? else {
+            let Some(event) = self.events.read_raw(next).await? else {
                 if next <= newest {
                     let skipped = self.skip_trimmed(next)?;
                     if skipped != cursor {
@@ -166,8 +168,15 @@ impl Delivery {
                 }
                 continue;
             };
-            if !self.ignores(&event) {
-                match self.post(&event).await {
+            let keep = match serde_json::from_slice::<Filtered>(&event) {
+                Ok(f) => !self.ignores(&f),
+                Err(e) => {
+                    tracing::warn!(endpoint = %labels, seq = next, error = %e, "skipping an unreadable event");
+                    false
+                }
+            };
+            if keep {
+                match self.post(event).await {
                     Ok(()) => {
                         failures = 0;
                         self.metrics.notification_delivered(&labels);
@@ -224,19 +233,20 @@ impl Delivery {
     }
 
     /// `ignoredmediatypes`, `ignore.mediatypes` and `ignore.actions`.
-    fn ignores(&self, e: &Event) -> bool {
+    fn ignores(&self, e: &Filtered) -> bool {
         self.endpoint
             .ignored_media_types
             .contains(&e.target.media_type)
             || self.endpoint.ignored_actions.contains(&e.action)
     }
 
-    /// One envelope per event, as Distribution's bridge sends them.
-    async fn post(&self, event: &Event) -> Result<(), String> {
-        let envelope = Envelope {
-            events: vec![event.clone()],
-        };
-        let body = serde_json::to_vec_pretty(&envelope).map_err(|e| e.to_string())?;
+    /// One envelope per event, as Distribution's bridge sends them. The stored event is
+    /// the envelope's element as it is: no decoding and encoding again.
+    async fn post(&self, event: Vec<u8>) -> Result<(), String> {
+        let mut body = Vec::with_capacity(event.len() + 16);
+        body.extend_from_slice(b"{\"events\":[");
+        body.extend_from_slice(&event);
+        body.extend_from_slice(b"]}");
         let resp = self
             .client
             .post(&self.endpoint.url)
@@ -252,4 +262,18 @@ impl Delivery {
             Err(format!("{} answered {status}", self.endpoint.url))
         }
     }
+}
+
+/// What the ignore rules look at, read without decoding the rest of the event.
+#[derive(serde::Deserialize)]
+struct Filtered {
+    action: String,
+    #[serde(default)]
+    target: FilteredTarget,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct FilteredTarget {
+    #[serde(rename = "mediaType", default)]
+    media_type: String,
 }
