@@ -38,6 +38,24 @@ pub struct Config {
     pub notifications: Vec<Endpoint>,
     /// `health.storagedriver`, when enabled.
     pub health: Option<HealthCheck>,
+    /// `ui:` (wharf's own): the web UI at `/ui/`.
+    pub ui: UiConfig,
+}
+
+/// `ui:`: on by default; `admins` may manage users and run GC from it.
+#[derive(Debug, Clone)]
+pub struct UiConfig {
+    pub enabled: bool,
+    pub admins: Vec<String>,
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        UiConfig {
+            enabled: true,
+            admins: Vec::new(),
+        }
+    }
 }
 
 /// A webhook that receives registry:2's event envelopes.
@@ -208,6 +226,7 @@ impl Config {
             proxy: None,
             notifications: Vec::new(),
             health: None,
+            ui: UiConfig::default(),
         }
     }
 }

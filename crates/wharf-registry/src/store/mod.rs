@@ -237,6 +237,10 @@ pub trait MetaStore: Send + Sync + 'static {
         last: Option<&str>,
         n: Option<usize>,
     ) -> StoreResult<Option<Page>>;
+    /// When `tag` was last moved (pushed), if the store knows.
+    async fn tag_pushed(&self, _repo: &RepoName, _tag: &Tag) -> StoreResult<Option<SystemTime>> {
+        Ok(None)
+    }
     /// Repository names sorted, after `last`, at most `n`.
     async fn list_repos(&self, last: Option<&str>, n: Option<usize>) -> StoreResult<Page>;
     /// Manifests of `repo` whose subject is `subject`.

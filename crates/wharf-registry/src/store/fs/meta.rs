@@ -308,6 +308,17 @@ impl MetaStore for FsMetaStore {
         })
     }
 
+    /// The tag's `current/link` is rewritten (renamed into place) at each push.
+    async fn tag_pushed(&self, repo: &RepoName, tag: &Tag) -> StoreResult<Option<SystemTime>> {
+        let path = self.layout.tag_current(repo, tag);
+        Ok(blocking(move || match std::fs::metadata(&path) {
+            Ok(m) => Ok(m.modified().ok()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        })
+        .await?)
+    }
+
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> StoreResult<bool> {
         let revision = self.layout.revision_link(repo, digest);
         let tags_dir = self.layout.tags(repo);
