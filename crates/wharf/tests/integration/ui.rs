@@ -296,6 +296,19 @@ fn ui_can_be_switched_off() {
     assert_eq!(r.status(), 401);
 }
 
+/// Wait (up to 10 s) for a form's answer to show `text`.
+fn wait_text(b: &Browser, text: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !b.text().contains(text) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never showed {text}: {}",
+            b.text()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// A console entry at SEVERE level is an error the page caused.
 fn assert_no_console_errors(b: &Browser, what: &str) {
     let errors: Vec<_> = b
@@ -358,10 +371,12 @@ fn browse_delete_manage_users_and_sign_out_in_chromium() {
 
     // Sign in.
     b.click("#login");
+    b.wait_url("/ui/login");
     b.type_into("input[name=username]", "alice");
     b.type_into("input[name=password]", "alice-pw");
     b.screenshot(&shots, "02-sign-in");
     b.click("#signin");
+    wait_text(&b, "Signed in as alice");
     assert!(b.url().ends_with("/ui/"), "{}", b.url());
     let text = b.text();
     assert!(
@@ -373,17 +388,23 @@ fn browse_delete_manage_users_and_sign_out_in_chromium() {
     // Search.
     b.type_into("input[name=q]", "team");
     b.click("#search");
+    b.wait_url("q=team");
     assert_eq!(b.count("#repositories li"), 1, "{}", b.text());
     assert!(!b.text().contains("public/hello"));
     b.screenshot(&shots, "04-search");
 
     // The repository's tags, with platforms.
     b.click("#repositories a[href='/ui/repo?name=team%2Fapp']");
+    b.wait_url("/ui/repo?");
     let text = b.text();
     for tag in ["arm64", "evil", "v1", "multi"] {
         assert!(text.contains(tag), "tag {tag}: {text}");
     }
-    assert!(text.contains("linux/amd64, linux/arm64"), "{text}");
+    let multi = text.lines().find(|l| l.starts_with("multi ")).unwrap();
+    assert!(
+        multi.contains("linux/amd64") && multi.contains("linux/arm64"),
+        "{text}"
+    );
     assert!(
         text.contains(&format!("docker pull {host}/team/app"))
             || b.source().contains(&format!("docker pull {host}/team/app"))
@@ -392,10 +413,12 @@ fn browse_delete_manage_users_and_sign_out_in_chromium() {
 
     // The index, then one of its images.
     b.click("a.tag[href*='ref=multi']");
+    b.wait_url("ref=multi");
     assert_eq!(b.count("#platforms tbody tr"), 2, "{}", b.text());
     assert!(b.text().contains("linux/arm64"));
     b.screenshot(&shots, "06-index");
     b.click("#platforms a.child");
+    b.wait_url("ref=sha256");
     assert!(b.count("#layers tbody tr") >= 1, "{}", b.text());
     b.screenshot(&shots, "07-manifest");
 
@@ -415,8 +438,10 @@ fn browse_delete_manage_users_and_sign_out_in_chromium() {
     // Delete a tag, confirmed; the registry API no longer has it.
     b.goto(&format!("{base}/ui/repo?name=team%2Fapp"));
     b.click("a[href='/ui/delete?name=team%2Fapp&ref=evil']");
+    b.wait_url("/ui/delete?");
     b.screenshot(&shots, "09-confirm-delete");
     b.click("#confirm");
+    b.wait_url("/ui/repo?");
     assert!(!b.text().contains("evil"), "{}", b.text());
     let api = reqwest::blocking::Client::new()
         .get(format!("{base}/v2/team/app/manifests/evil"))
@@ -435,6 +460,7 @@ fn browse_delete_manage_users_and_sign_out_in_chromium() {
     b.type_into("#add input[name=username]", "carol");
     b.type_into("#add input[name=password]", "carol-pw");
     b.click("#adduser");
+    wait_text(&b, "carol");
     assert!(b.text().contains("carol"), "{}", b.text());
     b.screenshot(&shots, "11-users");
     let carol = docker_login(&dir.path().join("docker-carol"), &host, "carol", "carol-pw");
@@ -449,6 +475,7 @@ fn browse_delete_manage_users_and_sign_out_in_chromium() {
     b.screenshot(&shots, "13-storage");
     b.goto(&format!("{base}/ui/gc"));
     b.click("#gc");
+    wait_text(&b, "dry run");
     assert!(b.text().contains("dry run"), "{}", b.text());
     b.screenshot(&shots, "14-gc-dry-run");
     assert_no_console_errors(&b, "the admin pages");
@@ -457,6 +484,7 @@ fn browse_delete_manage_users_and_sign_out_in_chromium() {
     // session cookie, replayed, signs nobody in.
     let session = b.cookie("wharf_session").expect("a session cookie");
     b.click("#logout");
+    wait_text(&b, "Sign in");
     assert_eq!(b.count("#login"), 1);
     assert!(!b.text().contains("team/app"));
     b.screenshot(&shots, "15-signed-out");

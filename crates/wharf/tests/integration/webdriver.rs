@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::harness::{free_port, require, Proc};
 
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecc";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 pub struct Browser {
     base: String,
@@ -99,6 +99,20 @@ impl Browser {
         self.get("/url").as_str().unwrap().to_owned()
     }
 
+    /// Wait (up to 10 s) until the address contains `part`: a click that navigates may
+    /// return before the next page has replaced this one.
+    pub fn wait_url(&self, part: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.url().contains(part) {
+            assert!(
+                Instant::now() < deadline,
+                "never reached {part}: at {}",
+                self.url()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn source(&self) -> String {
         self.get("/source").as_str().unwrap().to_owned()
     }
@@ -115,7 +129,10 @@ impl Browser {
     /// The first element matching `css`; fails the test if none.
     pub fn find(&self, css: &str) -> String {
         let v = self.post("/element", json!({ "using": "css selector", "value": css }));
-        v[ELEMENT].as_str().unwrap().to_owned()
+        v[ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element {css}: {v}"))
+            .to_owned()
     }
 
     pub fn count(&self, css: &str) -> usize {
