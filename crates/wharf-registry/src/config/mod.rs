@@ -2,6 +2,7 @@
 //! environment into the same struct the command line fills.
 
 mod file;
+pub mod governance;
 mod observe;
 pub mod proxy;
 
@@ -38,6 +39,8 @@ pub struct Config {
     pub notifications: Vec<Endpoint>,
     /// `health.storagedriver`, when enabled.
     pub health: Option<HealthCheck>,
+    /// `retention:`, `immutable:` and `quotas:`.
+    pub governance: governance::Governance,
 }
 
 /// A webhook that receives registry:2's event envelopes.
@@ -208,6 +211,7 @@ impl Config {
             proxy: None,
             notifications: Vec::new(),
             health: None,
+            governance: governance::Governance::default(),
         }
     }
 }
