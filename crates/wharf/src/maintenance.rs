@@ -192,7 +192,7 @@ pub fn retention(args: RetentionArgs) -> anyhow::Result<()> {
         println!("{}: {verb} untagged manifest {}", m.repository, m.digest);
     }
     println!(
-        "{} tags and {} untagged manifests {verb}; {} tags kept as immutable{}",
+        "{verb} {} tags and {} untagged manifests; {} tags kept as immutable{}",
         report.tags.len(),
         report.manifests.len(),
         report.immutable_kept,
