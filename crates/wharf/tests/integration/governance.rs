@@ -249,3 +249,112 @@ fn retention_dry_run_then_real_run_then_gc_frees_the_bytes() {
     docker_rmi(&[&format!("{repo}:t4")]);
     docker_rmi(&locals.iter().map(String::as_str).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_quota_is_checked_at_the_post_when_the_size_is_known_else_at_commit() {
+    use reqwest::blocking::Body;
+    use reqwest::StatusCode;
+    use wharf_oci::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!("{STORE}quotas:\n  - repositories: [\"q/*\"]\n    bytes: 1000\n");
+    let w = Served::start(dir.path(), &yaml, &[]);
+    let base = format!("http://{}", w.host());
+    let c = http_client();
+    let blob_path = |d: &Digest| {
+        dir.path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&d.hex()[..2])
+            .join(d.hex())
+    };
+    let denied = |r: reqwest::blocking::Response, what: &str| {
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{what}");
+        let body: Value = r.json().unwrap();
+        assert_eq!(body["errors"][0]["code"], "DENIED", "{what}: {body}");
+        let message = body["errors"][0]["message"].as_str().unwrap().to_owned();
+        assert!(
+            message.starts_with("quota 1000 B for q/*, used "),
+            "{message}"
+        );
+    };
+    let big = vec![7u8; 2000];
+    let d_big = Digest::sha256_of(&big);
+    // Monolithic with Content-Length: refused before the body is read.
+    let r = c
+        .post(format!("{base}/v2/q/x/blobs/uploads/?digest={d_big}"))
+        .body(big.clone())
+        .send()
+        .unwrap();
+    denied(r, "monolithic POST with a length");
+    // Monolithic of unknown length (chunked): measured, then refused before its commit.
+    let r = c
+        .post(format!("{base}/v2/q/x/blobs/uploads/?digest={d_big}"))
+        .body(Body::new(std::io::Cursor::new(big.clone())))
+        .send()
+        .unwrap();
+    denied(r, "chunked monolithic POST");
+    assert!(!blob_path(&d_big).exists(), "a refused blob was stored");
+    let uploads = dir
+        .path()
+        .join("data/docker/registry/v2/repositories/q/x/_uploads");
+    let left = std::fs::read_dir(&uploads).map_or(0, |d| d.count());
+    assert_eq!(left, 0, "a refused upload was left behind");
+
+    // 500 bytes fit, chunked.
+    let small = vec![1u8; 500];
+    let d_small = Digest::sha256_of(&small);
+    let r = c
+        .post(format!("{base}/v2/q/x/blobs/uploads/?digest={d_small}"))
+        .body(Body::new(std::io::Cursor::new(small.clone())))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    // A session of 600 more does not: refused at the PUT that commits it.
+    let more = vec![2u8; 600];
+    let d_more = Digest::sha256_of(&more);
+    let r = c
+        .post(format!("{base}/v2/q/y/blobs/uploads/"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let location = header(&r, "location");
+    let r = c
+        .put(add_query(&format!("{base}{location}"), "digest", &d_more))
+        .body(more)
+        .send()
+        .unwrap();
+    denied(r, "PUT finishing a session");
+    assert!(!blob_path(&d_more).exists());
+    // The 500 bytes again, into another repository of the glob, count once.
+    let r = c
+        .post(format!("{base}/v2/q/y/blobs/uploads/?digest={d_small}"))
+        .body(small)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+}
+
+#[test]
+fn scheduled_retention_runs_inside_wharf_serve() {
+    require_docker();
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "{STORE}retention:\n  schedule: 1s\n  rules:\n    - repositories: [\"sched/*\"]\n      keeplast: 1\n"
+    );
+    let w = Served::start(dir.path(), &yaml, &[]);
+    let local = build_busybox_image(&unique("wharf-sched:"), "sched");
+    for tag in ["a", "b", "c"] {
+        let (ok, out) = docker_push(&local, &format!("{}/sched/app:{tag}", w.host()));
+        assert!(ok, "{out}");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while tags(&w.host(), "sched/app") != ["c"] {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "retention did not run within 20 s: tags {:?}\n{}",
+            tags(&w.host(), "sched/app"),
+            w.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    docker_rmi(&[&local]);
+}
