@@ -229,3 +229,61 @@ pub struct QuotaSummary {
     pub bytes: u64,
     pub used: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::ByteStream;
+    use bytes::Bytes;
+    use std::sync::Arc;
+
+    fn body(b: &[u8]) -> ByteStream {
+        let b = Bytes::copy_from_slice(b);
+        Box::pin(futures::stream::once(async move { Ok(b) }))
+    }
+
+    #[tokio::test]
+    async fn usage_counts_shared_blobs_once_and_the_summary_shows_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut registry = Registry::new(crate::store::fs::open(dir.path(), true).unwrap());
+        let yaml = "- repositories: ['t/*']\n  bytes: 100\n";
+        let quotas: Vec<QuotaRule> = serde_norway::from_str(yaml).unwrap();
+        registry.governance = Arc::new(Governance {
+            quotas,
+            ..Governance::default()
+        });
+        let (a, b) = ("t/a".parse().unwrap(), "t/b".parse().unwrap());
+        let sixty = [1u8; 60];
+        let d = Digest::sha256_of(&sixty);
+        registry
+            .put_blob(&a, &d, Some(60), body(&sixty))
+            .await
+            .unwrap();
+        // The same blob into another repository of the glob costs nothing.
+        registry.put_blob(&b, &d, None, body(&sixty)).await.unwrap();
+        let forty = [2u8; 40];
+        let d40 = Digest::sha256_of(&forty);
+        registry
+            .put_blob(&b, &d40, None, body(&forty))
+            .await
+            .unwrap();
+        let one = [3u8; 1];
+        let d1 = Digest::sha256_of(&one);
+        let refused = registry.put_blob(&a, &d1, None, body(&one)).await;
+        match refused {
+            Err(Error::Refused { code, message, .. }) => {
+                assert_eq!(code, ErrorCode::Denied);
+                assert_eq!(
+                    message,
+                    "quota 100 B for t/*, used 100 B: a blob of 1 B does not fit"
+                );
+            }
+            other => panic!("expected DENIED, got {:?}", other.map(|_| ())),
+        }
+        assert_eq!(registry.store.blobs.stat(&d1).await.unwrap(), None);
+        let summary = registry.governance_summary().await.unwrap();
+        assert_eq!(summary.quotas[0].used, 100);
+        assert_eq!(summary.quotas[0].bytes, 100);
+        assert_eq!(summary.quotas[0].repositories, ["t/*"]);
+    }
+}
