@@ -61,6 +61,7 @@ pub fn state_for(config: &Config) -> anyhow::Result<Arc<AppState>> {
     let metrics = Arc::new(metrics);
     let mut registry = Registry::new(store);
     registry.metrics = metrics.clone();
+    registry.governance = Arc::new(config.governance.clone());
     if let Some(proxy) = &config.proxy {
         let proxy = crate::registry::proxy::Proxy::new(proxy).context("proxy:")?;
         registry.proxy = Some(proxy);
@@ -146,6 +147,17 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
             state.clone(),
             gc,
             config.proxy.clone(),
+        ));
+    }
+    if let Some(every) = config
+        .governance
+        .retention
+        .as_ref()
+        .and_then(|r| r.schedule)
+    {
+        tokio::spawn(crate::registry::retention::periodically(
+            state.clone(),
+            every,
         ));
     }
     if let Some(proxy) = &state.registry.proxy {

@@ -150,7 +150,11 @@ fn takes_yaml(path: &[String]) -> bool {
     let p: Vec<&str> = path.iter().map(String::as_str).collect();
     matches!(
         p.as_slice(),
-        ["notifications", "endpoints"] | ["notifications"]
+        ["notifications", "endpoints"]
+            | ["notifications"]
+            | ["immutable"]
+            | ["quotas"]
+            | ["retention", "rules"]
     )
 }
 
@@ -295,6 +299,10 @@ struct File {
     proxy: Option<super::proxy::ProxyFile>,
     notifications: Option<super::observe::Notifications>,
     health: Option<super::observe::Health>,
+    /// wharf's own governance: retention, immutable tags, quotas.
+    retention: Option<super::governance::Retention>,
+    immutable: Option<Vec<super::governance::ImmutableRule>>,
+    quotas: Option<Vec<super::governance::QuotaRule>>,
     /// wharf's own: the web UI.
     ui: Option<Ui>,
 }
@@ -649,6 +657,11 @@ impl File {
             }
         };
         config.access = self.access;
+        config.governance = super::governance::Governance {
+            retention: self.retention,
+            immutable: self.immutable.unwrap_or_default(),
+            quotas: self.quotas.unwrap_or_default(),
+        };
         config.proxy = match self.proxy {
             Some(p) => p.into_config(origin)?,
             None => None,

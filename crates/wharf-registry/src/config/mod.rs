@@ -2,6 +2,7 @@
 //! environment into the same struct the command line fills.
 
 mod file;
+pub mod governance;
 mod observe;
 pub mod proxy;
 
@@ -38,6 +39,8 @@ pub struct Config {
     pub notifications: Vec<Endpoint>,
     /// `health.storagedriver`, when enabled.
     pub health: Option<HealthCheck>,
+    /// `retention:`, `immutable:` and `quotas:`.
+    pub governance: governance::Governance,
     /// `ui:` (wharf's own): the web UI at `/ui/`.
     pub ui: UiConfig,
 }
@@ -227,6 +230,7 @@ impl Config {
             notifications: Vec::new(),
             health: None,
             ui: UiConfig::default(),
+            governance: governance::Governance::default(),
         }
     }
 }

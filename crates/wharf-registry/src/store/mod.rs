@@ -254,6 +254,9 @@ pub trait MetaStore: Send + Sync + 'static {
         &self,
         repo: &RepoName,
     ) -> StoreResult<Vec<(String, Result<Digest, String>)>>;
+    /// Every readable tag of `repo` with its target and when it was last pushed (retention
+    /// keeps the newest); tags whose link cannot be read are left out.
+    async fn tag_pushes(&self, repo: &RepoName) -> StoreResult<Vec<(String, Digest, SystemTime)>>;
     /// The blobs `repo` may serve (its links), whether or not the blobs exist.
     async fn list_blob_links(&self, repo: &RepoName) -> StoreResult<Vec<Digest>>;
     /// What a stored manifest references, read from its bytes. None if its bytes are gone;

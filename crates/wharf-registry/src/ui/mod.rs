@@ -13,6 +13,7 @@ mod actions;
 mod admin;
 mod browse;
 mod page;
+mod rules;
 mod session;
 
 use std::collections::HashMap;
@@ -76,6 +77,7 @@ pub fn router(app: Arc<AppState>, config: &UiConfig) -> Router {
         )
         .route("/ui/admin/policies", get(admin::policies))
         .route("/ui/admin/storage", get(admin::storage))
+        .route("/ui/rules", get(rules::rules))
         .with_state(ui)
 }
 

@@ -85,6 +85,7 @@ impl Ui {
                 body {
                     nav {
                         a href="/ui/" { "Repositories" }
+                        @if who.user().is_some() || !self.app.auth.enabled() { a href="/ui/rules" { "Rules" } }
                         @if who.admin {
                             a href="/ui/admin/users" { "Users" }
                             a href="/ui/admin/policies" { "Access" }

@@ -13,6 +13,7 @@ mod clients;
 mod compat;
 mod conformance;
 mod events;
+mod governance;
 mod http_edges;
 mod image;
 mod lifecycle;

@@ -29,6 +29,13 @@ access:
     - { repositories: ["*"], users: [bob], actions: [pull] }
 ui:
   admins: [alice]
+retention:
+  rules:
+    - { repositories: ["team/*"], keeplast: 10 }
+immutable:
+  - { repositories: ["public/*"], tags: "^v[0-9]+" }
+quotas:
+  - { repositories: ["team/*"], bytes: 10GiB }
 "#;
 
 fn screenshots() -> PathBuf {
@@ -471,8 +478,23 @@ fn browse_delete_manage_users_and_sign_out_in_chromium() {
     b.goto(&format!("{base}/ui/admin/policies"));
     assert!(b.text().contains("public/*"), "{}", b.text());
     b.screenshot(&shots, "12-policies");
+    b.goto(&format!("{base}/ui/rules"));
+    let text = b.text();
+    assert!(
+        text.contains("^v[0-9]+") && text.contains("10.0 GiB"),
+        "{text}"
+    );
+    let quota = text
+        .lines()
+        .find(|l| l.starts_with("team/*") && l.contains("GiB"))
+        .unwrap();
+    assert!(
+        quota.contains("MiB"),
+        "the quota's usage counts team/app's layers: {quota}"
+    );
+    b.screenshot(&shots, "13-rules");
     b.goto(&format!("{base}/ui/admin/storage"));
-    b.screenshot(&shots, "13-storage");
+    b.screenshot(&shots, "13-storage-summary");
     b.goto(&format!("{base}/ui/gc"));
     b.click("#gc");
     wait_text(&b, "dry run");

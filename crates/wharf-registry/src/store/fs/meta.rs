@@ -450,6 +450,23 @@ impl MetaStore for FsMetaStore {
         Ok(blocking(move || read_tags(&dir)).await?)
     }
 
+    async fn tag_pushes(&self, repo: &RepoName) -> StoreResult<Vec<(String, Digest, SystemTime)>> {
+        let dir = self.layout.tags(repo);
+        // The current link is rewritten by every push of the tag: its mtime is the push
+        // time, as registry:2 would have it too.
+        Ok(blocking(move || {
+            let mut out = Vec::new();
+            for (name, target) in read_tags(&dir)? {
+                let Ok(digest) = target else { continue };
+                if let Some(t) = link_mtime(&dir.join(&name).join("current/link"))? {
+                    out.push((name, digest, t));
+                }
+            }
+            Ok(out)
+        })
+        .await?)
+    }
+
     async fn list_blob_links(&self, repo: &RepoName) -> StoreResult<Vec<Digest>> {
         let layers = self.layout.repo(repo).join("_layers");
         Ok(blocking(move || list_digest_dirs(&layers)).await?)
