@@ -150,6 +150,10 @@ pub async fn delete(
             StatusCode::NOT_FOUND,
             "nothing to delete: it is already gone",
         ),
+        // A rule said no (an immutable tag): the visitor's fault, in the rule's words.
+        Err(crate::registry::Error::Refused { message, .. }) => {
+            ui.error(&who, StatusCode::FORBIDDEN, &message)
+        }
         Err(e) => ui.error(&who, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }

@@ -462,6 +462,22 @@ fn browse_delete_manage_users_and_sign_out_in_chromium() {
     assert_eq!(api.status(), 404, "the deleted tag through the API");
     b.screenshot(&shots, "10-deleted");
 
+    // An immutable tag (public/*: ^v[0-9]+) is refused with the rule, not deleted.
+    b.goto(&format!("{base}/ui/delete?name=public%2Fhello&ref=v1"));
+    b.click("#confirm");
+    wait_text(&b, "Forbidden");
+    assert!(b.text().contains("immutable"), "{}", b.text());
+    b.console(); // the 403 itself is logged by the browser
+    let kept = reqwest::blocking::Client::new()
+        .head(format!("{base}/v2/public/hello/manifests/v1"))
+        .header(
+            "accept",
+            "application/vnd.docker.distribution.manifest.v2+json",
+        )
+        .send()
+        .unwrap();
+    assert_eq!(kept.status(), 200, "the immutable tag is still there");
+
     // Add a user, who then logs in with docker.
     b.goto(&format!("{base}/ui/admin/users"));
     b.type_into("#add input[name=username]", "carol");

@@ -117,13 +117,41 @@ impl Browser {
         self.get("/source").as_str().unwrap().to_owned()
     }
 
-    /// The visible text of the page.
+    /// The visible text of the page. A page being replaced (a navigation still under way)
+    /// has no body, or a stale one, for a moment: read it again.
     pub fn text(&self) -> String {
-        let body = self.find("body");
-        self.get(&format!("/element/{body}/text"))
-            .as_str()
-            .unwrap()
-            .to_owned()
+        let session = format!("{}/session/{}", self.base, self.session);
+        let settling = |v: &Value| {
+            let e = &v["value"]["error"];
+            e == "stale element reference" || e == "no such element"
+        };
+        for _ in 0..100 {
+            let found: Value = self
+                .http
+                .post(format!("{session}/element"))
+                .json(&json!({ "using": "css selector", "value": "body" }))
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            if let Some(body) = found["value"][ELEMENT].as_str() {
+                let v: Value = self
+                    .http
+                    .get(format!("{session}/element/{body}/text"))
+                    .send()
+                    .unwrap()
+                    .json()
+                    .unwrap();
+                if let Some(text) = v["value"].as_str() {
+                    return text.to_owned();
+                }
+                assert!(settling(&v), "WebDriver text: {v}");
+            } else {
+                assert!(settling(&found), "WebDriver find body: {found}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the page never settled")
     }
 
     /// The first element matching `css`; fails the test if none.
