@@ -78,7 +78,40 @@ pub fn router(app: Arc<AppState>, config: &UiConfig) -> Router {
         .route("/ui/admin/policies", get(admin::policies))
         .route("/ui/admin/storage", get(admin::storage))
         .route("/ui/rules", get(rules::rules))
-        .with_state(ui)
+        .with_state(ui.clone())
+        .layer(axum::middleware::from_fn(move |req, next| {
+            as_the_api_does(ui.clone(), req, next)
+        }))
+}
+
+/// What the API does for every response, done for the UI's too: `http.headers`, and a line
+/// in the access log when `log.accesslog` asks for one.
+async fn as_the_api_does(
+    ui: Arc<Ui>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let started = std::time::Instant::now();
+    let (method, path, peer) = (
+        req.method().clone(),
+        req.uri().path().to_owned(),
+        peer(req.extensions()),
+    );
+    let mut resp = next.run(req).await;
+    for (name, value) in &ui.app.extra_headers {
+        resp.headers_mut().append(name.clone(), value.clone());
+    }
+    if ui.app.access_log {
+        tracing::info!(
+            peer = %peer.ip(),
+            %method,
+            %path,
+            status = resp.status().as_u16(),
+            micros = started.elapsed().as_micros() as u64,
+            "request"
+        );
+    }
+    resp
 }
 
 impl Ui {

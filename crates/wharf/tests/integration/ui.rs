@@ -17,6 +17,8 @@ version: 0.1
 http:
   addr: 127.0.0.1:@PORT@
   secret: ui-test-secret
+  headers:
+    X-Content-Type-Options: [nosniff]
 storage:
   filesystem: { rootdirectory: "@DIR@/data" }
   delete: { enabled: true }
@@ -238,6 +240,14 @@ fn forms_need_their_csrf_token_and_admin_pages_need_an_admin() {
     assert!(!std::fs::read_to_string(dir.path().join("htpasswd"))
         .unwrap()
         .contains("eve:"));
+
+    // The UI's answers carry http.headers, as the API's do, and forbid scripts.
+    let r = reqwest::blocking::get(format!("{base}/ui/")).unwrap();
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    assert!(r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .starts_with("default-src 'none'"));
 
     // bob is signed in but no admin: 403 on every admin page and action.
     let mut bob = Visit::new(&base);
