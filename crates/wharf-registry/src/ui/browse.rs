@@ -113,6 +113,8 @@ struct TagRow {
     size: u64,
     pushed: Option<std::time::SystemTime>,
     platforms: Vec<String>,
+    /// An index: its size is its own and its children's manifests, not their layers.
+    index: bool,
 }
 
 /// One tag's row: its manifest, the config's platform for an image, each child's for an index.
@@ -123,6 +125,7 @@ async fn tag_row(ui: &Ui, repo: &RepoName, tag: String) -> TagRow {
         size: 0,
         pushed: None,
         platforms: Vec::new(),
+        index: false,
     };
     let Ok(t) = row.tag.parse::<Tag>() else {
         return row;
@@ -143,6 +146,7 @@ async fn tag_row(ui: &Ui, repo: &RepoName, tag: String) -> TagRow {
     let Ok(parsed) = Manifest::parse(&m.bytes, Some(&m.media_type)) else {
         return row;
     };
+    row.index = !parsed.manifests.is_empty();
     row.size = m.bytes.len() as u64
         + parsed.layers.iter().map(|l| l.size).sum::<u64>()
         + parsed.config.as_ref().map_or(0, |c| c.size)
@@ -213,7 +217,7 @@ pub async fn tags(State(ui): State<Arc<Ui>>, headers: HeaderMap, q: Params) -> R
                     tr {
                         td { a.tag href={ "/ui/manifest?" (encode(&[("name", name), ("ref", &r.tag)])) } { (r.tag) } }
                         td { @if let Some(d) = &r.digest { code title=(d) { (short(d)) } } }
-                        td { (size(r.size)) }
+                        td { (size(r.size)) @if r.index { " (index)" } }
                         td { @if let Some(t) = r.pushed { (humantime::format_rfc3339_seconds(t)) } }
                         td { (r.platforms.join(", ")) }
                         @if deletable {
