@@ -121,16 +121,11 @@ impl Registry {
 
     /// Bytes of the distinct blobs linked in the rule's repositories, and those blobs.
     async fn quota_usage(&self, rule: &QuotaRule) -> Result<(u64, HashSet<Digest>)> {
-        let meta = &self.store.meta;
         let mut linked = HashSet::new();
-        for name in meta.list_repos(None, None).await?.items {
-            if !rule.matches(&name) {
-                continue;
+        for (name, links) in self.store.meta.all_blob_links().await? {
+            if rule.matches(&name) {
+                linked.extend(links.iter().cloned());
             }
-            let Ok(repo) = name.parse::<RepoName>() else {
-                continue;
-            };
-            linked.extend(meta.list_blob_links(&repo).await?);
         }
         let mut used = 0u64;
         for d in &linked {

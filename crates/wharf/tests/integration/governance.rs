@@ -356,5 +356,30 @@ fn scheduled_retention_runs_inside_wharf_serve() {
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+    // Its deletions went through the service layer: subscribers saw them as events.
+    let events = reqwest::blocking::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .unwrap()
+        .get(format!("http://{}/v2/_events?since=0", w.host()))
+        .send()
+        .unwrap();
+    let mut deleted = std::collections::BTreeSet::new();
+    for line in std::io::BufRead::lines(std::io::BufReader::new(events)) {
+        let line = line.expect("the event stream holds both deletions");
+        let Some(data) = line.strip_prefix("data: ") else {
+            continue;
+        };
+        let v: Value = serde_json::from_str(data).unwrap();
+        for e in v["events"].as_array().unwrap() {
+            if e["action"] == "delete" && e["target"]["repository"] == "sched/app" {
+                deleted.insert(e["target"]["tag"].as_str().unwrap().to_owned());
+            }
+        }
+        if deleted.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(deleted.into_iter().collect::<Vec<_>>(), ["a", "b"]);
     docker_rmi(&[&local]);
 }

@@ -23,7 +23,7 @@ const MANIFEST_LIMIT: u64 = 4 * 1024 * 1024;
 /// A directory's mtime proves nothing changed only once it is older than the clock's
 /// granularity plus some margin; until then a change in the same tick could hide (git's
 /// "racy clean" problem).
-const RACY: Duration = Duration::from_secs(2);
+pub(super) const RACY: Duration = Duration::from_secs(2);
 
 struct ReferrerIndex {
     stamp: SystemTime,
@@ -36,6 +36,8 @@ pub struct FsMetaStore {
     referrers: DashMap<RepoName, Arc<ReferrerIndex>>,
     /// Sorted tag names with the tags directory's mtime when they were read.
     tag_lists: DashMap<RepoName, (SystemTime, Arc<Vec<String>>)>,
+    /// Every repository's blob links, for quota checks.
+    links: Arc<super::links::LinkTree>,
     /// One rebuild at a time per process; others wait and reuse it.
     rebuilding: tokio::sync::Mutex<()>,
 }
@@ -48,6 +50,7 @@ impl FsMetaStore {
             blobs,
             referrers: DashMap::new(),
             tag_lists: DashMap::new(),
+            links: Arc::default(),
             rebuilding: tokio::sync::Mutex::new(()),
         }
     }
@@ -465,6 +468,11 @@ impl MetaStore for FsMetaStore {
             Ok(out)
         })
         .await?)
+    }
+
+    async fn all_blob_links(&self) -> StoreResult<Vec<(String, Arc<Vec<Digest>>)>> {
+        let (tree, root) = (self.links.clone(), self.layout.repositories());
+        Ok(blocking(move || tree.scan(&root)).await?)
     }
 
     async fn list_blob_links(&self, repo: &RepoName) -> StoreResult<Vec<Digest>> {
