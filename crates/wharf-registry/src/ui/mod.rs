@@ -84,8 +84,8 @@ pub fn router(app: Arc<AppState>, config: &UiConfig) -> Router {
         }))
 }
 
-/// What the API does for every response, done for the UI's too: `http.headers`, and a line
-/// in the access log when `log.accesslog` asks for one.
+/// What the API does for every response, done for the UI's too: request metrics,
+/// `http.headers`, and a line in the access log when `log.accesslog` asks for one.
 async fn as_the_api_does(
     ui: Arc<Ui>,
     req: axum::extract::Request,
@@ -98,6 +98,13 @@ async fn as_the_api_does(
         peer(req.extensions()),
     );
     let mut resp = next.run(req).await;
+    // One `ui` handler label in the request metrics, beside registry:2's route names.
+    ui.app.registry.metrics.answered(
+        "ui",
+        method.as_str(),
+        resp.status().as_u16(),
+        started.elapsed(),
+    );
     for (name, value) in &ui.app.extra_headers {
         resp.headers_mut().append(name.clone(), value.clone());
     }

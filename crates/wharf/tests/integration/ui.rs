@@ -550,3 +550,74 @@ fn browse_delete_manage_users_and_sign_out_in_chromium() {
     );
     let _ = docker(&docker_config, &["logout", &host]);
 }
+
+/// Push blob `bytes` into `repo` as alice (monolithic POST with its digest).
+fn push_blob(base: &str, repo: &str, bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)));
+    let r = reqwest::blocking::Client::new()
+        .post(format!("{base}/v2/{repo}/blobs/uploads/?digest={digest}"))
+        .basic_auth("alice", Some("alice-pw"))
+        .body(bytes.to_vec())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201, "blob push: {}", r.text().unwrap());
+    digest
+}
+
+#[test]
+fn hostile_labels_and_annotations_are_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    users(dir.path());
+    let w = Served::start(dir.path(), CONFIG, &[]);
+    let base = format!("http://{}", w.host());
+    let evil = "<script>alert(1)</script>";
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": { "Labels": { evil: evil }, "Env": [format!("X={evil}")] },
+        "history": [{ "created_by": evil }]
+    })
+    .to_string();
+    let layer = b"not really a tarball";
+    let (c, l) = (
+        push_blob(&base, "team/x", config.as_bytes()),
+        push_blob(&base, "team/x", layer),
+    );
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": c, "size": config.len() },
+        "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": l, "size": layer.len() }],
+        "annotations": { evil: evil }
+    });
+    let r = reqwest::blocking::Client::new()
+        .put(format!("{base}/v2/team/x/manifests/v1"))
+        .basic_auth("alice", Some("alice-pw"))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(manifest.to_string())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201, "manifest push: {}", r.text().unwrap());
+
+    let mut alice = Visit::new(&base);
+    alice.sign_in("alice", "alice-pw");
+    for page in [
+        "/ui/manifest?name=team%2Fx&ref=v1",
+        "/ui/repo?name=team%2Fx",
+    ] {
+        let (status, html) = alice.get(page);
+        assert_eq!(status, 200, "{page}: {html}");
+        assert!(
+            !html.contains("<script"),
+            "{page} lets markup through: {html}"
+        );
+    }
+    let (_, html) = alice.get("/ui/manifest?name=team%2Fx&ref=v1");
+    // Label key and value, annotation key and value, the env entry and the history line.
+    assert!(
+        html.matches("&lt;script&gt;alert(1)&lt;/script&gt;")
+            .count()
+            >= 6,
+        "{html}"
+    );
+}
