@@ -26,6 +26,7 @@ mod pushes;
 mod seed003;
 mod store_shared;
 mod ui;
+mod ui_http;
 mod watch;
 mod watch_env;
 mod watch_events;

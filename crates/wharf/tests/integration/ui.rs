@@ -1,7 +1,7 @@
-//! The web UI at /ui/: driven in headless Chromium over WebDriver (sign-in, browse, search,
+//! The web UI at /ui/ driven in headless Chromium over WebDriver: sign-in, browse, search,
 //! a multi-arch index pushed by docker, deleting a tag, adding a user who then logs in with
-//! `docker login`, sign-out), and over plain HTTP for what a browser would never send
-//! (forms without their CSRF token, a non-admin on admin pages, a revoked session).
+//! `docker login`, the admin pages, sign-out. Plain-HTTP checks are in ui_http.rs; the
+//! config and the cookie-keeping HTTP visitor here are shared with them.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,8 +11,7 @@ use super::harness::{
     Served,
 };
 use super::webdriver::Browser;
-
-const CONFIG: &str = r#"
+pub const CONFIG: &str = r#"
 version: 0.1
 http:
   addr: 127.0.0.1:@PORT@
@@ -45,7 +44,7 @@ fn screenshots() -> PathBuf {
 }
 
 /// alice (admin) and bob, written by Apache's htpasswd -B.
-fn users(dir: &Path) {
+pub fn users(dir: &Path) {
     require("htpasswd", "apache2-utils");
     let file = dir.join("htpasswd");
     run(Command::new("htpasswd")
@@ -86,14 +85,14 @@ fn docker_login(config: &Path, host: &str, user: &str, password: &str) -> std::p
 }
 
 /// A plain HTTP visitor that keeps the UI's cookies (no redirects followed).
-struct Visit {
+pub struct Visit {
     base: String,
     http: reqwest::blocking::Client,
-    cookies: Vec<(String, String)>,
+    pub cookies: Vec<(String, String)>,
 }
 
 impl Visit {
-    fn new(base: &str) -> Visit {
+    pub fn new(base: &str) -> Visit {
         Visit {
             base: base.to_owned(),
             http: reqwest::blocking::Client::builder()
@@ -123,7 +122,7 @@ impl Visit {
             .join("; ")
     }
 
-    fn get(&mut self, path: &str) -> (u16, String) {
+    pub fn get(&mut self, path: &str) -> (u16, String) {
         let r = self
             .http
             .get(format!("{}{path}", self.base))
@@ -134,7 +133,7 @@ impl Visit {
         (r.status().as_u16(), r.text().unwrap())
     }
 
-    fn post(&mut self, path: &str, form: &[(&str, &str)]) -> (u16, String) {
+    pub fn post(&mut self, path: &str, form: &[(&str, &str)]) -> (u16, String) {
         let body = form_body(form);
         let r = self
             .http
@@ -149,14 +148,14 @@ impl Visit {
     }
 
     /// The CSRF token of the form on `page`.
-    fn token(&mut self, page: &str) -> String {
+    pub fn token(&mut self, page: &str) -> String {
         let (status, html) = self.get(page);
         assert_eq!(status, 200, "{page}: {html}");
         let start = html.find(r#"name="_csrf" value=""#).expect("a CSRF field") + 20;
         html[start..start + 64].to_owned()
     }
 
-    fn sign_in(&mut self, user: &str, password: &str) {
+    pub fn sign_in(&mut self, user: &str, password: &str) {
         let token = self.token("/ui/login");
         let (status, body) = self.post(
             "/ui/login",
@@ -185,132 +184,6 @@ fn percent(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-#[test]
-fn forms_need_their_csrf_token_and_admin_pages_need_an_admin() {
-    let dir = tempfile::tempdir().unwrap();
-    users(dir.path());
-    let w = Served::start(dir.path(), CONFIG, &[]);
-    let base = format!("http://{}", w.host());
-
-    // No token, or a token from another visitor: 403, and nobody is signed in.
-    let mut mallory = Visit::new(&base);
-    let (status, _) = mallory.post(
-        "/ui/login",
-        &[("username", "alice"), ("password", "alice-pw")],
-    );
-    assert_eq!(status, 403);
-    let mut other = Visit::new(&base);
-    let stolen = other.token("/ui/login");
-    mallory.get("/ui/login");
-    let (status, _) = mallory.post(
-        "/ui/login",
-        &[
-            ("_csrf", &stolen),
-            ("username", "alice"),
-            ("password", "alice-pw"),
-        ],
-    );
-    assert_eq!(status, 403, "a token bound to another visitor's cookie");
-
-    // A signed-in admin's forms still need the token.
-    let mut alice = Visit::new(&base);
-    alice.sign_in("alice", "alice-pw");
-    let (status, _) = alice.post(
-        "/ui/admin/users",
-        &[("action", "add"), ("username", "eve"), ("password", "x")],
-    );
-    assert_eq!(status, 403);
-    let pre_login = other.token("/ui/login");
-    let (status, _) = alice.post(
-        "/ui/admin/users",
-        &[
-            ("_csrf", &pre_login),
-            ("action", "add"),
-            ("username", "eve"),
-            ("password", "x"),
-        ],
-    );
-    assert_eq!(status, 403, "a token from before sign-in");
-    let (status, _) = alice.post("/ui/delete", &[("name", "public/x"), ("ref", "v1")]);
-    assert_eq!(status, 403);
-    let (status, _) = alice.post("/ui/logout", &[]);
-    assert_eq!(status, 403);
-    assert!(!std::fs::read_to_string(dir.path().join("htpasswd"))
-        .unwrap()
-        .contains("eve:"));
-
-    // The UI's answers carry http.headers, as the API's do, and forbid scripts.
-    let r = reqwest::blocking::get(format!("{base}/ui/")).unwrap();
-    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
-    assert!(r.headers()["content-security-policy"]
-        .to_str()
-        .unwrap()
-        .starts_with("default-src 'none'"));
-
-    // bob is signed in but no admin: 403 on every admin page and action.
-    let mut bob = Visit::new(&base);
-    bob.sign_in("bob", "bob-pw");
-    for page in [
-        "/ui/admin/users",
-        "/ui/admin/policies",
-        "/ui/admin/storage",
-        "/ui/gc",
-    ] {
-        assert_eq!(bob.get(page).0, 403, "{page} for a non-admin");
-        assert_eq!(
-            Visit::new(&base).get(page).0,
-            403,
-            "{page} for an anonymous visitor"
-        );
-    }
-    let token = bob.token("/ui/");
-    let (status, _) = bob.post(
-        "/ui/admin/users",
-        &[
-            ("_csrf", &token),
-            ("action", "add"),
-            ("username", "eve"),
-            ("password", "x"),
-        ],
-    );
-    assert_eq!(status, 403);
-    for page in [
-        "/ui/admin/users",
-        "/ui/admin/policies",
-        "/ui/admin/storage",
-        "/ui/gc",
-    ] {
-        assert_eq!(alice.get(page).0, 200, "{page} for the admin");
-    }
-
-    // Signing out revokes the session everywhere: the old cookie no longer signs anyone in.
-    let (_, before) = alice.get("/ui/");
-    assert!(before.contains("Signed in as"));
-    let saved = alice.cookies.clone();
-    let token = alice.token("/ui/");
-    assert_eq!(alice.post("/ui/logout", &[("_csrf", &token)]).0, 303);
-    let mut replay = Visit::new(&base);
-    replay.cookies = saved;
-    let (_, after) = replay.get("/ui/");
-    assert!(
-        !after.contains("Signed in as"),
-        "a signed-out session still works"
-    );
-    assert_eq!(replay.get("/ui/admin/users").0, 403);
-}
-
-#[test]
-fn ui_can_be_switched_off() {
-    let dir = tempfile::tempdir().unwrap();
-    users(dir.path());
-    let w = Served::start(dir.path(), CONFIG, &[("REGISTRY_UI_ENABLED", "false")]);
-    let r = reqwest::blocking::get(format!("http://{}/ui/", w.host())).unwrap();
-    assert_eq!(r.status(), 404);
-    // The registry API is unchanged.
-    let r = reqwest::blocking::get(format!("http://{}/v2/", w.host())).unwrap();
-    assert_eq!(r.status(), 401);
 }
 
 /// Wait (up to 10 s) for a form's answer to show `text`.
@@ -549,75 +422,4 @@ fn browse_delete_manage_users_and_sign_out_in_chromium() {
         "a signed-out session still works"
     );
     let _ = docker(&docker_config, &["logout", &host]);
-}
-
-/// Push blob `bytes` into `repo` as alice (monolithic POST with its digest).
-fn push_blob(base: &str, repo: &str, bytes: &[u8]) -> String {
-    use sha2::Digest as _;
-    let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)));
-    let r = reqwest::blocking::Client::new()
-        .post(format!("{base}/v2/{repo}/blobs/uploads/?digest={digest}"))
-        .basic_auth("alice", Some("alice-pw"))
-        .body(bytes.to_vec())
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 201, "blob push: {}", r.text().unwrap());
-    digest
-}
-
-#[test]
-fn hostile_labels_and_annotations_are_escaped() {
-    let dir = tempfile::tempdir().unwrap();
-    users(dir.path());
-    let w = Served::start(dir.path(), CONFIG, &[]);
-    let base = format!("http://{}", w.host());
-    let evil = "<script>alert(1)</script>";
-    let config = serde_json::json!({
-        "architecture": "amd64", "os": "linux",
-        "config": { "Labels": { evil: evil }, "Env": [format!("X={evil}")] },
-        "history": [{ "created_by": evil }]
-    })
-    .to_string();
-    let layer = b"not really a tarball";
-    let (c, l) = (
-        push_blob(&base, "team/x", config.as_bytes()),
-        push_blob(&base, "team/x", layer),
-    );
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": c, "size": config.len() },
-        "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": l, "size": layer.len() }],
-        "annotations": { evil: evil }
-    });
-    let r = reqwest::blocking::Client::new()
-        .put(format!("{base}/v2/team/x/manifests/v1"))
-        .basic_auth("alice", Some("alice-pw"))
-        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-        .body(manifest.to_string())
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 201, "manifest push: {}", r.text().unwrap());
-
-    let mut alice = Visit::new(&base);
-    alice.sign_in("alice", "alice-pw");
-    for page in [
-        "/ui/manifest?name=team%2Fx&ref=v1",
-        "/ui/repo?name=team%2Fx",
-    ] {
-        let (status, html) = alice.get(page);
-        assert_eq!(status, 200, "{page}: {html}");
-        assert!(
-            !html.contains("<script"),
-            "{page} lets markup through: {html}"
-        );
-    }
-    let (_, html) = alice.get("/ui/manifest?name=team%2Fx&ref=v1");
-    // Label key and value, annotation key and value, the env entry and the history line.
-    assert!(
-        html.matches("&lt;script&gt;alert(1)&lt;/script&gt;")
-            .count()
-            >= 6,
-        "{html}"
-    );
 }
