@@ -10,6 +10,7 @@ pub mod registry;
 pub mod server;
 pub mod store;
 pub mod tls;
+pub mod ui;
 
 pub use config::Config;
 pub use server::serve;

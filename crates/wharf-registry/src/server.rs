@@ -14,6 +14,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+use tower_service::Service as _;
 
 use crate::auth::Auth;
 use crate::config::Config;
@@ -67,6 +68,7 @@ pub fn state_for(config: &Config) -> anyhow::Result<Arc<AppState>> {
     let metrics = Arc::new(metrics);
     let mut registry = Registry::new(store);
     registry.metrics = metrics.clone();
+    registry.governance = Arc::new(config.governance.clone());
     registry.proxy = proxy;
     let events_dir = crate::store::fs::Layout::new(&config.root)
         .wharf_dir()
@@ -163,6 +165,17 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
             config.proxy.clone(),
         ));
     }
+    if let Some(every) = config
+        .governance
+        .retention
+        .as_ref()
+        .and_then(|r| r.schedule)
+    {
+        tokio::spawn(crate::registry::retention::periodically(
+            state.clone(),
+            every,
+        ));
+    }
     if let Some(proxy) = &state.registry.proxy {
         tokio::spawn(log_proxy_stats(proxy.stats.clone()));
     }
@@ -197,7 +210,8 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
             e.close();
         }
     };
-    serve_listener(listener, state, tls, drain, shutdown).await
+    let router = router(state, &config.ui);
+    serve_listener(listener, router, tls, drain, shutdown).await
 }
 
 /// Once across every process on the store: the job lock skips a round another holds.
@@ -284,7 +298,7 @@ async fn collect_garbage_periodically(
 
 pub async fn serve_listener(
     listener: TcpListener,
-    state: Arc<AppState>,
+    router: axum::Router,
     tls: Option<TlsAcceptor>,
     drain: Duration,
     shutdown: impl Future<Output = ()>,
@@ -309,9 +323,9 @@ pub async fn serve_listener(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let (state, http, graceful) = (state.clone(), http.clone(), graceful.clone());
+        let (router, http, graceful) = (router.clone(), http.clone(), graceful.clone());
         match tls.clone() {
-            None => serve_connection(TokioIo::new(stream), peer, state, &http, &graceful),
+            None => serve_connection(TokioIo::new(stream), peer, router, &http, &graceful),
             Some(acceptor) => {
                 // Handshake off the accept loop, so a slow client holds up nobody else.
                 tokio::spawn(async move {
@@ -319,7 +333,7 @@ pub async fn serve_listener(
                         Ok(Ok(tls_stream)) => serve_connection(
                             TokioIo::new(tls_stream),
                             peer,
-                            state,
+                            router,
                             &http,
                             &graceful,
                         ),
@@ -361,16 +375,50 @@ async fn await_handshakes(mut graceful: Arc<GracefulShutdown>) -> GracefulShutdo
     }
 }
 
+/// The client's address, put in each request's extensions for the services behind the router.
+#[derive(Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+/// The registry API is the router's fallback, so its own routing (names with slashes,
+/// registry:2's error bodies for unknown paths) stays as it is; the UI is mounted beside it.
+pub fn router(state: Arc<AppState>, ui: &crate::config::UiConfig) -> axum::Router {
+    let api = state.clone();
+    let fallback = move |req: axum::extract::Request| {
+        let state = api.clone();
+        async move {
+            let peer = req
+                .extensions()
+                .get::<Peer>()
+                .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |p| p.0);
+            match handle(state, peer, req).await {
+                Ok(resp) => resp,
+                Err(never) => match never {},
+            }
+        }
+    };
+    let router = axum::Router::new();
+    let router = if ui.enabled {
+        router.merge(crate::ui::router(state, ui))
+    } else {
+        router
+    };
+    router.fallback(fallback)
+}
+
 fn serve_connection<IO>(
     io: IO,
     peer: SocketAddr,
-    state: Arc<AppState>,
+    router: axum::Router,
     http: &hyper::server::conn::http1::Builder,
     graceful: &GracefulShutdown,
 ) where
     IO: Read + Write + Unpin + Send + 'static,
 {
-    let service = service_fn(move |req| handle(state.clone(), peer, req));
+    let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(Peer(peer));
+        let mut router = router.clone();
+        async move { router.call(req).await }
+    });
     let conn = graceful.watch(http.serve_connection(io, service));
     tokio::spawn(async move {
         if let Err(e) = conn.await {

@@ -64,6 +64,9 @@ enum Command {
     GarbageCollect(maintenance::GcArgs),
     /// Re-hash every blob and check every link, tag and manifest; --repair fixes what it can.
     Scrub(maintenance::ScrubArgs),
+    /// Apply the config's `retention:` rules: delete the tags no keep rule keeps and old
+    /// untagged manifests (--dry-run prints what it would delete).
+    Retention(maintenance::RetentionArgs),
     /// Watch running containers and update them when their image changes in its registry
     /// (watchtower's flags, labels and environment).
     Watch(Box<watch::WatchArgs>),
@@ -116,6 +119,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::GarbageCollect(args) => client_command(|| maintenance::garbage_collect(args)),
         Command::Scrub(args) => client_command(|| maintenance::scrub(args)),
+        Command::Retention(args) => client_command(|| maintenance::retention(args)),
         Command::Login(c) => client_command(|| login::login(c.args, &top.merge(&c.client))),
         Command::Logout(args) => client_command(|| login::logout(args)),
         Command::Tags(c) => client_command(|| images::tags(c.args, &top.merge(&c.client))),

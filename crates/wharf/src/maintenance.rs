@@ -1,6 +1,6 @@
-//! `wharf garbage-collect` and `wharf scrub`: the store's upkeep, with registry:2's
-//! arguments (`registry garbage-collect [--dry-run] [--delete-untagged] config.yml`).
-//! Both may run while `wharf serve` processes use the same store.
+//! `wharf garbage-collect`, `wharf scrub` and `wharf retention`: the store's upkeep, with
+//! registry:2's arguments (`registry garbage-collect [--dry-run] [--delete-untagged]
+//! config.yml`). All may run while `wharf serve` processes use the same store.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -53,6 +53,15 @@ pub struct ScrubArgs {
     repair: bool,
 }
 
+#[derive(Args)]
+pub struct RetentionArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Only report what would be deleted.
+    #[arg(short = 'd', long)]
+    dry_run: bool,
+}
+
 fn open(args: &StoreArgs) -> anyhow::Result<(Registry, Config)> {
     let (mut config, _warnings) = config::load(args.config.as_deref(), std::env::vars())?;
     if let Some(root) = &args.root {
@@ -60,7 +69,9 @@ fn open(args: &StoreArgs) -> anyhow::Result<(Registry, Config)> {
     }
     let store = wharf_registry::store::open(&config.storage(), false)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok((Registry::new(store), config))
+    let mut registry = Registry::new(store);
+    registry.governance = Arc::new(config.governance.clone());
+    Ok((registry, config))
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -154,6 +165,44 @@ fn human_bytes(n: u64) -> String {
     } else {
         format!("{v:.1} {}", UNITS[unit])
     }
+}
+
+/// Apply the config's `retention:` rules once; the blobs freed are garbage collection's.
+pub fn retention(args: RetentionArgs) -> anyhow::Result<()> {
+    let (registry, config) = open(&args.store)?;
+    if config.governance.retention.is_none() {
+        anyhow::bail!("the config has no `retention:` rules (see README: Governance)");
+    }
+    let report = runtime()?
+        .block_on(registry.apply_retention(args.dry_run))
+        .map_err(|e| anyhow::anyhow!("retention stopped: {e}"))?;
+    if args.store.json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    let verb = if report.dry_run {
+        "would delete"
+    } else {
+        "deleted"
+    };
+    for t in &report.tags {
+        println!("{}: {verb} tag {} ({})", t.repository, t.tag, t.digest);
+    }
+    for m in &report.manifests {
+        println!("{}: {verb} untagged manifest {}", m.repository, m.digest);
+    }
+    println!(
+        "{verb} {} tags and {} untagged manifests; {} tags kept as immutable{}",
+        report.tags.len(),
+        report.manifests.len(),
+        report.immutable_kept,
+        if report.dry_run {
+            ""
+        } else {
+            "; run `wharf garbage-collect` to free their blobs"
+        }
+    );
+    Ok(())
 }
 
 pub fn scrub(args: ScrubArgs) -> anyhow::Result<()> {

@@ -161,6 +161,33 @@ impl Htpasswd {
         })
     }
 
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Re-read the file now, after this process rewrote it (the UI's user management), so
+    /// the change takes effect at once rather than at the next once-a-second check.
+    pub fn reload_now(&self) {
+        *self.last_check.lock().expect("lock") = Instant::now() - RELOAD_CHECK;
+        self.users.write().expect("lock").stamp = None;
+        self.refresh();
+    }
+
+    /// The user names, sorted.
+    pub fn user_names(&self) -> Vec<String> {
+        self.refresh();
+        let mut names: Vec<String> = self
+            .users
+            .read()
+            .expect("lock")
+            .hashes
+            .keys()
+            .cloned()
+            .collect();
+        names.sort();
+        names
+    }
+
     /// Re-read the file if it changed (checked at most once a second).
     fn refresh(&self) {
         {

@@ -8,6 +8,7 @@
 //!   authenticate, with the scope it needs.
 
 pub mod htpasswd;
+pub mod htpasswd_file;
 pub mod policy;
 pub mod ratelimit;
 pub mod token;
@@ -151,6 +152,16 @@ impl Auth {
             Mode::Tokens { issuer, .. } => Some(issuer),
             _ => None,
         }
+    }
+
+    /// The htpasswd users, when the registry has them (the UI signs them in and manages them).
+    pub fn htpasswd(&self) -> Option<&Htpasswd> {
+        self.users()
+    }
+
+    /// The `access:` policy, if any.
+    pub fn policy(&self) -> Option<&AccessPolicy> {
+        self.policy.as_ref()
     }
 
     fn users(&self) -> Option<&Htpasswd> {

@@ -112,6 +112,17 @@ impl fmt::Debug for RepoGlob {
     }
 }
 
+impl RepoGlob {
+    pub fn is_match(&self, repo: &str) -> bool {
+        self.0.is_match(repo)
+    }
+
+    /// The glob as written.
+    pub fn as_str(&self) -> &str {
+        self.0.glob().glob()
+    }
+}
+
 impl<'de> Deserialize<'de> for RepoGlob {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;

@@ -150,7 +150,11 @@ fn takes_yaml(path: &[String]) -> bool {
     let p: Vec<&str> = path.iter().map(String::as_str).collect();
     matches!(
         p.as_slice(),
-        ["notifications", "endpoints"] | ["notifications"]
+        ["notifications", "endpoints"]
+            | ["notifications"]
+            | ["immutable"]
+            | ["quotas"]
+            | ["retention", "rules"]
     )
 }
 
@@ -295,6 +299,20 @@ struct File {
     proxy: Option<super::proxy::ProxyFile>,
     notifications: Option<super::observe::Notifications>,
     health: Option<super::observe::Health>,
+    /// wharf's own governance: retention, immutable tags, quotas.
+    retention: Option<super::governance::Retention>,
+    immutable: Option<Vec<super::governance::ImmutableRule>>,
+    quotas: Option<Vec<super::governance::QuotaRule>>,
+    /// wharf's own: the web UI.
+    ui: Option<Ui>,
+}
+
+#[derive(Deserialize, Default)]
+struct Ui {
+    #[serde(default, deserialize_with = "lenient::bool")]
+    enabled: Option<bool>,
+    /// A list, or (from `REGISTRY_UI_ADMINS`) one comma-separated string.
+    admins: Option<Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -639,6 +657,11 @@ impl File {
             }
         };
         config.access = self.access;
+        config.governance = super::governance::Governance {
+            retention: self.retention,
+            immutable: self.immutable.unwrap_or_default(),
+            quotas: self.quotas.unwrap_or_default(),
+        };
         config.proxy = match self.proxy {
             Some(p) => p.into_config(origin)?,
             None => None,
@@ -647,6 +670,30 @@ impl File {
             config.notifications = n.endpoints(origin)?;
         }
         config.health = self.health.and_then(|h| h.storage());
+        if let Some(ui) = self.ui {
+            config.ui.enabled = ui.enabled.unwrap_or(true);
+            config.ui.admins = match ui.admins {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::String(s)) => s
+                    .split(',')
+                    .map(|u| u.trim().to_owned())
+                    .filter(|u| !u.is_empty())
+                    .collect(),
+                Some(Value::Sequence(list)) => list
+                    .into_iter()
+                    .map(|v| match v {
+                        Value::String(s) => Ok(s),
+                        other => Err(bad("ui.admins", format!("{other:?} is not a user name"))),
+                    })
+                    .collect::<Result<_, _>>()?,
+                Some(other) => {
+                    return Err(bad(
+                        "ui.admins",
+                        format!("{other:?} is not a list of user names"),
+                    ))
+                }
+            };
+        }
         if let Some(gc) = self.gc.filter(|g| g.enabled != Some(false)) {
             let defaults = super::GcSchedule::default();
             config.gc = Some(super::GcSchedule {
@@ -697,20 +744,17 @@ health:
     fn a_storage_driver_or_database_wharf_lacks_stops_the_start_naming_the_key() {
         let s3 = "version: 0.1\nstorage:\n  s3:\n    bucket: images\n    region: us-east-1\n";
         let err = load_str(s3, &[])
-            .err()
-            .expect("storage.s3 must be refused")
+            .expect_err("storage.s3 must be refused")
             .to_string();
         assert!(err.contains("storage.s3:"), "{err}");
         let env = [("REGISTRY_STORAGE", "s3")];
         let err = load_str("version: 0.1\n", &env)
-            .err()
-            .expect("refused")
+            .expect_err("refused")
             .to_string();
         assert!(err.contains("storage.s3"), "{err}");
         let db = "version: 0.1\ndatabase:\n  enabled: true\n  host: db\n";
         let err = load_str(db, &[])
-            .err()
-            .expect("database must be refused")
+            .expect_err("database must be refused")
             .to_string();
         assert!(err.contains("database.enabled"), "{err}");
         let off = "version: 0.1\ndatabase:\n  enabled: false\n  host: db\n";

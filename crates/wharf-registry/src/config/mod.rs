@@ -2,6 +2,7 @@
 //! environment into the same struct the command line fills.
 
 mod file;
+pub mod governance;
 mod observe;
 pub mod proxy;
 
@@ -38,6 +39,26 @@ pub struct Config {
     pub notifications: Vec<Endpoint>,
     /// `health.storagedriver`, when enabled.
     pub health: Option<HealthCheck>,
+    /// `retention:`, `immutable:` and `quotas:`.
+    pub governance: governance::Governance,
+    /// `ui:` (wharf's own): the web UI at `/ui/`.
+    pub ui: UiConfig,
+}
+
+/// `ui:`: on by default; `admins` may manage users and run GC from it.
+#[derive(Debug, Clone)]
+pub struct UiConfig {
+    pub enabled: bool,
+    pub admins: Vec<String>,
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        UiConfig {
+            enabled: true,
+            admins: Vec::new(),
+        }
+    }
 }
 
 /// A webhook that receives registry:2's event envelopes.
@@ -208,6 +229,8 @@ impl Config {
             proxy: None,
             notifications: Vec::new(),
             health: None,
+            ui: UiConfig::default(),
+            governance: governance::Governance::default(),
         }
     }
 }

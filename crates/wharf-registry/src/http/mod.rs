@@ -1,6 +1,7 @@
 //! The OCI Distribution HTTP API: one module per resource, routed by [`Route::parse`].
 
 mod access;
+pub use access::base_url;
 mod base;
 mod blobs;
 mod catalog;
@@ -25,7 +26,7 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Body as _;
 use uuid::Uuid;
 use wharf_oci::{Digest, ErrorCode, Reference, RepoName};
 
@@ -70,7 +71,9 @@ pub struct Req {
     /// With the port, as registry:2's events report the client.
     pub peer_addr: SocketAddr,
     pub identity: Identity,
-    pub body: Incoming,
+    /// axum's body (the API is the fallback service of the router `server.rs` builds),
+    /// wrapped so that `&Req` may cross an await in a `Send` future: axum's body is not `Sync`.
+    pub body: sync_wrapper::SyncWrapper<axum::body::Body>,
     /// Set when reading the body failed (a malformed chunked encoding, a cut connection):
     /// whatever the handler made of that, it is the client's fault.
     body_failed: Arc<AtomicBool>,
@@ -99,16 +102,14 @@ impl Req {
     pub fn into_stream(self) -> ByteStream {
         let failed = self.body_failed;
         let counted = self.bytes_in;
-        self.body
-            .into_data_stream()
-            .map_err(move |e| {
-                failed.store(true, Ordering::Relaxed);
-                io::Error::other(e)
-            })
-            .inspect_ok(move |chunk| {
-                counted.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-            })
-            .boxed()
+        TryStreamExt::map_err(self.body.into_inner().into_data_stream(), move |e| {
+            failed.store(true, Ordering::Relaxed);
+            io::Error::other(e)
+        })
+        .inspect_ok(move |chunk| {
+            counted.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        })
+        .boxed()
     }
 
     /// The whole body, refusing more than `limit` bytes.
@@ -319,7 +320,7 @@ async fn dispatch(state: &Arc<AppState>, route: Route, req: Req) -> ApiResult {
 pub async fn handle(
     state: Arc<AppState>,
     peer: SocketAddr,
-    req: Request<Incoming>,
+    req: Request<axum::body::Body>,
 ) -> Result<Resp, Infallible> {
     let started = Instant::now();
     let (parts, body) = req.into_parts();
@@ -339,7 +340,7 @@ pub async fn handle(
         peer: peer.ip(),
         peer_addr: peer,
         identity: Identity::Anonymous,
-        body,
+        body: sync_wrapper::SyncWrapper::new(body),
         body_failed: body_failed.clone(),
         bytes_in: bytes_in.clone(),
     };

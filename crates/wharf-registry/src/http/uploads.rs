@@ -138,9 +138,10 @@ pub async fn start(state: &AppState, repo: &RepoName, req: Req, origin: &Origin)
         }
         // One request, one blob: no upload session to create and tear down.
         Some(digest) => {
+            let length = req.header(CONTENT_LENGTH).and_then(|l| l.parse().ok());
             let size = state
                 .registry
-                .put_blob(repo, &digest, req.into_stream())
+                .put_blob(repo, &digest, length, req.into_stream())
                 .await?;
             pushed(state, repo, &digest, size, origin).await
         }

@@ -78,7 +78,7 @@ struct Marked {
 
 /// The records of `manifests`, read a few at a time. Owned futures, so that the
 /// collection can run on a spawned task.
-async fn read_records(
+pub(super) async fn read_records(
     store: &crate::store::Store,
     repo: &RepoName,
     manifests: &[(Digest, SystemTime)],

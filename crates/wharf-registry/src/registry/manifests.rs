@@ -105,6 +105,9 @@ impl Registry {
             // saw this manifest or sees everything it needs retained after its mark began,
             // and a concurrent delete cannot slip between the check and the put.
             let _writing = self.store.locks.writer().await?;
+            if let Some(t) = tag {
+                self.check_tag_mutable(repo, t, Some(&digest)).await?;
+            }
             let meta = &self.store.meta;
             let missing = meta
                 .missing_links(repo, &record.blobs, &record.children)
@@ -160,6 +163,10 @@ impl Registry {
     /// Delete a tag, or a manifest with every tag on it. False if there was none.
     pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<bool> {
         let _writing = self.store.locks.writer().await?;
+        match reference {
+            Reference::Tag(t) => self.check_tag_mutable(repo, t, None).await?,
+            Reference::Digest(d) => self.check_manifest_deletable(repo, d).await?,
+        }
         Ok(match reference {
             Reference::Tag(t) => self.store.meta.delete_tag(repo, t).await?,
             Reference::Digest(d) => self.store.meta.delete_manifest(repo, d).await?,

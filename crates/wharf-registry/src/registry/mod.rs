@@ -5,9 +5,11 @@
 mod cache;
 pub mod events;
 pub mod gc;
+pub mod governance;
 pub mod manifests;
 pub mod proxy;
 pub mod reports;
+pub mod retention;
 pub mod scrub;
 mod uploads;
 
@@ -20,6 +22,7 @@ pub use cache::ManifestCache;
 pub use manifests::{ManifestContent, PutManifest};
 
 use self::events::Events;
+use crate::config::governance::Governance;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 
@@ -32,6 +35,9 @@ pub struct Registry {
     /// Where events go; None where nothing listens (maintenance commands).
     pub events: Option<Arc<Events>>,
     pub metrics: Arc<Metrics>,
+    /// Retention, immutable tags and quotas; empty unless configured.
+    pub governance: Arc<Governance>,
+    sizes: governance::SizeCache,
 }
 
 impl Registry {
@@ -42,6 +48,8 @@ impl Registry {
             proxy: None,
             events: None,
             metrics: Arc::default(),
+            governance: Arc::default(),
+            sizes: governance::SizeCache::default(),
         }
     }
 

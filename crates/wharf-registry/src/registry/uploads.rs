@@ -10,18 +10,46 @@ use crate::store::ByteStream;
 impl Registry {
     /// Verify and commit an upload, then link its blob into `repo`.
     pub async fn finish_upload(&self, repo: &RepoName, id: Uuid, digest: &Digest) -> Result<u64> {
+        self.admit_upload(repo, id, digest).await?;
         let size = self.store.blobs.commit(repo, id, digest).await?;
         self.link_retained(repo, digest).await?;
         Ok(size)
     }
 
-    /// A whole blob in one request: stream, verify, commit, link.
+    /// Under a quota, an upload is measured before it is committed; one that does not fit
+    /// is discarded, so nothing over quota stays stored.
+    async fn admit_upload(&self, repo: &RepoName, id: Uuid, digest: &Digest) -> Result<()> {
+        if !self.quota_applies(repo) {
+            return Ok(());
+        }
+        let size = self.store.blobs.upload_size(repo, id).await?;
+        if let Err(e) = self.check_quota(repo, digest, size).await {
+            self.store.blobs.cancel(repo, id).await?;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// A whole blob in one request: stream, verify, commit, link. `length` is the
+    /// request's Content-Length: under a quota it refuses the blob before reading it; a
+    /// body of unknown length goes through an upload, measured before its commit.
     pub async fn put_blob(
         &self,
         repo: &RepoName,
         digest: &Digest,
+        length: Option<u64>,
         body: ByteStream,
     ) -> Result<u64> {
+        if self.quota_applies(repo) {
+            match length {
+                Some(n) => self.check_quota(repo, digest, n).await?,
+                None => {
+                    let id = self.store.blobs.start_upload(repo).await?;
+                    self.store.blobs.append(repo, id, Some(0), body).await?;
+                    return self.finish_upload(repo, id, digest).await;
+                }
+            }
+        }
         let size = self.store.blobs.put_stream(digest, body).await?;
         self.link_retained(repo, digest).await?;
         Ok(size)
@@ -56,6 +84,10 @@ impl Registry {
     pub async fn mount(&self, repo: &RepoName, digest: &Digest, from: &RepoName) -> Result<bool> {
         if !self.store.meta.blob_linked(from, digest).await? {
             return Ok(false);
+        }
+        if self.quota_applies(repo) {
+            let size = self.store.blobs.stat(digest).await?.unwrap_or(0);
+            self.check_quota(repo, digest, size).await?;
         }
         let _writing = self.store.locks.writer().await?;
         if !self.retain_one(digest).await? {

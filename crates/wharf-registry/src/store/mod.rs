@@ -237,6 +237,10 @@ pub trait MetaStore: Send + Sync + 'static {
         last: Option<&str>,
         n: Option<usize>,
     ) -> StoreResult<Option<Page>>;
+    /// When `tag` was last moved (pushed), if the store knows.
+    async fn tag_pushed(&self, _repo: &RepoName, _tag: &Tag) -> StoreResult<Option<SystemTime>> {
+        Ok(None)
+    }
     /// Repository names sorted, after `last`, at most `n`.
     async fn list_repos(&self, last: Option<&str>, n: Option<usize>) -> StoreResult<Page>;
     /// Manifests of `repo` whose subject is `subject`.
@@ -250,6 +254,21 @@ pub trait MetaStore: Send + Sync + 'static {
         &self,
         repo: &RepoName,
     ) -> StoreResult<Vec<(String, Result<Digest, String>)>>;
+    /// Every readable tag of `repo` with its target and when it was last pushed (retention
+    /// keeps the newest); tags whose link cannot be read are left out.
+    async fn tag_pushes(&self, repo: &RepoName) -> StoreResult<Vec<(String, Digest, SystemTime)>>;
+    /// Every repository with its blob links (what quotas count). Backends may cache, but
+    /// must see every other process's links.
+    async fn all_blob_links(&self) -> StoreResult<Vec<(String, Arc<Vec<Digest>>)>> {
+        let mut out = Vec::new();
+        for name in self.list_repos(None, None).await?.items {
+            if let Ok(repo) = name.parse::<RepoName>() {
+                let links = self.list_blob_links(&repo).await?;
+                out.push((name, Arc::new(links)));
+            }
+        }
+        Ok(out)
+    }
     /// The blobs `repo` may serve (its links), whether or not the blobs exist.
     async fn list_blob_links(&self, repo: &RepoName) -> StoreResult<Vec<Digest>>;
     /// What a stored manifest references, read from its bytes. None if its bytes are gone;

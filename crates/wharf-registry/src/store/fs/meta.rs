@@ -23,7 +23,7 @@ const MANIFEST_LIMIT: u64 = 4 * 1024 * 1024;
 /// A directory's mtime proves nothing changed only once it is older than the clock's
 /// granularity plus some margin; until then a change in the same tick could hide (git's
 /// "racy clean" problem).
-const RACY: Duration = Duration::from_secs(2);
+pub(super) const RACY: Duration = Duration::from_secs(2);
 
 struct ReferrerIndex {
     stamp: SystemTime,
@@ -36,6 +36,8 @@ pub struct FsMetaStore {
     referrers: DashMap<RepoName, Arc<ReferrerIndex>>,
     /// Sorted tag names with the tags directory's mtime when they were read.
     tag_lists: DashMap<RepoName, (SystemTime, Arc<Vec<String>>)>,
+    /// Every repository's blob links, for quota checks.
+    links: Arc<super::links::LinkTree>,
     /// One rebuild at a time per process; others wait and reuse it.
     rebuilding: tokio::sync::Mutex<()>,
 }
@@ -48,6 +50,7 @@ impl FsMetaStore {
             blobs,
             referrers: DashMap::new(),
             tag_lists: DashMap::new(),
+            links: Arc::default(),
             rebuilding: tokio::sync::Mutex::new(()),
         }
     }
@@ -308,6 +311,17 @@ impl MetaStore for FsMetaStore {
         })
     }
 
+    /// The tag's `current/link` is rewritten (renamed into place) at each push.
+    async fn tag_pushed(&self, repo: &RepoName, tag: &Tag) -> StoreResult<Option<SystemTime>> {
+        let path = self.layout.tag_current(repo, tag);
+        Ok(blocking(move || match std::fs::metadata(&path) {
+            Ok(m) => Ok(m.modified().ok()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        })
+        .await?)
+    }
+
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> StoreResult<bool> {
         let revision = self.layout.revision_link(repo, digest);
         let tags_dir = self.layout.tags(repo);
@@ -437,6 +451,28 @@ impl MetaStore for FsMetaStore {
     ) -> StoreResult<Vec<(String, Result<Digest, String>)>> {
         let dir = self.layout.tags(repo);
         Ok(blocking(move || read_tags(&dir)).await?)
+    }
+
+    async fn tag_pushes(&self, repo: &RepoName) -> StoreResult<Vec<(String, Digest, SystemTime)>> {
+        let dir = self.layout.tags(repo);
+        // The current link is rewritten by every push of the tag: its mtime is the push
+        // time, as registry:2 would have it too.
+        Ok(blocking(move || {
+            let mut out = Vec::new();
+            for (name, target) in read_tags(&dir)? {
+                let Ok(digest) = target else { continue };
+                if let Some(t) = link_mtime(&dir.join(&name).join("current/link"))? {
+                    out.push((name, digest, t));
+                }
+            }
+            Ok(out)
+        })
+        .await?)
+    }
+
+    async fn all_blob_links(&self) -> StoreResult<Vec<(String, Arc<Vec<Digest>>)>> {
+        let (tree, root) = (self.links.clone(), self.layout.repositories());
+        Ok(blocking(move || tree.scan(&root)).await?)
     }
 
     async fn list_blob_links(&self, repo: &RepoName) -> StoreResult<Vec<Digest>> {

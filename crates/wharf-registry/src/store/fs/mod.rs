@@ -3,6 +3,7 @@
 
 mod blobs;
 pub(crate) mod durable;
+mod links;
 mod locks;
 mod meta;
 mod upload;

@@ -1,0 +1,218 @@
+//! Actions: deleting a tag or manifest (confirmed, policy-checked) and a GC dry run.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Redirect, Response};
+use http::{HeaderMap, StatusCode};
+use maud::html;
+use wharf_oci::{Reference, RepoName};
+
+use super::browse::size;
+use super::{encode, form, Ui, Visitor};
+use crate::auth::policy::Actions;
+use crate::registry::events::envelope::{Actor, RequestRecord};
+use crate::registry::events::Origin;
+
+/// The repository and reference to delete, if the visitor may delete there and the
+/// registry allows deletes at all.
+fn deletable(
+    ui: &Ui,
+    who: &Visitor,
+    f: &HashMap<String, String>,
+) -> Result<(RepoName, Reference), Response> {
+    let bad = |status, msg: &str| Err(ui.error(who, status, msg));
+    let (Some(repo), Some(reference)) = (
+        f.get("name").and_then(|n| n.parse::<RepoName>().ok()),
+        f.get("ref").and_then(|r| r.parse::<Reference>().ok()),
+    ) else {
+        return bad(
+            StatusCode::BAD_REQUEST,
+            "name a repository and a tag or digest",
+        );
+    };
+    if !ui.app.delete_enabled {
+        return bad(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "deletes are disabled: set storage.delete.enabled (REGISTRY_STORAGE_DELETE_ENABLED=true)",
+        );
+    }
+    if ui.app.read_only {
+        return bad(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "the registry is in read-only mode",
+        );
+    }
+    if ui
+        .app
+        .registry
+        .proxy
+        .as_ref()
+        .is_some_and(|p| p.refuses_writes(&repo))
+    {
+        return bad(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "this repository is a pull-through cache",
+        );
+    }
+    if !ui.allowed(who, repo.as_str()).contains(Actions::DELETE) {
+        return bad(
+            StatusCode::FORBIDDEN,
+            &format!("you may not delete in {repo}"),
+        );
+    }
+    Ok((repo, reference))
+}
+
+pub async fn confirm_delete(
+    State(ui): State<Arc<Ui>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let who = ui.visitor(&headers).await;
+    let (repo, reference) = match deletable(&ui, &who, &q) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let what = match &reference {
+        Reference::Tag(t) => {
+            format!("the tag {repo}:{t} (the manifest stays, reachable by digest)")
+        }
+        Reference::Digest(d) => format!("the manifest {repo}@{d} and every tag pointing at it"),
+    };
+    let body = html! {
+        p { "Delete " (what) "?" }
+        form method="post" action="/ui/delete" {
+            (who.csrf_field(&ui))
+            input type="hidden" name="name" value=(repo.as_str());
+            input type="hidden" name="ref" value=(reference.to_string());
+            button type="submit" #confirm { "Delete" }
+            " " a href={ "/ui/repo?" (encode(&[("name", repo.as_str())])) } { "Cancel" }
+        }
+    };
+    ui.page(&who, StatusCode::OK, "Delete", body)
+}
+
+/// Who made the change, for the registry's delete event, as the API records it.
+fn origin(ui: &Ui, who: &Visitor, headers: &HeaderMap, ext: &http::Extensions) -> Origin {
+    let header = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    Origin {
+        request: RequestRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            addr: super::peer(ext).to_string(),
+            host: header("host"),
+            method: "DELETE".into(),
+            useragent: header("user-agent"),
+        },
+        actor: Actor {
+            name: who.user().unwrap_or_default().to_owned(),
+        },
+        base_url: crate::http::base_url(&ui.app, headers),
+    }
+}
+
+pub async fn delete(
+    State(ui): State<Arc<Ui>>,
+    headers: HeaderMap,
+    ext: http::Extensions,
+    body: Bytes,
+) -> Response {
+    let who = ui.visitor(&headers).await;
+    let f = form(&body);
+    if let Err(r) = ui.check_csrf(&who, &f) {
+        return r;
+    }
+    let (repo, reference) = match deletable(&ui, &who, &f) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    match ui.app.registry.delete_manifest(&repo, &reference).await {
+        Ok(true) => {
+            let o = origin(&ui, &who, &headers, &ext);
+            let event = match &reference {
+                Reference::Tag(t) => o.tag_deleted(&repo, t.as_str()),
+                Reference::Digest(d) => o.deleted(&repo, d),
+            };
+            ui.app.registry.emit(vec![event]).await;
+            Redirect::to(&format!("/ui/repo?{}", encode(&[("name", repo.as_str())])))
+                .into_response()
+        }
+        Ok(false) => ui.error(
+            &who,
+            StatusCode::NOT_FOUND,
+            "nothing to delete: it is already gone",
+        ),
+        // A rule said no (an immutable tag): the visitor's fault, in the rule's words.
+        Err(crate::registry::Error::Refused { message, .. }) => {
+            ui.error(&who, StatusCode::FORBIDDEN, &message)
+        }
+        Err(e) => ui.error(&who, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+pub async fn gc_form(State(ui): State<Arc<Ui>>, headers: HeaderMap) -> Response {
+    let who = ui.visitor(&headers).await;
+    if let Err(r) = ui.require_admin(&who) {
+        return r;
+    }
+    let body = html! {
+        p { "A dry run marks what every tag reaches and lists what a collection would delete; it deletes nothing." }
+        form method="post" action="/ui/gc" {
+            (who.csrf_field(&ui))
+            label { input type="checkbox" name="untagged" value="1"; " Also untagged manifests (--delete-untagged)" }
+            " " button type="submit" #gc { "Start a dry run" }
+        }
+    };
+    ui.page(&who, StatusCode::OK, "Garbage collection", body)
+}
+
+/// Entries shown of a report's lists; the counts cover them all.
+const REPORT_ROWS: usize = 200;
+
+pub async fn gc_run(State(ui): State<Arc<Ui>>, headers: HeaderMap, body: Bytes) -> Response {
+    let who = ui.visitor(&headers).await;
+    if let Err(r) = ui.require_admin(&who) {
+        return r;
+    }
+    let f = form(&body);
+    if let Err(r) = ui.check_csrf(&who, &f) {
+        return r;
+    }
+    let opts = crate::registry::gc::GcOptions {
+        dry_run: true,
+        delete_untagged: f.contains_key("untagged"),
+        grace: crate::config::DEFAULT_GC_GRACE,
+    };
+    let report = match ui.app.registry.collect_garbage(&opts).await {
+        Ok(r) => r,
+        Err(e) => return ui.error(&who, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    };
+    let body = html! {
+        table #report {
+            tr { td { "Repositories" } td { (report.repositories) } }
+            tr { td { "Manifests marked" } td { (report.manifests_marked) } }
+            tr { td { "Blobs marked" } td { (report.blobs_marked) } }
+            tr { td { "Untagged manifests that would go" } td { (report.manifests.len()) } }
+            tr { td { "Blobs that would go" } td #blobs { (report.blobs.len()) } }
+            tr { td { "Bytes that would be freed" } td #freed { (size(report.bytes_freed)) } }
+            tr { td { "Blobs held (within the grace period)" } td { (report.blobs_held) } }
+        }
+        @if !report.manifests.is_empty() {
+            h2 { "Manifests" }
+            ul { @for m in report.manifests.iter().take(REPORT_ROWS) { li { code { (m.repository) "@" (m.digest) } } } }
+        }
+        @if !report.blobs.is_empty() {
+            h2 { "Blobs" }
+            ul { @for b in report.blobs.iter().take(REPORT_ROWS) { li { code { (b.digest) } " " (size(b.size)) } } }
+        }
+    };
+    ui.page(&who, StatusCode::OK, "Garbage collection: dry run", body)
+}

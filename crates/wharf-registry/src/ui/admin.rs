@@ -1,0 +1,188 @@
+//! Admin pages: users (bcrypt htpasswd entries), the access policy (read only), storage.
+//! Admins are the users named in `ui.admins`; there is no self-registration.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::{IntoResponse, Redirect, Response};
+use http::{HeaderMap, StatusCode};
+use maud::html;
+
+use super::browse::size;
+use super::{form, Ui, Visitor};
+use crate::auth::htpasswd_file;
+
+async fn admin(ui: &Ui, headers: &HeaderMap) -> Result<Visitor, Response> {
+    let who = ui.visitor(headers).await;
+    ui.require_admin(&who)?;
+    Ok(who)
+}
+
+fn users_page(ui: &Ui, who: &Visitor, status: StatusCode, message: Option<&str>) -> Response {
+    let Some(users) = ui.app.auth.htpasswd() else {
+        return ui.error(
+            who,
+            StatusCode::NOT_FOUND,
+            "this registry has no htpasswd file",
+        );
+    };
+    let names = users.user_names();
+    let body = html! {
+        @if let Some(m) = message { p #message { (m) } }
+        p { "Users of " code { (users.path().display()) } " (bcrypt). Admins: " (ui.admins.join(", ")) "." }
+        table #users {
+            thead { tr { th { "User" } th { "New password" } th {} } }
+            tbody { @for u in &names {
+                tr {
+                    td.name { (u) }
+                    td { form.inline method="post" action="/ui/admin/users" {
+                        (who.csrf_field(ui))
+                        input type="hidden" name="action" value="reset";
+                        input type="hidden" name="username" value=(u);
+                        input type="password" name="password" required aria-label={ "new password for " (u) };
+                        " " button type="submit" { "Reset password" }
+                    } }
+                    td { form.inline method="post" action="/ui/admin/users" {
+                        (who.csrf_field(ui))
+                        input type="hidden" name="action" value="delete";
+                        input type="hidden" name="username" value=(u);
+                        button type="submit" { "Delete" }
+                    } }
+                }
+            } }
+        }
+        h2 { "Add a user" }
+        form #add method="post" action="/ui/admin/users" {
+            (who.csrf_field(ui))
+            input type="hidden" name="action" value="add";
+            label { "User " input type="text" name="username" required; } " "
+            label { "Password " input type="password" name="password" required; } " "
+            button type="submit" #adduser { "Add" }
+        }
+    };
+    ui.page(who, status, "Users", body)
+}
+
+pub async fn users(State(ui): State<Arc<Ui>>, headers: HeaderMap) -> Response {
+    match admin(&ui, &headers).await {
+        Ok(who) => users_page(&ui, &who, StatusCode::OK, None),
+        Err(r) => r,
+    }
+}
+
+pub async fn change_user(State(ui): State<Arc<Ui>>, headers: HeaderMap, body: Bytes) -> Response {
+    let who = match admin(&ui, &headers).await {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let f = form(&body);
+    if let Err(r) = ui.check_csrf(&who, &f) {
+        return r;
+    }
+    let Some(users) = ui.app.auth.htpasswd() else {
+        return ui.error(
+            &who,
+            StatusCode::NOT_FOUND,
+            "this registry has no htpasswd file",
+        );
+    };
+    let get = |k: &str| f.get(k).cloned().unwrap_or_default();
+    let (action, user, password) = (get("action"), get("username"), get("password"));
+    let exists = users.user_names().contains(&user);
+    let refuse = |m: &str| users_page(&ui, &who, StatusCode::BAD_REQUEST, Some(m));
+    let file = users.path().to_owned();
+    let done = match action.as_str() {
+        "add" if exists => return refuse("that user exists already: reset their password instead"),
+        "reset" | "delete" if !exists => return refuse("no such user"),
+        "add" | "reset" => {
+            let (u, p) = (user.clone(), password);
+            tokio::task::spawn_blocking(move || htpasswd_file::set_password(&file, &u, &p)).await
+        }
+        "delete" => {
+            let u = user.clone();
+            tokio::task::spawn_blocking(move || htpasswd_file::delete_user(&file, &u).map(drop))
+                .await
+        }
+        _ => return refuse("unknown action"),
+    };
+    match done {
+        Ok(Ok(())) => {
+            users.reload_now();
+            tracing::info!(
+                admin = who.user().unwrap_or_default(),
+                user,
+                action,
+                "user changed in the UI"
+            );
+            Redirect::to("/ui/admin/users").into_response()
+        }
+        Ok(Err(e)) => refuse(&e),
+        Err(e) => ui.error(&who, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+pub async fn policies(State(ui): State<Arc<Ui>>, headers: HeaderMap) -> Response {
+    let who = match admin(&ui, &headers).await {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let glob = |g: &crate::auth::policy::RepoGlob| format!("{g:?}").trim_matches('"').to_owned();
+    let body = match ui.app.auth.policy() {
+        None => {
+            html! { p { "No access policy (access:): every signed-in user may pull, push and delete everywhere"
+            @if !ui.app.auth.enabled() { ", and so may anonymous callers (no auth is configured)" } "." } }
+        }
+        Some(p) => html! {
+            @if !p.groups.is_empty() {
+                h2 { "Groups" }
+                table { @for (g, members) in &p.groups { tr { td { (g) } td { (members.join(", ")) } } } }
+            }
+            h2 { "Rules" }
+            table #rules {
+                thead { tr { th { "Repositories" } th { "Users" } th { "Groups" } th { "Anonymous" } th { "Actions" } } }
+                tbody { @for r in &p.rules {
+                    tr {
+                        td { (r.repositories.iter().map(glob).collect::<Vec<_>>().join(", ")) }
+                        td { (r.users.join(", ")) }
+                        td { (r.groups.join(", ")) }
+                        td { @if r.anonymous { "yes" } }
+                        td { (r.actions.to_string()) }
+                    }
+                } }
+            }
+        },
+    };
+    ui.page(&who, StatusCode::OK, "Access policy", body)
+}
+
+pub async fn storage(State(ui): State<Arc<Ui>>, headers: HeaderMap) -> Response {
+    let who = match admin(&ui, &headers).await {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let store = &ui.app.registry.store;
+    let (repos, blobs, uploads) = tokio::join!(
+        store.meta.list_repos(None, None),
+        store.blobs.list_blobs(),
+        store.blobs.list_uploads()
+    );
+    let (repos, blobs, uploads) = match (repos, blobs, uploads) {
+        (Ok(r), Ok(b), Ok(u)) => (r.items.len(), b, u),
+        (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => {
+            return ui.error(&who, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
+        }
+    };
+    let body = html! {
+        table #storage {
+            tr { td { "Storage" } td { code { (store.describe) } } }
+            tr { td { "Repositories" } td { (repos) } }
+            tr { td { "Blobs" } td #blobcount { (blobs.len()) } }
+            tr { td { "Blob bytes (shared layers once)" } td { (size(blobs.iter().map(|b| b.size).sum())) } }
+            tr { td { "Uploads in progress" } td { (uploads.len()) " (" (size(uploads.iter().map(|u| u.size).sum())) ")" } }
+            tr { td { "Deletes" } td { @if ui.app.delete_enabled { "enabled" } @else { "disabled (storage.delete.enabled)" } } }
+            tr { td { "Read-only" } td { @if ui.app.read_only { "yes" } @else { "no" } } }
+        }
+    };
+    ui.page(&who, StatusCode::OK, "Storage", body)
+}

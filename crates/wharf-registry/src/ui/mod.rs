@@ -1,0 +1,167 @@
+//! The web UI at `/ui/`: server-rendered HTML that works without JavaScript.
+//!
+//! Templates are maud's `html!` macros: Rust expressions checked at compile time, escaping
+//! every interpolated value by default, with no template files to ship or a second syntax
+//! to learn (askama would need both). The UI reuses the registry's own auth: a signed-in
+//! htpasswd user is `Identity::User`, anyone else is anonymous, and every page shows only
+//! what `Auth::allowed` lets that identity pull, as `/v2/_catalog` does.
+
+// A handler's early return is a whole error page: boxing it would only add noise.
+#![allow(clippy::result_large_err)]
+
+mod actions;
+mod admin;
+mod browse;
+mod page;
+mod rules;
+mod session;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::routing::{get, post};
+use axum::Router;
+use http::HeaderMap;
+
+use crate::auth::policy::Actions;
+use crate::auth::Identity;
+use crate::config::UiConfig;
+use crate::http::AppState;
+use crate::server::Peer;
+
+pub use self::page::Visitor;
+
+/// Rows per page: a page's size does not grow with the number of tags or repositories.
+pub const PAGE: usize = 50;
+
+pub struct Ui {
+    app: Arc<AppState>,
+    admins: Vec<String>,
+    keys: session::Keys,
+    /// Per-user "signed out at" stamps, in the store so every process sharing it agrees.
+    stamps: Option<PathBuf>,
+}
+
+pub fn router(app: Arc<AppState>, config: &UiConfig) -> Router {
+    let ui = Arc::new(Ui {
+        keys: session::Keys::new(&app.upload_secret),
+        stamps: app
+            .registry
+            .store
+            .state_dir
+            .as_ref()
+            .map(|d| d.join("ui").join("signed-out")),
+        admins: config.admins.clone(),
+        app,
+    });
+    Router::new()
+        .route(
+            "/ui",
+            get(|| async { axum::response::Redirect::permanent("/ui/") }),
+        )
+        .route("/ui/", get(browse::repositories))
+        .route("/ui/repo", get(browse::tags))
+        .route("/ui/manifest", get(browse::manifest))
+        .route(
+            "/ui/delete",
+            get(actions::confirm_delete).post(actions::delete),
+        )
+        .route("/ui/gc", get(actions::gc_form).post(actions::gc_run))
+        .route("/ui/login", get(session::login_form).post(session::login))
+        .route("/ui/logout", post(session::logout))
+        .route(
+            "/ui/admin/users",
+            get(admin::users).post(admin::change_user),
+        )
+        .route("/ui/admin/policies", get(admin::policies))
+        .route("/ui/admin/storage", get(admin::storage))
+        .route("/ui/rules", get(rules::rules))
+        .with_state(ui.clone())
+        .layer(axum::middleware::from_fn(move |req, next| {
+            as_the_api_does(ui.clone(), req, next)
+        }))
+}
+
+/// What the API does for every response, done for the UI's too: request metrics,
+/// `http.headers`, and a line in the access log when `log.accesslog` asks for one.
+async fn as_the_api_does(
+    ui: Arc<Ui>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let started = std::time::Instant::now();
+    let (method, path, peer) = (
+        req.method().clone(),
+        req.uri().path().to_owned(),
+        peer(req.extensions()),
+    );
+    let mut resp = next.run(req).await;
+    // One `ui` handler label in the request metrics, beside registry:2's route names.
+    ui.app.registry.metrics.answered(
+        "ui",
+        method.as_str(),
+        resp.status().as_u16(),
+        started.elapsed(),
+    );
+    for (name, value) in &ui.app.extra_headers {
+        resp.headers_mut().append(name.clone(), value.clone());
+    }
+    if ui.app.access_log {
+        tracing::info!(
+            peer = %peer.ip(),
+            %method,
+            %path,
+            status = resp.status().as_u16(),
+            micros = started.elapsed().as_micros() as u64,
+            "request"
+        );
+    }
+    resp
+}
+
+impl Ui {
+    /// What `who` may do in `repo`.
+    fn allowed(&self, who: &Visitor, repo: &str) -> Actions {
+        self.app.auth.allowed(&who.identity, repo)
+    }
+
+    fn may_pull(&self, who: &Visitor, repo: &str) -> bool {
+        self.allowed(who, repo).contains(Actions::PULL)
+    }
+
+    fn is_admin(&self, identity: &Identity) -> bool {
+        matches!(identity, Identity::User(u) if self.admins.iter().any(|a| a == u))
+    }
+
+    /// `host[:port]` as a `docker pull` line names this registry.
+    fn registry_host(&self, headers: &HeaderMap) -> String {
+        let base = crate::http::base_url(&self.app, headers);
+        base.split_once("://")
+            .map_or(base.as_str(), |(_, h)| h)
+            .to_owned()
+    }
+}
+
+/// The client's address, which the server put in the request's extensions.
+fn peer(ext: &http::Extensions) -> SocketAddr {
+    ext.get::<Peer>()
+        .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |p| p.0)
+}
+
+/// A form body's fields (`application/x-www-form-urlencoded`).
+fn form(body: &[u8]) -> HashMap<String, String> {
+    form_urlencoded::parse(body).into_owned().collect()
+}
+
+/// A query string or form built from pairs, every value encoded.
+fn encode(pairs: &[(&str, &str)]) -> String {
+    let mut s = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        if !v.is_empty() {
+            s.append_pair(k, v);
+        }
+    }
+    s.finish()
+}

@@ -1,0 +1,308 @@
+//! Sign-in without server-side session state, so any number of wharf processes on one store
+//! accept each other's sessions: the cookie holds the user, when it was issued and when it
+//! expires, signed with HMAC-SHA256 under a key derived from `http.secret`. Signing out
+//! writes a per-user "signed out at" stamp into the store; a session issued before its
+//! user's stamp is refused, wherever it is presented.
+//!
+//! CSRF: every visitor carries a random `wharf_csrf` cookie; a form's token is an HMAC of
+//! that cookie and the session cookie, so a token is bound to one browser and one session,
+//! and a cross-site page can neither read nor forge it (cookies are SameSite=Strict too).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::{IntoResponse, Redirect, Response};
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use http::header::SET_COOKIE;
+use http::{HeaderMap, HeaderValue, StatusCode};
+use maud::html;
+use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::{form, Ui, Visitor};
+use crate::auth::AuthError;
+
+pub const SESSION: &str = "wharf_session";
+pub const CSRF: &str = "wharf_csrf";
+/// How long a sign-in lasts.
+const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+
+type HmacSha256 = Hmac<Sha256>;
+
+pub struct Keys {
+    session: [u8; 32],
+    csrf: [u8; 32],
+}
+
+pub struct Session {
+    pub user: String,
+    /// Milliseconds since the epoch.
+    pub issued: u64,
+}
+
+fn derive(secret: &[u8], purpose: &str) -> [u8; 32] {
+    let mut mac = HmacSha256::new_from_slice(secret).expect("any key length");
+    mac.update(purpose.as_bytes());
+    mac.finalize().into_bytes().into()
+}
+
+fn mac_hex(key: &[u8; 32], parts: &[&str]) -> String {
+    let mut mac = HmacSha256::new_from_slice(key).expect("any key length");
+    for p in parts {
+        mac.update(p.as_bytes());
+        mac.update(&[0]);
+    }
+    hex(&mac.finalize().into_bytes())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+pub fn random_hex() -> String {
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b).expect("the OS has randomness");
+    hex(&b)
+}
+
+impl Keys {
+    /// Keys for the session and CSRF MACs, derived from `http.secret` (or the process's
+    /// random secret when none is configured: then sessions last as long as the process).
+    pub fn new(secret: &[u8]) -> Keys {
+        Keys {
+            session: derive(secret, "wharf ui session v1"),
+            csrf: derive(secret, "wharf ui csrf v1"),
+        }
+    }
+
+    pub fn seal(&self, user: &str, issued: u64) -> String {
+        let name = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(user);
+        let expires = (issued / 1000 + SESSION_TTL.as_secs()).to_string();
+        let issued = issued.to_string();
+        let mac = mac_hex(&self.session, &[&name, &issued, &expires]);
+        format!("{name}.{issued}.{expires}.{mac}")
+    }
+
+    /// The session a cookie holds, if its signature is good and it has not expired.
+    pub fn open(&self, value: &str) -> Option<Session> {
+        let mut parts = value.split('.');
+        let (name, issued, expires, mac) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let want = mac_hex(&self.session, &[name, issued, expires]);
+        if parts.next().is_some() || !bool::from(want.as_bytes().ct_eq(mac.as_bytes())) {
+            return None;
+        }
+        if expires.parse::<u64>().ok()? * 1000 <= now_ms() {
+            return None;
+        }
+        let user = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(name)
+            .ok()?;
+        Some(Session {
+            user: String::from_utf8(user).ok()?,
+            issued: issued.parse().ok()?,
+        })
+    }
+
+    pub fn csrf_token(&self, csrf_cookie: &str, session: &str) -> String {
+        mac_hex(&self.csrf, &[csrf_cookie, session])
+    }
+
+    pub fn csrf_ok(&self, sent: &str, csrf_cookie: &str, session: &str) -> bool {
+        let want = self.csrf_token(csrf_cookie, session);
+        !csrf_cookie.is_empty() && bool::from(want.as_bytes().ct_eq(sent.as_bytes()))
+    }
+}
+
+/// A cookie's value from the request.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// HttpOnly, SameSite=Strict, scoped to the UI; Secure under TLS. `max_age` None: until the
+/// browser closes.
+pub fn set_cookie(name: &str, value: &str, max_age: Option<u64>, secure: bool) -> HeaderValue {
+    let mut c = format!("{name}={value}; Path=/ui; HttpOnly; SameSite=Strict");
+    if let Some(age) = max_age {
+        c.push_str(&format!("; Max-Age={age}"));
+    }
+    if secure {
+        c.push_str("; Secure");
+    }
+    HeaderValue::from_str(&c).expect("cookie values are hex and base64url")
+}
+
+fn stamp_file(dir: &Path, user: &str) -> std::path::PathBuf {
+    dir.join(hex(&Sha256::digest(user.as_bytes())))
+}
+
+impl Ui {
+    /// Valid if the user still exists and has not signed out since it was issued.
+    pub async fn session_valid(&self, s: &Session) -> bool {
+        if !self.app.auth.user_exists(&s.user) {
+            return false;
+        }
+        let Some(dir) = &self.stamps else {
+            return true;
+        };
+        match tokio::fs::read_to_string(stamp_file(dir, &s.user)).await {
+            Ok(text) => text.trim().parse::<u64>().is_ok_and(|out| s.issued > out),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+            // Unreadable: refuse rather than honour a session that may have been revoked.
+            Err(_) => false,
+        }
+    }
+
+    /// Record that `user` signed out now: written aside, fsynced, renamed into place.
+    async fn sign_out(&self, user: &str) -> std::io::Result<()> {
+        let Some(dir) = self.stamps.clone() else {
+            return Ok(());
+        };
+        let file = stamp_file(&dir, user);
+        let stamp = now_ms().to_string();
+        tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&dir)?;
+            let tmp = dir.join(format!(".tmp-{}", random_hex()));
+            let mut f = std::fs::File::create(&tmp)?;
+            std::io::Write::write_all(&mut f, stamp.as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &file)?;
+            std::fs::File::open(&dir)?.sync_all()
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+
+    fn login_page(&self, who: &Visitor, status: StatusCode, message: Option<&str>) -> Response {
+        let can = self.app.auth.htpasswd().is_some();
+        self.page(
+            who,
+            status,
+            "Sign in",
+            html! {
+                @if let Some(m) = message { p.err #error { (m) } }
+                @if can {
+                    form method="post" action="/ui/login" {
+                        (who.csrf_field(self))
+                        p { label { "User " input type="text" name="username" autocomplete="username" required; } }
+                        p { label { "Password " input type="password" name="password" autocomplete="current-password" required; } }
+                        button type="submit" #signin { "Sign in" }
+                    }
+                } @else {
+                    p { "This registry has no htpasswd users (auth.htpasswd) to sign in with." }
+                }
+            },
+        )
+    }
+}
+
+pub async fn login_form(State(ui): State<Arc<Ui>>, headers: HeaderMap) -> Response {
+    let who = ui.visitor(&headers).await;
+    ui.login_page(&who, StatusCode::OK, None)
+}
+
+pub async fn login(
+    State(ui): State<Arc<Ui>>,
+    headers: HeaderMap,
+    ext: http::Extensions,
+    body: Bytes,
+) -> Response {
+    let who = ui.visitor(&headers).await;
+    let f: HashMap<String, String> = form(&body);
+    if let Err(r) = ui.check_csrf(&who, &f) {
+        return r;
+    }
+    let (user, password) = (
+        f.get("username").map(String::as_str).unwrap_or(""),
+        f.get("password").map(String::as_str).unwrap_or(""),
+    );
+    match ui
+        .app
+        .auth
+        .login(super::peer(&ext).ip(), user, password)
+        .await
+    {
+        Ok(()) => {
+            let value = ui.keys.seal(user, now_ms());
+            let mut resp = Redirect::to("/ui/").into_response();
+            let c = set_cookie(SESSION, &value, Some(SESSION_TTL.as_secs()), who.secure);
+            resp.headers_mut().append(SET_COOKIE, c);
+            resp
+        }
+        Err(e @ AuthError::TooManyFailures) => {
+            ui.login_page(&who, StatusCode::TOO_MANY_REQUESTS, Some(&e.to_string()))
+        }
+        Err(_) => ui.login_page(
+            &who,
+            StatusCode::UNAUTHORIZED,
+            Some("wrong user name or password"),
+        ),
+    }
+}
+
+pub async fn logout(State(ui): State<Arc<Ui>>, headers: HeaderMap, body: Bytes) -> Response {
+    let who = ui.visitor(&headers).await;
+    if let Err(r) = ui.check_csrf(&who, &form(&body)) {
+        return r;
+    }
+    if let Some(user) = who.user() {
+        if let Err(e) = ui.sign_out(user).await {
+            tracing::warn!(user, error = %e, "cannot record a sign-out");
+            return ui.error(
+                &who,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the sign-out could not be recorded in the store; you are still signed in",
+            );
+        }
+    }
+    let mut resp = Redirect::to("/ui/").into_response();
+    resp.headers_mut()
+        .append(SET_COOKIE, set_cookie(SESSION, "", Some(0), who.secure));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_are_signed_and_expire() {
+        let k = Keys::new(b"secret");
+        let v = k.seal("alice.b", now_ms());
+        assert_eq!(k.open(&v).unwrap().user, "alice.b");
+        // Another secret, a changed user, or an old expiry: refused.
+        assert!(Keys::new(b"other").open(&v).is_none());
+        let forged = v.replacen("YWxpY2UuYg", "Ym9i", 1);
+        assert!(k.open(&forged).is_none());
+        let old = k.seal("alice", now_ms() - SESSION_TTL.as_millis() as u64 - 1000);
+        assert!(k.open(&old).is_none());
+    }
+
+    #[test]
+    fn csrf_tokens_are_bound_to_cookie_and_session() {
+        let k = Keys::new(b"secret");
+        let t = k.csrf_token("c1", "s1");
+        assert!(k.csrf_ok(&t, "c1", "s1"));
+        assert!(!k.csrf_ok(&t, "c2", "s1"));
+        assert!(!k.csrf_ok(&t, "c1", ""));
+        assert!(!k.csrf_ok("", "c1", "s1"));
+    }
+}
