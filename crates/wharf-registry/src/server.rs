@@ -170,6 +170,8 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
         .retention
         .as_ref()
         .and_then(|r| r.schedule)
+        .filter(|_| !config.read_only)
+    // a read-only registry deletes nothing
     {
         tokio::spawn(crate::registry::retention::periodically(
             state.clone(),

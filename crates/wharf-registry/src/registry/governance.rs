@@ -99,8 +99,8 @@ impl Registry {
             .iter()
             .filter(|q| q.matches(repo.as_str()))
         {
-            let (used, linked) = self.quota_usage(rule).await?;
-            if linked.contains(digest) {
+            let (used, linked) = self.quota_usage(rule, Some(digest)).await?;
+            if linked {
                 continue;
             }
             if used.saturating_add(size) > rule.bytes {
@@ -119,19 +119,21 @@ impl Registry {
         Ok(())
     }
 
-    /// Bytes of the distinct blobs linked in the rule's repositories, and those blobs.
-    async fn quota_usage(&self, rule: &QuotaRule) -> Result<(u64, HashSet<Digest>)> {
-        let mut linked = HashSet::new();
-        for (name, links) in self.store.meta.all_blob_links().await? {
-            if rule.matches(&name) {
-                linked.extend(links.iter().cloned());
+    /// Bytes of the distinct blobs linked in the rule's repositories, and whether `probe`
+    /// is among them. The set borrows the store's listings: no digest is copied.
+    async fn quota_usage(&self, rule: &QuotaRule, probe: Option<&Digest>) -> Result<(u64, bool)> {
+        let all = self.store.meta.all_blob_links().await?;
+        let mut linked: HashSet<&Digest> = HashSet::new();
+        for (name, links) in &all {
+            if rule.matches(name) {
+                linked.extend(links.iter());
             }
         }
         let mut used = 0u64;
         for d in &linked {
             used = used.saturating_add(self.blob_size(d).await?);
         }
-        Ok((used, linked))
+        Ok((used, probe.is_some_and(|p| linked.contains(p))))
     }
 
     /// A blob's size, 0 if it is gone (a dangling link takes no space).
@@ -153,7 +155,7 @@ impl Registry {
         let g = &self.governance;
         let mut quotas = Vec::new();
         for q in &g.quotas {
-            let (used, _) = self.quota_usage(q).await?;
+            let (used, _) = self.quota_usage(q, None).await?;
             quotas.push(QuotaSummary {
                 repositories: q.repositories.iter().map(|r| r.as_str().into()).collect(),
                 bytes: q.bytes,

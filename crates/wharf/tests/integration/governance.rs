@@ -324,6 +324,25 @@ fn a_quota_is_checked_at_the_post_when_the_size_is_known_else_at_commit() {
         .unwrap();
     denied(r, "PUT finishing a session");
     assert!(!blob_path(&d_more).exists());
+    // Mounting the big blob from a repository no quota covers is refused too.
+    let r = c
+        .post(format!("{base}/v2/free/x/blobs/uploads/?digest={d_big}"))
+        .body(big)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = c
+        .post(format!(
+            "{base}/v2/q/z/blobs/uploads/?mount={d_big}&from=free/x"
+        ))
+        .send()
+        .unwrap();
+    denied(r, "cross-repository mount");
+    let r = c
+        .head(format!("{base}/v2/q/z/blobs/{d_big}"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
     // The 500 bytes again, into another repository of the glob, count once.
     let r = c
         .post(format!("{base}/v2/q/y/blobs/uploads/?digest={d_small}"))
