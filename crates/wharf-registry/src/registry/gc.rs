@@ -185,7 +185,7 @@ impl Registry {
         let meta = &self.store.meta;
         let manifests = meta.list_manifests(repo).await?;
         let records = read_records(&self.store, repo, &manifests).await?;
-        let mut keep: HashSet<Digest> = if opts.delete_untagged {
+        let keep: HashSet<Digest> = if opts.delete_untagged {
             meta.tag_targets(repo)
                 .await?
                 .into_iter()
@@ -194,24 +194,7 @@ impl Registry {
         } else {
             manifests.iter().map(|(d, _)| d.clone()).collect()
         };
-        // Children of kept indexes, and referrers of kept subjects, until nothing changes.
-        loop {
-            let before = keep.len();
-            let children: Vec<Digest> = keep
-                .iter()
-                .filter_map(|d| records.get(d))
-                .flat_map(|r| r.children.iter().cloned())
-                .collect();
-            keep.extend(children);
-            for (d, r) in &records {
-                if r.subject().is_some_and(|s| keep.contains(s)) {
-                    keep.insert(d.clone());
-                }
-            }
-            if keep.len() == before {
-                break;
-            }
-        }
+        let keep = reachable(keep, &records);
         let listed: HashSet<&Digest> = manifests.iter().map(|(d, _)| d).collect();
         for d in &keep {
             marked.blobs.insert(d.clone());
@@ -374,4 +357,28 @@ enum Outcome {
     Deleted(u64),
     Rescued,
     Gone,
+}
+
+/// `roots` with every child of a reached index and every referrer of a reached manifest.
+pub(super) fn reachable(
+    mut keep: HashSet<Digest>,
+    records: &HashMap<Digest, ManifestRecord>,
+) -> HashSet<Digest> {
+    loop {
+        let before = keep.len();
+        let children: Vec<Digest> = keep
+            .iter()
+            .filter_map(|d| records.get(d))
+            .flat_map(|r| r.children.iter().cloned())
+            .collect();
+        keep.extend(children);
+        for (d, r) in records {
+            if r.subject().is_some_and(|s| keep.contains(s)) {
+                keep.insert(d.clone());
+            }
+        }
+        if keep.len() == before {
+            return keep;
+        }
+    }
 }

@@ -4,17 +4,17 @@
 //! always kept. Tags are deleted through the service layer, as an API delete would be, so
 //! events fire; the blobs they free are left to garbage collection.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
 use wharf_oci::{Digest, Reference, RepoName, Tag};
 
 use super::events::Origin;
-use super::gc::read_records;
+use super::gc::{reachable, read_records};
 use super::{Error, Registry, Result};
 use crate::config::governance::RetentionRule;
-use crate::store::{ManifestRecord, StoreError};
+use crate::store::StoreError;
 
 #[derive(Debug, Default, Serialize)]
 pub struct RetentionReport {
@@ -266,30 +266,6 @@ fn tags_to_keep(rule: &RetentionRule, tags: &[Pushed]) -> HashSet<String> {
         );
     }
     keep
-}
-
-/// `roots` with every child of a reached index and every referrer of a reached manifest.
-fn reachable(
-    mut keep: HashSet<Digest>,
-    records: &HashMap<Digest, ManifestRecord>,
-) -> HashSet<Digest> {
-    loop {
-        let before = keep.len();
-        let children: Vec<Digest> = keep
-            .iter()
-            .filter_map(|d| records.get(d))
-            .flat_map(|r| r.children.iter().cloned())
-            .collect();
-        keep.extend(children);
-        for (d, r) in records {
-            if r.subject().is_some_and(|s| keep.contains(s)) {
-                keep.insert(d.clone());
-            }
-        }
-        if keep.len() == before {
-            return keep;
-        }
-    }
 }
 
 #[cfg(test)]
