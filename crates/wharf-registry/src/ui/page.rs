@@ -37,7 +37,7 @@ nav{display:flex;gap:1em;align-items:center;border-bottom:1px solid #ccc;padding
 nav .me{margin-left:auto}table{border-collapse:collapse;width:100%}\
 td,th{border-bottom:1px solid #eee;padding:.3em;text-align:left;vertical-align:top}\
 code,input.pull{font-family:monospace}input.pull{width:100%}.err{color:#a00}\
-form.inline{display:inline}";
+form.inline{display:inline}h1{overflow-wrap:anywhere}input.pull{box-sizing:border-box}";
 
 impl Ui {
     pub async fn visitor(&self, headers: &HeaderMap) -> Visitor {
