@@ -236,26 +236,43 @@ impl Route {
 
 /// Who made a request, for the events it causes: registry:2's request record.
 fn origin(state: &AppState, req: &Req) -> Origin {
-    let header = |name: &str| req.header(name).unwrap_or_default().to_owned();
+    let actor = req.identity.name().unwrap_or_default();
+    request_origin(
+        state,
+        &req.headers,
+        req.peer_addr,
+        req.method.as_str(),
+        actor,
+    )
+}
+
+/// registry:2's request record for the events a request causes, from the API or the UI.
+pub(crate) fn request_origin(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    method: &str,
+    actor: &str,
+) -> Origin {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     // As Distribution's RemoteAddr: a proxy's X-Forwarded-For or X-Real-Ip, when an IP.
-    let forwarded = req
-        .header("x-forwarded-for")
+    let forwarded = header("x-forwarded-for")
         .and_then(|v| v.split(',').next())
-        .or_else(|| req.header("x-real-ip"))
+        .or_else(|| header("x-real-ip"))
         .map(str::trim)
         .filter(|ip| ip.parse::<IpAddr>().is_ok());
     Origin {
         request: RequestRecord {
             id: Uuid::new_v4().to_string(),
-            addr: forwarded.map_or_else(|| req.peer_addr.to_string(), str::to_owned),
-            host: header("host"),
-            method: req.method.to_string(),
-            useragent: header("user-agent"),
+            addr: forwarded.map_or_else(|| peer.to_string(), str::to_owned),
+            host: header("host").unwrap_or_default().to_owned(),
+            method: method.to_owned(),
+            useragent: header("user-agent").unwrap_or_default().to_owned(),
         },
         actor: Actor {
-            name: req.identity.name().unwrap_or_default().to_owned(),
+            name: actor.to_owned(),
         },
-        base_url: access::base_url(state, &req.headers),
+        base_url: access::base_url(state, headers),
     }
 }
 

@@ -13,7 +13,6 @@ use wharf_oci::{Reference, RepoName};
 use super::browse::size;
 use super::{encode, form, Ui, Visitor};
 use crate::auth::policy::Actions;
-use crate::registry::events::envelope::{Actor, RequestRecord};
 use crate::registry::events::Origin;
 
 /// The repository and reference to delete, if the visitor may delete there and the
@@ -97,26 +96,8 @@ pub async fn confirm_delete(
 
 /// Who made the change, for the registry's delete event, as the API records it.
 fn origin(ui: &Ui, who: &Visitor, headers: &HeaderMap, ext: &http::Extensions) -> Origin {
-    let header = |n: &str| {
-        headers
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned()
-    };
-    Origin {
-        request: RequestRecord {
-            id: uuid::Uuid::new_v4().to_string(),
-            addr: super::peer(ext).to_string(),
-            host: header("host"),
-            method: "DELETE".into(),
-            useragent: header("user-agent"),
-        },
-        actor: Actor {
-            name: who.user().unwrap_or_default().to_owned(),
-        },
-        base_url: crate::http::base_url(&ui.app, headers),
-    }
+    let actor = who.user().unwrap_or_default();
+    crate::http::request_origin(&ui.app, headers, super::peer(ext), "DELETE", actor)
 }
 
 pub async fn delete(
