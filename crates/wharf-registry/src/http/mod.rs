@@ -298,7 +298,17 @@ async fn dispatch(state: &Arc<AppState>, route: Route, req: Req) -> ApiResult {
                 .status(StatusCode::METHOD_NOT_ALLOWED));
         }
     }
-    let o = &origin(state, &req);
+    // A read causes an event only when an endpoint wants pulls: no record (a random id,
+    // five strings) is built for every GET of the hot path otherwise.
+    let quiet = matches!(req.method, Method::GET | Method::HEAD)
+        && !state
+            .registry
+            .wants_event(crate::registry::events::envelope::PULL);
+    let o = &if quiet {
+        Origin::default()
+    } else {
+        origin(state, &req)
+    };
     match (route, req.method.clone()) {
         (Route::Token, Method::GET | Method::POST) => token::handle(state, req).await,
         (Route::Events, Method::GET) => events::get(state, &req).await,
