@@ -377,6 +377,20 @@ pub fn http_client() -> reqwest::blocking::Client {
         .unwrap()
 }
 
+/// The Docker v2 manifest at `url` (an anonymous GET), as JSON.
+pub fn docker_manifest(url: &str) -> serde_json::Value {
+    http_client()
+        .get(url)
+        .header(
+            "Accept",
+            "application/vnd.docker.distribution.manifest.v2+json",
+        )
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
 /// A response header as text, empty when absent.
 pub fn header(r: &reqwest::blocking::Response, name: &str) -> String {
     r.headers()

@@ -150,16 +150,7 @@ fn docker_skopeo_and_podman_pull_through_a_mirror_of_an_authenticated_wharf() {
     docker_cfg(&cfg, &["pull", &own]);
     docker_runs(&own, "pushed to the mirror");
     // A digest of the mirror's own content does not open it under a proxied name.
-    let own_manifest: serde_json::Value = http_client()
-        .get(format!("http://{}/v2/own/app/manifests/v1", m.host()))
-        .header(
-            "Accept",
-            "application/vnd.docker.distribution.manifest.v2+json",
-        )
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let own_manifest = docker_manifest(&format!("http://{}/v2/own/app/manifests/v1", m.host()));
     let own_layer = own_manifest["layers"][0]["digest"].as_str().unwrap();
     let leaked = http_client()
         .get(format!(

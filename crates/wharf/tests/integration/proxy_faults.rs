@@ -145,17 +145,7 @@ fn a_corrupt_upstream_blob_fails_the_pull_and_is_not_cached() {
     let repo = unique("corrupt/app");
     let pushed = docker_pushed(&dist.host(), &repo, "intact");
     // Flip the bytes of every layer the upstream stores (same length, other content).
-    let raw = http_client()
-        .get(format!("{}/v2/{repo}/manifests/v1", dist.url()))
-        .header(
-            "Accept",
-            "application/vnd.docker.distribution.manifest.v2+json",
-        )
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    let manifest: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    let manifest = docker_manifest(&format!("{}/v2/{repo}/manifests/v1", dist.url()));
     let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_owned();
     let hex = layer.trim_start_matches("sha256:");
     let blob = data.join(format!(
@@ -226,16 +216,7 @@ fn a_client_that_disconnects_does_not_stop_the_fill() {
     std::fs::create_dir_all(&mdir).unwrap();
     let yaml = format!("version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: @DIR@/data\nhttp:\n  addr: 127.0.0.1:@PORT@\nproxy:\n  upstreams:\n    - prefix: up/\n      remoteurl: http://127.0.0.1:{nport}\n");
     let m = Served::start(&mdir, &yaml, &[("WHARF_LOG", "info")]);
-    let manifest: serde_json::Value = http_client()
-        .get(format!("http://{}/v2/up/{repo}/manifests/v1", m.host()))
-        .header(
-            "Accept",
-            "application/vnd.docker.distribution.manifest.v2+json",
-        )
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let manifest = docker_manifest(&format!("http://{}/v2/up/{repo}/manifests/v1", m.host()));
     let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_owned();
     let size = manifest["layers"][0]["size"].as_u64().unwrap();
     // Read the first bytes as they arrive, then hang up.
