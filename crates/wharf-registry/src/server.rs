@@ -30,8 +30,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for in-flight requests, unless `http.draintimeout` says otherwise.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 
-pub fn state_for(config: &Config) -> anyhow::Result<Arc<AppState>> {
+pub async fn state_for(config: &Config) -> anyhow::Result<Arc<AppState>> {
     let store = crate::store::open(&config.storage(), true)
+        .await
         .with_context(|| format!("cannot open storage at {}", config.root.display()))?;
     let auth = Auth::from_config(config).map_err(anyhow::Error::msg)?;
     let extra_headers = config
@@ -123,7 +124,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
             config.root.display()
         )
     })?;
-    let state = state_for(&config)?;
+    let state = state_for(&config).await?;
     let tls = match &config.http.tls {
         Some(t) => Some(crate::tls::acceptor(t).map_err(anyhow::Error::msg)?),
         None => None,

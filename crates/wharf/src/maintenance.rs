@@ -62,16 +62,19 @@ pub struct RetentionArgs {
     dry_run: bool,
 }
 
-fn open(args: &StoreArgs) -> anyhow::Result<(Registry, Config)> {
+/// The configured store and registry, with the runtime their backends were opened on.
+fn open(args: &StoreArgs) -> anyhow::Result<(Registry, Config, tokio::runtime::Runtime)> {
     let (mut config, _warnings) = config::load(args.config.as_deref(), std::env::vars())?;
     if let Some(root) = &args.root {
         config.root = root.clone();
     }
-    let store = wharf_registry::store::open(&config.storage(), false)
+    let runtime = runtime()?;
+    let store = runtime
+        .block_on(wharf_registry::store::open(&config.storage(), false))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut registry = Registry::new(store);
     registry.governance = Arc::new(config.governance.clone());
-    Ok((registry, config))
+    Ok((registry, config, runtime))
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -81,7 +84,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 pub fn garbage_collect(args: GcArgs) -> anyhow::Result<()> {
-    let (registry, config) = open(&args.store)?;
+    let (registry, config, runtime) = open(&args.store)?;
     let opts = GcOptions {
         dry_run: args.dry_run,
         delete_untagged: args.delete_untagged
@@ -91,7 +94,6 @@ pub fn garbage_collect(args: GcArgs) -> anyhow::Result<()> {
             .or(config.gc.as_ref().map(|g| g.grace))
             .unwrap_or(config::DEFAULT_GC_GRACE),
     };
-    let runtime = runtime()?;
     // The pull-through cache's retention and size cap: evicted manifests leave their blobs
     // to this collection.
     if let Some(proxy) = config.proxy.as_ref().filter(|_| !args.dry_run) {
@@ -169,11 +171,11 @@ fn human_bytes(n: u64) -> String {
 
 /// Apply the config's `retention:` rules once; the blobs freed are garbage collection's.
 pub fn retention(args: RetentionArgs) -> anyhow::Result<()> {
-    let (registry, config) = open(&args.store)?;
+    let (registry, config, runtime) = open(&args.store)?;
     if config.governance.retention.is_none() {
         anyhow::bail!("the config has no `retention:` rules (see README: Governance)");
     }
-    let report = runtime()?
+    let report = runtime
         .block_on(registry.apply_retention(args.dry_run))
         .map_err(|e| anyhow::anyhow!("retention stopped: {e}"))?;
     if args.store.json {
@@ -206,7 +208,7 @@ pub fn retention(args: RetentionArgs) -> anyhow::Result<()> {
 }
 
 pub fn scrub(args: ScrubArgs) -> anyhow::Result<()> {
-    let (registry, config) = open(&args.store)?;
+    let (registry, config, runtime) = open(&args.store)?;
     let bar = progress_bar(args.store.json);
     let (b1, b2) = (bar.clone(), bar.clone());
     let opts = ScrubOptions {
@@ -218,7 +220,7 @@ pub fn scrub(args: ScrubArgs) -> anyhow::Result<()> {
         progress: Some(Box::new(move |n| b1.inc(n))),
         total: Some(Box::new(move |n| b2.set_length(n))),
     };
-    let report = runtime()?
+    let report = runtime
         .block_on(registry.scrub(&opts))
         .map_err(|e| anyhow::anyhow!("scrub stopped: {e}"))
         .context("the store was left as it was found, apart from repairs already reported")?;

@@ -91,6 +91,10 @@ impl From<StoreError> for ApiError {
             StoreError::Body(_) => {
                 ApiError::new(ErrorCode::BlobUploadInvalid).message(e.to_string())
             }
+            StoreError::Unavailable(_) => {
+                tracing::warn!(error = %e, "storage unavailable");
+                ApiError::new(ErrorCode::Unavailable).message(e.to_string())
+            }
             StoreError::Io(_) | StoreError::Corrupt { .. } | StoreError::NotAStore(_) => {
                 tracing::error!(error = %e, "storage failure");
                 ApiError::new(ErrorCode::Unknown).message(e.to_string())

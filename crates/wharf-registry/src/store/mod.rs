@@ -12,8 +12,7 @@
 
 pub mod fs;
 pub mod hashstate;
-#[cfg(test)]
-mod suite;
+pub mod suite;
 
 use std::io;
 use std::ops::RangeInclusive;
@@ -49,6 +48,10 @@ pub enum StoreError {
     Corrupt { what: String, why: String },
     #[error("{0}")]
     NotAStore(String),
+    /// A backend that is down or throttling past its retries (a database, an object
+    /// store): the client may retry, so it is a 503, not a 500.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -331,7 +334,7 @@ pub enum StorageConfig {
 /// Open the configured storage. `create` makes an empty filesystem root when there is none
 /// (a server starting fresh); maintenance commands pass false, so that a mistyped root is
 /// an error instead of an empty registry.
-pub fn open(config: &StorageConfig, create: bool) -> StoreResult<Store> {
+pub async fn open(config: &StorageConfig, create: bool) -> StoreResult<Store> {
     match config {
         StorageConfig::Filesystem { root } => fs::open(root, create),
     }

@@ -1,5 +1,6 @@
 //! The contract every backend must keep, as functions that take any implementation.
-//! Each backend's tests call these (see the bottom of this file for the filesystem one).
+//! Each backend's tests call these (see the bottom of this file for the filesystem one);
+//! public so that tests which start a real object store or database can run them too.
 
 use std::sync::Arc;
 
@@ -304,6 +305,7 @@ pub async fn meta_store_contract(meta: Arc<dyn MetaStore>, blobs: Arc<dyn BlobSt
     assert!(!meta.blob_linked(&repo, &layer).await.unwrap());
 }
 
+#[cfg(test)]
 mod fs_backend {
     use super::*;
 
@@ -357,6 +359,7 @@ mod fs_backend {
 
 /// Two stores on one directory, as two processes would be: what one writes, the other
 /// reads at once, though it cached the listing before.
+#[cfg(test)]
 mod two_processes {
     use super::*;
     use std::time::{Duration, SystemTime};
