@@ -14,7 +14,8 @@ use wharf_registry::store::{suite, BlobStore, Store};
 use crate::compat::{catalog, manifest_digest, skopeo_pull, tags};
 use crate::harness::garage::{DistributionS3, Garage, BUCKET};
 use crate::harness::{
-    build_busybox_image, docker_pushed, docker_rmi, docker_runs, require, run, unique, Served,
+    build_busybox_image, docker_manifest, docker_pushed, docker_rmi, docker_runs, header,
+    http_client, require, run, unique, Served,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -163,12 +164,17 @@ fn serve(dir: &std::path::Path, env: &[(String, String)]) -> Served {
     Served::start(dir, "version: 0.1\nhttp:\n  addr: 127.0.0.1:@PORT@\n", &env)
 }
 
-/// A registry:2 user's switch: the same REGISTRY_STORAGE_S3_* variables, then docker.
+/// A registry:2 user's switch: the same REGISTRY_STORAGE_S3_* variables, then docker. Pulls
+/// redirect to presigned Garage URLs, as registry:2's do unless `storage.redirect.disable`.
 #[test]
 fn docker_pushes_and_pulls_through_wharf_on_s3() {
     let g = Garage::start();
     let dir = tempfile::tempdir().unwrap();
-    let w = serve(dir.path(), &s3_env(&g, "/"));
+    let env: Vec<_> = s3_env(&g, "/")
+        .into_iter()
+        .filter(|(k, _)| k != "REGISTRY_STORAGE_REDIRECT_DISABLE")
+        .collect();
+    let w = serve(dir.path(), &env);
     let marker = unique("s3-marker");
     let image = docker_pushed(&w.host(), "s3/app", &marker);
     docker_runs(&image, &marker);
@@ -177,6 +183,30 @@ fn docker_pushes_and_pulls_through_wharf_on_s3() {
     assert!(
         !dir.path().join("docker/registry/v2/blobs").exists(),
         "nothing went to the local root"
+    );
+    let manifest = docker_manifest(&format!("http://{}/v2/s3/app/manifests/v1", w.host()));
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_owned();
+    let no_follow = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = no_follow
+        .get(format!("http://{}/v2/s3/app/blobs/{layer}", w.host()))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::TEMPORARY_REDIRECT);
+    let location = header(&r, "location");
+    assert!(location.starts_with(&g.endpoint), "{location}");
+    let bytes = http_client()
+        .get(&location)
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap();
+    assert_eq!(
+        Digest::sha256_of(&bytes).to_string(),
+        layer,
+        "presigned URL serves the blob"
     );
 }
 
@@ -221,5 +251,54 @@ fn distribution_and_wharf_serve_each_others_bucket() {
             let got = skopeo_pull(&format!("docker://{host}/{repo}:v1"), into.path(), false);
             assert_eq!(got, wd, "{host} {repo}");
         }
+    }
+}
+
+/// The object store down: requests that need it get a 503 with the spec's error body
+/// (after the SDK's retries), not a 500; once it is back, pushes and pulls work again.
+#[test]
+fn s3_down_is_a_503_and_service_resumes_when_it_is_back() {
+    let mut g = Garage::start();
+    let dir = tempfile::tempdir().unwrap();
+    let w = serve(dir.path(), &s3_env(&g, "/"));
+    let base = format!("http://{}", w.host());
+    let c = http_client();
+    let blob = b"before the outage".to_vec();
+    let d = Digest::sha256_of(&blob);
+    let post = |data: Vec<u8>, d: &Digest| {
+        c.post(format!("{base}/v2/faults/blobs/uploads/?digest={d}"))
+            .header("content-type", "application/octet-stream")
+            .body(data)
+            .send()
+            .unwrap()
+    };
+    assert_eq!(post(blob.clone(), &d).status(), 201);
+
+    g.kill_node(0);
+    let r = c.get(format!("{base}/v2/faults/blobs/{d}")).send().unwrap();
+    assert_eq!(r.status(), 503);
+    let body: serde_json::Value = r.json().unwrap();
+    assert_eq!(body["errors"][0]["code"], "UNAVAILABLE", "{body}");
+    let other = b"during the outage".to_vec();
+    let od = Digest::sha256_of(&other);
+    assert_eq!(post(other.clone(), &od).status(), 503);
+
+    g.restart_node(0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let r = post(other.clone(), &od);
+        if r.status() == 201 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no recovery: {}",
+            r.status()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    for (data, d) in [(blob, d), (other, od)] {
+        let got = c.get(format!("{base}/v2/faults/blobs/{d}")).send().unwrap();
+        assert_eq!(got.bytes().unwrap().to_vec(), data);
     }
 }
