@@ -449,6 +449,7 @@ pub struct Served {
     pub port: u16,
     _proc: Proc,
     log: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 impl Served {
@@ -478,11 +479,23 @@ impl Served {
             .find(|(k, _)| *k == "REGISTRY_HTTP_ADDR")
             .and_then(|(_, v)| v.rsplit(':').next()?.parse().ok())
             .unwrap_or(port);
-        wait_for_port(port, &mut proc.0, "wharf");
+        let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            wait_for_port(port, &mut proc.0, "wharf")
+        }));
+        if started.is_err() {
+            panic!(
+                "wharf serve did not start; its log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
         Served {
             port,
             _proc: proc,
             log,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         }
     }
 
@@ -496,7 +509,8 @@ impl Served {
         let _ = self._proc.0.wait();
     }
 
-    /// Start it again after `kill`: the same config (in `dir`) and port; its log goes on.
+    /// Start it again after `kill`: the same config (in `dir`), environment and port; its
+    /// log goes on.
     pub fn restart(&mut self, dir: &Path) {
         let log = std::fs::OpenOptions::new()
             .append(true)
@@ -505,6 +519,7 @@ impl Served {
         let child = Command::new(WHARF)
             .arg("serve")
             .arg(dir.join("config.yml"))
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

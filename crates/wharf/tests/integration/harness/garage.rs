@@ -295,19 +295,44 @@ pub struct DistributionS3 {
     _config: tempfile::NamedTempFile,
 }
 
+/// A Distribution config on the Garage bucket, listening on `port`.
+fn distribution_config(garage: &Garage, rootdirectory: &str, port: u16) -> tempfile::NamedTempFile {
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        config.path(),
+        format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n{}  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            garage.storage_yaml(rootdirectory)
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// `docker-registry garbage-collect --dry-run` on the bucket: what Distribution calls garbage.
+pub fn distribution_s3_gc(garage: &Garage, rootdirectory: &str) -> String {
+    require("docker-registry", "docker-registry");
+    let config = distribution_config(garage, rootdirectory, free_port());
+    let out = Command::new("docker-registry")
+        .args(["garbage-collect", "--dry-run"])
+        .arg(config.path())
+        .env_remove("AWS_CA_BUNDLE")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "registry garbage-collect: {text}");
+    text
+}
+
 impl DistributionS3 {
     pub fn start(garage: &Garage, rootdirectory: &str) -> DistributionS3 {
         require("docker-registry", "docker-registry");
         let port = free_port();
-        let config = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(
-            config.path(),
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n{}  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                garage.storage_yaml(rootdirectory)
-            ),
-        )
-        .unwrap();
+        let config = distribution_config(garage, rootdirectory, port);
         // Its Go SDK panics on AWS_CA_BUNDLE with a custom transport (test-servers.md).
         let mut child = Command::new("docker-registry")
             .arg("serve")
