@@ -444,6 +444,19 @@ pub fn wait_for_port(port: u16, child: &mut Child, what: &str) {
     panic!("{what} did not listen on {port} within 20 s");
 }
 
+/// Wait for a `wharf serve` to listen; if it exits instead, fail with its log.
+fn wait_for_wharf(port: u16, child: &mut Child, log: &Path) {
+    let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_for_port(port, child, "wharf")
+    }));
+    if started.is_err() {
+        panic!(
+            "wharf serve did not start; its log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    }
+}
+
 /// `wharf serve CONFIG` with `yaml` as the config, storage in `dir`.
 pub struct Served {
     pub port: u16,
@@ -479,15 +492,7 @@ impl Served {
             .find(|(k, _)| *k == "REGISTRY_HTTP_ADDR")
             .and_then(|(_, v)| v.rsplit(':').next()?.parse().ok())
             .unwrap_or(port);
-        let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            wait_for_port(port, &mut proc.0, "wharf")
-        }));
-        if started.is_err() {
-            panic!(
-                "wharf serve did not start; its log:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
+        wait_for_wharf(port, &mut proc.0, &log);
         Served {
             port,
             _proc: proc,
@@ -525,7 +530,7 @@ impl Served {
             .spawn()
             .unwrap();
         self._proc = Proc(child);
-        wait_for_port(self.port, &mut self._proc.0, "wharf");
+        wait_for_wharf(self.port, &mut self._proc.0, &self.log);
     }
 
     pub fn log(&self) -> String {

@@ -24,6 +24,7 @@ mod plain_http;
 mod proxy;
 mod proxy_faults;
 mod pushes;
+mod replicas;
 mod s3;
 mod seed003;
 mod store_shared;

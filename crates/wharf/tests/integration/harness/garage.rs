@@ -85,7 +85,11 @@ impl Garage {
         let ids: Vec<String> = self
             .nodes
             .iter()
-            .map(|n| retry(|| try_garage(&n.config, &["node", "id", "-q"])))
+            .map(|n| {
+                retry(|| try_garage(&n.config, &["node", "id", "-q"]))
+                    .trim()
+                    .to_owned()
+            })
             .collect();
         for id in &ids[1..] {
             retry(|| try_garage(&self.nodes[0].config, &["node", "connect", id]));
