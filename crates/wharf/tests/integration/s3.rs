@@ -181,6 +181,7 @@ fn docker_pushes_and_pulls_through_wharf_on_s3() {
     docker_runs(&image, &marker);
     docker_rmi(&[&image]);
     assert!(g.object_count() > 0, "the bucket holds the image");
+    assert!(w.log().contains("http.secret is not set"), "{}", w.log());
     assert!(
         !dir.path().join("docker/registry/v2/blobs").exists(),
         "nothing went to the local root"
