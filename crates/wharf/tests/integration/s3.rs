@@ -28,6 +28,10 @@ fn config(g: &Garage, root: &str) -> S3Config {
     c.regionendpoint = Some(g.endpoint.clone());
     c.rootdirectory = root.into();
     c.chunksize = 5 * MIB as u64;
+    // Small enough that the 13 MiB commit below is copied part by part (UploadPartCopy),
+    // as blobs over S3's 5 GiB CopyObject limit must be.
+    c.multipartcopythresholdsize = 6 * MIB as u64;
+    c.multipartcopychunksize = 5 * MIB as u64;
     c
 }
 
