@@ -33,7 +33,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 pub async fn state_for(config: &Config) -> anyhow::Result<Arc<AppState>> {
     let store = crate::store::open(&config.storage(), true)
         .await
-        .with_context(|| format!("cannot open storage at {}", config.root.display()))?;
+        .with_context(|| format!("cannot open storage {}", config.storage().describe()))?;
     let auth = Auth::from_config(config).map_err(anyhow::Error::msg)?;
     let extra_headers = config
         .http

@@ -357,6 +357,16 @@ pub enum StorageConfig {
     S3(s3::S3Config),
 }
 
+impl StorageConfig {
+    /// What a message calls it: a path, a bucket at an endpoint.
+    pub fn describe(&self) -> String {
+        match self {
+            StorageConfig::Filesystem { root } => format!("at {}", root.display()),
+            StorageConfig::S3(c) => c.describe(),
+        }
+    }
+}
+
 /// Open the configured storage. `create` makes an empty filesystem root when there is none
 /// (a server starting fresh); maintenance commands pass false, so that a mistyped root is
 /// an error instead of an empty registry.

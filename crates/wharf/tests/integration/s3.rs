@@ -419,3 +419,29 @@ fn a_pull_through_cache_on_s3_serves_concurrent_cold_pulls() {
         assert_eq!(p.join().unwrap().to_string(), expected);
     }
 }
+
+/// A bucket that cannot be reached at start stops `wharf serve` with a message naming it.
+#[test]
+fn an_unreachable_bucket_stops_the_start_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = format!("http://127.0.0.1:{}", crate::harness::free_port());
+    std::fs::write(
+        dir.path().join("config.yml"),
+        format!(
+            "version: 0.1\nhttp:\n  addr: 127.0.0.1:{}\nstorage:\n  s3:\n    accesskey: GKx\n    secretkey: x\n    region: garage\n    regionendpoint: {endpoint}\n    bucket: nowhere\n",
+            crate::harness::free_port()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(crate::harness::WHARF)
+        .arg("serve")
+        .arg(dir.path().join("config.yml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("s3://nowhere/") && err.contains(&endpoint),
+        "{err}"
+    );
+}
