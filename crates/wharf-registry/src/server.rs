@@ -31,7 +31,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub async fn state_for(config: &Config) -> anyhow::Result<Arc<AppState>> {
-    let store = crate::store::open(&config.storage(), true)
+    let store = crate::store::open(&config.storage(), config.database.as_ref(), true)
         .await
         .with_context(|| format!("cannot open storage at {}", config.root.display()))?;
     let auth = Auth::from_config(config).map_err(anyhow::Error::msg)?;

@@ -70,7 +70,11 @@ fn open(args: &StoreArgs) -> anyhow::Result<(Registry, Config, tokio::runtime::R
     }
     let runtime = runtime()?;
     let store = runtime
-        .block_on(wharf_registry::store::open(&config.storage(), false))
+        .block_on(wharf_registry::store::open(
+            &config.storage(),
+            config.database.as_ref(),
+            false,
+        ))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut registry = Registry::new(store);
     registry.governance = Arc::new(config.governance.clone());

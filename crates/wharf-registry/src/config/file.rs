@@ -293,8 +293,8 @@ struct File {
     access: Option<AccessPolicy>,
     /// wharf's own: garbage collection inside `wharf serve`.
     gc: Option<Gc>,
-    /// GitLab's metadata database: refused when enabled, since it is not built in.
-    database: Option<Database>,
+    /// GitLab's metadata database (PostgreSQL).
+    database: Option<super::database::Database>,
     /// registry:2's pull-through cache, with wharf's several upstreams.
     proxy: Option<super::proxy::ProxyFile>,
     notifications: Option<super::observe::Notifications>,
@@ -313,14 +313,6 @@ struct Ui {
     enabled: Option<bool>,
     /// A list, or (from `REGISTRY_UI_ADMINS`) one comma-separated string.
     admins: Option<Value>,
-}
-
-#[derive(Deserialize, Default)]
-struct Database {
-    #[serde(default, deserialize_with = "lenient::bool")]
-    enabled: Option<bool>,
-    #[serde(flatten)]
-    _rest: Mapping,
 }
 
 #[derive(Deserialize, Default)]
@@ -517,14 +509,10 @@ impl File {
                 ));
             }
         }
-        if self.database.as_ref().and_then(|d| d.enabled) == Some(true) {
-            return Err(bad(
-                "database.enabled",
-                "a metadata database is not supported by this wharf; remove the `database` \
-                 section to keep metadata in the storage root"
-                    .into(),
-            ));
-        }
+        let database = match self.database {
+            Some(d) => d.into_config(origin, warnings)?,
+            None => None,
+        };
         let root = self
             .storage
             .filesystem
@@ -532,6 +520,7 @@ impl File {
             .and_then(|f| f.rootdirectory.clone())
             .unwrap_or_else(super::default_root);
         let mut config = Config::new(root);
+        config.database = database;
         if let Some(addr) = &self.http.addr {
             config.addr = super::parse_addr(addr).map_err(|e| bad("http.addr", e))?;
         }
@@ -741,7 +730,7 @@ health:
 ";
 
     #[test]
-    fn a_storage_driver_or_database_wharf_lacks_stops_the_start_naming_the_key() {
+    fn a_storage_driver_wharf_lacks_stops_the_start_naming_the_key() {
         let s3 = "version: 0.1\nstorage:\n  s3:\n    bucket: images\n    region: us-east-1\n";
         let err = load_str(s3, &[])
             .expect_err("storage.s3 must be refused")
@@ -752,13 +741,6 @@ health:
             .expect_err("refused")
             .to_string();
         assert!(err.contains("storage.s3"), "{err}");
-        let db = "version: 0.1\ndatabase:\n  enabled: true\n  host: db\n";
-        let err = load_str(db, &[])
-            .expect_err("database must be refused")
-            .to_string();
-        assert!(err.contains("database.enabled"), "{err}");
-        let off = "version: 0.1\ndatabase:\n  enabled: false\n  host: db\n";
-        assert!(load_str(off, &[]).is_ok());
     }
 
     #[test]

@@ -1,0 +1,136 @@
+//! [`Locks`] across hosts: PostgreSQL's session advisory locks.
+//! - writer: `pg_advisory_lock_shared(K)`, collector: `pg_advisory_lock(K)`. PostgreSQL
+//!   queues a new shared request behind a waiting exclusive one, so a steady stream of
+//!   writers cannot starve a collector (what `gate.lock` does for the filesystem);
+//! - a job: `pg_try_advisory_lock(hash(name))`, so a job runs once across replicas.
+//!
+//! A session lock belongs to its connection: a guard owns one, and on drop unlocks it and
+//! returns it to the pool. If that cannot be done (no runtime, the unlock fails), the
+//! connection is closed instead, which ends the session and so releases the lock; a
+//! process that dies releases its locks the same way.
+
+use async_trait::async_trait;
+use sqlx::pool::PoolConnection;
+use sqlx::{PgPool, Postgres};
+use wharf_oci::Digest;
+
+use super::store_error;
+use crate::store::{Guard, Locks, StoreResult};
+
+pub struct PgLocks {
+    pool: PgPool,
+    describe: String,
+}
+
+/// Locks of one kind share a key; a name picks it (the first 8 bytes of its SHA-256), so
+/// every wharf version and replica agrees on it.
+fn key(name: &str) -> i64 {
+    let hex = Digest::sha256_of(format!("wharf/{name}").as_bytes()).hex()[..16].to_owned();
+    u64::from_str_radix(&hex, 16).expect("hex digits") as i64
+}
+
+struct Held {
+    conn: Option<PoolConnection<Postgres>>,
+    unlock: &'static str,
+    key: i64,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        let (unlock, key) = (self.unlock, self.key);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    let unlocked: Result<bool, _> = sqlx::query_scalar(unlock)
+                        .bind(key)
+                        .fetch_one(&mut *conn)
+                        .await;
+                    if !matches!(unlocked, Ok(true)) {
+                        // Not released: a session that ends releases it.
+                        conn.close_on_drop();
+                    }
+                });
+            }
+            Err(_) => drop(conn.detach()),
+        }
+    }
+}
+
+impl PgLocks {
+    pub fn new(pool: PgPool, describe: String) -> PgLocks {
+        PgLocks { pool, describe }
+    }
+
+    async fn connection(&self) -> StoreResult<PoolConnection<Postgres>> {
+        self.pool
+            .acquire()
+            .await
+            .map_err(|e| store_error(&self.describe, e))
+    }
+
+    /// Wait for a lock on a connection of its own.
+    async fn hold(&self, lock: &str, unlock: &'static str, name: &str) -> StoreResult<Guard> {
+        let mut conn = self.connection().await?;
+        let key = key(name);
+        sqlx::query(lock)
+            .bind(key)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| store_error(&self.describe, e))?;
+        Ok(Box::new(Held {
+            conn: Some(conn),
+            unlock,
+            key,
+        }))
+    }
+}
+
+#[async_trait]
+impl Locks for PgLocks {
+    async fn writer(&self) -> StoreResult<Guard> {
+        self.hold(
+            "SELECT pg_advisory_lock_shared($1)",
+            "SELECT pg_advisory_unlock_shared($1)",
+            "gc",
+        )
+        .await
+    }
+
+    async fn collector(&self) -> StoreResult<Guard> {
+        self.hold(
+            "SELECT pg_advisory_lock($1)",
+            "SELECT pg_advisory_unlock($1)",
+            "gc",
+        )
+        .await
+    }
+
+    async fn try_job(&self, name: &str) -> StoreResult<Option<Guard>> {
+        let mut conn = self.connection().await?;
+        let key = key(&format!("job/{name}"));
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(key)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| store_error(&self.describe, e))?;
+        Ok(got.then(|| {
+            Box::new(Held {
+                conn: Some(conn),
+                unlock: "SELECT pg_advisory_unlock($1)",
+                key,
+            }) as Guard
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn keys_are_stable_and_distinct() {
+        assert_eq!(super::key("gc"), super::key("gc"));
+        assert_ne!(super::key("gc"), super::key("job/gc"));
+    }
+}
