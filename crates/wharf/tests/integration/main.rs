@@ -12,6 +12,7 @@ mod client_tar;
 mod clients;
 mod compat;
 mod conformance;
+mod database;
 mod events;
 mod governance;
 mod http_edges;

@@ -17,10 +17,11 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 
 pub use locks::PgLocks;
 pub use meta::PgMetaStore;
+pub use sqlx::PgPool;
 
 use super::StoreError;
 
@@ -126,6 +127,29 @@ impl DatabaseConfig {
             p = p.idle_timeout(t);
         }
         Ok(p.connect_lazy_with(self.connect_options()?))
+    }
+}
+
+/// Connect once, outside any pool, for the cause a pool's timeout hides ("connection
+/// refused", "password authentication failed").
+pub async fn probe(config: &DatabaseConfig) -> Result<(), String> {
+    use sqlx::Connection;
+    let options = config.connect_options()?;
+    match tokio::time::timeout(
+        config.connect_timeout,
+        sqlx::PgConnection::connect_with(&options),
+    )
+    .await
+    {
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+            Ok(())
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!(
+            "no answer within {:?} (database.connecttimeout)",
+            config.connect_timeout
+        )),
     }
 }
 
