@@ -79,6 +79,31 @@ async fn advisory_locks_hold_between_stores_and_a_waiting_collector_stops_new_wr
         "it waited for the collector's batch"
     );
 
+    // More writers than lock connections wait out a long collector batch, not fail.
+    let mut small = pg.config();
+    small.pool.max_open = Some(2);
+    small.connect_timeout = Duration::from_millis(300);
+    let storage = StorageConfig::Filesystem {
+        root: dir.path().to_owned(),
+    };
+    let few = store::open(&storage, Some(&small), true).await.unwrap();
+    let batch = a.locks.collector().await.unwrap();
+    let writers: Vec<_> = (0..5)
+        .map(|_| {
+            let locks = few.locks.clone();
+            tokio::spawn(async move { locks.writer().await.map(drop) })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    drop(batch);
+    for w in writers {
+        tokio::time::timeout(Duration::from_secs(10), w)
+            .await
+            .expect("the writers get through")
+            .unwrap()
+            .expect("a writer waits for the lock, it does not fail as unavailable");
+    }
+
     // A job runs once across stores; dropping its guard frees it for the other store.
     let job = a.locks.try_job("gc").await.unwrap().expect("free");
     assert!(b.locks.try_job("gc").await.unwrap().is_none());

@@ -64,11 +64,17 @@ impl PgLocks {
         PgLocks { pool, describe }
     }
 
+    /// A connection of the lock pool. When every one is taken, by holders and by waiters
+    /// queued behind a collector, the database is up and a lock is busy: keep waiting, as
+    /// a lock waits, instead of failing the write as unavailable.
     async fn connection(&self) -> StoreResult<PoolConnection<Postgres>> {
-        self.pool
-            .acquire()
-            .await
-            .map_err(|e| store_error(&self.describe, e))
+        loop {
+            match self.pool.acquire().await {
+                Ok(c) => return Ok(c),
+                Err(sqlx::Error::PoolTimedOut) if self.pool.size() > 0 => continue,
+                Err(e) => return Err(store_error(&self.describe, e)),
+            }
+        }
     }
 
     /// Wait for a lock on a connection of its own.
