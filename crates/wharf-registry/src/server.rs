@@ -143,6 +143,9 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
         delete_enabled = config.delete_enabled,
         "wharf registry listening"
     );
+    if let Some(db) = &config.database {
+        tracing::info!(database = %db.describe(), "metadata in PostgreSQL");
+    }
     if let Some(proxy) = &config.proxy {
         for u in &proxy.upstreams {
             let prefix = if u.prefix.is_empty() {
