@@ -97,7 +97,7 @@ pub fn load(
     Ok((config, warnings))
 }
 
-/// A storage driver or database that is not built in: ignoring it would put pushes in
+/// A storage driver that is not built in: ignoring it would put pushes in
 /// the default root without a word, so it stops the start instead.
 fn cannot_honour(key: &str) -> bool {
     let mut parts = key.split('.');

@@ -273,12 +273,17 @@ fn while_postgres_is_down_requests_get_503_and_after_it_returns_nothing_is_lost(
             ["v1", "v2"]
         );
     }
-    let out = wharf_cmd(&[
-        "scrub",
-        "--root",
-        &dir.path().join("root").display().to_string(),
-    ]);
+    // Scrub on the database's metadata: every manifest complete, every link to a blob
+    // (it exits 1 on a problem).
+    let out = std::process::Command::new(crate::harness::WHARF)
+        .args(["scrub", "--json"])
+        .arg(dir.path().join("config.yml"))
+        .envs(pg.env())
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", text(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["repositories"], json!(1), "{report}");
 }
 
 /// A blob through an upload session (POST, then PUT with the digest): Distribution 2.8.2
