@@ -140,7 +140,7 @@ async fn a_database_that_is_down_is_unavailable_not_a_failure() {
     ));
 }
 
-const CONFIG: &str = "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: @DIR@/root\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:@PORT@\n";
+pub(crate) const CONFIG: &str = "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: @DIR@/root\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:@PORT@\n";
 
 /// The config a command reads (a server started later rewrites it with its port).
 fn write_config(dir: &Path) -> std::path::PathBuf {
@@ -152,7 +152,7 @@ fn write_config(dir: &Path) -> std::path::PathBuf {
     config
 }
 
-fn serve(dir: &Path, pg: &Postgres, extra: &str) -> Served {
+pub(crate) fn serve(dir: &Path, pg: &Postgres, extra: &str) -> Served {
     let env = pg.env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     Served::start(dir, &format!("{CONFIG}{extra}"), &env)

@@ -13,6 +13,7 @@ mod clients;
 mod compat;
 mod conformance;
 mod database;
+mod database_races;
 mod events;
 mod governance;
 mod http_edges;

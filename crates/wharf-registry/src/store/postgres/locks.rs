@@ -12,6 +12,7 @@
 use async_trait::async_trait;
 use sqlx::pool::PoolConnection;
 use sqlx::{PgPool, Postgres};
+use tokio::runtime::RuntimeFlavor;
 use wharf_oci::Digest;
 
 use super::store_error;
@@ -33,6 +34,11 @@ struct Held {
     conn: Option<PoolConnection<Postgres>>,
     unlock: &'static str,
     key: i64,
+    /// Release before drop returns. A job's guard does: the next run of a job (`wharf
+    /// garbage-collect` run again at once, by a script) must find it free, and a session
+    /// the process leaves behind by exiting is only released once its server notices.
+    /// The writer and collector guards, dropped on every write, release in the background.
+    wait: bool,
 }
 
 impl Drop for Held {
@@ -40,21 +46,27 @@ impl Drop for Held {
         let Some(mut conn) = self.conn.take() else {
             return;
         };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            // No runtime to unlock on (a pool connection cannot even be returned without
+            // one): closing the connection ends the session, which releases the lock.
+            drop(conn.detach());
+            return;
+        };
         let (unlock, key) = (self.unlock, self.key);
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move {
-                    let unlocked: Result<bool, _> = sqlx::query_scalar(unlock)
-                        .bind(key)
-                        .fetch_one(&mut *conn)
-                        .await;
-                    if !matches!(unlocked, Ok(true)) {
-                        // Not released: a session that ends releases it.
-                        conn.close_on_drop();
-                    }
-                });
+        let release = async move {
+            let unlocked: Result<bool, _> = sqlx::query_scalar(unlock)
+                .bind(key)
+                .fetch_one(&mut *conn)
+                .await;
+            if !matches!(unlocked, Ok(true)) {
+                // Not released: a session that ends releases it.
+                conn.close_on_drop();
             }
-            Err(_) => drop(conn.detach()),
+        };
+        if self.wait && rt.runtime_flavor() == RuntimeFlavor::MultiThread {
+            tokio::task::block_in_place(|| rt.block_on(release));
+        } else {
+            drop(rt.spawn(release));
         }
     }
 }
@@ -90,6 +102,7 @@ impl PgLocks {
             conn: Some(conn),
             unlock,
             key,
+            wait: false,
         }))
     }
 }
@@ -127,6 +140,7 @@ impl Locks for PgLocks {
                 conn: Some(conn),
                 unlock: "SELECT pg_advisory_unlock($1)",
                 key,
+                wait: true,
             }) as Guard
         }))
     }

@@ -27,7 +27,7 @@ pub struct PgMetaStore {
     migrated: OnceCell<()>,
 }
 
-fn digests(ds: &[Digest]) -> Vec<String> {
+pub(super) fn digests(ds: &[Digest]) -> Vec<String> {
     ds.iter().map(Digest::to_string).collect()
 }
 
@@ -42,7 +42,7 @@ fn parse_digests(ss: &[String], what: &str) -> StoreResult<Vec<Digest>> {
     ss.iter().map(|s| parse_digest(s, what)).collect()
 }
 
-fn at(t: SystemTime) -> OffsetDateTime {
+pub(super) fn at(t: SystemTime) -> OffsetDateTime {
     OffsetDateTime::from(t)
 }
 
@@ -83,7 +83,7 @@ impl PgMetaStore {
 
     /// The pool, once the schema is current. A failure (the database is down) is retried
     /// by the next call.
-    async fn db(&self) -> StoreResult<&PgPool> {
+    pub(super) async fn db(&self) -> StoreResult<&PgPool> {
         self.migrated
             .get_or_try_init(|| migrate::up(&self.pool))
             .await
@@ -96,16 +96,16 @@ impl PgMetaStore {
         Ok(&self.pool)
     }
 
-    fn err(&self) -> impl Fn(sqlx::Error) -> StoreError + '_ {
+    pub(super) fn err(&self) -> impl Fn(sqlx::Error) -> StoreError + '_ {
         |e| store_error(&self.describe, e)
     }
 
-    async fn begin(&self) -> StoreResult<Transaction<'static, Postgres>> {
+    pub(super) async fn begin(&self) -> StoreResult<Transaction<'static, Postgres>> {
         self.db().await?.begin().await.map_err(self.err())
     }
 
     /// The repository's id, creating it.
-    async fn ensure_repo(
+    pub(super) async fn ensure_repo(
         &self,
         tx: &mut Transaction<'static, Postgres>,
         repo: &RepoName,
@@ -549,52 +549,7 @@ impl MetaStore for PgMetaStore {
     }
 }
 
-/// What `wharf database import` writes: links and tags as they were, with their times.
 impl PgMetaStore {
-    /// Apply pending migrations now (rather than on first use).
-    pub async fn migrate(&self) -> StoreResult<()> {
-        self.db().await.map(|_| ())
-    }
-
-    pub async fn import_links(&self, repo: &RepoName, links: &[Digest]) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
-        let id = self.ensure_repo(&mut tx, repo).await?;
-        sqlx::query(
-            "INSERT INTO blob_links (repository_id, digest) SELECT $1, unnest($2::text[])
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(id)
-        .bind(digests(links))
-        .execute(&mut *tx)
-        .await
-        .map_err(self.err())?;
-        tx.commit().await.map_err(self.err())
-    }
-
-    /// Point `tag` at a manifest the repository has; false if it has not.
-    pub async fn import_tag(
-        &self,
-        repo: &RepoName,
-        tag: &str,
-        digest: &Digest,
-        pushed: SystemTime,
-    ) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "INSERT INTO tags (repository_id, name, digest, pushed_at)
-             SELECT m.repository_id, $2, m.digest, $4 FROM manifests m JOIN repositories r ON r.id = m.repository_id
-             WHERE r.name = $1 AND m.digest = $3
-             ON CONFLICT (repository_id, name) DO UPDATE SET digest = EXCLUDED.digest, pushed_at = EXCLUDED.pushed_at",
-        )
-        .bind(repo.as_str())
-        .bind(tag)
-        .bind(digest.to_string())
-        .bind(at(pushed))
-        .execute(self.db().await?)
-        .await
-        .map_err(self.err())?;
-        Ok(done.rows_affected() > 0)
-    }
-
     async fn tag_rows(
         &self,
         repo: &RepoName,

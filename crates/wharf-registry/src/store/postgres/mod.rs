@@ -8,6 +8,7 @@
 //! 503 until it is back. Pending migrations are applied the first time the database is
 //! reached (see [`migrate`]).
 
+mod import;
 mod locks;
 mod meta;
 pub mod migrate;
