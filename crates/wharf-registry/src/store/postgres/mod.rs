@@ -115,6 +115,10 @@ impl DatabaseConfig {
 
     /// A pool that connects on first use, so a server starts while the database is down.
     pub fn lazy_pool(&self) -> Result<PgPool, String> {
+        Ok(self.lazy_pool_with(self.connect_options()?))
+    }
+
+    fn lazy_pool_with(&self, options: PgConnectOptions) -> PgPool {
         let mut p = PgPoolOptions::new()
             .max_connections(self.pool.max_open.unwrap_or(DEFAULT_MAX_OPEN).max(1))
             .min_connections(0)
@@ -127,7 +131,7 @@ impl DatabaseConfig {
         if let Some(t) = self.pool.max_idle_time {
             p = p.idle_timeout(t);
         }
-        Ok(p.connect_lazy_with(self.connect_options()?))
+        p.connect_lazy_with(options)
     }
 }
 
@@ -188,7 +192,13 @@ fn is_unavailable(e: &sqlx::Error) -> bool {
 /// its connection, which must not starve the queries its holder still makes), then the
 /// metadata, which reads manifests' bytes from `blobs`. Both connect lazily.
 pub fn open_locks(config: &DatabaseConfig) -> Result<PgLocks, StoreError> {
-    let pool = config.lazy_pool().map_err(StoreError::NotAStore)?;
+    use sqlx::ConnectOptions;
+    // A lock statement that waits behind a collector is no slow query worth a warning.
+    let options = config
+        .connect_options()
+        .map_err(StoreError::NotAStore)?
+        .disable_statement_logging();
+    let pool = config.lazy_pool_with(options);
     Ok(PgLocks::new(pool, config.describe()))
 }
 
