@@ -49,11 +49,21 @@ pub async fn state_for(config: &Config) -> anyhow::Result<Arc<AppState>> {
         .collect::<anyhow::Result<_>>()?;
     let upload_secret = match &config.http.secret {
         Some(s) => s.as_bytes().to_vec(),
-        None => {
-            let mut random = vec![0u8; 32];
-            getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-            random
+        None if !matches!(
+            config.storage(),
+            crate::store::StorageConfig::Filesystem { .. }
+        ) =>
+        {
+            // Shared storage means replicas, and registry:2's trap: each would sign upload
+            // locations with its own key and refuse the others'.
+            tracing::warn!(
+                "http.secret is not set: this process signs upload locations with a random key, \
+                 so replicas behind one load balancer will reject each other's uploads; \
+                 set the same http.secret (REGISTRY_HTTP_SECRET) on every replica"
+            );
+            random_secret()?
         }
+        None => random_secret()?,
     };
     let mut metrics = crate::metrics::Metrics::new();
     if let Some(dir) = &store.state_dir {
@@ -105,6 +115,12 @@ pub async fn state_for(config: &Config) -> anyhow::Result<Arc<AppState>> {
         access_log: config.log.access_log,
         health: Arc::default(),
     }))
+}
+
+fn random_secret() -> anyhow::Result<Vec<u8>> {
+    let mut random = vec![0u8; 32];
+    getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    Ok(random)
 }
 
 /// This machine's name, as registry:2 puts it in events' `source.addr`.

@@ -102,6 +102,9 @@ pub fn load(
 fn cannot_honour(key: &str) -> bool {
     let mut parts = key.split('.');
     match (parts.next(), parts.next()) {
+        // Every key of `storage.s3` that wharf models is honoured; any other would be
+        // silently different from what the operator asked (encryption, a KMS key).
+        (Some("storage"), Some("s3")) => true,
         (Some("storage"), Some(section)) => !matches!(
             section,
             "filesystem" | "delete" | "maintenance" | "cache" | "redirect"
@@ -346,14 +349,20 @@ struct AccessLog {
 #[derive(Deserialize, Default)]
 struct Storage {
     filesystem: Option<Filesystem>,
+    s3: Option<super::storage::S3File>,
     delete: Option<Enabled>,
     maintenance: Option<Maintenance>,
     /// registry:2's blob descriptor cache; wharf always caches, so this is accepted as is.
     #[serde(rename = "cache")]
     _cache: Option<Value>,
-    /// Redirects to a storage backend's URLs; the filesystem has none, so nothing to do.
-    #[serde(rename = "redirect")]
-    _redirect: Option<Value>,
+    /// Pulls from S3 redirect to presigned URLs unless `redirect.disable`.
+    redirect: Option<Redirect>,
+}
+
+#[derive(Deserialize, Default)]
+struct Redirect {
+    #[serde(default, deserialize_with = "lenient::bool")]
+    disable: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -521,6 +530,21 @@ impl File {
             .unwrap_or_else(super::default_root);
         let mut config = Config::new(root);
         config.database = database;
+        if let Some(s3) = self.storage.s3 {
+            if self.storage.filesystem.is_some() {
+                return Err(bad(
+                    "storage",
+                    "names both filesystem and s3: choose one driver".into(),
+                ));
+            }
+            let redirect = !self
+                .storage
+                .redirect
+                .as_ref()
+                .and_then(|r| r.disable)
+                .unwrap_or(false);
+            config.s3 = Some(s3.into_config(redirect).map_err(|(k, m)| bad(k, m))?);
+        }
         if let Some(addr) = &self.http.addr {
             config.addr = super::parse_addr(addr).map_err(|e| bad("http.addr", e))?;
         }
@@ -731,16 +755,59 @@ health:
 
     #[test]
     fn a_storage_driver_wharf_lacks_stops_the_start_naming_the_key() {
-        let s3 = "version: 0.1\nstorage:\n  s3:\n    bucket: images\n    region: us-east-1\n";
-        let err = load_str(s3, &[])
-            .expect_err("storage.s3 must be refused")
+        let azure = "version: 0.1\nstorage:\n  azure:\n    container: images\n";
+        let err = load_str(azure, &[])
+            .expect_err("storage.azure must be refused")
             .to_string();
-        assert!(err.contains("storage.s3:"), "{err}");
-        let env = [("REGISTRY_STORAGE", "s3")];
+        assert!(err.contains("storage.azure:"), "{err}");
+        let env = [("REGISTRY_STORAGE", "gcs")];
         let err = load_str("version: 0.1\n", &env)
             .expect_err("refused")
             .to_string();
-        assert!(err.contains("storage.s3"), "{err}");
+        assert!(err.contains("storage.gcs"), "{err}");
+        // An S3 setting wharf does not act on would store differently than asked.
+        let encrypted =
+            "version: 0.1\nstorage:\n  s3:\n    bucket: b\n    region: r\n    encrypt: true\n";
+        let err = load_str(encrypted, &[]).expect_err("refused").to_string();
+        assert!(err.contains("storage.s3.encrypt"), "{err}");
+    }
+
+    #[test]
+    fn storage_s3_comes_from_registry2_keys_and_variables() {
+        let env = [
+            ("REGISTRY_STORAGE", "s3"),
+            ("REGISTRY_STORAGE_S3_BUCKET", "images"),
+            ("REGISTRY_STORAGE_S3_REGION", "garage"),
+            (
+                "REGISTRY_STORAGE_S3_REGIONENDPOINT",
+                "http://127.0.0.1:3900",
+            ),
+            ("REGISTRY_STORAGE_S3_ACCESSKEY", "GK1"),
+            ("REGISTRY_STORAGE_S3_SECRETKEY", "s3cr3t"),
+            ("REGISTRY_STORAGE_S3_SECURE", "false"),
+            ("REGISTRY_STORAGE_S3_CHUNKSIZE", "6291456"),
+            ("REGISTRY_STORAGE_S3_ROOTDIRECTORY", "/wharf"),
+            ("REGISTRY_STORAGE_REDIRECT_DISABLE", "true"),
+        ];
+        let (c, warnings) = load_str("version: 0.1\n", &env).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let s3 = c.s3.expect("storage.s3");
+        assert_eq!(
+            (s3.bucket.as_str(), s3.region.as_str()),
+            ("images", "garage")
+        );
+        assert_eq!(s3.regionendpoint.as_deref(), Some("http://127.0.0.1:3900"));
+        assert_eq!(
+            (s3.secure, s3.chunksize, s3.redirect),
+            (false, 6291456, false)
+        );
+        assert_eq!(s3.rootdirectory, "/wharf");
+        let small =
+            "version: 0.1\nstorage:\n  s3:\n    bucket: b\n    region: r\n    chunksize: 1024\n";
+        let err = load_str(small, &[]).expect_err("refused").to_string();
+        assert!(err.contains("storage.s3.chunksize"), "{err}");
+        let both = "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: /x\n  s3:\n    bucket: b\n    region: r\n";
+        assert!(load_str(both, &[]).is_err());
     }
 
     #[test]

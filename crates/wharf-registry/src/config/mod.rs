@@ -6,6 +6,7 @@ mod file;
 pub mod governance;
 mod observe;
 pub mod proxy;
+mod storage;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,8 +20,11 @@ use crate::auth::policy::AccessPolicy;
 pub struct Config {
     /// `http.addr`.
     pub addr: SocketAddr,
-    /// `storage.filesystem.rootdirectory`: holds `docker/registry/v2/`.
+    /// `storage.filesystem.rootdirectory`: holds `docker/registry/v2/`; with `s3` set, only
+    /// wharf's own local records (the event log) live here.
     pub root: PathBuf,
+    /// `storage.s3`: blobs and metadata in a bucket instead of `root`.
+    pub s3: Option<crate::store::s3::S3Config>,
     /// `storage.delete.enabled`: registry:2 refuses deletes unless this is set.
     pub delete_enabled: bool,
     /// `storage.maintenance.readonly.enabled`: refuse every write.
@@ -212,8 +216,11 @@ pub struct CertifiedKey {
 impl Config {
     /// The storage this configuration names.
     pub fn storage(&self) -> crate::store::StorageConfig {
-        crate::store::StorageConfig::Filesystem {
-            root: self.root.clone(),
+        match &self.s3 {
+            Some(s3) => crate::store::StorageConfig::S3(s3.clone()),
+            None => crate::store::StorageConfig::Filesystem {
+                root: self.root.clone(),
+            },
         }
     }
 
@@ -221,6 +228,7 @@ impl Config {
         Config {
             addr: SocketAddr::from(([0, 0, 0, 0], 5000)),
             root,
+            s3: None,
             delete_enabled: false,
             read_only: false,
             upload_purging: Some(UploadPurging::default()),

@@ -13,6 +13,7 @@
 pub mod fs;
 pub mod hashstate;
 pub mod postgres;
+pub mod s3;
 pub mod suite;
 
 use std::io;
@@ -28,6 +29,29 @@ use uuid::Uuid;
 use wharf_oci::{Descriptor, Digest, Manifest, RepoName, Tag};
 
 pub type ByteStream = BoxStream<'static, io::Result<Bytes>>;
+
+/// Manifests larger than this are not read (Distribution's limit).
+pub const MANIFEST_LIMIT: u64 = 4 * 1024 * 1024;
+
+/// What a stored manifest references, read from its bytes: None if they are gone,
+/// Err(Corrupt) if they do not parse.
+pub async fn read_manifest_record(
+    blobs: &dyn BlobStore,
+    digest: &Digest,
+) -> StoreResult<Option<ManifestRecord>> {
+    let Some(bytes) = blobs.get(digest, MANIFEST_LIMIT).await? else {
+        return Ok(None);
+    };
+    let manifest = Manifest::parse(&bytes, None).map_err(|e| StoreError::Corrupt {
+        what: format!("manifest {digest}"),
+        why: e.to_string(),
+    })?;
+    Ok(Some(ManifestRecord::of(
+        &manifest,
+        digest.clone(),
+        bytes.len() as u64,
+    )))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -330,6 +354,8 @@ pub struct Store {
 pub enum StorageConfig {
     /// `storage.filesystem.rootdirectory`: holds `docker/registry/v2/`.
     Filesystem { root: PathBuf },
+    /// `storage.s3`: a bucket in the same layout.
+    S3(s3::S3Config),
 }
 
 /// Open the configured storage. `create` makes an empty filesystem root when there is none
@@ -350,6 +376,7 @@ pub async fn open(
     };
     let mut store = match config {
         StorageConfig::Filesystem { root } => fs::open_with(root, create, locks)?,
+        StorageConfig::S3(config) => s3::open(config, locks).await?,
     };
     if let Some(db) = database {
         store.meta = Arc::new(postgres::open_meta(db, store.blobs.clone())?);

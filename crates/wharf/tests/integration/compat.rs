@@ -30,19 +30,19 @@ fn skopeo(args: &[&str]) -> String {
     run(Command::new("skopeo").args(args))
 }
 
-fn get_json(url: &str) -> Value {
+pub(crate) fn get_json(url: &str) -> Value {
     let r = client().get(url).send().unwrap();
     assert_eq!(r.status(), StatusCode::OK, "GET {url}");
     r.json().unwrap()
 }
 
 /// `/v2/_catalog` of the registry at `base`.
-fn catalog(base: &str) -> Value {
+pub(crate) fn catalog(base: &str) -> Value {
     get_json(&format!("{base}/v2/_catalog"))["repositories"].clone()
 }
 
 /// `/v2/<repo>/tags/list`, sorted: Distribution 2.8.2 lists tags in directory order.
-fn tags(base: &str, repo: &str) -> Value {
+pub(crate) fn tags(base: &str, repo: &str) -> Value {
     let body = get_json(&format!("{base}/v2/{repo}/tags/list"));
     assert_eq!(body["name"], repo);
     let mut tags: Vec<String> = serde_json::from_value(body["tags"].clone()).unwrap();
@@ -51,7 +51,7 @@ fn tags(base: &str, repo: &str) -> Value {
 }
 
 /// The digest a registry serves for `repo:reference`, checked against the bytes it sends.
-fn manifest_digest(base: &str, repo: &str, reference: &str) -> String {
+pub(crate) fn manifest_digest(base: &str, repo: &str, reference: &str) -> String {
     let r = client()
         .get(format!("{base}/v2/{repo}/manifests/{reference}"))
         .header("accept", ACCEPT_ANY_MANIFEST)
@@ -70,7 +70,7 @@ fn manifest_digest(base: &str, repo: &str, reference: &str) -> String {
 
 /// Copy `src` (a `docker://` reference) into a `dir:` layout with skopeo, which verifies
 /// every blob against its digest, and return the digest of the manifest it fetched.
-fn skopeo_pull(src: &str, into: &Path, all: bool) -> String {
+pub(crate) fn skopeo_pull(src: &str, into: &Path, all: bool) -> String {
     let dest = format!("dir:{}", into.display());
     let mut args = vec!["copy", "--src-tls-verify=false", "--preserve-digests"];
     if all {

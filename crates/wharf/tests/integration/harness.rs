@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod garage;
 pub mod postgres;
 
 use std::net::{TcpListener, TcpStream};
@@ -444,11 +445,25 @@ pub fn wait_for_port(port: u16, child: &mut Child, what: &str) {
     panic!("{what} did not listen on {port} within 20 s");
 }
 
+/// Wait for a `wharf serve` to listen; if it exits instead, fail with its log.
+fn wait_for_wharf(port: u16, child: &mut Child, log: &Path) {
+    let started = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_for_port(port, child, "wharf")
+    }));
+    if started.is_err() {
+        panic!(
+            "wharf serve did not start; its log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    }
+}
+
 /// `wharf serve CONFIG` with `yaml` as the config, storage in `dir`.
 pub struct Served {
     pub port: u16,
     _proc: Proc,
     log: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 impl Served {
@@ -478,11 +493,15 @@ impl Served {
             .find(|(k, _)| *k == "REGISTRY_HTTP_ADDR")
             .and_then(|(_, v)| v.rsplit(':').next()?.parse().ok())
             .unwrap_or(port);
-        wait_for_port(port, &mut proc.0, "wharf");
+        wait_for_wharf(port, &mut proc.0, &log);
         Served {
             port,
             _proc: proc,
             log,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         }
     }
 
@@ -496,7 +515,8 @@ impl Served {
         let _ = self._proc.0.wait();
     }
 
-    /// Start it again after `kill`: the same config (in `dir`) and port; its log goes on.
+    /// Start it again after `kill`: the same config (in `dir`), environment and port; its
+    /// log goes on.
     pub fn restart(&mut self, dir: &Path) {
         let log = std::fs::OpenOptions::new()
             .append(true)
@@ -505,12 +525,13 @@ impl Served {
         let child = Command::new(WHARF)
             .arg("serve")
             .arg(dir.join("config.yml"))
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .unwrap();
         self._proc = Proc(child);
-        wait_for_port(self.port, &mut self._proc.0, "wharf");
+        wait_for_wharf(self.port, &mut self._proc.0, &self.log);
     }
 
     pub fn log(&self) -> String {

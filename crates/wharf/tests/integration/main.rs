@@ -26,6 +26,8 @@ mod plain_http;
 mod proxy;
 mod proxy_faults;
 mod pushes;
+mod replicas;
+mod s3;
 mod seed003;
 mod store_shared;
 mod ui;

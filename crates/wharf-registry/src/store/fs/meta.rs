@@ -16,10 +16,10 @@ use wharf_oci::{Descriptor, Digest, Manifest, RepoName, Tag};
 
 use super::durable::{sync_parent, write_atomic};
 use super::{blocking, not_found_is_ok, read_dir_if_any, read_link, Layout};
-use crate::store::{paginate, BlobStore, ManifestRecord, MetaStore, Page, StoreError, StoreResult};
+use crate::store::{
+    paginate, BlobStore, ManifestRecord, MetaStore, Page, StoreError, StoreResult, MANIFEST_LIMIT,
+};
 
-/// Manifests larger than this are not read (Distribution's limit).
-const MANIFEST_LIMIT: u64 = 4 * 1024 * 1024;
 /// A directory's mtime proves nothing changed only once it is older than the clock's
 /// granularity plus some margin; until then a change in the same tick could hide (git's
 /// "racy clean" problem).
@@ -481,18 +481,7 @@ impl MetaStore for FsMetaStore {
     }
 
     async fn manifest_record(&self, digest: &Digest) -> StoreResult<Option<ManifestRecord>> {
-        let Some(bytes) = self.blobs.get(digest, MANIFEST_LIMIT).await? else {
-            return Ok(None);
-        };
-        let manifest = Manifest::parse(&bytes, None).map_err(|e| StoreError::Corrupt {
-            what: format!("manifest {digest}"),
-            why: e.to_string(),
-        })?;
-        Ok(Some(ManifestRecord::of(
-            &manifest,
-            digest.clone(),
-            bytes.len() as u64,
-        )))
+        crate::store::read_manifest_record(&*self.blobs, digest).await
     }
 
     async fn delete_manifest_unless_put(

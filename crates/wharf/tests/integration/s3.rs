@@ -1,0 +1,378 @@
+//! wharf on S3 (a real Garage): the storage contract, multipart uploads continued by another
+//! process, docker through a server configured with registry:2's variables, and
+//! Distribution 2.8.2 serving the same bucket.
+
+use std::process::Command;
+
+use bytes::Bytes;
+use futures::stream;
+use futures::StreamExt;
+use wharf_oci::{Digest, RepoName};
+use wharf_registry::store::s3::{self, S3Config};
+use wharf_registry::store::{suite, BlobStore, Store};
+
+use crate::compat::{catalog, manifest_digest, skopeo_pull, tags};
+use crate::harness::garage::{distribution_s3_gc, DistributionS3, Garage, BUCKET};
+use crate::harness::{
+    build_busybox_image, docker_manifest, docker_pushed, docker_rmi, docker_runs, header,
+    http_client, require, run, unique, Served,
+};
+use crate::pushes::{named_blobs, text};
+
+const MIB: usize = 1024 * 1024;
+
+fn config(g: &Garage, root: &str) -> S3Config {
+    let mut c = S3Config::new(BUCKET.into(), "garage".into());
+    c.accesskey = Some(g.access_key.clone());
+    c.secretkey = Some(g.secret_key.clone());
+    c.regionendpoint = Some(g.endpoint.clone());
+    c.rootdirectory = root.into();
+    c.chunksize = 5 * MIB as u64;
+    c
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn open(g: &Garage, root: &str) -> Store {
+    s3::open(&config(g, root), None).await.unwrap()
+}
+
+fn body(data: Vec<u8>, frames: usize) -> wharf_registry::store::ByteStream {
+    let size = data.len().div_ceil(frames).max(1);
+    let chunks: Vec<std::io::Result<Bytes>> = data
+        .chunks(size)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    stream::iter(chunks).boxed()
+}
+
+async fn read_all(blobs: &dyn BlobStore, d: &Digest) -> Vec<u8> {
+    let mut body = blobs.read(d, None).await.unwrap().body;
+    let mut out = Vec::new();
+    while let Some(c) = body.next().await {
+        out.extend_from_slice(&c.unwrap());
+    }
+    out
+}
+
+fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn s3_store_keeps_the_contract_on_garage() {
+    let g = Garage::start();
+    runtime().block_on(async {
+        let store = open(&g, "/contract").await;
+        suite::blob_store_contract(store.blobs.clone()).await;
+        suite::meta_store_contract(store.meta.clone(), store.blobs.clone()).await;
+    });
+}
+
+/// Chunks smaller and larger than a part, sent to two stores (two processes, two
+/// replicas): whole parts, a tail carried between requests, and a commit that copies
+/// server-side. Then a monolithic body of several parts, and a wrong digest refused.
+#[test]
+fn s3_multipart_uploads_continue_across_processes() {
+    let g = Garage::start();
+    runtime().block_on(async {
+        let (a, b) = (open(&g, "/").await, open(&g, "/").await);
+        let repo: RepoName = "multi/part".parse().unwrap();
+        let data = pseudo_random(13 * MIB + 12345, 7);
+        let digest = Digest::sha256_of(&data);
+        let id = a.blobs.start_upload(&repo).await.unwrap();
+        let cuts = [0, 3 * MIB, 4 * MIB, 11 * MIB, data.len()];
+        for (i, w) in cuts.windows(2).enumerate() {
+            let store = if i % 2 == 0 { &a } else { &b };
+            let size = store
+                .blobs
+                .append(
+                    &repo,
+                    id,
+                    Some(w[0] as u64),
+                    body(data[w[0]..w[1]].to_vec(), 3),
+                )
+                .await
+                .unwrap();
+            assert_eq!(size, w[1] as u64);
+        }
+        assert_eq!(
+            b.blobs.upload_size(&repo, id).await.unwrap(),
+            data.len() as u64
+        );
+        assert!(
+            a.blobs.stat(&digest).await.unwrap().is_none(),
+            "not before commit"
+        );
+        let wrong = Digest::sha256_of(b"not it");
+        assert!(b.blobs.commit(&repo, id, &wrong).await.is_err());
+        assert_eq!(
+            b.blobs.commit(&repo, id, &digest).await.unwrap(),
+            data.len() as u64
+        );
+        assert_eq!(read_all(&*a.blobs, &digest).await, data);
+        assert!(
+            a.blobs.list_uploads().await.unwrap().is_empty(),
+            "upload cleaned up"
+        );
+
+        let mono = pseudo_random(12 * MIB, 9);
+        let md = Digest::sha256_of(&mono);
+        assert!(a
+            .blobs
+            .put_stream(&wrong, body(mono.clone(), 40))
+            .await
+            .is_err());
+        assert!(a.blobs.stat(&wrong).await.unwrap().is_none());
+        assert_eq!(
+            a.blobs
+                .put_stream(&md, body(mono.clone(), 40))
+                .await
+                .unwrap(),
+            mono.len() as u64
+        );
+        assert_eq!(read_all(&*b.blobs, &md).await, mono);
+        let range = b
+            .blobs
+            .read(&md, Some(5 * MIB as u64..=5 * MIB as u64 + 9))
+            .await
+            .unwrap();
+        assert_eq!(range.size, mono.len() as u64);
+    });
+}
+
+fn s3_env(g: &Garage, root: &str) -> Vec<(String, String)> {
+    let mut env = g.storage_env(root);
+    env.push(("REGISTRY_STORAGE_DELETE_ENABLED".into(), "true".into()));
+    env
+}
+
+fn serve(dir: &std::path::Path, env: &[(String, String)]) -> Served {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    Served::start(dir, "version: 0.1\nhttp:\n  addr: 127.0.0.1:@PORT@\n", &env)
+}
+
+/// A registry:2 user's switch: the same REGISTRY_STORAGE_S3_* variables, then docker. Pulls
+/// redirect to presigned Garage URLs, as registry:2's do unless `storage.redirect.disable`.
+#[test]
+fn docker_pushes_and_pulls_through_wharf_on_s3() {
+    let g = Garage::start();
+    let dir = tempfile::tempdir().unwrap();
+    let env: Vec<_> = s3_env(&g, "/")
+        .into_iter()
+        .filter(|(k, _)| k != "REGISTRY_STORAGE_REDIRECT_DISABLE")
+        .collect();
+    let w = serve(dir.path(), &env);
+    let marker = unique("s3-marker");
+    let image = docker_pushed(&w.host(), "s3/app", &marker);
+    docker_runs(&image, &marker);
+    docker_rmi(&[&image]);
+    assert!(g.object_count() > 0, "the bucket holds the image");
+    assert!(w.log().contains("http.secret is not set"), "{}", w.log());
+    assert!(
+        !dir.path().join("docker/registry/v2/blobs").exists(),
+        "nothing went to the local root"
+    );
+    let manifest = docker_manifest(&format!("http://{}/v2/s3/app/manifests/v1", w.host()));
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap().to_owned();
+    let no_follow = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = no_follow
+        .get(format!("http://{}/v2/s3/app/blobs/{layer}", w.host()))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::TEMPORARY_REDIRECT);
+    let location = header(&r, "location");
+    assert!(location.starts_with(&g.endpoint), "{location}");
+    let bytes = http_client()
+        .get(&location)
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap();
+    assert_eq!(
+        Digest::sha256_of(&bytes).to_string(),
+        layer,
+        "presigned URL serves the blob"
+    );
+}
+
+/// Distribution 2.8.2 on the same bucket serves what wharf pushed, and wharf serves what
+/// Distribution pushed: catalog, tags, and digests skopeo verifies.
+#[test]
+fn distribution_and_wharf_serve_each_others_bucket() {
+    require("skopeo", "skopeo");
+    let g = Garage::start();
+    let dir = tempfile::tempdir().unwrap();
+    let w = serve(dir.path(), &s3_env(&g, "/shared"));
+    let d = DistributionS3::start(&g, "/shared");
+    let wurl = format!("http://{}", w.host());
+
+    let marker = unique("by-wharf");
+    let image = docker_pushed(&w.host(), "from/wharf", &marker);
+    docker_rmi(&[&image]);
+    let local = build_busybox_image(&unique("by-distribution:"), &unique("by-distribution"));
+    let remote = format!("{}/from/distribution:v1", d.host());
+    run(Command::new("docker").args(["tag", &local, &remote]));
+    run(Command::new("docker").args(["push", &remote]));
+    docker_rmi(&[&local, &remote]);
+
+    for base in [&wurl, &d.url()] {
+        assert_eq!(
+            catalog(base),
+            serde_json::json!(["from/distribution", "from/wharf"]),
+            "{base}"
+        );
+        for repo in ["from/wharf", "from/distribution"] {
+            assert_eq!(tags(base, repo), serde_json::json!(["v1"]), "{base} {repo}");
+        }
+    }
+    for repo in ["from/wharf", "from/distribution"] {
+        let (wd, dd) = (
+            manifest_digest(&wurl, repo, "v1"),
+            manifest_digest(&d.url(), repo, "v1"),
+        );
+        assert_eq!(wd, dd, "{repo}");
+        for host in [w.host(), d.host()] {
+            let into = tempfile::tempdir().unwrap();
+            let got = skopeo_pull(&format!("docker://{host}/{repo}:v1"), into.path(), false);
+            assert_eq!(got, wd, "{host} {repo}");
+        }
+    }
+}
+
+/// The object store down: requests that need it get a 503 with the spec's error body
+/// (after the SDK's retries), not a 500; once it is back, pushes and pulls work again.
+#[test]
+fn s3_down_is_a_503_and_service_resumes_when_it_is_back() {
+    let mut g = Garage::start();
+    let dir = tempfile::tempdir().unwrap();
+    let w = serve(dir.path(), &s3_env(&g, "/"));
+    let base = format!("http://{}", w.host());
+    let c = http_client();
+    let blob = b"before the outage".to_vec();
+    let d = Digest::sha256_of(&blob);
+    let post = |data: Vec<u8>, d: &Digest| {
+        c.post(format!("{base}/v2/faults/blobs/uploads/?digest={d}"))
+            .header("content-type", "application/octet-stream")
+            .body(data)
+            .send()
+            .unwrap()
+    };
+    assert_eq!(post(blob.clone(), &d).status(), 201);
+
+    g.kill_node(0);
+    let r = c.get(format!("{base}/v2/faults/blobs/{d}")).send().unwrap();
+    assert_eq!(r.status(), 503);
+    let body: serde_json::Value = r.json().unwrap();
+    assert_eq!(body["errors"][0]["code"], "UNAVAILABLE", "{body}");
+    let other = b"during the outage".to_vec();
+    let od = Digest::sha256_of(&other);
+    assert_eq!(post(other.clone(), &od).status(), 503);
+
+    g.restart_node(0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let r = post(other.clone(), &od);
+        if r.status() == 201 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no recovery: {}",
+            r.status()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    for (data, d) in [(blob, d), (other, od)] {
+        let got = c.get(format!("{base}/v2/faults/blobs/{d}")).send().unwrap();
+        assert_eq!(got.bytes().unwrap().to_vec(), data);
+    }
+}
+
+/// Garbage collection and scrub on a bucket: wharf and Distribution's own collector agree
+/// on what is garbage; what stays still pulls with verified digests; scrub is clean.
+#[test]
+fn gc_and_scrub_on_s3_agree_with_distribution() {
+    require("skopeo", "skopeo");
+    let g = Garage::start();
+    let dir = tempfile::tempdir().unwrap();
+    let env = s3_env(&g, "/gc");
+    let mut w = serve(dir.path(), &env);
+    let keep = docker_pushed(&w.host(), "gc/keep", &unique("keep"));
+    let drop = docker_pushed(&w.host(), "gc/drop", &unique("drop"));
+    docker_rmi(&[&keep, &drop]);
+    let base = format!("http://{}", w.host());
+    let dropped = manifest_digest(&base, "gc/drop", "v1");
+    let r = http_client()
+        .delete(format!("{base}/v2/gc/drop/manifests/{dropped}"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    // S3 without a database is one process: the collector runs with the server stopped.
+    w.kill();
+    // S3 dates objects in whole seconds, and a blob retained in the second the collection
+    // starts counts as retained after it (the safe side): step past that second.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+
+    let config = dir.path().join("config.yml");
+    let wharf = |args: &[&str]| {
+        let out = Command::new(crate::harness::WHARF)
+            .args(args)
+            .arg(&config)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "wharf {args:?}: {}", text(&out));
+        text(&out)
+    };
+    let theirs = named_blobs(&distribution_s3_gc(&g, "/gc"), "blob eligible for deletion");
+    let ours = named_blobs(
+        &wharf(&["garbage-collect", "--dry-run", "--grace", "0s"]),
+        "blob eligible for deletion",
+    );
+    assert_eq!(
+        ours, theirs,
+        "wharf and Distribution disagree on what is garbage"
+    );
+    assert!(ours.contains(&dropped), "{ours:?}");
+    let deleted = named_blobs(
+        &wharf(&["garbage-collect", "--grace", "0s"]),
+        "blob deleted",
+    );
+    assert_eq!(deleted, ours);
+    let scrub = wharf(&["scrub"]);
+    assert!(
+        scrub.contains("clean") || !scrub.contains("damage"),
+        "{scrub}"
+    );
+
+    w.restart(dir.path());
+    let into = tempfile::tempdir().unwrap();
+    let got = skopeo_pull(
+        &format!("docker://{}/gc/keep:v1", w.host()),
+        into.path(),
+        false,
+    );
+    assert_eq!(got, manifest_digest(&base, "gc/keep", "v1"));
+    let gone = http_client()
+        .head(format!("{base}/v2/gc/drop/blobs/{dropped}"))
+        .send()
+        .unwrap();
+    assert_eq!(gone.status(), 404);
+}
