@@ -376,3 +376,63 @@ fn gc_and_scrub_on_s3_agree_with_distribution() {
         .unwrap();
     assert_eq!(gone.status(), 404);
 }
+
+/// A pull-through cache on S3: concurrent cold pulls all get the upstream's image, though
+/// S3 cannot serve an upload's parts before it completes (followers then wait for the blob).
+#[test]
+fn a_pull_through_cache_on_s3_serves_concurrent_cold_pulls() {
+    use crate::proxy::{push_upstream, skopeo_copy, wharf_upstream, PASSWORD, USER};
+    require("skopeo", "skopeo");
+    let g = Garage::start();
+    let dir = tempfile::tempdir().unwrap();
+    let up = wharf_upstream(&dir.path().join("up"));
+    push_upstream(
+        &dir.path().join("docker-config"),
+        &up.host(),
+        "lib/app",
+        "via-s3",
+    );
+    let yaml = format!(
+        "version: 0.1\nhttp:\n  addr: 127.0.0.1:@PORT@\nproxy:\n  upstreams:\n    - prefix: up/\n      remoteurl: http://{}\n      username: {USER}\n      password: {PASSWORD}\n",
+        up.host()
+    );
+    let mdir = dir.path().join("mirror");
+    std::fs::create_dir_all(&mdir).unwrap();
+    let env = s3_env(&g, "/mirror");
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let m = Served::start(&mdir, &yaml, &env);
+    let src = format!("{}/up/lib/app:v1", m.host());
+    let pulls: Vec<_> = (0..4)
+        .map(|_| {
+            let src = src.clone();
+            std::thread::spawn(move || {
+                let into = tempfile::tempdir().unwrap();
+                let out = skopeo_copy(&src, into.path());
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                Digest::sha256_of(&std::fs::read(into.path().join("manifest.json")).unwrap())
+            })
+        })
+        .collect();
+    // What the upstream serves (it wants credentials, which skopeo takes as given).
+    let into = tempfile::tempdir().unwrap();
+    let dest = format!("dir:{}", into.path().display());
+    let creds = format!("{USER}:{PASSWORD}");
+    let upstream = format!("docker://{}/lib/app:v1", up.host());
+    run(Command::new("skopeo").args([
+        "copy",
+        "--src-tls-verify=false",
+        "--src-creds",
+        &creds,
+        &upstream,
+        &dest,
+    ]));
+    let expected =
+        Digest::sha256_of(&std::fs::read(into.path().join("manifest.json")).unwrap()).to_string();
+    for p in pulls {
+        assert_eq!(p.join().unwrap().to_string(), expected);
+    }
+}

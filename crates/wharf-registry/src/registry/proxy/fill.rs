@@ -440,6 +440,9 @@ impl Follower {
                             }
                             // Committed meanwhile: the next state says so.
                             Err(StoreError::UploadUnknown(_)) => {}
+                            // A store that cannot read an upload before it completes (S3's
+                            // multipart parts): this follower waits for the blob.
+                            Err(StoreError::Io(e)) if e.kind() == io::ErrorKind::Unsupported => {}
                             Err(e) => return Some(Err(io::Error::other(e))),
                         }
                     }

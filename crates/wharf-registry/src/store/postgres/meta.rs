@@ -1,7 +1,8 @@
 //! [`MetaStore`] on PostgreSQL. Listings come from indexes with keyset pagination
-//! (`WHERE name > $last ORDER BY name LIMIT n+1`), never from a walk. Times are taken from
-//! this process's clock, the one `BlobStore::now` and the blob store's retains use, since
-//! garbage collection compares manifests' put times with the instant its mark began.
+//! (`WHERE name > $last ORDER BY name LIMIT n+1`), never from a walk. A manifest's put time
+//! is read from `BlobStore::now`, the clock garbage collection reads the instant its mark
+//! began from (the bucket's, on S3), so that skew between hosts cannot make a put after
+//! the mark look older than it.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -316,7 +317,8 @@ impl MetaStore for PgMetaStore {
         manifest: &ManifestRecord,
         tag: Option<&Tag>,
     ) -> StoreResult<()> {
-        let now = SystemTime::now();
+        // The collector's clock (see the module's doc); the caller holds the writer lock.
+        let now = self.blobs.now().await?;
         self.put_manifest_at(repo, manifest, tag.map(|t| (t.as_str(), now)), now)
             .await
     }
