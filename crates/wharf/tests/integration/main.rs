@@ -14,6 +14,7 @@ mod compat;
 mod conformance;
 mod database;
 mod database_races;
+mod database_s3;
 mod events;
 mod governance;
 mod http_edges;
