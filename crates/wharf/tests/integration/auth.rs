@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use crate::harness::{
     build_busybox_image, docker_rmi, free_port, output_with_stdin, require, require_docker, run,
-    self_signed, unique, wait_for_port, Proc, Served, WHARF,
+    self_signed, unique, Served, WHARF,
 };
 
 /// An htpasswd file made by Apache's `htpasswd` (`flag` is -B, -m or -s).
@@ -262,19 +262,12 @@ fn nginx_in_front_with_an_apr1_file_as_in_seed_003() {
     let hash = run(Command::new("openssl").args(["passwd", "-apr1", "admin"]));
     let users = dir.path().join("nginx.htpasswd");
     std::fs::write(&users, format!("admin:{hash}")).unwrap();
-    let port = free_port();
-    // The seed's server block, on a loopback port, with paths inside the test directory.
-    let conf = format!(
-        r#"daemon off;
-master_process off;
-pid {d}/nginx.pid;
-error_log {d}/nginx-error.log;
-events {{}}
-http {{
-    access_log off;
-    client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+    let (_nginx, port) = crate::harness::nginx::nginx(
+        dir.path(),
+        &format!(
+            r#"    access_log off;
     server {{
-        listen      127.0.0.1:{port} ssl;
+        listen      127.0.0.1:@PORT@ ssl;
         ssl_certificate   {cert};
         ssl_certificate_key  {key};
         chunked_transfer_encoding on;
@@ -290,25 +283,13 @@ http {{
             proxy_set_header  X-Forwarded-Proto $scheme;
             proxy_read_timeout                  900;
         }}
-    }}
-}}
-"#,
-        d = dir.path().display(),
-        cert = cert.display(),
-        key = key.display(),
-        users = users.display(),
-        backend = backend.port,
+    }}"#,
+            cert = cert.display(),
+            key = key.display(),
+            users = users.display(),
+            backend = backend.port,
+        ),
     );
-    let conf_path = dir.path().join("nginx.conf");
-    std::fs::write(&conf_path, conf).unwrap();
-    let mut child = Command::new("nginx")
-        .arg("-c")
-        .arg(&conf_path)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_port(port, &mut child, "nginx");
-    let _nginx = Proc(child);
     let host = format!("127.0.0.1:{port}");
     let config = dir.path().join("docker-config");
     let out = docker_login(&config, &host, "admin", "admin");

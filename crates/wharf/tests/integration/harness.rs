@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod garage;
+pub mod nginx;
 pub mod postgres;
 
 use std::net::{TcpListener, TcpStream};
@@ -167,20 +168,27 @@ impl Distribution {
 
     /// With extra `http:` keys, e.g. `  secret: s3cret\n`.
     pub fn start_with(root: &Path, http_extra: &str) -> Distribution {
+        let storage = format!("  filesystem:\n    rootdirectory: {}\n", root.display());
+        Self::start_storage(&storage, http_extra)
+    }
+
+    /// On `storage` (the lines under `storage:`, indented), with `delete` enabled.
+    pub fn start_storage(storage: &str, http_extra: &str) -> Distribution {
         require("docker-registry", "docker-registry");
         let port = free_port();
         let config = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(
             config.path(),
             format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{http_extra}",
-                root.display()
+                "version: 0.1\nlog:\n  level: error\nstorage:\n{storage}  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{http_extra}",
             ),
         )
         .unwrap();
+        // Its Go AWS SDK panics on AWS_CA_BUNDLE with a custom transport (S3 storage).
         let mut child = Command::new("docker-registry")
             .arg("serve")
             .arg(config.path())
+            .env_remove("AWS_CA_BUNDLE")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

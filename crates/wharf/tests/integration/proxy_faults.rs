@@ -2,7 +2,7 @@
 //! serves a corrupt blob, or a client that hangs up mid-blob. Helpers in `proxy.rs`.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use crate::harness::*;
@@ -11,41 +11,22 @@ use crate::proxy::{docker_cfg, mirror, push_upstream, skopeo_copy, wharf_upstrea
 /// nginx in front of the upstream, answering 429 while `flag` exists, and sending at most
 /// `rate` bytes a second to each client.
 pub(crate) fn nginx_front(dir: &Path, backend: u16, flag: &Path, rate: &str) -> (Proc, u16) {
-    require("nginx", "nginx");
-    let port = free_port();
-    let conf = format!(
-        r#"daemon off;
-master_process off;
-pid {d}/nginx.pid;
-error_log {d}/nginx-error.log;
-events {{}}
-http {{
-    access_log off;
-    client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+    crate::harness::nginx::nginx(
+        dir,
+        &format!(
+            r#"    access_log off;
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:@PORT@;
         location / {{
             if (-f {flag}) {{ return 429; }}
             proxy_pass http://127.0.0.1:{backend};
             proxy_set_header Host $http_host;
             limit_rate {rate};
         }}
-    }}
-}}
-"#,
-        d = dir.display(),
-        flag = flag.display(),
-    );
-    let path = dir.join("nginx.conf");
-    std::fs::write(&path, conf).unwrap();
-    let mut child = Command::new("nginx")
-        .arg("-c")
-        .arg(&path)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_port(port, &mut child, "nginx");
-    (Proc(child), port)
+    }}"#,
+            flag = flag.display(),
+        ),
+    )
 }
 
 #[test]

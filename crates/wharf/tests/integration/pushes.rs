@@ -143,6 +143,18 @@ pub fn wharf_cmd(args: &[&str]) -> Output {
     Command::new(WHARF).args(args).output().expect("run wharf")
 }
 
+/// `wharf <args> <config>` with `env` added, which must succeed; its output.
+pub fn wharf_ok_with(args: &[&str], config: &Path, env: &[(String, String)]) -> String {
+    let out = Command::new(WHARF)
+        .args(args)
+        .arg(config)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .expect("run wharf");
+    assert!(out.status.success(), "wharf {args:?}: {}", text(&out));
+    text(&out)
+}
+
 pub fn text(out: &Output) -> String {
     format!(
         "{}{}",

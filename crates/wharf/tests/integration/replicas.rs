@@ -11,31 +11,25 @@ use wharf_oci::Digest;
 
 use crate::compat::{manifest_digest, skopeo_pull};
 use crate::harness::garage::Garage;
+use crate::harness::nginx::nginx;
 use crate::harness::{
-    build_busybox_image_with, docker_rmi, free_port, header, http_client, require, require_docker,
-    run, unique, wait_for_port, Proc, Served,
+    build_busybox_image_with, docker_rmi, header, http_client, require, require_docker, run,
+    unique, Proc, Served,
 };
 
 /// nginx spreading requests over `backends` in turn, streaming bodies both ways.
 pub(crate) fn round_robin(dir: &Path, backends: &[u16]) -> (Proc, u16) {
-    require("nginx", "nginx");
-    let port = free_port();
     let servers: String = backends
         .iter()
         .map(|p| format!("server 127.0.0.1:{p} max_fails=1 fail_timeout=2s; "))
         .collect();
-    let conf = format!(
-        r#"daemon off;
-master_process off;
-pid {d}/nginx.pid;
-error_log {d}/nginx-error.log;
-events {{}}
-http {{
-    access_log off;
-    client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+    nginx(
+        dir,
+        &format!(
+            r#"    access_log @DIR@/access.log;
     upstream replicas {{ {servers} keepalive 16; }}
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:@PORT@;
         client_max_body_size 0;
         location / {{
             proxy_pass http://replicas;
@@ -45,21 +39,9 @@ http {{
             proxy_request_buffering off;
             proxy_buffering off;
         }}
-    }}
-}}
-"#,
-        d = dir.display(),
-    );
-    let path = dir.join("nginx.conf");
-    std::fs::write(&path, conf).unwrap();
-    let mut child = Command::new("nginx")
-        .arg("-c")
-        .arg(&path)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_port(port, &mut child, "nginx");
-    (Proc(child), port)
+    }}"#
+        ),
+    )
 }
 
 /// The replicas' shared environment: the bucket, and one `http.secret` so that upload

@@ -12,12 +12,12 @@ use wharf_registry::store::s3::{self, S3Config};
 use wharf_registry::store::{suite, BlobStore, Store};
 
 use crate::compat::{catalog, manifest_digest, skopeo_pull, tags};
-use crate::harness::garage::{distribution_s3_gc, DistributionS3, Garage, BUCKET};
+use crate::harness::garage::{distribution_on, distribution_s3_gc, Garage, BUCKET};
 use crate::harness::{
     build_busybox_image, docker_manifest, docker_pushed, docker_rmi, docker_runs, header,
     http_client, require, run, unique, Served,
 };
-use crate::pushes::{named_blobs, text};
+use crate::pushes::{named_blobs, noise, wharf_ok_with};
 
 const MIB: usize = 1024 * 1024;
 
@@ -28,6 +28,10 @@ fn config(g: &Garage, root: &str) -> S3Config {
     c.regionendpoint = Some(g.endpoint.clone());
     c.rootdirectory = root.into();
     c.chunksize = 5 * MIB as u64;
+    // Small enough that the 13 MiB commit below is copied part by part (UploadPartCopy),
+    // as blobs over S3's 5 GiB CopyObject limit must be.
+    c.multipartcopythresholdsize = 6 * MIB as u64;
+    c.multipartcopychunksize = 5 * MIB as u64;
     c
 }
 
@@ -60,18 +64,6 @@ async fn read_all(blobs: &dyn BlobStore, d: &Digest) -> Vec<u8> {
     out
 }
 
-fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 #[test]
 fn s3_store_keeps_the_contract_on_garage() {
     let g = Garage::start();
@@ -91,7 +83,7 @@ fn s3_multipart_uploads_continue_across_processes() {
     runtime().block_on(async {
         let (a, b) = (open(&g, "/").await, open(&g, "/").await);
         let repo: RepoName = "multi/part".parse().unwrap();
-        let data = pseudo_random(13 * MIB + 12345, 7);
+        let data = noise(7, 13 * MIB + 12345);
         let digest = Digest::sha256_of(&data);
         let id = a.blobs.start_upload(&repo).await.unwrap();
         let cuts = [0, 3 * MIB, 4 * MIB, 11 * MIB, data.len()];
@@ -129,7 +121,7 @@ fn s3_multipart_uploads_continue_across_processes() {
             "upload cleaned up"
         );
 
-        let mono = pseudo_random(12 * MIB, 9);
+        let mono = noise(9, 12 * MIB);
         let md = Digest::sha256_of(&mono);
         assert!(a
             .blobs
@@ -220,7 +212,7 @@ fn distribution_and_wharf_serve_each_others_bucket() {
     let g = Garage::start();
     let dir = tempfile::tempdir().unwrap();
     let w = serve(dir.path(), &s3_env(&g, "/shared"));
-    let d = DistributionS3::start(&g, "/shared");
+    let d = distribution_on(&g, "/shared");
     let wurl = format!("http://{}", w.host());
 
     let marker = unique("by-wharf");
@@ -331,16 +323,7 @@ fn gc_and_scrub_on_s3_agree_with_distribution() {
     std::thread::sleep(std::time::Duration::from_millis(1100));
 
     let config = dir.path().join("config.yml");
-    let wharf = |args: &[&str]| {
-        let out = Command::new(crate::harness::WHARF)
-            .args(args)
-            .arg(&config)
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "wharf {args:?}: {}", text(&out));
-        text(&out)
-    };
+    let wharf = |args: &[&str]| wharf_ok_with(args, &config, &env);
     let theirs = named_blobs(&distribution_s3_gc(&g, "/gc"), "blob eligible for deletion");
     let ours = named_blobs(
         &wharf(&["garbage-collect", "--dry-run", "--grace", "0s"]),

@@ -205,8 +205,7 @@ fn tags_and_referrers_written_by_one_process_are_seen_by_the_others_at_once() {
 #[test]
 fn docker_through_round_robin_over_two_wharfs_and_a_distribution() {
     use crate::harness::{
-        build_busybox_image, docker_rmi, docker_runs, free_port, require, require_docker, run,
-        unique, wait_for_port, Proc,
+        build_busybox_image, docker_rmi, docker_runs, require, require_docker, run, unique,
     };
     require("nginx", "nginx");
     require_docker();
@@ -217,20 +216,14 @@ fn docker_through_round_robin_over_two_wharfs_and_a_distribution() {
     let a = Wharf::start_on_with_env(&root, &env);
     let b = Wharf::start_on_with_env(&root, &env);
     let d = Distribution::start_with(&root, &format!("  secret: {SECRET}\n"));
-    let port = free_port();
-    let conf = format!(
-        r#"daemon off;
-master_process off;
-pid {dir}/nginx.pid;
-error_log {dir}/nginx-error.log;
-events {{}}
-http {{
-    access_log {dir}/access.log;
-    client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy; fastcgi_temp_path {dir}/fcgi; uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;
+    let (_nginx, port) = crate::harness::nginx::nginx(
+        dir.path(),
+        &format!(
+            r#"    access_log {dir}/access.log;
     upstream registries {{ server 127.0.0.1:{a}; server 127.0.0.1:{b}; server 127.0.0.1:{d}; }}
     log_format upstream '$request_method $upstream_addr $status';
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:@PORT@;
         client_max_body_size 0;
         proxy_request_buffering off;
         location /v2/ {{
@@ -238,24 +231,13 @@ http {{
             proxy_set_header Host $http_host;
             access_log {dir}/upstreams.log upstream;
         }}
-    }}
-}}
-"#,
-        dir = dir.path().display(),
-        a = a.port,
-        b = b.port,
-        d = d.port,
+    }}"#,
+            dir = dir.path().display(),
+            a = a.port,
+            b = b.port,
+            d = d.port,
+        ),
     );
-    let conf_path = dir.path().join("nginx.conf");
-    std::fs::write(&conf_path, conf).unwrap();
-    let mut child = std::process::Command::new("nginx")
-        .arg("-c")
-        .arg(&conf_path)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_port(port, &mut child, "nginx");
-    let _nginx = Proc(child);
 
     let host = format!("127.0.0.1:{port}");
     let local = build_busybox_image(&unique("wharf-rr-src:"), "round robin");

@@ -313,31 +313,10 @@ impl Bucket {
                 (i as i32 + 1, start, (start + chunk).min(size) - 1)
             })
             .collect();
-        let source = self.source(from);
         let mut parts: Vec<CompletedPart> = stream::iter(ranges)
-            .map(|(n, a, b)| {
-                let req = self
-                    .client
-                    .upload_part_copy()
-                    .bucket(&self.name)
-                    .key(to)
-                    .upload_id(id)
-                    .part_number(n)
-                    .copy_source(source.clone())
-                    .copy_source_range(format!("bytes={a}-{b}"));
-                async move {
-                    let out = req
-                        .send()
-                        .await
-                        .map_err(|e| self.error(&format!("copying part {n} of {from}"), e))?;
-                    let etag = out.copy_part_result.and_then(|r| r.e_tag);
-                    Ok::<_, StoreError>(
-                        CompletedPart::builder()
-                            .part_number(n)
-                            .set_e_tag(etag)
-                            .build(),
-                    )
-                }
+            .map(|(n, a, b)| async move {
+                let etag = self.copy_part(to, id, n, from, Some((a, b))).await?;
+                Ok::<_, StoreError>(CompletedPart::builder().part_number(n).e_tag(etag).build())
             })
             .buffer_unordered(self.copy_concurrency)
             .try_collect()
@@ -384,8 +363,16 @@ impl Bucket {
         Ok(out.e_tag.unwrap_or_default())
     }
 
-    /// A part made of an existing object's bytes, copied server-side; returns its ETag.
-    pub async fn copy_part(&self, key: &str, id: &str, n: i32, from: &str) -> StoreResult<String> {
+    /// A part made of an existing object's bytes (all, or the range `a-b`), copied
+    /// server-side; returns its ETag.
+    pub async fn copy_part(
+        &self,
+        key: &str,
+        id: &str,
+        n: i32,
+        from: &str,
+        range: Option<(u64, u64)>,
+    ) -> StoreResult<String> {
         let out = self
             .client
             .upload_part_copy()
@@ -394,6 +381,7 @@ impl Bucket {
             .upload_id(id)
             .part_number(n)
             .copy_source(self.source(from))
+            .set_copy_source_range(range.map(|(a, b)| format!("bytes={a}-{b}")))
             .send()
             .await
             .map_err(|e| self.error(&format!("copying {from} into part {n} of {key}"), e))?;

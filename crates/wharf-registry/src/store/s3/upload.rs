@@ -231,7 +231,7 @@ impl Uploads<'_> {
             .collect();
         if state.tail > 0 {
             let n = parts.len() as i32 + 1;
-            let etag = self.bucket.copy_part(&data, mp, n, &tail).await?;
+            let etag = self.bucket.copy_part(&data, mp, n, &tail, None).await?;
             parts.push(
                 aws_sdk_s3::types::CompletedPart::builder()
                     .part_number(n)

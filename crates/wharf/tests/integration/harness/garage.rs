@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{free_port, require, wait_until_up};
+use super::{free_port, require, Distribution};
 
 pub const BUCKET: &str = "registry";
 
@@ -292,31 +292,19 @@ fn field(text: &str, name: &str) -> String {
         .unwrap_or_else(|| panic!("no {name:?} in garage's output:\n{text}"))
 }
 
-/// Distribution 2.8.2 with `storage.s3` on a Garage bucket.
-pub struct DistributionS3 {
-    pub port: u16,
-    child: Child,
-    _config: tempfile::NamedTempFile,
-}
-
-/// A Distribution config on the Garage bucket, listening on `port`.
-fn distribution_config(garage: &Garage, rootdirectory: &str, port: u16) -> tempfile::NamedTempFile {
+/// `docker-registry garbage-collect --dry-run` on the bucket: what Distribution calls garbage.
+pub fn distribution_s3_gc(garage: &Garage, rootdirectory: &str) -> String {
+    require("docker-registry", "docker-registry");
     let config = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(
         config.path(),
         format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n{}  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            "version: 0.1\nstorage:\n{}",
             garage.storage_yaml(rootdirectory)
         ),
     )
     .unwrap();
-    config
-}
-
-/// `docker-registry garbage-collect --dry-run` on the bucket: what Distribution calls garbage.
-pub fn distribution_s3_gc(garage: &Garage, rootdirectory: &str) -> String {
-    require("docker-registry", "docker-registry");
-    let config = distribution_config(garage, rootdirectory, free_port());
+    // Its Go AWS SDK panics on AWS_CA_BUNDLE with a custom transport (test-servers.md).
     let out = Command::new("docker-registry")
         .args(["garbage-collect", "--dry-run"])
         .arg(config.path())
@@ -332,44 +320,7 @@ pub fn distribution_s3_gc(garage: &Garage, rootdirectory: &str) -> String {
     text
 }
 
-impl DistributionS3 {
-    pub fn start(garage: &Garage, rootdirectory: &str) -> DistributionS3 {
-        require("docker-registry", "docker-registry");
-        let port = free_port();
-        let config = distribution_config(garage, rootdirectory, port);
-        // Its Go SDK panics on AWS_CA_BUNDLE with a custom transport (test-servers.md).
-        let mut child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(config.path())
-            .env_remove("AWS_CA_BUNDLE")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start docker-registry");
-        wait_until_up(
-            &format!("http://127.0.0.1:{port}"),
-            &mut child,
-            "docker-registry on S3",
-        );
-        DistributionS3 {
-            port,
-            child,
-            _config: config,
-        }
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for DistributionS3 {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Distribution 2.8.2 with `storage.s3` on the Garage bucket, under `rootdirectory`.
+pub fn distribution_on(garage: &Garage, rootdirectory: &str) -> Distribution {
+    Distribution::start_storage(&garage.storage_yaml(rootdirectory), "")
 }
