@@ -31,7 +31,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub async fn state_for(config: &Config) -> anyhow::Result<Arc<AppState>> {
-    let store = crate::store::open(&config.storage(), true)
+    let store = crate::store::open(&config.storage(), config.database.as_ref(), true)
         .await
         .with_context(|| format!("cannot open storage {}", config.storage().describe()))?;
     let auth = Auth::from_config(config).map_err(anyhow::Error::msg)?;
@@ -159,6 +159,9 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
         delete_enabled = config.delete_enabled,
         "wharf registry listening"
     );
+    if let Some(db) = &config.database {
+        tracing::info!(database = %db.describe(), "metadata in PostgreSQL");
+    }
     if let Some(proxy) = &config.proxy {
         for u in &proxy.upstreams {
             let prefix = if u.prefix.is_empty() {

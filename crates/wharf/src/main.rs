@@ -2,6 +2,7 @@
 
 mod client_args;
 mod copy;
+mod database;
 mod htpasswd;
 mod images;
 mod layout;
@@ -62,6 +63,10 @@ enum Command {
     /// Delete what no tag (or manifest) reaches, while the registry keeps serving
     /// (registry:2's `registry garbage-collect`).
     GarbageCollect(maintenance::GcArgs),
+    /// The metadata database (`database:`): its migrations, and importing a registry:2
+    /// storage root into it.
+    #[command(subcommand)]
+    Database(database::DatabaseCommand),
     /// Re-hash every blob and check every link, tag and manifest; --repair fixes what it can.
     Scrub(maintenance::ScrubArgs),
     /// Apply the config's `retention:` rules: delete the tags no keep rule keeps and old
@@ -118,6 +123,7 @@ fn main() -> anyhow::Result<()> {
             htpasswd::run(cmd)
         }
         Command::GarbageCollect(args) => client_command(|| maintenance::garbage_collect(args)),
+        Command::Database(cmd) => client_command(|| database::run(cmd)),
         Command::Scrub(args) => client_command(|| maintenance::scrub(args)),
         Command::Retention(args) => client_command(|| maintenance::retention(args)),
         Command::Login(c) => client_command(|| login::login(c.args, &top.merge(&c.client))),

@@ -24,7 +24,16 @@ pub struct StoreArgs {
     root: Option<PathBuf>,
     /// Print one JSON object instead of lines.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
+}
+
+/// The configuration the arguments name, with `--root` over its storage root.
+pub(crate) fn load_config(args: &StoreArgs) -> anyhow::Result<Config> {
+    let (mut config, _warnings) = config::load(args.config.as_deref(), std::env::vars())?;
+    if let Some(root) = &args.root {
+        config.root = root.clone();
+    }
+    Ok(config)
 }
 
 #[derive(Args)]
@@ -64,13 +73,14 @@ pub struct RetentionArgs {
 
 /// The configured store and registry, with the runtime their backends were opened on.
 fn open(args: &StoreArgs) -> anyhow::Result<(Registry, Config, tokio::runtime::Runtime)> {
-    let (mut config, _warnings) = config::load(args.config.as_deref(), std::env::vars())?;
-    if let Some(root) = &args.root {
-        config.root = root.clone();
-    }
+    let config = load_config(args)?;
     let runtime = runtime()?;
     let store = runtime
-        .block_on(wharf_registry::store::open(&config.storage(), false))
+        .block_on(wharf_registry::store::open(
+            &config.storage(),
+            config.database.as_ref(),
+            false,
+        ))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut registry = Registry::new(store);
     registry.governance = Arc::new(config.governance.clone());

@@ -97,7 +97,7 @@ pub fn load(
     Ok((config, warnings))
 }
 
-/// A storage driver or database that is not built in: ignoring it would put pushes in
+/// A storage driver that is not built in: ignoring it would put pushes in
 /// the default root without a word, so it stops the start instead.
 fn cannot_honour(key: &str) -> bool {
     let mut parts = key.split('.');
@@ -296,8 +296,8 @@ struct File {
     access: Option<AccessPolicy>,
     /// wharf's own: garbage collection inside `wharf serve`.
     gc: Option<Gc>,
-    /// GitLab's metadata database: refused when enabled, since it is not built in.
-    database: Option<Database>,
+    /// GitLab's metadata database (PostgreSQL).
+    database: Option<super::database::Database>,
     /// registry:2's pull-through cache, with wharf's several upstreams.
     proxy: Option<super::proxy::ProxyFile>,
     notifications: Option<super::observe::Notifications>,
@@ -316,14 +316,6 @@ struct Ui {
     enabled: Option<bool>,
     /// A list, or (from `REGISTRY_UI_ADMINS`) one comma-separated string.
     admins: Option<Value>,
-}
-
-#[derive(Deserialize, Default)]
-struct Database {
-    #[serde(default, deserialize_with = "lenient::bool")]
-    enabled: Option<bool>,
-    #[serde(flatten)]
-    _rest: Mapping,
 }
 
 #[derive(Deserialize, Default)]
@@ -526,14 +518,10 @@ impl File {
                 ));
             }
         }
-        if self.database.as_ref().and_then(|d| d.enabled) == Some(true) {
-            return Err(bad(
-                "database.enabled",
-                "a metadata database is not supported by this wharf; remove the `database` \
-                 section to keep metadata in the storage root"
-                    .into(),
-            ));
-        }
+        let database = match self.database {
+            Some(d) => d.into_config(origin, warnings)?,
+            None => None,
+        };
         let root = self
             .storage
             .filesystem
@@ -541,6 +529,7 @@ impl File {
             .and_then(|f| f.rootdirectory.clone())
             .unwrap_or_else(super::default_root);
         let mut config = Config::new(root);
+        config.database = database;
         if let Some(s3) = self.storage.s3 {
             if self.storage.filesystem.is_some() {
                 return Err(bad(
@@ -765,7 +754,7 @@ health:
 ";
 
     #[test]
-    fn a_storage_driver_or_database_wharf_lacks_stops_the_start_naming_the_key() {
+    fn a_storage_driver_wharf_lacks_stops_the_start_naming_the_key() {
         let azure = "version: 0.1\nstorage:\n  azure:\n    container: images\n";
         let err = load_str(azure, &[])
             .expect_err("storage.azure must be refused")
@@ -781,13 +770,6 @@ health:
             "version: 0.1\nstorage:\n  s3:\n    bucket: b\n    region: r\n    encrypt: true\n";
         let err = load_str(encrypted, &[]).expect_err("refused").to_string();
         assert!(err.contains("storage.s3.encrypt"), "{err}");
-        let db = "version: 0.1\ndatabase:\n  enabled: true\n  host: db\n";
-        let err = load_str(db, &[])
-            .expect_err("database must be refused")
-            .to_string();
-        assert!(err.contains("database.enabled"), "{err}");
-        let off = "version: 0.1\ndatabase:\n  enabled: false\n  host: db\n";
-        assert!(load_str(off, &[]).is_ok());
     }
 
     #[test]

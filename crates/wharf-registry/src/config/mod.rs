@@ -1,6 +1,7 @@
 //! The registry's settings. [`load`] reads registry:2's `config.yml` and `REGISTRY_*`
 //! environment into the same struct the command line fills.
 
+mod database;
 mod file;
 pub mod governance;
 mod observe;
@@ -47,6 +48,8 @@ pub struct Config {
     pub governance: governance::Governance,
     /// `ui:` (wharf's own): the web UI at `/ui/`.
     pub ui: UiConfig,
+    /// `database:`: repositories, manifests and tags in PostgreSQL instead of link files.
+    pub database: Option<crate::store::postgres::DatabaseConfig>,
 }
 
 /// `ui:`: on by default; `admins` may manage users and run GC from it.
@@ -239,6 +242,7 @@ impl Config {
             health: None,
             ui: UiConfig::default(),
             governance: governance::Governance::default(),
+            database: None,
         }
     }
 }

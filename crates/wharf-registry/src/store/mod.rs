@@ -12,6 +12,7 @@
 
 pub mod fs;
 pub mod hashstate;
+pub mod postgres;
 pub mod s3;
 pub mod suite;
 
@@ -370,11 +371,28 @@ impl StorageConfig {
 /// Open the configured storage. `create` makes an empty filesystem root when there is none
 /// (a server starting fresh); maintenance commands pass false, so that a mistyped root is
 /// an error instead of an empty registry.
-pub async fn open(config: &StorageConfig, create: bool) -> StoreResult<Store> {
-    match config {
-        StorageConfig::Filesystem { root } => fs::open(root, create),
-        StorageConfig::S3(config) => s3::open(config, None).await,
+///
+/// With `database`, repositories, links, manifests and tags live in PostgreSQL and the
+/// locks are its advisory locks; the bytes (and uploads) stay in the configured storage.
+/// Nothing connects yet: the database may be down, and requests get 503 until it is up.
+pub async fn open(
+    config: &StorageConfig,
+    database: Option<&postgres::DatabaseConfig>,
+    create: bool,
+) -> StoreResult<Store> {
+    let locks: Option<Arc<dyn Locks>> = match database {
+        Some(db) => Some(Arc::new(postgres::open_locks(db)?)),
+        None => None,
+    };
+    let mut store = match config {
+        StorageConfig::Filesystem { root } => fs::open_with(root, create, locks)?,
+        StorageConfig::S3(config) => s3::open(config, locks).await?,
+    };
+    if let Some(db) = database {
+        store.meta = Arc::new(postgres::open_meta(db, store.blobs.clone())?);
+        store.describe = format!("{} with metadata in {}", store.describe, db.describe());
     }
+    Ok(store)
 }
 
 /// Apply `last`/`n` pagination to a sorted iterator of names.

@@ -5,6 +5,7 @@
 
 pub mod garage;
 pub mod nginx;
+pub mod postgres;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

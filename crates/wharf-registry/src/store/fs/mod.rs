@@ -115,6 +115,16 @@ impl Layout {
 /// The store in `root`. Without `create`, a root that holds no registry is an error that
 /// says so, rather than an empty registry.
 pub fn open(root: &Path, create: bool) -> crate::store::StoreResult<crate::store::Store> {
+    open_with(root, create, None)
+}
+
+/// As [`open`], with `locks` from elsewhere (a database's, shared across hosts) instead of
+/// the files under `_wharf/locks/`.
+pub fn open_with(
+    root: &Path,
+    create: bool,
+    locks: Option<std::sync::Arc<dyn crate::store::Locks>>,
+) -> crate::store::StoreResult<crate::store::Store> {
     use std::sync::Arc;
     let layout = Layout::new(root);
     if create {
@@ -134,7 +144,7 @@ pub fn open(root: &Path, create: bool) -> crate::store::StoreResult<crate::store
         return Err(crate::store::StoreError::NotAStore(why));
     }
     let locks: Arc<dyn crate::store::Locks> =
-        Arc::new(FsLocks::new(layout.wharf_dir().join("locks")));
+        locks.unwrap_or_else(|| Arc::new(FsLocks::new(layout.wharf_dir().join("locks"))));
     let blobs: Arc<dyn crate::store::BlobStore> =
         Arc::new(FsBlobStore::new(layout.clone(), locks.clone()));
     let meta = Arc::new(FsMetaStore::new(layout.clone(), blobs.clone()));
