@@ -28,6 +28,7 @@ mod proxy;
 mod proxy_faults;
 mod pushes;
 mod replicas;
+mod replicas_database;
 mod s3;
 mod seed003;
 mod store_shared;

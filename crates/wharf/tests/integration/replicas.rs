@@ -1,6 +1,6 @@
-//! Three `wharf serve` replicas on one bucket (a three-node Garage) behind nginx
-//! round-robin without sticky sessions: pushes spread across them, any replica continues
-//! any upload, a replica killed mid-push costs only a retry.
+//! Three `wharf serve` replicas on one bucket (a three-node Garage) and one PostgreSQL,
+//! behind nginx round-robin without sticky sessions: pushes spread across them, any
+//! replica continues any upload, a replica killed mid-push costs only a retry.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -12,6 +12,7 @@ use wharf_oci::Digest;
 use crate::compat::{manifest_digest, skopeo_pull};
 use crate::harness::garage::Garage;
 use crate::harness::nginx::nginx;
+use crate::harness::postgres::Postgres;
 use crate::harness::{
     build_busybox_image_with, docker_rmi, header, http_client, require, require_docker, run,
     unique, Proc, Served,
@@ -44,10 +45,12 @@ pub(crate) fn round_robin(dir: &Path, backends: &[u16]) -> (Proc, u16) {
     )
 }
 
-/// The replicas' shared environment: the bucket, and one `http.secret` so that upload
-/// locations one replica signs are accepted by the others.
-fn replica_env(g: &Garage) -> Vec<(String, String)> {
+/// The replicas' shared environment: the bucket, the metadata database (whose advisory
+/// locks hold across them), and one `http.secret` so that upload locations one replica
+/// signs are accepted by the others.
+pub(crate) fn replica_env(g: &Garage, pg: &Postgres) -> Vec<(String, String)> {
     let mut env = g.storage_env("/");
+    env.extend(pg.env());
     env.push(("REGISTRY_HTTP_SECRET".into(), "replicas-share-this".into()));
     env
 }
@@ -126,8 +129,8 @@ fn docker_push(local: &str, remote: &str) -> std::process::Child {
 fn three_replicas_share_pushes_uploads_and_survive_a_kill_mid_push() {
     require_docker();
     require("skopeo", "skopeo");
-    let g = Garage::cluster(3);
-    let env = replica_env(&g);
+    let (g, pg) = (Garage::cluster(3), Postgres::start());
+    let env = replica_env(&g, &pg);
     let mut c = Cluster::start(&env, g);
 
     // A docker push through the round-robin: its uploads land on every replica.
