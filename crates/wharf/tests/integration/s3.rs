@@ -445,3 +445,76 @@ fn an_unreachable_bucket_stops_the_start_naming_it() {
         "{err}"
     );
 }
+
+/// S3 throttling (503 SlowDown, from nginx in front of Garage): a short bout is retried
+/// away with backoff; a long one ends in a 503 UNAVAILABLE naming the store, never a 500.
+#[test]
+fn s3_throttling_is_retried_then_answered_with_a_clear_503() {
+    let g = Garage::start();
+    let dir = tempfile::tempdir().unwrap();
+    let flag = dir.path().join("slow-down");
+    let backend = g.endpoint.trim_start_matches("http://").to_owned();
+    let (_nginx, port) = crate::harness::nginx::nginx(
+        dir.path(),
+        &format!(
+            r#"    access_log @DIR@/s3-access.log;
+    server {{
+        listen 127.0.0.1:@PORT@;
+        client_max_body_size 0;
+        location / {{
+            default_type application/xml;
+            if (-f {flag}) {{ return 503 '<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>'; }}
+            proxy_pass http://{backend};
+            proxy_set_header Host $http_host;
+            proxy_request_buffering off;
+        }}
+    }}"#,
+            flag = flag.display(),
+        ),
+    );
+    let env: Vec<(String, String)> = s3_env(&g, "/")
+        .into_iter()
+        .map(|(k, v)| match k.as_str() {
+            "REGISTRY_STORAGE_S3_REGIONENDPOINT" => (k, format!("http://127.0.0.1:{port}")),
+            _ => (k, v),
+        })
+        .collect();
+    let w = serve(dir.path(), &env);
+    let base = format!("http://{}", w.host());
+    let post = |data: &'static [u8]| {
+        http_client()
+            .post(format!(
+                "{base}/v2/slow/blobs/uploads/?digest={}",
+                Digest::sha256_of(data)
+            ))
+            .header("content-type", "application/octet-stream")
+            .body(data)
+            .send()
+            .unwrap()
+    };
+
+    std::fs::write(&flag, "").unwrap();
+    let remover = {
+        let flag = flag.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(1500));
+            std::fs::remove_file(flag).unwrap();
+        })
+    };
+    assert_eq!(
+        post(b"a short bout").status(),
+        201,
+        "retried past the throttling"
+    );
+    remover.join().unwrap();
+    let log = std::fs::read_to_string(dir.path().join("s3-access.log")).unwrap();
+    assert!(log.contains("\" 503 "), "the store did throttle: {log}");
+
+    std::fs::write(&flag, "").unwrap();
+    let r = post(b"a long bout");
+    assert_eq!(r.status(), 503);
+    let body: serde_json::Value = r.json().unwrap();
+    assert_eq!(body["errors"][0]["code"], "UNAVAILABLE", "{body}");
+    let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("SlowDown"), "{message}");
+}
