@@ -175,19 +175,24 @@ impl Auth {
         self.users().is_some_and(|u| u.has_user(user))
     }
 
+    /// Keep failed-login counts in `shared`, so every replica enforces one limit.
+    pub fn share_failures(&mut self, shared: std::sync::Arc<dyn ratelimit::SharedFailures>) {
+        self.limiter.share(shared);
+    }
+
     /// Check a user name and password, with the failure rate limit.
     pub async fn login(&self, peer: IpAddr, user: &str, password: &str) -> Result<(), AuthError> {
         let Some(users) = self.users() else {
             return Err(AuthError::BadCredentials);
         };
-        if self.limiter.blocked(peer, user) {
+        if self.limiter.is_blocked(peer, user).await {
             return Err(AuthError::TooManyFailures);
         }
         if users.verify(user, password).await {
-            self.limiter.succeeded(peer, user);
+            self.limiter.record_success(peer, user).await;
             Ok(())
         } else {
-            self.limiter.failed(peer, user);
+            self.limiter.record_failure(peer, user).await;
             tracing::warn!(%peer, user, "failed login");
             Err(AuthError::BadCredentials)
         }

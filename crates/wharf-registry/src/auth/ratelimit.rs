@@ -1,11 +1,24 @@
 //! Failed logins are limited per client address and user name: after `MAX_FAILURES` within
 //! `WINDOW`, that pair is refused without checking the password until the window ends.
-//! Other clients and users are unaffected.
+//! Other clients and users are unaffected. With a metadata database the counts are shared
+//! by every replica ([`SharedFailures`]); while it cannot be reached, each process counts
+//! on its own rather than not at all.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use dashmap::DashMap;
+
+/// Failure counts kept where every replica sees them.
+#[async_trait]
+pub trait SharedFailures: Send + Sync {
+    /// Failures of the pair within the last `window`.
+    async fn failures(&self, ip: IpAddr, user: &str, window: Duration) -> Result<u32, String>;
+    async fn failed(&self, ip: IpAddr, user: &str, window: Duration) -> Result<(), String>;
+    async fn succeeded(&self, ip: IpAddr, user: &str) -> Result<(), String>;
+}
 
 const MAX_FAILURES: u32 = 10;
 const WINDOW: Duration = Duration::from_secs(60);
@@ -19,9 +32,46 @@ struct Window {
 #[derive(Default)]
 pub struct FailureLimiter {
     windows: DashMap<(IpAddr, String), Window>,
+    shared: Option<Arc<dyn SharedFailures>>,
 }
 
 impl FailureLimiter {
+    /// Count in `shared` from now on, and in this process only while it fails.
+    pub fn share(&mut self, shared: Arc<dyn SharedFailures>) {
+        self.shared = Some(shared);
+    }
+
+    pub async fn is_blocked(&self, ip: IpAddr, user: &str) -> bool {
+        if let Some(shared) = &self.shared {
+            match shared.failures(ip, user, WINDOW).await {
+                Ok(n) => return n >= MAX_FAILURES,
+                Err(e) => {
+                    tracing::warn!(error = %e, "shared login failure counts unavailable; counting locally")
+                }
+            }
+        }
+        self.blocked(ip, user)
+    }
+
+    pub async fn record_failure(&self, ip: IpAddr, user: &str) {
+        if let Some(shared) = &self.shared {
+            match shared.failed(ip, user, WINDOW).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "shared login failure counts unavailable; counting locally")
+                }
+            }
+        }
+        self.failed(ip, user)
+    }
+
+    pub async fn record_success(&self, ip: IpAddr, user: &str) {
+        if let Some(shared) = &self.shared {
+            let _ = shared.succeeded(ip, user).await;
+        }
+        self.succeeded(ip, user)
+    }
+
     pub fn blocked(&self, ip: IpAddr, user: &str) -> bool {
         self.windows
             .get(&(ip, user.to_owned()))

@@ -154,3 +154,45 @@ fn gc_on_one_replica_while_two_take_pushes() {
     assert_eq!(gone.status(), 404, "the old garbage was collected");
     wharf(&dir, &env, &["scrub"]);
 }
+
+/// Failed logins count across replicas: ten wrong passwords spread over three replicas
+/// block the pair on each of them, as one registry would, even with the right password.
+#[test]
+fn failed_logins_are_limited_across_replicas() {
+    let (g, pg) = (Garage::start(), Postgres::start());
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("htpasswd");
+    crate::harness::htpasswd(&users, "alice", "right");
+    let mut env = replica_env(&g, &pg);
+    env.extend([
+        ("REGISTRY_AUTH".to_owned(), "htpasswd".to_owned()),
+        (
+            "REGISTRY_AUTH_HTPASSWD_REALM".to_owned(),
+            "replicas".to_owned(),
+        ),
+        (
+            "REGISTRY_AUTH_HTPASSWD_PATH".to_owned(),
+            users.display().to_string(),
+        ),
+    ]);
+    let c = Cluster::start(&env, g);
+    let get = |i: usize, password: &str| {
+        http_client()
+            .get(format!("http://{}/v2/_catalog", c.replicas[i].host()))
+            .basic_auth("alice", Some(password))
+            .send()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(get(0, "right"), 200);
+    for attempt in 0..10 {
+        assert_eq!(get(attempt % 3, "wrong"), 401, "attempt {attempt}");
+    }
+    for i in 0..3 {
+        assert_eq!(
+            get(i, "right"),
+            429,
+            "replica {i} knows of the other replicas' failures"
+        );
+    }
+}

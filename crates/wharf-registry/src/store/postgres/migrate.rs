@@ -14,12 +14,20 @@ use super::store_error;
 use crate::store::StoreResult;
 
 /// (version, description, up, down)
-const MIGRATIONS: &[(i64, &str, &str, &str)] = &[(
-    1,
-    "metadata",
-    include_str!("migrations/0001_metadata.up.sql"),
-    include_str!("migrations/0001_metadata.down.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
+    (
+        1,
+        "metadata",
+        include_str!("migrations/0001_metadata.up.sql"),
+        include_str!("migrations/0001_metadata.down.sql"),
+    ),
+    (
+        2,
+        "login failures",
+        include_str!("migrations/0002_login_failures.up.sql"),
+        include_str!("migrations/0002_login_failures.down.sql"),
+    ),
+];
 
 #[derive(Debug)]
 struct Embedded;

@@ -9,6 +9,7 @@
 //! reached (see [`migrate`]).
 
 mod import;
+mod limits;
 mod locks;
 mod meta;
 pub mod migrate;
@@ -200,6 +201,13 @@ pub fn open_locks(config: &DatabaseConfig) -> Result<PgLocks, StoreError> {
         .disable_statement_logging();
     let pool = config.lazy_pool_with(options);
     Ok(PgLocks::new(pool, config.describe()))
+}
+
+/// Failed-login counters every replica shares (a pool of their own: logins must not wait
+/// behind metadata queries).
+pub fn open_failures(config: &DatabaseConfig) -> Result<limits::PgFailures, StoreError> {
+    let pool = config.lazy_pool().map_err(StoreError::NotAStore)?;
+    Ok(limits::PgFailures::new(pool))
 }
 
 pub fn open_meta(
