@@ -453,7 +453,10 @@ fn database_commands_name_the_cause_and_the_fix() {
     assert_eq!(pg.psql("SELECT count(*) FROM repositories"), "0");
     assert!(migrate(&["down"]).contains("reverted migration 2"));
     let status = migrate(&["status"]);
-    assert!(status.contains("0002 login failures       pending"), "{status}");
+    assert!(
+        status.contains("0002 login failures       pending"),
+        "{status}"
+    );
 }
 
 /// The scenario of lifecycle.rs's grace test, on PostgreSQL metadata: young content is

@@ -518,3 +518,33 @@ fn s3_throttling_is_retried_then_answered_with_a_clear_503() {
     let message = body["errors"][0]["message"].as_str().unwrap_or_default();
     assert!(message.contains("SlowDown"), "{message}");
 }
+
+/// Two appends racing at the same offset of one upload (as two replicas could be sent):
+/// whichever state wins, a commit publishes only bytes that hash to the digest it names.
+#[test]
+fn racing_appends_never_publish_bytes_under_another_digest() {
+    let g = Garage::start();
+    runtime().block_on(async {
+        let store = open(&g, "/race").await;
+        let repo: RepoName = "race/app".parse().unwrap();
+        for round in 0..6u64 {
+            let id = store.blobs.start_upload(&repo).await.unwrap();
+            let (x, y) = (noise(2 * round + 1, 4096), noise(2 * round + 2, 4096));
+            let (a, b) = tokio::join!(
+                store.blobs.append(&repo, id, Some(0), body(x.clone(), 2)),
+                store.blobs.append(&repo, id, Some(0), body(y.clone(), 2)),
+            );
+            assert!(a.is_ok() || b.is_ok());
+            for data in [x, y] {
+                let d = Digest::sha256_of(&data);
+                if store.blobs.commit(&repo, id, &d).await.is_ok() {
+                    let got = Digest::sha256_of(&read_all(&*store.blobs, &d).await);
+                    assert_eq!(
+                        got, d,
+                        "round {round}: bytes published under another digest"
+                    );
+                }
+            }
+        }
+    });
+}

@@ -503,7 +503,12 @@ impl MetaStore for PgMetaStore {
             return Ok(None);
         }
         if let Some(r) = self.stored_record(digest).await? {
-            return Ok(Some(r));
+            // A row with neither blobs nor children may be an index the pull-through cache
+            // stored before its children arrived (so none were recorded): its bytes name
+            // them, and GC must not take an image's platforms for garbage.
+            if !(r.blobs.is_empty() && r.children.is_empty()) {
+                return Ok(Some(r));
+            }
         }
         let Some(bytes) = self.blobs.get(digest, MANIFEST_LIMIT).await? else {
             return Ok(None);

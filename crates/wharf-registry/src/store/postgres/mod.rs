@@ -120,6 +120,10 @@ impl DatabaseConfig {
     }
 
     fn lazy_pool_with(&self, options: PgConnectOptions) -> PgPool {
+        self.pool_options().connect_lazy_with(options)
+    }
+
+    fn pool_options(&self) -> PgPoolOptions {
         let mut p = PgPoolOptions::new()
             .max_connections(self.pool.max_open.unwrap_or(DEFAULT_MAX_OPEN).max(1))
             .min_connections(0)
@@ -132,7 +136,7 @@ impl DatabaseConfig {
         if let Some(t) = self.pool.max_idle_time {
             p = p.idle_timeout(t);
         }
-        p.connect_lazy_with(options)
+        p
     }
 }
 
@@ -199,7 +203,18 @@ pub fn open_locks(config: &DatabaseConfig) -> Result<PgLocks, StoreError> {
         .connect_options()
         .map_err(StoreError::NotAStore)?
         .disable_statement_logging();
-    let pool = config.lazy_pool_with(options);
+    // A lock wait abandoned midway (its request cancelled) still ends in a granted lock on
+    // a connection that goes back to the pool: nothing leaves the pool holding one.
+    let pool = config
+        .pool_options()
+        .after_release(|conn, _| {
+            Box::pin(async move {
+                use sqlx::Executor;
+                conn.execute("SELECT pg_advisory_unlock_all()").await?;
+                Ok(true)
+            })
+        })
+        .connect_lazy_with(options);
     Ok(PgLocks::new(pool, config.describe()))
 }
 

@@ -133,6 +133,11 @@ impl S3BlobStore {
         }
         let _writing = self.locks.writer().await?;
         self.bucket.complete_multipart(&key, &id, parts).await?;
+        // S3 may date a multipart object by when its upload began, before a collection
+        // that started meanwhile: the marker says it was retained now.
+        self.bucket
+            .put(&self.marker(expected), Bytes::new())
+            .await?;
         Ok(size)
     }
 }

@@ -325,10 +325,18 @@ impl Bucket {
         Ok(parts)
     }
 
+    /// CopySource: `bucket/key`, URL-encoded (a `rootdirectory` may hold any character).
     fn source(&self, key: &str) -> String {
-        // CopySource is `bucket/key`, URL-encoded; layout keys are [a-z0-9._/-:], where only
-        // the colon of a digest-named key would need it, and none has one.
-        format!("{}/{}", self.name, key)
+        let mut out = format!("{}/", self.name);
+        for b in key.bytes() {
+            match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
+                    out.push(b as char)
+                }
+                _ => out.push_str(&format!("%{b:02X}")),
+            }
+        }
+        out
     }
 
     pub async fn create_multipart(&self, key: &str) -> StoreResult<String> {

@@ -4,7 +4,7 @@
 //! - `_uploads/<id>/startedat`: as registry:2 writes it;
 //! - `_uploads/<id>/wharfstate`: size, the SHA-256 state (Go's marshalled form, as the
 //!   filesystem keeps it), the multipart upload id and its parts;
-//! - `_uploads/<id>/wharftail-<size>`: the last bytes received, fewer than a part;
+//! - `_uploads/<id>/wharftail-<size>-<uuid>`: the last bytes received, fewer than a part;
 //! - `_uploads/<id>/data`: the multipart upload itself, completed at commit.
 //!
 //! Each append writes whole parts as they fill and the remainder as a new tail object, then
@@ -34,6 +34,10 @@ pub struct UploadState {
     parts: Vec<Part>,
     /// Bytes at the end held in the tail object, not yet in a part.
     tail: u64,
+    /// The tail object's name: unique to the append that wrote it, so that two appends
+    /// racing on one upload can never pair one's hash state with the other's bytes.
+    #[serde(default)]
+    tail_name: String,
 }
 
 #[derive(Serialize, Deserialize, Clone)]
@@ -86,8 +90,8 @@ impl Uploads<'_> {
         format!("{}/data", self.dir(repo, id))
     }
 
-    fn tail_key(&self, repo: &RepoName, id: Uuid, end: u64) -> String {
-        format!("{}/wharftail-{end}", self.dir(repo, id))
+    fn tail_key(&self, repo: &RepoName, id: Uuid, state: &UploadState) -> String {
+        format!("{}/{}", self.dir(repo, id), state.tail_name)
     }
 
     pub async fn start(&self, repo: &RepoName) -> StoreResult<Uuid> {
@@ -133,7 +137,7 @@ impl Uploads<'_> {
             });
         }
         let mut hasher = state.hasher()?;
-        let old_tail = (state.tail > 0).then(|| self.tail_key(repo, id, state.size));
+        let old_tail = (state.tail > 0).then(|| self.tail_key(repo, id, &state));
         let mut buf = BytesMut::new();
         if let Some(key) = &old_tail {
             let tail = self
@@ -152,23 +156,23 @@ impl Uploads<'_> {
             hasher.update(&chunk);
             state.size += chunk.len() as u64;
             buf.extend_from_slice(&chunk);
+            // Only whole parts: a client sending small chunks must not spend S3's
+            // 10,000 parts long before 5 TiB.
             while buf.len() as u64 >= part_size(self.chunk, state.in_parts()) {
                 let n = part_size(self.chunk, state.in_parts()) as usize;
                 self.push_part(&mut state, &data, buf.split_to(n).freeze())
                     .await?;
             }
         }
-        state.tail = 0;
-        if buf.len() as u64 >= MIN_PART {
-            self.push_part(&mut state, &data, buf.freeze()).await?;
-        } else if !buf.is_empty() {
-            state.tail = buf.len() as u64;
-            let key = self.tail_key(repo, id, state.size);
+        state.tail = buf.len() as u64;
+        state.tail_name = format!("wharftail-{}-{}", state.size, Uuid::new_v4());
+        if !buf.is_empty() {
+            let key = self.tail_key(repo, id, &state);
             self.bucket.put(&key, buf.freeze()).await?;
         }
         state.hash = hex::encode(hasher.marshal());
         self.save(repo, id, &state).await?;
-        if let Some(key) = old_tail.filter(|k| *k != self.tail_key(repo, id, state.size)) {
+        if let Some(key) = old_tail {
             // Superseded; a failure here only leaves a small object that cancel or commit removes.
             let _ = self.bucket.delete(&key).await;
         }
@@ -210,7 +214,7 @@ impl Uploads<'_> {
         state: &UploadState,
         to: &str,
     ) -> StoreResult<()> {
-        let tail = self.tail_key(repo, id, state.size);
+        let tail = self.tail_key(repo, id, state);
         let Some(mp) = &state.multipart else {
             return if state.tail > 0 {
                 self.bucket.copy(&tail, to, state.tail).await
@@ -219,28 +223,36 @@ impl Uploads<'_> {
             };
         };
         let data = self.data_key(repo, id);
-        let mut parts: Vec<_> = state
-            .parts
-            .iter()
-            .map(|p| {
-                aws_sdk_s3::types::CompletedPart::builder()
-                    .part_number(p.n)
-                    .e_tag(&p.etag)
-                    .build()
-            })
-            .collect();
+        // A commit retried after the multipart upload completed but its copy failed: the
+        // completed object is all there is to copy.
+        let completed = self.bucket.head(&data).await?;
+        if completed.is_none_or(|(size, _)| size != state.size) {
+            self.complete(state, mp, &data, &tail).await?;
+        }
+        self.bucket.copy(&data, to, state.size).await
+    }
+
+    /// The tail becomes the last part (copied server-side) and the upload completes.
+    async fn complete(
+        &self,
+        state: &UploadState,
+        mp: &str,
+        data: &str,
+        tail: &str,
+    ) -> StoreResult<()> {
+        let part = |n: i32, etag: &str| {
+            aws_sdk_s3::types::CompletedPart::builder()
+                .part_number(n)
+                .e_tag(etag)
+                .build()
+        };
+        let mut parts: Vec<_> = state.parts.iter().map(|p| part(p.n, &p.etag)).collect();
         if state.tail > 0 {
             let n = parts.len() as i32 + 1;
-            let etag = self.bucket.copy_part(&data, mp, n, &tail, None).await?;
-            parts.push(
-                aws_sdk_s3::types::CompletedPart::builder()
-                    .part_number(n)
-                    .e_tag(etag)
-                    .build(),
-            );
+            let etag = self.bucket.copy_part(data, mp, n, tail, None).await?;
+            parts.push(part(n, &etag));
         }
-        self.bucket.complete_multipart(&data, mp, parts).await?;
-        self.bucket.copy(&data, to, state.size).await
+        self.bucket.complete_multipart(data, mp, parts).await
     }
 
     /// Remove every trace of the upload, the multipart upload included.
@@ -281,7 +293,7 @@ impl Uploads<'_> {
         if from == to {
             return Ok(futures::stream::empty().boxed());
         }
-        let key = self.tail_key(repo, id, state.size);
+        let key = self.tail_key(repo, id, &state);
         let range = (from - tail_start, to - tail_start - 1);
         match self.bucket.get_stream(&key, Some(range)).await? {
             Some((_, body)) => Ok(byte_stream(body)),
