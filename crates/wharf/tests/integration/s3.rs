@@ -548,3 +548,48 @@ fn racing_appends_never_publish_bytes_under_another_digest() {
         }
     });
 }
+
+/// A multipart upload nothing names any more (a push that died midway) is aborted by the
+/// upload purge once old enough; the multipart upload of an upload in progress is kept.
+#[test]
+fn upload_purging_aborts_orphaned_multipart_uploads_and_keeps_live_ones() {
+    let g = Garage::start();
+    runtime().block_on(async {
+        let cfg = config(&g, "/purge");
+        let store = s3::open(&cfg, None).await.unwrap();
+        let bucket = s3::Bucket::connect(&cfg).await.unwrap();
+        let orphan_key = "purge/docker/registry/v2/blobs/sha256/00/00aa/data";
+        let orphan = bucket.create_multipart(orphan_key).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+        let repo: RepoName = "purge/app".parse().unwrap();
+        let data = noise(11, 6 * MIB);
+        let id = store.blobs.start_upload(&repo).await.unwrap();
+        store
+            .blobs
+            .append(&repo, id, None, body(data.clone(), 4))
+            .await
+            .unwrap();
+        let open = || async {
+            bucket
+                .list_multipart("purge/")
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|(_, mp, _)| mp)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(open().await.len(), 2);
+        let purged = store
+            .blobs
+            .purge_uploads(std::time::Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert_eq!(purged, 1, "the orphan, not the live upload");
+        let left = open().await;
+        assert_eq!(left.len(), 1);
+        assert!(!left.contains(&orphan));
+        let d = Digest::sha256_of(&data);
+        store.blobs.commit(&repo, id, &d).await.unwrap();
+        assert_eq!(Digest::sha256_of(&read_all(&*store.blobs, &d).await), d);
+    });
+}

@@ -70,6 +70,44 @@ impl S3BlobStore {
         format!("{alg}:{hex}").parse().ok()
     }
 
+    /// Multipart uploads begun before `cutoff` that no upload's state names (an append or
+    /// a monolithic push that died midway): S3 keeps, and bills, their parts until aborted.
+    async fn abort_orphans(&self, cutoff: SystemTime) -> StoreResult<usize> {
+        let root = self.bucket.key(self.bucket.layout.v2());
+        let mut aborted = 0;
+        for (key, mp, began) in self.bucket.list_multipart(&format!("{root}/")).await? {
+            if began >= cutoff || self.multipart_in_use(&key, &mp).await? {
+                continue;
+            }
+            self.bucket.abort_multipart(&key, &mp).await?;
+            aborted += 1;
+        }
+        Ok(aborted)
+    }
+
+    /// Whether `mp` at `key` (`…/repositories/<name>/_uploads/<id>/data`) is the
+    /// multipart upload of an upload still in progress.
+    async fn multipart_in_use(&self, key: &str, mp: &str) -> StoreResult<bool> {
+        let root = format!("{}/", self.bucket.key(self.bucket.layout.repositories()));
+        let Some((repo, rest)) = key
+            .strip_prefix(&root)
+            .and_then(|k| k.split_once("/_uploads/"))
+        else {
+            return Ok(false);
+        };
+        let (Ok(repo), Ok(id)) = (
+            repo.parse::<RepoName>(),
+            rest.trim_end_matches("/data").parse::<Uuid>(),
+        ) else {
+            return Ok(false);
+        };
+        match self.uploads().load(&repo, id).await {
+            Ok(state) => Ok(state.multipart() == Some(mp)),
+            Err(StoreError::UploadUnknown(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Write `bytes` as a verified blob: under the writer lock, as every publication is.
     async fn publish_small(&self, digest: &Digest, bytes: Bytes) -> StoreResult<()> {
         let _writing = self.locks.writer().await?;
@@ -315,7 +353,7 @@ impl BlobStore for S3BlobStore {
                 removed += 1;
             }
         }
-        Ok(removed)
+        Ok(removed + self.abort_orphans(cutoff).await?)
     }
 
     async fn redirect(&self, digest: &Digest) -> StoreResult<Option<String>> {

@@ -421,6 +421,36 @@ impl Bucket {
         Ok(())
     }
 
+    /// Multipart uploads in progress under `prefix`: (key, upload id, when it began).
+    pub async fn list_multipart(
+        &self,
+        prefix: &str,
+    ) -> StoreResult<Vec<(String, String, SystemTime)>> {
+        let mut out = Vec::new();
+        let (mut key_marker, mut id_marker) = (None, None);
+        loop {
+            let page = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.name)
+                .prefix(prefix)
+                .set_key_marker(key_marker)
+                .set_upload_id_marker(id_marker)
+                .send()
+                .await
+                .map_err(|e| self.error("listing multipart uploads", e))?;
+            for u in page.uploads.unwrap_or_default() {
+                if let (Some(k), Some(id)) = (u.key, u.upload_id) {
+                    out.push((k, id, modified(u.initiated.as_ref())));
+                }
+            }
+            if page.is_truncated != Some(true) {
+                return Ok(out);
+            }
+            (key_marker, id_marker) = (page.next_key_marker, page.next_upload_id_marker);
+        }
+    }
+
     pub async fn abort_multipart(&self, key: &str, id: &str) -> StoreResult<()> {
         match self
             .client

@@ -61,6 +61,10 @@ impl UploadState {
             })
     }
 
+    pub fn multipart(&self) -> Option<&str> {
+        self.multipart.as_deref()
+    }
+
     fn in_parts(&self) -> u64 {
         self.parts.iter().map(|p| p.size).sum()
     }
