@@ -30,6 +30,7 @@ mod pushes;
 mod replicas;
 mod replicas_database;
 mod s3;
+mod s3_store;
 mod seed003;
 mod store_shared;
 mod ui;
