@@ -23,19 +23,17 @@ use crate::config::{DebugConfig, HealthCheck};
 use crate::http::response::{bytes_response, json_response, Resp};
 use crate::metrics::Metrics;
 
-/// The check's name, as registry:2 names it: `storagedriver_` and the driver.
-pub const STORAGE_CHECK: &str = "storagedriver_filesystem";
-
-/// What the health checks found: the failing checks and why.
+/// What the health checks found: the failing check (named as registry:2 names it,
+/// `storagedriver_` and the driver) and why.
 #[derive(Default)]
 pub struct Health {
-    failing: RwLock<Option<String>>,
+    failing: RwLock<Option<(String, String)>>,
     /// Read by every API request: a flag, not the lock.
     unhealthy: AtomicBool,
 }
 
 impl Health {
-    pub fn status(&self) -> Option<String> {
+    pub fn status(&self) -> Option<(String, String)> {
         self.failing.read().expect("not poisoned").clone()
     }
 
@@ -43,7 +41,7 @@ impl Health {
         self.unhealthy.load(Ordering::Relaxed)
     }
 
-    fn set(&self, failing: Option<String>) {
+    fn set(&self, failing: Option<(String, String)>) {
         self.unhealthy.store(failing.is_some(), Ordering::Relaxed);
         *self.failing.write().expect("not poisoned") = failing;
     }
@@ -65,10 +63,41 @@ fn probe(root: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// What `health.storagedriver` probes: the filesystem root, or the store's backends
+/// (a bucket's clock, written and read back; a metadata read, a query on PostgreSQL).
+pub struct Probe {
+    /// registry:2's name for the check, `storagedriver_<driver>`.
+    pub name: String,
+    pub root: Option<PathBuf>,
+    pub store: Option<crate::store::Store>,
+}
+
+impl Probe {
+    async fn run(&self) -> Result<(), String> {
+        if let Some(root) = &self.root {
+            let r = root.clone();
+            tokio::task::spawn_blocking(move || probe(&r))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+                .map_err(|e| format!("{}: {e}", root.display()))?;
+        }
+        if let Some(store) = &self.store {
+            let probe: wharf_oci::RepoName = "wharf-health/probe".parse().expect("a valid name");
+            store.blobs.now().await.map_err(|e| e.to_string())?;
+            store
+                .meta
+                .repo_exists(&probe)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
 /// Run `health.storagedriver` until the process ends.
 pub async fn check_storage(
     check: HealthCheck,
-    root: PathBuf,
+    probe: Probe,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
 ) {
@@ -76,11 +105,7 @@ pub async fn check_storage(
     let mut failures = 0u64;
     loop {
         tick.tick().await;
-        let r = root.clone();
-        let result = tokio::task::spawn_blocking(move || probe(&r))
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-        match result {
+        match probe.run().await {
             Ok(()) => {
                 if failures >= check.threshold {
                     tracing::info!("storage health check passes again");
@@ -93,7 +118,7 @@ pub async fn check_storage(
                 failures += 1;
                 tracing::warn!(error = %e, failures, "storage health check failed");
                 if failures >= check.threshold {
-                    health.set(Some(format!("{}: {e}", root.display())));
+                    health.set(Some((probe.name.clone(), e)));
                     metrics.set_healthy(false);
                 }
             }
@@ -104,9 +129,9 @@ pub async fn check_storage(
 fn health_response(health: &Health) -> Resp {
     match health.status() {
         None => json_response(StatusCode::OK, &serde_json::json!({})),
-        Some(why) => json_response(
+        Some((check, why)) => json_response(
             StatusCode::SERVICE_UNAVAILABLE,
-            &serde_json::json!({ STORAGE_CHECK: why }),
+            &serde_json::json!({ check: why }),
         ),
     }
 }

@@ -211,9 +211,24 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
     let (closing, closed) = tokio::sync::watch::channel(false);
     let health = state.health.clone();
     if let Some(check) = config.health.clone() {
+        let probe = match config.storage() {
+            crate::store::StorageConfig::Filesystem { root } => crate::debug::Probe {
+                name: "storagedriver_filesystem".into(),
+                root: Some(root),
+                store: config
+                    .database
+                    .as_ref()
+                    .map(|_| state.registry.store.clone()),
+            },
+            crate::store::StorageConfig::S3(_) => crate::debug::Probe {
+                name: "storagedriver_s3".into(),
+                root: None,
+                store: Some(state.registry.store.clone()),
+            },
+        };
         tokio::spawn(crate::debug::check_storage(
             check,
-            config.root.clone(),
+            probe,
             health.clone(),
             state.registry.metrics.clone(),
         ));

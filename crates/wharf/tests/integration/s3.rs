@@ -386,3 +386,47 @@ fn s3_throttling_is_retried_then_answered_with_a_clear_503() {
     let message = body["errors"][0]["message"].as_str().unwrap_or_default();
     assert!(message.contains("SlowDown"), "{message}");
 }
+
+/// `health.storagedriver` on S3 probes the bucket: `/debug/health` answers 503 with
+/// registry:2's `storagedriver_s3` check while Garage is down, and `{}` once it is back.
+#[test]
+fn health_follows_the_bucket() {
+    let mut g = Garage::start();
+    let dir = tempfile::tempdir().unwrap();
+    let debug = format!("127.0.0.1:{}", crate::harness::free_port());
+    let mut env = s3_env(&g, "/");
+    for (k, v) in [
+        ("REGISTRY_HTTP_DEBUG_ADDR", debug.as_str()),
+        ("REGISTRY_HEALTH_STORAGEDRIVER_ENABLED", "true"),
+        ("REGISTRY_HEALTH_STORAGEDRIVER_INTERVAL", "200ms"),
+        ("REGISTRY_HEALTH_STORAGEDRIVER_THRESHOLD", "1"),
+    ] {
+        env.push((k.into(), v.into()));
+    }
+    let _w = serve(dir.path(), &env);
+    let health = |want: u16| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let r = http_client()
+                .get(format!("http://{debug}/debug/health"))
+                .send()
+                .unwrap();
+            let status = r.status().as_u16();
+            let body: serde_json::Value = r.json().unwrap();
+            if status == want {
+                return body;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "health stayed {status} {body}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    assert_eq!(health(200), serde_json::json!({}));
+    g.kill_node(0);
+    let body = health(503);
+    assert!(body["storagedriver_s3"].is_string(), "{body}");
+    g.restart_node(0);
+    assert_eq!(health(200), serde_json::json!({}));
+}
