@@ -79,6 +79,7 @@ class Garage:
                     'root_domain = ".s3.garage.localhost"\n')
         self.access, self.secret = "GK" + secrets.token_hex(12), secrets.token_hex(32)
         self.endpoint = f"http://127.0.0.1:{s3}"
+        self.http_secret = secrets.token_hex(16)  # one for all replicas, as a cluster needs
         env = {**clean_env(), "RUST_LOG": "garage=warn", "GARAGE_DEFAULT_BUCKET": BUCKET,
                "GARAGE_DEFAULT_ACCESS_KEY": self.access, "GARAGE_DEFAULT_SECRET_KEY": self.secret}
         self.log_path = os.path.join(self.dir, "garage.log")
@@ -120,7 +121,7 @@ def registry_config(garage, root, port, redirect=False, database=None):
             f"    region: garage\n    regionendpoint: {garage.endpoint}\n    bucket: {BUCKET}\n"
             f"    secure: false\n    v4auth: true\n    rootdirectory: {root}\n"
             f"  delete:\n    enabled: true\n  redirect:\n    disable: {str(not redirect).lower()}\n"
-            f"http:\n  addr: 127.0.0.1:{port}\n{db}")
+            f"http:\n  addr: 127.0.0.1:{port}\n  secret: {garage.http_secret}\n{db}")
 
 
 def start_registry(ctx, kind, name, root, redirect=False, database=None):
@@ -225,11 +226,17 @@ def big_blobs(ctx, regs):
                 path = os.path.join(work, f"variant-{n}")
                 digest = make_variant(src, path, n)
                 sync_and_prime(scratch)
+                cpu0 = (srv.cpu().total, ctx.garage.cpu().total)
                 dt = push(srv, "bench/big", path, BIG, digest)
+                cpu = (srv.cpu().total - cpu0[0], ctx.garage.cpu().total - cpu0[1])
                 os.unlink(path)
                 rate = BIG / dt / MB
                 R.setdefault(f"push_{mode}", {}).setdefault(srv.name, []).append(rate)
-                log(f"  {srv.name} {mode} push: {rate:.0f} MB/s")
+                # CPU seconds per GiB, registry and Garage: steadier than MB/s on a busy machine.
+                R.setdefault(f"cpu_{mode}", {}).setdefault(srv.name, []).append(
+                    tuple(c / (BIG / (1 << 30)) for c in cpu))
+                log(f"  {srv.name} {mode} push: {rate:.0f} MB/s; CPU s/GiB: registry {cpu[0] / (BIG / (1 << 30)):.2f}, "
+                    f"garage {cpu[1] / (BIG / (1 << 30)):.2f}")
                 pushed[srv.name] = digest
     os.unlink(src)
     for srv in regs:
@@ -519,8 +526,12 @@ def report(ctx, regs, started):
         out.append(f"{BIG >> 20} MiB blob, best of runs:\n")
         out.append(render(rows, ["", "wharf", "distribution", "wharf/dist", "target", "result"]))
         out.append("all runs (MB/s): " + "; ".join(
-            f"{k} {n} " + ", ".join(f"{v:.0f}" for v in R[k][n]) for k in R if k.startswith(("push", "pull"))
+            f"{k} {n} " + ", ".join(f"{v:.0f}" for v in R[k][n]) for k in R if k.startswith(("push_", "pull_"))
             for n in (W, D)))
+        for mode in ("mono", "chunked"):
+            if f"cpu_{mode}" in R:
+                out.append(f"CPU s per GiB pushed ({mode}), registry / Garage, each run: " + "; ".join(
+                    f"{n} " + ", ".join(f"{a:.2f} / {b:.2f}" for a, b in R[f"cpu_{mode}"][n]) for n in (W, D)))
         if "garage" in R:
             g = R["garage"]
             out.append(f"Baseline, same run: Garage alone (curl --aws-sigv4, one PUT of the blob) {g['put']:.0f} MB/s; "
