@@ -245,9 +245,12 @@ def big_blobs(ctx, regs):
         for run in range(runs):
             for srv in (regs if run % 2 == 0 else regs[::-1]):
                 url = f"http://127.0.0.1:{srv.port}/v2/bench/big/blobs/{pushed[srv.name]}"
+                cpu0 = srv.cpu().total
                 rate = streams * BIG / curl(url, streams, BIG) / MB
+                cpu = (srv.cpu().total - cpu0) / (streams * BIG / (1 << 30))
                 R.setdefault(key, {}).setdefault(srv.name, []).append(rate)
-                log(f"  {srv.name} pull, {streams} stream(s): {rate:.0f} MB/s")
+                R.setdefault(f"cpu_{key}", {}).setdefault(srv.name, []).append(cpu)
+                log(f"  {srv.name} pull, {streams} stream(s): {rate:.0f} MB/s; registry CPU s/GiB {cpu:.2f}")
     redirect_pulls(ctx, regs, pushed)
 
 
@@ -532,6 +535,10 @@ def report(ctx, regs, started):
             if f"cpu_{mode}" in R:
                 out.append(f"CPU s per GiB pushed ({mode}), registry / Garage, each run: " + "; ".join(
                     f"{n} " + ", ".join(f"{a:.2f} / {b:.2f}" for a, b in R[f"cpu_{mode}"][n]) for n in (W, D)))
+        for key in ("pull_1", "pull_4"):
+            if f"cpu_{key}" in R:
+                out.append(f"registry CPU s per GiB pulled ({key}), each run: " + "; ".join(
+                    f"{n} " + ", ".join(f"{a:.2f}" for a in R[f"cpu_{key}"][n]) for n in (W, D)))
         if "garage" in R:
             g = R["garage"]
             out.append(f"Baseline, same run: Garage alone (curl --aws-sigv4, one PUT of the blob) {g['put']:.0f} MB/s; "
