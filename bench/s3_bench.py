@@ -27,11 +27,9 @@ import argparse
 import concurrent.futures
 import datetime
 import hashlib
-import http.client
 import json
 import os
 import re
-import secrets
 import shutil
 import signal
 import subprocess
@@ -40,9 +38,11 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench import (BenchFailure, SCHEMA2, Server, call, check_digest, clean_env, conn_for,  # noqa: E402
-                   fmt, free_ports, log, make_random_file, make_variant, parse_wrk, proc_cpu,
+                   fmt, free_ports, log, make_random_file, make_variant, parse_wrk,
                    push_blob_small, push_chunked, push_monolithic, render, setup_small_image,
-                   small_image, sync_and_prime, verify_blob, with_digest)
+                   small_image, sync_and_prime, verify_blob)
+
+from s3_servers import BUCKET, Garage, Postgres, registry_config, start_nginx  # noqa: E402
 
 MB = 1e6
 QUICK = bool(os.environ.get("BENCH_QUICK"))
@@ -54,75 +54,10 @@ REPOS = int(os.environ.get("BENCH_S3_REPOS", "2000" if QUICK else "100000"))
 TAGS = int(os.environ.get("BENCH_S3_TAGS", "500" if QUICK else "10000"))
 WALK_CAP = float(os.environ.get("BENCH_S3_WALK_CAP", "30" if QUICK else "180"))
 PAGE = 1000
-BUCKET = "registry"
-PGBIN = "/usr/lib/postgresql/15/bin"
 W, D = "wharf", "distribution"
 
 
 # --- servers --------------------------------------------------------------------------
-
-class Garage:
-    """One Garage node with one bucket and one key (test-servers.md, recipe A)."""
-
-    def __init__(self, work, pidfile):
-        self.dir = os.path.join(work, "garage")
-        os.makedirs(self.dir)
-        rpc, s3 = free_ports(2)
-        self.config = os.path.join(self.dir, "garage.toml")
-        with open(self.config, "w") as f:
-            f.write(f'metadata_dir = "{self.dir}/meta"\ndata_dir = "{self.dir}/data"\n'
-                    'db_engine = "sqlite"\nreplication_factor = 1\n'
-                    'metadata_fsync = false\ndata_fsync = false\n'
-                    f'rpc_bind_addr = "127.0.0.1:{rpc}"\nrpc_public_addr = "127.0.0.1:{rpc}"\n'
-                    f'rpc_secret = "{secrets.token_hex(32)}"\n[s3_api]\n'
-                    f'api_bind_addr = "127.0.0.1:{s3}"\ns3_region = "garage"\n'
-                    'root_domain = ".s3.garage.localhost"\n')
-        self.access, self.secret = "GK" + secrets.token_hex(12), secrets.token_hex(32)
-        self.endpoint = f"http://127.0.0.1:{s3}"
-        self.http_secret = secrets.token_hex(16)  # one for all replicas, as a cluster needs
-        env = {**clean_env(), "RUST_LOG": "garage=warn", "GARAGE_DEFAULT_BUCKET": BUCKET,
-               "GARAGE_DEFAULT_ACCESS_KEY": self.access, "GARAGE_DEFAULT_SECRET_KEY": self.secret}
-        self.log_path = os.path.join(self.dir, "garage.log")
-        self.proc = subprocess.Popen(
-            ["garage", "-c", self.config, "server", "--single-node", "--default-bucket"],
-            stdout=subprocess.DEVNULL, stderr=open(self.log_path, "w"), env=env)
-        with open(pidfile, "a") as f:
-            f.write(f"{self.proc.pid}\n")
-        deadline = time.monotonic() + 30
-        while subprocess.run(["garage", "-c", self.config, "bucket", "info", BUCKET],
-                             capture_output=True).returncode != 0:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise BenchFailure(f"garage did not come up; log:\n{open(self.log_path).read()[-2000:]}")
-            time.sleep(0.1)
-
-    def cpu(self):
-        return proc_cpu(self.proc.pid)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def registry_config(garage, root, port, redirect=False, database=None):
-    """registry:2's stock config on S3, the same text for wharf and Distribution."""
-    db = ""
-    if database:
-        db = ("database:\n  enabled: true\n  host: 127.0.0.1\n"
-              f"  port: {database}\n  user: test\n  password: \"\"\n  dbname: postgres\n"
-              "  sslmode: disable\n")
-    return ("version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n"
-            "storage:\n  cache:\n    blobdescriptor: inmemory\n  s3:\n"
-            f"    accesskey: {garage.access}\n    secretkey: {garage.secret}\n"
-            f"    region: garage\n    regionendpoint: {garage.endpoint}\n    bucket: {BUCKET}\n"
-            f"    secure: false\n    v4auth: true\n    rootdirectory: {root}\n"
-            f"  delete:\n    enabled: true\n  redirect:\n    disable: {str(not redirect).lower()}\n"
-            f"http:\n  addr: 127.0.0.1:{port}\n  secret: {garage.http_secret}\n{db}")
-
 
 def start_registry(ctx, kind, name, root, redirect=False, database=None):
     port = free_ports(1)[0]
@@ -273,53 +208,6 @@ def redirect_pulls(ctx, regs, pushed):
 
 # --- 2. manifest GETs through replicas ------------------------------------------------
 
-NGINX = """\
-{user}
-worker_processes auto;
-daemon off;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/client_body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    upstream three {{ server 127.0.0.1:{a}; server 127.0.0.1:{b}; server 127.0.0.1:{c}; keepalive 64; }}
-    upstream one {{ server 127.0.0.1:{a}; keepalive 64; }}
-    proxy_http_version 1.1;
-    proxy_set_header Connection "";
-    proxy_set_header Host $http_host;
-    server {{ listen 127.0.0.1:{p3}; location / {{ proxy_pass http://three; }} }}
-    server {{ listen 127.0.0.1:{p1}; location / {{ proxy_pass http://one; }} }}
-}}
-"""
-
-
-def start_nginx(ctx, replicas):
-    ndir = os.path.join(ctx.work, "nginx")
-    os.makedirs(ndir)
-    user = ""
-    if os.geteuid() == 0:
-        import grp
-        import pwd
-        user = f"user {pwd.getpwuid(0).pw_name} {grp.getgrgid(0).gr_name};"
-    p3, p1 = free_ports(2)
-    with open(os.path.join(ndir, "nginx.conf"), "w") as f:
-        f.write(NGINX.format(user=user, dir=ndir, p3=p3, p1=p1,
-                             a=replicas[0].port, b=replicas[1].port, c=replicas[2].port))
-    argv = ["nginx", "-p", ndir, "-e", os.path.join(ndir, "error.log"), "-c", os.path.join(ndir, "nginx.conf")]
-    nginx = Server("nginx", "nginx", argv, p3, ctx.work)
-    ctx.servers.append(nginx)
-    nginx.start(ctx.pidfile)
-    nginx.wait_ready()
-    one = Server("nginx-one", "nginx to one wharf", argv, p1, ctx.work)
-    one.proc = nginx.proc
-    return nginx, one
-
-
 def wrk(ctx, front, path, procs):
     """wrk on `front`; req/s and the CPU seconds each of `procs` (name -> Server) spent."""
     cmd = ["wrk", "-t2", "-c32", f"-d{WRK_SECS}s", "-H", f"Accept: {SCHEMA2}",
@@ -355,11 +243,29 @@ def manifests(ctx, wharf, dist):
             ("nginx -> 1 wharf", one, {"nginx": nginx, "wharf": wharf, "garage": g}),
             ("nginx -> 3 wharf (round-robin)", nginx,
              {"nginx": nginx, **{r.name: r for r in replicas}, "garage": g})]
+    if has_database(ctx):
+        runs += pg_replicas(ctx, path, digest)
+    else:  # part 3 fails on this; here the S3-only rows still say something
+        log("  this wharf has no `database` command: no rows with PostgreSQL")
     for label, front, procs in runs:
         rps, cpu = wrk(ctx, front, path, procs)
         ctx.R.setdefault("manifest", []).append((label, rps, cpu))
         log(f"  manifest GET, {label}: {rps:,.0f} req/s; CPU s "
             + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()))
+
+
+def pg_replicas(ctx, path, digest):
+    """Three wharf on the same bucket with PostgreSQL, the scale-out configuration."""
+    db = import_root(ctx, "/wharf", "manifests")
+    replicas = [start_registry(ctx, W, f"wharf-pg-{i}", "/wharf", database=db) for i in (1, 2, 3)]
+    nginx, one = start_nginx(ctx, replicas, "nginx-pg")
+    for front in (nginx, nginx, nginx, one):
+        _, h, _ = call(front, conn_for(front, 30), "GET", path, headers={"Accept": SCHEMA2})
+        check_digest(front, h, digest, "GET manifest through nginx, PostgreSQL")
+    g = ctx.garage
+    return [("nginx -> 1 wharf + PostgreSQL", one, {"nginx": nginx, "wharf": replicas[0], "garage": g}),
+            ("nginx -> 3 wharf + PostgreSQL", nginx,
+             {"nginx": nginx, **{r.name: r for r in replicas}, "garage": g})]
 
 
 # --- 3. catalog and tags list ---------------------------------------------------------
@@ -449,42 +355,33 @@ def catalog_times(ctx, srv, names, tags, runs):
         f"full walk {walk:.2f} s ({res['walk_pages']} pages{'' if done else ', cut short'})")
 
 
-class Postgres:
-    """A throwaway PostgreSQL 15 (test-servers.md, section 5)."""
+def has_database(ctx):
+    return subprocess.run([ctx.wharf, "database", "--help"], capture_output=True).returncode == 0
 
-    def __init__(self, work):
-        if not os.path.exists(f"{PGBIN}/initdb"):
-            raise BenchFailure(f"{PGBIN}/initdb not found: apt-get install postgresql-15")
-        self.dir = os.path.join(work, "pg")
-        os.makedirs(self.dir)
-        self.port = free_ports(1)[0]
-        pre = []
-        if os.geteuid() == 0:  # initdb refuses root
-            shutil.chown(self.dir, "postgres", "postgres")
-            os.chmod(work, 0o755)
-            pre = ["runuser", "-u", "postgres", "--"]
-        self.pre = pre
-        self._run([f"{PGBIN}/initdb", "-D", f"{self.dir}/data", "-U", "test", "--auth=trust", "-E", "UTF8", "--no-sync"])
-        self._run([f"{PGBIN}/pg_ctl", "-D", f"{self.dir}/data", "-l", f"{self.dir}/pg.log", "-w", "-t", "30", "-o",
-                   f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
-                   "-c synchronous_commit=off -c full_page_writes=off", "start"])
-        self.running = True
 
-    def _run(self, argv):
-        p = subprocess.run(self.pre + argv, capture_output=True, text=True)
+def import_root(ctx, root, dbname):
+    """A fresh database `dbname` holding what `root` in the bucket holds; (port, dbname)."""
+    if ctx.pg is None:
+        ctx.pg = Postgres(ctx.work)
+    ctx.pg.createdb(dbname)
+    db = (ctx.pg.port, dbname)
+    cfg = os.path.join(ctx.work, f"import-{dbname}.yml")
+    with open(cfg, "w") as f:
+        f.write(registry_config(ctx.garage, root, free_ports(1)[0], database=db))
+    env = {k: v for k, v in clean_env().items() if not k.startswith("AWS_")}
+    t0 = time.perf_counter()
+    for cmd in (["migrate", "up"], ["import"]):
+        p = subprocess.run([ctx.wharf, "database", *cmd, cfg], capture_output=True, text=True, env=env)
         if p.returncode != 0:
-            raise BenchFailure(f"{' '.join(argv[:2])} failed: {p.stderr}{p.stdout}")
-
-    def stop(self):
-        if self.running:
-            self.running = False
-            subprocess.run(self.pre + [f"{PGBIN}/pg_ctl", "-D", f"{self.dir}/data", "-m", "immediate", "-w", "stop"],
-                           capture_output=True)
+            raise BenchFailure(f"wharf database {' '.join(cmd)} {cfg} failed: {p.stderr}{p.stdout}")
+    ctx.R.setdefault("import_s", {})[root] = time.perf_counter() - t0
+    log(f"  wharf database import of {root}: {time.perf_counter() - t0:.1f} s: {p.stdout.strip()}")
+    return db
 
 
 def catalog(ctx):
     """Distribution and wharf without a database walk S3; then wharf with PostgreSQL."""
-    has_db = subprocess.run([ctx.wharf, "database", "--help"], capture_output=True).returncode == 0
+    has_db = has_database(ctx)
     log(f"part 3: filling /catalog with {REPOS:,} repositories and {TAGS:,} tags through wharf (no database)")
     filler = start_registry(ctx, W, "wharf-fill", "/catalog")
     names, tags = fill_catalog(ctx, filler)
@@ -496,18 +393,8 @@ def catalog(ctx):
     if not has_db:
         raise BenchFailure("part 3 only half run: this wharf has no `database` command (the PostgreSQL "
                            "metadata store is not in this build), so wharf + PostgreSQL was not measured")
-    ctx.pg = Postgres(ctx.work)
-    cfg = os.path.join(ctx.work, "wharf-import.yml")
-    with open(cfg, "w") as f:
-        f.write(registry_config(ctx.garage, "/catalog", free_ports(1)[0], database=ctx.pg.port))
-    env = {k: v for k, v in clean_env().items() if not k.startswith("AWS_")}
-    t0 = time.perf_counter()
-    p = subprocess.run([ctx.wharf, "database", "import", cfg], capture_output=True, text=True, env=env)
-    ctx.R["import_s"] = time.perf_counter() - t0
-    if p.returncode != 0:
-        raise BenchFailure(f"wharf database import failed: {p.stderr}{p.stdout}")
-    log(f"  wharf database import: {ctx.R['import_s']:.1f} s: {p.stdout.strip()}")
-    pg = start_registry(ctx, W, "wharf-pg", "/catalog", database=ctx.pg.port)
+    db = import_root(ctx, "/catalog", "catalog")
+    pg = start_registry(ctx, W, "wharf-pg", "/catalog", database=db)
     catalog_times(ctx, pg, names, tags, 5)
 
 
@@ -576,8 +463,8 @@ def catalog_table(R):
                           "target", "result"]),
             f"filled through wharf: {R['fill']['mounts_per_s']:.0f} mounts/s, "
             f"{R['fill']['tags_per_s']:.0f} manifest PUTs/s"]
-    if "import_s" in R:
-        text.append(f"wharf database import: {R['import_s']:.1f} s")
+    if "/catalog" in R.get("import_s", {}):
+        text.append(f"wharf database migrate up + import of the bucket: {R['import_s']['/catalog']:.1f} s")
     return "\n".join(text)
 
 
