@@ -362,7 +362,7 @@ def has_database(ctx):
 def import_root(ctx, root, dbname):
     """A fresh database `dbname` holding what `root` in the bucket holds; (port, dbname)."""
     if ctx.pg is None:
-        ctx.pg = Postgres(ctx.work)
+        ctx.pg = Postgres()
     ctx.pg.createdb(dbname)
     db = (ctx.pg.port, dbname)
     cfg = os.path.join(ctx.work, f"import-{dbname}.yml")

@@ -6,6 +6,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import tempfile
 import time
 
 from bench import BenchFailure, Server, clean_env, free_ports, proc_cpu
@@ -129,16 +130,17 @@ def start_nginx(ctx, replicas, name="nginx"):
 class Postgres:
     """A throwaway PostgreSQL 15 (test-servers.md, section 5)."""
 
-    def __init__(self, work):
+    def __init__(self):
         if not os.path.exists(f"{PGBIN}/initdb"):
             raise BenchFailure(f"{PGBIN}/initdb not found: apt-get install postgresql-15")
-        self.dir = os.path.join(work, "pg")
-        os.makedirs(self.dir)
+        # Its own directory under TMPDIR: the user postgres must reach it, and the bench's
+        # work directory may sit in a private (0700) one.
+        self.dir = tempfile.mkdtemp(prefix="wharf-s3-bench-pg-")
         self.port = free_ports(1)[0]
+        self.running = False
         pre = []
         if os.geteuid() == 0:  # initdb refuses root
             shutil.chown(self.dir, "postgres", "postgres")
-            os.chmod(work, 0o755)
             pre = ["runuser", "-u", "postgres", "--"]
         self.pre = pre
         self._run([f"{PGBIN}/initdb", "-D", f"{self.dir}/data", "-U", "test", "--auth=trust", "-E", "UTF8", "--no-sync"])
@@ -160,3 +162,4 @@ class Postgres:
             self.running = False
             subprocess.run(self.pre + [f"{PGBIN}/pg_ctl", "-D", f"{self.dir}/data", "-m", "immediate", "-w", "stop"],
                            capture_output=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
