@@ -189,23 +189,44 @@ fn import(args: &StoreArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Repositories imported at once: each costs a few listings of the storage (S3 round
+/// trips), so one at a time spends the import waiting.
+const IMPORT_CONCURRENCY: usize = 16;
+
 async fn copy_all(
     source: &dyn MetaStore,
     target: &PgMetaStore,
 ) -> Result<ImportReport, StoreError> {
+    use futures::{StreamExt, TryStreamExt};
     let started = Instant::now();
     target.migrate().await?;
+    let names = source.list_repos(None, None).await?.items;
+    let reports: Vec<ImportReport> = futures::stream::iter(names)
+        .map(|name| async move {
+            let mut report = ImportReport::default();
+            match name.parse::<RepoName>() {
+                Ok(repo) => {
+                    copy_repo(source, target, &repo, &mut report).await?;
+                    report.repositories += 1;
+                }
+                Err(_) => report
+                    .skipped
+                    .push(format!("{name}: not a valid repository name")),
+            }
+            Ok::<_, StoreError>(report)
+        })
+        .buffer_unordered(IMPORT_CONCURRENCY)
+        .try_collect()
+        .await?;
     let mut report = ImportReport::default();
-    for name in source.list_repos(None, None).await?.items {
-        let Ok(repo) = name.parse::<RepoName>() else {
-            report
-                .skipped
-                .push(format!("{name}: not a valid repository name"));
-            continue;
-        };
-        copy_repo(source, target, &repo, &mut report).await?;
-        report.repositories += 1;
+    for r in reports {
+        report.repositories += r.repositories;
+        report.blob_links += r.blob_links;
+        report.manifests += r.manifests;
+        report.tags += r.tags;
+        report.skipped.extend(r.skipped);
     }
+    report.skipped.sort();
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
