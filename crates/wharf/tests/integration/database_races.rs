@@ -61,13 +61,7 @@ fn gc_looping_under_pushers_on_postgres_loses_nothing_a_successful_push_stored()
                         }
                         // Blobs collected before their manifest arrived: refused cleanly
                         // (what the grace period, zero here, prevents).
-                        Err(e)
-                            if ["BLOB_UNKNOWN", "BLOB_UPLOAD_INVALID"]
-                                .iter()
-                                .any(|c| e.contains(c)) =>
-                        {
-                            refused += 1
-                        }
+                        Err(e) if crate::pushes::refused_for_collected_blobs(&e) => refused += 1,
                         Err(e) => panic!("push failed unexpectedly: {e}"),
                     }
                 }

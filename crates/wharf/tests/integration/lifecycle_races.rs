@@ -67,13 +67,7 @@ fn gc_looping_under_eight_pushers_loses_nothing_a_successful_push_stored() {
                         }
                         // A push whose blobs were collected before its manifest arrived is
                         // refused cleanly (that is what the grace period prevents).
-                        Err(e)
-                            if ["BLOB_UNKNOWN", "BLOB_UPLOAD_INVALID"]
-                                .iter()
-                                .any(|c| e.contains(c)) =>
-                        {
-                            failed += 1
-                        }
+                        Err(e) if crate::pushes::refused_for_collected_blobs(&e) => failed += 1,
                         Err(e) => panic!("push failed unexpectedly: {e}"),
                     }
                 }

@@ -155,6 +155,14 @@ pub fn wharf_ok_with(args: &[&str], config: &Path, env: &[(String, String)]) -> 
     text(&out)
 }
 
+/// A push refused because its blobs were collected before its manifest arrived: the clean
+/// failure a collector racing pushes without a grace period may cause.
+pub fn refused_for_collected_blobs(error: &str) -> bool {
+    ["BLOB_UNKNOWN", "BLOB_UPLOAD_INVALID"]
+        .iter()
+        .any(|c| error.contains(c))
+}
+
 pub fn text(out: &Output) -> String {
     format!(
         "{}{}",

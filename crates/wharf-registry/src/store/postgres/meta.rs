@@ -11,13 +11,10 @@ use async_trait::async_trait;
 use sqlx::types::time::OffsetDateTime;
 use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::OnceCell;
-use wharf_oci::{Descriptor, Digest, Manifest, RepoName, Tag};
+use wharf_oci::{Descriptor, Digest, RepoName, Tag};
 
 use super::{migrate, store_error};
 use crate::store::{BlobStore, ManifestRecord, MetaStore, Page, StoreError, StoreResult};
-
-/// Manifests larger than this are not read (Distribution's limit).
-const MANIFEST_LIMIT: u64 = 4 * 1024 * 1024;
 
 pub struct PgMetaStore {
     pool: PgPool,
@@ -510,18 +507,7 @@ impl MetaStore for PgMetaStore {
                 return Ok(Some(r));
             }
         }
-        let Some(bytes) = self.blobs.get(digest, MANIFEST_LIMIT).await? else {
-            return Ok(None);
-        };
-        let manifest = Manifest::parse(&bytes, None).map_err(|e| StoreError::Corrupt {
-            what: format!("manifest {digest}"),
-            why: e.to_string(),
-        })?;
-        Ok(Some(ManifestRecord::of(
-            &manifest,
-            digest.clone(),
-            bytes.len() as u64,
-        )))
+        crate::store::read_manifest_record(&*self.blobs, digest).await
     }
 
     /// One statement: put before `since` and no tag pointing at it, checked as it deletes.
