@@ -24,6 +24,8 @@ use crate::store::hashstate::Sha256State;
 use crate::store::{ByteStream, StoreError, StoreResult, UploadInfo};
 
 const MAX_PART: u64 = 5 * 1024 * 1024 * 1024;
+/// S3's limit on the parts of one upload.
+const MAX_PARTS: usize = 10_000;
 
 #[derive(Serialize, Deserialize, Default)]
 pub struct UploadState {
@@ -160,13 +162,18 @@ impl Uploads<'_> {
             hasher.update(&chunk);
             state.size += chunk.len() as u64;
             buf.extend_from_slice(&chunk);
-            // Only whole parts: a client sending small chunks must not spend S3's
-            // 10,000 parts long before 5 TiB.
             while buf.len() as u64 >= part_size(self.chunk, state.in_parts()) {
                 let n = part_size(self.chunk, state.in_parts()) as usize;
                 self.push_part(&mut state, &data, buf.split_to(n).freeze())
                     .await?;
             }
+        }
+        // A remainder big enough to be a part becomes one, sparing the next append a tail
+        // written and read back; but only while half of S3's 10,000 parts are left, so a
+        // client sending small chunks cannot spend them long before 5 TiB.
+        if buf.len() as u64 >= MIN_PART && state.parts.len() < MAX_PARTS / 2 {
+            self.push_part(&mut state, &data, buf.split().freeze())
+                .await?;
         }
         state.tail = buf.len() as u64;
         state.tail_name = format!("wharftail-{}-{}", state.size, Uuid::new_v4());
