@@ -123,7 +123,12 @@ impl Browser {
         let session = format!("{}/session/{}", self.base, self.session);
         let settling = |v: &Value| {
             let e = &v["value"]["error"];
-            e == "stale element reference" || e == "no such element"
+            // Chromium also reports a body from the page being replaced as an unknown
+            // error: "Node with given id does not belong to the document".
+            let replaced = v["value"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("does not belong to the document"));
+            e == "stale element reference" || e == "no such element" || replaced
         };
         for _ in 0..100 {
             let found: Value = self
