@@ -192,28 +192,6 @@ impl Bucket {
         Ok(out)
     }
 
-    /// The "directories" right under `prefix` (which ends in `/`), by name.
-    pub async fn children(&self, prefix: &str) -> StoreResult<Vec<String>> {
-        let mut out = Vec::new();
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.name)
-            .prefix(prefix)
-            .delimiter("/")
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.error(&format!("listing {prefix}"), e))?;
-            for p in page.common_prefixes.unwrap_or_default() {
-                if let Some(name) = p.prefix.as_deref().and_then(|p| p.strip_prefix(prefix)) {
-                    out.push(name.trim_end_matches('/').to_owned());
-                }
-            }
-        }
-        Ok(out)
-    }
-
     /// True if any object lies under `prefix`.
     pub async fn any_under(&self, prefix: &str) -> StoreResult<bool> {
         let page = self
