@@ -179,18 +179,15 @@ impl Metrics {
         self
     }
 
-    /// Expose the figures GC and scrub record in the store under `state_dir`.
-    pub fn add_store_reports(&mut self, state_dir: std::path::PathBuf) {
+    /// Expose figures that another part of the registry keeps (the pull-through cache's
+    /// counters, the jobs' reports), read when scraped. The wiring registers them, so this
+    /// module depends on none of them.
+    pub fn add_collector<C>(&mut self, collector: std::sync::Arc<C>)
+    where
+        C: prometheus_client::collector::Collector,
+    {
         self.registry
-            .register_collector(Box::new(crate::registry::reports::StoredRuns {
-                dir: state_dir,
-            }));
-    }
-
-    /// Expose the pull-through cache's counters.
-    pub fn add_proxy(&mut self, stats: std::sync::Arc<crate::registry::proxy::ProxyStats>) {
-        self.registry
-            .register_collector(Box::new(ArcCollector(stats)));
+            .register_collector(Box::new(ArcCollector(collector)));
     }
 
     /// The OpenMetrics text a scrape gets.

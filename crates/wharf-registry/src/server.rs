@@ -30,7 +30,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for in-flight requests, unless `http.draintimeout` says otherwise.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 
-pub async fn state_for(config: &Config) -> anyhow::Result<Arc<AppState>> {
+/// The request handlers' state, and the store under it (for the health probe).
+pub async fn state_for(config: &Config) -> anyhow::Result<(Arc<AppState>, Store)> {
     let store = crate::store::open(&config.storage(), config.database.as_ref(), true)
         .await
         .with_context(|| format!("cannot open storage {}", config.storage().describe()))?;
@@ -68,22 +69,40 @@ pub async fn state_for(config: &Config) -> anyhow::Result<Arc<AppState>> {
         }
         None => random_secret()?,
     };
+    let (registry, metrics) = registry_for(config, store.clone())?;
+    let state = Arc::new(AppState {
+        registry: Arc::new(registry),
+        metrics,
+        auth,
+        upload_secret,
+        base_url: config.http.host.clone(),
+        tls: config.http.tls.is_some(),
+        extra_headers,
+        access_log: config.log.access_log,
+        health: Arc::default(),
+    });
+    Ok((state, store))
+}
+
+/// The registry's layers around its store, as the configuration asks, and the metrics
+/// that count what it does.
+fn registry_for(
+    config: &Config,
+    store: Store,
+) -> anyhow::Result<(Registry, Arc<crate::metrics::Metrics>)> {
     let mut metrics = crate::metrics::Metrics::new();
     if let Some(dir) = &store.state_dir {
-        metrics.add_store_reports(dir.clone());
+        let runs = crate::registry::reports::StoredRuns { dir: dir.clone() };
+        metrics.add_collector(Arc::new(runs));
     }
     let proxy = match &config.proxy {
         Some(p) => Some(crate::registry::proxy::Proxy::new(p).context("proxy:")?),
         None => None,
     };
     if let Some(p) = &proxy {
-        metrics.add_proxy(p.stats.clone());
+        metrics.add_collector(p.stats.clone());
     }
     let metrics = Arc::new(metrics);
-    let mut registry = Registry::new(store);
-    registry.metrics = metrics.clone();
-    registry.governance = Arc::new(config.governance.clone());
-    registry.proxy = proxy;
     let events_dir = crate::store::fs::Layout::new(&config.root)
         .wharf_dir()
         .join("events");
@@ -91,8 +110,13 @@ pub async fn state_for(config: &Config) -> anyhow::Result<Arc<AppState>> {
         addr: format!("{}:{}", hostname(), config.addr.port()),
         instance_id: uuid::Uuid::new_v4().to_string(),
     };
-    registry.events = match Events::open(&events_dir, config.notifications.clone(), source, metrics)
-    {
+    let events = Events::open(
+        &events_dir,
+        config.notifications.clone(),
+        source,
+        metrics.clone(),
+    );
+    let events = match events {
         Ok(events) => Some(Arc::new(events)),
         // A read-only store can still be served, without events, unless webhooks are wanted.
         Err(e) if config.notifications.is_empty() => {
@@ -106,18 +130,17 @@ pub async fn state_for(config: &Config) -> anyhow::Result<Arc<AppState>> {
             )))
         }
     };
-    Ok(Arc::new(AppState {
-        registry,
+    let rules = crate::registry::Rules {
         delete_enabled: config.delete_enabled,
         read_only: config.read_only,
-        auth,
-        upload_secret,
-        base_url: config.http.host.clone(),
-        tls: config.http.tls.is_some(),
-        extra_headers,
-        access_log: config.log.access_log,
-        health: Arc::default(),
-    }))
+    };
+    let registry = Registry::builder(store)
+        .governance(Arc::new(config.governance.clone()))
+        .rules(rules)
+        .proxy(proxy)
+        .events(events)
+        .build();
+    Ok((registry, metrics))
 }
 
 fn random_secret() -> anyhow::Result<Vec<u8>> {
@@ -143,7 +166,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
             config.root.display()
         )
     })?;
-    let state = state_for(&config).await?;
+    let (state, store) = state_for(&config).await?;
     let tls = match &config.http.tls {
         Some(t) => Some(crate::tls::acceptor(t).map_err(anyhow::Error::msg)?),
         None => None,
@@ -175,39 +198,8 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
             tracing::info!(prefix, upstream = %u.remoteurl, ttl_secs = u.ttl.as_secs(), "pull-through cache");
         }
     }
-    if let Some(purging) = config.upload_purging.clone() {
-        tokio::spawn(purge_uploads_periodically(
-            state.registry.store.clone(),
-            purging,
-        ));
-    }
-    if let Some(gc) = config.gc.clone() {
-        tokio::spawn(collect_garbage_periodically(
-            state.clone(),
-            gc,
-            config.proxy.clone(),
-        ));
-    }
-    if let Some(every) = config
-        .governance
-        .retention
-        .as_ref()
-        .and_then(|r| r.schedule)
-        .filter(|_| !config.read_only)
-    // a read-only registry deletes nothing
-    {
-        tokio::spawn(crate::registry::retention::periodically(
-            state.clone(),
-            every,
-        ));
-    }
-    if let Some(proxy) = &state.registry.proxy {
-        tokio::spawn(log_proxy_stats(proxy.stats.clone()));
-    }
-    let events = state.registry.events.clone();
-    if let Some(e) = &events {
-        e.start()?;
-    }
+    spawn_jobs(&state, &config)?;
+    let events = state.registry.events().cloned();
     let (closing, closed) = tokio::sync::watch::channel(false);
     let health = state.health.clone();
     if let Some(check) = config.health.clone() {
@@ -215,22 +207,19 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
             crate::store::StorageConfig::Filesystem { root } => crate::debug::Probe {
                 name: "storagedriver_filesystem".into(),
                 root: Some(root),
-                store: config
-                    .database
-                    .as_ref()
-                    .map(|_| state.registry.store.clone()),
+                store: config.database.as_ref().map(|_| store.clone()),
             },
             crate::store::StorageConfig::S3(_) => crate::debug::Probe {
                 name: "storagedriver_s3".into(),
                 root: None,
-                store: Some(state.registry.store.clone()),
+                store: Some(store.clone()),
             },
         };
         tokio::spawn(crate::debug::check_storage(
             check,
             probe,
             health.clone(),
-            state.registry.metrics.clone(),
+            state.metrics.clone(),
         ));
     }
     if let Some(debug) = config.http.debug.clone() {
@@ -238,7 +227,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
         let stop = async move {
             let _ = closed.wait_for(|c| *c).await;
         };
-        crate::debug::serve(debug, state.registry.metrics.clone(), health, stop).await?;
+        crate::debug::serve(debug, state.metrics.clone(), health, stop).await?;
     }
     let drain = config.http.drain_timeout.unwrap_or(DRAIN_TIMEOUT);
     // Event streams never end by themselves: end them when shutdown begins, or they
@@ -254,86 +243,23 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
     serve_listener(listener, router, tls, drain, shutdown).await
 }
 
-/// Once across every process on the store: the job lock skips a round another holds.
-async fn purge_uploads_periodically(store: Store, purging: crate::config::UploadPurging) {
-    let mut tick = tokio::time::interval(purging.interval);
-    loop {
-        tick.tick().await;
-        let Ok(Some(_job)) = store.locks.try_job("purge").await else {
-            continue;
-        };
-        match store.blobs.purge_uploads(purging.age).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(removed = n, "purged abandoned uploads"),
-            Err(e) => tracing::warn!(error = %e, "purging abandoned uploads failed"),
-        }
-    }
-}
-
-/// `gc:`: collect while serving. The first run waits one interval, as purging's does.
-/// The cache's counters in the log once a minute when they moved (metrics will export
-/// the same `ProxyStats`).
-async fn log_proxy_stats(stats: Arc<crate::registry::proxy::ProxyStats>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
-    let mut last = [0u64; 5];
-    loop {
-        tick.tick().await;
-        let now = stats.snapshot();
-        if now != last {
-            let [hits, misses, upstream_bytes, errors, stale] = now;
-            tracing::info!(
-                hits,
-                misses,
-                upstream_bytes,
-                errors,
-                stale,
-                "pull-through cache"
-            );
-            last = now;
-        }
-    }
-}
-
-async fn collect_garbage_periodically(
-    state: Arc<AppState>,
-    gc: crate::config::GcSchedule,
-    proxy: Option<crate::config::proxy::ProxyConfig>,
-) {
-    let opts = crate::registry::gc::GcOptions {
-        dry_run: false,
-        delete_untagged: gc.delete_untagged,
-        grace: gc.grace,
+/// Background jobs over the registry, and its event deliveries.
+fn spawn_jobs(state: &AppState, config: &Config) -> anyhow::Result<()> {
+    let schedules = crate::registry::jobs::Schedules {
+        purging: config.upload_purging.clone(),
+        gc: config.gc.clone(),
+        proxy: config.proxy.clone(),
+        retention: config
+            .governance
+            .retention
+            .as_ref()
+            .and_then(|r| r.schedule),
     };
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + gc.interval, gc.interval);
-    loop {
-        tick.tick().await;
-        // Evicted manifests leave their blobs unreferenced: this same collection sweeps them.
-        if let Some(proxy) = &proxy {
-            match state.registry.evict_cached(proxy).await {
-                Ok(e) if e.manifests > 0 => {
-                    tracing::info!(
-                        manifests = e.manifests,
-                        bytes = e.bytes,
-                        "evicted cached content"
-                    )
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "evicting cached content failed"),
-            }
-        }
-        match state.registry.collect_garbage(&opts).await {
-            Ok(r) => {
-                tracing::info!(
-                    blobs = r.blobs.len(),
-                    manifests = r.manifests.len(),
-                    bytes_freed = r.bytes_freed,
-                    held = r.blobs_held,
-                    "garbage collected"
-                )
-            }
-            Err(e) => tracing::warn!(error = %e, "garbage collection failed"),
-        }
+    crate::registry::jobs::spawn(&state.registry, schedules);
+    if let Some(e) = state.registry.events() {
+        e.start()?;
     }
+    Ok(())
 }
 
 pub async fn serve_listener(

@@ -82,8 +82,9 @@ fn open(args: &StoreArgs) -> anyhow::Result<(Registry, Config, tokio::runtime::R
             false,
         ))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut registry = Registry::new(store);
-    registry.governance = Arc::new(config.governance.clone());
+    let registry = Registry::builder(store)
+        .governance(Arc::new(config.governance.clone()))
+        .build();
     Ok((registry, config, runtime))
 }
 

@@ -10,9 +10,8 @@ use wharf_oci::{Digest, ErrorCode, RepoName};
 use super::error::{ApiError, ApiResult};
 use super::response::{empty, streaming, Resp, RespExt, DOCKER_CONTENT_DIGEST};
 use super::{AppState, Req};
-use crate::registry::events::envelope::PULL;
 use crate::registry::events::Origin;
-use crate::registry::proxy::BlobSource;
+use crate::registry::{BlobSource, ByteStream};
 
 /// A `Range: bytes=...` header as an inclusive range within `size`. Err for unsatisfiable.
 fn parse_range(header: &str, size: u64) -> Result<Option<RangeInclusive<u64>>, ()> {
@@ -51,14 +50,6 @@ fn parse_range(header: &str, size: u64) -> Result<Option<RangeInclusive<u64>>, (
     Ok(Some(range))
 }
 
-async fn require_linked(state: &AppState, repo: &RepoName, digest: &Digest) -> ApiResult<u64> {
-    state
-        .registry
-        .blob_in_repo(repo, digest)
-        .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::BlobUnknown).detail(json!({ "digest": digest })))
-}
-
 pub async fn get(
     state: &AppState,
     repo: &RepoName,
@@ -67,35 +58,15 @@ pub async fn get(
     head: bool,
     origin: &Origin,
 ) -> ApiResult {
-    if let Some(route) = state.registry.proxy.as_ref().and_then(|p| p.route(repo)) {
-        match state
-            .registry
-            .proxied_blob(repo, digest, &route, !head)
-            .await?
-        {
-            None => {
-                return Err(
-                    ApiError::new(ErrorCode::BlobUnknown).detail(json!({ "digest": digest }))
-                )
-            }
-            Some(BlobSource::Filling(size, body)) => {
-                if state.registry.wants_event(PULL) {
-                    let e = origin.blob(PULL, repo, digest, size, None);
-                    state.registry.emit(vec![e]).await;
-                }
-                return Ok(filling(digest, size, body, head));
-            }
-            Some(BlobSource::Stored(_)) => {}
-        }
-    }
-    let size = require_linked(state, repo, digest).await?;
-    if state.registry.wants_event(PULL) {
-        let e = origin.blob(PULL, repo, digest, size, None);
-        state.registry.emit(vec![e]).await;
-    }
-    let blobs = &state.registry.store.blobs;
+    let unknown = || ApiError::new(ErrorCode::BlobUnknown).detail(json!({ "digest": digest }));
+    let registry = &state.registry;
+    let size = match registry.blob(origin, repo, digest, !head).await? {
+        None => return Err(unknown()),
+        Some(BlobSource::Filling(size, body)) => return Ok(filling(digest, size, body, head)),
+        Some(BlobSource::Stored(size)) => size,
+    };
     if !head {
-        if let Some(url) = blobs.redirect(digest).await? {
+        if let Some(url) = registry.blob_redirect(digest).await? {
             return Ok(empty(StatusCode::TEMPORARY_REDIRECT)
                 .with(http::header::LOCATION, &url)
                 .with(DOCKER_CONTENT_DIGEST, &digest.to_string()));
@@ -115,7 +86,7 @@ pub async fn get(
         let len = range.as_ref().map_or(size, |r| r.end() - r.start() + 1);
         empty(StatusCode::OK).with(CONTENT_LENGTH, &len.to_string())
     } else {
-        let read = blobs.read(digest, range.clone()).await?;
+        let read = registry.read_blob(digest, range.clone()).await?;
         let len = if read.size == 0 {
             0
         } else {
@@ -142,7 +113,7 @@ pub async fn get(
 
 /// A blob still arriving from a proxy upstream: the whole of it (a range is answered
 /// with everything, as RFC 9110 allows), streamed as it comes.
-fn filling(digest: &Digest, size: u64, body: crate::store::ByteStream, head: bool) -> Resp {
+fn filling(digest: &Digest, size: u64, body: ByteStream, head: bool) -> Resp {
     let mut resp = match head {
         true => empty(StatusCode::OK),
         false => Response::new(streaming(body)),
@@ -161,16 +132,9 @@ pub async fn delete(
     digest: &Digest,
     origin: &Origin,
 ) -> ApiResult {
-    if !state.delete_enabled {
-        return Err(ApiError::new(ErrorCode::Unsupported).message("deletes are disabled: set storage.delete.enabled (REGISTRY_STORAGE_DELETE_ENABLED=true)"));
-    }
-    if !state.registry.store.meta.unlink_blob(repo, digest).await? {
+    if !state.registry.delete_blob(origin, repo, digest).await? {
         return Err(ApiError::new(ErrorCode::BlobUnknown).detail(json!({ "digest": digest })));
     }
-    state
-        .registry
-        .emit(vec![origin.deleted(repo, digest)])
-        .await;
     Ok(empty(StatusCode::ACCEPTED).with(DOCKER_CONTENT_DIGEST, &digest.to_string()))
 }
 

@@ -8,7 +8,7 @@ use wharf_oci::name::NameError;
 use wharf_oci::ErrorCode;
 
 use super::response::{json_response, Resp};
-use crate::store::StoreError;
+use crate::registry::StoreError;
 
 #[derive(Debug)]
 pub struct ApiError {

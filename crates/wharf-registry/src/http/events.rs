@@ -26,7 +26,7 @@ use crate::registry::events::{Event, Events};
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 pub async fn get(state: &Arc<AppState>, req: &Req) -> ApiResult {
-    let events = state.registry.events.clone().ok_or_else(|| {
+    let events = state.registry.events().cloned().ok_or_else(|| {
         ApiError::new(ErrorCode::Unsupported)
             .message("this registry keeps no event log")
             .status(StatusCode::NOT_FOUND)

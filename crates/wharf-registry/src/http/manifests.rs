@@ -8,16 +8,9 @@ use wharf_oci::{ErrorCode, Reference, RepoName};
 use super::error::{ApiError, ApiResult};
 use super::response::{bytes_response, empty, RespExt, DOCKER_CONTENT_DIGEST, OCI_SUBJECT};
 use super::{AppState, Req};
-use crate::registry::events::envelope::{PULL, PUSH};
 use crate::registry::events::Origin;
 use crate::registry::manifests::MANIFEST_LIMIT;
-
-fn tag_of(reference: &Reference) -> Option<&str> {
-    match reference {
-        Reference::Tag(t) => Some(t.as_str()),
-        Reference::Digest(_) => None,
-    }
-}
+use crate::registry::Served;
 
 fn unknown(repo: &RepoName, reference: &Reference) -> ApiError {
     ApiError::new(ErrorCode::ManifestUnknown)
@@ -31,34 +24,11 @@ pub async fn get(
     head: bool,
     origin: &Origin,
 ) -> ApiResult {
-    let route = state.registry.proxy.as_ref().and_then(|p| p.route(repo));
-    let (m, warning) = match route {
-        Some(route) => {
-            let served = state
-                .registry
-                .proxied_manifest(repo, reference, &route)
-                .await?
-                .ok_or_else(|| unknown(repo, reference))?;
-            (served.content, served.warning)
-        }
-        None => {
-            let m = state.registry.manifest(repo, reference).await?;
-            (m.ok_or_else(|| unknown(repo, reference))?, None)
-        }
-    };
-    // Distribution reports a HEAD as a pull too: both read the manifest.
-    if state.registry.wants_event(PULL) {
-        let size = m.bytes.len() as u64;
-        let e = origin.manifest(
-            PULL,
-            repo,
-            &m.media_type,
-            &m.digest,
-            size,
-            tag_of(reference),
-        );
-        state.registry.emit(vec![e]).await;
-    }
+    let served = state.registry.manifest(origin, repo, reference).await?;
+    let Served {
+        content: m,
+        warning,
+    } = served.ok_or_else(|| unknown(repo, reference))?;
     let digest_text = m.digest.to_string();
     let resp = if head {
         empty(StatusCode::OK)
@@ -87,17 +57,8 @@ pub async fn put(
     let bytes = req.collect(MANIFEST_LIMIT).await?;
     let put = state
         .registry
-        .put_manifest(repo, reference, content_type.as_deref(), bytes)
+        .put_manifest(origin, repo, reference, content_type.as_deref(), bytes)
         .await?;
-    let e = origin.manifest(
-        PUSH,
-        repo,
-        &put.media_type,
-        &put.digest,
-        put.size,
-        tag_of(reference),
-    );
-    state.registry.emit(vec![e]).await;
     let mut resp = empty(StatusCode::CREATED)
         .location(&format!("/v2/{repo}/manifests/{}", put.digest))
         .with(DOCKER_CONTENT_DIGEST, &put.digest.to_string());
@@ -113,17 +74,12 @@ pub async fn delete(
     reference: &Reference,
     origin: &Origin,
 ) -> ApiResult {
-    if !state.delete_enabled {
-        return Err(ApiError::new(ErrorCode::Unsupported)
-            .message("deletes are disabled: set storage.delete.enabled (REGISTRY_STORAGE_DELETE_ENABLED=true)"));
-    }
-    if !state.registry.delete_manifest(repo, reference).await? {
+    if !state
+        .registry
+        .delete_manifest(origin, repo, reference)
+        .await?
+    {
         return Err(unknown(repo, reference));
     }
-    let e = match reference {
-        Reference::Tag(t) => origin.tag_deleted(repo, t.as_str()),
-        Reference::Digest(d) => origin.deleted(repo, d),
-    };
-    state.registry.emit(vec![e]).await;
     Ok(empty(StatusCode::ACCEPTED))
 }

@@ -33,17 +33,17 @@ use wharf_oci::{Digest, ErrorCode, Reference, RepoName};
 use self::error::{digest_invalid, name_invalid, ApiError, ApiResult};
 use self::response::{empty, header_value, Resp, RespExt, API_VERSION};
 use crate::auth::{Auth, Identity};
+use crate::metrics::Metrics;
 use crate::registry::events::envelope::{Actor, RequestRecord};
 use crate::registry::events::Origin;
+use crate::registry::ByteStream;
 use crate::registry::Registry;
-use crate::store::ByteStream;
 
 /// Everything a request handler needs.
 pub struct AppState {
-    pub registry: Registry,
-    pub delete_enabled: bool,
-    /// `storage.maintenance.readonly`: every write is refused.
-    pub read_only: bool,
+    /// The only door to what the registry holds.
+    pub registry: Arc<Registry>,
+    pub metrics: Arc<Metrics>,
     pub auth: Auth,
     /// Signs the `_state` of upload URLs as registry:2 does with `http.secret`, so that a
     /// Distribution sharing the store and the secret continues uploads wharf started.
@@ -203,20 +203,6 @@ impl Route {
 }
 
 impl Route {
-    /// The repository the route addresses, if any.
-    fn repo(&self) -> Option<&RepoName> {
-        match self {
-            Route::Tags(r)
-            | Route::Manifest(r, _)
-            | Route::BadReference(r, _)
-            | Route::Blob(r, _)
-            | Route::Uploads(r)
-            | Route::Upload(r, _)
-            | Route::Referrers(r, _) => Some(r),
-            Route::Token | Route::Base | Route::Catalog | Route::Events => None,
-        }
-    }
-
     /// The `handler` label of the metrics, registry:2's route names.
     fn label(&self) -> &'static str {
         match self {
@@ -282,22 +268,6 @@ fn method_not_allowed() -> ApiError {
 
 async fn dispatch(state: &Arc<AppState>, route: Route, req: Req) -> ApiResult {
     let head = req.method == Method::HEAD;
-    let writes =
-        !matches!(req.method, Method::GET | Method::HEAD) && !matches!(route, Route::Token);
-    if writes && state.read_only {
-        return Err(ApiError::new(ErrorCode::Unsupported)
-            .message("the registry is in read-only mode (storage.maintenance.readonly)"));
-    }
-    if writes {
-        if let Some(repo) = route.repo().filter(|r| {
-            let proxy = state.registry.proxy.as_ref();
-            proxy.is_some_and(|p| p.refuses_writes(r))
-        }) {
-            return Err(ApiError::new(ErrorCode::Unsupported)
-                .message(format!("{repo} is a pull-through cache of an upstream registry (proxy:); it cannot be pushed to or deleted from"))
-                .status(StatusCode::METHOD_NOT_ALLOWED));
-        }
-    }
     // A read causes an event only when an endpoint wants pulls: no record (a random id,
     // five strings) is built for every GET of the hot path otherwise.
     let quiet = matches!(req.method, Method::GET | Method::HEAD)
@@ -313,8 +283,8 @@ async fn dispatch(state: &Arc<AppState>, route: Route, req: Req) -> ApiResult {
         (Route::Token, Method::GET | Method::POST) => token::handle(state, req).await,
         (Route::Events, Method::GET) => events::get(state, &req).await,
         (Route::Base, Method::GET | Method::HEAD) => Ok(base::get()),
-        (Route::Catalog, Method::GET) => catalog::get(state, &req).await,
-        (Route::Tags(repo), Method::GET) => tags::list(state, &repo, &req).await,
+        (Route::Catalog, Method::GET) => catalog::get(state, &req, o).await,
+        (Route::Tags(repo), Method::GET) => tags::list(state, &repo, &req, o).await,
         (Route::Manifest(repo, r), Method::GET | Method::HEAD) => {
             manifests::get(state, &repo, &r, head, o).await
         }
@@ -333,11 +303,11 @@ async fn dispatch(state: &Arc<AppState>, route: Route, req: Req) -> ApiResult {
         }
         (Route::Blob(repo, d), Method::DELETE) => blobs::delete(state, &repo, &d, o).await,
         (Route::Uploads(repo), Method::POST) => uploads::start(state, &repo, req, o).await,
-        (Route::Upload(repo, id), Method::GET) => uploads::status(state, &repo, id).await,
-        (Route::Upload(repo, id), Method::PATCH) => uploads::patch(state, &repo, id, req).await,
+        (Route::Upload(repo, id), Method::GET) => uploads::status(state, &repo, id, o).await,
+        (Route::Upload(repo, id), Method::PATCH) => uploads::patch(state, &repo, id, req, o).await,
         (Route::Upload(repo, id), Method::PUT) => uploads::put(state, &repo, id, req, o).await,
-        (Route::Upload(repo, id), Method::DELETE) => uploads::cancel(state, &repo, id).await,
-        (Route::Referrers(repo, d), Method::GET) => referrers::get(state, &repo, &d, &req).await,
+        (Route::Upload(repo, id), Method::DELETE) => uploads::cancel(state, &repo, id, o).await,
+        (Route::Referrers(repo, d), Method::GET) => referrers::get(state, &repo, &d, &req, o).await,
         _ => Err(method_not_allowed()),
     }
 }
@@ -409,7 +379,7 @@ pub async fn handle(
     for (name, value) in &state.extra_headers {
         headers.append(name.clone(), value.clone());
     }
-    let metrics = &state.registry.metrics;
+    let metrics = &state.metrics;
     metrics.answered(
         label,
         method.as_str(),
@@ -453,11 +423,11 @@ async fn route_and_run(state: &Arc<AppState>, path: &str, mut req: Req) -> (Resp
             let label = route.label();
             let upload =
                 matches!(route, Route::Uploads(_) | Route::Upload(..)) && method != Method::GET;
-            let _in_flight = state.registry.metrics.begin(label, upload);
+            let _in_flight = state.metrics.begin(label, upload);
             let result = match authorize(state, &route, &mut req).await {
                 Ok(()) => dispatch(state, route, req).await,
                 Err(e) => {
-                    state.registry.metrics.auth_failed(label);
+                    state.metrics.auth_failed(label);
                     Err(e)
                 }
             };

@@ -9,9 +9,16 @@ use wharf_oci::{Digest, RepoName};
 use super::error::ApiResult;
 use super::response::{bytes_response, RespExt, OCI_FILTERS_APPLIED};
 use super::{AppState, Req};
+use crate::registry::events::Origin;
 
-pub async fn get(state: &AppState, repo: &RepoName, subject: &Digest, req: &Req) -> ApiResult {
-    let mut manifests = state.registry.store.meta.referrers(repo, subject).await?;
+pub async fn get(
+    state: &AppState,
+    repo: &RepoName,
+    subject: &Digest,
+    req: &Req,
+    origin: &Origin,
+) -> ApiResult {
+    let mut manifests = state.registry.referrers(origin, repo, subject).await?;
     let filter = req.query("artifactType").filter(|t| !t.is_empty());
     if let Some(t) = filter {
         manifests.retain(|d| d.artifact_type.as_deref() == Some(t));

@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::Frame;
 use serde::Serialize;
 
-use crate::store::ByteStream;
+use crate::registry::ByteStream;
 
 pub type Body = UnsyncBoxBody<Bytes, io::Error>;
 pub type Resp = Response<Body>;

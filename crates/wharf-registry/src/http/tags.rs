@@ -7,6 +7,7 @@ use wharf_oci::{ErrorCode, RepoName};
 use super::error::{ApiError, ApiResult};
 use super::response::{json_response, RespExt};
 use super::{AppState, Req};
+use crate::registry::events::Origin;
 
 /// `n` and `last` from the query. A bad `n` is the client's error, not a silent default.
 pub fn pagination(req: &Req) -> ApiResult<(Option<usize>, Option<&str>)> {
@@ -29,19 +30,9 @@ pub fn next_link(path: &str, n: usize, last: &str) -> String {
     format!("<{path}?{query}>; rel=\"next\"")
 }
 
-pub async fn list(state: &AppState, repo: &RepoName, req: &Req) -> ApiResult {
+pub async fn list(state: &AppState, repo: &RepoName, req: &Req, origin: &Origin) -> ApiResult {
     let (n, last) = pagination(req)?;
-    let upstream = match state.registry.proxy.as_ref().and_then(|p| p.route(repo)) {
-        Some(route) => state.registry.proxied_tags(&route).await,
-        None => None,
-    };
-    let page = match upstream {
-        Some(mut tags) => {
-            tags.sort();
-            Some(crate::store::paginate(tags.into_iter(), last, n))
-        }
-        None => state.registry.store.meta.list_tags(repo, last, n).await?,
-    };
+    let page = state.registry.tags(origin, repo, last, n).await?;
     let page = page.ok_or_else(|| {
         ApiError::new(ErrorCode::NameUnknown).detail(json!({ "name": repo.as_str() }))
     })?;

@@ -10,7 +10,6 @@ use wharf_oci::{Digest, ErrorCode, RepoName};
 use super::error::{digest_invalid, ApiError, ApiResult};
 use super::response::{empty, Resp, RespExt, DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID};
 use super::{AppState, Req};
-use crate::registry::events::envelope::{MOUNT, PUSH};
 use crate::registry::events::Origin;
 
 /// The upload's URL, carrying registry:2's signed `_state` (name, id, offset), which
@@ -93,20 +92,8 @@ fn chunk_start(req: &Req) -> ApiResult<Option<u64>> {
     Ok(Some(start))
 }
 
-/// A blob committed: its push event, then the 201.
-async fn pushed(
-    state: &AppState,
-    repo: &RepoName,
-    digest: &Digest,
-    size: u64,
-    origin: &Origin,
-) -> ApiResult {
-    let e = origin.blob(PUSH, repo, digest, size, None);
-    state.registry.emit(vec![e]).await;
-    Ok(created(repo, digest))
-}
-
 pub async fn start(state: &AppState, repo: &RepoName, req: Req, origin: &Origin) -> ApiResult {
+    let registry = &state.registry;
     if let Some(digest) = digest_param(&req, "mount")? {
         // Mounting reads the source: only from a repository the caller may pull.
         let from = req
@@ -119,44 +106,50 @@ pub async fn start(state: &AppState, repo: &RepoName, req: Req, origin: &Origin)
                     .contains(crate::auth::policy::Actions::PULL)
             });
         if let Some(from) = from {
-            if state.registry.mount(repo, &digest, &from).await? {
-                if let Some(size) = state.registry.blob_in_repo(repo, &digest).await? {
-                    let e = origin.blob(MOUNT, repo, &digest, size, Some(&from));
-                    state.registry.emit(vec![e]).await;
-                }
+            if registry
+                .mount(origin, repo, &digest, &from)
+                .await?
+                .is_some()
+            {
                 return Ok(created(repo, &digest));
             }
         }
         // Not mountable: the spec says to fall back to a regular upload session.
-        let id = state.registry.store.blobs.start_upload(repo).await?;
+        let id = registry.start_upload(origin, repo).await?;
         return Ok(progress(state, repo, id, 0, StatusCode::ACCEPTED));
     }
     match digest_param(&req, "digest")? {
         None => {
-            let id = state.registry.store.blobs.start_upload(repo).await?;
+            let id = registry.start_upload(origin, repo).await?;
             Ok(progress(state, repo, id, 0, StatusCode::ACCEPTED))
         }
         // One request, one blob: no upload session to create and tear down.
         Some(digest) => {
             let length = req.header(CONTENT_LENGTH).and_then(|l| l.parse().ok());
-            let size = state
-                .registry
-                .put_blob(repo, &digest, length, req.into_stream())
+            let body = req.into_stream();
+            registry
+                .put_blob(origin, repo, &digest, length, body)
                 .await?;
-            pushed(state, repo, &digest, size, origin).await
+            Ok(created(repo, &digest))
         }
     }
 }
 
-pub async fn status(state: &AppState, repo: &RepoName, id: Uuid) -> ApiResult {
-    let size = state.registry.store.blobs.upload_size(repo, id).await?;
+pub async fn status(state: &AppState, repo: &RepoName, id: Uuid, origin: &Origin) -> ApiResult {
+    let size = state.registry.upload_size(origin, repo, id).await?;
     Ok(progress(state, repo, id, size, StatusCode::NO_CONTENT))
 }
 
-pub async fn patch(state: &AppState, repo: &RepoName, id: Uuid, req: Req) -> ApiResult {
+pub async fn patch(
+    state: &AppState,
+    repo: &RepoName,
+    id: Uuid,
+    req: Req,
+    origin: &Origin,
+) -> ApiResult {
     let at = chunk_start(&req)?;
-    let blobs = &state.registry.store.blobs;
-    let size = blobs.append(repo, id, at, req.into_stream()).await?;
+    let body = req.into_stream();
+    let size = state.registry.append(origin, repo, id, at, body).await?;
     Ok(progress(state, repo, id, size, StatusCode::ACCEPTED))
 }
 
@@ -173,14 +166,17 @@ pub async fn put(
     let has_body = req.header(CONTENT_LENGTH).is_none_or(|l| l != "0");
     if has_body {
         let at = chunk_start(&req)?;
-        let blobs = &state.registry.store.blobs;
-        blobs.append(repo, id, at, req.into_stream()).await?;
+        let body = req.into_stream();
+        state.registry.append(origin, repo, id, at, body).await?;
     }
-    let size = state.registry.finish_upload(repo, id, &digest).await?;
-    pushed(state, repo, &digest, size, origin).await
+    state
+        .registry
+        .finish_upload(origin, repo, id, &digest)
+        .await?;
+    Ok(created(repo, &digest))
 }
 
-pub async fn cancel(state: &AppState, repo: &RepoName, id: Uuid) -> ApiResult {
-    state.registry.store.blobs.cancel(repo, id).await?;
+pub async fn cancel(state: &AppState, repo: &RepoName, id: Uuid, origin: &Origin) -> ApiResult {
+    state.registry.cancel_upload(origin, repo, id).await?;
     Ok(empty(StatusCode::NO_CONTENT))
 }

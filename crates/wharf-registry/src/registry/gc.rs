@@ -15,7 +15,7 @@ use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use wharf_oci::{Digest, RepoName};
 
-use super::{Error, Registry, Result};
+use super::{Core, Error, Result};
 use crate::store::{ManifestRecord, StoreError};
 
 /// Deletions made under one hold of the collector lock: small, so writers wait little.
@@ -104,7 +104,7 @@ pub(super) async fn read_records(
     Ok(found.into_iter().flatten().collect())
 }
 
-impl Registry {
+impl Core {
     pub async fn collect_garbage(&self, opts: &GcOptions) -> Result<GcReport> {
         let started = Instant::now();
         let store = &self.store;

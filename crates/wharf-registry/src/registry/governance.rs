@@ -12,14 +12,14 @@ use dashmap::DashMap;
 use serde::Serialize;
 use wharf_oci::{Digest, ErrorCode, RepoName, Tag};
 
-use super::{Error, Registry, Result};
+use super::{Core, Error, Result};
 use crate::config::governance::{globs, human_bytes, Governance, QuotaRule};
 
 /// Sizes of blobs seen, by digest: content-addressed, so never stale.
 #[derive(Default)]
 pub struct SizeCache(DashMap<Digest, u64>);
 
-impl Registry {
+impl Core {
     pub fn governance(&self) -> &Governance {
         &self.governance
     }
@@ -242,7 +242,7 @@ mod tests {
     #[tokio::test]
     async fn usage_counts_shared_blobs_once_and_the_summary_shows_it() {
         let dir = tempfile::tempdir().unwrap();
-        let mut registry = Registry::new(crate::store::fs::open(dir.path(), true).unwrap());
+        let mut registry = Core::new(crate::store::fs::open(dir.path(), true).unwrap());
         let yaml = "- repositories: ['t/*']\n  bytes: 100\n";
         let quotas: Vec<QuotaRule> = serde_norway::from_str(yaml).unwrap();
         registry.governance = Arc::new(Governance {
@@ -253,20 +253,23 @@ mod tests {
         let sixty = [1u8; 60];
         let d = Digest::sha256_of(&sixty);
         registry
-            .put_blob(&a, &d, Some(60), body(&sixty))
+            .store_blob(&a, &d, Some(60), body(&sixty))
             .await
             .unwrap();
         // The same blob into another repository of the glob costs nothing.
-        registry.put_blob(&b, &d, None, body(&sixty)).await.unwrap();
+        registry
+            .store_blob(&b, &d, None, body(&sixty))
+            .await
+            .unwrap();
         let forty = [2u8; 40];
         let d40 = Digest::sha256_of(&forty);
         registry
-            .put_blob(&b, &d40, None, body(&forty))
+            .store_blob(&b, &d40, None, body(&forty))
             .await
             .unwrap();
         let one = [3u8; 1];
         let d1 = Digest::sha256_of(&one);
-        let refused = registry.put_blob(&a, &d1, None, body(&one)).await;
+        let refused = registry.store_blob(&a, &d1, None, body(&one)).await;
         match refused {
             Err(Error::Refused { code, message, .. }) => {
                 assert_eq!(code, ErrorCode::Denied);

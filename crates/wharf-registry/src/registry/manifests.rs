@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use serde_json::json;
-use wharf_oci::{Digest, ErrorCode, Manifest, Reference, RepoName};
+use wharf_oci::{Digest, ErrorCode, Manifest, Reference, RepoName, Tag};
 
-use super::{Error, Registry, Result};
+use super::{Core, Error, Result};
 use crate::store::ManifestRecord;
 
 /// Manifests over this size are refused, as Distribution and the spec's 4 MiB guidance do.
@@ -28,9 +28,9 @@ pub struct PutManifest {
     pub size: u64,
 }
 
-impl Registry {
-    /// The manifest `reference` names in `repo`, or None.
-    pub async fn manifest(
+impl Core {
+    /// The manifest `reference` names in `repo` as stored, or None.
+    pub async fn stored_manifest(
         &self,
         repo: &RepoName,
         reference: &Reference,
@@ -72,7 +72,7 @@ impl Registry {
 
     /// Store a manifest under `reference`: it must parse, match a digest reference, and
     /// name only blobs and manifests this repository already has.
-    pub async fn put_manifest(
+    pub(super) async fn store_manifest(
         &self,
         repo: &RepoName,
         reference: &Reference,
@@ -120,8 +120,8 @@ impl Registry {
             if let Some(first) = gone.iter().find(|d| needed.contains(*d)) {
                 return Err(not_in_repo(repo, first));
             }
-            self.store.blobs.put(&digest, bytes.clone()).await?;
-            meta.put_manifest(repo, &record, tag).await?;
+            self.publish_manifest(repo, &record, Some(bytes.clone()), tag)
+                .await?;
         }
         let media_type: Arc<str> = manifest.media_type.as_str().into();
         let size = bytes.len() as u64;
@@ -161,7 +161,11 @@ impl Registry {
     }
 
     /// Delete a tag, or a manifest with every tag on it. False if there was none.
-    pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<bool> {
+    pub(super) async fn remove_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<bool> {
         let _writing = self.store.locks.writer().await?;
         match reference {
             Reference::Tag(t) => self.check_tag_mutable(repo, t, None).await?,
@@ -171,6 +175,24 @@ impl Registry {
             Reference::Tag(t) => self.store.meta.delete_tag(repo, t).await?,
             Reference::Digest(d) => self.store.meta.delete_manifest(repo, d).await?,
         })
+    }
+}
+
+impl Core {
+    /// The one way a manifest is published: its bytes (when not stored yet), then its
+    /// record and tag. Call under the writer lock, with what it references retained.
+    pub(super) async fn publish_manifest(
+        &self,
+        repo: &RepoName,
+        record: &ManifestRecord,
+        bytes: Option<Bytes>,
+        tag: Option<&Tag>,
+    ) -> Result<()> {
+        if let Some(bytes) = bytes {
+            self.store.blobs.put(&record.digest, bytes).await?;
+        }
+        self.store.meta.put_manifest(repo, record, tag).await?;
+        Ok(())
     }
 }
 

@@ -1,69 +1,37 @@
-//! The service layer: what the registry does, apart from HTTP. The API handlers, the
-//! maintenance commands (garbage collection, scrub) and later front ends all call this,
-//! never the store directly for anything that has rules.
+//! The service: what the registry does, apart from HTTP. The API, the web UI and the
+//! maintenance commands all go through [`Registry`], the only door; nothing above this
+//! module touches the store.
+//!
+//! Inside, a [`Core`] implements every operation over the store (uploads, manifests,
+//! governance, GC, scrub, retention), and cross-cutting behaviour wraps it as layers
+//! ([`service::Layer`]): the pull-through cache (`proxy`) and event emission (`events`).
 
+mod base;
 mod cache;
+mod door;
 pub mod events;
 pub mod gc;
 pub mod governance;
+pub mod jobs;
 pub mod manifests;
 pub mod proxy;
 pub mod reports;
 pub mod retention;
 pub mod scrub;
+pub mod service;
 mod uploads;
-
-use std::sync::Arc;
 
 use serde_json::Value;
 use wharf_oci::ErrorCode;
 
+/// What the service's answers carry from the store: front ends name these types through
+/// the service, never the store.
+pub use crate::store::{BlobRead, ByteStream, Page, StoreError};
+pub use base::{Core, Rules};
 pub use cache::ManifestCache;
+pub use door::{Registry, RegistryBuilder, StorageSummary};
 pub use manifests::{ManifestContent, PutManifest};
-
-use self::events::Events;
-use crate::config::governance::Governance;
-use crate::metrics::Metrics;
-use crate::store::{Store, StoreError};
-
-/// A registry over its store.
-pub struct Registry {
-    pub store: Store,
-    pub manifests: ManifestCache,
-    /// The pull-through cache, when `proxy:` names upstreams.
-    pub proxy: Option<proxy::Proxy>,
-    /// Where events go; None where nothing listens (maintenance commands).
-    pub events: Option<Arc<Events>>,
-    pub metrics: Arc<Metrics>,
-    /// Retention, immutable tags and quotas; empty unless configured.
-    pub governance: Arc<Governance>,
-    sizes: governance::SizeCache,
-}
-
-impl Registry {
-    pub fn new(store: Store) -> Registry {
-        Registry {
-            store,
-            manifests: ManifestCache::default(),
-            proxy: None,
-            events: None,
-            metrics: Arc::default(),
-            governance: Arc::default(),
-            sizes: governance::SizeCache::default(),
-        }
-    }
-
-    /// Whether an event of `action` would be recorded, so callers build only those.
-    pub fn wants_event(&self, action: &str) -> bool {
-        self.events.as_ref().is_some_and(|e| e.wants(action))
-    }
-
-    pub async fn emit(&self, events: Vec<events::Event>) {
-        if let Some(e) = &self.events {
-            e.emit(events).await;
-        }
-    }
-}
+pub use service::{BlobSource, Layer, Served, Service};
 
 /// Why an operation was refused: a spec error code with what to tell the client, or the
 /// store's failure.

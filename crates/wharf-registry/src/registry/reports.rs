@@ -12,7 +12,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use serde::{Deserialize, Serialize};
 
-use super::Registry;
+use super::Core;
 use crate::store::fs::durable;
 
 /// The jobs that report, and what each counts.
@@ -41,7 +41,7 @@ pub fn load(dir: &Path, job: &str) -> Option<Runs> {
     serde_json::from_slice(&bytes).ok()
 }
 
-impl Registry {
+impl Core {
     /// Add a finished run to the store's figures. A failure is logged: the job itself
     /// succeeded. Two jobs of one kind do not run at once (each takes its lock), so the
     /// read-modify-write is not raced.

@@ -12,7 +12,7 @@ use wharf_oci::{Digest, Reference, RepoName, Tag};
 
 use super::events::Origin;
 use super::gc::{reachable, read_records};
-use super::{Error, Registry, Result};
+use super::{Core, Error, Result};
 use crate::config::governance::RetentionRule;
 use crate::store::StoreError;
 
@@ -41,7 +41,7 @@ struct Pushed {
     at: SystemTime,
 }
 
-impl Registry {
+impl Core {
     /// Apply `retention:` to every repository a rule matches (the first matching rule
     /// applies). A real run holds the store's `retention` job lock, so it runs once across
     /// every process sharing the store.
@@ -154,7 +154,7 @@ impl Registry {
         let Ok(tag) = name.parse::<Tag>() else {
             return Ok(false);
         };
-        match self.delete_manifest(repo, &Reference::Tag(tag)).await {
+        match self.remove_manifest(repo, &Reference::Tag(tag)).await {
             Ok(deleted) => Ok(deleted),
             Err(Error::Refused { message, .. }) => {
                 tracing::info!(%repo, tag = name, message, "retention kept a tag");
@@ -209,32 +209,6 @@ impl Registry {
             });
         }
         Ok(())
-    }
-}
-
-/// `retention.schedule`: apply the rules while serving, first one interval after the start
-/// (as scheduled collection does). Another process's run holds the job lock: this one
-/// then skips its turn.
-pub async fn periodically(
-    state: std::sync::Arc<crate::http::AppState>,
-    every: std::time::Duration,
-) {
-    let start = tokio::time::Instant::now() + every;
-    let mut tick = tokio::time::interval_at(start, every);
-    loop {
-        tick.tick().await;
-        match state.registry.apply_retention(false).await {
-            Ok(r) => tracing::info!(
-                tags = r.tags.len(),
-                manifests = r.manifests.len(),
-                immutable_kept = r.immutable_kept,
-                "retention applied"
-            ),
-            Err(Error::Store(StoreError::NotAStore(why))) => {
-                tracing::debug!(why, "retention skipped")
-            }
-            Err(e) => tracing::warn!(error = %e, "retention failed"),
-        }
     }
 }
 

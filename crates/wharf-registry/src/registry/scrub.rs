@@ -11,7 +11,7 @@ use futures::StreamExt;
 use serde::Serialize;
 use wharf_oci::{Digest, DigestHasher, RepoName};
 
-use super::{Registry, Result};
+use super::{Core, Result};
 use crate::store::{ManifestRecord, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -108,7 +108,7 @@ struct RepoView {
     links: Vec<Digest>,
 }
 
-impl Registry {
+impl Core {
     pub async fn scrub(&self, opts: &ScrubOptions) -> Result<ScrubReport> {
         let started = std::time::Instant::now();
         let mut report = ScrubReport::default();

@@ -4,12 +4,17 @@
 use uuid::Uuid;
 use wharf_oci::{Digest, ErrorCode, RepoName};
 
-use super::{Error, Registry, Result};
+use super::{Core, Error, Result};
 use crate::store::ByteStream;
 
-impl Registry {
+impl Core {
     /// Verify and commit an upload, then link its blob into `repo`.
-    pub async fn finish_upload(&self, repo: &RepoName, id: Uuid, digest: &Digest) -> Result<u64> {
+    pub(super) async fn commit_upload(
+        &self,
+        repo: &RepoName,
+        id: Uuid,
+        digest: &Digest,
+    ) -> Result<u64> {
         self.admit_upload(repo, id, digest).await?;
         let size = self.store.blobs.commit(repo, id, digest).await?;
         self.link_retained(repo, digest).await?;
@@ -33,7 +38,7 @@ impl Registry {
     /// A whole blob in one request: stream, verify, commit, link. `length` is the
     /// request's Content-Length: under a quota it refuses the blob before reading it; a
     /// body of unknown length goes through an upload, measured before its commit.
-    pub async fn put_blob(
+    pub(super) async fn store_blob(
         &self,
         repo: &RepoName,
         digest: &Digest,
@@ -46,7 +51,7 @@ impl Registry {
                 None => {
                     let id = self.store.blobs.start_upload(repo).await?;
                     self.store.blobs.append(repo, id, Some(0), body).await?;
-                    return self.finish_upload(repo, id, digest).await;
+                    return self.commit_upload(repo, id, digest).await;
                 }
             }
         }
@@ -55,46 +60,52 @@ impl Registry {
         Ok(size)
     }
 
-    /// Link a just-committed blob, retaining it again under the writer lock: a collection
-    /// whose grace is shorter than the moment since the commit could otherwise take the
-    /// blob while its link is being written.
+    /// Link a just-committed blob. A collection whose grace is shorter than the moment
+    /// since the commit could have taken it meanwhile: then the client pushes it again.
     async fn link_retained(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
-        let _writing = self.store.locks.writer().await?;
-        if !self.retain_one(digest).await? {
+        if !self.publish_link(repo, digest).await? {
             return Err(Error::refused(
                 ErrorCode::BlobUploadInvalid,
                 format!("{digest} was garbage-collected as it was committed (is gc.grace shorter than a push?): push it again"),
             ));
         }
-        self.store.meta.link_blob(repo, digest).await?;
         Ok(())
     }
 
-    /// Retain one blob; false if it is gone. Call under the writer lock.
-    async fn retain_one(&self, digest: &Digest) -> Result<bool> {
-        let missing = self
+    /// The one way a stored blob becomes servable from `repo`: retained again under the
+    /// writer lock, then linked, so that a collection either saw the link or sees the
+    /// blob retained after its mark began. False (and nothing linked) if the blob is gone.
+    pub(super) async fn publish_link(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        let _writing = self.store.locks.writer().await?;
+        let gone = self
             .store
             .blobs
             .retain(std::slice::from_ref(digest))
             .await?;
-        Ok(missing.is_empty())
-    }
-
-    /// Link a blob `from` has into `repo`. False when `from` cannot serve it.
-    pub async fn mount(&self, repo: &RepoName, digest: &Digest, from: &RepoName) -> Result<bool> {
-        if !self.store.meta.blob_linked(from, digest).await? {
-            return Ok(false);
-        }
-        if self.quota_applies(repo) {
-            let size = self.store.blobs.stat(digest).await?.unwrap_or(0);
-            self.check_quota(repo, digest, size).await?;
-        }
-        let _writing = self.store.locks.writer().await?;
-        if !self.retain_one(digest).await? {
+        if !gone.is_empty() {
             return Ok(false);
         }
         self.store.meta.link_blob(repo, digest).await?;
         Ok(true)
+    }
+
+    /// Link a blob `from` has into `repo`: its size, or None when `from` cannot serve it.
+    pub(super) async fn mount_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        from: &RepoName,
+    ) -> Result<Option<u64>> {
+        if !self.store.meta.blob_linked(from, digest).await? {
+            return Ok(None);
+        }
+        let Some(size) = self.store.blobs.stat(digest).await? else {
+            return Ok(None);
+        };
+        if self.quota_applies(repo) {
+            self.check_quota(repo, digest, size).await?;
+        }
+        Ok(self.publish_link(repo, digest).await?.then_some(size))
     }
 
     /// The blob's size if `repo` may serve it and it exists.
@@ -103,22 +114,5 @@ impl Registry {
             return Ok(None);
         }
         Ok(self.store.blobs.stat(digest).await?)
-    }
-
-    /// Repository names after `last`, at most `n`, among those `visible` admits. Filtering
-    /// comes before paging so that pages stay full.
-    pub async fn catalog(
-        &self,
-        last: Option<&str>,
-        n: Option<usize>,
-        visible: Option<&(dyn Fn(&str) -> bool + Sync)>,
-    ) -> Result<crate::store::Page> {
-        Ok(match visible {
-            None => self.store.meta.list_repos(last, n).await?,
-            Some(f) => {
-                let all = self.store.meta.list_repos(last, None).await?;
-                crate::store::paginate(all.items.into_iter().filter(|r| f(r)), None, n)
-            }
-        })
     }
 }

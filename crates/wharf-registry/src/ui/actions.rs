@@ -17,7 +17,7 @@ use crate::registry::events::Origin;
 
 /// The repository and reference to delete, if the visitor may delete there and the
 /// registry allows deletes at all.
-fn deletable(
+async fn deletable(
     ui: &Ui,
     who: &Visitor,
     f: &HashMap<String, String>,
@@ -32,29 +32,13 @@ fn deletable(
             "name a repository and a tag or digest",
         );
     };
-    if !ui.app.delete_enabled {
-        return bad(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "deletes are disabled: set storage.delete.enabled (REGISTRY_STORAGE_DELETE_ENABLED=true)",
-        );
-    }
-    if ui.app.read_only {
-        return bad(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "the registry is in read-only mode",
-        );
-    }
-    if ui
-        .app
-        .registry
-        .proxy
-        .as_ref()
-        .is_some_and(|p| p.refuses_writes(&repo))
-    {
-        return bad(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "this repository is a pull-through cache",
-        );
+    // The registry's own rules first (deletes disabled, read-only, a cache), in its words.
+    match ui.app.registry.writable(&repo, true).await {
+        Ok(()) => {}
+        Err(crate::registry::Error::Refused { message, .. }) => {
+            return bad(StatusCode::METHOD_NOT_ALLOWED, &message)
+        }
+        Err(e) => return bad(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
     if !ui.allowed(who, repo.as_str()).contains(Actions::DELETE) {
         return bad(
@@ -71,7 +55,7 @@ pub async fn confirm_delete(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let who = ui.visitor(&headers).await;
-    let (repo, reference) = match deletable(&ui, &who, &q) {
+    let (repo, reference) = match deletable(&ui, &who, &q).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -111,21 +95,14 @@ pub async fn delete(
     if let Err(r) = ui.check_csrf(&who, &f) {
         return r;
     }
-    let (repo, reference) = match deletable(&ui, &who, &f) {
+    let (repo, reference) = match deletable(&ui, &who, &f).await {
         Ok(x) => x,
         Err(r) => return r,
     };
-    match ui.app.registry.delete_manifest(&repo, &reference).await {
-        Ok(true) => {
-            let o = origin(&ui, &who, &headers, &ext);
-            let event = match &reference {
-                Reference::Tag(t) => o.tag_deleted(&repo, t.as_str()),
-                Reference::Digest(d) => o.deleted(&repo, d),
-            };
-            ui.app.registry.emit(vec![event]).await;
-            Redirect::to(&format!("/ui/repo?{}", encode(&[("name", repo.as_str())])))
-                .into_response()
-        }
+    let o = origin(&ui, &who, &headers, &ext);
+    match ui.app.registry.delete_manifest(&o, &repo, &reference).await {
+        Ok(true) => Redirect::to(&format!("/ui/repo?{}", encode(&[("name", repo.as_str())])))
+            .into_response(),
         Ok(false) => ui.error(
             &who,
             StatusCode::NOT_FOUND,

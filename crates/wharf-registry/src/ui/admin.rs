@@ -161,27 +161,19 @@ pub async fn storage(State(ui): State<Arc<Ui>>, headers: HeaderMap) -> Response 
         Ok(w) => w,
         Err(r) => return r,
     };
-    let store = &ui.app.registry.store;
-    let (repos, blobs, uploads) = tokio::join!(
-        store.meta.list_repos(None, None),
-        store.blobs.list_blobs(),
-        store.blobs.list_uploads()
-    );
-    let (repos, blobs, uploads) = match (repos, blobs, uploads) {
-        (Ok(r), Ok(b), Ok(u)) => (r.items.len(), b, u),
-        (Err(e), ..) | (_, Err(e), _) | (.., Err(e)) => {
-            return ui.error(&who, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
-        }
+    let s = match ui.app.registry.storage_summary().await {
+        Ok(s) => s,
+        Err(e) => return ui.error(&who, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     };
     let body = html! {
         table #storage {
-            tr { td { "Storage" } td { code { (store.describe) } } }
-            tr { td { "Repositories" } td { (repos) } }
-            tr { td { "Blobs" } td #blobcount { (blobs.len()) } }
-            tr { td { "Blob bytes (shared layers once)" } td { (size(blobs.iter().map(|b| b.size).sum())) } }
-            tr { td { "Uploads in progress" } td { (uploads.len()) " (" (size(uploads.iter().map(|u| u.size).sum())) ")" } }
-            tr { td { "Deletes" } td { @if ui.app.delete_enabled { "enabled" } @else { "disabled (storage.delete.enabled)" } } }
-            tr { td { "Read-only" } td { @if ui.app.read_only { "yes" } @else { "no" } } }
+            tr { td { "Storage" } td { code { (s.describe) } } }
+            tr { td { "Repositories" } td { (s.repositories) } }
+            tr { td { "Blobs" } td #blobcount { (s.blobs) } }
+            tr { td { "Blob bytes (shared layers once)" } td { (size(s.blob_bytes)) } }
+            tr { td { "Uploads in progress" } td { (s.uploads) " (" (size(s.upload_bytes)) ")" } }
+            tr { td { "Deletes" } td { @if s.rules.delete_enabled { "enabled" } @else { "disabled (storage.delete.enabled)" } } }
+            tr { td { "Read-only" } td { @if s.rules.read_only { "yes" } @else { "no" } } }
         }
     };
     ui.page(&who, StatusCode::OK, "Storage", body)

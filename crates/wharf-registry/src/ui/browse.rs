@@ -11,6 +11,7 @@ use wharf_oci::{Digest, Manifest, Reference, RepoName, Tag};
 
 use super::{encode, Ui, Visitor, PAGE};
 use crate::auth::policy::Actions;
+use crate::registry::events::Origin;
 
 type Params = Query<HashMap<String, String>>;
 
@@ -63,7 +64,12 @@ pub async fn repositories(State(ui): State<Arc<Ui>>, headers: HeaderMap, q: Para
     } else {
         Some(&visible)
     };
-    let page = match ui.app.registry.catalog(last, Some(PAGE), filter).await {
+    let page = match ui
+        .app
+        .registry
+        .catalog(&Origin::default(), last, Some(PAGE), filter)
+        .await
+    {
         Ok(p) => p,
         Err(e) => return ui.error(&who, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     };
@@ -130,16 +136,13 @@ async fn tag_row(ui: &Ui, repo: &RepoName, tag: String) -> TagRow {
     let Ok(t) = row.tag.parse::<Tag>() else {
         return row;
     };
-    row.pushed = ui
+    row.pushed = ui.app.registry.tag_pushed(repo, &t).await.ok().flatten();
+    let Ok(Some(m)) = ui
         .app
         .registry
-        .store
-        .meta
-        .tag_pushed(repo, &t)
+        .stored_manifest(repo, &Reference::Tag(t))
         .await
-        .ok()
-        .flatten();
-    let Ok(Some(m)) = ui.app.registry.manifest(repo, &Reference::Tag(t)).await else {
+    else {
         return row;
     };
     row.digest = Some(m.digest);
@@ -162,9 +165,7 @@ async fn tag_row(ui: &Ui, repo: &RepoName, tag: String) -> TagRow {
         if let Ok(Some(bytes)) = ui
             .app
             .registry
-            .store
-            .blobs
-            .get(&config.digest, CONFIG_LIMIT)
+            .small_blob(&config.digest, CONFIG_LIMIT)
             .await
         {
             if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) {
@@ -184,14 +185,7 @@ pub async fn tags(State(ui): State<Arc<Ui>>, headers: HeaderMap, q: Params) -> R
         Err(resp) => return resp,
     };
     let last = q.get("last").map(String::as_str).filter(|s| !s.is_empty());
-    let page = match ui
-        .app
-        .registry
-        .store
-        .meta
-        .list_tags(&repo, last, Some(PAGE))
-        .await
-    {
+    let page = match ui.app.registry.stored_tags(&repo, last, Some(PAGE)).await {
         Ok(Some(p)) => p,
         Ok(None) => return pullable(&ui, &who, None).unwrap_err(),
         Err(e) => return ui.error(&who, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
@@ -200,7 +194,8 @@ pub async fn tags(State(ui): State<Arc<Ui>>, headers: HeaderMap, q: Params) -> R
         futures::future::join_all(page.items.iter().map(|t| tag_row(&ui, &repo, t.clone()))).await;
     let host = ui.registry_host(&headers);
     let name = repo.as_str();
-    let deletable = ui.app.delete_enabled && ui.allowed(&who, name).contains(Actions::DELETE);
+    let deletable =
+        ui.app.registry.rules().delete_enabled && ui.allowed(&who, name).contains(Actions::DELETE);
     let next = match (page.more, page.items.last()) {
         (true, Some(l)) => Some(format!(
             "/ui/repo?{}",
@@ -297,7 +292,7 @@ pub async fn manifest(State(ui): State<Arc<Ui>>, headers: HeaderMap, q: Params) 
     let Some(reference) = q.get("ref").and_then(|r| r.parse::<Reference>().ok()) else {
         return not_found();
     };
-    let m = match ui.app.registry.manifest(&repo, &reference).await {
+    let m = match ui.app.registry.stored_manifest(&repo, &reference).await {
         Ok(Some(m)) => m,
         Ok(None) => return not_found(),
         Err(e) => return ui.error(&who, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
@@ -310,9 +305,7 @@ pub async fn manifest(State(ui): State<Arc<Ui>>, headers: HeaderMap, q: Params) 
         Some(c) => ui
             .app
             .registry
-            .store
-            .blobs
-            .get(&c.digest, CONFIG_LIMIT)
+            .small_blob(&c.digest, CONFIG_LIMIT)
             .await
             .ok()
             .flatten()
@@ -322,9 +315,7 @@ pub async fn manifest(State(ui): State<Arc<Ui>>, headers: HeaderMap, q: Params) 
     let referrers = ui
         .app
         .registry
-        .store
-        .meta
-        .referrers(&repo, &m.digest)
+        .stored_referrers(&repo, &m.digest)
         .await
         .unwrap_or_default();
     let host = ui.registry_host(&headers);
@@ -341,7 +332,8 @@ pub async fn manifest(State(ui): State<Arc<Ui>>, headers: HeaderMap, q: Params) 
         .unwrap_or_default()
         .into_iter()
         .collect();
-    let deletable = ui.app.delete_enabled && ui.allowed(&who, name).contains(Actions::DELETE);
+    let deletable =
+        ui.app.registry.rules().delete_enabled && ui.allowed(&who, name).contains(Actions::DELETE);
     let body = html! {
         (pull_line(&format!("docker pull {host}/{name}@{}", m.digest)))
         p { "Digest: " code #digest { (m.digest) } }

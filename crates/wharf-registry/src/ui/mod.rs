@@ -49,9 +49,7 @@ pub fn router(app: Arc<AppState>, config: &UiConfig) -> Router {
         keys: session::Keys::new(&app.upload_secret),
         stamps: app
             .registry
-            .store
-            .state_dir
-            .as_ref()
+            .state_dir()
             .map(|d| d.join("ui").join("signed-out")),
         admins: config.admins.clone(),
         app,
@@ -99,7 +97,7 @@ async fn as_the_api_does(
     );
     let mut resp = next.run(req).await;
     // One `ui` handler label in the request metrics, beside registry:2's route names.
-    ui.app.registry.metrics.answered(
+    ui.app.metrics.answered(
         "ui",
         method.as_str(),
         resp.status().as_u16(),

@@ -3,6 +3,7 @@
 //! subscribers of `/v2/_events`. Any front end (API, UI, mirror) emits through [`Events`].
 
 pub mod envelope;
+mod layer;
 mod log;
 mod sink;
 
@@ -14,6 +15,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 pub use envelope::{Event, Origin, Source};
+pub use layer::EventsLayer;
 use log::EventLog;
 
 use crate::config::Endpoint;

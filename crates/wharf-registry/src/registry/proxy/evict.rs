@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use wharf_oci::{Digest, RepoName};
 
 use crate::config::proxy::ProxyConfig;
-use crate::registry::{Registry, Result};
+use crate::registry::{Core, Result};
 
 /// What an eviction removed.
 #[derive(Debug, Default)]
@@ -28,7 +28,7 @@ struct Cached {
     bytes: u64,
 }
 
-impl Registry {
+impl Core {
     /// Drop cached manifests past `retention` or beyond `maxsize`, oldest first.
     pub async fn evict_cached(&self, config: &ProxyConfig) -> Result<Evicted> {
         let mut evicted = Evicted::default();

@@ -14,9 +14,9 @@ use tokio::sync::watch;
 use uuid::Uuid;
 use wharf_oci::{Digest, RepoName};
 
-use super::{Proxy, ProxyStats, Route, UpstreamFailure};
-use crate::registry::{Error, Registry, Result};
-use crate::store::{ByteStream, Store, StoreError};
+use super::{Proxy, ProxyLayer, ProxyStats, Route, UpstreamFailure};
+use crate::registry::{BlobSource, Core, Error, Result};
+use crate::store::{ByteStream, StoreError};
 
 /// Appends are batched up to this much of what has already arrived: each append records
 /// a hash state, and a client following the fill waits at most one batch.
@@ -44,15 +44,7 @@ pub struct Fill {
     state: watch::Receiver<State>,
 }
 
-/// Where a proxied blob's bytes come from.
-pub enum BlobSource {
-    /// Cached: serve from the store as any blob.
-    Stored(u64),
-    /// Being fetched: its size, and the bytes as they arrive.
-    Filling(u64, ByteStream),
-}
-
-impl Registry {
+impl ProxyLayer {
     /// The blob `digest` of the proxied `repo`: from the store, or fetched once.
     /// None when the upstream does not have it. `want_body` false (a HEAD) still starts
     /// the fill, so the GET that follows finds it under way.
@@ -63,8 +55,8 @@ impl Registry {
         route: &Route,
         want_body: bool,
     ) -> Result<Option<BlobSource>> {
-        let proxy = self.proxy.as_ref().expect("routed by the proxy");
-        if let Some(size) = self.blob_in_repo(repo, digest).await? {
+        let proxy = &self.proxy;
+        if let Some(size) = self.core.blob_in_repo(repo, digest).await? {
             ProxyStats::count(&proxy.stats.hits, 1);
             return Ok(Some(BlobSource::Stored(size)));
         }
@@ -75,12 +67,12 @@ impl Registry {
                 // Fetched for another repository already: never fetched twice. It is
                 // linked here only if the upstream has it in this repository (a HEAD), so
                 // a digest known from a private repository opens nothing.
-                None if self.store.blobs.stat(digest).await?.is_some() => {
+                None if self.core.store.blobs.stat(digest).await?.is_some() => {
                     drop(fills);
                     return self.link_cached(repo, digest, route).await;
                 }
                 None => {
-                    let fill = start(proxy, self.store.clone(), repo, digest, route);
+                    let fill = start(proxy, self.core.clone(), repo, digest, route);
                     fills.insert(digest.clone(), fill.clone());
                     fill
                 }
@@ -110,12 +102,12 @@ impl Registry {
         }
         Ok(Some(BlobSource::Filling(
             size,
-            follow(state, self.store.clone(), repo.clone(), digest.clone()),
+            follow(state, self.core.clone(), repo.clone(), digest.clone()),
         )))
     }
 }
 
-impl Registry {
+impl ProxyLayer {
     /// A blob the store holds for another repository, linked into the proxied `repo`
     /// once its upstream confirms it has it there.
     async fn link_cached(
@@ -124,7 +116,7 @@ impl Registry {
         digest: &Digest,
         route: &Route,
     ) -> Result<Option<BlobSource>> {
-        let proxy = self.proxy.as_ref().expect("routed by the proxy");
+        let proxy = &self.proxy;
         let remote = &route.remote;
         let asked = tokio::time::timeout(
             super::upstream::MANIFEST_TIMEOUT,
@@ -141,41 +133,27 @@ impl Registry {
             }
         }
         ProxyStats::count(&proxy.stats.hits, 1);
-        if !link(&self.store, repo, digest).await? {
+        if !self.core.publish_link(repo, digest).await? {
             return Ok(None);
         }
         Ok(self
+            .core
             .blob_in_repo(repo, digest)
             .await?
             .map(BlobSource::Stored))
     }
 }
 
-/// Link a stored blob into `repo`, retained under the writer lock as a commit's link is.
-async fn link(store: &Store, repo: &RepoName, digest: &Digest) -> Result<bool> {
-    let _writing = store.locks.writer().await?;
-    if !store
-        .blobs
-        .retain(std::slice::from_ref(digest))
-        .await?
-        .is_empty()
-    {
-        return Ok(false);
-    }
-    store.meta.link_blob(repo, digest).await?;
-    Ok(true)
-}
-
 fn start(
     proxy: &Proxy,
-    store: Store,
+    core: Arc<Core>,
     repo: &RepoName,
     digest: &Digest,
     route: &Route,
 ) -> Arc<Fill> {
     let (tx, rx) = watch::channel(State::Connecting);
     let job = FillJob {
-        store,
+        core,
         stats: proxy.stats.clone(),
         remote: route.remote.clone(),
         repo: repo.clone(),
@@ -195,7 +173,7 @@ fn start(
 }
 
 struct FillJob {
-    store: Store,
+    core: Arc<Core>,
     stats: Arc<ProxyStats>,
     remote: Arc<super::Remote>,
     repo: RepoName,
@@ -234,7 +212,7 @@ impl FillJob {
         let size = length.ok_or_else(|| {
             UpstreamFailure::Failed("the upstream sent the blob without a Content-Length".into())
         })?;
-        let blobs = &self.store.blobs;
+        let blobs = &self.core.store.blobs;
         let id = blobs.start_upload(&self.repo).await.map_err(store_failed)?;
         let mut written = 0u64;
         let _ = tx.send(State::Writing {
@@ -288,7 +266,8 @@ impl FillJob {
             let _ = blobs.cancel(&self.repo, id).await;
             return Err(e);
         }
-        link(&self.store, &self.repo, &self.digest)
+        self.core
+            .publish_link(&self.repo, &self.digest)
             .await
             .map_err(|e| UpstreamFailure::Failed(format!("the cache could not link it: {e}")))?;
         Ok(size)
@@ -348,13 +327,13 @@ async fn next_batch(
 /// committed blob. A failed fill ends the stream with an error, before its last byte.
 fn follow(
     state: watch::Receiver<State>,
-    store: Store,
+    core: Arc<Core>,
     repo: RepoName,
     digest: Digest,
 ) -> ByteStream {
     let follower = Follower {
         state,
-        store,
+        core,
         repo,
         digest,
         offset: 0,
@@ -370,7 +349,7 @@ fn follow(
 
 struct Follower {
     state: watch::Receiver<State>,
-    store: Store,
+    core: Arc<Core>,
     repo: RepoName,
     digest: Digest,
     offset: u64,
@@ -405,7 +384,7 @@ impl Follower {
                         return None;
                     }
                     let range = self.offset..=size - 1;
-                    match self.store.blobs.read(&self.digest, Some(range)).await {
+                    match self.core.store.blobs.read(&self.digest, Some(range)).await {
                         Ok(read) => self.inner = Some(read.body),
                         Err(e) => return Some(Err(io::Error::other(e))),
                     }
@@ -429,6 +408,7 @@ impl Follower {
                     }
                     if limit > self.offset {
                         let read = self
+                            .core
                             .store
                             .blobs
                             .read_upload(&self.repo, id, self.offset, limit)

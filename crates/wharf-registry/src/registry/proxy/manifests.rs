@@ -11,9 +11,9 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use wharf_oci::{Digest, Manifest, Reference, RepoName, Tag};
 
 use super::upstream::MANIFEST_TIMEOUT;
-use super::{ProxyStats, Remote, Route, UpstreamFailure};
-use crate::registry::{ManifestContent, Registry, Result};
-use crate::store::{ManifestRecord, Store};
+use super::{ProxyLayer, ProxyStats, Remote, Route, UpstreamFailure};
+use crate::registry::{Core, ManifestContent, Result, Served};
+use crate::store::ManifestRecord;
 
 type Flight = Shared<BoxFuture<'static, Result<Arc<Fetched>, UpstreamFailure>>>;
 
@@ -29,13 +29,7 @@ pub(super) struct Fetched {
     media_type: Arc<str>,
 }
 
-/// A manifest answer, with the `Warning` to send when it is served stale.
-pub struct Served {
-    pub content: ManifestContent,
-    pub warning: Option<String>,
-}
-
-impl Registry {
+impl ProxyLayer {
     /// The manifest `reference` names in the proxied `repo`, fetched and cached on a miss.
     pub async fn proxied_manifest(
         &self,
@@ -43,9 +37,9 @@ impl Registry {
         reference: &Reference,
         route: &Route,
     ) -> Result<Option<Served>> {
-        let proxy = self.proxy.as_ref().expect("routed by the proxy");
+        let proxy = &self.proxy;
         let stats = &proxy.stats;
-        let local = self.manifest(repo, reference).await?;
+        let local = self.core.stored_manifest(repo, reference).await?;
         let tag = match reference {
             Reference::Digest(_) => {
                 if let Some(content) = local {
@@ -80,7 +74,7 @@ impl Registry {
             (Ok(d), _) => {
                 let by_digest = Reference::Digest(d);
                 // The tag moved to a manifest cached already: retag it, fetch nothing.
-                if let Some(content) = self.manifest(repo, &by_digest).await? {
+                if let Some(content) = self.core.stored_manifest(repo, &by_digest).await? {
                     self.retag(repo, tag, &content).await?;
                     proxy.confirm(repo, tag.as_str());
                     ProxyStats::count(&stats.hits, 1);
@@ -121,12 +115,10 @@ impl Registry {
         let mut record =
             ManifestRecord::of(&parsed, content.digest.clone(), content.bytes.len() as u64);
         record.children.clear(); // as when it was fetched: children come per platform
-        let _writing = self.store.locks.writer().await?;
-        self.store
-            .meta
-            .put_manifest(repo, &record, Some(tag))
-            .await?;
-        Ok(())
+        let _writing = self.core.store.locks.writer().await?;
+        self.core
+            .publish_manifest(repo, &record, None, Some(tag))
+            .await
     }
 
     /// The upstream's tags for a proxied repository, as registry:2's proxy lists them;
@@ -157,7 +149,7 @@ impl Registry {
         tag: Option<&Tag>,
         route: &Route,
     ) -> Result<Option<Served>> {
-        let proxy = self.proxy.as_ref().expect("routed by the proxy");
+        let proxy = &self.proxy;
         let key = format!("{repo}@{reference}:{}", tag.map_or("", |t| t.as_str()));
         let flight = {
             let mut flights = proxy.fetches.0.lock().expect("not poisoned");
@@ -166,7 +158,7 @@ impl Registry {
                 .or_insert_with(|| {
                     let job = FetchJob {
                         remote: route.remote.clone(),
-                        store: self.store.clone(),
+                        core: self.core.clone(),
                         stats: proxy.stats.clone(),
                         repo: repo.clone(),
                         upstream_repo: route.upstream_repo.clone(),
@@ -189,7 +181,8 @@ impl Registry {
         proxy.fetches.0.lock().expect("not poisoned").remove(&key);
         match result {
             Ok(f) => {
-                self.manifests
+                self.core
+                    .manifests
                     .insert(f.digest.clone(), f.bytes.clone(), f.media_type.clone());
                 Ok(Some(fresh(ManifestContent {
                     digest: f.digest.clone(),
@@ -218,16 +211,13 @@ fn header_text(s: &str) -> String {
 }
 
 fn fresh(content: ManifestContent) -> Served {
-    Served {
-        content,
-        warning: None,
-    }
+    Served::fresh(content)
 }
 
 /// One upstream manifest fetch, owned so it can be shared by every waiter.
 struct FetchJob {
     remote: Arc<Remote>,
-    store: Store,
+    core: Arc<Core>,
     stats: Arc<ProxyStats>,
     repo: RepoName,
     upstream_repo: RepoName,
@@ -261,14 +251,13 @@ impl FetchJob {
         // Only the manifest: its blobs (and an index's children) are fetched when asked
         // for, so a pull of one platform fetches that platform alone.
         let stored = async {
-            let _writing = self.store.locks.writer().await?;
-            self.store.blobs.put(&got.digest, bytes.clone()).await?;
-            self.store
-                .meta
-                .put_manifest(&self.repo, &record, self.tag.as_ref())
+            let _writing = self.core.store.locks.writer().await?;
+            let (tag, bytes) = (self.tag.as_ref(), Some(bytes.clone()));
+            self.core
+                .publish_manifest(&self.repo, &record, bytes, tag)
                 .await
         };
-        stored.await.map_err(|e: crate::store::StoreError| {
+        stored.await.map_err(|e: crate::registry::Error| {
             UpstreamFailure::Failed(format!("the cache could not store it: {e}"))
         })?;
         tracing::info!(repository = %self.repo, digest = %got.digest, upstream = %self.remote.url, bytes = bytes.len(), "cached a manifest from upstream");

@@ -11,6 +11,7 @@
 
 mod evict;
 mod fill;
+mod layer;
 mod manifests;
 pub mod upstream;
 
@@ -23,8 +24,8 @@ use wharf_client::ClientError;
 use wharf_oci::{ErrorCode, RepoName};
 
 pub use evict::Evicted;
-pub use fill::{BlobSource, Fill};
-pub use manifests::Served;
+pub use fill::Fill;
+pub use layer::ProxyLayer;
 pub use upstream::Remote;
 
 use super::Error;

@@ -1,0 +1,255 @@
+//! [`Registry`], the only door: the API, the web UI and the maintenance commands call it
+//! and nothing below it. Client operations go through the layers ([`Service`], reached by
+//! deref); what only an operator or a page asks (GC, scrub, retention, what is stored)
+//! goes to the core.
+
+use std::ops::{Deref, RangeInclusive};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use wharf_oci::{Descriptor, Digest, Reference, RepoName, Tag};
+
+use super::base::Rules;
+use super::events::{Events, EventsLayer};
+use super::gc::{GcOptions, GcReport};
+use super::governance::GovernanceSummary;
+use super::proxy::{Evicted, Proxy, ProxyLayer, ProxyStats};
+use super::retention::RetentionReport;
+use super::scrub::{ScrubOptions, ScrubReport};
+use super::service::{Service, Wrap};
+use super::{Core, ManifestContent, Result};
+use crate::config::governance::Governance;
+use crate::config::proxy::ProxyConfig;
+use crate::store::{BlobRead, Page, Store};
+
+/// A registry: its layers around the core.
+pub struct Registry {
+    /// The outermost layer: where every client operation enters.
+    service: Arc<dyn Service>,
+    core: Arc<Core>,
+    events: Option<Arc<Events>>,
+    proxy_stats: Option<Arc<ProxyStats>>,
+}
+
+/// Client operations enter through the outermost layer.
+impl Deref for Registry {
+    type Target = dyn Service;
+
+    fn deref(&self) -> &Self::Target {
+        &*self.service
+    }
+}
+
+/// How a registry is put together. Layers go on in a fixed order whatever the order of
+/// the calls, outermost first: those added with [`RegistryBuilder::layer`] (the last one
+/// outermost), events, the pull-through cache, then the core.
+pub struct RegistryBuilder {
+    core: Core,
+    proxy: Option<Proxy>,
+    events: Option<Arc<Events>>,
+    wraps: Vec<Wrap>,
+}
+
+impl RegistryBuilder {
+    pub fn governance(mut self, governance: Arc<Governance>) -> Self {
+        self.core.governance = governance;
+        self
+    }
+
+    pub fn rules(mut self, rules: Rules) -> Self {
+        self.core.rules = rules;
+        self
+    }
+
+    /// Serve the repositories `proxy` routes from their upstreams.
+    pub fn proxy(mut self, proxy: Option<Proxy>) -> Self {
+        self.proxy = proxy;
+        self
+    }
+
+    /// Record what clients push, pull, mount and delete.
+    pub fn events(mut self, events: Option<Arc<Events>>) -> Self {
+        self.events = events;
+        self
+    }
+
+    /// Wrap the service in one more layer, outside every other.
+    pub fn layer(
+        mut self,
+        wrap: impl FnOnce(Arc<dyn Service>) -> Arc<dyn Service> + Send + 'static,
+    ) -> Self {
+        self.wraps.push(Box::new(wrap));
+        self
+    }
+
+    pub fn build(mut self) -> Registry {
+        self.core.events = self.events.clone();
+        let core = Arc::new(self.core);
+        let mut service: Arc<dyn Service> = core.clone();
+        let mut proxy_stats = None;
+        if let Some(proxy) = self.proxy {
+            proxy_stats = Some(proxy.stats.clone());
+            service = Arc::new(ProxyLayer::new(service, core.clone(), proxy));
+        }
+        if let Some(events) = &self.events {
+            service = Arc::new(EventsLayer::new(service, events.clone()));
+        }
+        for wrap in self.wraps {
+            service = wrap(service);
+        }
+        Registry {
+            service,
+            core,
+            events: self.events,
+            proxy_stats,
+        }
+    }
+}
+
+/// What the store holds, for an operator's page.
+pub struct StorageSummary {
+    /// What a person would call the storage: a path, a bucket.
+    pub describe: String,
+    pub repositories: usize,
+    pub blobs: usize,
+    pub blob_bytes: u64,
+    pub uploads: usize,
+    pub upload_bytes: u64,
+    pub rules: Rules,
+}
+
+impl Registry {
+    pub fn builder(store: Store) -> RegistryBuilder {
+        RegistryBuilder {
+            core: Core::new(store),
+            proxy: None,
+            events: None,
+            wraps: Vec::new(),
+        }
+    }
+
+    /// The core, for the background jobs that run over it.
+    pub(super) fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
+    /// The event log, where one is kept (for `/v2/_events` and deliveries).
+    pub fn events(&self) -> Option<&Arc<Events>> {
+        self.events.as_ref()
+    }
+
+    /// Whether an event of `action` would be recorded, so that front ends build the
+    /// origin of a request only when something will use it.
+    pub fn wants_event(&self, action: &str) -> bool {
+        self.events.as_ref().is_some_and(|e| e.wants(action))
+    }
+
+    /// The pull-through cache's counters, when there is one.
+    pub fn proxy_stats(&self) -> Option<Arc<ProxyStats>> {
+        self.proxy_stats.clone()
+    }
+
+    pub fn rules(&self) -> Rules {
+        self.core.rules()
+    }
+
+    pub fn governance(&self) -> &Governance {
+        &self.core.governance
+    }
+
+    /// Where a client may fetch a stored blob itself (a presigned URL), if anywhere.
+    pub async fn blob_redirect(&self, digest: &Digest) -> Result<Option<String>> {
+        Ok(self.core.store.blobs.redirect(digest).await?)
+    }
+
+    /// A stored blob's bytes, or a range of them.
+    pub async fn read_blob(
+        &self,
+        digest: &Digest,
+        range: Option<RangeInclusive<u64>>,
+    ) -> Result<BlobRead> {
+        Ok(self.core.store.blobs.read(digest, range).await?)
+    }
+
+    /// Small stored content (an image config) whole, or None if unknown or over `limit`.
+    pub async fn small_blob(&self, digest: &Digest, limit: u64) -> Result<Option<Bytes>> {
+        Ok(self.core.store.blobs.get(digest, limit).await?)
+    }
+
+    /// The manifest as stored here, whatever an upstream holds: what a page shows.
+    pub async fn stored_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<Option<ManifestContent>> {
+        self.core.stored_manifest(repo, reference).await
+    }
+
+    /// The tags stored here, sorted, after `last`, at most `n`.
+    pub async fn stored_tags(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        n: Option<usize>,
+    ) -> Result<Option<Page>> {
+        Ok(self.core.store.meta.list_tags(repo, last, n).await?)
+    }
+
+    pub async fn stored_referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+    ) -> Result<Vec<Descriptor>> {
+        Ok(self.core.store.meta.referrers(repo, subject).await?)
+    }
+
+    /// When `tag` was last pushed, if the store knows.
+    pub async fn tag_pushed(&self, repo: &RepoName, tag: &Tag) -> Result<Option<SystemTime>> {
+        Ok(self.core.store.meta.tag_pushed(repo, tag).await?)
+    }
+
+    pub async fn storage_summary(&self) -> Result<StorageSummary> {
+        let store = &self.core.store;
+        let (repos, blobs, uploads) = tokio::join!(
+            store.meta.list_repos(None, None),
+            store.blobs.list_blobs(),
+            store.blobs.list_uploads()
+        );
+        let (repos, blobs, uploads) = (repos?, blobs?, uploads?);
+        Ok(StorageSummary {
+            describe: store.describe.clone(),
+            repositories: repos.items.len(),
+            blobs: blobs.len(),
+            blob_bytes: blobs.iter().map(|b| b.size).sum(),
+            uploads: uploads.len(),
+            upload_bytes: uploads.iter().map(|u| u.size).sum(),
+            rules: self.rules(),
+        })
+    }
+
+    /// Where process-local state (reports, UI stamps) is kept, if anywhere.
+    pub fn state_dir(&self) -> Option<&std::path::Path> {
+        self.core.store.state_dir.as_deref()
+    }
+
+    pub async fn collect_garbage(&self, opts: &GcOptions) -> Result<GcReport> {
+        self.core.collect_garbage(opts).await
+    }
+
+    pub async fn scrub(&self, opts: &ScrubOptions) -> Result<ScrubReport> {
+        self.core.scrub(opts).await
+    }
+
+    pub async fn apply_retention(&self, dry_run: bool) -> Result<RetentionReport> {
+        self.core.apply_retention(dry_run).await
+    }
+
+    pub async fn evict_cached(&self, config: &ProxyConfig) -> Result<Evicted> {
+        self.core.evict_cached(config).await
+    }
+
+    pub async fn governance_summary(&self) -> Result<GovernanceSummary> {
+        self.core.governance_summary().await
+    }
+}
