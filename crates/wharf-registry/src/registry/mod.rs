@@ -10,6 +10,7 @@ mod base;
 mod cache;
 mod door;
 pub mod events;
+mod flight;
 pub mod gc;
 pub mod governance;
 pub mod jobs;

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 use wharf_oci::{Digest, RepoName};
 
-use super::{Proxy, ProxyLayer, ProxyStats, Route, UpstreamFailure};
+use super::{Landing, Proxy, ProxyLayer, ProxyStats, Route, UpstreamFailure};
 use crate::registry::{BlobSource, Core, Error, Result};
 use crate::store::{ByteStream, StoreError};
 
@@ -60,23 +60,17 @@ impl ProxyLayer {
             ProxyStats::count(&proxy.stats.hits, 1);
             return Ok(Some(BlobSource::Stored(size)));
         }
-        let fill = {
-            let mut fills = proxy.fills.lock().await;
-            match fills.get(digest) {
-                Some(f) => f.clone(),
-                // Fetched for another repository already: never fetched twice. It is
-                // linked here only if the upstream has it in this repository (a HEAD), so
-                // a digest known from a private repository opens nothing.
-                None if self.core.store.blobs.stat(digest).await?.is_some() => {
-                    drop(fills);
-                    return self.link_cached(repo, digest, route).await;
-                }
-                None => {
-                    let fill = start(proxy, self.core.clone(), repo, digest, route);
-                    fills.insert(digest.clone(), fill.clone());
-                    fill
-                }
+        let fill = match proxy.fills.get(digest) {
+            Some(f) => f,
+            // Fetched for another repository already: never fetched twice. It is linked
+            // here only if the upstream has it in this repository (a HEAD), so a digest
+            // known from a private repository opens nothing.
+            None if self.core.store.blobs.stat(digest).await?.is_some() => {
+                return self.link_cached(repo, digest, route).await;
             }
+            None => proxy.fills.join_or_start(digest.clone(), |landing| {
+                start(proxy, self.core.clone(), repo, digest, route, landing)
+            }),
         };
         let mut state = fill.state.clone();
         let size = loop {
@@ -150,6 +144,7 @@ fn start(
     repo: &RepoName,
     digest: &Digest,
     route: &Route,
+    landing: Landing<Digest, Arc<Fill>>,
 ) -> Arc<Fill> {
     let (tx, rx) = watch::channel(State::Connecting);
     let job = FillJob {
@@ -160,13 +155,11 @@ fn start(
         upstream_repo: route.upstream_repo.clone(),
         digest: digest.clone(),
     };
-    let fills = proxy.fills_handle();
     tokio::spawn(async move {
-        let digest = job.digest.clone();
         let outcome = job.run(&tx).await;
         // Out of the table before the last state is sent: whoever asks next finds the
         // blob stored (or, after a failure, starts afresh).
-        fills.lock().await.remove(&digest);
+        drop(landing);
         let _ = tx.send(outcome);
     });
     Arc::new(Fill { state: rx })

@@ -2,9 +2,8 @@
 //! store while the tag is fresh, re-checked upstream with a HEAD after its `ttl`, and
 //! served stale (with a `Warning`) when the upstream cannot be asked.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt, Shared};
@@ -15,11 +14,8 @@ use super::{ProxyLayer, ProxyStats, Remote, Route, UpstreamFailure};
 use crate::registry::{Core, ManifestContent, Result, Served};
 use crate::store::ManifestRecord;
 
-type Flight = Shared<BoxFuture<'static, Result<Arc<Fetched>, UpstreamFailure>>>;
-
-/// Manifest fetches in flight: the second asker awaits the first one's fetch.
-#[derive(Default)]
-pub(super) struct Flights(Mutex<HashMap<String, Flight>>);
+/// A manifest fetch in flight: the second asker awaits the first one's fetch.
+pub(super) type Flight = Shared<BoxFuture<'static, Result<Arc<Fetched>, UpstreamFailure>>>;
 
 /// A manifest fetched from upstream and stored.
 #[derive(Debug)]
@@ -151,34 +147,31 @@ impl ProxyLayer {
     ) -> Result<Option<Served>> {
         let proxy = &self.proxy;
         let key = format!("{repo}@{reference}:{}", tag.map_or("", |t| t.as_str()));
-        let flight = {
-            let mut flights = proxy.fetches.0.lock().expect("not poisoned");
-            flights
-                .entry(key.clone())
-                .or_insert_with(|| {
-                    let job = FetchJob {
-                        remote: route.remote.clone(),
-                        core: self.core.clone(),
-                        stats: proxy.stats.clone(),
-                        repo: repo.clone(),
-                        upstream_repo: route.upstream_repo.clone(),
-                        reference: reference.clone(),
-                        tag: tag.cloned(),
-                    };
-                    // Its own task: a client that hangs up does not stop the fetch.
-                    let task = tokio::spawn(job.run());
-                    async move {
-                        task.await.unwrap_or_else(|e| {
-                            Err(UpstreamFailure::Failed(format!("the fetch failed: {e}")))
-                        })
-                    }
-                    .boxed()
-                    .shared()
+        let flight = proxy.fetches.join_or_start(key, |landing| {
+            let job = FetchJob {
+                remote: route.remote.clone(),
+                core: self.core.clone(),
+                stats: proxy.stats.clone(),
+                repo: repo.clone(),
+                upstream_repo: route.upstream_repo.clone(),
+                reference: reference.clone(),
+                tag: tag.cloned(),
+            };
+            // Its own task: a client that hangs up does not stop the fetch.
+            let task = tokio::spawn(async move {
+                let fetched = job.run().await;
+                drop(landing);
+                fetched
+            });
+            async move {
+                task.await.unwrap_or_else(|e| {
+                    Err(UpstreamFailure::Failed(format!("the fetch failed: {e}")))
                 })
-                .clone()
-        };
+            }
+            .boxed()
+            .shared()
+        });
         let result = flight.await;
-        proxy.fetches.0.lock().expect("not poisoned").remove(&key);
         match result {
             Ok(f) => {
                 self.core

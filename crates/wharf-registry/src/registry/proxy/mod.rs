@@ -108,14 +108,15 @@ impl prometheus_client::collector::Collector for ProxyStats {
     }
 }
 
-type Fills = tokio::sync::Mutex<HashMap<wharf_oci::Digest, Arc<Fill>>>;
+type Landing<K, V> = crate::registry::flight::Landing<K, V>;
+type Flights<K, V> = Arc<crate::registry::flight::Flights<K, V>>;
 
 pub struct Proxy {
     remotes: Vec<Arc<Remote>>,
     /// Blob fills in progress, by digest.
-    fills: Arc<Fills>,
+    fills: Flights<wharf_oci::Digest, Arc<Fill>>,
     /// Manifest fetches in progress, by `repo@digest` or `repo:tag`.
-    fetches: manifests::Flights,
+    fetches: Flights<String, manifests::Flight>,
     /// When each cached tag was last confirmed upstream. In memory: another process that
     /// does not know it merely asks the upstream again (a HEAD), never serves wrong content.
     checked: Mutex<HashMap<(String, String), Instant>>,
@@ -165,10 +166,6 @@ impl Proxy {
     /// repositories a remote serves.
     pub fn refuses_writes(&self, repo: &RepoName) -> bool {
         self.route(repo).is_some()
-    }
-
-    fn fills_handle(&self) -> Arc<Fills> {
-        self.fills.clone()
     }
 
     fn fresh(&self, repo: &RepoName, tag: &str, ttl: Duration) -> bool {
