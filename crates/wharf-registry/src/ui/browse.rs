@@ -276,6 +276,35 @@ fn config_section(v: &serde_json::Value) -> Markup {
     }
 }
 
+/// An index's platforms, or an image's layers.
+fn contents(parsed: &Manifest, link: &dyn Fn(&Digest) -> String) -> Markup {
+    html! {
+        @if !parsed.manifests.is_empty() {
+            h2 { "Platforms" }
+            table #platforms {
+                thead { tr { th { "Platform" } th { "Digest" } th { "Size" } } }
+                tbody { @for c in &parsed.manifests {
+                    tr {
+                        td { (c.platform.as_ref().map(platform_of).unwrap_or_default()) }
+                        td { a.child href=(link(&c.digest)) { code { (c.digest) } } }
+                        td { (size(c.size)) }
+                    }
+                } }
+            }
+        }
+        @if !parsed.layers.is_empty() {
+            h2 { "Layers" }
+            table #layers {
+                thead { tr { th { "Digest" } th { "Media type" } th { "Size" } } }
+                tbody { @for l in &parsed.layers {
+                    tr { td { code { (l.digest) } } td { code { (l.media_type) } } td { (size(l.size)) } }
+                } }
+            }
+            p { "Total: " (size(parsed.layers.iter().map(|l| l.size).sum())) }
+        }
+    }
+}
+
 pub async fn manifest(State(ui): State<Arc<Ui>>, headers: HeaderMap, q: Params) -> Response {
     let who = ui.visitor(&headers).await;
     let repo = match pullable(&ui, &who, q.get("name")) {
@@ -338,29 +367,7 @@ pub async fn manifest(State(ui): State<Arc<Ui>>, headers: HeaderMap, q: Params) 
         (pull_line(&format!("docker pull {host}/{name}@{}", m.digest)))
         p { "Digest: " code #digest { (m.digest) } }
         p { "Media type: " code { (m.media_type) } " · " (size(m.bytes.len() as u64)) }
-        @if !parsed.manifests.is_empty() {
-            h2 { "Platforms" }
-            table #platforms {
-                thead { tr { th { "Platform" } th { "Digest" } th { "Size" } } }
-                tbody { @for c in &parsed.manifests {
-                    tr {
-                        td { (c.platform.as_ref().map(platform_of).unwrap_or_default()) }
-                        td { a.child href=(link(&c.digest)) { code { (c.digest) } } }
-                        td { (size(c.size)) }
-                    }
-                } }
-            }
-        }
-        @if !parsed.layers.is_empty() {
-            h2 { "Layers" }
-            table #layers {
-                thead { tr { th { "Digest" } th { "Media type" } th { "Size" } } }
-                tbody { @for l in &parsed.layers {
-                    tr { td { code { (l.digest) } } td { code { (l.media_type) } } td { (size(l.size)) } }
-                } }
-            }
-            p { "Total: " (size(parsed.layers.iter().map(|l| l.size).sum())) }
-        }
+        (contents(&parsed, &link))
         @if let Some(c) = &config { (config_section(c)) }
         (pairs("Annotations", &annotations))
         h2 { "Referrers" }
