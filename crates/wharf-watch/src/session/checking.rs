@@ -1,0 +1,177 @@
+//! The checking half of a session: what each watched container runs, and what its
+//! registry has now.
+
+// The session's own vocabulary, shared by its halves.
+use super::*;
+
+impl Watcher {
+    /// One HEAD per distinct reference, however many containers use it.
+    pub(super) async fn check(&self, watched: Vec<Target>) -> Vec<Checked> {
+        let mut checked: Vec<Checked> = Vec::new();
+        let mut latest: HashMap<String, Result<Digest, String>> = HashMap::new();
+        for target in watched {
+            let reference = target.reference().to_owned();
+            let image = parse_reference(&reference);
+            let mut c = Checked {
+                target,
+                reference,
+                image,
+                old_digest: None,
+                latest: None,
+                local: None,
+                note: None,
+            };
+            if c.target.labels().no_pull(self.settings.no_pull) {
+                c.local = Some(self.local_image(&c.reference).await);
+            } else if let Err(why) = self.follow_tags(&mut c).await {
+                c.latest = Some(Err(why));
+            } else if let Ok(image) = &c.image {
+                let key = image.to_string();
+                if !latest.contains_key(&key) {
+                    let result = self.settled_digest(image).await;
+                    latest.insert(key.clone(), result);
+                }
+                c.latest = latest.get(&key).cloned();
+                c.old_digest = self.old_digest(&c.target, image, c.latest.as_ref()).await;
+            }
+            checked.push(c);
+        }
+        checked
+    }
+
+    /// The digest `image` has now. registry:2 sends a push event as soon as the manifest
+    /// is stored and moves the tag just after, so a check set off by the event may see
+    /// the tag's old digest: when an event announced another digest, the HEAD is asked
+    /// again a few times, a moment apart (then the registry's answer stands: the tag may
+    /// have moved on since).
+    pub(super) async fn settled_digest(&self, image: &ImageRef) -> Result<Digest, String> {
+        let wanted = lock(&self.expected).remove(&image.to_string());
+        let mut result = self.registries.latest_digest(image).await;
+        let Some(wanted) = wanted else {
+            return result.map_err(|e| e.to_string());
+        };
+        for wait in [100, 250, 500, 1000, 2000] {
+            match &result {
+                Ok(d) if d != &wanted => {
+                    tracing::debug!(%image, now = %d, pushed = %wanted, "the tag has not reached the pushed digest yet; asking again");
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                    result = self.registries.latest_digest(image).await;
+                }
+                _ => break,
+            }
+        }
+        result.map_err(|e| e.to_string())
+    }
+
+    /// A container with a tag-following policy is checked under the tag it moves to, if
+    /// its policy finds one: that reference becomes its image when it is updated.
+    pub(super) async fn follow_tags(&self, c: &mut Checked) -> Result<(), String> {
+        let Some(policy) = Policy::of(c.target.labels().0, &self.settings.policy)? else {
+            return Ok(());
+        };
+        let Ok(image) = &c.image else { return Ok(()) };
+        let followed = policy::follow(&self.registries, &self.sightings, &policy, image).await?;
+        c.note = followed.note;
+        if let Some(to) = followed.to {
+            tracing::info!(container = %c.target.name, from = %c.reference, to = %to.familiar(), "a newer tag matches its policy");
+            c.reference = to.familiar();
+            c.image = Ok(to);
+        }
+        Ok(())
+    }
+
+    /// Whether `t` follows tags: then a push of any tag of its repository concerns it.
+    pub(super) fn follows_tags(&self, t: &Target) -> bool {
+        matches!(Policy::of(t.labels().0, &self.settings.policy), Ok(Some(_)))
+    }
+
+    /// The id of the image `reference` names on the engine now.
+    pub(super) async fn local_image(&self, reference: &str) -> Result<String, String> {
+        let image = self
+            .engine
+            .inspect_image(reference)
+            .await
+            .map_err(|e| format!("no-pull: {reference} is not on the engine: {e}"))?;
+        image
+            .id
+            .ok_or_else(|| format!("the engine reported no id for {reference}"))
+    }
+
+    /// The recorded digest equal to the registry's, if any; else one of the recorded ones.
+    pub(super) async fn old_digest(
+        &self,
+        target: &Target,
+        image: &ImageRef,
+        latest: Option<&Result<Digest, String>>,
+    ) -> Option<Digest> {
+        let inspected = self.engine.inspect_image(target.image_id()).await.ok()?;
+        let recorded = recorded_digests(&inspected, image);
+        match latest {
+            Some(Ok(d)) if recorded.contains(d) => Some(d.clone()),
+            _ => recorded.into_iter().next(),
+        }
+    }
+
+    pub(super) fn line(&self, c: &Checked) -> ContainerReport {
+        let mut line = ContainerReport {
+            name: c.target.name.clone(),
+            image: c.reference.clone(),
+            old_digest: c.old_digest.as_ref().map(|d| d.to_string()),
+            new_digest: None,
+            outcome: Outcome::Skipped,
+            detail: None,
+        };
+        if let Some(local) = &c.local {
+            match local {
+                Ok(id) if id == c.target.image_id() => line.outcome = Outcome::Fresh,
+                Ok(id) => {
+                    line.outcome = Outcome::Stale;
+                    line.new_digest = Some(id.clone());
+                    line.detail = Some(format!(
+                        "no-pull: {} is now the local image {id}",
+                        c.reference
+                    ));
+                    self.unless_rejected(&mut line);
+                }
+                Err(why) => {
+                    line.outcome = Outcome::Failed;
+                    line.detail = Some(why.clone());
+                }
+            }
+            return line;
+        }
+        match (&c.image, &c.latest) {
+            (Err(why), _) => line.detail = Some(why.clone()),
+            (Ok(_), Some(Ok(latest))) => {
+                line.new_digest = Some(latest.to_string());
+                line.outcome = if c.old_digest.as_ref() == Some(latest) {
+                    Outcome::Fresh
+                } else {
+                    Outcome::Stale
+                };
+                if line.outcome == Outcome::Stale {
+                    self.unless_rejected(&mut line);
+                }
+            }
+            (Ok(_), Some(Err(why))) => {
+                line.outcome = Outcome::Failed;
+                line.detail = Some(why.clone());
+            }
+            (Ok(_), None) => {}
+        }
+        if line.detail.is_none() {
+            line.detail.clone_from(&c.note);
+        }
+        line
+    }
+
+    /// A stale line whose new image was rolled back before is not tried again.
+    pub(super) fn unless_rejected(&self, line: &mut ContainerReport) {
+        let rejected = lock(&self.rejected).get(&line.name).map(Digest::to_string);
+        if rejected.is_some() && rejected == line.new_digest {
+            line.detail =
+                Some("an update to this image was rolled back before; not retried".into());
+            line.outcome = Outcome::Failed;
+        }
+    }
+}
