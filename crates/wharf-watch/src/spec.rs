@@ -297,47 +297,46 @@ pub fn differences(
             true,
         );
     }
+    host_differences(&mut out, &oh, &nh);
+    compare_networks(&mut out, old, new);
+    out
+}
+
+/// What the user configured on the host side: ports, limits, mounts, privileges.
+fn host_differences(
+    out: &mut Vec<String>,
+    oh: &bollard::models::HostConfig,
+    nh: &bollard::models::HostConfig,
+) {
     compare(
-        &mut out,
+        out,
         "port bindings",
         &oh.port_bindings,
         &nh.port_bindings,
         false,
     );
     compare(
-        &mut out,
+        out,
         "restart policy",
         &oh.restart_policy,
         &nh.restart_policy,
         false,
     );
-    compare(&mut out, "memory limit", &oh.memory, &nh.memory, false);
-    compare(&mut out, "CPU limit", &oh.nano_cpus, &nh.nano_cpus, false);
+    compare(out, "memory limit", &oh.memory, &nh.memory, false);
+    compare(out, "CPU limit", &oh.nano_cpus, &nh.nano_cpus, false);
+    compare(out, "CPU shares", &oh.cpu_shares, &nh.cpu_shares, false);
     compare(
-        &mut out,
-        "CPU shares",
-        &oh.cpu_shares,
-        &nh.cpu_shares,
-        false,
-    );
-    compare(
-        &mut out,
+        out,
         "network mode",
         &oh.network_mode,
         &nh.network_mode,
         false,
     );
-    compare(&mut out, "mounts", &oh.mounts, &nh.mounts, false);
-    compare(&mut out, "capabilities", &oh.cap_add, &nh.cap_add, false);
+    compare(out, "mounts", &oh.mounts, &nh.mounts, false);
+    compare(out, "capabilities", &oh.cap_add, &nh.cap_add, false);
+    compare(out, "privileged", &oh.privileged, &nh.privileged, false);
     compare(
-        &mut out,
-        "privileged",
-        &oh.privileged,
-        &nh.privileged,
-        false,
-    );
-    compare(
-        &mut out,
+        out,
         "links",
         &oh.links.as_ref().map(|l| l.len()),
         &nh.links.as_ref().map(|l| l.len()),
@@ -347,8 +346,6 @@ pub fn differences(
     for bind in oh.binds.iter().flatten().filter(|b| !nb.contains(b)) {
         out.push(format!("bind mount {bind} is missing"));
     }
-    compare_networks(&mut out, old, new);
-    out
 }
 
 /// `set_only`: compare only when the old side is set (an unset value means "the new
