@@ -14,6 +14,7 @@ pub mod fs;
 pub mod hashstate;
 pub mod postgres;
 pub mod s3;
+pub mod state;
 pub mod suite;
 
 use std::io;
