@@ -121,7 +121,8 @@ impl Registry {
                 return Err(not_in_repo(repo, first));
             }
             self.store.blobs.put(&digest, bytes.clone()).await?;
-            meta.put_manifest(repo, &record, tag).await?;
+            let now = self.store.put_time().await?;
+            meta.put_manifest(repo, &record, tag, now).await?;
         }
         let media_type: Arc<str> = manifest.media_type.as_str().into();
         let size = bytes.len() as u64;

@@ -124,7 +124,7 @@ impl Registry {
         let _writing = self.store.locks.writer().await?;
         self.store
             .meta
-            .put_manifest(repo, &record, Some(tag))
+            .put_manifest(repo, &record, Some(tag), self.store.put_time().await?)
             .await?;
         Ok(())
     }
@@ -263,9 +263,10 @@ impl FetchJob {
         let stored = async {
             let _writing = self.store.locks.writer().await?;
             self.store.blobs.put(&got.digest, bytes.clone()).await?;
+            let now = self.store.put_time().await?;
             self.store
                 .meta
-                .put_manifest(&self.repo, &record, self.tag.as_ref())
+                .put_manifest(&self.repo, &record, self.tag.as_ref(), now)
                 .await
         };
         stored.await.map_err(|e: crate::store::StoreError| {

@@ -265,6 +265,9 @@ impl MetaStore for FsMetaStore {
         repo: &RepoName,
         manifest: &ManifestRecord,
         tag: Option<&Tag>,
+        // Each link's mtime is its put time, from the clock the collector's mark is read
+        // from (see `durable::write_atomic`).
+        _now: SystemTime,
     ) -> StoreResult<()> {
         let digest = manifest.digest.clone();
         let content = digest.to_string();

@@ -153,6 +153,9 @@ impl MetaStore for S3MetaStore {
         repo: &RepoName,
         manifest: &ManifestRecord,
         tag: Option<&Tag>,
+        // Each link object's LastModified is its put time, from the bucket's clock, which
+        // `BlobStore::now` reads too.
+        _now: SystemTime,
     ) -> StoreResult<()> {
         let layout = &self.bucket.layout;
         // An index retains its children's revisions (rewritten, so newly dated), so a
