@@ -12,6 +12,7 @@
 
 pub mod fs;
 pub mod hashstate;
+pub mod layout;
 pub mod postgres;
 pub mod s3;
 pub mod state;

@@ -479,7 +479,7 @@ impl MetaStore for FsMetaStore {
     }
 
     async fn list_blob_links(&self, repo: &RepoName) -> StoreResult<Vec<Digest>> {
-        let layers = self.layout.repo(repo).join("_layers");
+        let layers = self.layout.layers(repo);
         Ok(blocking(move || list_digest_dirs(&layers)).await?)
     }
 
