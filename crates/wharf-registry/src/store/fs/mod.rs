@@ -2,7 +2,7 @@
 //! an existing `/var/lib/registry` is served in place and Distribution can serve ours.
 
 mod blobs;
-pub(crate) mod durable;
+pub mod durable;
 mod links;
 mod locks;
 mod meta;
