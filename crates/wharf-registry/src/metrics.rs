@@ -179,12 +179,10 @@ impl Metrics {
         self
     }
 
-    /// Expose the figures GC and scrub record in the store under `state_dir`.
-    pub fn add_store_reports(&mut self, state_dir: std::path::PathBuf) {
+    /// Expose the figures GC and scrub record in the store.
+    pub fn add_store_reports(&mut self, records: std::sync::Arc<dyn crate::store::state::Records>) {
         self.registry
-            .register_collector(Box::new(crate::registry::reports::StoredRuns {
-                dir: state_dir,
-            }));
+            .register_collector(Box::new(crate::registry::reports::StoredRuns { records }));
     }
 
     /// Expose the pull-through cache's counters.

@@ -69,8 +69,8 @@ pub async fn state_for(config: &Config) -> anyhow::Result<Arc<AppState>> {
         None => random_secret()?,
     };
     let mut metrics = crate::metrics::Metrics::new();
-    if let Some(dir) = &store.state_dir {
-        metrics.add_store_reports(dir.clone());
+    if let Some(state) = &store.state {
+        metrics.add_store_reports(state.clone());
     }
     let proxy = match &config.proxy {
         Some(p) => Some(crate::registry::proxy::Proxy::new(p).context("proxy:")?),
@@ -84,15 +84,18 @@ pub async fn state_for(config: &Config) -> anyhow::Result<Arc<AppState>> {
     registry.metrics = metrics.clone();
     registry.governance = Arc::new(config.governance.clone());
     registry.proxy = proxy;
-    let events_dir = crate::store::fs::Layout::new(&config.root)
-        .wharf_dir()
-        .join("events");
+    // Without a store that keeps state (S3), the event log stays under the local root.
+    let wharf_dir = crate::store::fs::Layout::new(&config.root).wharf_dir();
+    let events_dir = wharf_dir.join("events");
+    let log: Arc<dyn crate::store::state::EventLog> = match &registry.store.state {
+        Some(state) => state.clone(),
+        None => Arc::new(crate::store::fs::FsState::new(wharf_dir)),
+    };
     let source = Source {
         addr: format!("{}:{}", hostname(), config.addr.port()),
         instance_id: uuid::Uuid::new_v4().to_string(),
     };
-    registry.events = match Events::open(&events_dir, config.notifications.clone(), source, metrics)
-    {
+    registry.events = match Events::open(log, config.notifications.clone(), source, metrics).await {
         Ok(events) => Some(Arc::new(events)),
         // A read-only store can still be served, without events, unless webhooks are wanted.
         Err(e) if config.notifications.is_empty() => {

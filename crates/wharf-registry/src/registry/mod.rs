@@ -11,6 +11,7 @@ pub mod proxy;
 pub mod reports;
 pub mod retention;
 pub mod scrub;
+mod signouts;
 mod uploads;
 
 use std::sync::Arc;

@@ -357,8 +357,9 @@ pub struct Store {
     pub locks: Arc<dyn Locks>,
     /// What a person would call it in a message: a path, a bucket.
     pub describe: String,
-    /// A directory for wharf's own records (job reports), where the backend has one.
-    pub state_dir: Option<PathBuf>,
+    /// What is not content (the event log, job reports, UI sign-out stamps), where the
+    /// backend keeps it: files under `_wharf/` on a filesystem, none in a bucket yet.
+    pub state: Option<Arc<dyn state::State>>,
 }
 
 impl Store {

@@ -3,9 +3,11 @@
 
 mod blobs;
 pub mod durable;
+mod eventlog;
 mod links;
 mod locks;
 mod meta;
+mod state;
 mod upload;
 
 use std::io;
@@ -14,6 +16,7 @@ use std::path::{Path, PathBuf};
 pub use blobs::FsBlobStore;
 pub use locks::FsLocks;
 pub use meta::FsMetaStore;
+pub use state::FsState;
 use wharf_oci::Digest;
 
 /// registry:2's layout as paths under a root directory.
@@ -60,7 +63,7 @@ pub fn open_with(
         meta,
         locks,
         describe: root.display().to_string(),
-        state_dir: Some(layout.wharf_dir()),
+        state: Some(Arc::new(FsState::new(layout.wharf_dir()))),
     })
 }
 
@@ -75,6 +78,15 @@ fn read_link(path: &Path) -> io::Result<Option<Digest>> {
         }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
+    }
+}
+
+/// A whole (small) file; None if it does not exist.
+fn read_if_any(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(durable::at(path)(e)),
     }
 }
 
