@@ -163,3 +163,48 @@ fn lease(dir: &Path) -> io::Result<Option<Guard>> {
         Err(TryLockError::Error(e)) => Err(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn records_cursors_and_leases_keep_their_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = FsState::new(dir.path().to_owned());
+        assert_eq!(state.get(Record::Report("gc")).await.unwrap(), None);
+        state
+            .put(Record::Report("gc"), b"{}".to_vec())
+            .await
+            .unwrap();
+        state
+            .put(Record::SignedOut("alice"), b"42".to_vec())
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("reports/gc.json")).unwrap(),
+            b"{}"
+        );
+        let stamp = hex::encode(Sha256::digest(b"alice"));
+        let stamp = dir.path().join("ui/signed-out").join(stamp);
+        assert_eq!(std::fs::read(stamp).unwrap(), b"42");
+        assert!(state.put(Record::Report("../x"), vec![]).await.is_err());
+
+        assert_eq!(state.cursor("hook").await.unwrap(), None);
+        state.save_cursor("hook", 7).await.unwrap();
+        assert_eq!(state.cursor("hook").await.unwrap(), Some(7));
+        let cursor = dir.path().join("events/endpoints/hook/cursor");
+        assert_eq!(std::fs::read_to_string(cursor).unwrap(), "7");
+
+        let held = state.try_lease("hook").await.unwrap();
+        assert!(held.is_some());
+        assert!(state.try_lease("hook").await.unwrap().is_none());
+        drop(held);
+        assert!(state.try_lease("hook").await.unwrap().is_some());
+
+        assert_eq!(state.newest().await.unwrap(), 0);
+        assert_eq!(state.append(b"{}".to_vec()).await.unwrap(), 1);
+        assert_eq!(state.read(1).await.unwrap().as_deref(), Some(&b"{}"[..]));
+        assert!(dir.path().join("events/log").is_dir());
+    }
+}
