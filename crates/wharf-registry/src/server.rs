@@ -69,7 +69,7 @@ pub async fn state_for(config: &Config) -> anyhow::Result<(Arc<AppState>, Store)
         }
         None => random_secret()?,
     };
-    let (registry, metrics) = registry_for(config, store.clone())?;
+    let (registry, metrics) = registry_for(config, store.clone()).await?;
     let state = Arc::new(AppState {
         registry: Arc::new(registry),
         metrics,
@@ -86,13 +86,15 @@ pub async fn state_for(config: &Config) -> anyhow::Result<(Arc<AppState>, Store)
 
 /// The registry's layers around its store, as the configuration asks, and the metrics
 /// that count what it does.
-fn registry_for(
+async fn registry_for(
     config: &Config,
     store: Store,
 ) -> anyhow::Result<(Registry, Arc<crate::metrics::Metrics>)> {
     let mut metrics = crate::metrics::Metrics::new();
-    if let Some(dir) = &store.state_dir {
-        let runs = crate::registry::reports::StoredRuns { dir: dir.clone() };
+    if let Some(state) = &store.state {
+        let runs = crate::registry::reports::StoredRuns {
+            records: state.clone(),
+        };
         metrics.add_collector(Arc::new(runs));
     }
     let proxy = match &config.proxy {
@@ -103,19 +105,18 @@ fn registry_for(
         metrics.add_collector(p.stats.clone());
     }
     let metrics = Arc::new(metrics);
-    let events_dir = crate::store::fs::Layout::new(&config.root)
-        .wharf_dir()
-        .join("events");
+    // Without a store that keeps state (S3), the event log stays under the local root.
+    let wharf_dir = crate::store::fs::Layout::new(&config.root).wharf_dir();
+    let events_dir = wharf_dir.join("events");
+    let log: Arc<dyn crate::store::state::EventLog> = match &store.state {
+        Some(state) => state.clone(),
+        None => Arc::new(crate::store::fs::FsState::new(wharf_dir)),
+    };
     let source = Source {
         addr: format!("{}:{}", hostname(), config.addr.port()),
         instance_id: uuid::Uuid::new_v4().to_string(),
     };
-    let events = Events::open(
-        &events_dir,
-        config.notifications.clone(),
-        source,
-        metrics.clone(),
-    );
+    let events = Events::open(log, config.notifications.clone(), source, metrics.clone()).await;
     let events = match events {
         Ok(events) => Some(Arc::new(events)),
         // A read-only store can still be served, without events, unless webhooks are wanted.

@@ -2,8 +2,9 @@
 //! replaced atomically (written aside, fsynced, renamed) so a reader never sees half of it.
 //! Used by `wharf htpasswd` and by the UI's user administration.
 
-use std::io::Write;
 use std::path::Path;
+
+use crate::store::fs::durable::{AtomicWrite, Fsync};
 
 /// bcrypt cost: htpasswd's -B default is 5; 10 costs ~50 ms per check, which the registry's
 /// verified-credential cache pays once per user and password.
@@ -17,30 +18,22 @@ pub fn read_lines(file: &Path) -> std::io::Result<Vec<String>> {
     }
 }
 
-/// Replace the file atomically, so the registry never reads half of it.
+/// Replace the file atomically, so the registry never reads half of it; durable, in the
+/// mode the file had (a provisioned one is 0600, one nginx reads is wider).
 pub fn write_lines(file: &Path, lines: &[String]) -> std::io::Result<()> {
-    let dir = file
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.wharf-tmp",
-        file.file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("htpasswd")
-    ));
-    let mut f = std::fs::File::create(&tmp)?;
+    let mut text = String::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
     for l in lines {
-        writeln!(f, "{l}")?;
+        text.push_str(l);
+        text.push('\n');
     }
-    // Keep the file's mode: a provisioned one is 0600, one nginx reads is wider.
-    if let Ok(meta) = std::fs::metadata(file) {
-        f.set_permissions(meta.permissions())?;
-    }
-    f.sync_all()?;
-    std::fs::rename(&tmp, file)?;
-    // The rename is durable once the directory is.
-    std::fs::File::open(dir)?.sync_all()
+    let write = AtomicWrite {
+        sync: Fsync::All,
+        sync_dir: true,
+        create_dirs: false,
+        stamp: false,
+        keep_mode: true,
+    };
+    write.replace(file, text.as_bytes())
 }
 
 pub fn user_of(line: &str) -> Option<&str> {

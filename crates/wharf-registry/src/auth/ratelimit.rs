@@ -8,17 +8,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use dashmap::DashMap;
 
-/// Failure counts kept where every replica sees them.
-#[async_trait]
-pub trait SharedFailures: Send + Sync {
-    /// Failures of the pair within the last `window`.
-    async fn failures(&self, ip: IpAddr, user: &str, window: Duration) -> Result<u32, String>;
-    async fn failed(&self, ip: IpAddr, user: &str, window: Duration) -> Result<(), String>;
-    async fn succeeded(&self, ip: IpAddr, user: &str) -> Result<(), String>;
-}
+pub use crate::store::state::SharedFailures;
 
 const MAX_FAILURES: u32 = 10;
 const WINDOW: Duration = Duration::from_secs(60);

@@ -39,7 +39,7 @@ pub async fn get(state: &Arc<AppState>, req: &Req) -> ApiResult {
                 ))
                 .status(StatusCode::BAD_REQUEST)
         })?,
-        None => events.newest(),
+        None => events.newest().await,
     };
     let sub = Subscriber {
         state: state.clone(),
@@ -106,9 +106,9 @@ impl Subscriber {
                     return None;
                 }
             }
-            if self.next <= self.events.newest() {
+            if self.next <= self.events.newest().await {
                 // Trimmed away (or lost to a crash): go on from the next event kept.
-                if let Ok(Some(found)) = self.events.first_from(self.next) {
+                if let Ok(Some(found)) = self.events.first_from(self.next).await {
                     self.next = found;
                     continue;
                 }

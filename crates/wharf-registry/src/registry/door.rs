@@ -228,11 +228,6 @@ impl Registry {
         })
     }
 
-    /// Where process-local state (reports, UI stamps) is kept, if anywhere.
-    pub fn state_dir(&self) -> Option<&std::path::Path> {
-        self.core.store.state_dir.as_deref()
-    }
-
     pub async fn collect_garbage(&self, opts: &GcOptions) -> Result<GcReport> {
         self.core.collect_garbage(opts).await
     }

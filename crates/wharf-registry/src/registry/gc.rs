@@ -170,7 +170,7 @@ impl Core {
                 ("manifests_deleted", report.manifests.len() as u64),
                 ("bytes_freed", report.bytes_freed),
             ];
-            self.record_run("gc", started.elapsed(), &figures);
+            self.record_run("gc", started.elapsed(), &figures).await;
         }
         Ok(report)
     }

@@ -191,7 +191,8 @@ impl Core {
         if let Some(bytes) = bytes {
             self.store.blobs.put(&record.digest, bytes).await?;
         }
-        self.store.meta.put_manifest(repo, record, tag).await?;
+        let now = self.store.put_time().await?;
+        self.store.meta.put_manifest(repo, record, tag, now).await?;
         Ok(())
     }
 }

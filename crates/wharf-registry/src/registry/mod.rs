@@ -20,6 +20,7 @@ pub mod reports;
 pub mod retention;
 pub mod scrub;
 pub mod service;
+mod signouts;
 mod uploads;
 
 use serde_json::Value;

@@ -1,9 +1,10 @@
-//! What garbage collection and scrub did, kept in the store (`_wharf/reports/<job>.json`):
-//! these jobs run as commands in processes of their own as often as inside `wharf serve`,
-//! so a server's metrics read their figures from the store, not from its own memory.
+//! What garbage collection and scrub did, kept in the store's records (on a filesystem,
+//! `_wharf/reports/<job>.json`): these jobs run as commands in processes of their own as
+//! often as inside `wharf serve`, so a server's metrics read their figures from the store,
+//! not from its own memory.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use prometheus_client::collector::Collector;
@@ -13,7 +14,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use serde::{Deserialize, Serialize};
 
 use super::Core;
-use crate::store::fs::durable;
+use crate::store::state::{Record, Records};
 
 /// The jobs that report, and what each counts.
 pub const JOBS: [(&str, &[&str]); 2] = [
@@ -32,12 +33,9 @@ pub struct Runs {
     pub last_finished: f64,
 }
 
-fn path(dir: &Path, job: &str) -> PathBuf {
-    dir.join("reports").join(format!("{job}.json"))
-}
-
-pub fn load(dir: &Path, job: &str) -> Option<Runs> {
-    let bytes = std::fs::read(path(dir, job)).ok()?;
+/// The job's runs so far; None if none was recorded (or the record cannot be read).
+pub async fn load(records: &dyn Records, job: &str) -> Option<Runs> {
+    let bytes = records.get(Record::Report(job)).await.ok()??;
     serde_json::from_slice(&bytes).ok()
 }
 
@@ -45,11 +43,11 @@ impl Core {
     /// Add a finished run to the store's figures. A failure is logged: the job itself
     /// succeeded. Two jobs of one kind do not run at once (each takes its lock), so the
     /// read-modify-write is not raced.
-    pub(crate) fn record_run(&self, job: &str, took: Duration, figures: &[(&str, u64)]) {
-        let Some(dir) = &self.store.state_dir else {
+    pub(crate) async fn record_run(&self, job: &str, took: Duration, figures: &[(&str, u64)]) {
+        let Some(state) = &self.store.state else {
             return;
         };
-        let mut runs = load(dir, job).unwrap_or_default();
+        let mut runs = load(&**state, job).await.unwrap_or_default();
         runs.runs += 1;
         runs.last.clear();
         for (name, n) in figures {
@@ -61,9 +59,8 @@ impl Core {
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs_f64();
-        let file = path(dir, job);
         let bytes = serde_json::to_vec_pretty(&runs).expect("serialisable");
-        if let Err(e) = durable::write_atomic(&file, &bytes) {
+        if let Err(e) = state.put(Record::Report(job), bytes).await {
             tracing::warn!(error = %e, job, "cannot record the run's figures");
         }
     }
@@ -71,15 +68,23 @@ impl Core {
 
 /// Exposes the stored figures at each scrape: `registry_gc_runs_total`,
 /// `registry_gc_bytes_freed_total`, `registry_gc_last_duration_seconds`, and so on.
-#[derive(Debug)]
 pub struct StoredRuns {
-    pub dir: PathBuf,
+    pub records: Arc<dyn Records>,
+}
+
+impl std::fmt::Debug for StoredRuns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoredRuns")
+    }
 }
 
 impl Collector for StoredRuns {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         for (job, figures) in JOBS {
-            let runs = load(&self.dir, job).unwrap_or_default();
+            // A collector is synchronous. The filesystem's records answer without waiting,
+            // so this completes at once; a networked backend's would have to be read before
+            // the scrape encodes, not here.
+            let runs = futures::executor::block_on(load(&*self.records, job)).unwrap_or_default();
             let counter = |encoder: &mut DescriptorEncoder, name: &str, help: &str, n: u64| {
                 let c = ConstCounter::new(n);
                 let m = encoder.encode_descriptor(name, help, None, c.metric_type())?;

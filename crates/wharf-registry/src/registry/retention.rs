@@ -87,7 +87,8 @@ impl Core {
                 ("tags_deleted", report.tags.len() as u64),
                 ("manifests_deleted", report.manifests.len() as u64),
             ];
-            self.record_run("retention", started.elapsed(), &figures);
+            self.record_run("retention", started.elapsed(), &figures)
+                .await;
         }
         Ok(report)
     }

@@ -185,7 +185,7 @@ impl Core {
             ("bytes_checked", report.bytes_checked),
             ("problems", report.problems() as u64),
         ];
-        self.record_run("scrub", started.elapsed(), &figures);
+        self.record_run("scrub", started.elapsed(), &figures).await;
         Ok(report)
     }
 

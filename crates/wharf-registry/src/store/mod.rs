@@ -12,8 +12,10 @@
 
 pub mod fs;
 pub mod hashstate;
+pub mod layout;
 pub mod postgres;
 pub mod s3;
+pub mod state;
 pub mod suite;
 
 use std::io;
@@ -247,12 +249,22 @@ pub trait MetaStore: Send + Sync + 'static {
     ) -> StoreResult<Vec<Digest>>;
     /// Returns false if it was not linked.
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> StoreResult<bool>;
+    /// Record `manifest` in `repo` (and move `tag` to it) as put, and its tag as pushed, at
+    /// `now`: see [`Store::put_time`], and call under [`Locks::writer`].
     async fn put_manifest(
         &self,
         repo: &RepoName,
         manifest: &ManifestRecord,
         tag: Option<&Tag>,
+        now: SystemTime,
     ) -> StoreResult<()>;
+    /// Whether [`MetaStore::put_manifest`] records the `now` it is given. A store whose
+    /// records carry the time they were written (file mtimes, objects' LastModified)
+    /// ignores it, and its writers need not read the blob store's clock, which costs a
+    /// write there.
+    fn records_put_time(&self) -> bool {
+        false
+    }
     async fn manifest_linked(&self, repo: &RepoName, digest: &Digest) -> StoreResult<bool>;
     async fn resolve_tag(&self, repo: &RepoName, tag: &Tag) -> StoreResult<Option<Digest>>;
     /// Remove a manifest from a repository, with every tag that points at it. False if absent.
@@ -345,8 +357,23 @@ pub struct Store {
     pub locks: Arc<dyn Locks>,
     /// What a person would call it in a message: a path, a bucket.
     pub describe: String,
-    /// A directory for wharf's own records (job reports), where the backend has one.
-    pub state_dir: Option<PathBuf>,
+    /// What is not content (the event log, job reports, UI sign-out stamps), where the
+    /// backend keeps it: files under `_wharf/` on a filesystem, none in a bucket yet.
+    pub state: Option<Arc<dyn state::State>>,
+}
+
+impl Store {
+    /// The `now` a manifest put passes to [`MetaStore::put_manifest`], read under the writer
+    /// lock: the blob store's clock, the one garbage collection reads its mark from (the
+    /// bucket's, on S3), so that skew between hosts cannot make a put after the mark look
+    /// older than it. Read only for a metadata store that records it.
+    pub async fn put_time(&self) -> StoreResult<SystemTime> {
+        if self.meta.records_put_time() {
+            self.blobs.now().await
+        } else {
+            Ok(SystemTime::now())
+        }
+    }
 }
 
 /// Which storage `storage:` names.

@@ -234,7 +234,9 @@ pub async fn meta_store_contract(meta: Arc<dyn MetaStore>, blobs: Arc<dyn BlobSt
         referrer: None,
     };
     for t in ["b", "a", "c"] {
-        meta.put_manifest(&repo, &record(&subject), Some(&t.parse::<Tag>().unwrap()))
+        let tag = t.parse::<Tag>().unwrap();
+        let now = blobs.now().await.unwrap();
+        meta.put_manifest(&repo, &record(&subject), Some(&tag), now)
             .await
             .unwrap();
     }
@@ -276,7 +278,8 @@ pub async fn meta_store_contract(meta: Arc<dyn MetaStore>, blobs: Arc<dyn BlobSt
     let descriptor = parsed.referrer_descriptor(referrer.clone(), referrer_bytes.len() as u64);
     let mut rec = record(&referrer);
     rec.referrer = Some((subject.clone(), descriptor));
-    meta.put_manifest(&repo, &rec, None).await.unwrap();
+    let now = blobs.now().await.unwrap();
+    meta.put_manifest(&repo, &rec, None, now).await.unwrap();
     let found = meta.referrers(&repo, &subject).await.unwrap();
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].artifact_type.as_deref(), Some("x/sig"));
@@ -381,7 +384,12 @@ mod two_processes {
             referrer: None,
         };
         a.meta
-            .put_manifest(&repo, &record, Some(&"one".parse().unwrap()))
+            .put_manifest(
+                &repo,
+                &record,
+                Some(&"one".parse().unwrap()),
+                SystemTime::now(),
+            )
             .await
             .unwrap();
         // Settle the tags directory, so B caches its listing.
@@ -399,7 +407,12 @@ mod two_processes {
         assert_eq!(list(b.meta.clone()).await, ["one"]);
         assert_eq!(list(b.meta.clone()).await, ["one"]);
         a.meta
-            .put_manifest(&repo, &record, Some(&"two".parse().unwrap()))
+            .put_manifest(
+                &repo,
+                &record,
+                Some(&"two".parse().unwrap()),
+                SystemTime::now(),
+            )
             .await
             .unwrap();
         assert_eq!(list(b.meta.clone()).await, ["one", "two"]);

@@ -18,7 +18,6 @@ mod session;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::routing::{get, post};
@@ -40,17 +39,11 @@ pub struct Ui {
     app: Arc<AppState>,
     admins: Vec<String>,
     keys: session::Keys,
-    /// Per-user "signed out at" stamps, in the store so every process sharing it agrees.
-    stamps: Option<PathBuf>,
 }
 
 pub fn router(app: Arc<AppState>, config: &UiConfig) -> Router {
     let ui = Arc::new(Ui {
         keys: session::Keys::new(&app.upload_secret),
-        stamps: app
-            .registry
-            .state_dir()
-            .map(|d| d.join("ui").join("signed-out")),
         admins: config.admins.clone(),
         app,
     });

@@ -9,7 +9,6 @@
 //! and a cross-site page can neither read nor forge it (cookies are SameSite=Strict too).
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -21,7 +20,7 @@ use hmac::{Hmac, Mac};
 use http::header::SET_COOKIE;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use maud::html;
-use sha2::{Digest as _, Sha256};
+use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use super::{form, Ui, Visitor};
@@ -150,45 +149,23 @@ pub fn set_cookie(name: &str, value: &str, max_age: Option<u64>, secure: bool) -
     HeaderValue::from_str(&c).expect("cookie values are hex and base64url")
 }
 
-fn stamp_file(dir: &Path, user: &str) -> std::path::PathBuf {
-    dir.join(hex(&Sha256::digest(user.as_bytes())))
-}
-
 impl Ui {
     /// Valid if the user still exists and has not signed out since it was issued.
     pub async fn session_valid(&self, s: &Session) -> bool {
         if !self.app.auth.user_exists(&s.user) {
             return false;
         }
-        let Some(dir) = &self.stamps else {
-            return true;
-        };
-        match tokio::fs::read_to_string(stamp_file(dir, &s.user)).await {
-            Ok(text) => text.trim().parse::<u64>().is_ok_and(|out| s.issued > out),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+        match self.app.registry.signed_out_at(&s.user).await {
+            Ok(Some(out)) => s.issued > out,
+            Ok(None) => true,
             // Unreadable: refuse rather than honour a session that may have been revoked.
             Err(_) => false,
         }
     }
 
-    /// Record that `user` signed out now: written aside, fsynced, renamed into place.
-    async fn sign_out(&self, user: &str) -> std::io::Result<()> {
-        let Some(dir) = self.stamps.clone() else {
-            return Ok(());
-        };
-        let file = stamp_file(&dir, user);
-        let stamp = now_ms().to_string();
-        tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(&dir)?;
-            let tmp = dir.join(format!(".tmp-{}", random_hex()));
-            let mut f = std::fs::File::create(&tmp)?;
-            std::io::Write::write_all(&mut f, stamp.as_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &file)?;
-            std::fs::File::open(&dir)?.sync_all()
-        })
-        .await
-        .map_err(std::io::Error::other)?
+    /// Record, in the store, that `user` signed out now.
+    async fn sign_out(&self, user: &str) -> crate::registry::Result<()> {
+        self.app.registry.record_sign_out(user, now_ms()).await
     }
 
     fn login_page(&self, who: &Visitor, status: StatusCode, message: Option<&str>) -> Response {

@@ -1,14 +1,11 @@
-//! Registry events: what was pushed, pulled, mounted and deleted, kept in an ordered log
-//! in the store (`log`), sent to registry:2-style webhooks (`sink`) and streamed to
+//! Registry events: what was pushed, pulled, mounted and deleted, kept in the store's
+//! ordered log ([`EventLog`]), sent to registry:2-style webhooks (`sink`) and streamed to
 //! subscribers of `/v2/_events`. Any front end (API, UI, mirror) emits through [`Events`].
 
 pub mod envelope;
 mod layer;
-mod log;
 mod sink;
 
-use std::io;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,10 +13,11 @@ use tokio::sync::watch;
 
 pub use envelope::{Event, Origin, Source};
 pub use layer::EventsLayer;
-use log::EventLog;
 
 use crate::config::Endpoint;
 use crate::metrics::Metrics;
+use crate::store::state::EventLog;
+use crate::store::{StoreError, StoreResult};
 
 /// How many events the log keeps for subscribers that resume, at least.
 pub const RETAIN_EVENTS: usize = 5000;
@@ -29,8 +27,7 @@ pub const RETAIN_AGE: Duration = Duration::from_secs(24 * 3600);
 const POLL: Duration = Duration::from_millis(250);
 
 pub struct Events {
-    log: Arc<EventLog>,
-    dir: PathBuf,
+    log: Arc<dyn EventLog>,
     source: Source,
     /// Pull events cost a write per pull: kept only when an endpoint wants them.
     record_pulls: bool,
@@ -41,21 +38,20 @@ pub struct Events {
 }
 
 impl Events {
-    /// The log under `dir` (`_wharf/events/` beside registry:2's layout).
-    pub fn open(
-        dir: &Path,
+    /// Events in `log`, the store's (`_wharf/events/` beside registry:2's layout on a
+    /// filesystem). Fails when the log cannot be read.
+    pub async fn open(
+        log: Arc<dyn EventLog>,
         endpoints: Vec<Endpoint>,
         source: Source,
         metrics: Arc<Metrics>,
-    ) -> io::Result<Events> {
-        let log = Arc::new(EventLog::open(dir.join("log"))?);
-        let newest = log.newest();
+    ) -> StoreResult<Events> {
+        let newest = log.newest().await?;
         let record_pulls = endpoints
             .iter()
             .any(|e| !e.ignored_actions.iter().any(|a| a == envelope::PULL));
         Ok(Events {
             log,
-            dir: dir.to_owned(),
             source,
             record_pulls,
             endpoints,
@@ -73,41 +69,33 @@ impl Events {
     /// Append `events` durably, in order. A failure is logged, not returned: the
     /// operation they describe has happened and its client must hear so.
     pub async fn emit(&self, events: Vec<Event>) {
-        let mut encoded = Vec::with_capacity(events.len());
+        let mut last = None;
         for mut e in events.into_iter().filter(|e| self.wants(&e.action)) {
             e.source = self.source.clone();
-            let action = e.action.clone();
-            match serde_json::to_vec(&e) {
-                Ok(bytes) => encoded.push((action, bytes)),
-                Err(err) => tracing::warn!(error = %err, "cannot encode an event"),
+            let bytes = match serde_json::to_vec(&e) {
+                Ok(bytes) => bytes,
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot encode an event");
+                    continue;
+                }
+            };
+            match self.log.append(bytes).await {
+                Ok(seq) => {
+                    self.metrics.event_recorded(&e.action);
+                    last = Some(seq);
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot record an event: its notification is lost");
+                    break;
+                }
             }
         }
-        if encoded.is_empty() {
-            return;
-        }
-        let this = self.log.clone();
-        let metrics = self.metrics.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let mut last = 0;
-            for (action, bytes) in encoded {
-                last = this.append(&bytes)?;
-                metrics.event_recorded(&action);
-            }
-            Ok::<_, io::Error>(last)
-        })
-        .await;
-        match result {
-            Ok(Ok(seq)) => {
-                self.newest.send_if_modified(|n| {
-                    let changed = seq > *n;
-                    *n = (*n).max(seq);
-                    changed
-                });
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot record an event: its notification is lost")
-            }
-            Err(e) => tracing::warn!(error = %e, "recording an event panicked"),
+        if let Some(seq) = last {
+            self.newest.send_if_modified(|n| {
+                let changed = seq > *n;
+                *n = (*n).max(seq);
+                changed
+            });
         }
     }
 
@@ -115,33 +103,39 @@ impl Events {
         self.newest.subscribe()
     }
 
-    pub fn newest(&self) -> u64 {
-        self.log.newest()
+    /// The newest event, other processes' appends included; the last one seen if the log
+    /// cannot be read now.
+    pub async fn newest(&self) -> u64 {
+        match self.log.newest().await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the event log");
+                *self.newest.borrow()
+            }
+        }
     }
 
     /// See [`EventLog::first_from`].
-    pub fn first_from(&self, seq: u64) -> io::Result<Option<u64>> {
-        self.log.first_from(seq)
+    pub async fn first_from(&self, seq: u64) -> StoreResult<Option<u64>> {
+        self.log.first_from(seq).await
     }
 
     /// The event numbered `seq`, if retained (and readable).
-    pub async fn read(&self, seq: u64) -> io::Result<Option<Event>> {
-        let bytes = match self.log.read(seq)? {
-            Some(b) => b,
-            None => return Ok(None),
+    pub async fn read(&self, seq: u64) -> StoreResult<Option<Event>> {
+        let Some(bytes) = self.log.read(seq).await? else {
+            return Ok(None);
         };
         serde_json::from_slice(&bytes)
             .map(Some)
-            .map_err(|e| io::Error::other(format!("event {seq}: {e}")))
+            .map_err(|e| StoreError::Corrupt {
+                what: format!("event {seq}"),
+                why: e.to_string(),
+            })
     }
 
     /// The event numbered `seq` as stored (one JSON object), if retained.
-    pub async fn read_raw(&self, seq: u64) -> io::Result<Option<Vec<u8>>> {
-        self.log.read(seq)
-    }
-
-    fn endpoint_dir(&self, name: &str) -> PathBuf {
-        self.dir.join("endpoints").join(name)
+    pub async fn read_raw(&self, seq: u64) -> StoreResult<Option<Vec<u8>>> {
+        self.log.read(seq).await
     }
 
     pub fn closing(&self) -> watch::Receiver<bool> {
@@ -172,31 +166,28 @@ impl Events {
                 () = tokio::time::sleep(POLL) => {}
                 _ = closing.wait_for(|c| *c) => return,
             }
-            let newest = self.log.newest();
-            self.newest.send_if_modified(|n| {
-                let changed = newest > *n;
-                *n = (*n).max(newest);
-                changed
-            });
+            if let Ok(newest) = self.log.newest().await {
+                self.newest.send_if_modified(|n| {
+                    let changed = newest > *n;
+                    *n = (*n).max(newest);
+                    changed
+                });
+            }
             ticks += 1;
             if ticks.is_multiple_of(240) {
-                let this = self.clone();
-                let _ = tokio::task::spawn_blocking(move || this.trim()).await;
+                self.trim().await;
             }
         }
     }
 
     /// Keep what subscribers may resume from and what any endpoint has yet to receive.
-    fn trim(&self) {
+    async fn trim(&self) {
         let mut delivered = u64::MAX;
         for e in &self.endpoints {
-            let cursor = std::fs::read_to_string(self.endpoint_dir(&e.name).join("cursor"))
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
-                .unwrap_or(0);
+            let cursor = self.log.cursor(&e.name).await.ok().flatten().unwrap_or(0);
             delivered = delivered.min(cursor);
         }
-        match self.log.trim(RETAIN_EVENTS, RETAIN_AGE, delivered) {
+        match self.log.trim(RETAIN_EVENTS, RETAIN_AGE, delivered).await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(removed = n, "trimmed the event log"),
             Err(e) => tracing::warn!(error = %e, "cannot trim the event log"),

@@ -1,16 +1,14 @@
 //! Delivering the log to one webhook endpoint, in order, each event once it is accepted.
 //!
-//! Where an endpoint has got to is a cursor file in the store, advanced (atomically,
-//! durably) only past events the receiver answered 2xx, so a restart resumes where
-//! delivery stopped (or up to a second before: see `CURSOR_EVERY`). Of the processes sharing a store, the one holding the endpoint's lease (a
-//! `flock`, dropped by the kernel if its holder dies) delivers; the others wait to take over.
+//! Where an endpoint has got to is a cursor in the store, advanced (durably) only past
+//! events the receiver answered 2xx, so a restart resumes where delivery stopped (or up to
+//! a second before: see `CURSOR_EVERY`). Of the processes sharing a store, the one holding
+//! the endpoint's lease (on a filesystem an `flock`, dropped by the kernel if its holder
+//! dies) delivers; the others wait to take over.
 //!
 //! Retries follow registry:2's circuit breaker: failures are retried at once until
 //! `threshold` of them in a row, then once per `backoff`.
 
-use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,7 +16,7 @@ use super::envelope::EVENTS_MEDIA_TYPE;
 use super::Events;
 use crate::config::Endpoint;
 use crate::metrics::Metrics;
-use crate::store::fs::durable;
+use crate::store::StoreResult;
 
 /// How often a waiting process checks whether the lease holder has gone.
 const LEASE_RETRY: Duration = Duration::from_secs(1);
@@ -33,7 +31,6 @@ const QUICK_RETRY: Duration = Duration::from_millis(50);
 pub struct Delivery {
     endpoint: Endpoint,
     events: Arc<Events>,
-    dir: PathBuf,
     client: reqwest::Client,
     metrics: Arc<Metrics>,
 }
@@ -59,52 +56,27 @@ impl Delivery {
             // a 3xx is a failure, retried, so a wrong URL shows in the failure metrics.
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
-        let dir = events.endpoint_dir(&endpoint.name);
         Ok(Delivery {
             endpoint,
             events,
-            dir,
             client,
             metrics,
         })
     }
 
-    fn cursor_path(&self) -> PathBuf {
-        self.dir.join("cursor")
-    }
-
     /// The last event delivered; a new endpoint starts at the log's end, as registry:2,
     /// which keeps no history, would.
-    fn load_cursor(&self) -> io::Result<u64> {
-        match fs::read_to_string(self.cursor_path()) {
-            Ok(s) => s.trim().parse().map_err(|_| {
-                io::Error::other(format!("{}: not a number", self.cursor_path().display()))
-            }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let newest = self.events.newest();
-                self.save_cursor(newest)?;
-                Ok(newest)
-            }
-            Err(e) => Err(e),
+    async fn load_cursor(&self) -> StoreResult<u64> {
+        if let Some(cursor) = self.events.log.cursor(&self.endpoint.name).await? {
+            return Ok(cursor);
         }
+        let newest = self.events.newest().await;
+        self.save_cursor(newest).await?;
+        Ok(newest)
     }
 
-    fn save_cursor(&self, seq: u64) -> io::Result<()> {
-        durable::write_atomic(&self.cursor_path(), seq.to_string().as_bytes())
-    }
-
-    fn try_lease(&self) -> io::Result<Option<File>> {
-        fs::create_dir_all(&self.dir)?;
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(self.dir.join("lease.lock"))?;
-        match file.try_lock() {
-            Ok(()) => Ok(Some(file)),
-            Err(TryLockError::WouldBlock) => Ok(None),
-            Err(TryLockError::Error(e)) => Err(e),
-        }
+    async fn save_cursor(&self, seq: u64) -> StoreResult<()> {
+        self.events.log.save_cursor(&self.endpoint.name, seq).await
     }
 
     /// Deliver until the registry shuts down.
@@ -112,7 +84,7 @@ impl Delivery {
         let mut closing = self.events.closing();
         let name = self.endpoint.name.clone();
         loop {
-            match self.try_lease() {
+            match self.events.log.try_lease(&name).await {
                 Ok(Some(_lease)) => {
                     tracing::debug!(endpoint = %name, "delivering events");
                     if let Err(e) = self.deliver().await {
@@ -134,8 +106,8 @@ impl Delivery {
     }
 
     /// Ok when the registry is closing; Err when the store fails.
-    async fn deliver(&self) -> io::Result<()> {
-        let mut cursor = self.load_cursor()?;
+    async fn deliver(&self) -> StoreResult<()> {
+        let mut cursor = self.load_cursor().await?;
         // The cursor as last saved, and when: saving it is an fsync, so under a stream of
         // events it is saved every so often rather than after each (see CURSOR_EVERY).
         let mut saved = (cursor, Instant::now());
@@ -155,7 +127,7 @@ impl Delivery {
             let next = cursor + 1;
             let Some(event) = self.events.read_raw(next).await? else {
                 if next <= newest {
-                    let skipped = self.skip_trimmed(next)?;
+                    let skipped = self.skip_trimmed(next).await?;
                     if skipped != cursor {
                         cursor = skipped;
                         continue;
@@ -201,34 +173,25 @@ impl Delivery {
             cursor = next;
             let behind = cursor >= newest || cursor - saved.0 >= CURSOR_EVERY_EVENTS;
             if behind || saved.1.elapsed() >= CURSOR_EVERY {
-                self.save_cursor_async(cursor).await?;
+                self.save_cursor(cursor).await?;
                 saved = (cursor, Instant::now());
             }
         }
         if cursor != saved.0 {
-            self.save_cursor_async(cursor).await?;
+            self.save_cursor(cursor).await?;
         }
         Ok(())
     }
 
-    async fn save_cursor_async(&self, cursor: u64) -> io::Result<()> {
-        let path = self.cursor_path();
-        tokio::task::spawn_blocking(move || {
-            durable::write_atomic(&path, cursor.to_string().as_bytes())
-        })
-        .await
-        .map_err(io::Error::other)?
-    }
-
     /// Events missing before the newest: trimmed before this endpoint got them (it was
     /// gone longer than the log keeps), or lost to a crash before their fsync.
-    fn skip_trimmed(&self, next: u64) -> io::Result<u64> {
-        let Some(found) = self.events.first_from(next)? else {
+    async fn skip_trimmed(&self, next: u64) -> StoreResult<u64> {
+        let Some(found) = self.events.first_from(next).await? else {
             return Ok(next - 1); // nothing beyond: wait for it
         };
         let cursor = found - 1;
         tracing::warn!(endpoint = %self.endpoint.name, from = next, to = cursor, "events missing from the log; skipping them");
-        self.save_cursor(cursor)?;
+        self.save_cursor(cursor).await?;
         Ok(cursor)
     }
 

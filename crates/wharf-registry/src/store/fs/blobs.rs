@@ -482,7 +482,7 @@ impl BlobStore for FsBlobStore {
     }
 
     async fn now(&self) -> StoreResult<SystemTime> {
-        let probe = self.layout.wharf_dir().join("clock");
+        let probe = self.layout.clock();
         Ok(blocking(move || {
             let file = match File::create(&probe) {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {

@@ -1,5 +1,7 @@
 //! Durable writes: write a temporary file, fsync it, rename it into place, fsync the
 //! directory. A reader sees the old content or the new, never a torn file, even after a crash.
+//! Every file wharf replaces goes through [`AtomicWrite`]; what a caller may skip (the
+//! hash states skip every fsync) is an option.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -58,29 +60,138 @@ pub fn at(path: &Path) -> impl FnOnce(io::Error) -> io::Error + '_ {
     move |e| io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    write_atomic_inner(path, bytes).map_err(at(path))
+/// How [`AtomicWrite::replace`] and [`AtomicWrite::link_into`] write a file aside (under a
+/// unique temporary name in its directory) and put it in place: the one way wharf replaces
+/// a file, so that a reader sees the old content or the new, never a torn file.
+#[derive(Debug, Clone, Copy)]
+pub struct AtomicWrite {
+    /// What of the file is fsynced before it takes its name.
+    pub sync: Fsync,
+    /// fsync the directory once the name is in place (and each directory that had to be
+    /// created), so that the new name survives a crash too.
+    pub sync_dir: bool,
+    /// Create missing parent directories (otherwise a missing one is an error).
+    pub create_dirs: bool,
+    /// Set the file's mtime explicitly. The kernel stamps files from a coarse clock that
+    /// can lag the one garbage collection reads its mark time from; an explicit time keeps
+    /// "written after the mark" true for whatever is written after it.
+    pub stamp: bool,
+    /// Give the new file the permissions of the one it replaces (a provisioned htpasswd is
+    /// 0600, one nginx reads is wider).
+    pub keep_mode: bool,
 }
 
-fn write_atomic_inner(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().expect("layout paths have parents");
-    let created = create_dirs(dir)?;
-    let tmp = dir.join(format!(".wharf-{}.tmp", Uuid::new_v4()));
-    let result = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        // The kernel stamps files from a coarse clock that can lag the one garbage
-        // collection reads its mark time from; an explicit time keeps "written after the
-        // mark" true for whatever is written after it.
-        f.set_modified(std::time::SystemTime::now())?;
-        f.sync_data()?;
-        fs::rename(&tmp, path)?;
-        sync_all_dirs(dir, &created)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    /// Not fsynced: for what a crash may lose at no more cost than redoing it.
+    Skip,
+    /// The bytes and what reading them needs (the size): `fdatasync`.
+    Data,
+    /// The bytes and all metadata (a mode set on it, its times): `fsync`.
+    All,
+}
+
+impl AtomicWrite {
+    /// The store's links and records: durable, stamped from the collector's clock.
+    pub const DURABLE: AtomicWrite = AtomicWrite {
+        sync: Fsync::Data,
+        sync_dir: true,
+        create_dirs: true,
+        stamp: true,
+        keep_mode: false,
+    };
+
+    /// Atomically replace (or create) `path` with `bytes`.
+    pub fn replace(self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        let dir = dir_of(path);
+        let created = self.dirs(dir)?;
+        let tmp = self.write_aside(dir, bytes, Some(path))?;
+        if let Err(e) = fs::rename(&tmp, path) {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        self.synced(dir, &created)
     }
-    result
+
+    /// Write `bytes` aside in `dir` and give the file a name with `link`, which gets the
+    /// temporary path (a hard link that fails on a taken name, say, so that writers never
+    /// replace each other's files). The temporary name is removed afterwards.
+    pub fn link_into<T>(
+        self,
+        dir: &Path,
+        bytes: &[u8],
+        link: impl FnOnce(&Path) -> io::Result<T>,
+    ) -> io::Result<T> {
+        let created = self.dirs(dir)?;
+        let tmp = self.write_aside(dir, bytes, None)?;
+        let linked = link(&tmp);
+        let _ = fs::remove_file(&tmp);
+        let linked = linked?;
+        self.synced(dir, &created)?;
+        Ok(linked)
+    }
+
+    fn dirs(self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        if self.create_dirs {
+            create_dirs(dir)
+        } else {
+            Ok(Vec::new())
+        }
+    }
+
+    /// The complete, synced temporary file, to become `replacing` if given.
+    fn write_aside(
+        self,
+        dir: &Path,
+        bytes: &[u8],
+        replacing: Option<&Path>,
+    ) -> io::Result<PathBuf> {
+        let tmp = dir.join(format!(".wharf-{}.tmp", Uuid::new_v4()));
+        let written = (|| {
+            let mut f = File::create(&tmp)?;
+            f.write_all(bytes)?;
+            if self.stamp {
+                f.set_modified(std::time::SystemTime::now())?;
+            }
+            if let Some(old) = replacing.filter(|_| self.keep_mode) {
+                if let Ok(old) = fs::metadata(old) {
+                    f.set_permissions(old.permissions())?;
+                }
+            }
+            match self.sync {
+                Fsync::Skip => Ok(()),
+                Fsync::Data => f.sync_data(),
+                Fsync::All => f.sync_all(),
+            }
+        })();
+        match written {
+            Ok(()) => Ok(tmp),
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+
+    fn synced(self, dir: &Path, created: &[PathBuf]) -> io::Result<()> {
+        if self.sync_dir {
+            sync_all_dirs(dir, created)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The directory a file is in; `.` for a bare file name.
+fn dir_of(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// [`AtomicWrite::DURABLE`], naming the file in an error.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    AtomicWrite::DURABLE.replace(path, bytes).map_err(at(path))
 }
 
 /// Move a complete, fsynced file into place atomically.

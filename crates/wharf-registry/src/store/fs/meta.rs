@@ -265,6 +265,9 @@ impl MetaStore for FsMetaStore {
         repo: &RepoName,
         manifest: &ManifestRecord,
         tag: Option<&Tag>,
+        // Each link's mtime is its put time, from the clock the collector's mark is read
+        // from (see `durable::write_atomic`).
+        _now: SystemTime,
     ) -> StoreResult<()> {
         let digest = manifest.digest.clone();
         let content = digest.to_string();
@@ -476,7 +479,7 @@ impl MetaStore for FsMetaStore {
     }
 
     async fn list_blob_links(&self, repo: &RepoName) -> StoreResult<Vec<Digest>> {
-        let layers = self.layout.repo(repo).join("_layers");
+        let layers = self.layout.layers(repo);
         Ok(blocking(move || list_digest_dirs(&layers)).await?)
     }
 

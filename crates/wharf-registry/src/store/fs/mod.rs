@@ -2,10 +2,12 @@
 //! an existing `/var/lib/registry` is served in place and Distribution can serve ours.
 
 mod blobs;
-pub(crate) mod durable;
+pub mod durable;
+mod eventlog;
 mod links;
 mod locks;
 mod meta;
+mod state;
 mod upload;
 
 use std::io;
@@ -14,103 +16,11 @@ use std::path::{Path, PathBuf};
 pub use blobs::FsBlobStore;
 pub use locks::FsLocks;
 pub use meta::FsMetaStore;
-use uuid::Uuid;
-use wharf_oci::{Digest, RepoName, Tag};
+pub use state::FsState;
+use wharf_oci::Digest;
 
-/// Every path of the layout. Names, tags and digests are validated types, so no path built
-/// here can leave the root.
-#[derive(Debug, Clone)]
-pub struct Layout {
-    v2: PathBuf,
-}
-
-impl Layout {
-    /// `rootdirectory` as registry:2 means it: the directory that holds `docker/registry/v2`.
-    pub fn new(rootdirectory: &Path) -> Layout {
-        Layout {
-            v2: rootdirectory.join("docker/registry/v2"),
-        }
-    }
-
-    fn digest_path(base: PathBuf, d: &Digest) -> PathBuf {
-        base.join(d.algorithm().as_str()).join(d.hex())
-    }
-
-    pub fn blob_dir(&self, d: &Digest) -> PathBuf {
-        self.v2
-            .join("blobs")
-            .join(d.algorithm().as_str())
-            .join(&d.hex()[..2])
-            .join(d.hex())
-    }
-
-    pub fn blob_data(&self, d: &Digest) -> PathBuf {
-        self.blob_dir(d).join("data")
-    }
-
-    pub fn v2(&self) -> &Path {
-        &self.v2
-    }
-
-    pub fn blobs_root(&self) -> PathBuf {
-        self.v2.join("blobs")
-    }
-
-    /// wharf's own files beside registry:2's: locks, and blobs scrub moved aside.
-    pub fn wharf_dir(&self) -> PathBuf {
-        self.v2.join("_wharf")
-    }
-
-    pub fn quarantine(&self) -> PathBuf {
-        self.wharf_dir().join("quarantine")
-    }
-
-    pub fn repositories(&self) -> PathBuf {
-        self.v2.join("repositories")
-    }
-
-    pub fn repo(&self, r: &RepoName) -> PathBuf {
-        self.repositories().join(r.as_str())
-    }
-
-    /// Where whole blobs pushed in one request are written before they are verified and
-    /// renamed into `blobs/`. Distribution reads only `blobs/` and `repositories/`.
-    pub fn staging(&self) -> PathBuf {
-        self.v2.join("_wharf_staging")
-    }
-
-    pub fn upload_dir(&self, r: &RepoName, id: Uuid) -> PathBuf {
-        self.repo(r).join("_uploads").join(id.to_string())
-    }
-
-    pub fn layer_link(&self, r: &RepoName, d: &Digest) -> PathBuf {
-        Self::digest_path(self.repo(r).join("_layers"), d).join("link")
-    }
-
-    pub fn revisions(&self, r: &RepoName) -> PathBuf {
-        self.repo(r).join("_manifests/revisions")
-    }
-
-    pub fn revision_link(&self, r: &RepoName, d: &Digest) -> PathBuf {
-        Self::digest_path(self.revisions(r), d).join("link")
-    }
-
-    pub fn tags(&self, r: &RepoName) -> PathBuf {
-        self.repo(r).join("_manifests/tags")
-    }
-
-    pub fn tag_dir(&self, r: &RepoName, t: &Tag) -> PathBuf {
-        self.tags(r).join(t.as_str())
-    }
-
-    pub fn tag_current(&self, r: &RepoName, t: &Tag) -> PathBuf {
-        self.tag_dir(r, t).join("current/link")
-    }
-
-    pub fn tag_index(&self, r: &RepoName, t: &Tag, d: &Digest) -> PathBuf {
-        Self::digest_path(self.tag_dir(r, t).join("index"), d).join("link")
-    }
-}
+/// registry:2's layout as paths under a root directory.
+pub type Layout = crate::store::layout::Layout<PathBuf>;
 
 /// The store in `root`. Without `create`, a root that holds no registry is an error that
 /// says so, rather than an empty registry.
@@ -129,7 +39,7 @@ pub fn open_with(
     let layout = Layout::new(root);
     if create {
         std::fs::create_dir_all(root)?;
-    } else if !layout.v2.is_dir() {
+    } else if !layout.v2().is_dir() {
         let why = if root.is_dir() {
             format!(
                 "{} is not a registry root: it has no docker/registry/v2 directory (point at the directory registry:2's storage.filesystem.rootdirectory names)",
@@ -153,7 +63,7 @@ pub fn open_with(
         meta,
         locks,
         describe: root.display().to_string(),
-        state_dir: Some(layout.wharf_dir()),
+        state: Some(Arc::new(FsState::new(layout.wharf_dir()))),
     })
 }
 
@@ -168,6 +78,15 @@ fn read_link(path: &Path) -> io::Result<Option<Digest>> {
         }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
+    }
+}
+
+/// A whole (small) file; None if it does not exist.
+fn read_if_any(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(durable::at(path)(e)),
     }
 }
 

@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, Mutex};
 use uuid::Uuid;
 use wharf_oci::RepoName;
 
+use super::durable::{AtomicWrite, Fsync};
 use super::{blocking, Layout};
 use crate::store::hashstate::Sha256State;
 use crate::store::{ByteStream, StoreError, StoreResult};
@@ -238,13 +239,20 @@ fn stored_states(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     Ok(out)
 }
 
-/// Write the state at its offset (temp name, rename: never a torn state) and drop the one
-/// it replaces. Not fsynced: after a crash a missing state only costs a rehash.
+/// Hash states are written aside and renamed (never a torn state), but not fsynced: after
+/// a crash a missing state only costs a rehash, and this runs after every append.
+const STATE_WRITE: AtomicWrite = AtomicWrite {
+    sync: Fsync::Skip,
+    sync_dir: false,
+    create_dirs: true,
+    stamp: false,
+    keep_mode: false,
+};
+
+/// Write the state at its offset and drop the one it replaces.
 fn save_state(dir: &Path, state: &UploadState, previous: u64) -> io::Result<()> {
-    fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".{}.tmp", Uuid::new_v4()));
-    fs::write(&tmp, state.hasher.marshal())?;
-    fs::rename(&tmp, dir.join(state.size.to_string()))?;
+    let at = dir.join(state.size.to_string());
+    STATE_WRITE.replace(&at, &state.hasher.marshal())?;
     if previous != state.size {
         let _ = fs::remove_file(dir.join(previous.to_string()));
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::PgPool;
 
-use crate::auth::ratelimit::SharedFailures;
+use crate::store::state::SharedFailures;
 
 pub struct PgFailures {
     pool: PgPool,

@@ -1,8 +1,8 @@
 //! [`MetaStore`] on PostgreSQL. Listings come from indexes with keyset pagination
 //! (`WHERE name > $last ORDER BY name LIMIT n+1`), never from a walk. A manifest's put time
-//! is read from `BlobStore::now`, the clock garbage collection reads the instant its mark
-//! began from (the bucket's, on S3), so that skew between hosts cannot make a put after
-//! the mark look older than it.
+//! is the `now` its writer passes, read from `BlobStore::now` ([`crate::store::Store::put_time`]),
+//! the clock garbage collection reads the instant its mark began from (the bucket's, on
+//! S3), so that skew between hosts cannot make a put after the mark look older than it.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -313,11 +313,14 @@ impl MetaStore for PgMetaStore {
         repo: &RepoName,
         manifest: &ManifestRecord,
         tag: Option<&Tag>,
+        now: SystemTime,
     ) -> StoreResult<()> {
-        // The collector's clock (see the module's doc); the caller holds the writer lock.
-        let now = self.blobs.now().await?;
         self.put_manifest_at(repo, manifest, tag.map(|t| (t.as_str(), now)), now)
             .await
+    }
+
+    fn records_put_time(&self) -> bool {
+        true
     }
 
     async fn manifest_linked(&self, repo: &RepoName, digest: &Digest) -> StoreResult<bool> {

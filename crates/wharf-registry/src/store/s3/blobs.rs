@@ -50,13 +50,11 @@ impl S3BlobStore {
     }
 
     fn data(&self, d: &Digest) -> String {
-        self.bucket.key(self.bucket.layout.blob_data(d))
+        self.bucket.layout.blob_data(d)
     }
 
     fn marker(&self, d: &Digest) -> String {
-        let dir = self.bucket.layout.wharf_dir().join("retained");
-        self.bucket
-            .key(dir.join(d.algorithm().as_str()).join(d.hex()))
+        self.bucket.layout.retained_marker(d)
     }
 
     /// Parse `…/blobs/<alg>/<xx>/<hex>/data` or `…/retained/<alg>/<hex>` back to a digest.
@@ -73,7 +71,7 @@ impl S3BlobStore {
     /// Multipart uploads begun before `cutoff` that no upload's state names (an append or
     /// a monolithic push that died midway): S3 keeps, and bills, their parts until aborted.
     async fn abort_orphans(&self, cutoff: SystemTime) -> StoreResult<usize> {
-        let root = self.bucket.key(self.bucket.layout.v2());
+        let root = self.bucket.layout.v2();
         let mut aborted = 0;
         for (key, mp, began) in self.bucket.list_multipart(&format!("{root}/")).await? {
             if began >= cutoff || self.multipart_in_use(&key, &mp).await? {
@@ -88,7 +86,7 @@ impl S3BlobStore {
     /// Whether `mp` at `key` (`…/repositories/<name>/_uploads/<id>/data`) is the
     /// multipart upload of an upload still in progress.
     async fn multipart_in_use(&self, key: &str, mp: &str) -> StoreResult<bool> {
-        let root = format!("{}/", self.bucket.key(self.bucket.layout.repositories()));
+        let root = format!("{}/", self.bucket.layout.repositories());
         let Some((repo, rest)) = key
             .strip_prefix(&root)
             .and_then(|k| k.split_once("/_uploads/"))
@@ -364,12 +362,8 @@ impl BlobStore for S3BlobStore {
     }
 
     async fn list_blobs(&self) -> StoreResult<Vec<BlobInfo>> {
-        let root = format!("{}/", self.bucket.key(self.bucket.layout.blobs_root()));
-        let markers = format!(
-            "{}/",
-            self.bucket
-                .key(self.bucket.layout.wharf_dir().join("retained"))
-        );
+        let root = format!("{}/", self.bucket.layout.blobs_root());
+        let markers = format!("{}/", self.bucket.layout.retained_markers());
         let retained: std::collections::HashMap<Digest, SystemTime> = self
             .bucket
             .list(&markers)
@@ -412,9 +406,7 @@ impl BlobStore for S3BlobStore {
     /// The bucket's clock, not this machine's: retains are stamped by the server, and a
     /// collection must compare like with like. Whole seconds, as S3's HEAD reports them.
     async fn now(&self) -> StoreResult<SystemTime> {
-        let key = self
-            .bucket
-            .key(self.bucket.layout.wharf_dir().join("clock"));
+        let key = self.bucket.layout.clock();
         self.bucket.put(&key, Bytes::new()).await?;
         let (_, t) =
             self.bucket.head(&key).await?.ok_or_else(|| {
@@ -451,9 +443,7 @@ impl BlobStore for S3BlobStore {
             return Ok(None);
         };
         let dir = self.bucket.layout.quarantine();
-        let to = self
-            .bucket
-            .key(dir.join(digest.algorithm().as_str()).join(digest.hex()));
+        let to = format!("{dir}/{}/{}", digest.algorithm().as_str(), digest.hex());
         self.bucket.copy(&key, &to, size).await?;
         self.delete(digest).await?;
         Ok(Some(format!("s3://{}/{to}", self.bucket.name)))

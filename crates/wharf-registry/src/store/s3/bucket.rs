@@ -13,7 +13,7 @@ use bytes::Bytes;
 use futures::{stream, StreamExt, TryStreamExt};
 
 use super::{unavailable, S3Config, MAX_COPY};
-use crate::store::fs::Layout;
+use crate::store::layout::Layout;
 use crate::store::{ByteStream, StoreError, StoreResult};
 
 /// An object as a listing shows it.
@@ -27,8 +27,8 @@ pub struct Object {
 pub struct Bucket {
     pub client: Client,
     pub name: String,
-    /// registry:2's layout under the configured root; its paths are the keys.
-    pub layout: Layout,
+    /// registry:2's layout under the configured root.
+    pub layout: Layout<String>,
     describe: String,
     copy_chunk: u64,
     copy_threshold: u64,
@@ -41,7 +41,7 @@ impl Bucket {
         Ok(Bucket {
             client,
             name: config.bucket.clone(),
-            layout: Layout::new(std::path::Path::new(config.prefix())),
+            layout: Layout::keys(config.prefix()),
             describe: config.describe(),
             copy_chunk: config.multipartcopychunksize.max(super::MIN_PART),
             copy_threshold: config.multipartcopythresholdsize.min(MAX_COPY),
@@ -59,14 +59,6 @@ impl Bucket {
             .await
             .map_err(|e| self.error("listing the bucket", e))?;
         Ok(())
-    }
-
-    /// A layout path as a key (the layout only builds paths from validated names).
-    pub fn key(&self, path: impl AsRef<std::path::Path>) -> String {
-        path.as_ref()
-            .to_string_lossy()
-            .trim_start_matches('/')
-            .to_owned()
     }
 
     /// Sort an SDK failure: network trouble and throttling that outlasted the retries are

@@ -25,13 +25,9 @@ impl S3MetaStore {
         S3MetaStore { bucket, blobs }
     }
 
-    fn key(&self, path: std::path::PathBuf) -> String {
-        self.bucket.key(path)
-    }
-
     /// A directory of the layout as a listing prefix.
-    fn prefix(&self, path: std::path::PathBuf) -> String {
-        format!("{}/", self.bucket.key(path))
+    fn prefix(&self, dir: String) -> String {
+        dir + "/"
     }
 
     async fn link(&self, key: &str) -> StoreResult<Option<Digest>> {
@@ -104,12 +100,12 @@ impl MetaStore for S3MetaStore {
     }
 
     async fn link_blob(&self, repo: &RepoName, digest: &Digest) -> StoreResult<()> {
-        let key = self.key(self.bucket.layout.layer_link(repo, digest));
+        let key = self.bucket.layout.layer_link(repo, digest);
         self.put_link(&key, digest).await
     }
 
     async fn blob_linked(&self, repo: &RepoName, digest: &Digest) -> StoreResult<bool> {
-        let key = self.key(self.bucket.layout.layer_link(repo, digest));
+        let key = self.bucket.layout.layer_link(repo, digest);
         Ok(self.bucket.head(&key).await?.is_some())
     }
 
@@ -122,11 +118,11 @@ impl MetaStore for S3MetaStore {
         let layout = &self.bucket.layout;
         let keys: Vec<(Digest, String)> = blobs
             .iter()
-            .map(|d| (d.clone(), self.key(layout.layer_link(repo, d))))
+            .map(|d| (d.clone(), layout.layer_link(repo, d)))
             .chain(
                 manifests
                     .iter()
-                    .map(|d| (d.clone(), self.key(layout.revision_link(repo, d)))),
+                    .map(|d| (d.clone(), layout.revision_link(repo, d))),
             )
             .collect();
         let missing: Vec<Option<Digest>> = stream::iter(keys)
@@ -140,7 +136,7 @@ impl MetaStore for S3MetaStore {
     }
 
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> StoreResult<bool> {
-        let key = self.key(self.bucket.layout.layer_link(repo, digest));
+        let key = self.bucket.layout.layer_link(repo, digest);
         if self.bucket.head(&key).await?.is_none() {
             return Ok(false);
         }
@@ -153,46 +149,45 @@ impl MetaStore for S3MetaStore {
         repo: &RepoName,
         manifest: &ManifestRecord,
         tag: Option<&Tag>,
+        // Each link object's LastModified is its put time, from the bucket's clock, which
+        // `BlobStore::now` reads too.
+        _now: SystemTime,
     ) -> StoreResult<()> {
         let layout = &self.bucket.layout;
         // An index retains its children's revisions (rewritten, so newly dated), so a
         // collection racing this put does not take a child only this index keeps.
         for child in &manifest.children {
-            self.put_link(&self.key(layout.revision_link(repo, child)), child)
+            self.put_link(&layout.revision_link(repo, child), child)
                 .await?;
         }
         let d = &manifest.digest;
         // Rewritten even when present: when it was written is when the manifest was last
         // put, which garbage collection's untagged sweep checks.
-        self.put_link(&self.key(layout.revision_link(repo, d)), d)
-            .await?;
+        self.put_link(&layout.revision_link(repo, d), d).await?;
         if let Some(t) = tag {
-            self.put_link(&self.key(layout.tag_index(repo, t, d)), d)
-                .await?;
+            self.put_link(&layout.tag_index(repo, t, d), d).await?;
             // `current` last: the tag moves only once everything it needs is there.
-            self.put_link(&self.key(layout.tag_current(repo, t)), d)
-                .await?;
+            self.put_link(&layout.tag_current(repo, t), d).await?;
         }
         Ok(())
     }
 
     async fn manifest_linked(&self, repo: &RepoName, digest: &Digest) -> StoreResult<bool> {
-        let key = self.key(self.bucket.layout.revision_link(repo, digest));
+        let key = self.bucket.layout.revision_link(repo, digest);
         Ok(self.bucket.head(&key).await?.is_some())
     }
 
     async fn resolve_tag(&self, repo: &RepoName, tag: &Tag) -> StoreResult<Option<Digest>> {
-        self.link(&self.key(self.bucket.layout.tag_current(repo, tag)))
-            .await
+        self.link(&self.bucket.layout.tag_current(repo, tag)).await
     }
 
     async fn tag_pushed(&self, repo: &RepoName, tag: &Tag) -> StoreResult<Option<SystemTime>> {
-        let key = self.key(self.bucket.layout.tag_current(repo, tag));
+        let key = self.bucket.layout.tag_current(repo, tag);
         Ok(self.bucket.head(&key).await?.map(|(_, t)| t))
     }
 
     async fn delete_manifest(&self, repo: &RepoName, digest: &Digest) -> StoreResult<bool> {
-        let key = self.key(self.bucket.layout.revision_link(repo, digest));
+        let key = self.bucket.layout.revision_link(repo, digest);
         if self.bucket.head(&key).await?.is_none() {
             return Ok(false);
         }
@@ -318,7 +313,7 @@ impl MetaStore for S3MetaStore {
     }
 
     async fn list_blob_links(&self, repo: &RepoName) -> StoreResult<Vec<Digest>> {
-        let prefix = self.prefix(self.bucket.layout.repo(repo).join("_layers"));
+        let prefix = self.prefix(self.bucket.layout.layers(repo));
         Ok(self
             .digest_links(&prefix)
             .await?
@@ -338,7 +333,7 @@ impl MetaStore for S3MetaStore {
         since: SystemTime,
     ) -> StoreResult<bool> {
         let layout = &self.bucket.layout;
-        let key = self.key(layout.revision_link(repo, digest));
+        let key = layout.revision_link(repo, digest);
         match self.bucket.head(&key).await? {
             Some((_, t)) if t < since => {}
             _ => return Ok(false),
@@ -353,7 +348,7 @@ impl MetaStore for S3MetaStore {
         let history: Vec<String> = tags
             .iter()
             .filter_map(|(name, _)| name.parse::<Tag>().ok())
-            .map(|t| self.key(layout.tag_index(repo, &t, digest)))
+            .map(|t| layout.tag_index(repo, &t, digest))
             .collect();
         self.bucket.delete_many(history).await?;
         Ok(true)

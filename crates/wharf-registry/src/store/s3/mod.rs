@@ -104,7 +104,7 @@ pub async fn open(config: &S3Config, locks: Option<Arc<dyn Locks>>) -> StoreResu
         meta,
         locks,
         describe: config.describe(),
-        state_dir: None,
+        state: None,
     })
 }
 

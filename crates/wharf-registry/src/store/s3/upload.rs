@@ -85,7 +85,7 @@ pub struct Uploads<'a> {
 
 impl Uploads<'_> {
     fn dir(&self, repo: &RepoName, id: Uuid) -> String {
-        self.bucket.key(self.bucket.layout.upload_dir(repo, id))
+        self.bucket.layout.upload_dir(repo, id)
     }
 
     fn state_key(&self, repo: &RepoName, id: Uuid) -> String {
@@ -314,7 +314,7 @@ impl Uploads<'_> {
 
     /// Every upload in the bucket: a walk of the repositories, for maintenance.
     pub async fn list(&self) -> StoreResult<Vec<UploadInfo>> {
-        let root = format!("{}/", self.bucket.key(self.bucket.layout.repositories()));
+        let root = format!("{}/", self.bucket.layout.repositories());
         let mut found: std::collections::BTreeMap<(String, String), UploadInfo> =
             Default::default();
         for o in self.bucket.list(&root).await? {

@@ -1,6 +1,6 @@
-//! The event log in the store: one file per event, named by a sequence number that every
-//! process sharing the store agrees on, so webhook deliveries and `/v2/_events`
-//! subscribers in any process read the same ordered history.
+//! The event log on a filesystem (`_wharf/events/log/`): one file per event, named by a
+//! sequence number that every process sharing the store agrees on, so webhook deliveries
+//! and `/v2/_events` subscribers in any process read the same ordered history.
 //!
 //! Appending takes no lock: the event is written to an unnamed (`O_TMPFILE`) or temporary
 //! file and fsynced, then hard-linked to the next free number. `link(2)` fails if the name exists, so two
@@ -14,9 +14,19 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use crate::store::fs::durable;
+use super::durable::{self, AtomicWrite, Fsync};
 
-pub struct EventLog {
+/// The fallback's temporary file: fsynced before it is linked; the directory is fsynced
+/// once per append, after the link, by [`FsLog::append`].
+const ASIDE: AtomicWrite = AtomicWrite {
+    sync: Fsync::Data,
+    sync_dir: false,
+    create_dirs: false,
+    stamp: false,
+    keep_mode: false,
+};
+
+pub struct FsLog {
     dir: PathBuf,
     /// The lowest number that may still be free; only ever grows.
     next: AtomicU64,
@@ -24,11 +34,11 @@ pub struct EventLog {
 
 const SUFFIX: &str = ".json";
 
-impl EventLog {
-    pub fn open(dir: PathBuf) -> io::Result<EventLog> {
+impl FsLog {
+    pub fn open(dir: PathBuf) -> io::Result<FsLog> {
         fs::create_dir_all(&dir).map_err(durable::at(&dir))?;
         let newest = list(&dir)?.last().copied().unwrap_or(0);
-        Ok(EventLog {
+        Ok(FsLog {
             dir,
             next: AtomicU64::new(newest + 1),
         })
@@ -77,18 +87,9 @@ impl EventLog {
     }
 
     fn append_via_temp(&self, bytes: &[u8]) -> io::Result<u64> {
-        let tmp = self
-            .dir
-            .join(format!(".wharf-{}.tmp", uuid::Uuid::new_v4()));
-        let result = (|| {
-            use std::io::Write;
-            let mut f = fs::File::create(&tmp).map_err(durable::at(&tmp))?;
-            f.write_all(bytes)?;
-            f.sync_data()?;
-            self.claim(|to| fs::hard_link(&tmp, to))
-        })();
-        let _ = fs::remove_file(&tmp);
-        result
+        ASIDE.link_into(&self.dir, bytes, |tmp| {
+            self.claim(|to| fs::hard_link(tmp, to))
+        })
     }
 
     /// Link the complete file to the lowest free number: `link` fails on a taken one.
@@ -198,8 +199,8 @@ mod tests {
     #[test]
     fn two_logs_on_one_directory_never_share_a_number() {
         let dir = tempfile::tempdir().unwrap();
-        let a = Arc::new(EventLog::open(dir.path().to_owned()).unwrap());
-        let b = Arc::new(EventLog::open(dir.path().to_owned()).unwrap());
+        let a = Arc::new(FsLog::open(dir.path().to_owned()).unwrap());
+        let b = Arc::new(FsLog::open(dir.path().to_owned()).unwrap());
         let threads: Vec<_> = [a.clone(), b.clone()]
             .into_iter()
             .enumerate()
@@ -220,7 +221,7 @@ mod tests {
         assert_eq!((a.newest(), b.newest()), (100, 100));
         // Reopened, numbering goes on; trimming keeps what is undelivered and the newest.
         // The fallback for filesystems without O_TMPFILE numbers alike.
-        let c = EventLog::open(dir.path().to_owned()).unwrap();
+        let c = FsLog::open(dir.path().to_owned()).unwrap();
         assert_eq!(c.append_via_temp(b"w").unwrap(), 101);
         assert_eq!(c.append(b"x").unwrap(), 102);
         assert_eq!(c.read(101).unwrap().as_deref(), Some(&b"w"[..]));

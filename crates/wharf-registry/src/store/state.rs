@@ -1,0 +1,71 @@
+//! State that is not content, behind one seam: the event log with its delivery cursors and
+//! leases, small records (job reports, UI sign-out stamps), and the failed-login counts
+//! replicas share. The filesystem keeps it under `_wharf/` beside registry:2's tree
+//! (`store::fs::FsState`); a database can keep it in tables, so every method that may
+//! wait on one is async and fails with a [`StoreError`](super::StoreError).
+//!
+//! The traits live here, below `auth`, `registry` and the front ends, so that a backend
+//! implements them without reaching up into the code that uses them.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{Guard, StoreResult};
+
+/// A small record wharf keeps about itself, named by what it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Record<'a> {
+    /// What a background job's runs did, by job (`gc`, `scrub`, `retention`).
+    Report(&'a str),
+    /// When a user last signed out of the UI, by user name.
+    SignedOut(&'a str),
+}
+
+/// Small records, read and replaced whole. A put is durable when it returns.
+#[async_trait]
+pub trait Records: Send + Sync + 'static {
+    async fn get(&self, record: Record<'_>) -> StoreResult<Option<Vec<u8>>>;
+    async fn put(&self, record: Record<'_>, bytes: Vec<u8>) -> StoreResult<()>;
+}
+
+/// The ordered event log every process on the store shares: events numbered from 1 with no
+/// holes but at its trimmed start (and where a crash lost one before it was durable), each
+/// endpoint's delivery cursor, and a lease so that one process delivers to an endpoint.
+#[async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    /// Store one event durably; its number.
+    async fn append(&self, event: Vec<u8>) -> StoreResult<u64>;
+    /// The event numbered `seq`, if it is (still) in the log.
+    async fn read(&self, seq: u64) -> StoreResult<Option<Vec<u8>>>;
+    /// The highest number in the log (0 when empty), other processes' appends included.
+    async fn newest(&self) -> StoreResult<u64>;
+    /// The first number at or above `seq` that is in the log: where a reader goes on when
+    /// `seq` is missing below the newest (trimmed, or lost to a crash).
+    async fn first_from(&self, seq: u64) -> StoreResult<Option<u64>>;
+    /// Remove events beyond the newest `keep` that are older than `age`, never one above
+    /// `delivered` (an endpoint still needs it) and never the newest (it carries the count).
+    /// Returns how many went.
+    async fn trim(&self, keep: usize, age: Duration, delivered: u64) -> StoreResult<usize>;
+    /// The last event delivered to `endpoint`; None before its first delivery.
+    async fn cursor(&self, endpoint: &str) -> StoreResult<Option<u64>>;
+    async fn save_cursor(&self, endpoint: &str, seq: u64) -> StoreResult<()>;
+    /// The right to deliver to `endpoint`, held until the guard drops (or its holder dies);
+    /// None while another process holds it.
+    async fn try_lease(&self, endpoint: &str) -> StoreResult<Option<Guard>>;
+}
+
+/// Everything behind the seam, as one store provides it.
+pub trait State: Records + EventLog {}
+
+impl<T: Records + EventLog + ?Sized> State for T {}
+
+/// Failed-login counts kept where every replica sees them (the login limiter's).
+#[async_trait]
+pub trait SharedFailures: Send + Sync {
+    /// Failures of the pair within the last `window`.
+    async fn failures(&self, ip: IpAddr, user: &str, window: Duration) -> Result<u32, String>;
+    async fn failed(&self, ip: IpAddr, user: &str, window: Duration) -> Result<(), String>;
+    async fn succeeded(&self, ip: IpAddr, user: &str) -> Result<(), String>;
+}
