@@ -8,9 +8,13 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-pub struct Flights<K, V>(Mutex<HashMap<K, V>>);
+/// Each flight with the flag its landing sets. A landing only sets the flag, never takes
+/// the lock: it may be dropped while the table is locked (a task refused by a runtime
+/// that is shutting down drops its future inside `start`).
+pub struct Flights<K, V>(Mutex<HashMap<K, (V, Arc<AtomicBool>)>>);
 
 impl<K, V> Default for Flights<K, V> {
     fn default() -> Self {
@@ -21,44 +25,40 @@ impl<K, V> Default for Flights<K, V> {
 impl<K: Hash + Eq + Clone, V: Clone> Flights<K, V> {
     /// The flight under `key`, if one is under way.
     pub fn get(&self, key: &K) -> Option<V> {
-        self.lock().get(key).cloned()
+        let flights = self.lock();
+        let (v, landed) = flights.get(key)?;
+        (!landed.load(Ordering::Acquire)).then(|| v.clone())
     }
 
     /// Join the flight under `key`, or start one with `start`, which is handed the place
     /// its task must hold until the work is over. `start` runs under the table's lock:
     /// it spawns the work and returns at once.
-    pub fn join_or_start(self: &Arc<Self>, key: K, start: impl FnOnce(Landing<K, V>) -> V) -> V {
+    pub fn join_or_start(&self, key: K, start: impl FnOnce(Landing) -> V) -> V {
         let mut flights = self.lock();
-        if let Some(v) = flights.get(&key) {
+        // Landed flights leave here, on the next start: a few at most, as each lands once.
+        flights.retain(|_, (_, landed)| !landed.load(Ordering::Acquire));
+        if let Some((v, _)) = flights.get(&key) {
             return v.clone();
         }
-        let landing = Landing {
-            flights: self.clone(),
-            key: Some(key.clone()),
-        };
-        let v = start(landing);
-        flights.insert(key, v.clone());
+        let landed = Arc::new(AtomicBool::new(false));
+        let v = start(Landing(landed.clone()));
+        flights.insert(key, (v.clone(), landed));
         v
     }
 
     /// A panic elsewhere cannot leave the map half-changed (every change is one insert or
-    /// one remove), so a poisoned lock is used as it is.
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, V>> {
+    /// one retain), so a poisoned lock is used as it is.
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, (V, Arc<AtomicBool>)>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 /// A flight's place in the table: given up when dropped.
-pub struct Landing<K: Hash + Eq + Clone, V: Clone> {
-    flights: Arc<Flights<K, V>>,
-    key: Option<K>,
-}
+pub struct Landing(Arc<AtomicBool>);
 
-impl<K: Hash + Eq + Clone, V: Clone> Drop for Landing<K, V> {
+impl Drop for Landing {
     fn drop(&mut self) {
-        if let Some(key) = self.key.take() {
-            self.flights.lock().remove(&key);
-        }
+        self.0.store(true, Ordering::Release);
     }
 }
 
@@ -68,7 +68,7 @@ mod tests {
 
     #[test]
     fn askers_join_until_the_worker_lands() {
-        let flights: Arc<Flights<&str, u32>> = Arc::default();
+        let flights: Flights<&str, u32> = Flights::default();
         let mut held = None;
         let first = flights.join_or_start("k", |landing| {
             held = Some(landing);
@@ -79,7 +79,11 @@ mod tests {
         assert_eq!(flights.get(&"k"), Some(1));
         drop(held);
         assert_eq!(flights.get(&"k"), None);
+        // A landing dropped at once (work refused as it starts) neither deadlocks nor
+        // leaves a flight behind.
         let third = flights.join_or_start("k", |_| 3);
         assert_eq!(third, 3);
+        assert_eq!(flights.get(&"k"), None);
+        assert_eq!(flights.join_or_start("k", |_| 4), 4);
     }
 }

@@ -144,7 +144,7 @@ fn start(
     repo: &RepoName,
     digest: &Digest,
     route: &Route,
-    landing: Landing<Digest, Arc<Fill>>,
+    landing: Landing,
 ) -> Arc<Fill> {
     let (tx, rx) = watch::channel(State::Connecting);
     let job = FillJob {

@@ -108,8 +108,7 @@ impl prometheus_client::collector::Collector for ProxyStats {
     }
 }
 
-type Landing<K, V> = crate::registry::flight::Landing<K, V>;
-type Flights<K, V> = Arc<crate::registry::flight::Flights<K, V>>;
+use crate::registry::flight::{Flights, Landing};
 
 pub struct Proxy {
     remotes: Vec<Arc<Remote>>,
