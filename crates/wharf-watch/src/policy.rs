@@ -14,9 +14,9 @@ use std::time::{Duration, SystemTime};
 use regex::Regex;
 use semver::{Version, VersionReq};
 use wharf_client::ImageRef;
+use wharf_oci::units::parse_duration;
 
 use crate::check::Registries;
-use crate::schedule::parse_duration;
 
 pub const SEMVER: &str = "wharf.watch.semver";
 pub const INCLUDE: &str = "wharf.watch.include";

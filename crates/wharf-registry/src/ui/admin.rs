@@ -8,8 +8,8 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
 use http::{HeaderMap, StatusCode};
 use maud::html;
+use wharf_oci::units::human_bytes;
 
-use super::browse::size;
 use super::{form, Ui, Visitor};
 use crate::auth::htpasswd_file;
 
@@ -178,8 +178,8 @@ pub async fn storage(State(ui): State<Arc<Ui>>, headers: HeaderMap) -> Response 
             tr { td { "Storage" } td { code { (store.describe) } } }
             tr { td { "Repositories" } td { (repos) } }
             tr { td { "Blobs" } td #blobcount { (blobs.len()) } }
-            tr { td { "Blob bytes (shared layers once)" } td { (size(blobs.iter().map(|b| b.size).sum())) } }
-            tr { td { "Uploads in progress" } td { (uploads.len()) " (" (size(uploads.iter().map(|u| u.size).sum())) ")" } }
+            tr { td { "Blob bytes (shared layers once)" } td { (human_bytes(blobs.iter().map(|b| b.size).sum())) } }
+            tr { td { "Uploads in progress" } td { (uploads.len()) " (" (human_bytes(uploads.iter().map(|u| u.size).sum())) ")" } }
             tr { td { "Deletes" } td { @if ui.app.delete_enabled { "enabled" } @else { "disabled (storage.delete.enabled)" } } }
             tr { td { "Read-only" } td { @if ui.app.read_only { "yes" } @else { "no" } } }
         }
