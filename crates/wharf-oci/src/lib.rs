@@ -7,6 +7,7 @@ pub mod error;
 pub mod manifest;
 pub mod media_type;
 pub mod name;
+pub mod sync;
 pub mod units;
 
 pub use digest::{Algorithm, Digest, DigestHasher};

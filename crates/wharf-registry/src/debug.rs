@@ -18,6 +18,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
+use wharf_oci::sync::{read, write};
 
 use crate::config::{DebugConfig, HealthCheck};
 use crate::http::response::{bytes_response, json_response, Resp};
@@ -34,7 +35,7 @@ pub struct Health {
 
 impl Health {
     pub fn status(&self) -> Option<(String, String)> {
-        self.failing.read().expect("not poisoned").clone()
+        read(&self.failing).clone()
     }
 
     pub fn is_unhealthy(&self) -> bool {
@@ -43,7 +44,7 @@ impl Health {
 
     fn set(&self, failing: Option<(String, String)>) {
         self.unhealthy.store(failing.is_some(), Ordering::Relaxed);
-        *self.failing.write().expect("not poisoned") = failing;
+        *write(&self.failing) = failing;
     }
 }
 

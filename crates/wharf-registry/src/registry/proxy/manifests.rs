@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::future::{BoxFuture, FutureExt, Shared};
+use wharf_oci::sync::lock;
 use wharf_oci::{Digest, Manifest, Reference, RepoName, Tag};
 
 use super::upstream::MANIFEST_TIMEOUT;
@@ -160,7 +161,7 @@ impl Registry {
         let proxy = self.proxy.as_ref().expect("routed by the proxy");
         let key = format!("{repo}@{reference}:{}", tag.map_or("", |t| t.as_str()));
         let flight = {
-            let mut flights = proxy.fetches.0.lock().expect("not poisoned");
+            let mut flights = lock(&proxy.fetches.0);
             flights
                 .entry(key.clone())
                 .or_insert_with(|| {
@@ -186,7 +187,7 @@ impl Registry {
                 .clone()
         };
         let result = flight.await;
-        proxy.fetches.0.lock().expect("not poisoned").remove(&key);
+        lock(&proxy.fetches.0).remove(&key);
         match result {
             Ok(f) => {
                 self.manifests
