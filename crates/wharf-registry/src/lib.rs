@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod config;
 pub mod debug;
+pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod registry;
