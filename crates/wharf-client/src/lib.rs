@@ -1,6 +1,9 @@
-//! The foundation of wharf's registry client: image references parsed as docker parses
-//! them, credentials found where docker and watchtower find them, `WWW-Authenticate`
-//! challenges, and a cache of Bearer tokens.
+//! wharf's registry client, used by the CLI, the updater and the registry's pull-through
+//! cache: image references parsed as docker parses them; credentials found where docker and
+//! watchtower find them (environment, config.json, credential helpers); `WWW-Authenticate`
+//! challenges and a cache of Bearer tokens; `RegistryClient`, one registry over the
+//! Distribution API with docker's TLS trust and streamed monolithic or chunked transfers;
+//! and `image`: OCI image layouts, `docker save` archives and registry-to-registry copies.
 
 pub mod challenge;
 pub mod client;

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
+use wharf_oci::sync::lock;
 
 use crate::challenge::BearerChallenge;
 use crate::credentials::{Credential, Secret};
@@ -324,7 +325,7 @@ impl TokenCache {
     /// many repositories do not grow the map forever.
     pub fn purge_expired(&self) {
         let now = Instant::now();
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slots = lock(&self.slots);
         slots.retain(|_, slot| match slot.try_lock() {
             Ok(c) => c.as_ref().is_some_and(|c| now < c.valid_until),
             // In use right now: keep it.
@@ -333,7 +334,7 @@ impl TokenCache {
     }
 
     pub fn len(&self) -> usize {
-        self.slots.lock().unwrap_or_else(|e| e.into_inner()).len()
+        lock(&self.slots).len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -342,7 +343,7 @@ impl TokenCache {
 
     fn slot(&self, key: &TokenKey) -> Slot {
         // A poisoned map is still a valid map: a panic elsewhere must not disable auth.
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slots = lock(&self.slots);
         slots.entry(key.clone()).or_default().clone()
     }
 }

@@ -7,8 +7,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -20,32 +19,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
 use crate::config::{DebugConfig, HealthCheck};
+use crate::health::Health;
 use crate::http::response::{bytes_response, json_response, Resp};
 use crate::metrics::Metrics;
-
-/// What the health checks found: the failing check (named as registry:2 names it,
-/// `storagedriver_` and the driver) and why.
-#[derive(Default)]
-pub struct Health {
-    failing: RwLock<Option<(String, String)>>,
-    /// Read by every API request: a flag, not the lock.
-    unhealthy: AtomicBool,
-}
-
-impl Health {
-    pub fn status(&self) -> Option<(String, String)> {
-        self.failing.read().expect("not poisoned").clone()
-    }
-
-    pub fn is_unhealthy(&self) -> bool {
-        self.unhealthy.load(Ordering::Relaxed)
-    }
-
-    fn set(&self, failing: Option<(String, String)>) {
-        self.unhealthy.store(failing.is_some(), Ordering::Relaxed);
-        *self.failing.write().expect("not poisoned") = failing;
-    }
-}
 
 /// Write, read back and remove a probe file in the store, as any push would need to.
 /// A read-only or vanished storage root fails here even for root, unlike a permission check.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::extract::ConnectInfo;
 use hyper::rt::{Read, Write};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -342,10 +343,6 @@ async fn await_handshakes(mut graceful: Arc<GracefulShutdown>) -> GracefulShutdo
     }
 }
 
-/// The client's address, put in each request's extensions for the services behind the router.
-#[derive(Clone, Copy)]
-pub struct Peer(pub SocketAddr);
-
 /// The registry API is the router's fallback, so its own routing (names with slashes,
 /// registry:2's error bodies for unknown paths) stays as it is; the UI is mounted beside it.
 pub fn router(state: Arc<AppState>, ui: &crate::config::UiConfig) -> axum::Router {
@@ -355,7 +352,7 @@ pub fn router(state: Arc<AppState>, ui: &crate::config::UiConfig) -> axum::Route
         async move {
             let peer = req
                 .extensions()
-                .get::<Peer>()
+                .get::<ConnectInfo<SocketAddr>>()
                 .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |p| p.0);
             match handle(state, peer, req).await {
                 Ok(resp) => resp,
@@ -382,7 +379,8 @@ fn serve_connection<IO>(
     IO: Read + Write + Unpin + Send + 'static,
 {
     let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-        req.extensions_mut().insert(Peer(peer));
+        // axum's own type, so the UI reads the client's address without knowing the server.
+        req.extensions_mut().insert(ConnectInfo(peer));
         let mut router = router.clone();
         async move { router.call(req).await }
     });

@@ -11,6 +11,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio_rustls::TlsAcceptor;
+use wharf_oci::sync::{read, write};
 
 use crate::config::TlsConfig;
 
@@ -64,7 +65,7 @@ struct Reloading {
 
 impl ResolvesServerCert for Reloading {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.read().expect("lock").clone())
+        Some(read(&self.current).clone())
     }
 }
 
@@ -92,7 +93,7 @@ pub fn acceptor(config: &TlsConfig) -> Result<TlsAcceptor, String> {
             }
             match load(&config) {
                 Ok(k) => {
-                    *resolver.current.write().expect("lock") = k;
+                    *write(&resolver.current) = k;
                     seen = now;
                     tracing::info!(certificate = %cert.display(), "TLS certificate reloaded");
                 }

@@ -13,9 +13,8 @@ use wharf_client::{
     ClientError, ClientOptions, Credential, CredentialSource, Found, ImageRef, Registry,
     RegistryClient,
 };
+use wharf_oci::sync::lock;
 use wharf_oci::{Digest, Reference};
-
-use crate::lock;
 
 /// How long a registry may take to answer one request of a check, unless configured.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);

@@ -1,4 +1,9 @@
-//! `wharf watch`
+//! `wharf watch`: a container updater compatible with watchtower's flags, labels and
+//! environment. It reads the running containers from the Docker Engine (bollard), checks
+//! their images in their registries through wharf-client (on a schedule, or at once on a
+//! registry event or an API call), follows tag policies (semver ranges, regexes, a minimum
+//! age), replaces containers transactionally with rollback, and notifies (webhook, Slack,
+//! email).
 
 pub mod api;
 pub mod check;
@@ -16,8 +21,3 @@ pub mod spec;
 pub mod sse;
 pub mod target;
 pub mod update;
-
-/// A panic elsewhere leaves these maps and counters consistent, so poisoning is ignored.
-pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}

@@ -14,9 +14,10 @@ use std::time::{Duration, SystemTime};
 use regex::Regex;
 use semver::{Version, VersionReq};
 use wharf_client::ImageRef;
+use wharf_oci::sync::lock;
+use wharf_oci::units::parse_duration;
 
 use crate::check::Registries;
-use crate::schedule::parse_duration;
 
 pub const SEMVER: &str = "wharf.watch.semver";
 pub const INCLUDE: &str = "wharf.watch.include";
@@ -138,7 +139,7 @@ pub struct Sightings(Mutex<HashMap<String, HashMap<String, Option<SystemTime>>>>
 impl Sightings {
     /// Records `tags` of `repository`; when each was first seen, where known.
     fn record(&self, repository: &str, tags: &[String]) -> HashMap<String, Option<SystemTime>> {
-        let mut all = self.0.lock().expect("sightings lock");
+        let mut all = lock(&self.0);
         let first_look = !all.contains_key(repository);
         let seen = all.entry(repository.to_owned()).or_default();
         let now = SystemTime::now();

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use croner::parser::{CronParser, Seconds};
 use croner::Cron;
+use wharf_oci::units::parse_duration;
 
 #[derive(Debug, Clone)]
 pub enum Schedule {
@@ -67,51 +68,10 @@ impl Schedule {
     }
 }
 
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum DurationError {
-    #[error("{0:?} is not a duration like 30, 30s, 5m or 1h30m")]
-    Syntax(String),
-    #[error("{0:?} is too long a duration")]
-    TooLong(String),
-}
-
-/// `30s`, `5m`, `1h30m`, `2h`, or plain seconds: Go's duration syntax, which is what
-/// watchtower's `--interval` and `@every` take.
-pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
-    if let Ok(seconds) = text.parse::<u64>() {
-        return Ok(Duration::from_secs(seconds));
-    }
-    let syntax = || DurationError::Syntax(text.to_owned());
-    let mut total = 0f64;
-    let mut number = String::new();
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c.is_ascii_digit() || c == '.' {
-            number.push(c);
-            continue;
-        }
-        let value: f64 = number.parse().map_err(|_| syntax())?;
-        number.clear();
-        let unit = match (c, chars.peek()) {
-            ('m', Some('s')) => {
-                chars.next();
-                0.001
-            }
-            ('h', _) => 3600.0,
-            ('m', _) => 60.0,
-            ('s', _) => 1.0,
-            _ => return Err(syntax()),
-        };
-        total += value * unit;
-    }
-    if !number.is_empty() || total <= 0.0 {
-        return Err(syntax());
-    }
-    Duration::try_from_secs_f64(total).map_err(|_| DurationError::TooLong(text.to_owned()))
-}
-
 #[cfg(test)]
 mod tests {
+    use wharf_oci::units::DurationError;
+
     use super::*;
 
     #[test]

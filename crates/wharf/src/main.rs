@@ -1,4 +1,8 @@
-//! `wharf`: one binary, subcommands wiring the crates together.
+//! `wharf`: one binary, subcommands wiring the crates together: `serve` and the registry's
+//! maintenance (`garbage-collect`, `scrub`, `retention`, `database`) over wharf-registry;
+//! the client commands (`login`, `logout`, `tags`, `catalog`, `digest`, `inspect`,
+//! `delete`, `copy`, `pull`, `push`) over wharf-client; and `watch` over wharf-watch. Each
+//! subcommand parses its flags and calls into a crate.
 
 mod client_args;
 mod copy;

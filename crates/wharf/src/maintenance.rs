@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use wharf_oci::units::{human_bytes, parse_duration};
 use wharf_registry::config::{self, Config};
 use wharf_registry::registry::gc::{GcOptions, GcReport};
 use wharf_registry::registry::scrub::{ScrubOptions, ScrubReport};
@@ -49,7 +50,7 @@ pub struct GcArgs {
     delete_untagged: bool,
     /// Keep content retained this recently (uploads whose manifest is still to come).
     /// Default: the config's gc.grace, else 1h.
-    #[arg(long, value_parser = config::parse_duration)]
+    #[arg(long, value_parser = parse_duration)]
     grace: Option<Duration>,
 }
 
@@ -162,21 +163,6 @@ fn humantime(d: Duration) -> String {
         s if s % 3600 == 0 => format!("{}h", s / 3600),
         s if s % 60 == 0 => format!("{}m", s / 60),
         s => format!("{s}s"),
-    }
-}
-
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
     }
 }
 

@@ -6,13 +6,14 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use reqwest::header::{HeaderName, CONTENT_LENGTH, CONTENT_TYPE, RANGE};
 use reqwest::{Method, StatusCode, Url};
+use wharf_oci::sync::lock;
 use wharf_oci::{Digest, RepoName};
 
 use super::transfer::BlobStream;
@@ -41,10 +42,6 @@ struct Source {
     /// Why the source stopped (a read error, a digest mismatch, too few bytes): final,
     /// never retried, and reported instead of the aborted PATCH's error.
     failed: Option<ClientError>,
-}
-
-fn lock(source: &Mutex<Source>) -> MutexGuard<'_, Source> {
-    source.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// One PATCH's body: the kept pieces from where the registry got to, then the rest of

@@ -16,6 +16,7 @@ use std::sync::Mutex;
 
 use reqwest::header::{HeaderValue, AUTHORIZATION, WWW_AUTHENTICATE};
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
+use wharf_oci::sync::lock;
 
 pub use error::ClientError;
 pub use ops::{Manifest, MANIFEST_ACCEPT};
@@ -176,7 +177,7 @@ impl RegistryClient {
     /// without a restart. Cached tokens stay valid: their key names the user.
     pub fn forget_credentials(&self) {
         if let Credentials::Lookup { found, .. } = &self.credentials {
-            *found.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            *lock(found) = None;
         }
     }
 
@@ -208,7 +209,7 @@ impl RegistryClient {
             registry: self.registry.to_string(),
             source,
         })?;
-        *self.challenge.lock().unwrap_or_else(|e| e.into_inner()) = Some(parsed);
+        *lock(&self.challenge) = Some(parsed);
         Ok(())
     }
 
@@ -227,7 +228,7 @@ impl RegistryClient {
     /// of https and http answers; for a loopback one, as docker does, http when https was
     /// answered in plain http (a loopback certificate is still verified).
     async fn base(&self) -> Result<Url, ClientError> {
-        if let Some(base) = self.base.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+        if let Some(base) = lock(&self.base).clone() {
             return Ok(base);
         }
         let host = self.registry.api_host();
@@ -251,7 +252,7 @@ impl RegistryClient {
                 _ => https,
             }
         };
-        *self.base.lock().unwrap_or_else(|e| e.into_inner()) = Some(chosen.clone());
+        *lock(&self.base) = Some(chosen.clone());
         Ok(chosen)
     }
 
@@ -312,11 +313,7 @@ impl RegistryClient {
         let mut answered_challenge = false;
         // Bounded: at most anonymous, then authenticated, then one fresh token.
         for _ in 0..3 {
-            let challenge = self
-                .challenge
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
+            let challenge = lock(&self.challenge).clone();
             let mut request = self.http.request(method.clone(), url.clone());
             for (name, value) in headers {
                 request = request.header(name, *value);
@@ -404,7 +401,7 @@ impl RegistryClient {
         match &self.credentials {
             Credentials::Fixed(found) => Ok(found.clone()),
             Credentials::Lookup { source, found } => {
-                let mut cached = found.lock().unwrap_or_else(|e| e.into_inner());
+                let mut cached = lock(found);
                 if let Some(f) = cached.as_ref() {
                     return Ok(f.clone());
                 }

@@ -16,6 +16,7 @@ use hmac::{Hmac, Mac};
 use md5::{Digest as _, Md5};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
+use wharf_oci::sync::{lock, read, write};
 
 /// How often the file's metadata is looked at for changes.
 const RELOAD_CHECK: Duration = Duration::from_secs(1);
@@ -168,22 +169,15 @@ impl Htpasswd {
     /// Re-read the file now, after this process rewrote it (the UI's user management), so
     /// the change takes effect at once rather than at the next once-a-second check.
     pub fn reload_now(&self) {
-        *self.last_check.lock().expect("lock") = Instant::now() - RELOAD_CHECK;
-        self.users.write().expect("lock").stamp = None;
+        *lock(&self.last_check) = Instant::now() - RELOAD_CHECK;
+        write(&self.users).stamp = None;
         self.refresh();
     }
 
     /// The user names, sorted.
     pub fn user_names(&self) -> Vec<String> {
         self.refresh();
-        let mut names: Vec<String> = self
-            .users
-            .read()
-            .expect("lock")
-            .hashes
-            .keys()
-            .cloned()
-            .collect();
+        let mut names: Vec<String> = read(&self.users).hashes.keys().cloned().collect();
         names.sort();
         names
     }
@@ -191,21 +185,21 @@ impl Htpasswd {
     /// Re-read the file if it changed (checked at most once a second).
     fn refresh(&self) {
         {
-            let mut last = self.last_check.lock().expect("lock");
+            let mut last = lock(&self.last_check);
             if last.elapsed() < RELOAD_CHECK {
                 return;
             }
             *last = Instant::now();
         }
         let now = stamp(&self.path);
-        if now == self.users.read().expect("lock").stamp {
+        if now == read(&self.users).stamp {
             return;
         }
         match std::fs::read_to_string(&self.path) {
             Ok(text) => {
                 let hashes = parse(&text, &self.path);
                 tracing::info!(file = %self.path.display(), users = hashes.len(), "htpasswd reloaded");
-                *self.users.write().expect("lock") = Users { hashes, stamp: now };
+                *write(&self.users) = Users { hashes, stamp: now };
                 self.verified.clear();
             }
             Err(e) => {
@@ -225,7 +219,7 @@ impl Htpasswd {
 
     pub fn has_user(&self, user: &str) -> bool {
         self.refresh();
-        self.users.read().expect("lock").hashes.contains_key(user)
+        read(&self.users).hashes.contains_key(user)
     }
 
     /// Whether `password` is `user`'s. bcrypt runs off the async threads.
@@ -235,7 +229,7 @@ impl Htpasswd {
         if self.verified.contains(&id) {
             return true;
         }
-        let Some(hash) = self.users.read().expect("lock").hashes.get(user).cloned() else {
+        let Some(hash) = read(&self.users).hashes.get(user).cloned() else {
             return false;
         };
         let password = password.to_owned();

@@ -235,7 +235,7 @@ pub(super) mod lenient {
         match Option::<Scalar>::deserialize(d)? {
             None => Ok(None),
             Some(Scalar::Int(n)) => Ok(Some(std::time::Duration::from_secs(n))),
-            Some(Scalar::Str(s)) => super::parse_duration(&s)
+            Some(Scalar::Str(s)) => wharf_oci::units::parse_duration(&s)
                 .map(Some)
                 .map_err(de::Error::custom),
             Some(Scalar::Bool(_)) => {
@@ -243,41 +243,6 @@ pub(super) mod lenient {
             }
         }
     }
-}
-
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("{s:?} is not a duration like 300s, 1m30s or 168h");
-    if let Ok(secs) = s.trim().parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    let mut total = 0f64;
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let split = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        let (num, tail) = rest.split_at(split);
-        let value: f64 = num.parse().map_err(|_| bad())?;
-        let unit_len = tail
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(tail.len());
-        let (unit, tail) = tail.split_at(unit_len);
-        let scale = match unit {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(bad()),
-        };
-        total += value * scale;
-        rest = tail;
-    }
-    Ok(Duration::from_secs_f64(total))
 }
 
 // The file model: registry:2's keys, each optional. Anything not modelled is reported.
@@ -721,6 +686,8 @@ impl File {
 
 #[cfg(test)]
 mod tests {
+    use wharf_oci::units::parse_duration;
+
     use super::*;
 
     fn load_str(yaml: &str, env: &[(&str, &str)]) -> Result<(Config, Vec<String>), ConfigError> {

@@ -149,24 +149,10 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
     Ok((value * scale).round() as u64)
 }
 
-/// Bytes for people: `9.8 GiB`.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < UNITS.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[i])
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use wharf_oci::units::human_bytes;
+
     use super::*;
 
     fn load(yaml: &str, env: &[(&str, &str)]) -> Result<Governance, String> {

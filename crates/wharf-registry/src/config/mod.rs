@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use file::{load, parse_duration, ConfigError};
+pub use file::{load, ConfigError};
 
 use crate::auth::policy::AccessPolicy;
 

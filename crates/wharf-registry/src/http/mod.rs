@@ -57,7 +57,7 @@ pub struct AppState {
     /// Log every request at info (registry:2's access log).
     pub access_log: bool,
     /// `health.storagedriver`'s verdict.
-    pub health: Arc<crate::debug::Health>,
+    pub health: Arc<crate::health::Health>,
 }
 
 /// The parts of a request handlers look at, with the body still unread.

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 /// Each flight with the flag its landing sets. A landing only sets the flag, never takes
 /// the lock: it may be dropped while the table is locked (a task refused by a runtime
@@ -46,10 +46,8 @@ impl<K: Hash + Eq + Clone, V: Clone> Flights<K, V> {
         v
     }
 
-    /// A panic elsewhere cannot leave the map half-changed (every change is one insert or
-    /// one retain), so a poisoned lock is used as it is.
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, (V, Arc<AtomicBool>)>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        wharf_oci::sync::lock(&self.0)
     }
 }
 

@@ -13,7 +13,9 @@ use serde::Serialize;
 use wharf_oci::{Digest, ErrorCode, RepoName, Tag};
 
 use super::{Core, Error, Result};
-use crate::config::governance::{globs, human_bytes, Governance, QuotaRule};
+use wharf_oci::units::human_bytes;
+
+use crate::config::governance::{globs, Governance, QuotaRule};
 
 /// Sizes of blobs seen, by digest: content-addressed, so never stale.
 #[derive(Default)]

@@ -285,6 +285,8 @@ impl Core {
         }
     }
 
+    /// One repository's manifests, tags and links against what is stored; `referenced`
+    /// gathers what its manifests reach, for the orphan count.
     async fn check_repo(
         &self,
         view: &RepoView,
@@ -293,10 +295,27 @@ impl Core {
         referenced: &mut HashSet<Digest>,
         report: &mut ScrubReport,
     ) -> Result<()> {
-        let (repo, meta) = (&view.name, &self.store.meta);
-        // Read every manifest; a broken one is named once, with why.
-        let mut records: HashMap<Digest, ManifestRecord> = HashMap::new();
-        let mut broken: HashMap<Digest, (Kind, String)> = HashMap::new();
+        let (records, mut broken) = self.read_manifests(view, stored, referenced).await?;
+        let listed: HashSet<&Digest> = view.manifests.iter().collect();
+        mark_incomplete(&records, &listed, stored, &mut broken);
+        self.report_broken(&view.name, &broken, repair, report)
+            .await?;
+        self.check_tags(view, &listed, &broken, repair, report)
+            .await?;
+        self.check_links(view, stored, &records, repair, report)
+            .await
+    }
+
+    /// Read every manifest; a broken one is named once, with why.
+    async fn read_manifests(
+        &self,
+        view: &RepoView,
+        stored: &HashSet<Digest>,
+        referenced: &mut HashSet<Digest>,
+    ) -> Result<(Records, Broken)> {
+        let meta = &self.store.meta;
+        let mut records: Records = HashMap::new();
+        let mut broken: Broken = HashMap::new();
         for d in &view.manifests {
             referenced.insert(d.clone());
             if !stored.contains(d) {
@@ -326,37 +345,19 @@ impl Core {
                 Err(e) => return Err(e.into()),
             }
         }
-        let listed: HashSet<&Digest> = view.manifests.iter().collect();
-        // Incomplete manifests, to a fixed point: an index over a broken child is broken.
-        loop {
-            let mut newly = Vec::new();
-            for (d, r) in &records {
-                if broken.contains_key(d) {
-                    continue;
-                }
-                let missing_blob = r.blobs.iter().find(|b| !stored.contains(*b));
-                let bad_child = r
-                    .children
-                    .iter()
-                    .find(|c| !listed.contains(c) || broken.contains_key(*c));
-                if let Some(b) = missing_blob {
-                    newly.push((d.clone(), format!("needs blob {b}, which is not stored")));
-                } else if let Some(c) = bad_child {
-                    newly.push((
-                        d.clone(),
-                        format!("needs manifest {c}, which is missing or broken"),
-                    ));
-                }
-            }
-            if newly.is_empty() {
-                break;
-            }
-            for (d, why) in newly {
-                broken.insert(d, (Kind::ManifestIncomplete, why));
-            }
-        }
-        for (d, (kind, why)) in &broken {
-            let repaired = if repair && meta.delete_manifest(repo, d).await? {
+        Ok((records, broken))
+    }
+
+    /// Report the broken manifests; with repair, remove them (and so their tags).
+    async fn report_broken(
+        &self,
+        repo: &RepoName,
+        broken: &Broken,
+        repair: bool,
+        report: &mut ScrubReport,
+    ) -> Result<()> {
+        for (d, (kind, why)) in broken {
+            let repaired = if repair && self.store.meta.delete_manifest(repo, d).await? {
                 Some("removed from the repository, with its tags: push it again".into())
             } else {
                 None
@@ -369,6 +370,20 @@ impl Core {
                 repaired,
             });
         }
+        Ok(())
+    }
+
+    /// Tags whose link cannot be read or names a manifest the repository lacks. A tag on a
+    /// broken manifest is not named again: its manifest's finding covers it.
+    async fn check_tags(
+        &self,
+        view: &RepoView,
+        listed: &HashSet<&Digest>,
+        broken: &Broken,
+        repair: bool,
+        report: &mut ScrubReport,
+    ) -> Result<()> {
+        let repo = &view.name;
         for (tag, target) in &view.tags {
             let why = match target {
                 Err(e) => format!("its link cannot be read: {e}"),
@@ -378,7 +393,7 @@ impl Core {
                 Ok(d) if broken.contains_key(d) => continue, // named with its manifest
                 Ok(_) => continue,
             };
-            let repaired = if repair && meta.delete_tag_link(repo, tag).await? {
+            let repaired = if repair && self.store.meta.delete_tag_link(repo, tag).await? {
                 Some("tag removed".into())
             } else {
                 None
@@ -391,6 +406,20 @@ impl Core {
                 repaired,
             });
         }
+        Ok(())
+    }
+
+    /// Links to blobs that are not stored: a problem when a manifest needs the blob, garbage
+    /// otherwise.
+    async fn check_links(
+        &self,
+        view: &RepoView,
+        stored: &HashSet<Digest>,
+        records: &Records,
+        repair: bool,
+        report: &mut ScrubReport,
+    ) -> Result<()> {
+        let repo = &view.name;
         let needed: HashSet<&Digest> = records.values().flat_map(|r| &r.blobs).collect();
         for d in view.links.iter().filter(|d| !stored.contains(*d)) {
             let (kind, detail) = match needed.contains(d) {
@@ -403,7 +432,7 @@ impl Core {
                     "a link to a blob that is gone and that no manifest needs",
                 ),
             };
-            let repaired = if repair && meta.unlink_blob(repo, d).await? {
+            let repaired = if repair && self.store.meta.unlink_blob(repo, d).await? {
                 Some("link removed".into())
             } else {
                 None
@@ -417,5 +446,46 @@ impl Core {
             });
         }
         Ok(())
+    }
+}
+
+/// A repository's readable manifests, by digest.
+type Records = HashMap<Digest, ManifestRecord>;
+/// Its broken manifests, with what is wrong and why.
+type Broken = HashMap<Digest, (Kind, String)>;
+
+/// Mark incomplete manifests, to a fixed point: an index over a broken child is broken.
+fn mark_incomplete(
+    records: &Records,
+    listed: &HashSet<&Digest>,
+    stored: &HashSet<Digest>,
+    broken: &mut Broken,
+) {
+    loop {
+        let mut newly = Vec::new();
+        for (d, r) in records {
+            if broken.contains_key(d) {
+                continue;
+            }
+            let missing_blob = r.blobs.iter().find(|b| !stored.contains(*b));
+            let bad_child = r
+                .children
+                .iter()
+                .find(|c| !listed.contains(c) || broken.contains_key(*c));
+            if let Some(b) = missing_blob {
+                newly.push((d.clone(), format!("needs blob {b}, which is not stored")));
+            } else if let Some(c) = bad_child {
+                newly.push((
+                    d.clone(),
+                    format!("needs manifest {c}, which is missing or broken"),
+                ));
+            }
+        }
+        if newly.is_empty() {
+            return;
+        }
+        for (d, why) in newly {
+            broken.insert(d, (Kind::ManifestIncomplete, why));
+        }
     }
 }

@@ -8,9 +8,9 @@ use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use http::{HeaderMap, StatusCode};
 use maud::html;
+use wharf_oci::units::human_bytes;
 use wharf_oci::{Reference, RepoName};
 
-use super::browse::size;
 use super::{encode, form, Ui, Visitor};
 use crate::auth::policy::Actions;
 use crate::registry::events::Origin;
@@ -160,7 +160,7 @@ pub async fn gc_run(State(ui): State<Arc<Ui>>, headers: HeaderMap, body: Bytes) 
             tr { td { "Blobs marked" } td { (report.blobs_marked) } }
             tr { td { "Untagged manifests that would go" } td { (report.manifests.len()) } }
             tr { td { "Blobs that would go" } td #blobs { (report.blobs.len()) } }
-            tr { td { "Bytes that would be freed" } td #freed { (size(report.bytes_freed)) } }
+            tr { td { "Bytes that would be freed" } td #freed { (human_bytes(report.bytes_freed)) } }
             tr { td { "Blobs held (within the grace period)" } td { (report.blobs_held) } }
         }
         @if !report.manifests.is_empty() {
@@ -169,7 +169,7 @@ pub async fn gc_run(State(ui): State<Arc<Ui>>, headers: HeaderMap, body: Bytes) 
         }
         @if !report.blobs.is_empty() {
             h2 { "Blobs" }
-            ul { @for b in report.blobs.iter().take(REPORT_ROWS) { li { code { (b.digest) } " " (size(b.size)) } } }
+            ul { @for b in report.blobs.iter().take(REPORT_ROWS) { li { code { (b.digest) } " " (human_bytes(b.size)) } } }
         }
     };
     ui.page(&who, StatusCode::OK, "Garbage collection: dry run", body)

@@ -8,8 +8,8 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Redirect, Response};
 use http::{HeaderMap, StatusCode};
 use maud::html;
+use wharf_oci::units::human_bytes;
 
-use super::browse::size;
 use super::{form, Ui, Visitor};
 use crate::auth::htpasswd_file;
 
@@ -170,8 +170,8 @@ pub async fn storage(State(ui): State<Arc<Ui>>, headers: HeaderMap) -> Response 
             tr { td { "Storage" } td { code { (s.describe) } } }
             tr { td { "Repositories" } td { (s.repositories) } }
             tr { td { "Blobs" } td #blobcount { (s.blobs) } }
-            tr { td { "Blob bytes (shared layers once)" } td { (size(s.blob_bytes)) } }
-            tr { td { "Uploads in progress" } td { (s.uploads) " (" (size(s.upload_bytes)) ")" } }
+            tr { td { "Blob bytes (shared layers once)" } td { (human_bytes(s.blob_bytes)) } }
+            tr { td { "Uploads in progress" } td { (s.uploads) " (" (human_bytes(s.upload_bytes)) ")" } }
             tr { td { "Deletes" } td { @if s.rules.delete_enabled { "enabled" } @else { "disabled (storage.delete.enabled)" } } }
             tr { td { "Read-only" } td { @if s.rules.read_only { "yes" } @else { "no" } } }
         }

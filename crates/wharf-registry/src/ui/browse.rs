@@ -7,6 +7,7 @@ use axum::extract::{Query, State};
 use axum::response::Response;
 use http::{HeaderMap, StatusCode};
 use maud::{html, Markup};
+use wharf_oci::units::human_bytes;
 use wharf_oci::{Digest, Manifest, Reference, RepoName, Tag};
 
 use super::{encode, Ui, Visitor, PAGE};
@@ -17,21 +18,6 @@ type Params = Query<HashMap<String, String>>;
 
 /// Configs larger than this are not read for the page.
 const CONFIG_LIMIT: u64 = 4 * 1024 * 1024;
-
-pub fn size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
-}
 
 fn short(d: &Digest) -> String {
     let s = d.to_string();
@@ -212,7 +198,7 @@ pub async fn tags(State(ui): State<Arc<Ui>>, headers: HeaderMap, q: Params) -> R
                     tr {
                         td { a.tag href={ "/ui/manifest?" (encode(&[("name", name), ("ref", &r.tag)])) } { (r.tag) } }
                         td { @if let Some(d) = &r.digest { code title=(d) { (short(d)) } } }
-                        td { (size(r.size)) @if r.index { " (index)" } }
+                        td { (human_bytes(r.size)) @if r.index { " (index)" } }
                         td { @if let Some(t) = r.pushed { (humantime::format_rfc3339_seconds(t)) } }
                         td { (r.platforms.join(", ")) }
                         @if deletable {
@@ -287,7 +273,7 @@ fn contents(parsed: &Manifest, link: &dyn Fn(&Digest) -> String) -> Markup {
                     tr {
                         td { (c.platform.as_ref().map(platform_of).unwrap_or_default()) }
                         td { a.child href=(link(&c.digest)) { code { (c.digest) } } }
-                        td { (size(c.size)) }
+                        td { (human_bytes(c.size)) }
                     }
                 } }
             }
@@ -297,10 +283,10 @@ fn contents(parsed: &Manifest, link: &dyn Fn(&Digest) -> String) -> Markup {
             table #layers {
                 thead { tr { th { "Digest" } th { "Media type" } th { "Size" } } }
                 tbody { @for l in &parsed.layers {
-                    tr { td { code { (l.digest) } } td { code { (l.media_type) } } td { (size(l.size)) } }
+                    tr { td { code { (l.digest) } } td { code { (l.media_type) } } td { (human_bytes(l.size)) } }
                 } }
             }
-            p { "Total: " (size(parsed.layers.iter().map(|l| l.size).sum())) }
+            p { "Total: " (human_bytes(parsed.layers.iter().map(|l| l.size).sum())) }
         }
     }
 }
@@ -366,14 +352,14 @@ pub async fn manifest(State(ui): State<Arc<Ui>>, headers: HeaderMap, q: Params) 
     let body = html! {
         (pull_line(&format!("docker pull {host}/{name}@{}", m.digest)))
         p { "Digest: " code #digest { (m.digest) } }
-        p { "Media type: " code { (m.media_type) } " · " (size(m.bytes.len() as u64)) }
+        p { "Media type: " code { (m.media_type) } " · " (human_bytes(m.bytes.len() as u64)) }
         (contents(&parsed, &link))
         @if let Some(c) = &config { (config_section(c)) }
         (pairs("Annotations", &annotations))
         h2 { "Referrers" }
         @if referrers.is_empty() { p { "None." } }
         ul #referrers { @for r in &referrers {
-            li { a href=(link(&r.digest)) { code { (r.digest) } } " " (r.artifact_type.as_deref().unwrap_or(&r.media_type)) " · " (size(r.size)) }
+            li { a href=(link(&r.digest)) { code { (r.digest) } } " " (r.artifact_type.as_deref().unwrap_or(&r.media_type)) " · " (human_bytes(r.size)) }
         } }
         @if deletable {
             p { a href={ "/ui/delete?" (encode(&[("name", name), ("ref", &m.digest.to_string())])) } { "Delete this manifest" } }

@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::extract::ConnectInfo;
 use axum::routing::{get, post};
 use axum::Router;
 use http::HeaderMap;
@@ -28,7 +29,6 @@ use crate::auth::policy::Actions;
 use crate::auth::Identity;
 use crate::config::UiConfig;
 use crate::http::AppState;
-use crate::server::Peer;
 
 pub use self::page::Visitor;
 
@@ -137,7 +137,7 @@ impl Ui {
 
 /// The client's address, which the server put in the request's extensions.
 fn peer(ext: &http::Extensions) -> SocketAddr {
-    ext.get::<Peer>()
+    ext.get::<ConnectInfo<SocketAddr>>()
         .map_or(SocketAddr::from(([0, 0, 0, 0], 0)), |p| p.0)
 }
 

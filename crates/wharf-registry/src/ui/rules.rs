@@ -8,8 +8,8 @@ use axum::extract::State;
 use axum::response::Response;
 use http::{HeaderMap, StatusCode};
 use maud::html;
+use wharf_oci::units::human_bytes;
 
-use super::browse::size;
 use super::Ui;
 
 fn secs(s: u64) -> String {
@@ -62,8 +62,8 @@ pub async fn rules(State(ui): State<Arc<Ui>>, headers: HeaderMap) -> Response {
                 thead { tr { th { "Repositories" } th { "Quota" } th { "Used" } th { "Share" } } }
                 tbody { @for q in &s.quotas { tr {
                     td { (q.repositories.join(", ")) }
-                    td { (size(q.bytes)) }
-                    td { (size(q.used)) }
+                    td { (human_bytes(q.bytes)) }
+                    td { (human_bytes(q.used)) }
                     td { @if q.bytes > 0 { (format!("{:.0}%", q.used as f64 * 100.0 / q.bytes as f64)) } }
                 } } }
             }

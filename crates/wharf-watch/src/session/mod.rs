@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use wharf_client::ImageRef;
+use wharf_oci::sync::lock;
 use wharf_oci::Digest;
 
 use crate::check::{recorded_digests, Registries};
@@ -13,7 +14,6 @@ use crate::dependants::Dependants;
 use crate::engine::{is_running, Engine};
 use crate::events::Pushed;
 use crate::labels::{Hook, Selection};
-use crate::lock;
 use crate::order::Dependencies;
 use crate::policy::{self, Policy, PolicyDefaults};
 use crate::report::{ContainerReport, Outcome, SessionReport};

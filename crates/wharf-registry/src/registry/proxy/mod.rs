@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use wharf_client::ClientError;
+use wharf_oci::sync::lock;
 use wharf_oci::{ErrorCode, RepoName};
 
 pub use evict::Evicted;
@@ -168,14 +169,14 @@ impl Proxy {
     }
 
     fn fresh(&self, repo: &RepoName, tag: &str, ttl: Duration) -> bool {
-        let checked = self.checked.lock().expect("not poisoned");
+        let checked = lock(&self.checked);
         checked
             .get(&(repo.as_str().to_owned(), tag.to_owned()))
             .is_some_and(|at| at.elapsed() < ttl)
     }
 
     fn confirm(&self, repo: &RepoName, tag: &str) {
-        let mut checked = self.checked.lock().expect("not poisoned");
+        let mut checked = lock(&self.checked);
         checked.insert((repo.as_str().to_owned(), tag.to_owned()), Instant::now());
     }
 }

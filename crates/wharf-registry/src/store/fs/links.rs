@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use wharf_oci::sync::lock;
 use wharf_oci::Digest;
 
 use super::meta::RACY;
@@ -84,13 +85,7 @@ impl LinkTree {
         let Some(now) = mtime(dir)? else {
             return Ok(None);
         };
-        if let Some(l) = self
-            .dirs
-            .lock()
-            .unwrap()
-            .get(dir)
-            .filter(|l| l.mtime == now)
-        {
+        if let Some(l) = lock(&self.dirs).get(dir).filter(|l| l.mtime == now) {
             return Ok(Some((l.children.clone(), l.is_repo)));
         }
         let mut children = Vec::new();
@@ -119,7 +114,7 @@ impl LinkTree {
                 children: children.clone(),
                 is_repo,
             };
-            self.dirs.lock().unwrap().insert(dir.to_owned(), listing);
+            lock(&self.dirs).insert(dir.to_owned(), listing);
         }
         Ok(Some((children, is_repo)))
     }
@@ -132,13 +127,7 @@ impl LinkTree {
             return Ok(Arc::new(read_links(&layers)?.0));
         };
         let stamp = (a, b);
-        if let Some(l) = self
-            .links
-            .lock()
-            .unwrap()
-            .get(repo)
-            .filter(|l| l.stamp == stamp)
-        {
+        if let Some(l) = lock(&self.links).get(repo).filter(|l| l.stamp == stamp) {
             return Ok(l.digests.clone());
         }
         let (digests, only_sha256) = read_links(&layers)?;
@@ -149,7 +138,7 @@ impl LinkTree {
                 stamp,
                 digests: digests.clone(),
             };
-            self.links.lock().unwrap().insert(repo.to_owned(), links);
+            lock(&self.links).insert(repo.to_owned(), links);
         }
         Ok(digests)
     }

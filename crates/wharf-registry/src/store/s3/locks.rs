@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use tokio::sync::RwLock;
+use wharf_oci::sync::lock;
 
 use crate::store::{Guard, Locks, StoreResult};
 
@@ -29,13 +30,7 @@ impl Locks for LocalLocks {
     }
 
     async fn try_job(&self, name: &str) -> StoreResult<Option<Guard>> {
-        let job = self
-            .jobs
-            .lock()
-            .expect("job table poisoned")
-            .entry(name.to_owned())
-            .or_default()
-            .clone();
+        let job = lock(&self.jobs).entry(name.to_owned()).or_default().clone();
         Ok(job.try_lock_owned().ok().map(|g| Box::new(g) as Guard))
     }
 }
