@@ -5,13 +5,10 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
-use clap::{ArgAction, Args};
 use wharf_client::client::tls;
 use wharf_client::{CredentialSource, Registry};
-use wharf_oci::units::parse_duration;
 use wharf_watch::api::{self, ReadTotals, RunSession};
 use wharf_watch::check::Registries;
 use wharf_watch::engine::Engine;
@@ -25,192 +22,10 @@ use wharf_watch::session::{Settings, Watcher};
 use wharf_watch::sse;
 use wharf_watch::update::Timing;
 
-use crate::client_args::{flag_bool, ClientFlags};
+use crate::client_args::ClientFlags;
 
-fn duration(text: &str) -> Result<Duration, String> {
-    parse_duration(text).map_err(|e| e.to_string())
-}
-
-#[derive(Args, Debug)]
-pub struct WatchArgs {
-    /// Containers to watch, by name; all (or all labelled, with --label-enable) when none.
-    #[arg(value_name = "NAME")]
-    names: Vec<String>,
-    /// Time between checks: seconds, or 30s/5m/1h.
-    #[arg(long, short = 'i', env = "WATCHTOWER_POLL_INTERVAL", default_value = "86400", value_parser = duration)]
-    interval: Duration,
-    /// When to check instead: a 6-field cron expression (seconds first), or @every 1h.
-    #[arg(
-        long,
-        short = 's',
-        env = "WATCHTOWER_SCHEDULE",
-        conflicts_with = "interval"
-    )]
-    schedule: Option<String>,
-    /// Check once, update what is stale, print the report as JSON and exit.
-    #[arg(long, short = 'R', env = "WATCHTOWER_RUN_ONCE", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
-    run_once: bool,
-    /// Remove old images after updating, once no container uses them.
-    #[arg(long, short = 'c', env = "WATCHTOWER_CLEANUP", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
-    cleanup: bool,
-    /// Watch only containers labelled com.centurylinklabs.watchtower.enable=true.
-    #[arg(long, env = "WATCHTOWER_LABEL_ENABLE", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
-    label_enable: bool,
-    /// Report newer images without updating anything.
-    #[arg(long, short = 'm', env = "WATCHTOWER_MONITOR_ONLY", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
-    monitor_only: bool,
-    /// Ask no registry and pull nothing: recreate a container when its image reference
-    /// names another image on the engine (built or pulled by hand). The no-pull label
-    /// overrides it either way.
-    #[arg(long, env = "WATCHTOWER_NO_PULL", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
-    no_pull: bool,
-    /// Container names never watched (comma separated).
-    #[arg(
-        long,
-        short = 'x',
-        env = "WATCHTOWER_DISABLE_CONTAINERS",
-        value_delimiter = ','
-    )]
-    disable_containers: Vec<String>,
-    /// Watch only containers whose com.centurylinklabs.watchtower.scope label matches.
-    #[arg(long, env = "WATCHTOWER_SCOPE")]
-    scope: Option<String>,
-    /// Also watch created and exited containers.
-    #[arg(long, env = "WATCHTOWER_INCLUDE_STOPPED", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
-    include_stopped: bool,
-    /// Also watch restarting containers.
-    #[arg(long, env = "WATCHTOWER_INCLUDE_RESTARTING", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
-    include_restarting: bool,
-    /// Replace containers one at a time, each proving healthy before the next.
-    #[arg(long, env = "WATCHTOWER_ROLLING_RESTART", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
-    rolling_restart: bool,
-    /// Run the lifecycle hooks set in container labels.
-    #[arg(long = "enable-lifecycle-hooks", env = "WATCHTOWER_LIFECYCLE_HOOKS", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
-    lifecycle_hooks: bool,
-    /// How long a container may take to stop before it is killed.
-    #[arg(long, env = "WATCHTOWER_TIMEOUT", default_value = "10s", value_parser = duration)]
-    stop_timeout: Duration,
-    /// How long a new container must stay up (and not unhealthy) before the update counts;
-    /// if it exits or turns unhealthy sooner, the old container comes back.
-    #[arg(long, env = "WHARF_ROLLBACK_GRACE", default_value = "30s", value_parser = duration)]
-    rollback_grace: Duration,
-    /// How long a registry may take to answer a request of a check before that image's
-    /// check fails (the other containers' checks go on).
-    #[arg(long, env = "WHARF_REGISTRY_TIMEOUT", default_value = "30s", value_parser = duration)]
-    registry_timeout: Duration,
-    /// The Docker Engine: unix:///var/run/docker.sock or tcp://host:port.
-    #[arg(long, short = 'H', env = "DOCKER_HOST")]
-    host: Option<String>,
-    /// Pin the Engine API version (normally negotiated with the engine).
-    #[arg(long, env = "DOCKER_API_VERSION")]
-    api_version: Option<String>,
-    /// Reach a tcp:// engine over TLS, verifying it against DOCKER_CERT_PATH/ca.pem and
-    /// showing DOCKER_CERT_PATH/cert.pem and key.pem, as `docker --tlsverify` does.
-    #[arg(long = "tlsverify", env = "DOCKER_TLS_VERIFY", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
-    tls_verify: bool,
-    /// Where --tlsverify finds ca.pem, cert.pem and key.pem (default ~/.docker).
-    #[arg(long, env = "DOCKER_CERT_PATH", value_name = "DIR")]
-    cert_path: Option<PathBuf>,
-    /// Serve POST /v1/update, which runs a check now (needs --http-api-token).
-    #[arg(long, env = "WATCHTOWER_HTTP_API_UPDATE", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
-    http_api_update: bool,
-    /// Serve Prometheus metrics at GET /v1/metrics (needs --http-api-token).
-    #[arg(long, env = "WATCHTOWER_HTTP_API_METRICS", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
-    http_api_metrics: bool,
-    /// Serve POST /v1/events (needs --http-api-token): registry:2 notification envelopes,
-    /// as Distribution's `notifications.endpoints` send them with
-    /// `headers: {Authorization: [Bearer <token>]}`. A pushed tag that a watched container
-    /// uses is checked at once; the schedule keeps running as a safety net.
-    #[arg(long, env = "WHARF_HTTP_API_EVENTS", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
-    http_api_events: bool,
-    /// Subscribe to this wharf registry's event stream (GET /v2/_events), with the
-    /// credentials used for its checks: a pushed tag that a watched container uses is
-    /// checked at once. Repeatable (or comma separated); reconnects by itself, and while
-    /// it is down the schedule finds new images.
-    #[arg(
-        long = "events-from",
-        value_name = "HOST",
-        env = "WHARF_EVENTS_FROM",
-        value_delimiter = ','
-    )]
-    events_from: Vec<String>,
-    /// Move every container to the highest tag in this semver range (`^1.2`, `~1.2.3`,
-    /// `>=1.0 <2`) newer than its own; the wharf.watch.semver label overrides it.
-    #[arg(long, env = "WHARF_TAG_SEMVER", value_name = "RANGE")]
-    tag_semver: Option<String>,
-    /// Follow only tags matching this regex (alone, it makes containers follow tags too);
-    /// the wharf.watch.include label overrides it.
-    #[arg(long, env = "WHARF_TAG_INCLUDE", value_name = "REGEX")]
-    tag_include: Option<String>,
-    /// Never move to tags matching this regex; the wharf.watch.exclude label overrides it.
-    #[arg(long, env = "WHARF_TAG_EXCLUDE", value_name = "REGEX")]
-    tag_exclude: Option<String>,
-    /// Hold back a newer tag until its image is this old (by its `created` time), e.g.
-    /// 24h; the wharf.watch.min-age label overrides it.
-    #[arg(long, env = "WHARF_MIN_AGE", value_name = "DURATION")]
-    min_age: Option<String>,
-    /// Keep checking on schedule when the update API is on.
-    #[arg(long, env = "WATCHTOWER_HTTP_API_PERIODIC_POLLS", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
-    http_api_periodic_polls: bool,
-    /// The bearer token the HTTP API requires.
-    #[arg(long, env = "WATCHTOWER_HTTP_API_TOKEN", hide_env_values = true)]
-    http_api_token: Option<String>,
-    /// Where to send each session's report: generic+https://host/hook (JSON webhook),
-    /// slack://hooks.slack.com/services/… , smtp://user:pass@host:port/?from=…&to=…;
-    /// repeatable, added to WATCHTOWER_NOTIFICATION_URL and the other WATCHTOWER_NOTIFICATION_* settings.
-    #[arg(long = "notification-url", value_name = "URL")]
-    notification_urls: Vec<String>,
-    /// Where the HTTP API listens.
-    #[arg(long, env = "WHARF_HTTP_API_ADDR", default_value = "0.0.0.0:8080")]
-    http_api_addr: String,
-    /// A PEM bundle of CA certificates to trust for the registries, on top of the
-    /// system's roots and /etc/docker/certs.d/<host:port>/*.crt.
-    #[arg(long, value_name = "FILE", env = "WATCHTOWER_REGISTRY_CA")]
-    registry_ca: Option<PathBuf>,
-    /// Check the --registry-ca file at start, and stop at once if it is unusable.
-    #[arg(long, env = "WATCHTOWER_REGISTRY_CA_VALIDATE", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
-    registry_ca_validate: bool,
-    /// A registry (host:port, or a CIDR) reached over plain http or with any certificate,
-    /// on top of the engine's insecure registries; repeatable.
-    #[arg(
-        long = "insecure-registry",
-        value_name = "HOST",
-        env = "WHARF_INSECURE_REGISTRIES",
-        value_delimiter = ','
-    )]
-    insecure_registries: Vec<String>,
-    /// Pull new images, but leave the containers running as they are.
-    #[arg(long, env = "WATCHTOWER_NO_RESTART", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
-    no_restart: bool,
-    /// Log at debug level.
-    #[arg(long, short = 'd', env = "WATCHTOWER_DEBUG", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
-    debug: bool,
-    /// Log at trace level (more than --debug).
-    #[arg(long, env = "WATCHTOWER_TRACE", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
-    trace: bool,
-    /// The log level: panic, fatal, error, warn, info, debug or trace.
-    #[arg(long, env = "WATCHTOWER_LOG_LEVEL", value_parser = ["panic", "fatal", "error", "warn", "warning", "info", "debug", "trace"], ignore_case = true)]
-    log_level: Option<String>,
-    /// Auto, LogFmt, Pretty or JSON (one JSON object a line).
-    #[arg(long, env = "WATCHTOWER_LOG_FORMAT", default_value = "auto", value_parser = ["auto", "logfmt", "pretty", "json"], ignore_case = true)]
-    log_format: String,
-    /// Notification services, as watchtower names them (email, slack, shoutrrr), each
-    /// configured by its WATCHTOWER_NOTIFICATION_* variables.
-    #[arg(
-        long,
-        short = 'n',
-        env = "WATCHTOWER_NOTIFICATIONS",
-        value_name = "TYPES"
-    )]
-    notifications: Option<String>,
-    /// When a failed registry check is logged as a warning: always, auto or never
-    /// (then at debug level; it is in the report either way).
-    #[arg(long, env = "WATCHTOWER_WARN_ON_HEAD_FAILURE", default_value = "auto", value_parser = ["always", "auto", "never"], ignore_case = true)]
-    warn_on_head_failure: String,
-    /// Do not log the startup message.
-    #[arg(long, env = "WATCHTOWER_NO_STARTUP_MESSAGE", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
-    no_startup_message: bool,
-}
+mod args;
+pub use args::WatchArgs;
 
 pub fn run(args: WatchArgs, flags: &ClientFlags) -> anyhow::Result<()> {
     // wharf's own modules only: the engine and HTTP crates' debug output drowns them.
