@@ -56,10 +56,47 @@ impl Served {
     }
 }
 
-/// Everything a client can ask of the registry. Implemented in full by the core; layers
-/// get it through [`Layer`].
-#[async_trait]
-pub trait Service: Send + Sync + 'static {
+/// Declares the operations once: [`Service`] with each of them, [`Layer`] whose default for
+/// each is the inner service's, and every layer a service through them.
+macro_rules! operations {
+    ($(
+        $(#[$doc:meta])*
+        async fn $name:ident(&self $(, $arg:ident: $ty:ty)* $(,)?) -> $ret:ty;
+    )*) => {
+        /// Everything a client can ask of the registry. Implemented in full by the core;
+        /// layers get it through [`Layer`].
+        #[async_trait]
+        pub trait Service: Send + Sync + 'static {
+            $( $(#[$doc])* async fn $name(&self $(, $arg: $ty)*) -> $ret; )*
+        }
+
+        /// A service wrapped around another. Every operation defaults to the inner
+        /// service's; a layer overrides what it acts on.
+        #[async_trait]
+        pub trait Layer: Send + Sync + 'static {
+            /// The service this layer wraps.
+            fn inner(&self) -> &dyn Service;
+            $(
+                $(#[$doc])*
+                async fn $name(&self $(, $arg: $ty)*) -> $ret {
+                    self.inner().$name($($arg),*).await
+                }
+            )*
+        }
+
+        /// A layer is a service: the operations it does not override go inward.
+        #[async_trait]
+        impl<L: Layer> Service for L {
+            $(
+                async fn $name(&self $(, $arg: $ty)*) -> $ret {
+                    Layer::$name(self $(, $arg)*).await
+                }
+            )*
+        }
+    };
+}
+
+operations! {
     /// The manifest `reference` names in `repo`, or None.
     async fn manifest(
         &self,
@@ -157,251 +194,6 @@ pub trait Service: Send + Sync + 'static {
     /// Why a write (or, with `delete`, a delete) in `repo` would be refused, before it is
     /// attempted: what a front end asks to offer or hide an action.
     async fn writable(&self, repo: &RepoName, delete: bool) -> Result<()>;
-}
-
-/// A service wrapped around another. Every operation defaults to the inner service's;
-/// a layer overrides what it acts on.
-#[async_trait]
-pub trait Layer: Send + Sync + 'static {
-    /// The service this layer wraps.
-    fn inner(&self) -> &dyn Service;
-
-    async fn manifest(
-        &self,
-        o: &Origin,
-        repo: &RepoName,
-        reference: &Reference,
-    ) -> Result<Option<Served>> {
-        self.inner().manifest(o, repo, reference).await
-    }
-    async fn put_manifest(
-        &self,
-        o: &Origin,
-        repo: &RepoName,
-        reference: &Reference,
-        content_type: Option<&str>,
-        bytes: Bytes,
-    ) -> Result<PutManifest> {
-        let inner = self.inner();
-        inner
-            .put_manifest(o, repo, reference, content_type, bytes)
-            .await
-    }
-    async fn delete_manifest(
-        &self,
-        o: &Origin,
-        repo: &RepoName,
-        reference: &Reference,
-    ) -> Result<bool> {
-        self.inner().delete_manifest(o, repo, reference).await
-    }
-    async fn blob(
-        &self,
-        o: &Origin,
-        repo: &RepoName,
-        digest: &Digest,
-        want_body: bool,
-    ) -> Result<Option<BlobSource>> {
-        self.inner().blob(o, repo, digest, want_body).await
-    }
-    async fn delete_blob(&self, o: &Origin, repo: &RepoName, digest: &Digest) -> Result<bool> {
-        self.inner().delete_blob(o, repo, digest).await
-    }
-    async fn start_upload(&self, o: &Origin, repo: &RepoName) -> Result<Uuid> {
-        self.inner().start_upload(o, repo).await
-    }
-    async fn upload_size(&self, o: &Origin, repo: &RepoName, id: Uuid) -> Result<u64> {
-        self.inner().upload_size(o, repo, id).await
-    }
-    async fn append(
-        &self,
-        o: &Origin,
-        repo: &RepoName,
-        id: Uuid,
-        at: Option<u64>,
-        body: ByteStream,
-    ) -> Result<u64> {
-        self.inner().append(o, repo, id, at, body).await
-    }
-    async fn cancel_upload(&self, o: &Origin, repo: &RepoName, id: Uuid) -> Result<()> {
-        self.inner().cancel_upload(o, repo, id).await
-    }
-    async fn finish_upload(
-        &self,
-        o: &Origin,
-        repo: &RepoName,
-        id: Uuid,
-        digest: &Digest,
-    ) -> Result<u64> {
-        self.inner().finish_upload(o, repo, id, digest).await
-    }
-    async fn put_blob(
-        &self,
-        o: &Origin,
-        repo: &RepoName,
-        digest: &Digest,
-        length: Option<u64>,
-        body: ByteStream,
-    ) -> Result<u64> {
-        self.inner().put_blob(o, repo, digest, length, body).await
-    }
-    async fn mount(
-        &self,
-        o: &Origin,
-        repo: &RepoName,
-        digest: &Digest,
-        from: &RepoName,
-    ) -> Result<Option<u64>> {
-        self.inner().mount(o, repo, digest, from).await
-    }
-    async fn tags(
-        &self,
-        o: &Origin,
-        repo: &RepoName,
-        last: Option<&str>,
-        n: Option<usize>,
-    ) -> Result<Option<Page>> {
-        self.inner().tags(o, repo, last, n).await
-    }
-    async fn referrers(
-        &self,
-        o: &Origin,
-        repo: &RepoName,
-        subject: &Digest,
-    ) -> Result<Vec<Descriptor>> {
-        self.inner().referrers(o, repo, subject).await
-    }
-    async fn catalog(
-        &self,
-        o: &Origin,
-        last: Option<&str>,
-        n: Option<usize>,
-        visible: Visible<'_>,
-    ) -> Result<Page> {
-        self.inner().catalog(o, last, n, visible).await
-    }
-    async fn writable(&self, repo: &RepoName, delete: bool) -> Result<()> {
-        self.inner().writable(repo, delete).await
-    }
-}
-
-/// A layer is a service: the operations it does not override go inward.
-#[async_trait]
-impl<L: Layer> Service for L {
-    async fn manifest(
-        &self,
-        o: &Origin,
-        repo: &RepoName,
-        reference: &Reference,
-    ) -> Result<Option<Served>> {
-        Layer::manifest(self, o, repo, reference).await
-    }
-    async fn put_manifest(
-        &self,
-        o: &Origin,
-        repo: &RepoName,
-        reference: &Reference,
-        content_type: Option<&str>,
-        bytes: Bytes,
-    ) -> Result<PutManifest> {
-        Layer::put_manifest(self, o, repo, reference, content_type, bytes).await
-    }
-    async fn delete_manifest(
-        &self,
-        o: &Origin,
-        repo: &RepoName,
-        reference: &Reference,
-    ) -> Result<bool> {
-        Layer::delete_manifest(self, o, repo, reference).await
-    }
-    async fn blob(
-        &self,
-        o: &Origin,
-        repo: &RepoName,
-        digest: &Digest,
-        want_body: bool,
-    ) -> Result<Option<BlobSource>> {
-        Layer::blob(self, o, repo, digest, want_body).await
-    }
-    async fn delete_blob(&self, o: &Origin, repo: &RepoName, digest: &Digest) -> Result<bool> {
-        Layer::delete_blob(self, o, repo, digest).await
-    }
-    async fn start_upload(&self, o: &Origin, repo: &RepoName) -> Result<Uuid> {
-        Layer::start_upload(self, o, repo).await
-    }
-    async fn upload_size(&self, o: &Origin, repo: &RepoName, id: Uuid) -> Result<u64> {
-        Layer::upload_size(self, o, repo, id).await
-    }
-    async fn append(
-        &self,
-        o: &Origin,
-        repo: &RepoName,
-        id: Uuid,
-        at: Option<u64>,
-        body: ByteStream,
-    ) -> Result<u64> {
-        Layer::append(self, o, repo, id, at, body).await
-    }
-    async fn cancel_upload(&self, o: &Origin, repo: &RepoName, id: Uuid) -> Result<()> {
-        Layer::cancel_upload(self, o, repo, id).await
-    }
-    async fn finish_upload(
-        &self,
-        o: &Origin,
-        repo: &RepoName,
-        id: Uuid,
-        digest: &Digest,
-    ) -> Result<u64> {
-        Layer::finish_upload(self, o, repo, id, digest).await
-    }
-    async fn put_blob(
-        &self,
-        o: &Origin,
-        repo: &RepoName,
-        digest: &Digest,
-        length: Option<u64>,
-        body: ByteStream,
-    ) -> Result<u64> {
-        Layer::put_blob(self, o, repo, digest, length, body).await
-    }
-    async fn mount(
-        &self,
-        o: &Origin,
-        repo: &RepoName,
-        digest: &Digest,
-        from: &RepoName,
-    ) -> Result<Option<u64>> {
-        Layer::mount(self, o, repo, digest, from).await
-    }
-    async fn tags(
-        &self,
-        o: &Origin,
-        repo: &RepoName,
-        last: Option<&str>,
-        n: Option<usize>,
-    ) -> Result<Option<Page>> {
-        Layer::tags(self, o, repo, last, n).await
-    }
-    async fn referrers(
-        &self,
-        o: &Origin,
-        repo: &RepoName,
-        subject: &Digest,
-    ) -> Result<Vec<Descriptor>> {
-        Layer::referrers(self, o, repo, subject).await
-    }
-    async fn catalog(
-        &self,
-        o: &Origin,
-        last: Option<&str>,
-        n: Option<usize>,
-        visible: Visible<'_>,
-    ) -> Result<Page> {
-        Layer::catalog(self, o, last, n, visible).await
-    }
-    async fn writable(&self, repo: &RepoName, delete: bool) -> Result<()> {
-        Layer::writable(self, repo, delete).await
-    }
 }
 
 /// How a layer is put around the service built so far.
