@@ -34,7 +34,12 @@ pub async fn state_for(config: &Config) -> anyhow::Result<Arc<AppState>> {
     let store = crate::store::open(&config.storage(), config.database.as_ref(), true)
         .await
         .with_context(|| format!("cannot open storage {}", config.storage().describe()))?;
-    let mut auth = Auth::from_config(config).map_err(anyhow::Error::msg)?;
+    let mut auth = Auth::new(
+        config.auth.as_ref(),
+        config.access.clone(),
+        config.http.secret.as_deref(),
+    )
+    .map_err(anyhow::Error::msg)?;
     if let Some(db) = &config.database {
         auth.share_failures(Arc::new(crate::store::postgres::open_failures(db)?));
     }
