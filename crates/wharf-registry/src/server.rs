@@ -31,9 +31,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub async fn state_for(config: &Config) -> anyhow::Result<Arc<AppState>> {
-    let store = crate::store::open(&config.storage(), config.database.as_ref(), true)
+    let store = crate::store::open(&config.storage, config.database.as_ref(), true)
         .await
-        .with_context(|| format!("cannot open storage {}", config.storage().describe()))?;
+        .with_context(|| format!("cannot open storage {}", config.storage.describe()))?;
     let mut auth = Auth::new(
         config.auth.as_ref(),
         config.access.clone(),
@@ -58,7 +58,7 @@ pub async fn state_for(config: &Config) -> anyhow::Result<Arc<AppState>> {
     let upload_secret = match &config.http.secret {
         Some(s) => s.as_bytes().to_vec(),
         None if !matches!(
-            config.storage(),
+            config.storage,
             crate::store::StorageConfig::Filesystem { .. }
         ) =>
         {
@@ -89,7 +89,7 @@ pub async fn state_for(config: &Config) -> anyhow::Result<Arc<AppState>> {
     registry.metrics = metrics.clone();
     registry.governance = Arc::new(config.governance.clone());
     registry.proxy = proxy;
-    let events_dir = crate::store::fs::Layout::new(&config.root)
+    let events_dir = crate::store::fs::Layout::new(config.storage.local_root())
         .wharf_dir()
         .join("events");
     let source = Source {
@@ -142,10 +142,11 @@ fn hostname() -> String {
 
 /// Serve `config` until `shutdown` resolves, then drain.
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.root).with_context(|| {
+    let root = config.storage.local_root();
+    std::fs::create_dir_all(root).with_context(|| {
         format!(
             "cannot create storage root {}: choose another with --root",
-            config.root.display()
+            root.display()
         )
     })?;
     let state = state_for(&config).await?;
@@ -161,7 +162,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
     })?;
     tracing::info!(
         addr = %listener.local_addr()?,
-        root = %config.root.display(),
+        root = %root.display(),
         tls = tls.is_some(),
         auth = state.auth.enabled(),
         delete_enabled = config.delete_enabled,
@@ -216,16 +217,16 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
     let (closing, closed) = tokio::sync::watch::channel(false);
     let health = state.health.clone();
     if let Some(check) = config.health.clone() {
-        let probe = match config.storage() {
+        let probe = match &config.storage {
             crate::store::StorageConfig::Filesystem { root } => crate::debug::Probe {
                 name: "storagedriver_filesystem".into(),
-                root: Some(root),
+                root: Some(root.clone()),
                 store: config
                     .database
                     .as_ref()
                     .map(|_| state.registry.store.clone()),
             },
-            crate::store::StorageConfig::S3(_) => crate::debug::Probe {
+            crate::store::StorageConfig::S3 { .. } => crate::debug::Probe {
                 name: "storagedriver_s3".into(),
                 root: None,
                 store: Some(state.registry.store.clone()),

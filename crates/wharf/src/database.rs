@@ -161,7 +161,7 @@ fn import(args: &StoreArgs) -> anyhow::Result<()> {
     let rt = runtime()?;
     // The storage as it is, without the database: its link files are what is imported.
     let source = rt
-        .block_on(wharf_registry::store::open(&config.storage(), None, false))
+        .block_on(wharf_registry::store::open(&config.storage, None, false))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let target = {
         let _in = rt.enter();

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use sqlx::postgres::PgSslMode;
 
-use super::file::{lenient, ConfigError};
+use super::{lenient, ConfigError};
 use crate::store::postgres::{DatabaseConfig, PoolConfig, DEFAULT_CONNECT_TIMEOUT};
 
 #[derive(Deserialize, Default)]

@@ -18,7 +18,7 @@ pub mod suite;
 
 use std::io;
 use std::ops::RangeInclusive;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -354,8 +354,9 @@ pub struct Store {
 pub enum StorageConfig {
     /// `storage.filesystem.rootdirectory`: holds `docker/registry/v2/`.
     Filesystem { root: PathBuf },
-    /// `storage.s3`: a bucket in the same layout.
-    S3(s3::S3Config),
+    /// `storage.s3`: a bucket in the same layout. The records wharf keeps for itself alone
+    /// (the event log) have no place in the bucket, so they stay in `local` on this host.
+    S3 { s3: s3::S3Config, local: PathBuf },
 }
 
 impl StorageConfig {
@@ -363,7 +364,21 @@ impl StorageConfig {
     pub fn describe(&self) -> String {
         match self {
             StorageConfig::Filesystem { root } => format!("at {}", root.display()),
-            StorageConfig::S3(c) => c.describe(),
+            StorageConfig::S3 { s3, .. } => s3.describe(),
+        }
+    }
+
+    /// The directory on this host: the filesystem root, or beside a bucket the one for
+    /// wharf's own records. `--root` names it either way.
+    pub fn local_root(&self) -> &Path {
+        match self {
+            StorageConfig::Filesystem { root } | StorageConfig::S3 { local: root, .. } => root,
+        }
+    }
+
+    pub fn local_root_mut(&mut self) -> &mut PathBuf {
+        match self {
+            StorageConfig::Filesystem { root } | StorageConfig::S3 { local: root, .. } => root,
         }
     }
 }
@@ -386,7 +401,7 @@ pub async fn open(
     };
     let mut store = match config {
         StorageConfig::Filesystem { root } => fs::open_with(root, create, locks)?,
-        StorageConfig::S3(config) => s3::open(config, locks).await?,
+        StorageConfig::S3 { s3, .. } => s3::open(s3, locks).await?,
     };
     if let Some(db) = database {
         store.meta = Arc::new(postgres::open_meta(db, store.blobs.clone())?);
