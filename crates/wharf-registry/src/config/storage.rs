@@ -11,7 +11,7 @@ use serde_norway::Value;
 
 use super::{lenient, ConfigError, UploadPurging};
 use crate::store::s3::{S3Config, MIN_PART};
-use crate::store::StorageConfig;
+use crate::store::{built_without, StorageConfig};
 
 #[derive(Deserialize, Default)]
 pub(super) struct Storage {
@@ -91,6 +91,13 @@ impl Storage {
                     origin,
                     "storage",
                     "names both filesystem and s3: choose one driver",
+                ));
+            }
+            Some(_) if !cfg!(feature = "s3") => {
+                return Err(ConfigError::value(
+                    origin,
+                    "storage.s3",
+                    built_without("s3", "S3 storage"),
                 ));
             }
             Some(s3) => {

@@ -115,6 +115,7 @@ impl<'a> Wiring<'a> {
             config.http.secret.as_deref(),
         )
         .map_err(anyhow::Error::msg)?;
+        #[cfg(feature = "postgres")]
         if let Some(db) = &config.database {
             let mut auth = auth;
             auth.share_failures(Arc::new(crate::store::postgres::open_failures(db)?));

@@ -14,6 +14,7 @@ pub mod fs;
 pub mod hashstate;
 pub mod postgres;
 pub mod s3;
+#[cfg(any(test, feature = "testsuite"))]
 pub mod suite;
 
 use std::io;
@@ -396,18 +397,43 @@ pub async fn open(
     create: bool,
 ) -> StoreResult<Store> {
     let locks: Option<Arc<dyn Locks>> = match database {
+        #[cfg(feature = "postgres")]
         Some(db) => Some(Arc::new(postgres::open_locks(db)?)),
+        #[cfg(not(feature = "postgres"))]
+        Some(_) => {
+            return Err(StoreError::NotAStore(built_without(
+                "postgres",
+                "database:",
+            )))
+        }
         None => None,
     };
-    let mut store = match config {
+    let store = match config {
         StorageConfig::Filesystem { root } => fs::open_with(root, create, locks)?,
+        #[cfg(feature = "s3")]
         StorageConfig::S3 { s3, .. } => s3::open(s3, locks).await?,
+        #[cfg(not(feature = "s3"))]
+        StorageConfig::S3 { .. } => {
+            return Err(StoreError::NotAStore(built_without("s3", "storage.s3")))
+        }
     };
+    #[cfg(feature = "postgres")]
     if let Some(db) = database {
+        let mut store = store;
         store.meta = Arc::new(postgres::open_meta(db, store.blobs.clone())?);
         store.describe = format!("{} with metadata in {}", store.describe, db.describe());
+        return Ok(store);
     }
     Ok(store)
+}
+
+/// What to tell someone whose configuration needs a backend this build of wharf left out.
+pub fn built_without(feature: &str, what: &str) -> String {
+    format!(
+        "this wharf was built without the `{feature}` feature, so it cannot use {what}; \
+         build it with default features (`cargo build --release -p wharf`) or with \
+         `--features {feature}`"
+    )
 }
 
 /// Apply `last`/`n` pagination to a sorted iterator of names.
