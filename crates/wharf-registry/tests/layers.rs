@@ -102,7 +102,6 @@ async fn send(state: &Arc<AppState>, method: &str, uri: &str, body: Bytes) -> (S
 #[tokio::test]
 async fn a_layer_counts_and_a_layer_decides_without_touching_a_handler() {
     let dir = tempfile::tempdir().unwrap();
-    let config = wharf_registry::Config::new(dir.path().to_owned());
     let store = wharf_registry::store::fs::open(dir.path(), true).unwrap();
     let (reads, pushes) = (Arc::default(), Arc::default());
     let (r, p) = (Arc::clone(&reads), Arc::clone(&pushes));
@@ -119,7 +118,7 @@ async fn a_layer_counts_and_a_layer_decides_without_touching_a_handler() {
     let state = Arc::new(AppState {
         registry: Arc::new(registry),
         metrics: Arc::default(),
-        auth: Auth::from_config(&config).unwrap(),
+        auth: Auth::open(),
         upload_secret: b"secret".to_vec(),
         base_url: None,
         tls: false,

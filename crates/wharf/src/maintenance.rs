@@ -32,7 +32,7 @@ pub struct StoreArgs {
 pub(crate) fn load_config(args: &StoreArgs) -> anyhow::Result<Config> {
     let (mut config, _warnings) = config::load(args.config.as_deref(), std::env::vars())?;
     if let Some(root) = &args.root {
-        config.root = root.clone();
+        *config.storage.local_root_mut() = root.clone();
     }
     Ok(config)
 }
@@ -78,7 +78,7 @@ fn open(args: &StoreArgs) -> anyhow::Result<(Registry, Config, tokio::runtime::R
     let runtime = runtime()?;
     let store = runtime
         .block_on(wharf_registry::store::open(
-            &config.storage(),
+            &config.storage,
             config.database.as_ref(),
             false,
         ))

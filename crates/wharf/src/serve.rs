@@ -32,7 +32,7 @@ fn load(args: &ServeArgs) -> anyhow::Result<(Config, Vec<String>)> {
             .context("--addr")?;
     }
     if let Some(root) = &args.root {
-        config.root = root.clone();
+        *config.storage.local_root_mut() = root.clone();
     }
     if let Some(d) = args.delete_enabled {
         config.delete_enabled = d;

@@ -11,6 +11,7 @@ pub mod htpasswd;
 pub mod htpasswd_file;
 pub mod policy;
 pub mod ratelimit;
+mod settings;
 pub mod token;
 
 use std::net::IpAddr;
@@ -20,8 +21,8 @@ use base64::Engine;
 use self::htpasswd::Htpasswd;
 use self::policy::{AccessPolicy, Actions};
 use self::ratelimit::FailureLimiter;
+pub use self::settings::{AuthConfig, BuiltinTokens, CertifiedKey};
 use self::token::{Claims, Issuer, SigningKey, Verifier};
-use crate::config::{AuthConfig, Config};
 
 /// How requests authenticate.
 enum Mode {
@@ -85,8 +86,13 @@ pub enum AuthError {
 pub const TOKEN_PATH: &str = "/auth/token";
 
 impl Auth {
-    pub fn from_config(config: &Config) -> Result<Auth, String> {
-        let mode = match &config.auth {
+    /// `secret` is `http.secret`, which signs the built-in tokens when no certificate does.
+    pub fn new(
+        config: Option<&AuthConfig>,
+        access: Option<AccessPolicy>,
+        secret: Option<&str>,
+    ) -> Result<Auth, String> {
+        let mode = match config {
             None => Mode::Open,
             Some(AuthConfig::Htpasswd {
                 realm,
@@ -108,7 +114,7 @@ impl Auth {
                             key: &c.key,
                             certificate: &c.certificate,
                         },
-                        None => SigningKey::Secret(config.http.secret.as_deref()),
+                        None => SigningKey::Secret(secret),
                     },
                     t.issuer.clone(),
                     t.service.clone(),
@@ -128,7 +134,7 @@ impl Auth {
         };
         Ok(Auth {
             mode,
-            policy: config.access.clone(),
+            policy: access,
             limiter: FailureLimiter::default(),
         })
     }

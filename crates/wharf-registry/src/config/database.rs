@@ -2,14 +2,23 @@
 //! (`REGISTRY_DATABASE_HOST` and so on set the same keys; values arrive as strings).
 
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Deserialize;
-use sqlx::postgres::PgSslMode;
 
-use super::file::{lenient, ConfigError};
+use super::{lenient, ConfigError};
+use crate::store::built_without;
 use crate::store::postgres::{DatabaseConfig, PoolConfig, DEFAULT_CONNECT_TIMEOUT};
+
+/// libpq's names, as sqlx reads them (in any case).
+const SSLMODES: [&str; 6] = [
+    "disable",
+    "allow",
+    "prefer",
+    "require",
+    "verify-ca",
+    "verify-full",
+];
 
 #[derive(Deserialize, Default)]
 pub(super) struct Database {
@@ -52,6 +61,13 @@ impl Database {
         if self.enabled != Some(true) {
             return Ok(None);
         }
+        if !cfg!(feature = "postgres") {
+            return Err(ConfigError::value(
+                origin,
+                "database",
+                built_without("postgres", "a metadata database"),
+            ));
+        }
         let bad = |key: &str, message: String| ConfigError::Value {
             origin: origin.to_owned(),
             key: format!("database.{key}"),
@@ -69,7 +85,7 @@ impl Database {
                 .ok_or_else(|| bad("port", format!("{p} is not a TCP port")))?,
         };
         let sslmode = self.sslmode.unwrap_or_else(|| "prefer".into());
-        if PgSslMode::from_str(&sslmode).is_err() {
+        if !SSLMODES.contains(&sslmode.to_ascii_lowercase().as_str()) {
             return Err(bad(
                 "sslmode",
                 format!("{sslmode:?} is not one of disable, allow, prefer, require, verify-ca, verify-full"),

@@ -2,17 +2,12 @@
 //! [`Config`]. Keys wharf does not act on yet are reported by path, so nobody believes a
 //! setting took effect when it did not; bad values are errors that name their key.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use serde::Deserialize;
 use serde_norway::{Mapping, Value};
 
-use super::{
-    AuthConfig, BuiltinTokens, CertifiedKey, Config, HttpConfig, LogConfig, TlsConfig,
-    UploadPurging,
-};
+use super::Config;
 use crate::auth::policy::AccessPolicy;
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +28,17 @@ pub enum ConfigError {
         key: String,
         message: String,
     },
+}
+
+impl ConfigError {
+    /// `key` in `origin` is wrong, and why.
+    pub(super) fn value(origin: &str, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Value {
+            origin: origin.to_owned(),
+            key: key.to_owned(),
+            message: message.into(),
+        }
+    }
 }
 
 /// Read a config file (if any) and apply the `REGISTRY_*` variables of `env` over it.
@@ -60,7 +66,7 @@ pub fn load(
     if tree.is_null() {
         tree = Value::Mapping(Mapping::new());
     }
-    apply_env(&mut tree, env);
+    super::env::apply_env(&mut tree, env);
     let mut ignored = Vec::new();
     let file: File = serde_path_to_error::deserialize(serde_ignored::Deserializer::new(
         tree,
@@ -113,154 +119,22 @@ fn cannot_honour(key: &str) -> bool {
     }
 }
 
-/// registry:2's mapping: `REGISTRY_A_B_C=v` sets `a.b.c: v`. Setting a value on `auth` or
-/// `storage` themselves picks the driver (`REGISTRY_AUTH=htpasswd` → `auth: {htpasswd: {}}`).
-fn apply_env(tree: &mut Value, env: impl IntoIterator<Item = (String, String)>) {
-    let mut vars: Vec<(String, String)> = env
-        .into_iter()
-        .filter(|(k, _)| k.starts_with("REGISTRY_"))
-        .collect();
-    vars.sort(); // parents (REGISTRY_AUTH) before children (REGISTRY_AUTH_HTPASSWD_PATH)
-    for (key, value) in vars {
-        let path: Vec<String> = key["REGISTRY_".len()..]
-            .split('_')
-            .map(str::to_lowercase)
-            .collect();
-        if path.iter().any(String::is_empty) {
-            continue;
-        }
-        let is_driver = path.len() == 1 && matches!(path[0].as_str(), "auth" | "storage");
-        let leaf = if is_driver {
-            let mut m = Mapping::new();
-            m.insert(
-                Value::String(value.to_lowercase()),
-                Value::Mapping(Mapping::new()),
-            );
-            Value::Mapping(m)
-        } else if takes_yaml(&path) {
-            // registry:2 unmarshals a variable's value as YAML into the field it names:
-            // that is how a list such as notifications.endpoints comes from the environment.
-            serde_norway::from_str(&value).unwrap_or(Value::String(value))
-        } else {
-            Value::String(value)
-        };
-        set_path(tree, &path, leaf);
-    }
-}
-
-/// Keys whose values are lists or maps, which a variable can only give as YAML text.
-fn takes_yaml(path: &[String]) -> bool {
-    let p: Vec<&str> = path.iter().map(String::as_str).collect();
-    matches!(
-        p.as_slice(),
-        ["notifications", "endpoints"]
-            | ["notifications"]
-            | ["immutable"]
-            | ["quotas"]
-            | ["retention", "rules"]
-    )
-}
-
-fn set_path(tree: &mut Value, path: &[String], leaf: Value) {
-    let Some((first, rest)) = path.split_first() else {
-        return;
-    };
-    if !tree.is_mapping() {
-        *tree = Value::Mapping(Mapping::new());
-    }
-    let map = tree.as_mapping_mut().expect("mapping");
-    let key = Value::String(first.clone());
-    if rest.is_empty() {
-        match (map.get_mut(&key), leaf) {
-            // A driver choice merges with settings the file already has for it.
-            (Some(Value::Mapping(existing)), Value::Mapping(new)) => {
-                for (k, v) in new {
-                    existing.entry(k).or_insert(v);
-                }
-            }
-            (_, leaf) => {
-                map.insert(key, leaf);
-            }
-        }
-    } else {
-        let child = map.entry(key).or_insert(Value::Mapping(Mapping::new()));
-        set_path(child, rest, leaf);
-    }
-}
-
-/// Environment values arrive as strings; registry:2 accepts them for bools and numbers too.
-pub(super) mod lenient {
-    use serde::{de, Deserialize, Deserializer};
-
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Scalar {
-        Bool(bool),
-        Int(u64),
-        Str(String),
-    }
-
-    /// A whole number (a count, or bytes), as a number or a string of digits (from the
-    /// environment).
-    pub fn u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-        match Option::<Scalar>::deserialize(d)? {
-            None => Ok(None),
-            Some(Scalar::Int(n)) => Ok(Some(n)),
-            Some(Scalar::Str(s)) => s
-                .trim()
-                .parse()
-                .map(Some)
-                .map_err(|_| de::Error::custom(format!("{s:?} is not a whole number"))),
-            Some(Scalar::Bool(_)) => Err(de::Error::custom("expected a whole number")),
-        }
-    }
-
-    pub fn bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
-        match Option::<Scalar>::deserialize(d)? {
-            None => Ok(None),
-            Some(Scalar::Bool(b)) => Ok(Some(b)),
-            Some(Scalar::Str(s)) => match s.to_ascii_lowercase().as_str() {
-                "true" | "1" | "yes" | "on" => Ok(Some(true)),
-                "false" | "0" | "no" | "off" | "" => Ok(Some(false)),
-                _ => Err(de::Error::custom(format!("{s:?} is not true or false"))),
-            },
-            Some(Scalar::Int(n)) => Ok(Some(n != 0)),
-        }
-    }
-
-    /// Go durations (`168h`, `1m30s`, `500ms`) or a number of seconds.
-    pub fn duration<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<std::time::Duration>, D::Error> {
-        match Option::<Scalar>::deserialize(d)? {
-            None => Ok(None),
-            Some(Scalar::Int(n)) => Ok(Some(std::time::Duration::from_secs(n))),
-            Some(Scalar::Str(s)) => wharf_oci::units::parse_duration(&s)
-                .map(Some)
-                .map_err(de::Error::custom),
-            Some(Scalar::Bool(_)) => {
-                Err(de::Error::custom("expected a duration like 300s or 168h"))
-            }
-        }
-    }
-}
-
 // The file model: registry:2's keys, each optional. Anything not modelled is reported.
 
 #[derive(Deserialize, Default)]
 struct File {
     version: Option<Value>,
     #[serde(default)]
-    log: Log,
+    log: super::log::Log,
     #[serde(default)]
-    storage: Storage,
+    storage: super::storage::Storage,
     #[serde(default)]
-    http: Http,
-    auth: Option<Auth>,
+    http: super::http::Http,
+    auth: Option<super::auth::Auth>,
     /// wharf's own: who may pull, push and delete what.
     access: Option<AccessPolicy>,
     /// wharf's own: garbage collection inside `wharf serve`.
-    gc: Option<Gc>,
+    gc: Option<super::gc::Gc>,
     /// GitLab's metadata database (PostgreSQL).
     database: Option<super::database::Database>,
     /// registry:2's pull-through cache, with wharf's several upstreams.
@@ -272,367 +146,32 @@ struct File {
     immutable: Option<Vec<super::governance::ImmutableRule>>,
     quotas: Option<Vec<super::governance::QuotaRule>>,
     /// wharf's own: the web UI.
-    ui: Option<Ui>,
-}
-
-#[derive(Deserialize, Default)]
-struct Ui {
-    #[serde(default, deserialize_with = "lenient::bool")]
-    enabled: Option<bool>,
-    /// A list, or (from `REGISTRY_UI_ADMINS`) one comma-separated string.
-    admins: Option<Value>,
-}
-
-#[derive(Deserialize, Default)]
-struct Gc {
-    #[serde(default, deserialize_with = "lenient::bool")]
-    enabled: Option<bool>,
-    #[serde(default, deserialize_with = "lenient::duration")]
-    interval: Option<Duration>,
-    #[serde(default, deserialize_with = "lenient::bool")]
-    deleteuntagged: Option<bool>,
-    #[serde(default, deserialize_with = "lenient::duration")]
-    grace: Option<Duration>,
-}
-
-#[derive(Deserialize, Default)]
-struct Log {
-    level: Option<String>,
-    formatter: Option<String>,
-    /// Extra fields registry:2 adds to each line; accepted, not added.
-    #[serde(rename = "fields")]
-    _fields: Option<BTreeMap<String, Value>>,
-    accesslog: Option<AccessLog>,
-}
-
-#[derive(Deserialize, Default)]
-struct AccessLog {
-    #[serde(default, deserialize_with = "lenient::bool")]
-    disabled: Option<bool>,
-}
-
-#[derive(Deserialize, Default)]
-struct Storage {
-    filesystem: Option<Filesystem>,
-    s3: Option<super::storage::S3File>,
-    delete: Option<Enabled>,
-    maintenance: Option<Maintenance>,
-    /// registry:2's blob descriptor cache; wharf always caches, so this is accepted as is.
-    #[serde(rename = "cache")]
-    _cache: Option<Value>,
-    /// Pulls from S3 redirect to presigned URLs unless `redirect.disable`.
-    redirect: Option<Redirect>,
-}
-
-#[derive(Deserialize, Default)]
-struct Redirect {
-    #[serde(default, deserialize_with = "lenient::bool")]
-    disable: Option<bool>,
-}
-
-#[derive(Deserialize, Default)]
-struct Filesystem {
-    rootdirectory: Option<PathBuf>,
-    /// Go's limit on blocking filesystem threads; tokio's blocking pool bounds ours.
-    #[serde(rename = "maxthreads")]
-    _maxthreads: Option<Value>,
-}
-
-#[derive(Deserialize, Default)]
-struct Enabled {
-    #[serde(default, deserialize_with = "lenient::bool")]
-    enabled: Option<bool>,
-}
-
-#[derive(Deserialize, Default)]
-struct Maintenance {
-    uploadpurging: Option<Purging>,
-    readonly: Option<Enabled>,
-}
-
-#[derive(Deserialize, Default)]
-struct Purging {
-    #[serde(default, deserialize_with = "lenient::bool")]
-    enabled: Option<bool>,
-    #[serde(default, deserialize_with = "lenient::duration")]
-    age: Option<Duration>,
-    #[serde(default, deserialize_with = "lenient::duration")]
-    interval: Option<Duration>,
-    #[serde(default, deserialize_with = "lenient::bool")]
-    dryrun: Option<bool>,
-}
-
-#[derive(Deserialize, Default)]
-struct Http {
-    addr: Option<String>,
-    net: Option<String>,
-    host: Option<String>,
-    secret: Option<String>,
-    #[serde(default, deserialize_with = "lenient::bool")]
-    relativeurls: Option<bool>,
-    #[serde(default, deserialize_with = "lenient::duration")]
-    draintimeout: Option<Duration>,
-    tls: Option<Tls>,
-    headers: Option<BTreeMap<String, HeaderValues>>,
-    debug: Option<super::observe::Debug>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum HeaderValues {
-    Many(Vec<String>),
-    One(String),
-}
-
-#[derive(Deserialize, Default)]
-struct Tls {
-    certificate: Option<PathBuf>,
-    key: Option<PathBuf>,
-}
-
-#[derive(Deserialize, Default)]
-struct Auth {
-    htpasswd: Option<Htpasswd>,
-    token: Option<Token>,
-}
-
-#[derive(Deserialize, Default)]
-struct Htpasswd {
-    realm: Option<String>,
-    path: Option<PathBuf>,
-    /// wharf's own: issue Docker registry tokens from these users at `/auth/token`.
-    token: Option<BuiltinToken>,
-}
-
-#[derive(Deserialize, Default)]
-struct BuiltinToken {
-    service: Option<String>,
-    issuer: Option<String>,
-    #[serde(default, deserialize_with = "lenient::duration")]
-    expiration: Option<Duration>,
-    /// Sign with this certificate's key (`key`) instead of an HMAC secret, so other
-    /// registries can trust the tokens.
-    certificate: Option<PathBuf>,
-    key: Option<PathBuf>,
-}
-
-#[derive(Deserialize, Default)]
-struct Token {
-    realm: Option<String>,
-    service: Option<String>,
-    issuer: Option<String>,
-    rootcertbundle: Option<PathBuf>,
-    #[serde(default, deserialize_with = "lenient::bool")]
-    autoredirect: Option<bool>,
-}
-
-fn builtin_tokens(t: BuiltinToken, origin: &str) -> Result<BuiltinTokens, ConfigError> {
-    let signing = match (t.certificate, t.key) {
-        (Some(certificate), Some(key)) => Some(CertifiedKey { certificate, key }),
-        (None, None) => None,
-        (Some(_), None) => {
-            return Err(missing(
-                origin,
-                "auth.htpasswd.token.key",
-                "the private key of auth.htpasswd.token.certificate",
-            ))
-        }
-        (None, Some(_)) => {
-            return Err(missing(
-                origin,
-                "auth.htpasswd.token.certificate",
-                "the certificate of auth.htpasswd.token.key",
-            ))
-        }
-    };
-    Ok(BuiltinTokens {
-        service: t.service.unwrap_or_else(|| "wharf".into()),
-        issuer: t.issuer.unwrap_or_else(|| "wharf".into()),
-        expiration: t.expiration.unwrap_or(Duration::from_secs(300)),
-        signing,
-    })
-}
-
-fn missing(origin: &str, key: &str, hint: &str) -> ConfigError {
-    ConfigError::Value {
-        origin: origin.to_owned(),
-        key: key.to_owned(),
-        message: format!("is required ({hint})"),
-    }
+    ui: Option<super::ui::Ui>,
 }
 
 impl File {
+    /// Each section in turn; warnings come out in the order of the sections.
     fn into_config(self, origin: &str, warnings: &mut Vec<String>) -> Result<Config, ConfigError> {
-        let bad = |key: &str, message: String| ConfigError::Value {
-            origin: origin.to_owned(),
-            key: key.to_owned(),
-            message,
-        };
-        if let Some(v) = &self.version {
-            let text = match v {
-                Value::String(s) => s.clone(),
-                other => serde_norway::to_string(other)
-                    .unwrap_or_default()
-                    .trim()
-                    .to_owned(),
-            };
-            if text != "0.1" {
-                return Err(bad(
-                    "version",
-                    format!("{text:?} is not supported (registry:2 configs are version 0.1)"),
-                ));
-            }
-        }
+        check_version(self.version.as_ref(), origin)?;
         let database = match self.database {
             Some(d) => d.into_config(origin, warnings)?,
             None => None,
         };
-        let root = self
-            .storage
-            .filesystem
-            .as_ref()
-            .and_then(|f| f.rootdirectory.clone())
-            .unwrap_or_else(super::default_root);
-        let mut config = Config::new(root);
+        let storage = self.storage.into_config(origin, warnings)?;
+        let (addr, http) = self.http.into_config(origin)?;
+        let mut config = Config::with_storage(storage.driver);
         config.database = database;
-        if let Some(s3) = self.storage.s3 {
-            if self.storage.filesystem.is_some() {
-                return Err(bad(
-                    "storage",
-                    "names both filesystem and s3: choose one driver".into(),
-                ));
-            }
-            let redirect = !self
-                .storage
-                .redirect
-                .as_ref()
-                .and_then(|r| r.disable)
-                .unwrap_or(false);
-            config.s3 = Some(s3.into_config(redirect).map_err(|(k, m)| bad(k, m))?);
+        if let Some(addr) = addr {
+            config.addr = addr;
         }
-        if let Some(addr) = &self.http.addr {
-            config.addr = super::parse_addr(addr).map_err(|e| bad("http.addr", e))?;
-        }
-        if self.http.net.as_deref().is_some_and(|n| n != "tcp") {
-            return Err(bad("http.net", "only tcp is supported".into()));
-        }
-        config.delete_enabled = self.storage.delete.and_then(|d| d.enabled).unwrap_or(false);
-        if let Some(m) = self.storage.maintenance {
-            config.read_only = m.readonly.and_then(|r| r.enabled).unwrap_or(false);
-            if let Some(p) = m.uploadpurging {
-                if p.enabled == Some(false) {
-                    config.upload_purging = None;
-                } else {
-                    let defaults = UploadPurging::default();
-                    if p.dryrun == Some(true) {
-                        warnings.push(format!("{origin}: `storage.maintenance.uploadpurging.dryrun` is not supported; purging disabled"));
-                        config.upload_purging = None;
-                    } else {
-                        config.upload_purging = Some(UploadPurging {
-                            age: p.age.unwrap_or(defaults.age),
-                            interval: p.interval.unwrap_or(defaults.interval),
-                        });
-                    }
-                }
-            }
-        }
-        config.log = LogConfig {
-            level: self.log.level.clone(),
-            json: self.log.formatter.as_deref() == Some("json"),
-            access_log: !self.log.accesslog.and_then(|a| a.disabled).unwrap_or(false),
-        };
-        let debug = match self.http.debug {
-            Some(d) => d.into_config(origin)?,
-            None => None,
-        };
-        config.http = HttpConfig {
-            debug,
-            host: self.http.host.clone(),
-            relative_urls: self.http.relativeurls.unwrap_or(false),
-            drain_timeout: self.http.draintimeout,
-            secret: self.http.secret.clone(),
-            headers: self
-                .http
-                .headers
-                .unwrap_or_default()
-                .into_iter()
-                .flat_map(|(k, v)| match v {
-                    HeaderValues::Many(vs) => {
-                        vs.into_iter().map(|v| (k.clone(), v)).collect::<Vec<_>>()
-                    }
-                    HeaderValues::One(v) => vec![(k, v)],
-                })
-                .collect(),
-            tls: match self.http.tls {
-                Some(Tls {
-                    certificate: Some(certificate),
-                    key: Some(key),
-                }) => Some(TlsConfig { certificate, key }),
-                Some(Tls {
-                    certificate: None,
-                    key: None,
-                })
-                | None => None,
-                Some(_) => return Err(bad("http.tls", "needs both certificate and key".into())),
-            },
-        };
+        config.delete_enabled = storage.delete_enabled;
+        config.read_only = storage.read_only;
+        config.upload_purging = storage.upload_purging;
+        config.log = self.log.into_config();
+        config.http = http;
         config.auth = match self.auth {
+            Some(a) => Some(a.into_config(origin, warnings)?),
             None => None,
-            Some(Auth {
-                htpasswd: Some(_),
-                token: Some(_),
-            }) => {
-                return Err(bad("auth", "choose one of htpasswd and token".into()));
-            }
-            Some(Auth {
-                htpasswd: Some(h), ..
-            }) => Some(AuthConfig::Htpasswd {
-                realm: h.realm.unwrap_or_else(|| "Registry Realm".into()),
-                path: h
-                    .path
-                    .ok_or_else(|| missing(origin, "auth.htpasswd.path", "the htpasswd file"))?,
-                tokens: h.token.map(|t| builtin_tokens(t, origin)).transpose()?,
-            }),
-            Some(Auth { token: Some(t), .. }) => Some({
-                if t.autoredirect == Some(true) {
-                    warnings.push(format!("{origin}: `auth.token.autoredirect` is not supported; the realm is used as given"));
-                }
-                AuthConfig::Token {
-                    realm: t.realm.ok_or_else(|| {
-                        missing(origin, "auth.token.realm", "the token server's URL")
-                    })?,
-                    service: t.service.ok_or_else(|| {
-                        missing(
-                            origin,
-                            "auth.token.service",
-                            "the audience tokens are issued for",
-                        )
-                    })?,
-                    issuer: t.issuer.ok_or_else(|| {
-                        missing(
-                            origin,
-                            "auth.token.issuer",
-                            "the token server's issuer name",
-                        )
-                    })?,
-                    rootcertbundle: t.rootcertbundle.ok_or_else(|| {
-                        missing(
-                            origin,
-                            "auth.token.rootcertbundle",
-                            "PEM certificates that sign tokens",
-                        )
-                    })?,
-                }
-            }),
-            Some(Auth {
-                htpasswd: None,
-                token: None,
-            }) => {
-                return Err(bad(
-                    "auth",
-                    "names no supported method (htpasswd or token)".into(),
-                ));
-            }
         };
         config.access = self.access;
         config.governance = super::governance::Governance {
@@ -645,50 +184,47 @@ impl File {
             None => None,
         };
         if let Some(n) = self.notifications {
-            config.notifications = n.endpoints(origin)?;
+            config.notifications = n.into_config(origin)?;
         }
-        config.health = self.health.and_then(|h| h.storage());
+        config.health = self.health.and_then(|h| h.into_config());
         if let Some(ui) = self.ui {
-            config.ui.enabled = ui.enabled.unwrap_or(true);
-            config.ui.admins = match ui.admins {
-                None | Some(Value::Null) => Vec::new(),
-                Some(Value::String(s)) => s
-                    .split(',')
-                    .map(|u| u.trim().to_owned())
-                    .filter(|u| !u.is_empty())
-                    .collect(),
-                Some(Value::Sequence(list)) => list
-                    .into_iter()
-                    .map(|v| match v {
-                        Value::String(s) => Ok(s),
-                        other => Err(bad("ui.admins", format!("{other:?} is not a user name"))),
-                    })
-                    .collect::<Result<_, _>>()?,
-                Some(other) => {
-                    return Err(bad(
-                        "ui.admins",
-                        format!("{other:?} is not a list of user names"),
-                    ))
-                }
-            };
+            config.ui = ui.into_config(origin)?;
         }
-        if let Some(gc) = self.gc.filter(|g| g.enabled != Some(false)) {
-            let defaults = super::GcSchedule::default();
-            config.gc = Some(super::GcSchedule {
-                interval: gc.interval.unwrap_or(defaults.interval),
-                delete_untagged: gc.deleteuntagged.unwrap_or(false),
-                grace: gc.grace.unwrap_or(defaults.grace),
-            });
-        }
+        config.gc = self.gc.and_then(|g| g.into_config());
         Ok(config)
     }
 }
 
+/// registry:2 reads only version 0.1; a number (`version: 0.1` unquoted) is the same.
+fn check_version(version: Option<&Value>, origin: &str) -> Result<(), ConfigError> {
+    let Some(v) = version else {
+        return Ok(());
+    };
+    let text = match v {
+        Value::String(s) => s.clone(),
+        other => serde_norway::to_string(other)
+            .unwrap_or_default()
+            .trim()
+            .to_owned(),
+    };
+    if text != "0.1" {
+        return Err(ConfigError::value(
+            origin,
+            "version",
+            format!("{text:?} is not supported (registry:2 configs are version 0.1)"),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
-    use wharf_oci::units::parse_duration;
+    use std::path::Path;
+    use std::time::Duration;
 
     use super::*;
+    use crate::config::AuthConfig;
+    use crate::store::StorageConfig;
 
     fn load_str(yaml: &str, env: &[(&str, &str)]) -> Result<(Config, Vec<String>), ConfigError> {
         let f = tempfile::NamedTempFile::new().unwrap();
@@ -758,7 +294,9 @@ health:
         ];
         let (c, warnings) = load_str("version: 0.1\n", &env).unwrap();
         assert!(warnings.is_empty(), "{warnings:?}");
-        let s3 = c.s3.expect("storage.s3");
+        let StorageConfig::S3 { s3, .. } = c.storage else {
+            panic!("storage.s3 expected, got {:?}", c.storage);
+        };
         assert_eq!(
             (s3.bucket.as_str(), s3.region.as_str()),
             ("images", "garage")
@@ -781,7 +319,7 @@ health:
     fn registry2_image_default_config_loads_without_warnings() {
         let (c, warnings) = load_str(REGISTRY2_DEFAULT, &[]).unwrap();
         assert_eq!(c.addr.port(), 5000);
-        assert_eq!(c.root, PathBuf::from("/var/lib/registry"));
+        assert_eq!(c.storage.local_root(), Path::new("/var/lib/registry"));
         assert_eq!(
             c.http.headers,
             [("X-Content-Type-Options".to_owned(), "nosniff".to_owned())]
@@ -806,7 +344,7 @@ health:
             ("REGISTRY_HTTP_SECRET", "0123"),
         ];
         let (c, warnings) = load_str(REGISTRY2_DEFAULT, &env).unwrap();
-        assert_eq!(c.root, PathBuf::from("/data"));
+        assert_eq!(c.storage.local_root(), Path::new("/data"));
         assert!(c.delete_enabled);
         assert_eq!(c.addr.to_string(), "127.0.0.1:5050");
         assert_eq!(c.http.secret.as_deref(), Some("0123"));
@@ -906,17 +444,5 @@ health:
             .0
             .gc
             .is_none());
-    }
-
-    #[test]
-    fn go_durations() {
-        assert_eq!(
-            parse_duration("168h").unwrap(),
-            Duration::from_secs(168 * 3600)
-        );
-        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("10").unwrap(), Duration::from_secs(10));
-        assert!(parse_duration("10 parsecs").is_err());
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{de, Deserialize, Deserializer};
 
-use super::file::lenient;
+use super::lenient;
 use crate::auth::policy::RepoGlob;
 
 /// Everything the three keys configure; empty means no rules.

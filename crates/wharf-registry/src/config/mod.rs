@@ -1,12 +1,19 @@
 //! The registry's settings. [`load`] reads registry:2's `config.yml` and `REGISTRY_*`
 //! environment into the same struct the command line fills.
 
+mod auth;
 mod database;
+mod env;
 mod file;
+mod gc;
 pub mod governance;
+mod http;
+mod lenient;
+mod log;
 mod observe;
 pub mod proxy;
 mod storage;
+mod ui;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,16 +22,16 @@ use std::time::Duration;
 pub use file::{load, ConfigError};
 
 use crate::auth::policy::AccessPolicy;
+pub use crate::auth::{AuthConfig, BuiltinTokens, CertifiedKey};
+use crate::store::StorageConfig;
 
 #[derive(Debug, Clone)]
 pub struct Config {
     /// `http.addr`.
     pub addr: SocketAddr,
-    /// `storage.filesystem.rootdirectory`: holds `docker/registry/v2/`; with `s3` set, only
-    /// wharf's own local records (the event log) live here.
-    pub root: PathBuf,
-    /// `storage.s3`: blobs and metadata in a bucket instead of `root`.
-    pub s3: Option<crate::store::s3::S3Config>,
+    /// `storage:`: the filesystem root or the bucket (which then comes with a local
+    /// directory for wharf's own records).
+    pub storage: StorageConfig,
     /// `storage.delete.enabled`: registry:2 refuses deletes unless this is set.
     pub delete_enabled: bool,
     /// `storage.maintenance.readonly.enabled`: refuse every write.
@@ -178,57 +185,17 @@ pub struct TlsConfig {
     pub key: PathBuf,
 }
 
-#[derive(Debug, Clone)]
-pub enum AuthConfig {
-    /// `auth.htpasswd`: users from an htpasswd file, by Basic auth or (with `tokens`) by
-    /// tokens wharf issues itself.
-    Htpasswd {
-        realm: String,
-        path: PathBuf,
-        tokens: Option<BuiltinTokens>,
-    },
-    /// `auth.token`: bearer tokens from an external token server.
-    Token {
-        realm: String,
-        service: String,
-        issuer: String,
-        rootcertbundle: PathBuf,
-    },
-}
-
-/// The built-in token endpoint (`/auth/token`).
-#[derive(Debug, Clone)]
-pub struct BuiltinTokens {
-    pub service: String,
-    pub issuer: String,
-    pub expiration: Duration,
-    /// `certificate` and `key`: sign with them instead of an HMAC secret.
-    pub signing: Option<CertifiedKey>,
-}
-
-/// A certificate and its private key, both PEM files.
-#[derive(Debug, Clone)]
-pub struct CertifiedKey {
-    pub certificate: PathBuf,
-    pub key: PathBuf,
-}
-
 impl Config {
-    /// The storage this configuration names.
-    pub fn storage(&self) -> crate::store::StorageConfig {
-        match &self.s3 {
-            Some(s3) => crate::store::StorageConfig::S3(s3.clone()),
-            None => crate::store::StorageConfig::Filesystem {
-                root: self.root.clone(),
-            },
-        }
+    /// registry:2's defaults, on a filesystem root.
+    pub fn new(root: PathBuf) -> Config {
+        Config::with_storage(StorageConfig::Filesystem { root })
     }
 
-    pub fn new(root: PathBuf) -> Config {
+    /// registry:2's defaults, on `storage`.
+    pub fn with_storage(storage: StorageConfig) -> Config {
         Config {
             addr: SocketAddr::from(([0, 0, 0, 0], 5000)),
-            root,
-            s3: None,
+            storage,
             delete_enabled: false,
             read_only: false,
             upload_purging: Some(UploadPurging::default()),

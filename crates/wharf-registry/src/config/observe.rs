@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::file::lenient;
+use super::lenient;
 use super::{ConfigError, DebugConfig, Endpoint, HealthCheck};
 
 #[derive(Deserialize, Default)]
@@ -84,7 +84,7 @@ fn valid_name(name: &str) -> bool {
 
 impl Notifications {
     /// The enabled endpoints, with registry:2's defaults (1 s timeout, threshold 10, 1 s backoff).
-    pub(super) fn endpoints(self, origin: &str) -> Result<Vec<Endpoint>, ConfigError> {
+    pub(super) fn into_config(self, origin: &str) -> Result<Vec<Endpoint>, ConfigError> {
         let mut out: Vec<Endpoint> = Vec::new();
         for (i, e) in self.endpoints.into_iter().enumerate() {
             let key = |k: &str| format!("notifications.endpoints[{i}].{k}");
@@ -143,7 +143,7 @@ impl Notifications {
 impl Health {
     /// `health.storagedriver` when enabled. registry:2 checks every 10 s by default and
     /// turns unhealthy on the first failure when no threshold is given.
-    pub(super) fn storage(self) -> Option<HealthCheck> {
+    pub(super) fn into_config(self) -> Option<HealthCheck> {
         let s = self.storagedriver?;
         if s.enabled != Some(true) {
             return None;

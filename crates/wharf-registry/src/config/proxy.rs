@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::file::{lenient, ConfigError};
+use super::{lenient, ConfigError};
 
 /// registry:2's default `proxy.ttl`: a cached tag is re-checked after a week.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(168 * 3600);

@@ -16,11 +16,12 @@ pub mod layout;
 pub mod postgres;
 pub mod s3;
 pub mod state;
+#[cfg(any(test, feature = "testsuite"))]
 pub mod suite;
 
 use std::io;
 use std::ops::RangeInclusive;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -381,8 +382,9 @@ impl Store {
 pub enum StorageConfig {
     /// `storage.filesystem.rootdirectory`: holds `docker/registry/v2/`.
     Filesystem { root: PathBuf },
-    /// `storage.s3`: a bucket in the same layout.
-    S3(s3::S3Config),
+    /// `storage.s3`: a bucket in the same layout. The records wharf keeps for itself alone
+    /// (the event log) have no place in the bucket, so they stay in `local` on this host.
+    S3 { s3: s3::S3Config, local: PathBuf },
 }
 
 impl StorageConfig {
@@ -390,7 +392,21 @@ impl StorageConfig {
     pub fn describe(&self) -> String {
         match self {
             StorageConfig::Filesystem { root } => format!("at {}", root.display()),
-            StorageConfig::S3(c) => c.describe(),
+            StorageConfig::S3 { s3, .. } => s3.describe(),
+        }
+    }
+
+    /// The directory on this host: the filesystem root, or beside a bucket the one for
+    /// wharf's own records. `--root` names it either way.
+    pub fn local_root(&self) -> &Path {
+        match self {
+            StorageConfig::Filesystem { root } | StorageConfig::S3 { local: root, .. } => root,
+        }
+    }
+
+    pub fn local_root_mut(&mut self) -> &mut PathBuf {
+        match self {
+            StorageConfig::Filesystem { root } | StorageConfig::S3 { local: root, .. } => root,
         }
     }
 }
@@ -408,18 +424,43 @@ pub async fn open(
     create: bool,
 ) -> StoreResult<Store> {
     let locks: Option<Arc<dyn Locks>> = match database {
+        #[cfg(feature = "postgres")]
         Some(db) => Some(Arc::new(postgres::open_locks(db)?)),
+        #[cfg(not(feature = "postgres"))]
+        Some(_) => {
+            return Err(StoreError::NotAStore(built_without(
+                "postgres",
+                "database:",
+            )))
+        }
         None => None,
     };
-    let mut store = match config {
+    let store = match config {
         StorageConfig::Filesystem { root } => fs::open_with(root, create, locks)?,
-        StorageConfig::S3(config) => s3::open(config, locks).await?,
+        #[cfg(feature = "s3")]
+        StorageConfig::S3 { s3, .. } => s3::open(s3, locks).await?,
+        #[cfg(not(feature = "s3"))]
+        StorageConfig::S3 { .. } => {
+            return Err(StoreError::NotAStore(built_without("s3", "storage.s3")))
+        }
     };
+    #[cfg(feature = "postgres")]
     if let Some(db) = database {
+        let mut store = store;
         store.meta = Arc::new(postgres::open_meta(db, store.blobs.clone())?);
         store.describe = format!("{} with metadata in {}", store.describe, db.describe());
+        return Ok(store);
     }
     Ok(store)
+}
+
+/// What to tell someone whose configuration needs a backend this build of wharf left out.
+pub fn built_without(feature: &str, what: &str) -> String {
+    format!(
+        "this wharf was built without the `{feature}` feature, so it cannot use {what}; \
+         build it with default features (`cargo build --release -p wharf`) or with \
+         `--features {feature}`"
+    )
 }
 
 /// Apply `last`/`n` pagination to a sorted iterator of names.

@@ -1,12 +1,103 @@
-//! What `wharf database import` writes: a registry:2 root's links and tags as they were,
-//! with their times. Every statement is an upsert, so an import can run again.
+//! `wharf database import`: a registry:2 root's repositories, links, manifests and tags
+//! as they were, with their times. Every statement is an upsert, so an import can run again.
 
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
+use serde::Serialize;
 use wharf_oci::{Digest, RepoName};
 
 use super::meta::{at, digests, PgMetaStore};
-use crate::store::StoreResult;
+use crate::store::{MetaStore, StoreError, StoreResult};
+
+#[derive(Default, Serialize)]
+pub struct ImportReport {
+    pub repositories: usize,
+    pub blob_links: usize,
+    pub manifests: usize,
+    pub tags: usize,
+    /// What could not be imported, and why (manifests whose bytes are gone or do not
+    /// parse, tags to such manifests): `wharf scrub` names the same.
+    pub skipped: Vec<String>,
+    pub seconds: f64,
+}
+
+/// Repositories imported at once: each costs a few listings of the storage (S3 round
+/// trips), so one at a time spends the import waiting.
+const IMPORT_CONCURRENCY: usize = 16;
+
+/// Copy every repository `source` has (its blob links, manifests and tags with their
+/// times) into `target`, applying pending migrations first. What cannot be copied is
+/// reported, not fatal; an error of either store stops the import.
+pub async fn import(source: &dyn MetaStore, target: &PgMetaStore) -> StoreResult<ImportReport> {
+    use futures::{StreamExt, TryStreamExt};
+    let started = Instant::now();
+    target.migrate().await?;
+    let names = source.list_repos(None, None).await?.items;
+    let reports: Vec<ImportReport> = futures::stream::iter(names)
+        .map(|name| async move {
+            let mut report = ImportReport::default();
+            match name.parse::<RepoName>() {
+                Ok(repo) => {
+                    copy_repo(source, target, &repo, &mut report).await?;
+                    report.repositories += 1;
+                }
+                Err(_) => report
+                    .skipped
+                    .push(format!("{name}: not a valid repository name")),
+            }
+            StoreResult::Ok(report)
+        })
+        .buffer_unordered(IMPORT_CONCURRENCY)
+        .try_collect()
+        .await?;
+    let mut report = ImportReport::default();
+    for r in reports {
+        report.repositories += r.repositories;
+        report.blob_links += r.blob_links;
+        report.manifests += r.manifests;
+        report.tags += r.tags;
+        report.skipped.extend(r.skipped);
+    }
+    report.skipped.sort();
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+async fn copy_repo(
+    source: &dyn MetaStore,
+    target: &PgMetaStore,
+    repo: &RepoName,
+    report: &mut ImportReport,
+) -> StoreResult<()> {
+    let links = source.list_blob_links(repo).await?;
+    target.import_links(repo, &links).await?;
+    report.blob_links += links.len();
+    for (digest, put) in source.list_manifests(repo).await? {
+        match source.manifest_record(&digest).await {
+            Ok(Some(record)) => {
+                target.put_manifest_at(repo, &record, None, put).await?;
+                report.manifests += 1;
+            }
+            Ok(None) => report
+                .skipped
+                .push(format!("{repo}: manifest {digest}: its bytes are missing")),
+            Err(StoreError::Corrupt { why, .. }) => report
+                .skipped
+                .push(format!("{repo}: manifest {digest}: {why}")),
+            Err(e) => return Err(e),
+        }
+    }
+    for (tag, digest, pushed) in source.tag_pushes(repo).await? {
+        if target.import_tag(repo, &tag, &digest, pushed).await? {
+            report.tags += 1;
+        } else {
+            report.skipped.push(format!(
+                "{repo}:{tag}: points at {digest}, which was not imported"
+            ));
+        }
+    }
+    Ok(())
+}
 
 impl PgMetaStore {
     /// Apply pending migrations now (rather than on first use).

@@ -10,27 +10,43 @@
 //! aws-sdk-s3 rather than object_store: uploads need UploadPartCopy (multipart copy of blobs
 //! over 5 GiB), presigned GETs, DeleteObjects batches, the SDK's throttling-aware retries,
 //! and the AWS credential chain with profiles; object_store lacks the first and the last.
+//!
+//! Without the `s3` feature only [`S3Config`] remains, so that a configuration still parses
+//! into it and the loader can say what the build lacks.
 
+#[cfg(feature = "s3")]
 mod blobs;
+#[cfg(feature = "s3")]
 mod bucket;
+#[cfg(feature = "s3")]
 mod locks;
+#[cfg(feature = "s3")]
 mod meta;
+#[cfg(feature = "s3")]
 mod upload;
 
+#[cfg(feature = "s3")]
 use std::sync::Arc;
+#[cfg(feature = "s3")]
 use std::time::Duration;
 
+#[cfg(feature = "s3")]
 pub use blobs::S3BlobStore;
+#[cfg(feature = "s3")]
 pub use bucket::Bucket;
+#[cfg(feature = "s3")]
 pub use locks::LocalLocks;
+#[cfg(feature = "s3")]
 pub use meta::S3MetaStore;
 
+#[cfg(feature = "s3")]
 use super::{Locks, Store, StoreError, StoreResult};
 
 /// S3's smallest part (all parts but the last), and registry:2's default and floor for `chunksize`.
 pub const MIN_PART: u64 = 5 * 1024 * 1024;
 const DEFAULT_CHUNK: u64 = 10 * 1024 * 1024;
 /// S3's largest single CopyObject; above it a copy goes part by part.
+#[cfg(feature = "s3")]
 const MAX_COPY: u64 = 5 * 1024 * 1024 * 1024;
 const DEFAULT_COPY_CHUNK: u64 = 32 * 1024 * 1024;
 
@@ -89,6 +105,7 @@ impl S3Config {
 
 /// Open a bucket as a store. `locks` replace the in-process ones when a database provides
 /// locks that hold across processes.
+#[cfg(feature = "s3")]
 pub async fn open(config: &S3Config, locks: Option<Arc<dyn Locks>>) -> StoreResult<Store> {
     let bucket = Arc::new(Bucket::connect(config).await?);
     bucket.check().await?;
@@ -109,8 +126,10 @@ pub async fn open(config: &S3Config, locks: Option<Arc<dyn Locks>>) -> StoreResu
 }
 
 /// How long a presigned URL stays valid (registry:2 uses 20 minutes).
+#[cfg(feature = "s3")]
 const PRESIGN_FOR: Duration = Duration::from_secs(20 * 60);
 
+#[cfg(feature = "s3")]
 fn unavailable(what: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(what.to_string())
 }
