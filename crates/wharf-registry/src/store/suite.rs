@@ -36,18 +36,27 @@ async fn read_all(blobs: &dyn BlobStore, d: &Digest) -> Vec<u8> {
 pub async fn blob_store_contract(blobs: Arc<dyn BlobStore>) {
     let repo: RepoName = "suite/repo".parse().unwrap();
     let digest = Digest::sha256_of(b"hello world");
+    chunked_upload(&blobs, &repo, &digest).await;
+    ranges(&blobs, &digest).await;
+    failed_body(&blobs, &repo).await;
+    concurrent_uploads(&blobs, &repo).await;
+    monolithic(&blobs).await;
+    small_content(&blobs, &digest).await;
+    purging(&blobs, &repo).await;
+}
 
-    // Chunked upload, with the offset checked.
-    let id = blobs.start_upload(&repo).await.unwrap();
+/// A chunked upload: offsets checked, invisible until a verified commit.
+async fn chunked_upload(blobs: &Arc<dyn BlobStore>, repo: &RepoName, digest: &Digest) {
+    let id = blobs.start_upload(repo).await.unwrap();
     assert_eq!(
         blobs
-            .append(&repo, id, Some(0), body(&[b"hello"]))
+            .append(repo, id, Some(0), body(&[b"hello"]))
             .await
             .unwrap(),
         5
     );
     let wrong = blobs
-        .append(&repo, id, Some(3), body(&[b"xx"]))
+        .append(repo, id, Some(3), body(&[b"xx"]))
         .await
         .unwrap_err();
     assert!(matches!(
@@ -59,69 +68,72 @@ pub async fn blob_store_contract(blobs: Arc<dyn BlobStore>) {
     ));
     assert_eq!(
         blobs
-            .append(&repo, id, None, body(&[b" wor", b"ld"]))
+            .append(repo, id, None, body(&[b" wor", b"ld"]))
             .await
             .unwrap(),
         11
     );
-    assert_eq!(blobs.upload_size(&repo, id).await.unwrap(), 11);
+    assert_eq!(blobs.upload_size(repo, id).await.unwrap(), 11);
     assert!(
-        blobs.stat(&digest).await.unwrap().is_none(),
+        blobs.stat(digest).await.unwrap().is_none(),
         "not visible before commit"
     );
     // What is appended can be read back while the upload grows (a proxy fill's followers).
-    let part = blobs.read_upload(&repo, id, 3, 8).await.unwrap();
+    let part = blobs.read_upload(repo, id, 3, 8).await.unwrap();
     assert_eq!(concat(part).await, b"lo wo");
 
     // A wrong digest is refused and the upload survives; the right one commits.
     let bad = blobs
-        .commit(&repo, id, &Digest::sha256_of(b"other"))
+        .commit(repo, id, &Digest::sha256_of(b"other"))
         .await
         .unwrap_err();
     assert!(matches!(bad, StoreError::DigestMismatch { .. }));
-    assert_eq!(blobs.commit(&repo, id, &digest).await.unwrap(), 11);
-    assert_eq!(blobs.stat(&digest).await.unwrap(), Some(11));
+    assert_eq!(blobs.commit(repo, id, digest).await.unwrap(), 11);
+    assert_eq!(blobs.stat(digest).await.unwrap(), Some(11));
     assert!(matches!(
-        blobs.read_upload(&repo, id, 0, 1).await.err(),
+        blobs.read_upload(repo, id, 0, 1).await.err(),
         Some(StoreError::UploadUnknown(_))
     ));
-    assert_eq!(read_all(&*blobs, &digest).await, b"hello world");
+    assert_eq!(read_all(&**blobs, digest).await, b"hello world");
     assert!(matches!(
-        blobs.upload_size(&repo, id).await,
+        blobs.upload_size(repo, id).await,
         Err(StoreError::UploadUnknown(_))
     ));
+}
 
-    // Ranges.
-    let part = blobs.read(&digest, Some(6..=10)).await.unwrap();
+/// Byte ranges of a committed blob.
+async fn ranges(blobs: &Arc<dyn BlobStore>, digest: &Digest) {
+    let part = blobs.read(digest, Some(6..=10)).await.unwrap();
     assert_eq!(concat(part.body).await, b"world");
     assert!(matches!(
-        blobs.read(&digest, Some(5..=11)).await,
+        blobs.read(digest, Some(5..=11)).await,
         Err(StoreError::RangeInvalid { .. })
     ));
+}
 
-    // A failing body leaves the upload where it was.
-    let id = blobs.start_upload(&repo).await.unwrap();
-    blobs
-        .append(&repo, id, None, body(&[b"abc"]))
-        .await
-        .unwrap();
+/// A failing body leaves the upload where it was; a cancel ends it once.
+async fn failed_body(blobs: &Arc<dyn BlobStore>, repo: &RepoName) {
+    let id = blobs.start_upload(repo).await.unwrap();
+    blobs.append(repo, id, None, body(&[b"abc"])).await.unwrap();
     let failing: ByteStream = stream::iter(vec![
         Ok(Bytes::from_static(b"def")),
         Err(std::io::Error::other("cut")),
     ])
     .boxed();
     assert!(matches!(
-        blobs.append(&repo, id, None, failing).await,
+        blobs.append(repo, id, None, failing).await,
         Err(StoreError::Body(_))
     ));
-    assert_eq!(blobs.upload_size(&repo, id).await.unwrap(), 3);
-    blobs.cancel(&repo, id).await.unwrap();
+    assert_eq!(blobs.upload_size(repo, id).await.unwrap(), 3);
+    blobs.cancel(repo, id).await.unwrap();
     assert!(matches!(
-        blobs.cancel(&repo, id).await,
+        blobs.cancel(repo, id).await,
         Err(StoreError::UploadUnknown(_))
     ));
+}
 
-    // Concurrent uploads of the same content both succeed.
+/// Concurrent uploads of the same content all succeed.
+async fn concurrent_uploads(blobs: &Arc<dyn BlobStore>, repo: &RepoName) {
     let same = Digest::sha256_of(b"same");
     let uploads = (0..4).map(|_| {
         let (blobs, repo, same) = (blobs.clone(), repo.clone(), same.clone());
@@ -137,8 +149,10 @@ pub async fn blob_store_contract(blobs: Arc<dyn BlobStore>) {
     for u in futures::future::join_all(uploads).await {
         assert_eq!(u.unwrap(), 4);
     }
+}
 
-    // A whole blob in one request: verified, and nothing visible when it does not match.
+/// A whole blob in one request: verified, and nothing visible when it does not match.
+async fn monolithic(blobs: &Arc<dyn BlobStore>) {
     let whole = Digest::sha256_of(b"in one go");
     assert_eq!(
         blobs
@@ -147,7 +161,7 @@ pub async fn blob_store_contract(blobs: Arc<dyn BlobStore>) {
             .unwrap(),
         9
     );
-    assert_eq!(read_all(&*blobs, &whole).await, b"in one go");
+    assert_eq!(read_all(&**blobs, &whole).await, b"in one go");
     let liar = Digest::sha256_of(b"claimed");
     assert!(matches!(
         blobs.put_stream(&liar, body(&[b"sent"])).await,
@@ -164,8 +178,10 @@ pub async fn blob_store_contract(blobs: Arc<dyn BlobStore>) {
         Err(StoreError::Body(_))
     ));
     assert!(blobs.stat(&liar).await.unwrap().is_none());
+}
 
-    // Small content, verified.
+/// Small content, verified; then a delete.
+async fn small_content(blobs: &Arc<dyn BlobStore>, digest: &Digest) {
     let m = Bytes::from_static(b"{}");
     assert!(blobs
         .put(&Digest::sha256_of(b"x"), m.clone())
@@ -181,11 +197,13 @@ pub async fn blob_store_contract(blobs: Arc<dyn BlobStore>) {
     );
     assert_eq!(blobs.get(&Digest::sha256_of(b"{}"), 1).await.unwrap(), None);
 
-    blobs.delete(&digest).await.unwrap();
-    assert!(blobs.stat(&digest).await.unwrap().is_none());
+    blobs.delete(digest).await.unwrap();
+    assert!(blobs.stat(digest).await.unwrap().is_none());
+}
 
-    // Purging: fresh uploads stay, and everything goes once it is older than the limit.
-    let id = blobs.start_upload(&repo).await.unwrap();
+/// Purging: fresh uploads stay, and everything goes once it is older than the limit.
+async fn purging(blobs: &Arc<dyn BlobStore>, repo: &RepoName) {
+    let id = blobs.start_upload(repo).await.unwrap();
     assert_eq!(
         blobs
             .purge_uploads(std::time::Duration::from_secs(3600))
@@ -193,7 +211,7 @@ pub async fn blob_store_contract(blobs: Arc<dyn BlobStore>) {
             .unwrap(),
         0
     );
-    assert_eq!(blobs.upload_size(&repo, id).await.unwrap(), 0);
+    assert_eq!(blobs.upload_size(repo, id).await.unwrap(), 0);
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     assert_eq!(
         blobs
@@ -203,7 +221,7 @@ pub async fn blob_store_contract(blobs: Arc<dyn BlobStore>) {
         1
     );
     assert!(matches!(
-        blobs.upload_size(&repo, id).await,
+        blobs.upload_size(repo, id).await,
         Err(StoreError::UploadUnknown(_))
     ));
 }
