@@ -203,6 +203,20 @@ impl Route {
 }
 
 impl Route {
+    /// The repository the route addresses, if any.
+    fn repo(&self) -> Option<&RepoName> {
+        match self {
+            Route::Tags(r)
+            | Route::Manifest(r, _)
+            | Route::BadReference(r, _)
+            | Route::Blob(r, _)
+            | Route::Uploads(r)
+            | Route::Upload(r, _)
+            | Route::Referrers(r, _) => Some(r),
+            Route::Token | Route::Base | Route::Catalog | Route::Events => None,
+        }
+    }
+
     /// The `handler` label of the metrics, registry:2's route names.
     fn label(&self) -> &'static str {
         match self {
@@ -268,6 +282,13 @@ fn method_not_allowed() -> ApiError {
 
 async fn dispatch(state: &Arc<AppState>, route: Route, req: Req) -> ApiResult {
     let head = req.method == Method::HEAD;
+    let writes =
+        !matches!(req.method, Method::GET | Method::HEAD) && !matches!(route, Route::Token);
+    if writes {
+        // Asked of the service before anything is read or parsed, so that a write it would
+        // refuse (read-only mode, a pull-through cache) is refused in its words, at once.
+        state.registry.writable(route.repo(), false).await?;
+    }
     // A read causes an event only when an endpoint wants pulls: no record (a random id,
     // five strings) is built for every GET of the hot path otherwise.
     let quiet = matches!(req.method, Method::GET | Method::HEAD)

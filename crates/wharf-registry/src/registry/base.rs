@@ -62,7 +62,7 @@ impl Core {
     }
 
     /// Refuse any write while the registry is read-only.
-    fn check_write(&self) -> Result<()> {
+    pub(super) fn check_write(&self) -> Result<()> {
         if self.rules.read_only {
             return Err(Error::refused(
                 ErrorCode::Unsupported,
@@ -235,7 +235,7 @@ impl Service for Core {
         })
     }
 
-    async fn writable(&self, _: &RepoName, delete: bool) -> Result<()> {
+    async fn writable(&self, _: Option<&RepoName>, delete: bool) -> Result<()> {
         match delete {
             true => self.check_delete(),
             false => self.check_write(),

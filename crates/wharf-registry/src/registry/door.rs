@@ -154,10 +154,6 @@ impl Registry {
         self.core.rules()
     }
 
-    pub fn governance(&self) -> &Governance {
-        &self.core.governance
-    }
-
     /// Where a client may fetch a stored blob itself (a presigned URL), if anywhere.
     pub async fn blob_redirect(&self, digest: &Digest) -> Result<Option<String>> {
         Ok(self.core.store.blobs.redirect(digest).await?)

@@ -15,17 +15,13 @@ use wharf_oci::{Digest, ErrorCode, RepoName, Tag};
 use super::{Core, Error, Result};
 use wharf_oci::units::human_bytes;
 
-use crate::config::governance::{globs, Governance, QuotaRule};
+use crate::config::governance::{globs, QuotaRule};
 
 /// Sizes of blobs seen, by digest: content-addressed, so never stale.
 #[derive(Default)]
 pub struct SizeCache(DashMap<Digest, u64>);
 
 impl Core {
-    pub fn governance(&self) -> &Governance {
-        &self.governance
-    }
-
     /// Refuse to move or delete `tag` if an immutable rule covers it. `to` is the digest a
     /// put would move it to (None: a delete); an unchanged put, or a first push, is allowed.
     pub(super) async fn check_tag_mutable(
@@ -232,6 +228,7 @@ pub struct QuotaSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::governance::Governance;
     use crate::store::ByteStream;
     use bytes::Bytes;
     use std::sync::Arc;

@@ -191,9 +191,10 @@ operations! {
         n: Option<usize>,
         visible: Visible<'_>,
     ) -> Result<Page>;
-    /// Why a write (or, with `delete`, a delete) in `repo` would be refused, before it is
-    /// attempted: what a front end asks to offer or hide an action.
-    async fn writable(&self, repo: &RepoName, delete: bool) -> Result<()>;
+    /// Why a write (or, with `delete`, a delete) in `repo` (or anywhere, without one)
+    /// would be refused, before it is attempted: what a front end asks before it reads a
+    /// request's body, or to offer or hide an action.
+    async fn writable(&self, repo: Option<&RepoName>, delete: bool) -> Result<()>;
 }
 
 /// How a layer is put around the service built so far.

@@ -33,7 +33,7 @@ async fn deletable(
         );
     };
     // The registry's own rules first (deletes disabled, read-only, a cache), in its words.
-    match ui.app.registry.writable(&repo, true).await {
+    match ui.app.registry.writable(Some(&repo), true).await {
         Ok(()) => {}
         Err(crate::registry::Error::Refused { message, .. }) => {
             return bad(StatusCode::METHOD_NOT_ALLOWED, &message)

@@ -259,10 +259,18 @@ impl FillJob {
             let _ = blobs.cancel(&self.repo, id).await;
             return Err(e);
         }
-        self.core
-            .publish_link(&self.repo, &self.digest)
-            .await
-            .map_err(|e| UpstreamFailure::Failed(format!("the cache could not link it: {e}")))?;
+        let linked = self.core.publish_link(&self.repo, &self.digest).await;
+        match linked {
+            Ok(true) => {}
+            Ok(false) => return Err(UpstreamFailure::Failed(
+                "garbage collection took it as it was cached (is gc.grace shorter than a fetch?)"
+                    .into(),
+            )),
+            Err(e) => {
+                let why = format!("the cache could not link it: {e}");
+                return Err(UpstreamFailure::Failed(why));
+            }
+        }
         Ok(size)
     }
 }

@@ -28,7 +28,9 @@ impl ProxyLayer {
 
     /// registry:2 refuses every push when it mirrors; wharf refuses them only for the
     /// repositories a remote serves.
+    /// Read-only mode is said first, as registry:2 says it for every write.
     fn refuse_writes(&self, repo: &RepoName) -> Result<()> {
+        self.core.check_write()?;
         if !self.proxy.refuses_writes(repo) {
             return Ok(());
         }
@@ -176,8 +178,10 @@ impl Layer for ProxyLayer {
         self.inner.mount(o, repo, digest, from).await
     }
 
-    async fn writable(&self, repo: &RepoName, delete: bool) -> Result<()> {
-        self.refuse_writes(repo)?;
+    async fn writable(&self, repo: Option<&RepoName>, delete: bool) -> Result<()> {
+        if let Some(repo) = repo {
+            self.refuse_writes(repo)?;
+        }
         self.inner.writable(repo, delete).await
     }
 }

@@ -40,7 +40,7 @@ impl ProxyLayer {
             Reference::Digest(_) => {
                 if let Some(content) = local {
                     ProxyStats::count(&stats.hits, 1);
-                    return Ok(Some(fresh(content)));
+                    return Ok(Some(Served::fresh(content)));
                 }
                 return self.fetch(repo, reference, None, route).await;
             }
@@ -49,7 +49,7 @@ impl ProxyLayer {
         let remote = &route.remote;
         if local.is_some() && proxy.fresh(repo, tag.as_str(), remote.ttl) {
             ProxyStats::count(&stats.hits, 1);
-            return Ok(local.map(fresh));
+            return Ok(local.map(Served::fresh));
         }
         let head = tokio::time::timeout(
             MANIFEST_TIMEOUT,
@@ -65,7 +65,7 @@ impl ProxyLayer {
             (Ok(d), Some(content)) if d == content.digest => {
                 proxy.confirm(repo, tag.as_str());
                 ProxyStats::count(&stats.hits, 1);
-                Ok(Some(fresh(content)))
+                Ok(Some(Served::fresh(content)))
             }
             (Ok(d), _) => {
                 let by_digest = Reference::Digest(d);
@@ -74,7 +74,7 @@ impl ProxyLayer {
                     self.retag(repo, tag, &content).await?;
                     proxy.confirm(repo, tag.as_str());
                     ProxyStats::count(&stats.hits, 1);
-                    return Ok(Some(fresh(content)));
+                    return Ok(Some(Served::fresh(content)));
                 }
                 let served = self.fetch(repo, &by_digest, Some(tag), route).await?;
                 proxy.confirm(repo, tag.as_str());
@@ -177,7 +177,7 @@ impl ProxyLayer {
                 self.core
                     .manifests
                     .insert(f.digest.clone(), f.bytes.clone(), f.media_type.clone());
-                Ok(Some(fresh(ManifestContent {
+                Ok(Some(Served::fresh(ManifestContent {
                     digest: f.digest.clone(),
                     bytes: f.bytes.clone(),
                     media_type: f.media_type.clone(),
@@ -201,10 +201,6 @@ fn header_text(s: &str) -> String {
             _ => ' ',
         })
         .collect()
-}
-
-fn fresh(content: ManifestContent) -> Served {
-    Served::fresh(content)
 }
 
 /// One upstream manifest fetch, owned so it can be shared by every waiter.
