@@ -140,6 +140,19 @@ pub async fn status(state: &AppState, repo: &RepoName, id: Uuid, origin: &Origin
     Ok(progress(state, repo, id, size, StatusCode::NO_CONTENT))
 }
 
+/// Append the request's body at the offset its `Content-Range` claims, if any.
+async fn append_chunk(
+    state: &AppState,
+    repo: &RepoName,
+    id: Uuid,
+    req: Req,
+    origin: &Origin,
+) -> ApiResult<u64> {
+    let at = chunk_start(&req)?;
+    let body = req.into_stream();
+    Ok(state.registry.append(origin, repo, id, at, body).await?)
+}
+
 pub async fn patch(
     state: &AppState,
     repo: &RepoName,
@@ -147,9 +160,7 @@ pub async fn patch(
     req: Req,
     origin: &Origin,
 ) -> ApiResult {
-    let at = chunk_start(&req)?;
-    let body = req.into_stream();
-    let size = state.registry.append(origin, repo, id, at, body).await?;
+    let size = append_chunk(state, repo, id, req, origin).await?;
     Ok(progress(state, repo, id, size, StatusCode::ACCEPTED))
 }
 
@@ -165,9 +176,7 @@ pub async fn put(
     })?;
     let has_body = req.header(CONTENT_LENGTH).is_none_or(|l| l != "0");
     if has_body {
-        let at = chunk_start(&req)?;
-        let body = req.into_stream();
-        state.registry.append(origin, repo, id, at, body).await?;
+        append_chunk(state, repo, id, req, origin).await?;
     }
     state
         .registry
