@@ -101,6 +101,20 @@ impl ProxyLayer {
     }
 }
 
+/// Whether the upstream has `digest` in `upstream_repo` (a HEAD), within the timeout.
+async fn upstream_has(
+    remote: &super::Remote,
+    upstream_repo: &RepoName,
+    digest: &Digest,
+) -> Result<bool, UpstreamFailure> {
+    let timeout = super::upstream::MANIFEST_TIMEOUT;
+    match tokio::time::timeout(timeout, remote.client.blob_exists(upstream_repo, digest)).await {
+        Ok(Ok(found)) => Ok(found),
+        Ok(Err(e)) => Err(UpstreamFailure::of(&e)),
+        Err(_) => Err(UpstreamFailure::timeout(remote, timeout)),
+    }
+}
+
 impl ProxyLayer {
     /// A blob the store holds for another repository, linked into the proxied `repo`
     /// once its upstream confirms it has it there.
@@ -112,19 +126,10 @@ impl ProxyLayer {
     ) -> Result<Option<BlobSource>> {
         let proxy = &self.proxy;
         let remote = &route.remote;
-        let asked = tokio::time::timeout(
-            super::upstream::MANIFEST_TIMEOUT,
-            remote.client.blob_exists(&route.upstream_repo, digest),
-        )
-        .await;
-        match asked {
-            Ok(Ok(true)) => {}
-            Ok(Ok(false)) => return Ok(None),
-            Ok(Err(e)) => return Err(UpstreamFailure::of(&e).into_error(remote)),
-            Err(_) => {
-                let failure = UpstreamFailure::timeout(remote, super::upstream::MANIFEST_TIMEOUT);
-                return Err(failure.into_error(remote));
-            }
+        match upstream_has(remote, &route.upstream_repo, digest).await {
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
+            Err(failure) => return Err(failure.into_error(remote)),
         }
         ProxyStats::count(&proxy.stats.hits, 1);
         if !self.core.publish_link(repo, digest).await? {
@@ -193,6 +198,15 @@ impl FillJob {
     }
 
     async fn fetch(&self, tx: &watch::Sender<State>) -> Result<u64, UpstreamFailure> {
+        // Stored by a fill that landed between this one's asker looking and starting it:
+        // linked once the upstream confirms it has it here, never fetched twice.
+        if let Ok(Some(size)) = self.core.store.blobs.stat(&self.digest).await {
+            if !upstream_has(&self.remote, &self.upstream_repo, &self.digest).await? {
+                return Err(UpstreamFailure::NotFound);
+            }
+            self.link().await?;
+            return Ok(size);
+        }
         let store_failed =
             |e: StoreError| UpstreamFailure::Failed(format!("the cache could not store it: {e}"));
         // Unverified here: the store's commit hashes what it wrote, once.
@@ -259,19 +273,24 @@ impl FillJob {
             let _ = blobs.cancel(&self.repo, id).await;
             return Err(e);
         }
+        self.link().await?;
+        Ok(size)
+    }
+
+    /// Link the stored blob into the proxied repository, as any commit is linked.
+    async fn link(&self) -> Result<(), UpstreamFailure> {
         let linked = self.core.publish_link(&self.repo, &self.digest).await;
         match linked {
-            Ok(true) => {}
-            Ok(false) => return Err(UpstreamFailure::Failed(
+            Ok(true) => Ok(()),
+            Ok(false) => Err(UpstreamFailure::Failed(
                 "garbage collection took it as it was cached (is gc.grace shorter than a fetch?)"
                     .into(),
             )),
             Err(e) => {
                 let why = format!("the cache could not link it: {e}");
-                return Err(UpstreamFailure::Failed(why));
+                Err(UpstreamFailure::Failed(why))
             }
         }
-        Ok(size)
     }
 }
 
