@@ -17,6 +17,17 @@ pub struct RefArg {
 }
 
 #[derive(Args)]
+pub struct DeleteArgs {
+    /// An image reference as docker takes it: [host[:port]/]repo[:tag][@digest].
+    #[arg(value_name = "IMAGE_REF", required_unless_present = "repository")]
+    image: Option<String>,
+    /// Delete this whole repository (host[:port]/name): every tag and manifest, and its
+    /// name from the catalog. Needs a wharf registry, with deletes enabled.
+    #[arg(long, value_name = "HOST/NAME", conflicts_with = "image")]
+    repository: Option<String>,
+}
+
+#[derive(Args)]
 pub struct HostArg {
     /// The registry: host[:port] (or http://host[:port] for plain http).
     #[arg(value_name = "HOST")]
@@ -52,8 +63,23 @@ pub fn digest(arg: RefArg, flags: &ClientFlags) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn delete(arg: RefArg, flags: &ClientFlags) -> anyhow::Result<()> {
-    let (image, client) = parse(&arg, flags)?;
+pub fn delete(arg: DeleteArgs, flags: &ClientFlags) -> anyhow::Result<()> {
+    if let Some(repository) = arg.repository {
+        let image: ImageRef = repository.parse()?;
+        let client = flags.client(image.registry())?;
+        let answer = block_on(client.delete_repository(image.repository()))??;
+        let manifests = serde_json::from_str::<Value>(&answer)
+            .ok()
+            .and_then(|v| v["manifests"].as_array().map(Vec::len))
+            .unwrap_or(0);
+        println!(
+            "Deleted repository {} ({manifests} manifests); run garbage collection to free its blobs",
+            image.repository()
+        );
+        return Ok(());
+    }
+    let image = arg.image.unwrap_or_default();
+    let (image, client) = parse(&RefArg { image }, flags)?;
     block_on(async {
         // Registries delete by digest only; a tag is resolved first, as `regctl` does.
         let digest = match image.digest() {

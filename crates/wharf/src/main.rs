@@ -8,6 +8,7 @@ mod client_args;
 mod copy;
 mod database;
 mod htpasswd;
+mod identity;
 mod images;
 mod layout;
 mod login;
@@ -56,8 +57,9 @@ enum Command {
     Digest(WithClient<images::RefArg>),
     /// Describe an image or index as JSON: digest, media type, platform, layers.
     Inspect(WithClient<images::RefArg>),
-    /// Delete a manifest (a tag is resolved to its digest first).
-    Delete(WithClient<images::RefArg>),
+    /// Delete a manifest (a tag is resolved to its digest first), or with --repository a
+    /// whole repository (wharf registries only).
+    Delete(WithClient<images::DeleteArgs>),
     /// Copy an image or index from one registry (or repository) to another.
     Copy(WithClient<copy::CopyArgs>),
     /// Pull an image or index into an OCI image layout directory or a `docker save` tar.
@@ -76,6 +78,11 @@ enum Command {
     /// Apply the config's `retention:` rules: delete the tags no keep rule keeps and old
     /// untagged manifests (--dry-run prints what it would delete).
     Retention(maintenance::RetentionArgs),
+    /// Robot tokens: machine credentials used as a docker password, scoped and revocable.
+    #[command(subcommand)]
+    Token(identity::TokenCommand),
+    /// List the audit log (who changed what, from where), or `verify` its hash chain.
+    Audit(identity::AuditArgs),
     /// Watch running containers and update them when their image changes in its registry
     /// (watchtower's flags, labels and environment).
     Watch(Box<watch::WatchArgs>),
@@ -130,6 +137,8 @@ fn main() -> anyhow::Result<()> {
         Command::Database(cmd) => client_command(|| database::run(cmd)),
         Command::Scrub(args) => client_command(|| maintenance::scrub(args)),
         Command::Retention(args) => client_command(|| maintenance::retention(args)),
+        Command::Token(cmd) => client_command(|| identity::token(cmd)),
+        Command::Audit(args) => client_command(|| identity::audit(args)),
         Command::Login(c) => client_command(|| login::login(c.args, &top.merge(&c.client))),
         Command::Logout(args) => client_command(|| login::logout(args)),
         Command::Tags(c) => client_command(|| images::tags(c.args, &top.merge(&c.client))),

@@ -72,8 +72,9 @@ pub struct RetentionArgs {
     dry_run: bool,
 }
 
-/// The configured store and registry, with the runtime their backends were opened on.
-fn open(args: &StoreArgs) -> anyhow::Result<(Registry, Config, tokio::runtime::Runtime)> {
+/// The configured store and registry (recording in the audit log as `audit:` says), with
+/// the runtime their backends were opened on.
+pub(crate) fn open(args: &StoreArgs) -> anyhow::Result<(Registry, Config, tokio::runtime::Runtime)> {
     let config = load_config(args)?;
     let runtime = runtime()?;
     let store = runtime
@@ -83,8 +84,10 @@ fn open(args: &StoreArgs) -> anyhow::Result<(Registry, Config, tokio::runtime::R
             false,
         ))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let audit = wharf_registry::registry::audit::Audit::from_config(&config.audit, &store);
     let registry = Registry::builder(store)
         .governance(Arc::new(config.governance.clone()))
+        .audit(audit)
         .build();
     Ok((registry, config, runtime))
 }

@@ -175,6 +175,26 @@ impl RegistryClient {
         self.expect_success(response, &what).await.map(drop)
     }
 
+    /// Delete a whole repository through wharf's own route (`DELETE
+    /// /wharf/v1/repositories/<name>`; the OCI spec has none). Returns the registry's
+    /// account of what went (JSON).
+    pub async fn delete_repository(&self, repo: &RepoName) -> Result<String, ClientError> {
+        let what = format!("deleting repository {repo}");
+        let scopes = vec![format!("repository:{repo}:delete")];
+        let response = self
+            .send(
+                Method::DELETE,
+                &format!("/wharf/v1/repositories/{repo}"),
+                &scopes,
+                &[],
+                &what,
+            )
+            .await?;
+        let response = self.expect_success(response, &what).await?;
+        let bytes = self.small_body(response, &what).await?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
     /// A small blob (an image config), verified against its digest.
     pub async fn get_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<u8>, ClientError> {
         let what = format!("blob {repo}@{digest}");

@@ -11,6 +11,7 @@ pub mod htpasswd;
 pub mod htpasswd_file;
 pub mod policy;
 pub mod ratelimit;
+pub mod robots;
 mod settings;
 pub mod token;
 
@@ -21,6 +22,7 @@ use base64::Engine;
 use self::htpasswd::Htpasswd;
 use self::policy::{AccessPolicy, Actions};
 use self::ratelimit::FailureLimiter;
+use self::robots::{Refused, Robot, Robots, SECRET_PREFIX};
 pub use self::settings::{AuthConfig, BuiltinTokens, CertifiedKey};
 use self::token::{Claims, Issuer, SigningKey, Verifier};
 
@@ -49,6 +51,8 @@ pub struct Auth {
     mode: Mode,
     policy: Option<AccessPolicy>,
     limiter: FailureLimiter,
+    /// Robot and personal tokens, when the store keeps them.
+    robots: Option<Robots>,
 }
 
 #[derive(Debug, Clone)]
@@ -56,6 +60,8 @@ pub enum Identity {
     Anonymous,
     /// Proven with a password (Basic).
     User(String),
+    /// A robot or personal token, used as a password: its scopes are all it may do.
+    Robot(Box<Robot>),
     /// A verified bearer token.
     Token(Box<Claims>),
 }
@@ -65,6 +71,7 @@ impl Identity {
         match self {
             Identity::Anonymous => None,
             Identity::User(u) => Some(u),
+            Identity::Robot(r) => Some(&r.name),
             Identity::Token(c) => Some(&c.sub),
         }
     }
@@ -80,6 +87,9 @@ pub enum AuthError {
     BadToken(String),
     #[error("malformed Authorization header: {0}")]
     Malformed(&'static str),
+    /// An identity source that is down: the client may retry (503).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// Where a built-in token endpoint lives, relative to the registry's base URL.
@@ -136,6 +146,7 @@ impl Auth {
             mode,
             policy: access,
             limiter: FailureLimiter::default(),
+            robots: None,
         })
     }
 
@@ -145,6 +156,7 @@ impl Auth {
             mode: Mode::Open,
             policy: None,
             limiter: FailureLimiter::default(),
+            robots: None,
         }
     }
 
@@ -186,21 +198,78 @@ impl Auth {
         self.limiter.share(shared);
     }
 
-    /// Check a user name and password, with the failure rate limit.
-    pub async fn login(&self, peer: IpAddr, user: &str, password: &str) -> Result<(), AuthError> {
-        let Some(users) = self.users() else {
+    /// Accept robot and personal tokens from `store` as passwords.
+    pub fn use_tokens(&mut self, store: std::sync::Arc<dyn crate::store::state::Tokens>) {
+        self.robots = Some(Robots::new(store));
+    }
+
+    /// The robot tokens, when the registry takes them.
+    pub fn robots(&self) -> Option<&Robots> {
+        self.robots.as_ref()
+    }
+
+    /// Check a user name and password, with the failure rate limit: who they prove to be.
+    pub async fn login(
+        &self,
+        peer: IpAddr,
+        user: &str,
+        password: &str,
+    ) -> Result<Identity, AuthError> {
+        if self.users().is_none() {
             return Err(AuthError::BadCredentials);
-        };
+        }
         if self.limiter.is_blocked(peer, user).await {
             return Err(AuthError::TooManyFailures);
         }
-        if users.verify(user, password).await {
-            self.limiter.record_success(peer, user).await;
-            Ok(())
-        } else {
-            self.limiter.record_failure(peer, user).await;
-            tracing::warn!(%peer, user, "failed login");
-            Err(AuthError::BadCredentials)
+        match self.check_credentials(user, password).await {
+            Ok(who) => {
+                self.limiter.record_success(peer, user).await;
+                Ok(who)
+            }
+            Err(e @ AuthError::Unavailable(_)) => Err(e),
+            Err(e) => {
+                self.limiter.record_failure(peer, user).await;
+                tracing::warn!(%peer, user, "failed login");
+                Err(e)
+            }
+        }
+    }
+
+    /// The seam every identity source plugs into: each branch either knows `user` and
+    /// decides, or passes to the next. A new source (LDAP, say) is one more branch here,
+    /// returning `Identity::User` (with its groups, when policies learn them).
+    async fn check_credentials(&self, user: &str, password: &str) -> Result<Identity, AuthError> {
+        // Robot and personal tokens: their secrets are recognisable by their prefix, so
+        // a user whose name is also a token's still signs in with their password.
+        if let (Some(robots), true) = (&self.robots, password.starts_with(SECRET_PREFIX)) {
+            match robots.check(user, password).await {
+                Ok(Some(robot)) => return Ok(Identity::Robot(Box::new(robot))),
+                Ok(None) => {}
+                Err(Refused::Unavailable(why)) => return Err(AuthError::Unavailable(why)),
+                Err(e) => return Err(AuthError::BadToken(e.to_string())),
+            }
+        }
+        // htpasswd: local accounts.
+        if let Some(users) = self.users() {
+            if users.verify(user, password).await {
+                return Ok(Identity::User(user.to_owned()));
+            }
+        }
+        Err(AuthError::BadCredentials)
+    }
+
+    /// A bearer token issued to a robot is good only while the robot's token is.
+    async fn still_active(&self, claims: &Claims) -> Result<(), AuthError> {
+        if !claims.robot {
+            return Ok(());
+        }
+        let Some(robots) = &self.robots else {
+            return Err(AuthError::BadToken("robot tokens are not accepted here".into()));
+        };
+        match robots.active(&claims.sub).await {
+            Ok(_) => Ok(()),
+            Err(Refused::Unavailable(why)) => Err(AuthError::Unavailable(why)),
+            Err(e) => Err(AuthError::BadToken(e.to_string())),
         }
     }
 
@@ -222,8 +291,7 @@ impl Auth {
                 return Ok(Identity::Anonymous);
             }
             let (user, password) = parse_basic(value.trim())?;
-            self.login(peer, &user, &password).await?;
-            Ok(Identity::User(user))
+            self.login(peer, &user, &password).await
         } else if scheme.eq_ignore_ascii_case("bearer") {
             let token = value.trim();
             let claims = match &self.mode {
@@ -232,6 +300,7 @@ impl Auth {
                 Mode::Open | Mode::Basic { .. } => return Ok(Identity::Anonymous),
             }
             .map_err(|e| AuthError::BadToken(e.to_string()))?;
+            self.still_active(&claims).await?;
             Ok(Identity::Token(Box::new(claims)))
         } else {
             Err(AuthError::Malformed("only Basic and Bearer are supported"))
@@ -244,7 +313,27 @@ impl Auth {
         match who {
             Identity::Token(claims) => claims.actions_on(repo),
             Identity::User(u) => self.policy_allows(Some(u), repo),
+            Identity::Robot(r) => self.robot_allows(r, repo),
             Identity::Anonymous => self.policy_allows(None, repo),
+        }
+    }
+
+    /// A token's scopes, and for a personal token no more than its owner may do now.
+    pub fn robot_allows(&self, robot: &Robot, repo: &str) -> Actions {
+        let scoped = robot.scoped(repo);
+        match &robot.owner {
+            Some(owner) => scoped.intersect(self.policy_allows(Some(owner), repo)),
+            None => scoped,
+        }
+    }
+
+    /// What `who` may see in listings (the catalog, the event stream): a bearer token's
+    /// subject as the policy sees them, a robot's bearer token only what it was granted.
+    pub fn listable(&self, who: &Identity, repo: &str) -> Actions {
+        match who {
+            Identity::Token(c) if c.robot => c.actions_on(repo),
+            Identity::Token(c) => self.policy_allows(Some(&c.sub), repo),
+            other => self.allowed(other, repo),
         }
     }
 
@@ -263,7 +352,7 @@ impl Auth {
     pub fn may_list_catalog(&self, who: &Identity) -> bool {
         match who {
             Identity::Token(c) => c.grants_catalog(),
-            Identity::User(_) => true,
+            Identity::User(_) | Identity::Robot(_) => true,
             Identity::Anonymous => !self.enabled() || self.policy.is_some(),
         }
     }

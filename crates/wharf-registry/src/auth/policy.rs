@@ -113,6 +113,15 @@ impl fmt::Debug for RepoGlob {
 }
 
 impl RepoGlob {
+    /// Compile `glob` (`*` crosses `/`, as in `access:` rules).
+    pub fn new(glob: &str) -> Result<RepoGlob, String> {
+        globset::GlobBuilder::new(glob)
+            .literal_separator(false)
+            .build()
+            .map(|g| RepoGlob(g.compile_matcher()))
+            .map_err(|e| format!("bad repository glob {glob:?}: {e}"))
+    }
+
     pub fn is_match(&self, repo: &str) -> bool {
         self.0.is_match(repo)
     }
@@ -126,11 +135,7 @@ impl RepoGlob {
 impl<'de> Deserialize<'de> for RepoGlob {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        globset::GlobBuilder::new(&s)
-            .literal_separator(false)
-            .build()
-            .map(|g| RepoGlob(g.compile_matcher()))
-            .map_err(|e| serde::de::Error::custom(format!("bad repository glob {s:?}: {e}")))
+        RepoGlob::new(&s).map_err(serde::de::Error::custom)
     }
 }
 

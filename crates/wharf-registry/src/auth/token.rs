@@ -41,6 +41,10 @@ pub struct Claims {
     /// Set on refresh tokens, which grant nothing by themselves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub typ: Option<String>,
+    /// Set on tokens issued to a robot or personal token (`sub` is its name), so that
+    /// each use checks the token is still unrevoked and unexpired.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub robot: bool,
 }
 
 impl Claims {
@@ -146,7 +150,14 @@ impl Issuer {
         })
     }
 
-    fn sign(&self, sub: &str, access: Vec<Grant>, lifetime: Duration, typ: Option<&str>) -> String {
+    fn sign(
+        &self,
+        sub: &str,
+        access: Vec<Grant>,
+        lifetime: Duration,
+        typ: Option<&str>,
+        robot: bool,
+    ) -> String {
         let iat = now();
         let claims = Claims {
             iss: self.issuer.clone(),
@@ -158,17 +169,28 @@ impl Issuer {
             jti: random_id(),
             access,
             typ: typ.map(str::to_owned),
+            robot,
         };
         jsonwebtoken::encode(&self.header, &claims, &self.encoding)
             .expect("a key checked at start signs")
     }
 
     pub fn access_token(&self, sub: &str, access: Vec<Grant>) -> String {
-        self.sign(sub, access, self.expiration, None)
+        self.sign(sub, access, self.expiration, None, false)
     }
 
     pub fn refresh_token(&self, sub: &str) -> String {
-        self.sign(sub, vec![], REFRESH_LIFETIME, Some("refresh"))
+        self.sign(sub, vec![], REFRESH_LIFETIME, Some("refresh"), false)
+    }
+
+    /// As [`Issuer::access_token`], for the robot token `sub`.
+    pub fn robot_access_token(&self, sub: &str, access: Vec<Grant>) -> String {
+        self.sign(sub, access, self.expiration, None, true)
+    }
+
+    /// As [`Issuer::refresh_token`], for the robot token `sub`.
+    pub fn robot_refresh_token(&self, sub: &str) -> String {
+        self.sign(sub, vec![], REFRESH_LIFETIME, Some("refresh"), true)
     }
 
     fn validation(&self) -> Validation {

@@ -147,6 +147,8 @@ struct File {
     quotas: Option<Vec<super::governance::QuotaRule>>,
     /// wharf's own: the web UI.
     ui: Option<super::ui::Ui>,
+    /// wharf's own: the audit log.
+    audit: Option<super::audit::Audit>,
 }
 
 impl File {
@@ -191,6 +193,7 @@ impl File {
             config.ui = ui.into_config(origin)?;
         }
         config.gc = self.gc.and_then(|g| g.into_config());
+        config.audit = self.audit.unwrap_or_default().into_config();
         Ok(config)
     }
 }

@@ -14,6 +14,7 @@ mod observe;
 pub mod proxy;
 mod storage;
 mod ui;
+mod audit;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -57,6 +58,28 @@ pub struct Config {
     pub ui: UiConfig,
     /// `database:`: repositories, manifests and tags in PostgreSQL instead of link files.
     pub database: Option<crate::store::postgres::DatabaseConfig>,
+    /// `audit:` (wharf's own): the hash-chained audit log.
+    pub audit: AuditConfig,
+}
+
+/// `audit:`: on by default.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    pub enabled: bool,
+    /// Record pulls too.
+    pub pulls: bool,
+    /// Also append each record to this file as a JSON line.
+    pub file: Option<PathBuf>,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            enabled: true,
+            pulls: false,
+            file: None,
+        }
+    }
 }
 
 /// `ui:`: on by default; `admins` may manage users and run GC from it.
@@ -210,6 +233,7 @@ impl Config {
             ui: UiConfig::default(),
             governance: governance::Governance::default(),
             database: None,
+            audit: AuditConfig::default(),
         }
     }
 }

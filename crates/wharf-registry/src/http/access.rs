@@ -42,6 +42,7 @@ pub fn need(route: &Route, method: &Method) -> Need {
             repo(r, Actions::PULL | Actions::PUSH)
         }
         Route::Uploads(r) | Route::Upload(r, _) => repo(r, Actions::PULL | Actions::PUSH),
+        Route::Repository(r) => repo(r, Actions::DELETE),
     }
 }
 
@@ -99,6 +100,9 @@ pub fn identify_failed(state: &AppState, req: &Req, need: &Need, e: AuthError) -
         AuthError::TooManyFailures => ApiError::new(ErrorCode::Toomanyrequests)
             .message(e.to_string())
             .header(http::header::RETRY_AFTER, "60"),
+        AuthError::Unavailable(why) => ApiError::new(ErrorCode::Unavailable)
+            .message(format!("cannot check credentials now: {why}"))
+            .status(StatusCode::SERVICE_UNAVAILABLE),
         other => unauthorized(state, req, need, false, other.to_string()),
     }
 }
@@ -139,8 +143,8 @@ pub fn check(state: &AppState, req: &Req, need: &Need) -> Result<(), ApiError> {
                 }
             );
             match who {
-                // Basic users cannot get more by authenticating again.
-                Identity::User(_) => Err(ApiError::new(ErrorCode::Denied)
+                // Basic users and tokens cannot get more by authenticating again.
+                Identity::User(_) | Identity::Robot(_) => Err(ApiError::new(ErrorCode::Denied)
                     .message(message)
                     .status(StatusCode::FORBIDDEN)),
                 Identity::Anonymous => Err(unauthorized(state, req, need, false, message)),

@@ -14,11 +14,10 @@ pub async fn get(state: &AppState, req: &Req, origin: &Origin) -> ApiResult {
     // Show only what the caller may pull.
     let who = &req.identity;
     let may_pull = |r: &str| {
-        let allowed = match who {
-            crate::auth::Identity::Token(c) => state.auth.policy_allows(Some(&c.sub), r),
-            other => state.auth.allowed(other, r),
-        };
-        allowed.contains(crate::auth::policy::Actions::PULL)
+        state
+            .auth
+            .listable(who, r)
+            .contains(crate::auth::policy::Actions::PULL)
     };
     let filter: Option<&(dyn Fn(&str) -> bool + Sync)> = if state.auth.enabled() {
         Some(&may_pull)

@@ -68,6 +68,7 @@ fn clone_identity(who: &Identity) -> Identity {
     match who {
         Identity::Anonymous => Identity::Anonymous,
         Identity::User(u) => Identity::User(u.clone()),
+        Identity::Robot(r) => Identity::Robot(r.clone()),
         Identity::Token(c) => Identity::Token(c.clone()),
     }
 }
@@ -131,11 +132,7 @@ impl Subscriber {
             return true;
         }
         let repo = event.target.repository.as_str();
-        let allowed = match &self.identity {
-            Identity::Token(c) => auth.policy_allows(Some(&c.sub), repo),
-            other => auth.allowed(other, repo),
-        };
-        allowed.contains(Actions::PULL)
+        auth.listable(&self.identity, repo).contains(Actions::PULL)
     }
 }
 

@@ -9,6 +9,7 @@ pub mod error;
 mod events;
 mod manifests;
 mod referrers;
+mod repositories;
 pub mod response;
 mod tags;
 mod token;
@@ -152,6 +153,8 @@ enum Route {
     Uploads(RepoName),
     Upload(RepoName, Uuid),
     Referrers(RepoName, Digest),
+    /// wharf's own `/wharf/v1/repositories/<name>`: a whole repository.
+    Repository(RepoName),
 }
 
 impl Route {
@@ -163,6 +166,9 @@ impl Route {
         };
         if path == crate::auth::TOKEN_PATH {
             return Ok(Route::Token);
+        }
+        if let Some(name) = path.strip_prefix(repositories::PREFIX) {
+            return Ok(Route::Repository(name.parse().map_err(name_invalid)?));
         }
         let rest = match path.strip_prefix("/v2") {
             Some("" | "/") => return Ok(Route::Base),
@@ -212,7 +218,8 @@ impl Route {
             | Route::Blob(r, _)
             | Route::Uploads(r)
             | Route::Upload(r, _)
-            | Route::Referrers(r, _) => Some(r),
+            | Route::Referrers(r, _)
+            | Route::Repository(r) => Some(r),
             Route::Token | Route::Base | Route::Catalog | Route::Events => None,
         }
     }
@@ -230,6 +237,7 @@ impl Route {
             Route::Uploads(_) => "blob_upload",
             Route::Upload(..) => "blob_upload_chunk",
             Route::Referrers(..) => "referrers",
+            Route::Repository(_) => "repository",
         }
     }
 }
@@ -255,16 +263,10 @@ pub(crate) fn request_origin(
     actor: &str,
 ) -> Origin {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    // As Distribution's RemoteAddr: a proxy's X-Forwarded-For or X-Real-Ip, when an IP.
-    let forwarded = header("x-forwarded-for")
-        .and_then(|v| v.split(',').next())
-        .or_else(|| header("x-real-ip"))
-        .map(str::trim)
-        .filter(|ip| ip.parse::<IpAddr>().is_ok());
     Origin {
         request: RequestRecord {
             id: Uuid::new_v4().to_string(),
-            addr: forwarded.map_or_else(|| peer.to_string(), str::to_owned),
+            addr: client_addr(headers, peer),
             host: header("host").unwrap_or_default().to_owned(),
             method: method.to_owned(),
             useragent: header("user-agent").unwrap_or_default().to_owned(),
@@ -274,6 +276,36 @@ pub(crate) fn request_origin(
         },
         base_url: access::base_url(state, headers),
     }
+}
+
+/// The client's address as Distribution's RemoteAddr: a proxy's X-Forwarded-For or
+/// X-Real-Ip, when an IP, else the peer.
+pub(crate) fn client_addr(headers: &HeaderMap, peer: SocketAddr) -> String {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    header("x-forwarded-for")
+        .and_then(|v| v.split(',').next())
+        .or_else(|| header("x-real-ip"))
+        .map(str::trim)
+        .filter(|ip| ip.parse::<IpAddr>().is_ok())
+        .map_or_else(|| peer.to_string(), str::to_owned)
+}
+
+/// Record a login (a credential check a client asked for) in the audit log.
+pub(crate) async fn audit_login(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    user: &str,
+    how: &str,
+    result: Result<(), String>,
+) {
+    let outcome = match result {
+        Ok(()) => "ok".to_owned(),
+        Err(why) => format!("refused: {why}"),
+    };
+    let source = client_addr(headers, peer);
+    let e = crate::registry::audit::entry(user, &source, "login", how, &outcome);
+    state.registry.record(e).await;
 }
 
 fn method_not_allowed() -> ApiError {
@@ -291,10 +323,8 @@ async fn dispatch(state: &Arc<AppState>, route: Route, req: Req) -> ApiResult {
     }
     // A read causes an event only when an endpoint wants pulls: no record (a random id,
     // five strings) is built for every GET of the hot path otherwise.
-    let quiet = matches!(req.method, Method::GET | Method::HEAD)
-        && !state
-            .registry
-            .wants_event(crate::registry::events::envelope::PULL);
+    let quiet =
+        matches!(req.method, Method::GET | Method::HEAD) && !state.registry.records_pulls();
     let o = &if quiet {
         Origin::default()
     } else {
@@ -329,6 +359,7 @@ async fn dispatch(state: &Arc<AppState>, route: Route, req: Req) -> ApiResult {
         (Route::Upload(repo, id), Method::PUT) => uploads::put(state, &repo, id, req, o).await,
         (Route::Upload(repo, id), Method::DELETE) => uploads::cancel(state, &repo, id, o).await,
         (Route::Referrers(repo, d), Method::GET) => referrers::get(state, &repo, &d, &req, o).await,
+        (Route::Repository(repo), Method::DELETE) => repositories::delete(state, &repo, o).await,
         _ => Err(method_not_allowed()),
     }
 }
@@ -492,9 +523,40 @@ async fn authorize(state: &AppState, route: &Route, req: &mut Req) -> ApiResult<
         .await
     {
         Ok(id) => id,
-        Err(e) => return Err(access::identify_failed(state, req, &need, e)),
+        Err(e) => {
+            if let Some(user) = basic_user(authorization.as_deref()) {
+                let why = Err(e.to_string());
+                audit_login(state, &req.headers, req.peer_addr, &user, "basic", why).await;
+            }
+            return Err(access::identify_failed(state, req, &need, e));
+        }
     };
-    access::check(state, req, &need)
+    // `docker login` checks its credentials with `GET /v2/`: that is the login; every
+    // later request repeats them and is recorded by what it does instead.
+    if let (access::Need::Login, Some(user)) = (&need, basic_user(authorization.as_deref())) {
+        audit_login(state, &req.headers, req.peer_addr, &user, "basic", Ok(())).await;
+    }
+    let checked = access::check(state, req, &need);
+    if let (Err(e), access::Need::Repo(repo, wanted)) = (&checked, &need) {
+        let named = req.identity.name().filter(|_| req.method != Method::GET && req.method != Method::HEAD);
+        if let Some(who) = named {
+            let source = client_addr(&req.headers, req.peer_addr);
+            let outcome = format!("denied: {}", e.message);
+            let action = format!("access {wanted}");
+            let entry = crate::registry::audit::entry(who, &source, &action, repo.as_str(), &outcome);
+            state.registry.record(entry).await;
+        }
+    }
+    checked
+}
+
+/// The user name of Basic credentials, for the audit log.
+fn basic_user(authorization: Option<&str>) -> Option<String> {
+    let (scheme, value) = authorization?.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    crate::auth::parse_basic(value.trim()).ok().map(|(u, _)| u)
 }
 
 #[cfg(test)]

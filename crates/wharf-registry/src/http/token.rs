@@ -18,7 +18,7 @@ use super::response::json_response;
 use super::{AppState, Req};
 use crate::auth::policy::Actions;
 use crate::auth::token::{Grant, Issuer};
-use crate::auth::{parse_basic, AuthError};
+use crate::auth::{parse_basic, AuthError, Identity};
 
 const FORM_LIMIT: usize = 64 * 1024;
 
@@ -27,6 +27,9 @@ fn auth_error(e: AuthError) -> ApiError {
         AuthError::TooManyFailures => ApiError::new(ErrorCode::Toomanyrequests)
             .message(e.to_string())
             .header(http::header::RETRY_AFTER, "60"),
+        AuthError::Unavailable(why) => ApiError::new(ErrorCode::Unavailable)
+            .message(format!("cannot check credentials now: {why}"))
+            .status(StatusCode::SERVICE_UNAVAILABLE),
         e => ApiError::new(ErrorCode::Unauthorized).message(e.to_string()),
     }
 }
@@ -58,8 +61,8 @@ fn check_service(issuer: &Issuer, service: Option<&str>) -> ApiResult<()> {
 
 async fn get(state: &AppState, issuer: &Issuer, req: Req) -> ApiResult {
     check_service(issuer, req.query("service"))?;
-    let user = match req.header(http::header::AUTHORIZATION) {
-        None => None,
+    let who = match req.header(http::header::AUTHORIZATION) {
+        None => Identity::Anonymous,
         Some(h) => {
             let value = h
                 .trim()
@@ -70,26 +73,63 @@ async fn get(state: &AppState, issuer: &Issuer, req: Req) -> ApiResult {
                         .message("the token endpoint takes Basic credentials")
                 })?;
             let (user, password) = parse_basic(value.trim()).map_err(auth_error)?;
-            state
-                .auth
-                .login(req.peer, &user, &password)
-                .await
-                .map_err(auth_error)?;
-            Some(user)
+            let checked = state.auth.login(req.peer, &user, &password).await;
+            audited(state, &req, &user, &checked).await;
+            checked.map_err(auth_error)?
         }
     };
-    let grants = grants_for(state, user.as_deref(), &req.query_all("scope"));
+    let grants = grants_for(state, &who, &req.query_all("scope"));
     // docker login asks for a refresh token this way, to keep as its identitytoken.
     let offline = req.query("offline_token") == Some("true");
-    let refresh = user
-        .as_deref()
+    let refresh = Some(&who)
         .filter(|_| offline)
-        .map(|u| issuer.refresh_token(u));
-    Ok(token_response(issuer, user.as_deref(), grants, refresh))
+        .and_then(|w| refresh_for(issuer, w));
+    Ok(token_response(issuer, &who, grants, refresh))
+}
+
+fn refresh_for(issuer: &Issuer, who: &Identity) -> Option<String> {
+    match who {
+        Identity::User(u) => Some(issuer.refresh_token(u)),
+        Identity::Robot(r) => Some(issuer.robot_refresh_token(&r.name)),
+        Identity::Anonymous | Identity::Token(_) => None,
+    }
+}
+
+/// The identity a refresh token stands for, if it still exists (and, for a robot's, is
+/// neither revoked nor expired).
+async fn refreshed(state: &AppState, issuer: &Issuer, token: &str) -> ApiResult<Identity> {
+    let unauthorized = |m: String| ApiError::new(ErrorCode::Unauthorized).message(m);
+    let claims = issuer
+        .verify_refresh(token)
+        .map_err(|e| unauthorized(e.to_string()))?;
+    if claims.robot {
+        let robots = state
+            .auth
+            .robots()
+            .ok_or_else(|| unauthorized("robot tokens are not accepted here".into()))?;
+        let robot = robots.active(&claims.sub).await.map_err(|e| match e {
+            crate::auth::robots::Refused::Unavailable(why) => auth_error(AuthError::Unavailable(why)),
+            e => unauthorized(e.to_string()),
+        })?;
+        return Ok(Identity::Robot(Box::new(robot)));
+    }
+    if !state.auth.user_exists(&claims.sub) {
+        return Err(unauthorized(
+            "the refresh token's user no longer exists".into(),
+        ));
+    }
+    Ok(Identity::User(claims.sub))
+}
+
+/// Record a credential check of the token endpoint.
+async fn audited(state: &AppState, req: &Req, user: &str, checked: &Result<Identity, AuthError>) {
+    let result = checked.as_ref().map(drop).map_err(ToString::to_string);
+    super::audit_login(state, &req.headers, req.peer_addr, user, "token", result).await;
 }
 
 async fn post(state: &AppState, issuer: &Issuer, req: Req) -> ApiResult {
     let peer = req.peer;
+    let (headers, peer_addr) = (req.headers.clone(), req.peer_addr);
     let body = req.collect(FORM_LIMIT).await?;
     let form: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
     let field = |k: &str| {
@@ -103,26 +143,17 @@ async fn post(state: &AppState, issuer: &Issuer, req: Req) -> ApiResult {
         .filter(|(k, _)| k == "scope")
         .map(|(_, v)| v.clone())
         .collect();
-    let user = match field("grant_type") {
+    let who = match field("grant_type") {
         Some("password") => {
             let user = field("username").unwrap_or_default().to_owned();
-            state
-                .auth
-                .login(peer, &user, field("password").unwrap_or_default())
-                .await
-                .map_err(auth_error)?;
-            user
+            let password = field("password").unwrap_or_default();
+            let checked = state.auth.login(peer, &user, password).await;
+            let result = checked.as_ref().map(drop).map_err(ToString::to_string);
+            super::audit_login(state, &headers, peer_addr, &user, "token", result).await;
+            checked.map_err(auth_error)?
         }
         Some("refresh_token") => {
-            let token = field("refresh_token").unwrap_or_default();
-            let claims = issuer
-                .verify_refresh(token)
-                .map_err(|e| ApiError::new(ErrorCode::Unauthorized).message(e.to_string()))?;
-            if !state.auth.user_exists(&claims.sub) {
-                return Err(ApiError::new(ErrorCode::Unauthorized)
-                    .message("the refresh token's user no longer exists"));
-            }
-            claims.sub
+            refreshed(state, issuer, field("refresh_token").unwrap_or_default()).await?
         }
         other => {
             return Err(ApiError::new(ErrorCode::Unsupported)
@@ -132,18 +163,21 @@ async fn post(state: &AppState, issuer: &Issuer, req: Req) -> ApiResult {
                 .status(StatusCode::BAD_REQUEST))
         }
     };
-    let grants = grants_for(state, Some(&user), &scopes);
-    let refresh = issuer.refresh_token(&user);
-    Ok(token_response(issuer, Some(&user), grants, Some(refresh)))
+    let grants = grants_for(state, &who, &scopes);
+    let refresh = refresh_for(issuer, &who);
+    Ok(token_response(issuer, &who, grants, refresh))
 }
 
 fn token_response(
     issuer: &Issuer,
-    user: Option<&str>,
+    who: &Identity,
     grants: Vec<Grant>,
     refresh: Option<String>,
 ) -> super::response::Resp {
-    let token = issuer.access_token(user.unwrap_or(""), grants);
+    let token = match who {
+        Identity::Robot(r) => issuer.robot_access_token(&r.name, grants),
+        other => issuer.access_token(other.name().unwrap_or(""), grants),
+    };
     let mut body = json!({
         "token": token,
         "access_token": token,
@@ -155,8 +189,10 @@ fn token_response(
     json_response(StatusCode::OK, &body)
 }
 
-/// Grant each `type:name:actions` scope as far as the policy allows `user`.
-fn grants_for(state: &AppState, user: Option<&str>, scopes: &[String]) -> Vec<Grant> {
+/// Grant each `type:name:actions` scope as far as `who` may (the policy for a user, its
+/// scopes for a robot).
+fn grants_for(state: &AppState, who: &Identity, scopes: &[String]) -> Vec<Grant> {
+    let known = !matches!(who, Identity::Anonymous);
     let mut grants = Vec::new();
     for scope in scopes
         .iter()
@@ -175,8 +211,8 @@ fn grants_for(state: &AppState, user: Option<&str>, scopes: &[String]) -> Vec<Gr
                 let Ok(repo) = name.parse::<RepoName>() else {
                     continue;
                 };
-                let granted = Actions::from_words(wanted)
-                    .intersect(state.auth.policy_allows(user, repo.as_str()));
+                let granted =
+                    Actions::from_words(wanted).intersect(state.auth.allowed(who, repo.as_str()));
                 if !granted.is_empty() {
                     let actions = granted.words().into_iter().map(str::to_owned).collect();
                     grants.push(Grant {
@@ -186,7 +222,7 @@ fn grants_for(state: &AppState, user: Option<&str>, scopes: &[String]) -> Vec<Gr
                     });
                 }
             }
-            "registry" if name == "catalog" && user.is_some() => {
+            "registry" if name == "catalog" && known => {
                 grants.push(Grant {
                     kind: "registry".into(),
                     name: "catalog".into(),

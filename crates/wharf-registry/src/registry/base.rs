@@ -11,7 +11,7 @@ use wharf_oci::{Descriptor, Digest, ErrorCode, Reference, RepoName};
 
 use super::events::{Event, Events, Origin};
 use super::governance::SizeCache;
-use super::service::{BlobSource, Served, Service, Visible};
+use super::service::{BlobSource, RepositoryDeleted, Served, Service, Visible};
 use super::{Error, ManifestCache, PutManifest, Result};
 use crate::config::governance::Governance;
 use crate::store::{ByteStream, Page, Store};
@@ -73,7 +73,7 @@ impl Core {
     }
 
     /// Refuse a delete unless deletes are enabled (and the registry is writable).
-    fn check_delete(&self) -> Result<()> {
+    pub(super) fn check_delete(&self) -> Result<()> {
         self.check_write()?;
         if !self.rules.delete_enabled {
             return Err(Error::refused(
@@ -120,6 +120,15 @@ impl Service for Core {
     ) -> Result<bool> {
         self.check_delete()?;
         self.remove_manifest(repo, reference).await
+    }
+
+    async fn delete_repository(
+        &self,
+        _: &Origin,
+        repo: &RepoName,
+    ) -> Result<Option<RepositoryDeleted>> {
+        self.check_delete()?;
+        self.remove_repository(repo).await
     }
 
     async fn blob(

@@ -10,6 +10,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use wharf_oci::{Descriptor, Digest, Reference, RepoName, Tag};
 
+use super::audit::{Audit, AuditLayer};
 use super::base::Rules;
 use super::events::{Events, EventsLayer};
 use super::gc::{GcOptions, GcReport};
@@ -30,6 +31,7 @@ pub struct Registry {
     core: Arc<Core>,
     events: Option<Arc<Events>>,
     proxy_stats: Option<Arc<ProxyStats>>,
+    pub(super) audit: Option<Arc<Audit>>,
 }
 
 /// Client operations enter through the outermost layer.
@@ -48,6 +50,7 @@ pub struct RegistryBuilder {
     core: Core,
     proxy: Option<Proxy>,
     events: Option<Arc<Events>>,
+    audit: Option<Arc<Audit>>,
     wraps: Vec<Wrap>,
 }
 
@@ -74,6 +77,12 @@ impl RegistryBuilder {
         self
     }
 
+    /// Record who changed what in the audit log.
+    pub fn audit(mut self, audit: Option<Arc<Audit>>) -> Self {
+        self.audit = audit;
+        self
+    }
+
     /// Wrap the service in one more layer, outside every other.
     pub fn layer(
         mut self,
@@ -95,6 +104,10 @@ impl RegistryBuilder {
         if let Some(events) = &self.events {
             service = Arc::new(EventsLayer::new(service, events.clone()));
         }
+        // Outside events: a record notes how the whole operation ended.
+        if let Some(audit) = &self.audit {
+            service = Arc::new(AuditLayer::new(service, audit.clone()));
+        }
         for wrap in self.wraps {
             service = wrap(service);
         }
@@ -103,6 +116,7 @@ impl RegistryBuilder {
             core,
             events: self.events,
             proxy_stats,
+            audit: self.audit,
         }
     }
 }
@@ -125,6 +139,7 @@ impl Registry {
             core: Core::new(store),
             proxy: None,
             events: None,
+            audit: None,
             wraps: Vec::new(),
         }
     }
@@ -143,6 +158,12 @@ impl Registry {
     /// origin of a request only when something will use it.
     pub fn wants_event(&self, action: &str) -> bool {
         self.events.as_ref().is_some_and(|e| e.wants(action))
+    }
+
+    /// Whether reads need their origin built: an event or an audit record of pulls.
+    pub fn records_pulls(&self) -> bool {
+        self.wants_event(super::events::envelope::PULL)
+            || self.audit.as_ref().is_some_and(|a| a.audits_pulls())
     }
 
     /// The pull-through cache's counters, when there is one.
@@ -225,15 +246,30 @@ impl Registry {
     }
 
     pub async fn collect_garbage(&self, opts: &GcOptions) -> Result<GcReport> {
-        self.core.collect_garbage(opts).await
+        let report = self.core.collect_garbage(opts).await;
+        let done = |r: &GcReport| {
+            let verb = if r.dry_run { "would free" } else { "freed" };
+            format!("ok: {} blobs, {} bytes {verb}", r.blobs.len(), r.bytes_freed)
+        };
+        self.job_ran("gc", &report, done).await;
+        report
     }
 
     pub async fn scrub(&self, opts: &ScrubOptions) -> Result<ScrubReport> {
-        self.core.scrub(opts).await
+        let report = self.core.scrub(opts).await;
+        let done = |r: &ScrubReport| format!("ok: {} problems", r.problems());
+        self.job_ran("scrub", &report, done).await;
+        report
     }
 
     pub async fn apply_retention(&self, dry_run: bool) -> Result<RetentionReport> {
-        self.core.apply_retention(dry_run).await
+        let report = self.core.apply_retention(dry_run).await;
+        let done = |r: &RetentionReport| {
+            let verb = if r.dry_run { "would delete" } else { "deleted" };
+            format!("ok: {verb} {} tags, {} manifests", r.tags.len(), r.manifests.len())
+        };
+        self.job_ran("retention", &report, done).await;
+        report
     }
 
     pub async fn evict_cached(&self, config: &ProxyConfig) -> Result<Evicted> {

@@ -6,6 +6,7 @@
 //! governance, GC, scrub, retention), and cross-cutting behaviour wraps it as layers
 //! ([`service::Layer`]): the pull-through cache (`proxy`) and event emission (`events`).
 
+pub mod audit;
 mod base;
 mod cache;
 mod door;
@@ -17,10 +18,12 @@ pub mod jobs;
 pub mod manifests;
 pub mod proxy;
 pub mod reports;
+mod repositories;
 pub mod retention;
 pub mod scrub;
 pub mod service;
 mod signouts;
+mod tokens;
 mod uploads;
 
 use serde_json::Value;
@@ -33,7 +36,8 @@ pub use base::{Core, Rules};
 pub use cache::ManifestCache;
 pub use door::{Registry, RegistryBuilder, StorageSummary};
 pub use manifests::{ManifestContent, PutManifest};
-pub use service::{BlobSource, Layer, Served, Service};
+pub use tokens::{Actor, AuditQuery};
+pub use service::{BlobSource, Layer, RepositoryDeleted, Served, Service};
 
 /// Why an operation was refused: a spec error code with what to tell the client, or the
 /// store's failure.

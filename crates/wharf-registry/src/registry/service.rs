@@ -41,6 +41,14 @@ impl BlobSource {
     }
 }
 
+/// What a repository delete removed.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RepositoryDeleted {
+    pub repository: String,
+    pub manifests: Vec<Digest>,
+    pub tags: Vec<String>,
+}
+
 /// A manifest answer, with the `Warning` to send when it is served stale.
 pub struct Served {
     pub content: ManifestContent,
@@ -120,6 +128,14 @@ operations! {
         repo: &RepoName,
         reference: &Reference,
     ) -> Result<bool>;
+    /// Delete a whole repository: every tag and manifest, its blob links, and its name
+    /// from the catalog (GC frees the bytes). Refused as a whole, before anything is
+    /// deleted, when a tag in it is immutable. None when there is no such repository.
+    async fn delete_repository(
+        &self,
+        o: &Origin,
+        repo: &RepoName,
+    ) -> Result<Option<RepositoryDeleted>>;
     /// The blob `digest` if `repo` may serve it. `want_body` false (a HEAD) only asks.
     async fn blob(
         &self,

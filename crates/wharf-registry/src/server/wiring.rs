@@ -80,7 +80,7 @@ impl<'a> Wiring<'a> {
     pub async fn state(&self) -> anyhow::Result<(Arc<AppState>, Store)> {
         let config = self.config;
         let store = self.store().await?;
-        let auth = self.auth()?;
+        let auth = self.auth(&store)?;
         let extra_headers = self.extra_headers()?;
         let upload_secret = self.upload_secret()?;
         let (registry, metrics) = self.registry(store.clone()).await?;
@@ -105,17 +105,19 @@ impl<'a> Wiring<'a> {
             .with_context(|| format!("cannot open storage {}", storage.describe()))
     }
 
-    fn auth(&self) -> anyhow::Result<Auth> {
+    fn auth(&self, store: &Store) -> anyhow::Result<Auth> {
         let config = self.config;
-        let auth = Auth::new(
+        let mut auth = Auth::new(
             config.auth.as_ref(),
             config.access.clone(),
             config.http.secret.as_deref(),
         )
         .map_err(anyhow::Error::msg)?;
+        if let Some(identity) = &store.identity {
+            auth.use_tokens(identity.clone());
+        }
         #[cfg(feature = "postgres")]
         if let Some(db) = &config.database {
-            let mut auth = auth;
             auth.share_failures(Arc::new(crate::store::postgres::open_failures(db)?));
             return Ok(auth);
         }
@@ -178,7 +180,9 @@ impl<'a> Wiring<'a> {
             delete_enabled: config.delete_enabled,
             read_only: config.read_only,
         };
+        let audit = crate::registry::audit::Audit::from_config(&config.audit, &store);
         let registry = Registry::builder(store)
+            .audit(audit)
             .governance(Arc::new(config.governance.clone()))
             .rules(rules)
             .proxy(proxy)
@@ -201,7 +205,7 @@ impl<'a> Wiring<'a> {
             None => Arc::new(crate::store::fs::FsState::new(wharf_dir)),
         };
         let source = Source {
-            addr: format!("{}:{}", hostname(), config.addr.port()),
+            addr: format!("{}:{}", crate::registry::audit::hostname(), config.addr.port()),
             instance_id: uuid::Uuid::new_v4().to_string(),
         };
         match Events::open(log, config.notifications.clone(), source, metrics).await {
@@ -314,13 +318,4 @@ fn random_secret() -> anyhow::Result<Vec<u8>> {
     let mut random = vec![0u8; 32];
     getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
     Ok(random)
-}
-
-/// This machine's name, as registry:2 puts it in events' `source.addr`.
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
 }

@@ -10,6 +10,7 @@
 //! on-disk layout, so Distribution and wharf (several processes of it) serve one directory.
 //! The contract is written down in `docs/storage.md`.
 
+pub mod auditchain;
 pub mod fs;
 pub mod hashstate;
 pub mod layout;
@@ -325,6 +326,9 @@ pub trait MetaStore: Send + Sync + 'static {
     ) -> StoreResult<bool>;
     /// Remove a tag whose target cannot be read or does not exist (scrub --repair).
     async fn delete_tag_link(&self, repo: &RepoName, tag: &str) -> StoreResult<bool>;
+    /// Remove what is left of a repository whose manifests were deleted and whose blobs
+    /// were unlinked, so that the catalog no longer lists it. Call under [`Locks::writer`].
+    async fn forget_repository(&self, repo: &RepoName) -> StoreResult<()>;
 }
 
 /// A held lock; released when dropped.
@@ -361,6 +365,9 @@ pub struct Store {
     /// What is not content (the event log, job reports, UI sign-out stamps), where the
     /// backend keeps it: files under `_wharf/` on a filesystem, none in a bucket yet.
     pub state: Option<Arc<dyn state::State>>,
+    /// Robot tokens and the audit log: under `_wharf/` on this host's root (shared by the
+    /// processes on it), or in PostgreSQL with a database (shared by every replica).
+    pub identity: Option<Arc<dyn state::IdentityState>>,
 }
 
 impl Store {
@@ -444,9 +451,14 @@ pub async fn open(
             return Err(StoreError::NotAStore(built_without("s3", "storage.s3")))
         }
     };
+    let mut store = store;
+    if store.identity.is_none() {
+        let dir = fs::Layout::new(config.local_root()).wharf_dir();
+        store.identity = Some(Arc::new(fs::FsState::new(dir)));
+    }
     #[cfg(feature = "postgres")]
     if let Some(db) = database {
-        let mut store = store;
+        store.identity = Some(Arc::new(postgres::open_identity(db)?));
         store.meta = Arc::new(postgres::open_meta(db, store.blobs.clone())?);
         store.describe = format!("{} with metadata in {}", store.describe, db.describe());
         return Ok(store);

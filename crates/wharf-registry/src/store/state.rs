@@ -61,6 +61,11 @@ pub trait State: Records + EventLog {}
 
 impl<T: Records + EventLog + ?Sized> State for T {}
 
+/// Tokens and the audit log, as one store keeps them.
+pub trait IdentityState: Tokens + AuditLog {}
+
+impl<T: Tokens + AuditLog + ?Sized> IdentityState for T {}
+
 /// Failed-login counts kept where every replica sees them (the login limiter's).
 #[async_trait]
 pub trait SharedFailures: Send + Sync {
@@ -68,4 +73,70 @@ pub trait SharedFailures: Send + Sync {
     async fn failures(&self, ip: IpAddr, user: &str, window: Duration) -> Result<u32, String>;
     async fn failed(&self, ip: IpAddr, user: &str, window: Duration) -> Result<(), String>;
     async fn succeeded(&self, ip: IpAddr, user: &str) -> Result<(), String>;
+}
+
+/// A robot or personal access token as stored: never its secret, only the secret's
+/// SHA-256 (see `auth::robots` for why a fast hash is the right one here).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TokenRecord {
+    /// The user name docker sends with it.
+    pub name: String,
+    /// The signed-in user who made it for themselves; None for a robot an admin made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// `repository-glob:actions`, e.g. `team/*:pull,push`: all the token may do.
+    pub scopes: Vec<String>,
+    /// Hex SHA-256 of the secret.
+    pub hash: String,
+    /// Unix seconds.
+    pub created: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used: Option<u64>,
+}
+
+/// Robot and personal tokens, where every replica reads them.
+#[async_trait]
+pub trait Tokens: Send + Sync + 'static {
+    /// Store a new token; false when the name is taken (by a revoked token too, so that
+    /// a name in the audit log means one token).
+    async fn create_token(&self, token: &TokenRecord) -> StoreResult<bool>;
+    async fn token(&self, name: &str) -> StoreResult<Option<TokenRecord>>;
+    /// Every token, sorted by name.
+    async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>>;
+    /// Mark revoked at `at` (unix seconds); false when there is no such token.
+    async fn revoke_token(&self, name: &str, at: u64) -> StoreResult<bool>;
+    /// Record a use at `at` (callers throttle these writes).
+    async fn token_used(&self, name: &str, at: u64) -> StoreResult<()>;
+}
+
+/// One thing someone did, as the audit log records it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AuditEntry {
+    /// RFC 3339, UTC.
+    pub time: String,
+    /// Who: a user, a token's name, `-` for anonymous, `wharf` for the registry's own jobs.
+    pub actor: String,
+    /// The client's address, or the host that ran a command.
+    pub source: String,
+    pub action: String,
+    pub target: String,
+    /// `ok`, `denied`, `failed: ...`.
+    pub outcome: String,
+}
+
+/// The hash-chained audit log: each stored line is an entry sealed to the line before it
+/// (`store::auditchain`). Appends are serialized across every process on the store.
+#[async_trait]
+pub trait AuditLog: Send + Sync + 'static {
+    /// Seal and append `entries` in order, durably; the lines stored.
+    async fn append_audit(&self, entries: &[AuditEntry]) -> StoreResult<Vec<String>>;
+    /// Every stored line, in stored order.
+    async fn audit_lines(&self) -> StoreResult<Vec<String>>;
+    /// The last sequence number and hash appended, as recorded beside the lines: what
+    /// shows that records were cut from the end.
+    async fn audit_head(&self) -> StoreResult<Option<(u64, String)>>;
 }

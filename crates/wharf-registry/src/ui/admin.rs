@@ -71,7 +71,12 @@ pub async fn users(State(ui): State<Arc<Ui>>, headers: HeaderMap) -> Response {
     }
 }
 
-pub async fn change_user(State(ui): State<Arc<Ui>>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn change_user(
+    State(ui): State<Arc<Ui>>,
+    headers: HeaderMap,
+    ext: http::Extensions,
+    body: Bytes,
+) -> Response {
     let who = match admin(&ui, &headers).await {
         Ok(w) => w,
         Err(r) => return r,
@@ -106,6 +111,18 @@ pub async fn change_user(State(ui): State<Arc<Ui>>, headers: HeaderMap, body: By
         }
         _ => return refuse("unknown action"),
     };
+    let result = match &done {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(crate::registry::Error::refused(wharf_oci::ErrorCode::Denied, e.clone())),
+        Err(e) => Err(crate::registry::Error::refused(wharf_oci::ErrorCode::Unknown, e.to_string())),
+    };
+    let source = crate::http::client_addr(&headers, super::peer(&ext));
+    let actor = crate::registry::Actor {
+        name: who.user().unwrap_or_default(),
+        source: &source,
+    };
+    let action = format!("user {action}");
+    ui.app.registry.record_as(actor, &action, &user, &result).await;
     match done {
         Ok(Ok(())) => {
             users.reload_now();

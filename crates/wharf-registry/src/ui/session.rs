@@ -211,13 +211,20 @@ pub async fn login(
         f.get("username").map(String::as_str).unwrap_or(""),
         f.get("password").map(String::as_str).unwrap_or(""),
     );
-    match ui
+    let checked = ui
         .app
         .auth
         .login(super::peer(&ext).ip(), user, password)
-        .await
-    {
-        Ok(()) => {
+        .await;
+    let result = match &checked {
+        Ok(crate::auth::Identity::User(_)) => Ok(()),
+        Ok(_) => Err("the UI signs in users, not tokens".to_owned()),
+        Err(e) => Err(e.to_string()),
+    };
+    crate::http::audit_login(&ui.app, &headers, super::peer(&ext), user, "ui", result).await;
+    match checked {
+        // The UI signs in people, not tokens.
+        Ok(crate::auth::Identity::User(_)) => {
             let value = ui.keys.seal(user, now_ms());
             let mut resp = Redirect::to("/ui/").into_response();
             let c = set_cookie(SESSION, &value, Some(SESSION_TTL.as_secs()), who.secure);
@@ -227,7 +234,7 @@ pub async fn login(
         Err(e @ AuthError::TooManyFailures) => {
             ui.login_page(&who, StatusCode::TOO_MANY_REQUESTS, Some(&e.to_string()))
         }
-        Err(_) => ui.login_page(
+        _ => ui.login_page(
             &who,
             StatusCode::UNAUTHORIZED,
             Some("wrong user name or password"),

@@ -11,7 +11,7 @@ use wharf_oci::{Digest, Reference, RepoName};
 
 use super::envelope::{MOUNT, PULL, PUSH};
 use super::{Events, Origin};
-use crate::registry::service::{BlobSource, Layer, Served, Service};
+use crate::registry::service::{BlobSource, Layer, RepositoryDeleted, Served, Service};
 use crate::registry::{PutManifest, Result};
 use crate::store::ByteStream;
 
@@ -112,6 +112,20 @@ impl Layer for EventsLayer {
                 Reference::Digest(d) => o.deleted(repo, d),
             };
             self.events.emit(vec![e]).await;
+        }
+        Ok(deleted)
+    }
+
+    /// A delete event for each manifest, as deleting them one by one would send.
+    async fn delete_repository(
+        &self,
+        o: &Origin,
+        repo: &RepoName,
+    ) -> Result<Option<RepositoryDeleted>> {
+        let deleted = self.inner.delete_repository(o, repo).await?;
+        if let Some(d) = &deleted {
+            let events = d.manifests.iter().map(|m| o.deleted(repo, m)).collect();
+            self.events.emit(events).await;
         }
         Ok(deleted)
     }

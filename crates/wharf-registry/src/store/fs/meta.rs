@@ -530,4 +530,27 @@ impl MetaStore for FsMetaStore {
         };
         self.delete_tag(repo, &tag).await
     }
+
+    async fn forget_repository(&self, repo: &RepoName) -> StoreResult<()> {
+        let (dir, top) = (self.layout.repo(repo), self.layout.repositories());
+        blocking(move || {
+            // Only the repository's own directories: a nested repository (`a/b` under
+            // `a`) lives beside them and stays.
+            for own in ["_manifests", "_layers", "_uploads"] {
+                remove_dir_durably(&dir.join(own))?;
+            }
+            let mut at = Some(dir.as_path());
+            while let Some(d) = at.filter(|d| *d != top && d.starts_with(&top)) {
+                if fs::remove_dir(d).is_err() {
+                    break; // not empty: something else lives there
+                }
+                at = d.parent();
+            }
+            Ok(())
+        })
+        .await?;
+        self.referrers.remove(repo);
+        self.tag_lists.remove(repo);
+        Ok(())
+    }
 }

@@ -7,6 +7,7 @@ mod eventlog;
 mod links;
 mod locks;
 mod meta;
+mod identity;
 mod state;
 mod upload;
 
@@ -64,6 +65,7 @@ pub fn open_with(
         locks,
         describe: root.display().to_string(),
         state: Some(Arc::new(FsState::new(layout.wharf_dir()))),
+        identity: Some(Arc::new(FsState::new(layout.wharf_dir()))),
     })
 }
 

@@ -38,6 +38,10 @@ impl FsState {
         }
     }
 
+    pub(super) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     fn log(&self) -> io::Result<&Arc<FsLog>> {
         if let Some(log) = self.log.get() {
             return Ok(log);

@@ -159,3 +159,10 @@ pub fn open_meta(
     let pool = config.lazy_pool().map_err(StoreError::NotAStore)?;
     Ok(PgMetaStore::new(pool, blobs, config.describe()))
 }
+
+/// Tokens and the audit log, on a pool of their own (a login must not wait behind
+/// metadata queries).
+pub fn open_identity(config: &DatabaseConfig) -> Result<super::identity::PgIdentity, StoreError> {
+    let pool = config.lazy_pool().map_err(StoreError::NotAStore)?;
+    Ok(super::identity::PgIdentity::new(pool, config.describe()))
+}

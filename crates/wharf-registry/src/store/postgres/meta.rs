@@ -543,6 +543,15 @@ impl MetaStore for PgMetaStore {
         )
         .await
     }
+
+    async fn forget_repository(&self, repo: &RepoName) -> StoreResult<()> {
+        sqlx::query("DELETE FROM repositories WHERE name = $1")
+            .bind(repo.as_str())
+            .execute(self.db().await?)
+            .await
+            .map_err(self.err())?;
+        Ok(())
+    }
 }
 
 impl PgMetaStore {

@@ -27,6 +27,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("migrations/0002_login_failures.up.sql"),
         include_str!("migrations/0002_login_failures.down.sql"),
     ),
+    (
+        4,
+        "robot tokens and the audit log",
+        include_str!("migrations/0004_identity.up.sql"),
+        include_str!("migrations/0004_identity.down.sql"),
+    ),
 ];
 
 #[derive(Debug)]

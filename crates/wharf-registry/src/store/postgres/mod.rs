@@ -14,6 +14,8 @@
 #[cfg(feature = "postgres")]
 mod connect;
 #[cfg(feature = "postgres")]
+mod identity;
+#[cfg(feature = "postgres")]
 mod import;
 #[cfg(feature = "postgres")]
 mod limits;
@@ -31,7 +33,7 @@ use std::time::Duration;
 #[cfg(feature = "postgres")]
 pub(crate) use connect::store_error;
 #[cfg(feature = "postgres")]
-pub use connect::{open_failures, open_locks, open_meta, probe};
+pub use connect::{open_failures, open_identity, open_locks, open_meta, probe};
 #[cfg(feature = "postgres")]
 pub use import::{import, ImportReport};
 #[cfg(feature = "postgres")]

@@ -357,4 +357,12 @@ impl MetaStore for S3MetaStore {
     async fn delete_tag_link(&self, repo: &RepoName, tag: &str) -> StoreResult<bool> {
         self.remove_tag(repo, tag).await
     }
+
+    async fn forget_repository(&self, repo: &RepoName) -> StoreResult<()> {
+        let base = self.prefix(self.bucket.layout.repo(repo));
+        for own in ["_manifests/", "_layers/"] {
+            self.bucket.delete_prefix(&format!("{base}{own}")).await?;
+        }
+        Ok(())
+    }
 }
