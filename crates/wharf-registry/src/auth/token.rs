@@ -455,7 +455,7 @@ mod tests {
             .verify_access(&other.access_token("alice", vec![]))
             .is_err());
 
-        let expired = i.sign("alice", vec![], Duration::ZERO, None);
+        let expired = i.sign("alice", vec![], Duration::ZERO, None, false);
         let mut v = i.validation();
         v.leeway = 0;
         std::thread::sleep(Duration::from_millis(1100));

@@ -209,6 +209,7 @@ pub async fn tags(State(ui): State<Arc<Ui>>, headers: HeaderMap, q: Params) -> R
             }
         }
         @if let Some(n) = next { p { a #next href=(n) { "Next page" } } }
+        @if deletable { p { a #deleterepo href={ "/ui/delete-repository?" (encode(&[("name", name)])) } { "Delete this repository" } } }
     };
     ui.page(&who, StatusCode::OK, name, body)
 }

@@ -12,6 +12,7 @@
 mod actions;
 mod admin;
 mod browse;
+mod identity;
 mod page;
 mod rules;
 mod session;
@@ -69,6 +70,15 @@ pub fn router(app: Arc<AppState>, config: &UiConfig) -> Router {
         .route("/ui/admin/policies", get(admin::policies))
         .route("/ui/admin/storage", get(admin::storage))
         .route("/ui/rules", get(rules::rules))
+        .route(
+            "/ui/tokens",
+            get(identity::tokens).post(identity::change_token),
+        )
+        .route("/ui/admin/audit", get(identity::audit))
+        .route(
+            "/ui/delete-repository",
+            get(identity::confirm_delete_repo).post(identity::delete_repo),
+        )
         .with_state(ui.clone())
         .layer(axum::middleware::from_fn(move |req, next| {
             as_the_api_does(ui.clone(), req, next)

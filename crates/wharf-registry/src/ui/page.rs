@@ -86,11 +86,13 @@ impl Ui {
                     nav {
                         a href="/ui/" { "Repositories" }
                         @if who.user().is_some() || !self.app.auth.enabled() { a href="/ui/rules" { "Rules" } }
+                        @if who.user().is_some() { a href="/ui/tokens" { "Tokens" } }
                         @if who.admin {
                             a href="/ui/admin/users" { "Users" }
                             a href="/ui/admin/policies" { "Access" }
                             a href="/ui/admin/storage" { "Storage" }
                             a href="/ui/gc" { "GC" }
+                            a href="/ui/admin/audit" { "Audit" }
                         }
                         span.me {
                             @match who.user() {

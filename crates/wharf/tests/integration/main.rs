@@ -17,6 +17,7 @@ mod database_races;
 mod database_s3;
 mod events;
 mod governance;
+mod identity;
 mod http_edges;
 mod image;
 mod lifecycle;
