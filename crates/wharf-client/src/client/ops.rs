@@ -190,6 +190,25 @@ impl RegistryClient {
                 &what,
             )
             .await?;
+        // A refusal by a rule (an immutable tag) says why: pass its words on, not the
+        // generic "ask for access" of a 403.
+        if response.status() == reqwest::StatusCode::FORBIDDEN {
+            let text = response.text().await.unwrap_or_default();
+            let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            if let Some(message) = body["errors"][0]["message"].as_str() {
+                return Err(ClientError::Status {
+                    registry: self.registry().to_string(),
+                    what,
+                    status: 403,
+                    detail: message.to_owned(),
+                });
+            }
+            return Err(ClientError::Denied {
+                registry: self.registry().to_string(),
+                what,
+                status: 403,
+            });
+        }
         let response = self.expect_success(response, &what).await?;
         let bytes = self.small_body(response, &what).await?;
         Ok(String::from_utf8_lossy(&bytes).into_owned())

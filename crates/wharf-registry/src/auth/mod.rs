@@ -87,6 +87,10 @@ pub enum AuthError {
     BadToken(String),
     #[error("malformed Authorization header: {0}")]
     Malformed(&'static str),
+    /// The right secret for a token that is revoked or expired: refused (401), but no
+    /// guess, so it does not count towards the failed-login limit.
+    #[error("{0}")]
+    Unusable(String),
     /// An identity source that is down: the client may retry (503).
     #[error("{0}")]
     Unavailable(String),
@@ -226,7 +230,7 @@ impl Auth {
                 self.limiter.record_success(peer, user).await;
                 Ok(who)
             }
-            Err(e @ AuthError::Unavailable(_)) => Err(e),
+            Err(e @ (AuthError::Unavailable(_) | AuthError::Unusable(_))) => Err(e),
             Err(e) => {
                 self.limiter.record_failure(peer, user).await;
                 tracing::warn!(%peer, user, "failed login");
@@ -246,7 +250,8 @@ impl Auth {
                 Ok(Some(robot)) => return Ok(Identity::Robot(Box::new(robot))),
                 Ok(None) => {}
                 Err(Refused::Unavailable(why)) => return Err(AuthError::Unavailable(why)),
-                Err(e) => return Err(AuthError::BadToken(e.to_string())),
+                Err(e @ Refused::WrongSecret(_)) => return Err(AuthError::BadToken(e.to_string())),
+                Err(e) => return Err(AuthError::Unusable(e.to_string())),
             }
         }
         // htpasswd: local accounts.

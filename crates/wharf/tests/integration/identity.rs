@@ -126,7 +126,7 @@ pub(crate) fn within(limit: Duration, mut check: impl FnMut() -> bool) -> Option
         if check() {
             return Some(start.elapsed());
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(50));
     }
     None
 }
@@ -151,9 +151,13 @@ fn a_robot_token_pushes_with_docker_within_its_scope_until_revoked() {
     let secret = create_token(&config, &[], "ci-deploy", "team/*:pull,push", "90d");
     // Only a hash is stored.
     let tokens = dir.path().join("data/docker/registry/v2/_wharf/tokens");
-    let stored: Vec<_> = std::fs::read_dir(&tokens).unwrap().collect();
-    assert_eq!(stored.len(), 1);
-    let file = std::fs::read_to_string(stored[0].as_ref().unwrap().path()).unwrap();
+    let stored: Vec<_> = std::fs::read_dir(&tokens)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    let file = std::fs::read_to_string(&stored[0]).unwrap();
     assert!(!file.contains(&secret) && !file.contains(&secret["wharf_rt_".len()..]), "{file}");
     assert!(file.contains("team/*:pull,push"), "{file}");
 
@@ -179,6 +183,12 @@ fn a_robot_token_pushes_with_docker_within_its_scope_until_revoked() {
     let jwt = granted["token"].as_str().unwrap().to_owned();
     let claims = decode(&jwt);
     assert_eq!(claims["access"], serde_json::json!([]), "{claims}");
+    let r = c
+        .post(format!("{base}/v2/other/x/blobs/uploads/"))
+        .bearer_auth(&jwt)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "a push outside the scope");
     let r = c
         .get(format!("{base}/auth/token?service=another&scope=repository:team/app:pull"))
         .basic_auth("ci-deploy", Some(&secret))

@@ -18,6 +18,7 @@ mod database_s3;
 mod events;
 mod governance;
 mod identity;
+mod identity_replicas;
 mod http_edges;
 mod image;
 mod lifecycle;

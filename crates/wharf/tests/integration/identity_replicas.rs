@@ -1,0 +1,132 @@
+//! Robot tokens and the audit log kept in PostgreSQL, shared by three `wharf serve`
+//! replicas: a token made on one is accepted by all, a revoked or expired one refused by
+//! all within a second, the stored row holds no secret, and concurrent logins on every
+//! replica extend one audit chain that `wharf audit verify` checks, and whose tampering
+//! (an edited byte, a removed row, two rows swapped) it names.
+
+use std::path::Path;
+use std::time::Duration;
+
+use reqwest::blocking::Client;
+use reqwest::StatusCode;
+
+use crate::harness::postgres::Postgres;
+use crate::harness::Served;
+use crate::identity::{audit_records, count, create_token, wharf, wharf_ok, within};
+
+fn replica_config(htpasswd: &Path) -> String {
+    format!(
+        "version: 0.1
+storage:
+  filesystem:
+    rootdirectory: @DIR@/data
+http:
+  addr: 127.0.0.1:@PORT@
+  secret: replicas-share-this
+auth:
+  htpasswd:
+    realm: wharf
+    path: {}
+",
+        htpasswd.display()
+    )
+}
+
+fn status(c: &Client, replica: &Served, user: &str, password: &str) -> StatusCode {
+    c.get(format!("http://{}/v2/", replica.host()))
+        .basic_auth(user, Some(password))
+        .send()
+        .unwrap()
+        .status()
+}
+
+#[test]
+fn tokens_and_the_audit_chain_in_postgres_hold_on_every_replica() {
+    let pg = Postgres::start();
+    let env = pg.env();
+    let shared = tempfile::tempdir().unwrap();
+    let htpasswd = shared.path().join("htpasswd");
+    crate::harness::htpasswd(&htpasswd, "admin", "admin-pw");
+    let yaml = replica_config(&htpasswd);
+    let envs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let replicas: Vec<Served> = dirs
+        .iter()
+        .map(|d| Served::start(d.path(), &yaml, &envs))
+        .collect();
+    let config = dirs[0].path().join("config.yml");
+    let c = Client::new();
+
+    let secret = create_token(&config, &env, "ci-deploy", "team/*:pull,push", "90d");
+    for r in &replicas {
+        assert_eq!(status(&c, r, "ci-deploy", &secret), StatusCode::OK);
+        assert_eq!(status(&c, r, "ci-deploy", "wharf_rt_wrong"), StatusCode::UNAUTHORIZED);
+    }
+    let row = pg.psql("SELECT name, scopes, hash FROM robot_tokens");
+    assert!(row.contains("ci-deploy") && !row.contains(&secret["wharf_rt_".len()..]), "{row}");
+
+    wharf_ok(&config, &env, &["token", "revoke", "ci-deploy"]);
+    let refused_everywhere = within(Duration::from_secs(1), || {
+        replicas
+            .iter()
+            .all(|r| status(&c, r, "ci-deploy", &secret) == StatusCode::UNAUTHORIZED)
+    });
+    assert!(refused_everywhere.is_some(), "a revoked token still works on a replica after 1 s");
+
+    let short = create_token(&config, &env, "short", "team/*:pull", "1s");
+    for r in &replicas {
+        assert_eq!(status(&c, r, "short", &short), StatusCode::OK);
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    let expired_everywhere = within(Duration::from_secs(1), || {
+        replicas
+            .iter()
+            .all(|r| status(&c, r, "short", &short) == StatusCode::UNAUTHORIZED)
+    });
+    assert!(expired_everywhere.is_some(), "an expired token still works on a replica");
+
+    // Logins on every replica at once: one linear chain.
+    std::thread::scope(|s| {
+        for r in &replicas {
+            let c = c.clone();
+            s.spawn(move || {
+                for _ in 0..10 {
+                    assert_eq!(status(&c, r, "admin", "admin-pw"), StatusCode::OK);
+                }
+            });
+        }
+    });
+    let records = audit_records(&config, &env);
+    assert_eq!(count(&records, "admin", "login", "basic"), 30);
+    assert!(records.iter().any(|r| r["action"] == "token revoke" && r["target"] == "ci-deploy"));
+    let verified = wharf_ok(&config, &env, &["audit", "verify"]);
+    assert!(verified.contains("intact"), "{verified}");
+
+    let broken_at = |position: usize| {
+        let out = wharf(&config, &env, &["audit", "verify"]);
+        assert!(!out.status.success(), "verify passed a tampered log");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(&format!("broken at record {position}:")), "{err}");
+    };
+    let line = |p: usize| pg.psql(&format!("SELECT line FROM audit_log WHERE position = {p}"));
+    let (two, three) = (line(2), line(3));
+    let set = |p: usize, text: &str| {
+        let quoted = text.replace('\'', "''");
+        pg.psql(&format!("UPDATE audit_log SET line = '{quoted}' WHERE position = {p}"));
+    };
+    // One byte flipped.
+    let flipped = two.replacen("\"seq\":2", "\"seq\":3", 1);
+    set(2, &flipped);
+    broken_at(2);
+    set(2, &two);
+    // Two records swapped.
+    set(2, &three);
+    set(3, &two);
+    broken_at(2);
+    set(2, &two);
+    set(3, &three);
+    wharf_ok(&config, &env, &["audit", "verify"]);
+    // A record removed.
+    pg.psql("DELETE FROM audit_log WHERE position = 3");
+    broken_at(3);
+}
