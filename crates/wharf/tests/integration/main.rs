@@ -19,6 +19,7 @@ mod events;
 mod governance;
 mod identity;
 mod identity_replicas;
+mod identity_ui;
 mod http_edges;
 mod image;
 mod lifecycle;
