@@ -95,6 +95,7 @@ async fn tokens_page(ui: &Ui, who: &Visitor, status: StatusCode, note: Option<Ma
             label { "Name " input type="text" name="name" required; } " "
             label { "Scope " input type="text" name="scope" required placeholder="team/*:pull,push"; } " "
             label { "Days " input type="number" name="days" min="1" value="90"; } " "
+            @if who.admin { label { input type="checkbox" name="robot" value="1"; " Robot (owned by no user; its scopes alone bound it)" } " " }
             button type="submit" #create { "Create" }
         }
     };
@@ -129,6 +130,9 @@ pub async fn change_token(
     let registry = &ui.app.registry;
     match get("action").as_str() {
         "create" => {
+            // Personal unless an admin asks for a robot, which no user owns.
+            let me = who.user().unwrap_or_default().to_owned();
+            let owner = (!(who.admin && f.contains_key("robot"))).then_some(me);
             // A personal token's name carries its owner's, so no user takes another's.
             let name = match &owner {
                 Some(u) => format!("{u}+{}", get("name")),

@@ -131,3 +131,78 @@ fn tokens_and_the_audit_chain_in_postgres_hold_on_every_replica() {
     pg.psql("DELETE FROM audit_log WHERE position = 3");
     broken_at(3);
 }
+
+/// The scale-out deployment: three replicas on one bucket and one database behind nginx
+/// round-robin. docker logs in and pushes with a token through the front; revoked and
+/// expired tokens are refused by each replica within a second.
+#[test]
+fn robot_tokens_on_three_replicas_behind_nginx_with_docker() {
+    use crate::harness::garage::Garage;
+    use crate::harness::{build_busybox_image, docker_rmi, output_with_stdin, require_docker, run, unique};
+    use crate::replicas::{replica_env, Cluster};
+    use std::process::Command;
+
+    require_docker();
+    let (g, pg) = (Garage::start(), Postgres::start());
+    let shared = tempfile::tempdir().unwrap();
+    let htpasswd = shared.path().join("htpasswd");
+    crate::harness::htpasswd(&htpasswd, "admin", "admin-pw");
+    let mut env = replica_env(&g, &pg);
+    env.push(("REGISTRY_AUTH_HTPASSWD_REALM".into(), "wharf".into()));
+    env.push(("REGISTRY_AUTH_HTPASSWD_PATH".into(), htpasswd.display().to_string()));
+    let cluster = Cluster::start(&env, g);
+    let config = shared.path().join("config.yml");
+    std::fs::write(&config, "version: 0.1\n").unwrap();
+    let c = Client::new();
+
+    let secret = create_token(&config, &env, "ci-deploy", "team/*:pull,push", "90d");
+    let docker_config = shared.path().join("docker");
+    let login = output_with_stdin(
+        Command::new("docker")
+            .env("DOCKER_CONFIG", &docker_config)
+            .args(["login", &cluster.front, "-u", "ci-deploy", "--password-stdin"]),
+        &secret,
+    );
+    assert!(login.status.success(), "{login:?}");
+    let local = build_busybox_image(&unique("wharf-replica-token:"), &unique("replica"));
+    let allowed = format!("{}/team/app:v1", cluster.front);
+    let denied = format!("{}/other/x:v1", cluster.front);
+    let push = |remote: &str| {
+        run(Command::new("docker").args(["tag", &local, remote]));
+        Command::new("docker")
+            .env("DOCKER_CONFIG", &docker_config)
+            .args(["push", remote])
+            .output()
+            .unwrap()
+    };
+    let pushed = push(&allowed);
+    assert!(pushed.status.success(), "{pushed:?}");
+    assert!(!push(&denied).status.success(), "a push outside the token's scope");
+
+    wharf_ok(&config, &env, &["token", "revoke", "ci-deploy"]);
+    let refused = within(Duration::from_secs(1), || {
+        cluster
+            .replicas
+            .iter()
+            .all(|r| status(&c, r, "ci-deploy", &secret) == StatusCode::UNAUTHORIZED)
+    });
+    assert!(refused.is_some(), "a revoked token still works on a replica after 1 s");
+    assert!(!push(&allowed).status.success(), "docker with a revoked token");
+
+    let short = create_token(&config, &env, "short", "team/*:pull", "4s");
+    for r in &cluster.replicas {
+        assert_eq!(status(&c, r, "short", &short), StatusCode::OK);
+    }
+    std::thread::sleep(Duration::from_millis(4100));
+    let expired = within(Duration::from_secs(1), || {
+        cluster
+            .replicas
+            .iter()
+            .all(|r| status(&c, r, "short", &short) == StatusCode::UNAUTHORIZED)
+    });
+    assert!(expired.is_some(), "an expired token still works on a replica");
+    let records = audit_records(&config, &env);
+    assert_eq!(count(&records, "ci-deploy", "push", "team/app:v1"), 1, "{records:#?}");
+    wharf_ok(&config, &env, &["audit", "verify"]);
+    docker_rmi(&[&local, &allowed, &denied]);
+}
