@@ -88,8 +88,10 @@ fn operator() -> (String, String) {
 fn time(secs: Option<u64>) -> String {
     match secs {
         None => "-".into(),
-        Some(s) => humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(s))
-            .to_string(),
+        Some(s) => {
+            humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(s))
+                .to_string()
+        }
     }
 }
 
@@ -198,7 +200,8 @@ fn normalize_since(text: &str) -> anyhow::Result<String> {
     } else {
         text.to_owned()
     };
-    let t = humantime::parse_rfc3339_weak(full.trim_end_matches('Z'))
-        .with_context(|| format!("--since {text:?}: use RFC 3339 (2026-12-07 or 2026-12-07T10:00:00Z)"))?;
+    let t = humantime::parse_rfc3339_weak(full.trim_end_matches('Z')).with_context(|| {
+        format!("--since {text:?}: use RFC 3339 (2026-12-07 or 2026-12-07T10:00:00Z)")
+    })?;
     Ok(humantime::format_rfc3339_millis(t).to_string())
 }

@@ -74,7 +74,9 @@ pub struct RetentionArgs {
 
 /// The configured store and registry (recording in the audit log as `audit:` says), with
 /// the runtime their backends were opened on.
-pub(crate) fn open(args: &StoreArgs) -> anyhow::Result<(Registry, Config, tokio::runtime::Runtime)> {
+pub(crate) fn open(
+    args: &StoreArgs,
+) -> anyhow::Result<(Registry, Config, tokio::runtime::Runtime)> {
     let config = load_config(args)?;
     let runtime = runtime()?;
     let store = runtime

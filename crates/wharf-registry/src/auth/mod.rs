@@ -269,7 +269,9 @@ impl Auth {
             return Ok(());
         }
         let Some(robots) = &self.robots else {
-            return Err(AuthError::BadToken("robot tokens are not accepted here".into()));
+            return Err(AuthError::BadToken(
+                "robot tokens are not accepted here".into(),
+            ));
         };
         match robots.active(&claims.sub).await {
             Ok(_) => Ok(()),

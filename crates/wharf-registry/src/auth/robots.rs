@@ -276,14 +276,22 @@ mod tests {
         assert!(parse_scope("team/*").is_err());
         assert!(parse_scope("team/*:fly").is_err());
         assert!(parse_scope(":pull").is_err());
-        let (record, secret) =
-            mint("ci", None, &["team/*:pull,push".into()], Some(Duration::from_secs(60))).unwrap();
+        let (record, secret) = mint(
+            "ci",
+            None,
+            &["team/*:pull,push".into()],
+            Some(Duration::from_secs(60)),
+        )
+        .unwrap();
         assert!(secret.starts_with(SECRET_PREFIX));
         assert!(!serde_json::to_string(&record).unwrap().contains(&secret));
         let robot = usable(&record, record.created).unwrap();
         assert_eq!(robot.scoped("team/app"), Actions::PULL | Actions::PUSH);
         assert_eq!(robot.scoped("other/x"), Actions::NONE);
-        assert!(matches!(usable(&record, record.created + 61), Err(Refused::Expired(_))));
+        assert!(matches!(
+            usable(&record, record.created + 61),
+            Err(Refused::Expired(_))
+        ));
         assert!(mint("a b", None, &["x:pull".into()], None).is_err());
         assert!(mint("ci", None, &[], None).is_err());
     }

@@ -1,6 +1,7 @@
 //! The registry's settings. [`load`] reads registry:2's `config.yml` and `REGISTRY_*`
 //! environment into the same struct the command line fills.
 
+mod audit;
 mod auth;
 mod database;
 mod env;
@@ -14,7 +15,6 @@ mod observe;
 pub mod proxy;
 mod storage;
 mod ui;
-mod audit;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

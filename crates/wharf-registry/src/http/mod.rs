@@ -323,8 +323,7 @@ async fn dispatch(state: &Arc<AppState>, route: Route, req: Req) -> ApiResult {
     }
     // A read causes an event only when an endpoint wants pulls: no record (a random id,
     // five strings) is built for every GET of the hot path otherwise.
-    let quiet =
-        matches!(req.method, Method::GET | Method::HEAD) && !state.registry.records_pulls();
+    let quiet = matches!(req.method, Method::GET | Method::HEAD) && !state.registry.records_pulls();
     let o = &if quiet {
         Origin::default()
     } else {
@@ -538,12 +537,16 @@ async fn authorize(state: &AppState, route: &Route, req: &mut Req) -> ApiResult<
     }
     let checked = access::check(state, req, &need);
     if let (Err(e), access::Need::Repo(repo, wanted)) = (&checked, &need) {
-        let named = req.identity.name().filter(|_| req.method != Method::GET && req.method != Method::HEAD);
+        let named = req
+            .identity
+            .name()
+            .filter(|_| req.method != Method::GET && req.method != Method::HEAD);
         if let Some(who) = named {
             let source = client_addr(&req.headers, req.peer_addr);
             let outcome = format!("denied: {}", e.message);
             let action = format!("access {wanted}");
-            let entry = crate::registry::audit::entry(who, &source, &action, repo.as_str(), &outcome);
+            let entry =
+                crate::registry::audit::entry(who, &source, &action, repo.as_str(), &outcome);
             state.registry.record(entry).await;
         }
     }

@@ -108,7 +108,9 @@ async fn refreshed(state: &AppState, issuer: &Issuer, token: &str) -> ApiResult<
             .robots()
             .ok_or_else(|| unauthorized("robot tokens are not accepted here".into()))?;
         let robot = robots.active(&claims.sub).await.map_err(|e| match e {
-            crate::auth::robots::Refused::Unavailable(why) => auth_error(AuthError::Unavailable(why)),
+            crate::auth::robots::Refused::Unavailable(why) => {
+                auth_error(AuthError::Unavailable(why))
+            }
             e => unauthorized(e.to_string()),
         })?;
         return Ok(Identity::Robot(Box::new(robot)));

@@ -232,7 +232,8 @@ impl Layer for AuditLayer {
             Reference::Tag(_) => "delete tag",
             Reference::Digest(_) => "delete manifest",
         };
-        self.note(o, action, target(repo, reference), &deleted).await;
+        self.note(o, action, target(repo, reference), &deleted)
+            .await;
         deleted
     }
 

@@ -249,7 +249,11 @@ impl Registry {
         let report = self.core.collect_garbage(opts).await;
         let done = |r: &GcReport| {
             let verb = if r.dry_run { "would free" } else { "freed" };
-            format!("ok: {} blobs, {} bytes {verb}", r.blobs.len(), r.bytes_freed)
+            format!(
+                "ok: {} blobs, {} bytes {verb}",
+                r.blobs.len(),
+                r.bytes_freed
+            )
         };
         self.job_ran("gc", &report, done).await;
         report
@@ -266,7 +270,11 @@ impl Registry {
         let report = self.core.apply_retention(dry_run).await;
         let done = |r: &RetentionReport| {
             let verb = if r.dry_run { "would delete" } else { "deleted" };
-            format!("ok: {verb} {} tags, {} manifests", r.tags.len(), r.manifests.len())
+            format!(
+                "ok: {verb} {} tags, {} manifests",
+                r.tags.len(),
+                r.manifests.len()
+            )
         };
         self.job_ran("retention", &report, done).await;
         report

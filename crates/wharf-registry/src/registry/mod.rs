@@ -36,8 +36,8 @@ pub use base::{Core, Rules};
 pub use cache::ManifestCache;
 pub use door::{Registry, RegistryBuilder, StorageSummary};
 pub use manifests::{ManifestContent, PutManifest};
-pub use tokens::{Actor, AuditQuery};
 pub use service::{BlobSource, Layer, RepositoryDeleted, Served, Service};
+pub use tokens::{Actor, AuditQuery};
 
 /// Why an operation was refused: a spec error code with what to tell the client, or the
 /// store's failure.

@@ -107,7 +107,12 @@ impl Registry {
     }
 
     /// Revoke `name`; with `owner`, only a token that user made.
-    pub async fn revoke_token(&self, who: Actor<'_>, name: &str, owner: Option<&str>) -> Result<()> {
+    pub async fn revoke_token(
+        &self,
+        who: Actor<'_>,
+        name: &str,
+        owner: Option<&str>,
+    ) -> Result<()> {
         let revoked = self.revoke(name, owner).await;
         self.record_as(who, "token revoke", name, &revoked).await;
         revoked
@@ -115,7 +120,12 @@ impl Registry {
 
     async fn revoke(&self, name: &str, owner: Option<&str>) -> Result<()> {
         let store = self.identity()?;
-        let unknown = || Error::refused(ErrorCode::NameUnknown, format!("there is no token named {name:?}"));
+        let unknown = || {
+            Error::refused(
+                ErrorCode::NameUnknown,
+                format!("there is no token named {name:?}"),
+            )
+        };
         let token = store.token(name).await?.ok_or_else(unknown)?;
         if owner.is_some() && token.owner.as_deref() != owner {
             return Err(unknown());
@@ -132,7 +142,10 @@ impl Registry {
             let Ok(r) = auditchain::parse(line) else {
                 continue; // `wharf audit verify` names it
             };
-            let since = query.since.as_deref().is_none_or(|s| r.entry.time.as_str() >= s);
+            let since = query
+                .since
+                .as_deref()
+                .is_none_or(|s| r.entry.time.as_str() >= s);
             let actor = query.actor.as_deref().is_none_or(|a| r.entry.actor == a);
             if since && actor {
                 out.push(r);

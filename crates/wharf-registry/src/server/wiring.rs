@@ -205,7 +205,11 @@ impl<'a> Wiring<'a> {
             None => Arc::new(crate::store::fs::FsState::new(wharf_dir)),
         };
         let source = Source {
-            addr: format!("{}:{}", crate::registry::audit::hostname(), config.addr.port()),
+            addr: format!(
+                "{}:{}",
+                crate::registry::audit::hostname(),
+                config.addr.port()
+            ),
             instance_id: uuid::Uuid::new_v4().to_string(),
         };
         match Events::open(log, config.notifications.clone(), source, metrics).await {

@@ -113,8 +113,14 @@ pub async fn change_user(
     };
     let result = match &done {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(crate::registry::Error::refused(wharf_oci::ErrorCode::Denied, e.clone())),
-        Err(e) => Err(crate::registry::Error::refused(wharf_oci::ErrorCode::Unknown, e.to_string())),
+        Ok(Err(e)) => Err(crate::registry::Error::refused(
+            wharf_oci::ErrorCode::Denied,
+            e.clone(),
+        )),
+        Err(e) => Err(crate::registry::Error::refused(
+            wharf_oci::ErrorCode::Unknown,
+            e.to_string(),
+        )),
     };
     let source = crate::http::client_addr(&headers, super::peer(&ext));
     let actor = crate::registry::Actor {
@@ -122,7 +128,10 @@ pub async fn change_user(
         source: &source,
     };
     let action = format!("user {action}");
-    ui.app.registry.record_as(actor, &action, &user, &result).await;
+    ui.app
+        .registry
+        .record_as(actor, &action, &user, &result)
+        .await;
     match done {
         Ok(Ok(())) => {
             users.reload_now();

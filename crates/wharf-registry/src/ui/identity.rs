@@ -141,7 +141,10 @@ pub async fn change_token(
             let days = get("days").parse::<u64>().ok().filter(|d| *d > 0);
             let lifetime = days.map(|d| Duration::from_secs(d * 86_400));
             let scopes = vec![get("scope")];
-            match registry.create_token(actor, &name, owner.as_deref(), &scopes, lifetime).await {
+            match registry
+                .create_token(actor, &name, owner.as_deref(), &scopes, lifetime)
+                .await
+            {
                 Ok((record, secret)) => {
                     let note = html! { div #created {
                         p { "Token " b { (record.name) } " created. Its secret is shown once; copy it now:" }
@@ -155,7 +158,10 @@ pub async fn change_token(
                 }
             }
         }
-        "revoke" => match registry.revoke_token(actor, &get("name"), owner.as_deref()).await {
+        "revoke" => match registry
+            .revoke_token(actor, &get("name"), owner.as_deref())
+            .await
+        {
             Ok(()) => Redirect::to("/ui/tokens").into_response(),
             Err(e) => {
                 let (s, m) = refused(&e);
@@ -201,7 +207,11 @@ pub async fn audit(State(ui): State<Arc<Ui>>, headers: HeaderMap) -> Response {
 }
 
 /// The repository a visitor may delete whole, or the page saying why not.
-async fn repo_deletable(ui: &Ui, who: &Visitor, f: &HashMap<String, String>) -> Result<RepoName, Response> {
+async fn repo_deletable(
+    ui: &Ui,
+    who: &Visitor,
+    f: &HashMap<String, String>,
+) -> Result<RepoName, Response> {
     let Some(repo) = f.get("name").and_then(|n| n.parse::<RepoName>().ok()) else {
         return Err(ui.error(who, StatusCode::BAD_REQUEST, "name a repository"));
     };
@@ -210,7 +220,11 @@ async fn repo_deletable(ui: &Ui, who: &Visitor, f: &HashMap<String, String>) -> 
         return Err(ui.error(who, StatusCode::METHOD_NOT_ALLOWED, &m));
     }
     if !ui.allowed(who, repo.as_str()).contains(Actions::DELETE) {
-        return Err(ui.error(who, StatusCode::FORBIDDEN, &format!("you may not delete in {repo}")));
+        return Err(ui.error(
+            who,
+            StatusCode::FORBIDDEN,
+            &format!("you may not delete in {repo}"),
+        ));
     }
     Ok(repo)
 }
@@ -256,7 +270,11 @@ pub async fn delete_repo(
     let o = crate::http::request_origin(&ui.app, &headers, super::peer(&ext), "DELETE", actor);
     match ui.app.registry.delete_repository(&o, &repo).await {
         Ok(Some(_)) => Redirect::to("/ui/").into_response(),
-        Ok(None) => ui.error(&who, StatusCode::NOT_FOUND, "nothing to delete: it is already gone"),
+        Ok(None) => ui.error(
+            &who,
+            StatusCode::NOT_FOUND,
+            "nothing to delete: it is already gone",
+        ),
         Err(Error::Refused { message, .. }) => ui.error(&who, StatusCode::FORBIDDEN, &message),
         Err(e) => ui.error(&who, StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }

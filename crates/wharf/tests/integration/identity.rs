@@ -12,8 +12,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::harness::{
-    build_busybox_image, docker_rmi, output_with_stdin, require_docker, run, unique, Served,
-    WHARF,
+    build_busybox_image, docker_rmi, output_with_stdin, require_docker, run, unique, Served, WHARF,
 };
 
 pub(crate) const TOKEN_CONFIG: &str = "version: 0.1
@@ -70,7 +69,16 @@ pub(crate) fn create_token(
     let out = wharf_ok(
         config,
         env,
-        &["token", "create", "--name", name, "--scope", scope, "--expires", expires],
+        &[
+            "token",
+            "create",
+            "--name",
+            name,
+            "--scope",
+            scope,
+            "--expires",
+            expires,
+        ],
     );
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 1, "the secret alone on stdout: {out:?}");
@@ -88,9 +96,13 @@ fn docker(config: &Path, args: &[&str]) -> Output {
 
 fn docker_login(config: &Path, host: &str, user: &str, password: &str) -> Output {
     output_with_stdin(
-        Command::new("docker")
-            .env("DOCKER_CONFIG", config)
-            .args(["login", host, "-u", user, "--password-stdin"]),
+        Command::new("docker").env("DOCKER_CONFIG", config).args([
+            "login",
+            host,
+            "-u",
+            user,
+            "--password-stdin",
+        ]),
         password,
     )
 }
@@ -131,11 +143,19 @@ pub(crate) fn within(limit: Duration, mut check: impl FnMut() -> bool) -> Option
     None
 }
 
-fn token_for(c: &Client, base: &str, user: &str, password: &str, scope: &str) -> reqwest::blocking::Response {
-    c.get(format!("{base}/auth/token?service=wharf-test&scope={scope}"))
-        .basic_auth(user, Some(password))
-        .send()
-        .unwrap()
+fn token_for(
+    c: &Client,
+    base: &str,
+    user: &str,
+    password: &str,
+    scope: &str,
+) -> reqwest::blocking::Response {
+    c.get(format!(
+        "{base}/auth/token?service=wharf-test&scope={scope}"
+    ))
+    .basic_auth(user, Some(password))
+    .send()
+    .unwrap()
 }
 
 #[test]
@@ -158,7 +178,10 @@ fn a_robot_token_pushes_with_docker_within_its_scope_until_revoked() {
         .collect();
     assert_eq!(stored.len(), 1, "{stored:?}");
     let file = std::fs::read_to_string(&stored[0]).unwrap();
-    assert!(!file.contains(&secret) && !file.contains(&secret["wharf_rt_".len()..]), "{file}");
+    assert!(
+        !file.contains(&secret) && !file.contains(&secret["wharf_rt_".len()..]),
+        "{file}"
+    );
     assert!(file.contains("team/*:pull,push"), "{file}");
 
     // docker login and push with it, within its scope; outside it, denied, although
@@ -174,10 +197,19 @@ fn a_robot_token_pushes_with_docker_within_its_scope_until_revoked() {
     let pushed = docker(&docker_config, &["push", &allowed]);
     assert!(pushed.status.success(), "{}", text(&pushed));
     let refused = docker(&docker_config, &["push", &denied]);
-    assert!(!refused.status.success(), "a push outside the token's scope");
+    assert!(
+        !refused.status.success(),
+        "a push outside the token's scope"
+    );
 
     // The token server grants the token's scopes, no more, and nothing for another service.
-    let r = token_for(&c, &base, "ci-deploy", &secret, "repository:other/x:pull,push");
+    let r = token_for(
+        &c,
+        &base,
+        "ci-deploy",
+        &secret,
+        "repository:other/x:pull,push",
+    );
     assert_eq!(r.status(), StatusCode::OK);
     let granted: Value = r.json().unwrap();
     let jwt = granted["token"].as_str().unwrap().to_owned();
@@ -188,9 +220,15 @@ fn a_robot_token_pushes_with_docker_within_its_scope_until_revoked() {
         .bearer_auth(&jwt)
         .send()
         .unwrap();
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "a push outside the scope");
+    assert_eq!(
+        r.status(),
+        StatusCode::UNAUTHORIZED,
+        "a push outside the scope"
+    );
     let r = c
-        .get(format!("{base}/auth/token?service=another&scope=repository:team/app:pull"))
+        .get(format!(
+            "{base}/auth/token?service=another&scope=repository:team/app:pull"
+        ))
         .basic_auth("ci-deploy", Some(&secret))
         .send()
         .unwrap();
@@ -238,25 +276,52 @@ fn a_robot_token_pushes_with_docker_within_its_scope_until_revoked() {
     assert!(r.text().unwrap().contains("expired"));
 
     let list = wharf_ok(&config, &[], &["token", "list"]);
-    assert!(list.contains("ci-deploy") && list.contains("revoked"), "{list}");
+    assert!(
+        list.contains("ci-deploy") && list.contains("revoked"),
+        "{list}"
+    );
     let listed: Value =
         serde_json::from_str(&wharf_ok(&config, &[], &["token", "list", "--json"])).unwrap();
-    let ci = listed.as_array().unwrap().iter().find(|t| t["name"] == "ci-deploy").unwrap();
-    assert!(ci["last_used"].as_u64().is_some(), "last use recorded: {ci}");
+    let ci = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "ci-deploy")
+        .unwrap();
+    assert!(
+        ci["last_used"].as_u64().is_some(),
+        "last use recorded: {ci}"
+    );
 
     // The audit log saw it all, with the token as the pusher.
     let records = audit_records(&config, &[]);
-    assert_eq!(count(&records, "ci-deploy", "push", "team/app:v1"), 1, "{records:#?}");
+    assert_eq!(
+        count(&records, "ci-deploy", "push", "team/app:v1"),
+        1,
+        "{records:#?}"
+    );
     assert!(count(&records, "ci-deploy", "login", "token") >= 1);
-    assert!(records.iter().any(|r| r["actor"] == "ci-deploy" && r["action"] == "login" && r["outcome"].as_str().unwrap().contains("revoked")));
-    assert!(records.iter().any(|r| r["actor"] == "ci-deploy" && r["target"] == "other/x" && r["outcome"].as_str().unwrap().starts_with("denied")));
+    assert!(records.iter().any(|r| r["actor"] == "ci-deploy"
+        && r["action"] == "login"
+        && r["outcome"].as_str().unwrap().contains("revoked")));
+    assert!(records.iter().any(|r| r["actor"] == "ci-deploy"
+        && r["target"] == "other/x"
+        && r["outcome"].as_str().unwrap().starts_with("denied")));
     let operator = records
         .iter()
         .find(|r| r["action"] == "token create")
         .unwrap()["actor"]
         .clone();
     assert!(operator.as_str().unwrap().ends_with("(cli)"), "{operator}");
-    assert_eq!(count(&records, operator.as_str().unwrap(), "token revoke", "ci-deploy"), 1);
+    assert_eq!(
+        count(
+            &records,
+            operator.as_str().unwrap(),
+            "token revoke",
+            "ci-deploy"
+        ),
+        1
+    );
     wharf_ok(&config, &[], &["audit", "verify"]);
     docker_rmi(&[&local, &allowed, &denied]);
 }
@@ -277,7 +342,8 @@ fn forge(jwt: &str, repo: &str) -> String {
     use base64::Engine;
     let parts: Vec<&str> = jwt.split('.').collect();
     let mut claims = decode(jwt);
-    claims["access"] = serde_json::json!([{"type": "repository", "name": repo, "actions": ["pull", "push"]}]);
+    claims["access"] =
+        serde_json::json!([{"type": "repository", "name": repo, "actions": ["pull", "push"]}]);
     let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .encode(serde_json::to_vec(&claims).unwrap());
     format!("{}.{payload}.{}", parts[0], parts[2])
@@ -323,25 +389,51 @@ fn a_repository_delete_empties_the_catalog_and_gc_frees_its_bytes() {
     }
     assert!(catalog(&base).contains(&"team/gone".to_owned()));
 
-    let out = run(Command::new(WHARF).args(["delete", "--repository", &format!("{}/team/gone", w.host())]));
-    assert!(out.contains("Deleted repository team/gone (1 manifests)"), "{out}");
+    let out = run(Command::new(WHARF).args([
+        "delete",
+        "--repository",
+        &format!("{}/team/gone", w.host()),
+    ]));
+    assert!(
+        out.contains("Deleted repository team/gone (1 manifests)"),
+        "{out}"
+    );
     assert!(!catalog(&base).contains(&"team/gone".to_owned()));
     let r = reqwest::blocking::get(format!("{base}/v2/team/gone/tags/list")).unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    let ui = reqwest::blocking::get(format!("{base}/ui/")).unwrap().text().unwrap();
-    assert!(!ui.contains("team/gone") && ui.contains("frozen/app"), "{ui}");
+    let ui = reqwest::blocking::get(format!("{base}/ui/"))
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        !ui.contains("team/gone") && ui.contains("frozen/app"),
+        "{ui}"
+    );
     docker_rmi(&[&gone, &gone2]);
-    let pull = Command::new("docker").args(["pull", &gone]).output().unwrap();
-    assert!(!pull.status.success(), "docker pull of a deleted repository");
+    let pull = Command::new("docker")
+        .args(["pull", &gone])
+        .output()
+        .unwrap();
+    assert!(
+        !pull.status.success(),
+        "docker pull of a deleted repository"
+    );
 
     // An immutable tag blocks the delete, with a message, and nothing goes.
     let out = Command::new(WHARF)
-        .args(["delete", "--repository", &format!("{}/frozen/app", w.host())])
+        .args([
+            "delete",
+            "--repository",
+            &format!("{}/frozen/app", w.host()),
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let message = String::from_utf8_lossy(&out.stderr);
-    assert!(message.contains("immutable") && message.contains("not deleted"), "{message}");
+    assert!(
+        message.contains("immutable") && message.contains("not deleted"),
+        "{message}"
+    );
     assert!(catalog(&base).contains(&"frozen/app".to_owned()));
     // Unknown: a spec-shaped 404.
     let r = Client::new()
@@ -360,13 +452,22 @@ fn a_repository_delete_empties_the_catalog_and_gc_frees_its_bytes() {
     .unwrap();
     assert!(report["bytes_freed"].as_u64().unwrap() > 0, "{report}");
     let records = audit_records(&config, &[]);
-    assert_eq!(count(&records, "-", "delete repository", "team/gone"), 1, "{records:#?}");
+    assert_eq!(
+        count(&records, "-", "delete repository", "team/gone"),
+        1,
+        "{records:#?}"
+    );
     let refused = records
         .iter()
         .find(|r| r["action"] == "delete repository" && r["target"] == "frozen/app")
         .unwrap();
-    assert!(refused["outcome"].as_str().unwrap().starts_with("refused"), "{refused}");
-    assert!(records.iter().any(|r| r["action"] == "gc" && r["actor"] == "wharf"));
+    assert!(
+        refused["outcome"].as_str().unwrap().starts_with("refused"),
+        "{refused}"
+    );
+    assert!(records
+        .iter()
+        .any(|r| r["action"] == "gc" && r["actor"] == "wharf"));
     docker_rmi(&[&a, &b, &frozen]);
 }
 
@@ -389,7 +490,9 @@ fn audit_verify_names_the_first_edited_removed_or_reordered_record() {
     }
     let ok = wharf_ok(&config, &[], &["audit", "verify"]);
     assert!(ok.contains("5 records"), "{ok}");
-    let log = dir.path().join("data/docker/registry/v2/_wharf/audit/log.jsonl");
+    let log = dir
+        .path()
+        .join("data/docker/registry/v2/_wharf/audit/log.jsonl");
     let original = std::fs::read_to_string(&log).unwrap();
     let lines: Vec<&str> = original.lines().collect();
     let check = |lines: Vec<String>, position: usize| {
@@ -397,7 +500,10 @@ fn audit_verify_names_the_first_edited_removed_or_reordered_record() {
         let out = wharf(&config, &[], &["audit", "verify"]);
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(&format!("broken at record {position}:")), "{err}");
+        assert!(
+            err.contains(&format!("broken at record {position}:")),
+            "{err}"
+        );
     };
     let owned = || lines.iter().map(|l| l.to_string()).collect::<Vec<_>>();
     let mut flipped = owned();

@@ -60,10 +60,16 @@ fn tokens_and_the_audit_chain_in_postgres_hold_on_every_replica() {
     let secret = create_token(&config, &env, "ci-deploy", "team/*:pull,push", "90d");
     for r in &replicas {
         assert_eq!(status(&c, r, "ci-deploy", &secret), StatusCode::OK);
-        assert_eq!(status(&c, r, "ci-deploy", "wharf_rt_wrong"), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            status(&c, r, "ci-deploy", "wharf_rt_wrong"),
+            StatusCode::UNAUTHORIZED
+        );
     }
     let row = pg.psql("SELECT name, scopes, hash FROM robot_tokens");
-    assert!(row.contains("ci-deploy") && !row.contains(&secret["wharf_rt_".len()..]), "{row}");
+    assert!(
+        row.contains("ci-deploy") && !row.contains(&secret["wharf_rt_".len()..]),
+        "{row}"
+    );
 
     wharf_ok(&config, &env, &["token", "revoke", "ci-deploy"]);
     let refused_everywhere = within(Duration::from_secs(1), || {
@@ -71,7 +77,10 @@ fn tokens_and_the_audit_chain_in_postgres_hold_on_every_replica() {
             .iter()
             .all(|r| status(&c, r, "ci-deploy", &secret) == StatusCode::UNAUTHORIZED)
     });
-    assert!(refused_everywhere.is_some(), "a revoked token still works on a replica after 1 s");
+    assert!(
+        refused_everywhere.is_some(),
+        "a revoked token still works on a replica after 1 s"
+    );
 
     // Expiry is kept in whole seconds: a few of them, so the token is live when checked.
     let short = create_token(&config, &env, "short", "team/*:pull", "4s");
@@ -84,7 +93,10 @@ fn tokens_and_the_audit_chain_in_postgres_hold_on_every_replica() {
             .iter()
             .all(|r| status(&c, r, "short", &short) == StatusCode::UNAUTHORIZED)
     });
-    assert!(expired_everywhere.is_some(), "an expired token still works on a replica");
+    assert!(
+        expired_everywhere.is_some(),
+        "an expired token still works on a replica"
+    );
 
     // Logins on every replica at once: one linear chain.
     std::thread::scope(|s| {
@@ -99,7 +111,9 @@ fn tokens_and_the_audit_chain_in_postgres_hold_on_every_replica() {
     });
     let records = audit_records(&config, &env);
     assert_eq!(count(&records, "admin", "login", "basic"), 30);
-    assert!(records.iter().any(|r| r["action"] == "token revoke" && r["target"] == "ci-deploy"));
+    assert!(records
+        .iter()
+        .any(|r| r["action"] == "token revoke" && r["target"] == "ci-deploy"));
     let verified = wharf_ok(&config, &env, &["audit", "verify"]);
     assert!(verified.contains("intact"), "{verified}");
 
@@ -107,13 +121,18 @@ fn tokens_and_the_audit_chain_in_postgres_hold_on_every_replica() {
         let out = wharf(&config, &env, &["audit", "verify"]);
         assert!(!out.status.success(), "verify passed a tampered log");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(&format!("broken at record {position}:")), "{err}");
+        assert!(
+            err.contains(&format!("broken at record {position}:")),
+            "{err}"
+        );
     };
     let line = |p: usize| pg.psql(&format!("SELECT line FROM audit_log WHERE position = {p}"));
     let (two, three) = (line(2), line(3));
     let set = |p: usize, text: &str| {
         let quoted = text.replace('\'', "''");
-        pg.psql(&format!("UPDATE audit_log SET line = '{quoted}' WHERE position = {p}"));
+        pg.psql(&format!(
+            "UPDATE audit_log SET line = '{quoted}' WHERE position = {p}"
+        ));
     };
     // One byte flipped.
     let flipped = two.replacen("\"seq\":2", "\"seq\":3", 1);
@@ -138,7 +157,9 @@ fn tokens_and_the_audit_chain_in_postgres_hold_on_every_replica() {
 #[test]
 fn robot_tokens_on_three_replicas_behind_nginx_with_docker() {
     use crate::harness::garage::Garage;
-    use crate::harness::{build_busybox_image, docker_rmi, output_with_stdin, require_docker, run, unique};
+    use crate::harness::{
+        build_busybox_image, docker_rmi, output_with_stdin, require_docker, run, unique,
+    };
     use crate::replicas::{replica_env, Cluster};
     use std::process::Command;
 
@@ -149,7 +170,10 @@ fn robot_tokens_on_three_replicas_behind_nginx_with_docker() {
     crate::harness::htpasswd(&htpasswd, "admin", "admin-pw");
     let mut env = replica_env(&g, &pg);
     env.push(("REGISTRY_AUTH_HTPASSWD_REALM".into(), "wharf".into()));
-    env.push(("REGISTRY_AUTH_HTPASSWD_PATH".into(), htpasswd.display().to_string()));
+    env.push((
+        "REGISTRY_AUTH_HTPASSWD_PATH".into(),
+        htpasswd.display().to_string(),
+    ));
     let cluster = Cluster::start(&env, g);
     let config = shared.path().join("config.yml");
     std::fs::write(&config, "version: 0.1\n").unwrap();
@@ -160,7 +184,13 @@ fn robot_tokens_on_three_replicas_behind_nginx_with_docker() {
     let login = output_with_stdin(
         Command::new("docker")
             .env("DOCKER_CONFIG", &docker_config)
-            .args(["login", &cluster.front, "-u", "ci-deploy", "--password-stdin"]),
+            .args([
+                "login",
+                &cluster.front,
+                "-u",
+                "ci-deploy",
+                "--password-stdin",
+            ]),
         &secret,
     );
     assert!(login.status.success(), "{login:?}");
@@ -177,7 +207,10 @@ fn robot_tokens_on_three_replicas_behind_nginx_with_docker() {
     };
     let pushed = push(&allowed);
     assert!(pushed.status.success(), "{pushed:?}");
-    assert!(!push(&denied).status.success(), "a push outside the token's scope");
+    assert!(
+        !push(&denied).status.success(),
+        "a push outside the token's scope"
+    );
 
     wharf_ok(&config, &env, &["token", "revoke", "ci-deploy"]);
     let refused = within(Duration::from_secs(1), || {
@@ -186,8 +219,14 @@ fn robot_tokens_on_three_replicas_behind_nginx_with_docker() {
             .iter()
             .all(|r| status(&c, r, "ci-deploy", &secret) == StatusCode::UNAUTHORIZED)
     });
-    assert!(refused.is_some(), "a revoked token still works on a replica after 1 s");
-    assert!(!push(&allowed).status.success(), "docker with a revoked token");
+    assert!(
+        refused.is_some(),
+        "a revoked token still works on a replica after 1 s"
+    );
+    assert!(
+        !push(&allowed).status.success(),
+        "docker with a revoked token"
+    );
 
     let short = create_token(&config, &env, "short", "team/*:pull", "4s");
     for r in &cluster.replicas {
@@ -200,9 +239,16 @@ fn robot_tokens_on_three_replicas_behind_nginx_with_docker() {
             .iter()
             .all(|r| status(&c, r, "short", &short) == StatusCode::UNAUTHORIZED)
     });
-    assert!(expired.is_some(), "an expired token still works on a replica");
+    assert!(
+        expired.is_some(),
+        "an expired token still works on a replica"
+    );
     let records = audit_records(&config, &env);
-    assert_eq!(count(&records, "ci-deploy", "push", "team/app:v1"), 1, "{records:#?}");
+    assert_eq!(
+        count(&records, "ci-deploy", "push", "team/app:v1"),
+        1,
+        "{records:#?}"
+    );
     wharf_ok(&config, &env, &["audit", "verify"]);
     docker_rmi(&[&local, &allowed, &denied]);
 }

@@ -6,7 +6,9 @@
 
 use std::process::Command;
 
-use super::harness::{build_busybox_image, docker_rmi, output_with_stdin, require_docker, run, unique, Served};
+use super::harness::{
+    build_busybox_image, docker_rmi, output_with_stdin, require_docker, run, unique, Served,
+};
 use super::identity::{audit_records, count, wharf_ok};
 use super::ui::{users, Visit, CONFIG};
 use super::webdriver::Browser;
@@ -16,11 +18,20 @@ fn secret_in(source: &str) -> String {
     source[at..at + "wharf_rt_".len() + 43].to_owned()
 }
 
-fn docker_login(config: &std::path::Path, host: &str, user: &str, password: &str) -> std::process::Output {
+fn docker_login(
+    config: &std::path::Path,
+    host: &str,
+    user: &str,
+    password: &str,
+) -> std::process::Output {
     output_with_stdin(
-        Command::new("docker")
-            .env("DOCKER_CONFIG", config)
-            .args(["login", host, "-u", user, "--password-stdin"]),
+        Command::new("docker").env("DOCKER_CONFIG", config).args([
+            "login",
+            host,
+            "-u",
+            user,
+            "--password-stdin",
+        ]),
         password,
     )
 }
@@ -91,7 +102,10 @@ fn personal_tokens_user_changes_and_repository_delete_in_chromium_are_audited() 
     b.goto(&format!("{base}/ui/admin/audit"));
     let page = b.text();
     assert!(page.contains("Intact:"), "{page}");
-    assert!(page.contains("delete repository") && page.contains("user add"), "{page}");
+    assert!(
+        page.contains("delete repository") && page.contains("user add"),
+        "{page}"
+    );
 
     // bob's own token can do no more than bob (pull only), and he manages only his own.
     let mut bob = Visit::new(&base);
@@ -99,7 +113,12 @@ fn personal_tokens_user_changes_and_repository_delete_in_chromium_are_audited() 
     let token = bob.token("/ui/tokens");
     let (status, html) = bob.post(
         "/ui/tokens",
-        &[("_csrf", &token), ("action", "create"), ("name", "ci"), ("scope", "*:pull,push,delete")],
+        &[
+            ("_csrf", &token),
+            ("action", "create"),
+            ("name", "ci"),
+            ("scope", "*:pull,push,delete"),
+        ],
     );
     assert_eq!(status, 200, "{html}");
     let bobs = secret_in(&html);
@@ -107,7 +126,11 @@ fn personal_tokens_user_changes_and_repository_delete_in_chromium_are_audited() 
     let token = bob.token("/ui/tokens");
     let (status, _) = bob.post(
         "/ui/tokens",
-        &[("_csrf", &token), ("action", "revoke"), ("name", "alice+laptop")],
+        &[
+            ("_csrf", &token),
+            ("action", "revoke"),
+            ("name", "alice+laptop"),
+        ],
     );
     assert_eq!(status, 400, "bob cannot revoke alice's token");
     let c = reqwest::blocking::Client::new();
@@ -116,7 +139,11 @@ fn personal_tokens_user_changes_and_repository_delete_in_chromium_are_audited() 
         .basic_auth("bob+ci", Some(&bobs))
         .send()
         .unwrap();
-    assert_eq!(pushing.status(), 403, "bob's token may not push: bob may not");
+    assert_eq!(
+        pushing.status(),
+        403,
+        "bob's token may not push: bob may not"
+    );
     let pulling = c
         .get(format!("{base}/v2/public/x/tags/list"))
         .basic_auth("bob+ci", Some(&bobs))
@@ -125,10 +152,17 @@ fn personal_tokens_user_changes_and_repository_delete_in_chromium_are_audited() 
     assert_ne!(pulling.status(), 403);
 
     let records = audit_records(&config, &[]);
-    assert_eq!(count(&records, "alice", "token create", "alice+laptop"), 1, "{records:#?}");
+    assert_eq!(
+        count(&records, "alice", "token create", "alice+laptop"),
+        1,
+        "{records:#?}"
+    );
     assert_eq!(count(&records, "alice+laptop", "push", "team/ptoken:v1"), 1);
     assert_eq!(count(&records, "alice", "user add", "dave"), 1);
-    assert_eq!(count(&records, "alice", "delete repository", "team/ptoken"), 1);
+    assert_eq!(
+        count(&records, "alice", "delete repository", "team/ptoken"),
+        1
+    );
     assert_eq!(count(&records, "alice", "login", "ui"), 1);
     assert_eq!(count(&records, "bob", "token create", "bob+ci"), 1);
     assert_eq!(count(&records, "bob", "token revoke", "alice+laptop"), 1);

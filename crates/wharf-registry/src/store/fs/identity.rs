@@ -43,9 +43,12 @@ fn read_token(path: &Path) -> io::Result<Option<TokenRecord>> {
     let Some(bytes) = read_if_any(path)? else {
         return Ok(None);
     };
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {e}", path.display()),
+        )
+    })
 }
 
 fn write_token(path: &Path, token: &TokenRecord) -> io::Result<()> {
@@ -54,11 +57,7 @@ fn write_token(path: &Path, token: &TokenRecord) -> io::Result<()> {
 }
 
 /// Change a stored token under the lock; false when there is none.
-fn update_token(
-    dir: &Path,
-    name: &str,
-    change: impl FnOnce(&mut TokenRecord),
-) -> io::Result<bool> {
+fn update_token(dir: &Path, name: &str, change: impl FnOnce(&mut TokenRecord)) -> io::Result<bool> {
     let _lock = locked(dir)?;
     let path = token_path(dir, name);
     let Some(mut token) = read_token(&path)? else {
@@ -175,7 +174,10 @@ fn last_line(log: &mut File) -> io::Result<(Option<String>, u64)> {
     if whole != len {
         log.set_len(whole)?;
     }
-    let start = tail[..end].iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let start = tail[..end]
+        .iter()
+        .rposition(|b| *b == b'\n')
+        .map_or(0, |i| i + 1);
     let line = String::from_utf8_lossy(&tail[start..end]).into_owned();
     Ok((Some(line), whole))
 }
@@ -271,7 +273,10 @@ mod tests {
             last_used: None,
         };
         assert!(state.create_token(&token).await.unwrap());
-        assert!(!state.create_token(&token).await.unwrap(), "a name is taken once");
+        assert!(
+            !state.create_token(&token).await.unwrap(),
+            "a name is taken once"
+        );
         assert!(state.revoke_token("ci", 5).await.unwrap());
         state.token_used("ci", 6).await.unwrap();
         let stored = state.token("ci").await.unwrap().unwrap();
@@ -290,9 +295,6 @@ mod tests {
         state.append_audit(&[entry("d")]).await.unwrap();
         let lines = state.audit_lines().await.unwrap();
         let head = state.audit_head().await.unwrap().unwrap();
-        assert_eq!(
-            auditchain::verify(&lines, Some((head.0, &head.1))),
-            Ok(4)
-        );
+        assert_eq!(auditchain::verify(&lines, Some((head.0, &head.1))), Ok(4));
     }
 }

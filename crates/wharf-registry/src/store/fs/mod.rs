@@ -4,10 +4,10 @@
 mod blobs;
 pub mod durable;
 mod eventlog;
+mod identity;
 mod links;
 mod locks;
 mod meta;
-mod identity;
 mod state;
 mod upload;
 
