@@ -196,7 +196,18 @@ impl Layer for AuditLayer {
     ) -> Result<Option<Served>> {
         let served = self.inner.manifest(o, repo, reference).await;
         if self.audit.pulls {
-            self.note(o, "pull", target(repo, reference), &served).await;
+            let outcome = match &served {
+                Ok(None) => "not found".to_owned(),
+                other => outcome(other),
+            };
+            let e = entry(
+                &o.actor.name,
+                &o.request.addr,
+                "pull",
+                &target(repo, reference),
+                &outcome,
+            );
+            self.audit.record(e).await;
         }
         served
     }

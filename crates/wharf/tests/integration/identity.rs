@@ -359,6 +359,9 @@ http:
   addr: 127.0.0.1:@PORT@
 immutable:
   - { repositories: ['frozen/*'], tags: 'v*' }
+audit:
+  pulls: true
+  file: @DIR@/audit.jsonl
 ";
 
 fn catalog(base: &str) -> Vec<String> {
@@ -468,6 +471,15 @@ fn a_repository_delete_empties_the_catalog_and_gc_frees_its_bytes() {
     assert!(records
         .iter()
         .any(|r| r["action"] == "gc" && r["actor"] == "wharf"));
+    // Pulls are recorded when `audit.pulls` asks, and every record (the server's and the
+    // CLI's, which reads the same config) is also a line of `audit.file`.
+    let pulled = records
+        .iter()
+        .find(|r| r["action"] == "pull" && r["target"] == "team/gone:v1")
+        .expect("the refused pull recorded");
+    assert_eq!(pulled["outcome"], "not found");
+    let sink = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+    assert_eq!(sink.lines().count(), records.len(), "{sink}");
     docker_rmi(&[&a, &b, &frozen]);
 }
 
