@@ -13,6 +13,17 @@ use super::identity::{audit_records, count, wharf_ok};
 use super::ui::{users, Visit, CONFIG};
 use super::webdriver::Browser;
 
+/// Poll the page until `ready` holds (5 s at most): a click's navigation is not awaited.
+fn wait_for(b: &Browser, ready: impl Fn(&Browser) -> bool) {
+    for _ in 0..100 {
+        if ready(b) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("the page did not get there: {} {}", b.url(), b.text());
+}
+
 fn secret_in(source: &str) -> String {
     let at = source.find("wharf_rt_").expect("the secret shown once");
     source[at..at + "wharf_rt_".len() + 43].to_owned()
@@ -50,14 +61,15 @@ fn personal_tokens_user_changes_and_repository_delete_in_chromium_are_audited() 
     b.type_into("input[name=username]", "alice");
     b.type_into("input[name=password]", "alice-pw");
     b.click("#signin");
-    b.wait_url("/ui/");
+    // /ui/login matches "/ui/" too: wait for the signed-in page itself.
+    wait_for(&b, |b| b.text().contains("Signed in as alice"));
 
     // A personal token, shown once.
     b.goto(&format!("{base}/ui/tokens"));
     b.type_into("#newtoken input[name=name]", "laptop");
     b.type_into("#newtoken input[name=scope]", "team/*:pull,push");
     b.click("#create");
-    b.wait_url("/ui/tokens");
+    wait_for(&b, |b| b.source().contains("wharf_rt_"));
     let secret = secret_in(&b.source());
     assert!(b.text().contains("alice+laptop"), "{}", b.text());
     b.goto(&format!("{base}/ui/tokens"));
@@ -82,7 +94,7 @@ fn personal_tokens_user_changes_and_repository_delete_in_chromium_are_audited() 
     b.type_into("#add input[name=username]", "dave");
     b.type_into("#add input[name=password]", "dave-pw");
     b.click("#adduser");
-    b.wait_url("/ui/admin/users");
+    wait_for(&b, |b| b.text().contains("dave"));
     assert!(b.text().contains("dave"));
 
     // The repository deleted from its page.
@@ -90,13 +102,7 @@ fn personal_tokens_user_changes_and_repository_delete_in_chromium_are_audited() 
     b.click("#deleterepo");
     b.wait_url("/ui/delete-repository");
     b.click("#confirm");
-    for _ in 0..100 {
-        if b.url().ends_with("/ui/") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    assert!(b.url().ends_with("/ui/"), "{}", b.url());
+    wait_for(&b, |b| b.url().ends_with("/ui/"));
     assert!(!b.text().contains("team/ptoken"), "{}", b.text());
 
     b.goto(&format!("{base}/ui/admin/audit"));

@@ -29,7 +29,7 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
     ),
     (
         4,
-        "robot tokens and the audit log",
+        "tokens and audit",
         include_str!("migrations/0004_identity.up.sql"),
         include_str!("migrations/0004_identity.down.sql"),
     ),
