@@ -38,7 +38,10 @@ def one_run(binary, work, audit):
     root = tempfile.mkdtemp(prefix=f"audit-{audit}.", dir=work)
     proc, port = start(binary, root, audit)
     try:
+        cpu0 = eb.cpu_seconds(proc.pid)
         n, secs = eb.pushes(port)
+        # Server CPU per push: less swayed than the rate by other work on the machine.
+        cpu_ms = (eb.cpu_seconds(proc.pid) - cpu0) * 1000 / n
     finally:
         eb.stop(proc)
     if audit:
@@ -48,7 +51,7 @@ def one_run(binary, work, audit):
         out = subprocess.run([binary, "audit", "verify", config], capture_output=True, text=True)
         if out.returncode != 0 or f"{n} records" not in out.stdout:
             raise eb.BenchFailure(f"{n} pushes, but audit verify says: {out.stdout}{out.stderr}")
-    return n / secs
+    return n / secs, cpu_ms
 
 
 def main():
@@ -62,9 +65,12 @@ def main():
     work = a.work or tempfile.mkdtemp(prefix="wharf-audit-bench.")
     os.makedirs(work, exist_ok=True)
     runs = {False: [], True: []}
+    cpu = {False: [], True: []}
     for r in range(a.rounds):
         for audit in (False, True):
-            runs[audit].append(one_run(a.wharf, work, audit))
+            rate, ms = one_run(a.wharf, work, audit)
+            runs[audit].append(rate)
+            cpu[audit].append(ms)
         print(f"round {r + 1}: off {runs[False][-1]:.0f}/s, on {runs[True][-1]:.0f}/s",
               file=sys.stderr)
     off, on = statistics.median(runs[False]), statistics.median(runs[True])
@@ -74,6 +80,9 @@ def main():
     print(f"  audit on  {on:8.0f}   runs {', '.join(f'{x:.0f}' for x in runs[True])}")
     print(f"  cost {cost * 100:.1f}% (target <= {TARGET_COST * 100:.0f}%: "
           f"{'PASS' if cost <= TARGET_COST else 'MISS'})")
+    c_off, c_on = statistics.median(cpu[False]), statistics.median(cpu[True])
+    print(f"  server CPU per push: off {c_off:.2f} ms, on {c_on:.2f} ms "
+          f"(+{(c_on / c_off - 1) * 100:.1f}%)")
 
 
 if __name__ == "__main__":
