@@ -103,7 +103,10 @@ pub fn token(cmd: TokenCommand) -> anyhow::Result<()> {
     };
     match cmd {
         TokenCommand::Create(a) => {
-            let (registry, _, rt) = open(&a.store)?;
+            let (registry, config, rt) = open(&a.store)?;
+            if config.auth.is_none() {
+                eprintln!("Warning: this config sets no `auth:`, so the registry is open and checks no token; add auth.htpasswd (with or without its token server) for tokens to matter.");
+            }
             let made = rt.block_on(registry.create_token(who, &a.name, None, &a.scopes, a.expires));
             let (record, secret) = made.map_err(|e| anyhow::anyhow!("{e}"))?;
             eprintln!(
