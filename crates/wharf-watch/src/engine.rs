@@ -327,9 +327,14 @@ impl Engine {
     /// Remove a container (force: it may be running). Anonymous volumes stay: the
     /// replacement container mounts them by name.
     pub async fn remove(&self, id: &str) -> Result<(), EngineError> {
+        self.remove_with(id, false).await
+    }
+
+    /// Remove a container, and its anonymous volumes too if `volumes` (`docker rm -v`).
+    pub async fn remove_with(&self, id: &str, volumes: bool) -> Result<(), EngineError> {
         let options = RemoveContainerOptions {
             force: true,
-            v: false,
+            v: volumes,
             link: false,
         };
         self.docker

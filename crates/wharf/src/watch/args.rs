@@ -59,6 +59,21 @@ pub struct WatchArgs {
     /// Also watch created and exited containers.
     #[arg(long, env = "WATCHTOWER_INCLUDE_STOPPED", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
     pub(super) include_stopped: bool,
+    /// Start the replacement of a stopped container too (with --include-stopped).
+    #[arg(long, env = "WATCHTOWER_REVIVE_STOPPED", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
+    pub(super) revive_stopped: bool,
+    /// Give a replacement fresh anonymous volumes from its new image, and remove the old
+    /// container's once the update stands (named volumes and binds are never removed).
+    #[arg(long, env = "WATCHTOWER_REMOVE_VOLUMES", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
+    pub(super) remove_volumes: bool,
+    /// A container's monitor-only or no-pull label beats --monitor-only / --no-pull
+    /// (otherwise either one being true holds).
+    #[arg(long, env = "WATCHTOWER_LABEL_TAKE_PRECEDENCE", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
+    pub(super) label_take_precedence: bool,
+    /// Where rolled-back images are remembered across restarts (default
+    /// $XDG_STATE_HOME/wharf-watch, ~/.local/state/wharf-watch, or /var/lib/wharf-watch).
+    #[arg(long, env = "WHARF_WATCH_STATE_DIR", value_name = "DIR")]
+    pub(super) state_dir: Option<PathBuf>,
     /// Also watch restarting containers.
     #[arg(long, env = "WATCHTOWER_INCLUDE_RESTARTING", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
     pub(super) include_restarting: bool,

@@ -13,9 +13,11 @@ use wharf_watch::api::{self, ReadTotals, RunSession};
 use wharf_watch::check::Registries;
 use wharf_watch::engine::Engine;
 use wharf_watch::events::{Dispatcher, Pushed, RunChecks};
+use wharf_watch::identity::same_registry;
 use wharf_watch::labels::{split_names, Selection};
 use wharf_watch::notify::{Notifiers, NotifySettings};
 use wharf_watch::policy::PolicyDefaults;
+use wharf_watch::rejected::{default_state_dir, state_file, Rejections};
 use wharf_watch::report::{Outcome, SessionReport};
 use wharf_watch::schedule::Schedule;
 use wharf_watch::session::{Settings, Watcher};
@@ -82,6 +84,9 @@ async fn run_watcher(args: WatchArgs, flags: &ClientFlags, gate: Gate) -> anyhow
     policy_defaults(&args)
         .validate()
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if args.revive_stopped && !args.include_stopped {
+        tracing::warn!("--revive-stopped acts only on stopped containers, which are watched with --include-stopped");
+    }
     let api_on = args.http_api_update || args.http_api_metrics || args.http_api_events;
     let token = api_token(&args, api_on)?;
     let notifiers = Arc::new(notifiers(&args)?);
@@ -128,6 +133,7 @@ async fn run_watcher(args: WatchArgs, flags: &ClientFlags, gate: Gate) -> anyhow
             ));
         }
     }
+    warn_unused_subscriptions(&watcher, &args.events_from).await;
     if api_on {
         let requested = session_runner(watcher.clone(), notifiers, gate, false, quiet);
         let webhook = events.filter(|_| args.http_api_events);
@@ -143,6 +149,35 @@ async fn run_watcher(args: WatchArgs, flags: &ClientFlags, gate: Gate) -> anyhow
     loop {
         tokio::time::sleep(schedule.next_delay()).await;
         run_session(None).await;
+    }
+}
+
+/// A subscription that no watched container's registry matches updates nothing: most
+/// often a host spelled differently from the containers' images (a name the registry is
+/// not known by), said at start rather than discovered at the first silent push.
+async fn warn_unused_subscriptions(watcher: &Watcher, events_from: &[String]) {
+    if events_from.is_empty() {
+        return;
+    }
+    let used = match watcher.watched_registries().await {
+        Ok(used) => used,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list the watched containers to compare with --events-from");
+            return;
+        }
+    };
+    for host in events_from {
+        let Ok(registry) = host.parse::<Registry>() else {
+            continue;
+        };
+        if !used.iter().any(|r| same_registry(r, &registry)) {
+            let names: Vec<String> = used.iter().map(|r| r.to_string()).collect();
+            tracing::warn!(
+                %registry,
+                watched_registries = %names.join(", "),
+                "no watched container uses an image from this registry, so its push events update nothing: check --events-from against the containers' image references"
+            );
+        }
     }
 }
 
@@ -179,7 +214,12 @@ async fn connect(args: &WatchArgs, flags: &ClientFlags) -> anyhow::Result<Watche
         Err(e) => tracing::warn!(error = %e, "cannot read the engine's insecure registries"),
     }
     let registries = Registries::new(options, credential_source()?, args.registry_timeout);
-    Ok(Watcher::new(engine, registries, settings(args)))
+    Ok(Watcher::new(
+        engine,
+        registries,
+        settings(args),
+        rejections(args),
+    ))
 }
 
 /// SIGTERM (`docker stop`) or SIGINT, listened for from this call on and for the life
@@ -230,6 +270,18 @@ async fn guarded<T: Send + 'static>(
     }
 }
 
+/// A watcher that checks once and exits has no later check to spare; one that keeps
+/// running remembers rollbacks on disk, so a restart does not try the same image again.
+fn rejections(args: &WatchArgs) -> Rejections {
+    if args.run_once && args.state_dir.is_none() {
+        return Rejections::in_memory();
+    }
+    let dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
+    let path = state_file(&dir, args.scope.as_deref());
+    tracing::debug!(path = %path.display(), "rolled-back images are kept here");
+    Rejections::open(path)
+}
+
 fn settings(args: &WatchArgs) -> Settings {
     Settings {
         selection: Selection {
@@ -257,8 +309,11 @@ fn settings(args: &WatchArgs) -> Settings {
             stop_timeout: args.stop_timeout,
             health_grace: args.rollback_grace,
             hooks: args.lifecycle_hooks,
+            revive_stopped: args.revive_stopped,
+            remove_volumes: args.remove_volumes,
         },
         policy: policy_defaults(args),
+        label_take_precedence: args.label_take_precedence,
     }
 }
 
