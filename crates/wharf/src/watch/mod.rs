@@ -46,6 +46,10 @@ pub fn run(args: WatchArgs, flags: &ClientFlags) -> anyhow::Result<()> {
                 _ => "info",
             })
     };
+    if args.no_color {
+        // Read by the log set-up of every command; set before any thread starts.
+        std::env::set_var("NO_COLOR", "1");
+    }
     crate::init_logging_as(level, args.log_format.eq_ignore_ascii_case("json"));
     let flags = flags.merge(&ClientFlags {
         registry_ca: args.registry_ca.clone(),
@@ -101,7 +105,10 @@ async fn run_watcher(args: WatchArgs, flags: &ClientFlags, gate: Gate) -> anyhow
     );
     if args.run_once {
         if let Some(report) = run_session(None).await {
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            // With --porcelain, stdout carries its lines (sent as a notification) only.
+            if args.porcelain.is_none() {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            }
             // Scripts and `restart: on-failure` read the exit code, not the report.
             if report.failed() > 0 {
                 anyhow::bail!(
@@ -355,12 +362,32 @@ fn credential_source() -> anyhow::Result<CredentialSource> {
 /// watchtower's WATCHTOWER_NOTIFICATION* environment, plus `--notification-url`s.
 fn notifiers(args: &WatchArgs) -> anyhow::Result<Notifiers> {
     let mut env: HashMap<String, String> = std::env::vars().collect();
-    if let Some(types) = &args.notifications {
-        env.insert("WATCHTOWER_NOTIFICATIONS".into(), types.clone());
+    let flags = [
+        ("WATCHTOWER_NOTIFICATIONS", args.notifications.clone()),
+        (
+            "WATCHTOWER_NOTIFICATIONS_LEVEL",
+            args.notifications_level.clone(),
+        ),
+        (
+            "WATCHTOWER_NOTIFICATION_TEMPLATE",
+            args.notification_template.clone(),
+        ),
+        (
+            "WATCHTOWER_NOTIFICATION_REPORT",
+            Some(args.notification_report.to_string()),
+        ),
+    ];
+    for (name, value) in flags {
+        if let Some(value) = value {
+            env.insert(name.into(), value);
+        }
     }
     let mut settings = NotifySettings::from_env(&env)?;
     for url in &args.notification_urls {
         settings.add_url(url)?;
+    }
+    if args.porcelain.is_some() {
+        settings.porcelain_v1();
     }
     let notifiers = Notifiers::new(&settings)?;
     if !notifiers.is_empty() {

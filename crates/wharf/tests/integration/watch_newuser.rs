@@ -192,3 +192,248 @@ fn watch_newuser_events_match_the_registry_not_its_spelling() {
     watcher.wait_until_runs(&name, &image_id(&v2), Duration::from_secs(10));
     assert_eq!(inspect(&name)["Config"]["Image"], image.as_str());
 }
+
+/// A busybox image that serves until stopped and declares `VOLUME /data`.
+fn volume_image(cleanup: &mut Cleanup, marker: &str) -> String {
+    let name = unique(&format!("wharf-watch-{marker}:"));
+    let env = format!("ENV VERSION={marker}");
+    build_busybox_image_with(&name, marker, &[], &[SERVE_CMD, &env, "VOLUME /data"]);
+    cleanup.images.push(name.clone());
+    name
+}
+
+/// docker-compose (Debian's 1.29) on a project of its own, taken down when dropped.
+struct ComposeProject {
+    project: String,
+    file: std::path::PathBuf,
+}
+
+impl ComposeProject {
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("docker-compose");
+        c.args(["-p", &self.project, "-f"])
+            .arg(&self.file)
+            .args(args);
+        c
+    }
+
+    fn container(&self, service: &str) -> String {
+        run(&mut self.cmd(&["ps", "-q", service])).trim().to_owned()
+    }
+}
+
+impl Drop for ComposeProject {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["down", "-v"]).output();
+    }
+}
+
+/// The volume mounted at /data in `container`.
+fn data_volume(container: &str) -> String {
+    let mounts = inspect(container)["Mounts"].clone();
+    mounts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["Destination"] == "/data")
+        .and_then(|m| m["Name"].as_str())
+        .unwrap_or_else(|| panic!("no volume at /data in {container}: {mounts:#}"))
+        .to_owned()
+}
+
+/// Item 7: a watchtower-style compose file using --remove-volumes, --revive-stopped,
+/// --label-take-precedence, --porcelain v1, --no-color, --notification-template,
+/// --notifications-level and --notification-report (flags and WATCHTOWER_* variables),
+/// run with docker-compose: the watchers start and each flag does what watchtower's does.
+#[test]
+fn watch_newuser_watchtower_flags_in_a_compose_file_take_effect() {
+    require("docker-compose", "docker-compose");
+    let registry = Registry::start();
+    let mut cleanup = Cleanup::default();
+    let wharf_image = unique("wharf-watch-compose:");
+    crate::image::build_wharf_image(&wharf_image);
+    cleanup.images.push(wharf_image.clone());
+    let (v1, v2) = (
+        volume_image(&mut cleanup, "cv1"),
+        volume_image(&mut cleanup, "cv2"),
+    );
+    let image = format!("{}/nc/composed:latest", registry.host());
+    cleanup.images.push(image.clone());
+    registry.push(&v1, "nc/composed:latest");
+    let (scope, porcelain_scope) = (unique("wharf-compose-"), unique("wharf-porcelain-"));
+    let label = |s: &str| format!("com.centurylinklabs.watchtower.scope={s}");
+    let follow = "com.centurylinklabs.watchtower.monitor-only=false";
+    let [revived, volumed, held, observed] =
+        ["revived", "volumed", "held", "observed"].map(|n| format!("{scope}-{n}"));
+    cleanup
+        .containers
+        .extend([&revived, &volumed, &held, &observed].map(|n| n.to_string()));
+    let scope_label = label(&scope);
+    for (name, extra) in [
+        (&revived, Some(follow)),
+        (&volumed, Some(follow)),
+        (&held, None),
+    ] {
+        let mut args = vec!["--name", name.as_str(), "-l", &scope_label];
+        if let Some(extra) = extra {
+            args.extend(["-l", extra]);
+        }
+        args.push(&image);
+        docker_run(&registry, &args);
+    }
+    let porcelain_label = label(&porcelain_scope);
+    docker_run(
+        &registry,
+        &["--name", &observed, "-l", &porcelain_label, &image],
+    );
+    run(Command::new("docker").args(["stop", "-t", "1", &revived]));
+    let old_volume = data_volume(&volumed);
+    registry.push(&v2, "nc/composed:latest");
+
+    let template = "{{range .Report.Updated}}UPDATED {{.Name}}{{println}}{{end}}{{range .Entries}}ENTRY {{.Message}}{{println}}{{end}}";
+    let mounts = format!(
+        "      - /var/run/docker.sock:/var/run/docker.sock\n      - {}:/config.json:ro\n      - {}:/certs/ca.pem:ro\n",
+        registry.docker_config().join("config.json").display(),
+        registry.cert.display()
+    );
+    let yaml = format!(
+        r#"version: "3"
+services:
+  watchtower:
+    image: {wharf_image}
+    network_mode: host
+    tty: true
+    volumes:
+{mounts}    environment:
+      WATCHTOWER_REGISTRY_CA: /certs/ca.pem
+      WATCHTOWER_NOTIFICATION_URL: "logger://"
+      WATCHTOWER_NOTIFICATIONS_LEVEL: warn
+      WATCHTOWER_REMOVE_VOLUMES: "true"
+    command:
+      - watch
+      - --scope={scope}
+      - --interval=2
+      - --stop-timeout=5s
+      - --rollback-grace=2s
+      - --include-stopped
+      - --revive-stopped
+      - --label-take-precedence
+      - --monitor-only
+      - --no-color
+      - --notification-report
+      - "--notification-template={template}"
+  porcelain:
+    image: {wharf_image}
+    network_mode: host
+    restart: "no"
+    volumes:
+{mounts}    environment:
+      WATCHTOWER_REGISTRY_CA: /certs/ca.pem
+    command: [watch, --run-once, --monitor-only, --porcelain, v1, --scope={porcelain_scope}]
+"#
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("docker-compose.yml");
+    std::fs::write(&file, yaml).unwrap();
+    let compose = ComposeProject {
+        project: unique("wharfwatch").replace('-', ""),
+        file,
+    };
+    let up = compose.cmd(&["up", "-d"]).output().unwrap();
+    assert!(
+        up.status.success(),
+        "docker-compose up: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let watcher = compose.container("watchtower");
+    let logs = || {
+        let out = Command::new("docker")
+            .args(["logs", &watcher])
+            .output()
+            .unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let v2_id = image_id(&v2);
+    for name in [&revived, &volumed] {
+        let waited = std::panic::catch_unwind(|| {
+            crate::watch_events::wait_until_runs(name, &v2_id, Duration::from_secs(60))
+        });
+        waited.unwrap_or_else(|_| panic!("the watcher's log:\n{}", logs()));
+    }
+
+    // --label-take-precedence: the label beat --monitor-only for those two, not for held.
+    let kept = inspect(&held);
+    assert_eq!(kept["Image"], image_id(&v1).as_str());
+    assert_eq!(kept["State"]["Running"], true);
+    // --revive-stopped (with --include-stopped): the stopped one runs its new image.
+    assert_eq!(inspect(&revived)["State"]["Running"], true);
+    // --remove-volumes: a fresh /data, and the old one is gone.
+    let new_volume = data_volume(&volumed);
+    cleanup.volumes.push(new_volume.clone());
+    assert_ne!(new_volume, old_volume);
+    // It goes with the old container, once the update stands (after --rollback-grace).
+    let started = Instant::now();
+    let exists = |v: &str| {
+        Command::new("docker")
+            .args(["volume", "inspect", v])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    while exists(&old_volume) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the old anonymous volume {old_volume} is still there:\n{}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // The template, with the report, through logger://; at level warn no info entry.
+    let started = Instant::now();
+    while !(logs().contains(&format!("UPDATED {revived}"))
+        && logs().contains(&format!("UPDATED {volumed}")))
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no templated message:\n{}",
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = logs();
+    assert!(
+        !log.contains("ENTRY "),
+        "entries below --notifications-level warn:\n{log}"
+    );
+    // --no-color on a terminal (tty: true): no ANSI escapes.
+    assert!(log.contains("INFO") && !log.contains('\u{1b}'), "{log}");
+
+    // --porcelain v1: one line per container on stdout, and nothing else there.
+    let porcelain = compose.container("porcelain");
+    let started = Instant::now();
+    while inspect(&porcelain)["State"]["Running"] == true {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the porcelain watcher did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = Command::new("docker")
+        .args(["logs", &porcelain])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout,
+        format!("{observed} ({image}): Stale\n"),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(inspect(&porcelain)["State"]["ExitCode"], 0);
+}
