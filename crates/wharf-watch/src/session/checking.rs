@@ -152,6 +152,16 @@ impl Watcher {
                 } else {
                     Outcome::Stale
                 };
+                if line.outcome == Outcome::Fresh && moved(c) {
+                    // The new tag names the image it runs: the container moves to the
+                    // tag (so later moves start from it), with no new image.
+                    line.outcome = Outcome::Stale;
+                    line.detail = Some(format!(
+                        "same image, reference updated: {} -> {} ({latest})",
+                        c.target.reference(),
+                        c.reference
+                    ));
+                }
                 self.unless_rejected(&c.target, &mut line);
             }
             (Ok(_), Some(Err(why))) => {
@@ -189,4 +199,9 @@ impl Watcher {
         line.outcome = Outcome::Skipped;
         line.detail = Some(detail);
     }
+}
+
+/// Whether a tag-following policy moved the container to another reference.
+pub(super) fn moved(c: &Checked) -> bool {
+    c.reference != c.target.reference()
 }

@@ -14,7 +14,7 @@ impl Watcher {
         replaced_ids: &mut HashMap<String, String>,
     ) -> Result<Option<Replaced>, NotReplaced> {
         let image_id = self.new_image(c, pulled).await?;
-        if image_id == c.target.image_id() {
+        if image_id == c.target.image_id() && !checking::moved(c) {
             return Ok(None);
         }
         tracing::info!(container = %c.target.name, image = %c.reference, id = %image_id, "new image ready; replacing the container");
@@ -157,8 +157,25 @@ impl Watcher {
             }
         };
         for id in old_images.difference(&in_use) {
-            match self.engine.remove_image(id).await {
-                Ok(()) => tracing::info!(image = %id, "removed the old image"),
+            let names = match self.engine.inspect_image(id).await {
+                Ok(image) => repositories(&image),
+                Err(e) if crate::engine::is_not_found(&e) => continue,
+                Err(e) => {
+                    tracing::warn!(image = %id, error = %e, "old image kept: cannot inspect it");
+                    continue;
+                }
+            };
+            match self.engine.remove_image(id, names.len() > 1).await {
+                Ok(()) => {
+                    tracing::info!(image = %id, names = %names.join(", "), "removed the old image")
+                }
+                Err(e) if crate::engine::is_not_found(&e) => {}
+                // Taken by a container created since the list above: it stays, rightly.
+                Err(crate::engine::EngineError::Api {
+                    status: Some(409),
+                    detail,
+                    ..
+                }) => tracing::info!(image = %id, %detail, "old image kept: in use"),
                 Err(e) => tracing::warn!(image = %id, error = %e, "old image kept"),
             }
         }
@@ -170,4 +187,24 @@ fn running_image(target: &Target, line: &ContainerReport) -> String {
     line.old_digest
         .clone()
         .unwrap_or_else(|| target.image_id().to_owned())
+}
+
+/// The repositories naming an image, by tag or by digest, each once.
+fn repositories(image: &bollard::models::ImageInspect) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    let tags = image.repo_tags.iter().flatten();
+    for reference in tags.chain(image.repo_digests.iter().flatten()) {
+        let repo = match reference.split_once('@') {
+            Some((repo, _)) => repo,
+            // The tag follows the last colon that is not part of a registry port.
+            None => match reference.rsplit_once(':') {
+                Some((repo, tag)) if !tag.contains('/') => repo,
+                _ => reference,
+            },
+        };
+        if !names.iter().any(|n| n == repo) {
+            names.push(repo.to_owned());
+        }
+    }
+    names
 }

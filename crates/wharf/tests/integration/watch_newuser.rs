@@ -437,3 +437,113 @@ services:
     );
     assert_eq!(inspect(&porcelain)["State"]["ExitCode"], 0);
 }
+
+/// Item 12: `--cleanup` removes the old image by id, forced since two repositories name
+/// it (the local build's tag and the registry's digest), with no warning.
+#[test]
+fn watch_newuser_cleanup_removes_an_old_image_with_several_names_quietly() {
+    let registry = Registry::start();
+    let mut cleanup = Cleanup::default();
+    let (v1, v2, image) = v1_pushed(&registry, &mut cleanup, "clean", "nc/cleaned");
+    let v1_id = image_id(&v1);
+    let name = unique("wharf-cleanup-");
+    cleanup.containers.push(name.clone());
+    docker_run(&registry, &["--name", &name, &image]);
+    registry.push(&v2, "nc/cleaned:latest");
+
+    let out = registry.watch_output(&["--cleanup", &name]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let report = report_of(&out);
+    assert_eq!(
+        container_line(&report, &name)["outcome"],
+        "updated",
+        "{report:#}"
+    );
+    let kept = Command::new("docker")
+        .args(["image", "inspect", &v1_id])
+        .output()
+        .unwrap();
+    assert!(
+        !kept.status.success(),
+        "--cleanup kept the old image:\n{stderr}"
+    );
+    assert!(stderr.contains("removed the old image"), "{stderr}");
+    assert!(!stderr.contains("WARN"), "{stderr}");
+}
+
+/// Item 12: a semver move to a tag that names the same image moves the container to the
+/// tag and says so, and the next check finds nothing to do.
+#[test]
+fn watch_newuser_a_semver_move_to_the_same_image_updates_the_reference() {
+    let registry = Registry::start();
+    let mut cleanup = Cleanup::default();
+    let v1 = serving_image(&mut cleanup, "samedigest", &[]);
+    let (on, to) = (
+        format!("{}/nc/same:1.2.3", registry.host()),
+        format!("{}/nc/same:1.3.0", registry.host()),
+    );
+    cleanup.images.extend([on.clone(), to.clone()]);
+    let d1 = registry.push(&v1, "nc/same:1.2.3");
+    let d2 = registry.push(&v1, "nc/same:1.3.0");
+    assert_eq!(d1, d2);
+    let name = unique("wharf-samedigest-");
+    cleanup.containers.push(name.clone());
+    docker_run(
+        &registry,
+        &["--name", &name, "-l", "wharf.watch.semver=^1.2", &on],
+    );
+
+    let report = registry.watch(&[&name]);
+    let line = container_line(&report, &name);
+    assert_eq!(line["outcome"], "updated", "{report:#}");
+    let detail = line["detail"].as_str().unwrap_or("");
+    assert!(
+        detail.contains("same image, reference updated"),
+        "{report:#}"
+    );
+    let now = inspect(&name);
+    assert_eq!(now["Config"]["Image"], to.as_str());
+    assert_eq!(now["Image"], image_id(&v1).as_str());
+    assert_eq!(now["State"]["Running"], true);
+
+    let report = registry.watch(&[&name]);
+    let line = container_line(&report, &name);
+    assert_eq!(line["outcome"], "fresh", "{report:#}");
+    assert!(line["detail"].is_null(), "{report:#}");
+}
+
+/// Item 12: a container that ignores its stop signal is killed after the stop timeout,
+/// and the log says killed, not stopped.
+#[test]
+fn watch_newuser_a_container_killed_after_the_stop_timeout_is_logged_as_killed() {
+    let registry = Registry::start();
+    let mut cleanup = Cleanup::default();
+    let stubborn = r#"CMD ["/bin/sh", "-c", "trap '' TERM; while true; do sleep 1; done"]"#;
+    let [v1, v2] = ["stubborn1", "stubborn2"].map(|m| {
+        let name = unique(&format!("wharf-watch-{m}:"));
+        build_busybox_image_with(&name, m, &[], &[stubborn, &format!("ENV VERSION={m}")]);
+        cleanup.images.push(name.clone());
+        name
+    });
+    let image = format!("{}/nc/stubborn:latest", registry.host());
+    cleanup.images.push(image.clone());
+    registry.push(&v1, "nc/stubborn:latest");
+    let name = unique("wharf-stubborn-");
+    cleanup.containers.push(name.clone());
+    docker_run(&registry, &["--name", &name, "--stop-timeout", "1", &image]);
+    registry.push(&v2, "nc/stubborn:latest");
+
+    let out = registry.watch_output(&[&name]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        container_line(&report_of(&out), &name)["outcome"],
+        "updated"
+    );
+    assert!(
+        stderr.contains("old container killed: it did not stop within 1 s"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("old container stopped"), "{stderr}");
+}
