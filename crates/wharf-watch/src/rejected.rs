@@ -74,14 +74,6 @@ pub struct Rejections {
 }
 
 impl Rejections {
-    /// Kept in memory only (a watcher that checks once and exits).
-    pub fn in_memory() -> Rejections {
-        Rejections {
-            path: None,
-            entries: Mutex::new(BTreeMap::new()),
-        }
-    }
-
     /// Read from `path`; a missing file is none yet. An unreadable or damaged one is
     /// said in the log and started afresh: losing it costs one more attempt, never more.
     pub fn open(path: PathBuf) -> Rejections {

@@ -305,22 +305,7 @@ impl Watcher {
                     continue;
                 }
                 if self.settings.no_restart {
-                    match self.new_image(c, &mut pulled).await {
-                        Ok(_) => {
-                            line.detail = Some(
-                                "new image pulled; the container is not restarted (--no-restart)"
-                                    .into(),
-                            )
-                        }
-                        Err(
-                            NotReplaced::Failed(why)
-                            | NotReplaced::Skipped(why)
-                            | NotReplaced::RolledBack(why),
-                        ) => {
-                            line.outcome = Outcome::Failed;
-                            line.detail = Some(why);
-                        }
-                    }
+                    self.pull_only(c, &mut pulled, &mut line).await;
                     lines.push(line);
                     continue;
                 }
@@ -372,6 +357,27 @@ impl Watcher {
             self.cleanup(&checked, &lines).await;
         }
         report.containers = lines;
+    }
+
+    /// watchtower's `--no-restart`: the new image is pulled, the container left alone.
+    async fn pull_only(
+        &self,
+        c: &Checked,
+        pulled: &mut HashMap<String, Result<String, String>>,
+        line: &mut ContainerReport,
+    ) {
+        match self.new_image(c, pulled).await {
+            Ok(_) => {
+                line.detail =
+                    Some("new image pulled; the container is not restarted (--no-restart)".into())
+            }
+            Err(
+                NotReplaced::Failed(why) | NotReplaced::Skipped(why) | NotReplaced::RolledBack(why),
+            ) => {
+                line.outcome = Outcome::Failed;
+                line.detail = Some(why);
+            }
+        }
     }
 
     fn dependants(&self) -> Dependants<'_> {

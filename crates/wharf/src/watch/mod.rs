@@ -277,12 +277,9 @@ async fn guarded<T: Send + 'static>(
     }
 }
 
-/// A watcher that checks once and exits has no later check to spare; one that keeps
-/// running remembers rollbacks on disk, so a restart does not try the same image again.
+/// Rollbacks on disk, so neither a restart nor the next `--run-once` (from cron, say)
+/// tries the same image again.
 fn rejections(args: &WatchArgs) -> Rejections {
-    if args.run_once && args.state_dir.is_none() {
-        return Rejections::in_memory();
-    }
     let dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
     let path = state_file(&dir, args.scope.as_deref());
     tracing::debug!(path = %path.display(), "rolled-back images are kept here");

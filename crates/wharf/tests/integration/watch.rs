@@ -508,11 +508,22 @@ fn a_broken_update_is_rolled_back_to_the_old_container() {
         assert_eq!(now["State"]["Running"], true, "{name} is not running");
         assert_eq!(now["Image"], before["Image"]);
     }
-    // Checking again is just as safe: the same broken image is refused again.
-    let again = registry.watch_failing(&[&crash_name]);
+    // Checking again (another --run-once) does not try the same broken image: the
+    // rollback is remembered, so the healthy container is not even stopped.
+    let started = inspect(&crash_name)["State"]["StartedAt"].clone();
+    let again = registry.watch(&[&crash_name]);
     let line = container_line(&again, &crash_name);
-    assert_eq!(line["outcome"], "rolled_back", "{again:#}");
-    assert_eq!(inspect(&crash_name)["Id"], crash_before["Id"]);
+    assert_eq!(line["outcome"], "skipped", "{again:#}");
+    assert!(
+        line["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not retried until"),
+        "{again:#}"
+    );
+    let now = inspect(&crash_name);
+    assert_eq!(now["Id"], crash_before["Id"]);
+    assert_eq!(now["State"]["StartedAt"], started);
 }
 
 #[test]
