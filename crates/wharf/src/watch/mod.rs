@@ -494,7 +494,8 @@ fn log_report(report: &SessionReport, quiet_check_failures: bool) {
     tracing::info!(
         scanned = report.scanned(),
         updated = report.count(Outcome::Updated),
-        failed = report.failed(),
+        failed = report.count(Outcome::Failed),
+        rolled_back = report.count(Outcome::RolledBack),
         "session done"
     );
 }

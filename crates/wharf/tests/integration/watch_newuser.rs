@@ -99,6 +99,11 @@ fn watch_newuser_a_broken_image_is_tried_once_across_checks_and_restarts() {
         "the report must say which image runs again:\n{log}"
     );
     wait_for_text(&first_log, "not retried until", Duration::from_secs(10));
+    let log = read(&first_log);
+    assert!(
+        log.contains("failed=0 rolled_back=1"),
+        "the session is counted as rolled back, not failed:\n{log}"
+    );
     drop(first);
     let state = registry.dir.path().join("watch-state/rolled-back.json");
     let saved = std::fs::read_to_string(&state).expect("the rollback is kept on disk");
