@@ -327,9 +327,14 @@ impl Engine {
     /// Remove a container (force: it may be running). Anonymous volumes stay: the
     /// replacement container mounts them by name.
     pub async fn remove(&self, id: &str) -> Result<(), EngineError> {
+        self.remove_with(id, false).await
+    }
+
+    /// Remove a container, and its anonymous volumes too if `volumes` (`docker rm -v`).
+    pub async fn remove_with(&self, id: &str, volumes: bool) -> Result<(), EngineError> {
         let options = RemoveContainerOptions {
             force: true,
-            v: false,
+            v: volumes,
             link: false,
         };
         self.docker
@@ -338,11 +343,12 @@ impl Engine {
             .map_err(|e| api(&format!("remove container {id}"), e))
     }
 
-    /// Remove an image by id, without `force`: the engine refuses while a container
-    /// (even a stopped one) still uses it, which is the rule `--cleanup` wants.
-    pub async fn remove_image(&self, id: &str) -> Result<(), EngineError> {
+    /// Remove an image by id, as watchtower's cleanup does. `force` is needed when several
+    /// repositories name it (a local build tag beside the registry's name), which the
+    /// engine otherwise refuses by id; the caller has checked that no container uses it.
+    pub async fn remove_image(&self, id: &str, force: bool) -> Result<(), EngineError> {
         let options = RemoveImageOptions {
-            force: false,
+            force,
             noprune: false,
             ..Default::default()
         };

@@ -94,15 +94,17 @@ pub fn pushed(events: &[Event], registry: Option<&str>) -> Vec<Pushed> {
             tracing::debug!(action = %e.action, repository = %e.target.repository, media_type = %e.target.media_type, "event ignored: not a tag push");
             continue;
         }
-        let hosts: Vec<String> = match registry {
-            Some(r) => vec![r.to_owned()],
-            None => [url_host(&e.target.url), Some(e.request.host.clone())]
-                .into_iter()
-                .flatten()
-                .filter(|h| !h.is_empty())
-                .collect(),
-        };
-        for host in hosts {
+        // From a registry's own stream, every host the event names is that registry:
+        // the one subscribed to, its configured name (`http.host`, in `target.url`) and
+        // the one the pusher used.
+        let named = [url_host(&e.target.url), Some(e.request.host.clone())];
+        let hosts: Vec<String> = registry
+            .map(str::to_owned)
+            .into_iter()
+            .chain(named.into_iter().flatten())
+            .filter(|h| !h.is_empty())
+            .collect();
+        for host in distinct_registries(hosts) {
             let image = format!("{host}/{}:{}", e.target.repository, e.target.tag);
             if image.parse::<ImageRef>().is_err() {
                 tracing::info!(%image, "event ignored: not an image reference");
@@ -117,6 +119,24 @@ pub fn pushed(events: &[Event], registry: Option<&str>) -> Vec<Pushed> {
         }
     }
     images
+}
+
+/// One spelling of each registry among `hosts` (loopback aliases are one), first kept;
+/// what is not a registry host is dropped here and logged where it is used.
+fn distinct_registries(hosts: Vec<String>) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    let mut out = Vec::new();
+    for host in hosts {
+        let key = match host.parse::<wharf_client::Registry>() {
+            Ok(r) => crate::identity::canonical(&r),
+            Err(_) => host.clone(),
+        };
+        if !seen.contains(&key) {
+            seen.push(key);
+            out.push(host);
+        }
+    }
+    out
 }
 
 /// `host[:port]` of an absolute URL.
@@ -201,21 +221,23 @@ mod tests {
     ]}"#;
 
     #[test]
-    fn tag_pushes_name_the_image_by_both_hosts() {
+    fn tag_pushes_name_the_image_once_per_registry() {
         let events = parse(DISTRIBUTION.as_bytes()).unwrap();
         assert_eq!(events.len(), 3);
         let images = |p: Vec<Pushed>| p.into_iter().map(|p| p.image).collect::<Vec<_>>();
+        // localhost:5000 and 127.0.0.1:5000 are one registry; matching treats them so.
         assert_eq!(
             images(pushed(&events, None)),
-            vec![
-                "localhost:5000/apps/web:latest".to_owned(),
-                "127.0.0.1:5000/apps/web:latest".to_owned()
-            ]
+            vec!["localhost:5000/apps/web:latest".to_owned()]
         );
+        // From the stream, the registry's other names count too (one per loopback port).
         let from_stream = pushed(&events, Some("reg.example:443"));
         assert_eq!(
             images(from_stream.clone()),
-            vec!["reg.example:443/apps/web:latest".to_owned()]
+            vec![
+                "reg.example:443/apps/web:latest".to_owned(),
+                "localhost:5000/apps/web:latest".to_owned()
+            ]
         );
         // Not a real digest in this sample, so none is expected.
         assert_eq!(from_stream[0].digest, None);

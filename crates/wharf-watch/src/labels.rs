@@ -60,13 +60,14 @@ impl Labels<'_> {
         self.flag(ENABLE)
     }
 
-    pub fn monitor_only(&self) -> bool {
-        self.flag(MONITOR_ONLY).unwrap_or(false)
+    /// The monitor-only label against `--monitor-only`, by watchtower's rule (see `either`).
+    pub fn monitor_only(&self, flag: bool, label_first: bool) -> bool {
+        either(self.flag(MONITOR_ONLY), flag, label_first)
     }
 
-    /// The label when set, else the watcher's `--no-pull`.
-    pub fn no_pull(&self, by_default: bool) -> bool {
-        self.flag(NO_PULL).unwrap_or(by_default)
+    /// The no-pull label against `--no-pull`, by watchtower's rule (see `either`).
+    pub fn no_pull(&self, flag: bool, label_first: bool) -> bool {
+        either(self.flag(NO_PULL), flag, label_first)
     }
 
     pub fn is_watcher(&self) -> bool {
@@ -133,6 +134,17 @@ impl Labels<'_> {
             0 => Duration::from_secs(3600),
             m => Duration::from_secs(m.min(60) * 60),
         }
+    }
+}
+
+/// watchtower's `getContainerOrGlobalBool`: an unset label leaves the flag; a set one
+/// wins outright with `--label-take-precedence`, else either being true is enough (a
+/// `false` label does not undo `--monitor-only`).
+fn either(label: Option<bool>, flag: bool, label_first: bool) -> bool {
+    match label {
+        None => flag,
+        Some(label) if label_first => label,
+        Some(label) => label || flag,
     }
 }
 

@@ -60,7 +60,8 @@ impl SessionReport {
         self.containers.len() - self.count(Outcome::Skipped)
     }
 
-    /// Failed updates, including those rolled back.
+    /// Failed updates, including those rolled back (what the exit code and the failed
+    /// metric count).
     pub fn failed(&self) -> usize {
         self.count(Outcome::Failed) + self.count(Outcome::RolledBack)
     }
@@ -76,10 +77,11 @@ impl SessionReport {
     /// notifications.
     pub fn summary(&self) -> String {
         let mut text = format!(
-            "wharf watch: {} scanned, {} updated, {} failed, {} with a newer image (monitor-only)\n",
+            "wharf watch: {} scanned, {} updated, {} failed, {} rolled back, {} with a newer image (monitor-only)\n",
             self.scanned(),
             self.count(Outcome::Updated),
-            self.failed(),
+            self.count(Outcome::Failed),
+            self.count(Outcome::RolledBack),
             self.count(Outcome::Stale),
         );
         for c in self.containers.iter().filter(|c| {

@@ -20,17 +20,21 @@ pub struct Replacement {
 }
 
 /// The configuration for a container like `old`, started from `image`. `old_image` is the
-/// configuration of the image `old` was created from.
+/// configuration of the image `old` was created from. `keep_volumes`: mount the old
+/// container's anonymous volumes (off with `--remove-volumes`, which wants them fresh).
 pub fn replacement(
     old: &ContainerInspectResponse,
     old_image: &ImageConfig,
     image: &str,
     api: (usize, usize),
+    keep_volumes: bool,
 ) -> Replacement {
     let config = old.config.clone().unwrap_or_default();
     let short_id: String = old.id.as_deref().unwrap_or("").chars().take(12).collect();
     let mut host_config = old.host_config.clone().unwrap_or_default();
-    keep_anonymous_volumes(old, &mut host_config);
+    if keep_volumes {
+        keep_anonymous_volumes(old, &mut host_config);
+    }
     let (networking_config, connect_later) = networks(old, &short_id, api);
     let body = ContainerCreateBody {
         image: Some(image.to_owned()),
@@ -446,7 +450,7 @@ mod tests {
             ),
             ..Default::default()
         });
-        let r = replacement(&old, &image, "app:2", (1, 50));
+        let r = replacement(&old, &image, "app:2", (1, 50), true);
         assert_eq!(r.body.env, env(&["MODE=prod"]));
         assert_eq!(
             r.body.cmd, None,
@@ -473,7 +477,7 @@ mod tests {
             cmd: env(&["run"]),
             ..Default::default()
         });
-        let r = replacement(&old, &image, "x", (1, 50));
+        let r = replacement(&old, &image, "x", (1, 50), true);
         assert_eq!(r.body.entrypoint, env(&["/bin/sh", "-c"]));
         assert_eq!(r.body.cmd, env(&["run"]));
     }
@@ -485,7 +489,7 @@ mod tests {
             ..Default::default()
         });
         old.host_config.as_mut().unwrap().network_mode = Some("container:db".into());
-        let r = replacement(&old, &ImageConfig::default(), "x", (1, 50));
+        let r = replacement(&old, &ImageConfig::default(), "x", (1, 50), true);
         assert_eq!(r.body.hostname, None);
         let mut created = container(ContainerConfig::default());
         created.id = Some("fedcba9876543210".into());
@@ -523,7 +527,7 @@ mod tests {
             networks: Some(nets),
             ..Default::default()
         });
-        let r = replacement(&old, &ImageConfig::default(), "x", (1, 41));
+        let r = replacement(&old, &ImageConfig::default(), "x", (1, 41), true);
         let created = r.body.networking_config.unwrap().endpoints_config.unwrap();
         assert_eq!(created.keys().collect::<Vec<_>>(), vec!["front"]);
         assert_eq!(created["front"].aliases, env(&["web"]));

@@ -113,7 +113,7 @@ pub(crate) fn filter_images(
                 return false;
             };
             wanted.iter().any(|(w, tagged)| {
-                w.registry() == image.registry()
+                crate::identity::same_registry(w.registry(), image.registry())
                     && w.repository() == image.repository()
                     && (!tagged || w.tag() == image.tag() || follows(t))
             })

@@ -22,6 +22,11 @@ pub struct Timing {
     pub stop_timeout: Duration,
     pub health_grace: Duration,
     pub hooks: bool,
+    /// watchtower's `--revive-stopped`: start the replacement of a stopped container.
+    pub revive_stopped: bool,
+    /// watchtower's `--remove-volumes`: the replacement gets fresh anonymous volumes, and
+    /// the old container's go with it once the update stands.
+    pub remove_volumes: bool,
 }
 
 /// A replacement that is running under the container's name, its predecessor set aside.
@@ -41,6 +46,9 @@ pub enum NotReplaced {
     /// It failed; the old container is running (or stopped, as it was) under its name,
     /// unless the reason says that putting it back failed too.
     Failed(String),
+    /// The new container would not start, so the old one was put back and runs again:
+    /// the image's fault, not the moment's, and not worth another try.
+    RolledBack(String),
 }
 
 /// Why a replacement did not last its grace period.
@@ -62,7 +70,7 @@ pub async fn replace(
     image_id: &str,
     timing: &Timing,
 ) -> Result<Replaced, NotReplaced> {
-    let new_id = create_checked(engine, target, old_image, image, image_id, None)
+    let new_id = create_checked(engine, target, old_image, image, image_id, None, timing)
         .await
         .map_err(NotReplaced::Failed)?;
     // Each step logged: with the default stop timeout and rollback grace an update takes
@@ -79,10 +87,14 @@ pub async fn replace(
             stopped_dependants: Vec::new(),
         }),
         Err(e) => match restore(engine, target, &new_id).await {
-            Ok(()) => Err(NotReplaced::Failed(e.to_string())),
+            Ok(()) if e.starting => Err(NotReplaced::RolledBack(format!(
+                "the new container did not start: {}",
+                e.error
+            ))),
+            Ok(()) => Err(NotReplaced::Failed(e.error.to_string())),
             Err(down) => Err(NotReplaced::Failed(format!(
-                "{e}; then restoring failed, so {} is down: {down}",
-                target.name
+                "{}; then restoring failed, so {} is down: {down}",
+                e.error, target.name
             ))),
         },
     }
@@ -108,12 +120,13 @@ pub async fn rejoin(
         &image,
         target.image_id(),
         Some(provider),
+        timing,
     )
     .await?;
     if let Err(e) = swap(engine, target, &new_id, timing).await {
         return Err(match restore(engine, target, &new_id).await {
-            Ok(()) => e.to_string(),
-            Err(down) => format!("{e}; {down}"),
+            Ok(()) => e.error.to_string(),
+            Err(down) => format!("{}; {down}", e.error),
         });
     }
     if let Err(e) = engine.remove(&target.id).await {
@@ -147,11 +160,17 @@ async fn create_checked(
     image: &str,
     image_id: &str,
     network_of: Option<&str>,
+    timing: &Timing,
 ) -> Result<String, String> {
     let next_name = format!("{}{NEXT_SUFFIX}", target.name);
     discard_leftover(engine, &next_name).await;
-    let mut replacement =
-        spec::replacement(&target.inspect, old_image, image, engine.api_version());
+    let mut replacement = spec::replacement(
+        &target.inspect,
+        old_image,
+        image,
+        engine.api_version(),
+        !timing.remove_volumes,
+    );
     let mut expected = target.inspect.clone();
     if let Some(provider) = network_of {
         // By id, as the engine records it, so the check below compares like with like.
@@ -234,22 +253,71 @@ async fn check_created(
     }
 }
 
-/// Stop the old container, move it aside, give the new one its name, start it.
+/// A failed swap, and whether it was the new container's start that failed.
+struct SwapError {
+    error: EngineError,
+    starting: bool,
+}
+
+impl From<EngineError> for SwapError {
+    fn from(error: EngineError) -> SwapError {
+        SwapError {
+            error,
+            starting: false,
+        }
+    }
+}
+
+/// Stop the old container, move it aside, give the new one its name, start it (if the
+/// old one ran, or `--revive-stopped` asks for it).
 async fn swap(
     engine: &Engine,
     target: &Target,
     new_id: &str,
     timing: &Timing,
-) -> Result<(), EngineError> {
+) -> Result<(), SwapError> {
     stop(engine, &target.inspect, timing.stop_timeout).await?;
-    tracing::info!(container = %target.name, "old container stopped");
+    log_stopped(engine, target, timing.stop_timeout).await;
     engine.rename(&target.id, &aside_name(&target.name)).await?;
     engine.rename(new_id, &target.name).await?;
-    if target.was_running {
-        engine.start(new_id).await?;
+    if starts(target, timing) {
+        engine.start(new_id).await.map_err(|error| SwapError {
+            error,
+            starting: true,
+        })?;
         tracing::info!(container = %target.name, new = %short(new_id), "replacement started");
     }
     Ok(())
+}
+
+/// "stopped", or "killed" when it ignored its stop signal for the whole stop timeout and
+/// the engine sent SIGKILL (exit code 137 without a KILL stop signal): a service that
+/// does not shut down cleanly is worth knowing about.
+async fn log_stopped(engine: &Engine, target: &Target, default_timeout: Duration) {
+    let state = engine
+        .inspect_container(&target.id)
+        .await
+        .ok()
+        .and_then(|c| c.state);
+    let exit_code = state.as_ref().and_then(|s| s.exit_code);
+    let oom = state.as_ref().and_then(|s| s.oom_killed).unwrap_or(false);
+    let signal = target.labels().stop_signal().map(str::to_ascii_uppercase);
+    let asked_kill = matches!(signal.as_deref(), Some("SIGKILL" | "KILL" | "9"));
+    if target.was_running && exit_code == Some(137) && !oom && !asked_kill {
+        let timeout = stop_timeout_of(&target.inspect, default_timeout);
+        tracing::warn!(
+            container = %target.name,
+            "old container killed: it did not stop within {} s of its stop signal (--stop-timeout), so the engine sent SIGKILL",
+            timeout.as_secs()
+        );
+    } else {
+        tracing::info!(container = %target.name, "old container stopped");
+    }
+}
+
+/// Whether the replacement is started: the old container ran, or it is revived.
+pub fn starts(target: &Target, timing: &Timing) -> bool {
+    target.was_running || timing.revive_stopped
 }
 
 fn short(id: &str) -> &str {
@@ -266,7 +334,18 @@ pub async fn stop(
     default_timeout: Duration,
 ) -> Result<(), EngineError> {
     let id = container.id.as_deref().unwrap_or_default();
-    let timeout = container
+    let timeout = stop_timeout_of(container, default_timeout);
+    let labels = labels_of(container);
+    let result = engine.stop(id, labels.stop_signal(), Some(timeout)).await;
+    if result.is_err() {
+        wait_stopped(engine, id, timeout.saturating_add(STOP_MARGIN)).await;
+    }
+    result
+}
+
+/// The container's own StopTimeout, else `default_timeout`.
+fn stop_timeout_of(container: &ContainerInspectResponse, default_timeout: Duration) -> Duration {
+    container
         .config
         .as_ref()
         .and_then(|c| c.stop_timeout)
@@ -274,13 +353,7 @@ pub async fn stop(
         // timeout bounds that instead of turning it into an immediate kill.
         .and_then(|s| u64::try_from(s).ok())
         .map(Duration::from_secs)
-        .unwrap_or(default_timeout);
-    let labels = labels_of(container);
-    let result = engine.stop(id, labels.stop_signal(), Some(timeout)).await;
-    if result.is_err() {
-        wait_stopped(engine, id, timeout.saturating_add(STOP_MARGIN)).await;
-    }
-    result
+        .unwrap_or(default_timeout)
 }
 
 /// Until the container does not run, or `limit` has passed.
@@ -420,7 +493,7 @@ pub async fn confirm(
     timing: &Timing,
 ) -> Result<(), Unconfirmed> {
     let target = &replaced.target;
-    if target.was_running {
+    if starts(target, timing) {
         tracing::info!(
             container = %target.name,
             "waiting {} s (--rollback-grace) for the replacement to stay up before keeping it",
@@ -442,7 +515,7 @@ pub async fn confirm(
             tracing::warn!(container = %target.name, %why, "post-update hook failed; the update stays");
         }
     }
-    if let Err(e) = engine.remove(&target.id).await {
+    if let Err(e) = engine.remove_with(&target.id, timing.remove_volumes).await {
         tracing::warn!(container = %target.name, error = %e, "could not remove the replaced container");
     }
     Ok(())

@@ -505,6 +505,7 @@ fn notification_urls_are_space_separated() {
             Target::Webhook(_) => "webhook",
             Target::Slack(_) => "slack",
             Target::Email(_) => "email",
+            Target::Logger => "logger",
         })
         .collect();
     assert_eq!(kinds, ["webhook", "slack", "email"]);

@@ -119,7 +119,11 @@ fn install_logging(filter: tracing_subscriber::EnvFilter, json: bool) {
     if json {
         builder.json().init();
     } else {
-        builder.with_ansi(std::io::stderr().is_terminal()).init();
+        // no-color.org: NO_COLOR set to anything non-empty turns colours off.
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        builder
+            .with_ansi(std::io::stderr().is_terminal() && !no_color)
+            .init();
     }
 }
 

@@ -58,8 +58,16 @@ impl Email {
         })
     }
 
-    pub(super) async fn send(&self, report: &SessionReport, hostname: &str) -> Result<(), String> {
-        let message = self.message(report, hostname).map_err(|e| e.to_string())?;
+    /// `text`: the body, the report's summary or the user's template rendered.
+    pub(super) async fn send(
+        &self,
+        report: &SessionReport,
+        text: &str,
+        hostname: &str,
+    ) -> Result<(), String> {
+        let message = self
+            .message(report, text, hostname)
+            .map_err(|e| e.to_string())?;
         self.transport
             .send(message)
             .await
@@ -70,6 +78,7 @@ impl Email {
     fn message(
         &self,
         report: &SessionReport,
+        text: &str,
         hostname: &str,
     ) -> Result<Message, lettre::error::Error> {
         let title = title(report, hostname);
@@ -83,7 +92,7 @@ impl Email {
         }
         builder
             .header(ContentType::TEXT_PLAIN)
-            .body(report.summary())
+            .body(text.to_owned())
     }
 
     pub(super) fn describe(&self) -> String {

@@ -11,6 +11,7 @@
 mod email;
 mod settings;
 mod slack;
+pub mod template;
 mod webhook;
 
 use std::time::Duration;
@@ -36,18 +37,69 @@ pub enum NotifyError {
     Send { target: String, problem: String },
 }
 
+/// `--porcelain v1`'s template: one line per container, `name (image): State`, with
+/// ` Error: why` when there is one, or `no containers matched filter`.
+pub const PORCELAIN_V1: &str = "{{- range .Report.All}}{{.Name}} ({{.ImageName}}): {{.State}}{{with .Error}} Error: {{.}}{{end}}{{println}}{{else}}no containers matched filter{{println}}{{end -}}";
+
 /// The targets, ready to send; built once and used for every session.
 pub struct Notifiers {
     senders: Vec<Sender>,
     when: NotifyWhen,
     timeout: Duration,
     hostname: String,
+    message: Option<Message>,
+}
+
+/// A user's template (or porcelain's), and what it is given.
+struct Message {
+    template: template::Template,
+    report: bool,
+    level_rank: u8,
+}
+
+impl Message {
+    /// Checked at start: a template that cannot be parsed, or that asks the data for
+    /// something it does not have, stops the watcher naming the construct.
+    fn new(settings: &NotifySettings) -> Result<Option<Message>, NotifyError> {
+        let Some(text) = &settings.template else {
+            return Ok(None);
+        };
+        let invalid = |problem: String| NotifyError::Setting {
+            variable: "--notification-template (WATCHTOWER_NOTIFICATION_TEMPLATE)".to_owned(),
+            problem,
+        };
+        let message = Message {
+            template: template::Template::parse(text).map_err(invalid)?,
+            report: settings.report,
+            level_rank: settings.level_rank,
+        };
+        message
+            .render(&template::sample_report(), "host")
+            .map_err(|e| {
+                invalid(format!(
+                    "{e} (with --notification-report {})",
+                    settings.report
+                ))
+            })?;
+        Ok(Some(message))
+    }
+
+    fn render(&self, report: &SessionReport, hostname: &str) -> Result<String, String> {
+        let entries = template::entries(report, self.level_rank);
+        let data = if self.report {
+            template::report_data(report, &entries, hostname)
+        } else {
+            template::legacy_data(report, &entries)
+        };
+        self.template.render(&data)
+    }
 }
 
 enum Sender {
     Webhook(webhook::Webhook),
     Slack(slack::Slack),
     Email(email::Email),
+    Logger,
 }
 
 impl Notifiers {
@@ -66,6 +118,7 @@ impl Notifiers {
                 Target::Webhook(t) => Ok(Sender::Webhook(webhook::Webhook::new(t, &client)?)),
                 Target::Slack(t) => Ok(Sender::Slack(slack::Slack::new(t, &client))),
                 Target::Email(t) => Ok(Sender::Email(email::Email::new(t, settings.timeout)?)),
+                Target::Logger => Ok(Sender::Logger),
             })
             .collect::<Result<_, NotifyError>>()?;
         Ok(Notifiers {
@@ -73,6 +126,7 @@ impl Notifiers {
             when: settings.when,
             timeout: settings.timeout,
             hostname: settings.hostname.clone().unwrap_or_else(machine_hostname),
+            message: Message::new(settings)?,
         })
     }
 
@@ -80,13 +134,17 @@ impl Notifiers {
         self.senders.is_empty()
     }
 
-    /// Whether `send` would send this report anywhere.
+    /// Whether `send` would send this report anywhere (with a template, also when its
+    /// message comes out empty: watchtower's rule for "nothing to say").
     pub fn wants(&self, report: &SessionReport) -> bool {
         !self.senders.is_empty()
-            && match self.when {
-                NotifyWhen::Always => true,
-                NotifyWhen::Noteworthy => report.is_noteworthy(),
-                NotifyWhen::Failures => report.failed() > 0,
+            && match (&self.message, self.when) {
+                // watchtower's report mode at level error: only sessions with a failure.
+                (Some(m), _) if m.report && m.level_rank <= 2 => report.failed() > 0,
+                (Some(_), _) => true,
+                (None, NotifyWhen::Always) => true,
+                (None, NotifyWhen::Noteworthy) => report.is_noteworthy(),
+                (None, NotifyWhen::Failures) => report.failed() > 0,
             }
     }
 
@@ -96,19 +154,44 @@ impl Notifiers {
         if !self.wants(report) {
             return Vec::new();
         }
+        let text = match &self.message {
+            Some(m) => match m.render(report, &self.hostname) {
+                Ok(text) if text.is_empty() => return Vec::new(),
+                Ok(text) => text,
+                Err(problem) => {
+                    return vec![NotifyError::Send {
+                        target: "the notification template".to_owned(),
+                        problem,
+                    }]
+                }
+            },
+            None => report.summary(),
+        };
         let sends = self
             .senders
             .iter()
-            .map(|sender| self.send_one(sender, report));
+            .map(|sender| self.send_one(sender, report, &text));
         join_all(sends).await.into_iter().flatten().collect()
     }
 
-    async fn send_one(&self, sender: &Sender, report: &SessionReport) -> Option<NotifyError> {
+    async fn send_one(
+        &self,
+        sender: &Sender,
+        report: &SessionReport,
+        text: &str,
+    ) -> Option<NotifyError> {
         let sending = async {
             match sender {
                 Sender::Webhook(s) => s.send(report).await,
-                Sender::Slack(s) => s.send(report).await,
-                Sender::Email(s) => s.send(report, &self.hostname).await,
+                Sender::Slack(s) => s.send(text).await,
+                Sender::Email(s) => s.send(report, text, &self.hostname).await,
+                Sender::Logger => {
+                    use std::io::Write;
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(text.as_bytes())
+                        .and_then(|()| out.flush())
+                        .map_err(|e| e.to_string())
+                }
             }
         };
         let problem = match tokio::time::timeout(self.timeout, sending).await {
@@ -129,6 +212,7 @@ impl Sender {
             Sender::Webhook(s) => s.describe(),
             Sender::Slack(s) => s.describe(),
             Sender::Email(s) => s.describe(),
+            Sender::Logger => "logger (stdout)".to_owned(),
         }
     }
 }

@@ -5,7 +5,6 @@ use serde_json::{json, Map, Value};
 
 use super::post;
 use super::settings::{redact_url, SlackTarget};
-use crate::report::SessionReport;
 
 pub(super) struct Slack {
     url: String,
@@ -24,9 +23,10 @@ impl Slack {
         }
     }
 
-    pub(super) fn body(&self, report: &SessionReport) -> Value {
+    /// `text`: the report's summary, or the user's template rendered.
+    pub(super) fn body(&self, text: &str) -> Value {
         let mut body = Map::new();
-        body.insert("text".to_owned(), json!(report.summary()));
+        body.insert("text".to_owned(), json!(text));
         if let Some(username) = &self.username {
             body.insert("username".to_owned(), json!(username));
         }
@@ -36,8 +36,8 @@ impl Slack {
         Value::Object(body)
     }
 
-    pub(super) async fn send(&self, report: &SessionReport) -> Result<(), String> {
-        post(self.client.post(&self.url).json(&self.body(report))).await
+    pub(super) async fn send(&self, text: &str) -> Result<(), String> {
+        post(self.client.post(&self.url).json(&self.body(text))).await
     }
 
     pub(super) fn describe(&self) -> String {

@@ -21,7 +21,10 @@ impl Watcher {
                 local: None,
                 note: None,
             };
-            if c.target.labels().no_pull(self.settings.no_pull) {
+            if c.target
+                .labels()
+                .no_pull(self.settings.no_pull, self.settings.label_take_precedence)
+            {
                 c.local = Some(self.local_image(&c.reference).await);
             } else if let Err(why) = self.follow_tags(&mut c).await {
                 c.latest = Some(Err(why));
@@ -45,7 +48,7 @@ impl Watcher {
     /// again a few times, a moment apart (then the registry's answer stands: the tag may
     /// have moved on since).
     pub(super) async fn settled_digest(&self, image: &ImageRef) -> Result<Digest, String> {
-        let wanted = lock(&self.expected).remove(&image.to_string());
+        let wanted = lock(&self.expected).remove(&crate::identity::image_key(image));
         let mut result = self.registries.latest_digest(image).await;
         let Some(wanted) = wanted else {
             return result.map_err(|e| e.to_string());
@@ -131,7 +134,7 @@ impl Watcher {
                         "no-pull: {} is now the local image {id}",
                         c.reference
                     ));
-                    self.unless_rejected(&mut line);
+                    self.unless_rejected(&c.target, &mut line);
                 }
                 Err(why) => {
                     line.outcome = Outcome::Failed;
@@ -149,9 +152,17 @@ impl Watcher {
                 } else {
                     Outcome::Stale
                 };
-                if line.outcome == Outcome::Stale {
-                    self.unless_rejected(&mut line);
+                if line.outcome == Outcome::Fresh && moved(c) {
+                    // The new tag names the image it runs: the container moves to the
+                    // tag (so later moves start from it), with no new image.
+                    line.outcome = Outcome::Stale;
+                    line.detail = Some(format!(
+                        "same image, reference updated: {} -> {} ({latest})",
+                        c.target.reference(),
+                        c.reference
+                    ));
                 }
+                self.unless_rejected(&c.target, &mut line);
             }
             (Ok(_), Some(Err(why))) => {
                 line.outcome = Outcome::Failed;
@@ -165,13 +176,32 @@ impl Watcher {
         line
     }
 
-    /// A stale line whose new image was rolled back before is not tried again.
-    pub(super) fn unless_rejected(&self, line: &mut ContainerReport) {
-        let rejected = lock(&self.rejected).get(&line.name).map(Digest::to_string);
-        if rejected.is_some() && rejected == line.new_digest {
-            line.detail =
-                Some("an update to this image was rolled back before; not retried".into());
-            line.outcome = Outcome::Failed;
+    /// A stale line whose new image was rolled back before is not tried again until the
+    /// tag moves; a remembered rollback whose tag has moved (or whose container was
+    /// recreated by someone else) is forgotten.
+    pub(super) fn unless_rejected(&self, target: &Target, line: &mut ContainerReport) {
+        let Some(r) = self.rejections.get(&line.name) else {
+            return;
+        };
+        if r.container_id != target.id || line.new_digest.as_deref() != Some(r.digest.as_str()) {
+            tracing::info!(container = %line.name, rolled_back = %r.digest, now = line.new_digest.as_deref().unwrap_or("?"), "the tag moved since the rollback: its new image will be tried");
+            self.rejections.remove(&line.name);
+            return;
         }
+        if line.outcome != Outcome::Stale {
+            return;
+        }
+        let detail = format!(
+            "{} was rolled back ({}); not retried until {} moves to another image ({} runs)",
+            r.digest, r.reason, line.image, r.running
+        );
+        tracing::info!(container = %line.name, image = %line.image, rolled_back = %r.digest, running = %r.running, "skipped: an update to this image was rolled back before; not retried until the tag moves");
+        line.outcome = Outcome::Skipped;
+        line.detail = Some(detail);
     }
+}
+
+/// Whether a tag-following policy moved the container to another reference.
+pub(super) fn moved(c: &Checked) -> bool {
+    c.reference != c.target.reference()
 }

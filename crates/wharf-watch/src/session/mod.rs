@@ -16,6 +16,7 @@ use crate::events::Pushed;
 use crate::labels::{Hook, Selection};
 use crate::order::Dependencies;
 use crate::policy::{self, Policy, PolicyDefaults};
+use crate::rejected::{Rejection, Rejections};
 use crate::report::{ContainerReport, Outcome, SessionReport};
 use crate::spec;
 use crate::target::{filter_images, own_container_id, parse_reference, Target};
@@ -43,6 +44,9 @@ pub struct Settings {
     pub timing: Timing,
     /// Tag-following defaults (`--tag-semver`…), under each container's labels.
     pub policy: PolicyDefaults,
+    /// watchtower's `--label-take-precedence`: a monitor-only or no-pull label set on a
+    /// container beats the flag; otherwise either one set to true holds.
+    pub label_take_precedence: bool,
 }
 
 /// Counters since start, for `/v1/metrics`.
@@ -62,8 +66,9 @@ pub struct Watcher {
     /// One session at a time: the schedule and the HTTP API share it.
     running: tokio::sync::Mutex<()>,
     totals: Mutex<Totals>,
-    /// Digests whose update was rolled back, per container: not retried at every check.
-    rejected: Mutex<HashMap<String, Digest>>,
+    /// Images whose update was rolled back, per container: not retried until the tag
+    /// moves, even after a restart.
+    rejections: Rejections,
     /// When tags first appeared, for policies' `min-age`.
     sightings: policy::Sightings,
     /// Digests just announced by push events, by image reference: the next check of that
@@ -87,14 +92,19 @@ struct Checked {
 }
 
 impl Watcher {
-    pub fn new(engine: Engine, registries: Registries, settings: Settings) -> Watcher {
+    pub fn new(
+        engine: Engine,
+        registries: Registries,
+        settings: Settings,
+        rejections: Rejections,
+    ) -> Watcher {
         Watcher {
             engine,
             registries: Arc::new(registries),
             settings,
             running: tokio::sync::Mutex::new(()),
             totals: Mutex::new(Totals::default()),
-            rejected: Mutex::new(HashMap::new()),
+            rejections,
             sightings: policy::Sightings::default(),
             expected: Mutex::new(HashMap::new()),
             own_id: own_container_id(),
@@ -113,7 +123,7 @@ impl Watcher {
             let (Some(digest), Ok(image)) = (&p.digest, p.image.parse::<ImageRef>()) else {
                 continue;
             };
-            expected.insert(image.to_string(), digest.clone());
+            expected.insert(crate::identity::image_key(&image), digest.clone());
         }
     }
 
@@ -129,6 +139,22 @@ impl Watcher {
             })
             .cloned()
             .collect())
+    }
+
+    /// The registries the watched containers' images come from, each once.
+    pub async fn watched_registries(
+        &self,
+    ) -> Result<Vec<wharf_client::Registry>, crate::engine::EngineError> {
+        let (_, watched) = self.targets().await?;
+        let mut registries: Vec<wharf_client::Registry> = Vec::new();
+        for t in &watched {
+            if let Ok(image) = t.reference().parse::<ImageRef>() {
+                if !registries.contains(image.registry()) {
+                    registries.push(image.registry().clone());
+                }
+            }
+        }
+        Ok(registries)
     }
 
     pub fn totals(&self) -> Totals {
@@ -279,18 +305,7 @@ impl Watcher {
                     continue;
                 }
                 if self.settings.no_restart {
-                    match self.new_image(c, &mut pulled).await {
-                        Ok(_) => {
-                            line.detail = Some(
-                                "new image pulled; the container is not restarted (--no-restart)"
-                                    .into(),
-                            )
-                        }
-                        Err(NotReplaced::Failed(why) | NotReplaced::Skipped(why)) => {
-                            line.outcome = Outcome::Failed;
-                            line.detail = Some(why);
-                        }
-                    }
+                    self.pull_only(c, &mut pulled, &mut line).await;
                     lines.push(line);
                     continue;
                 }
@@ -313,6 +328,7 @@ impl Watcher {
                         line.outcome = Outcome::Failed;
                         line.detail = Some(why);
                     }
+                    Err(NotReplaced::RolledBack(why)) => self.rolled_back(c, &mut line, why),
                 }
             }
             lines.push(line);
@@ -343,6 +359,27 @@ impl Watcher {
         report.containers = lines;
     }
 
+    /// watchtower's `--no-restart`: the new image is pulled, the container left alone.
+    async fn pull_only(
+        &self,
+        c: &Checked,
+        pulled: &mut HashMap<String, Result<String, String>>,
+        line: &mut ContainerReport,
+    ) {
+        match self.new_image(c, pulled).await {
+            Ok(_) => {
+                line.detail =
+                    Some("new image pulled; the container is not restarted (--no-restart)".into())
+            }
+            Err(
+                NotReplaced::Failed(why) | NotReplaced::Skipped(why) | NotReplaced::RolledBack(why),
+            ) => {
+                line.outcome = Outcome::Failed;
+                line.detail = Some(why);
+            }
+        }
+    }
+
     fn dependants(&self) -> Dependants<'_> {
         Dependants {
             engine: &self.engine,
@@ -351,7 +388,10 @@ impl Watcher {
     }
 
     fn monitor_only(&self, c: &Checked) -> bool {
-        self.settings.monitor_only || c.target.labels().monitor_only()
+        c.target.labels().monitor_only(
+            self.settings.monitor_only,
+            self.settings.label_take_precedence,
+        )
     }
 }
 

@@ -14,7 +14,7 @@ impl Watcher {
         replaced_ids: &mut HashMap<String, String>,
     ) -> Result<Option<Replaced>, NotReplaced> {
         let image_id = self.new_image(c, pulled).await?;
-        if image_id == c.target.image_id() {
+        if image_id == c.target.image_id() && !checking::moved(c) {
             return Ok(None);
         }
         tracing::info!(container = %c.target.name, image = %c.reference, id = %image_id, "new image ready; replacing the container");
@@ -86,15 +86,14 @@ impl Watcher {
         line: &mut ContainerReport,
     ) {
         if let Err(undone) = update::confirm(&self.engine, replaced, &self.settings.timing).await {
-            let (outcome, why) = match undone {
-                Unconfirmed::RolledBack(why) => (Outcome::RolledBack, why),
-                Unconfirmed::Down(why) => (Outcome::Failed, why),
-            };
-            line.outcome = outcome;
-            line.detail = Some(why);
-            if let Some(d) = &line.new_digest {
-                if let Ok(d) = d.parse() {
-                    lock(&self.rejected).insert(replaced.target.name.clone(), d);
+            match undone {
+                Unconfirmed::RolledBack(why) => {
+                    self.remember_rollback(&replaced.target, line, why);
+                }
+                Unconfirmed::Down(why) => {
+                    line.outcome = Outcome::Failed;
+                    line.detail = Some(why.clone());
+                    self.remember(&replaced.target, line, why);
                 }
             }
         }
@@ -106,6 +105,36 @@ impl Watcher {
             let detail = line.detail.take().into_iter().chain(trouble);
             line.detail = Some(detail.collect::<Vec<_>>().join("; "));
         }
+    }
+
+    /// The new container would not start: the old one runs again.
+    pub(super) fn rolled_back(&self, c: &Checked, line: &mut ContainerReport, why: String) {
+        self.remember_rollback(&c.target, line, why);
+    }
+
+    /// A rolled-back line: says which image runs again, and remembers the one that
+    /// failed so no check tries it again until the tag moves.
+    fn remember_rollback(&self, target: &Target, line: &mut ContainerReport, why: String) {
+        let running = running_image(target, line);
+        line.outcome = Outcome::RolledBack;
+        line.detail = Some(format!("{why}; rolled back: {running} runs again"));
+        tracing::warn!(container = %line.name, image = %line.image, failed = line.new_digest.as_deref().unwrap_or("?"), %running, "rolled back: the old container runs again; this image is not retried until the tag moves");
+        self.remember(target, line, why);
+    }
+
+    fn remember(&self, target: &Target, line: &ContainerReport, why: String) {
+        let Some(digest) = line.new_digest.clone() else {
+            return;
+        };
+        let rejection = Rejection {
+            container_id: target.id.clone(),
+            digest,
+            image: line.image.clone(),
+            running: running_image(target, line),
+            reason: why,
+            at: now(),
+        };
+        self.rejections.insert(&line.name, rejection);
     }
 
     /// Remove old images nothing uses any more.
@@ -128,10 +157,54 @@ impl Watcher {
             }
         };
         for id in old_images.difference(&in_use) {
-            match self.engine.remove_image(id).await {
-                Ok(()) => tracing::info!(image = %id, "removed the old image"),
+            let names = match self.engine.inspect_image(id).await {
+                Ok(image) => repositories(&image),
+                Err(e) if crate::engine::is_not_found(&e) => continue,
+                Err(e) => {
+                    tracing::warn!(image = %id, error = %e, "old image kept: cannot inspect it");
+                    continue;
+                }
+            };
+            match self.engine.remove_image(id, names.len() > 1).await {
+                Ok(()) => {
+                    tracing::info!(image = %id, names = %names.join(", "), "removed the old image")
+                }
+                Err(e) if crate::engine::is_not_found(&e) => {}
+                // Taken by a container created since the list above: it stays, rightly.
+                Err(crate::engine::EngineError::Api {
+                    status: Some(409),
+                    detail,
+                    ..
+                }) => tracing::info!(image = %id, %detail, "old image kept: in use"),
                 Err(e) => tracing::warn!(image = %id, error = %e, "old image kept"),
             }
         }
     }
+}
+
+/// What a rolled-back container runs: its image's registry digest when known, else its id.
+fn running_image(target: &Target, line: &ContainerReport) -> String {
+    line.old_digest
+        .clone()
+        .unwrap_or_else(|| target.image_id().to_owned())
+}
+
+/// The repositories naming an image, by tag or by digest, each once.
+fn repositories(image: &bollard::models::ImageInspect) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    let tags = image.repo_tags.iter().flatten();
+    for reference in tags.chain(image.repo_digests.iter().flatten()) {
+        let repo = match reference.split_once('@') {
+            Some((repo, _)) => repo,
+            // The tag follows the last colon that is not part of a registry port.
+            None => match reference.rsplit_once(':') {
+                Some((repo, tag)) if !tag.contains('/') => repo,
+                _ => reference,
+            },
+        };
+        if !names.iter().any(|n| n == repo) {
+            names.push(repo.to_owned());
+        }
+    }
+    names
 }

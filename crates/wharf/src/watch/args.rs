@@ -8,6 +8,11 @@ use wharf_oci::units::parse_duration;
 
 use crate::client_args::flag_bool;
 
+/// no-color.org: NO_COLOR set to anything but empty (or an explicit false) means no colour.
+fn no_color(text: &str) -> Result<bool, String> {
+    Ok(flag_bool(text).unwrap_or(true))
+}
+
 fn duration(text: &str) -> Result<Duration, String> {
     parse_duration(text).map_err(|e| e.to_string())
 }
@@ -59,6 +64,21 @@ pub struct WatchArgs {
     /// Also watch created and exited containers.
     #[arg(long, env = "WATCHTOWER_INCLUDE_STOPPED", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
     pub(super) include_stopped: bool,
+    /// Start the replacement of a stopped container too (with --include-stopped).
+    #[arg(long, env = "WATCHTOWER_REVIVE_STOPPED", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
+    pub(super) revive_stopped: bool,
+    /// Give a replacement fresh anonymous volumes from its new image, and remove the old
+    /// container's once the update stands (named volumes and binds are never removed).
+    #[arg(long, env = "WATCHTOWER_REMOVE_VOLUMES", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
+    pub(super) remove_volumes: bool,
+    /// A container's monitor-only or no-pull label beats --monitor-only / --no-pull
+    /// (otherwise either one being true holds).
+    #[arg(long, env = "WATCHTOWER_LABEL_TAKE_PRECEDENCE", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
+    pub(super) label_take_precedence: bool,
+    /// Where rolled-back images are remembered across restarts (default
+    /// $XDG_STATE_HOME/wharf-watch, ~/.local/state/wharf-watch, or /var/lib/wharf-watch).
+    #[arg(long, env = "WHARF_WATCH_STATE_DIR", value_name = "DIR")]
+    pub(super) state_dir: Option<PathBuf>,
     /// Also watch restarting containers.
     #[arg(long, env = "WATCHTOWER_INCLUDE_RESTARTING", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
     pub(super) include_restarting: bool,
@@ -184,6 +204,29 @@ pub struct WatchArgs {
         value_name = "TYPES"
     )]
     pub(super) notifications: Option<String>,
+    /// The Go template of notification messages (Slack, email, logger://); see README for
+    /// the supported subset. Anything outside it stops the watcher at start.
+    #[arg(
+        long,
+        env = "WATCHTOWER_NOTIFICATION_TEMPLATE",
+        value_name = "TEMPLATE"
+    )]
+    pub(super) notification_template: Option<String>,
+    /// Give the template the session report (.Report, .Entries, .Title, .Host) rather
+    /// than the log entries alone.
+    #[arg(long, env = "WATCHTOWER_NOTIFICATION_REPORT", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
+    pub(super) notification_report: bool,
+    /// The least severe entry a notification carries: panic, fatal, error, warn, info
+    /// (default) , debug or trace.
+    #[arg(long, env = "WATCHTOWER_NOTIFICATIONS_LEVEL", value_parser = ["panic", "fatal", "error", "warn", "warning", "info", "debug", "trace"], ignore_case = true)]
+    pub(super) notifications_level: Option<String>,
+    /// Write each session's result to stdout in a stable format: `v1`, one line per
+    /// container, `name (image): State[ Error: why]`.
+    #[arg(long, short = 'P', env = "WATCHTOWER_PORCELAIN", value_name = "VERSION", value_parser = ["v1"])]
+    pub(super) porcelain: Option<String>,
+    /// No ANSI colours in the log (NO_COLOR, set to anything, does the same).
+    #[arg(long, env = "NO_COLOR", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = no_color)]
+    pub(super) no_color: bool,
     /// When a failed registry check is logged as a warning: always, auto or never
     /// (then at debug level; it is in the report either way).
     #[arg(long, env = "WATCHTOWER_WARN_ON_HEAD_FAILURE", default_value = "auto", value_parser = ["always", "auto", "never"], ignore_case = true)]

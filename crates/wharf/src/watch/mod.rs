@@ -13,9 +13,11 @@ use wharf_watch::api::{self, ReadTotals, RunSession};
 use wharf_watch::check::Registries;
 use wharf_watch::engine::Engine;
 use wharf_watch::events::{Dispatcher, Pushed, RunChecks};
+use wharf_watch::identity::same_registry;
 use wharf_watch::labels::{split_names, Selection};
 use wharf_watch::notify::{Notifiers, NotifySettings};
 use wharf_watch::policy::PolicyDefaults;
+use wharf_watch::rejected::{default_state_dir, state_file, Rejections};
 use wharf_watch::report::{Outcome, SessionReport};
 use wharf_watch::schedule::Schedule;
 use wharf_watch::session::{Settings, Watcher};
@@ -44,6 +46,10 @@ pub fn run(args: WatchArgs, flags: &ClientFlags) -> anyhow::Result<()> {
                 _ => "info",
             })
     };
+    if args.no_color {
+        // Read by the log set-up of every command; set before any thread starts.
+        std::env::set_var("NO_COLOR", "1");
+    }
     crate::init_logging_as(level, args.log_format.eq_ignore_ascii_case("json"));
     let flags = flags.merge(&ClientFlags {
         registry_ca: args.registry_ca.clone(),
@@ -82,6 +88,9 @@ async fn run_watcher(args: WatchArgs, flags: &ClientFlags, gate: Gate) -> anyhow
     policy_defaults(&args)
         .validate()
         .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if args.revive_stopped && !args.include_stopped {
+        tracing::warn!("--revive-stopped acts only on stopped containers, which are watched with --include-stopped");
+    }
     let api_on = args.http_api_update || args.http_api_metrics || args.http_api_events;
     let token = api_token(&args, api_on)?;
     let notifiers = Arc::new(notifiers(&args)?);
@@ -96,7 +105,10 @@ async fn run_watcher(args: WatchArgs, flags: &ClientFlags, gate: Gate) -> anyhow
     );
     if args.run_once {
         if let Some(report) = run_session(None).await {
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            // With --porcelain, stdout carries its lines (sent as a notification) only.
+            if args.porcelain.is_none() {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            }
             // Scripts and `restart: on-failure` read the exit code, not the report.
             if report.failed() > 0 {
                 anyhow::bail!(
@@ -128,6 +140,7 @@ async fn run_watcher(args: WatchArgs, flags: &ClientFlags, gate: Gate) -> anyhow
             ));
         }
     }
+    warn_unused_subscriptions(&watcher, &args.events_from).await;
     if api_on {
         let requested = session_runner(watcher.clone(), notifiers, gate, false, quiet);
         let webhook = events.filter(|_| args.http_api_events);
@@ -143,6 +156,35 @@ async fn run_watcher(args: WatchArgs, flags: &ClientFlags, gate: Gate) -> anyhow
     loop {
         tokio::time::sleep(schedule.next_delay()).await;
         run_session(None).await;
+    }
+}
+
+/// A subscription that no watched container's registry matches updates nothing: most
+/// often a host spelled differently from the containers' images (a name the registry is
+/// not known by), said at start rather than discovered at the first silent push.
+async fn warn_unused_subscriptions(watcher: &Watcher, events_from: &[String]) {
+    if events_from.is_empty() {
+        return;
+    }
+    let used = match watcher.watched_registries().await {
+        Ok(used) => used,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list the watched containers to compare with --events-from");
+            return;
+        }
+    };
+    for host in events_from {
+        let Ok(registry) = host.parse::<Registry>() else {
+            continue;
+        };
+        if !used.iter().any(|r| same_registry(r, &registry)) {
+            let names: Vec<String> = used.iter().map(|r| r.to_string()).collect();
+            tracing::warn!(
+                %registry,
+                watched_registries = %names.join(", "),
+                "no watched container uses an image from this registry, so its push events update nothing: check --events-from against the containers' image references"
+            );
+        }
     }
 }
 
@@ -179,7 +221,12 @@ async fn connect(args: &WatchArgs, flags: &ClientFlags) -> anyhow::Result<Watche
         Err(e) => tracing::warn!(error = %e, "cannot read the engine's insecure registries"),
     }
     let registries = Registries::new(options, credential_source()?, args.registry_timeout);
-    Ok(Watcher::new(engine, registries, settings(args)))
+    Ok(Watcher::new(
+        engine,
+        registries,
+        settings(args),
+        rejections(args),
+    ))
 }
 
 /// SIGTERM (`docker stop`) or SIGINT, listened for from this call on and for the life
@@ -230,6 +277,15 @@ async fn guarded<T: Send + 'static>(
     }
 }
 
+/// Rollbacks on disk, so neither a restart nor the next `--run-once` (from cron, say)
+/// tries the same image again.
+fn rejections(args: &WatchArgs) -> Rejections {
+    let dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
+    let path = state_file(&dir, args.scope.as_deref());
+    tracing::debug!(path = %path.display(), "rolled-back images are kept here");
+    Rejections::open(path)
+}
+
 fn settings(args: &WatchArgs) -> Settings {
     Settings {
         selection: Selection {
@@ -257,8 +313,11 @@ fn settings(args: &WatchArgs) -> Settings {
             stop_timeout: args.stop_timeout,
             health_grace: args.rollback_grace,
             hooks: args.lifecycle_hooks,
+            revive_stopped: args.revive_stopped,
+            remove_volumes: args.remove_volumes,
         },
         policy: policy_defaults(args),
+        label_take_precedence: args.label_take_precedence,
     }
 }
 
@@ -300,12 +359,32 @@ fn credential_source() -> anyhow::Result<CredentialSource> {
 /// watchtower's WATCHTOWER_NOTIFICATION* environment, plus `--notification-url`s.
 fn notifiers(args: &WatchArgs) -> anyhow::Result<Notifiers> {
     let mut env: HashMap<String, String> = std::env::vars().collect();
-    if let Some(types) = &args.notifications {
-        env.insert("WATCHTOWER_NOTIFICATIONS".into(), types.clone());
+    let flags = [
+        ("WATCHTOWER_NOTIFICATIONS", args.notifications.clone()),
+        (
+            "WATCHTOWER_NOTIFICATIONS_LEVEL",
+            args.notifications_level.clone(),
+        ),
+        (
+            "WATCHTOWER_NOTIFICATION_TEMPLATE",
+            args.notification_template.clone(),
+        ),
+        (
+            "WATCHTOWER_NOTIFICATION_REPORT",
+            Some(args.notification_report.to_string()),
+        ),
+    ];
+    for (name, value) in flags {
+        if let Some(value) = value {
+            env.insert(name.into(), value);
+        }
     }
     let mut settings = NotifySettings::from_env(&env)?;
     for url in &args.notification_urls {
         settings.add_url(url)?;
+    }
+    if args.porcelain.is_some() {
+        settings.porcelain_v1();
     }
     let notifiers = Notifiers::new(&settings)?;
     if !notifiers.is_empty() {
@@ -415,7 +494,8 @@ fn log_report(report: &SessionReport, quiet_check_failures: bool) {
     tracing::info!(
         scanned = report.scanned(),
         updated = report.count(Outcome::Updated),
-        failed = report.failed(),
+        failed = report.count(Outcome::Failed),
+        rolled_back = report.count(Outcome::RolledBack),
         "session done"
     );
 }

@@ -42,5 +42,6 @@ mod watch;
 mod watch_env;
 mod watch_events;
 mod watch_flags;
+mod watch_newuser;
 mod watch_policy;
 mod webdriver;

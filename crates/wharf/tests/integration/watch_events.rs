@@ -98,6 +98,7 @@ impl EventWatcher {
         let child = Command::new(WHARF)
             .env("DOCKER_CONFIG", docker_config)
             .env("WATCHTOWER_HTTP_API_TOKEN", TOKEN)
+            .env("WHARF_WATCH_STATE_DIR", dir.join("watch-state"))
             .env_remove("WATCHTOWER_POLL_INTERVAL")
             .args(["watch", "--interval", "24h", "--stop-timeout", "5s"])
             .args(["--rollback-grace", "2s", "--http-api-addr", &addr])

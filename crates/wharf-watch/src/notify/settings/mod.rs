@@ -17,6 +17,8 @@ use urls::*;
 const NOTIFICATIONS: &str = "WATCHTOWER_NOTIFICATIONS";
 const URLS: &str = "WATCHTOWER_NOTIFICATION_URL";
 const LEVEL: &str = "WATCHTOWER_NOTIFICATIONS_LEVEL";
+const TEMPLATE: &str = "WATCHTOWER_NOTIFICATION_TEMPLATE";
+const REPORT: &str = "WATCHTOWER_NOTIFICATION_REPORT";
 const HOSTNAME: &str = "WATCHTOWER_NOTIFICATIONS_HOSTNAME";
 const SLACK_HOOK_URL: &str = "WATCHTOWER_NOTIFICATION_SLACK_HOOK_URL";
 const SLACK_IDENTIFIER: &str = "WATCHTOWER_NOTIFICATION_SLACK_IDENTIFIER";
@@ -44,6 +46,15 @@ pub struct NotifySettings {
     pub hostname: Option<String>,
     /// How long one target may take before it counts as failed.
     pub timeout: Duration,
+    /// `--notification-template`: the message of Slack, email and logger targets.
+    pub template: Option<String>,
+    /// `--notification-report`: the template sees `.Report`, `.Entries`, `.Title`, `.Host`
+    /// rather than the entries alone.
+    pub report: bool,
+    /// `--notifications-level` as a rank (0 panic … 6 trace): the entries a template sees.
+    pub level_rank: u8,
+    /// `--porcelain v1`: the session's results on stdout, one line per container.
+    pub porcelain: bool,
 }
 
 impl Default for NotifySettings {
@@ -53,6 +64,10 @@ impl Default for NotifySettings {
             when: NotifyWhen::Noteworthy,
             hostname: None,
             timeout: Duration::from_secs(10),
+            template: None,
+            report: false,
+            level_rank: 4,
+            porcelain: false,
         }
     }
 }
@@ -86,6 +101,8 @@ pub enum Target {
     Webhook(WebhookTarget),
     Slack(SlackTarget),
     Email(EmailTarget),
+    /// shoutrrr's `logger://`: the message printed on stdout.
+    Logger,
 }
 
 /// A generic webhook: the report is POSTed as JSON.
@@ -162,6 +179,11 @@ impl NotifySettings {
                     format!("{level:?} is not a level; expected debug (every session), info (updates, newer images, failures) or warn (failures only)"),
                 )
             })?;
+            settings.level_rank = crate::notify::template::level_rank(level).unwrap_or(4);
+        }
+        settings.template = get(TEMPLATE).map(str::to_owned);
+        if let Some(report) = get(REPORT) {
+            settings.report = parse_bool(REPORT, report)?;
         }
         settings.hostname = get(HOSTNAME).map(str::to_owned);
         for kind in get(NOTIFICATIONS).map(split_list).unwrap_or_default() {
@@ -187,6 +209,15 @@ impl NotifySettings {
             settings.targets.push(parse_url(URLS, url)?);
         }
         Ok(settings)
+    }
+
+    /// `--porcelain v1`, as watchtower sets it up: the report as the template's data, the
+    /// porcelain template for every target, and stdout as one more target.
+    pub fn porcelain_v1(&mut self) {
+        self.porcelain = true;
+        self.report = true;
+        self.template = Some(crate::notify::PORCELAIN_V1.to_owned());
+        self.targets.push(Target::Logger);
     }
 
     /// Adds one notification URL, as a `--notification-url` flag gives it.
@@ -295,8 +326,8 @@ fn parse_port(variable: &str, text: &str) -> Result<u16, NotifyError> {
 
 fn parse_bool(variable: &str, text: &str) -> Result<bool, NotifyError> {
     match text.to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Ok(true),
-        "0" | "false" | "no" | "off" => Ok(false),
+        "1" | "t" | "true" | "yes" | "on" => Ok(true),
+        "0" | "f" | "false" | "no" | "off" => Ok(false),
         _ => Err(setting(
             variable,
             format!("{text:?} is not a boolean; expected true or false (or yes/no)"),
@@ -365,6 +396,7 @@ impl Target {
             Target::Webhook(t) => format!("webhook {}", redact_url(&t.url)),
             Target::Slack(t) => format!("slack {}", redact_url(&t.url)),
             Target::Email(t) => format!("email via {}:{}", t.host, t.port),
+            Target::Logger => "logger (stdout)".to_owned(),
         }
     }
 }

@@ -9,7 +9,7 @@ pub(super) fn parse_url(source: &str, text: &str) -> Result<Target, NotifyError>
     let Some((scheme, rest)) = text.split_once("://") else {
         return Err(setting(
             source,
-            "a notification URL needs a scheme; expected generic+https://, https://, slack://, slack+https:// or smtp://",
+            "a notification URL needs a scheme; expected generic+https://, https://, slack://, slack+https://, smtp:// or logger://",
         ));
     };
     let scheme = scheme.to_ascii_lowercase();
@@ -25,9 +25,10 @@ pub(super) fn parse_url(source: &str, text: &str) -> Result<Target, NotifyError>
         )?)),
         "slack" => Ok(Target::Slack(slack_from_shoutrrr(source, text)?)),
         "smtp" | "smtps" => email_from_url(source, text),
+        "logger" => Ok(Target::Logger),
         other => Err(setting(
             source,
-            format!("unsupported notification URL scheme {other:?}; expected generic+https://, https://, slack://, slack+https:// or smtp://"),
+            format!("unsupported notification URL scheme {other:?}; expected generic+https://, https://, slack://, slack+https://, smtp:// or logger://"),
         )),
     }
 }
