@@ -296,7 +296,8 @@ async fn dispatch(state: &Arc<AppState>, route: Route, req: Req) -> ApiResult {
             .registry
             .wants_event(crate::registry::events::envelope::PULL);
     let o = &if quiet {
-        Origin::default()
+        // The method alone: the pull counter tells a GET from a HEAD.
+        Origin::method(req.method.as_str())
     } else {
         origin(state, &req)
     };

@@ -15,6 +15,8 @@ use super::events::{Events, EventsLayer};
 use super::gc::{GcOptions, GcReport};
 use super::governance::GovernanceSummary;
 use super::proxy::{Evicted, Proxy, ProxyLayer, ProxyStats};
+use super::listing::ReachCache;
+use super::pulls::{PullCounter, PullsLayer};
 use super::retention::RetentionReport;
 use super::scrub::{ScrubOptions, ScrubReport};
 use super::service::{Service, Wrap};
@@ -30,6 +32,8 @@ pub struct Registry {
     core: Arc<Core>,
     events: Option<Arc<Events>>,
     proxy_stats: Option<Arc<ProxyStats>>,
+    pulls: Option<Arc<PullCounter>>,
+    reach: ReachCache,
 }
 
 /// Client operations enter through the outermost layer.
@@ -43,7 +47,8 @@ impl Deref for Registry {
 
 /// How a registry is put together. Layers go on in a fixed order whatever the order of
 /// the calls, outermost first: those added with [`RegistryBuilder::layer`] (the last one
-/// outermost), events, the pull-through cache, then the core.
+/// outermost), events, pull counts (where the store keeps them), the pull-through cache,
+/// then the core.
 pub struct RegistryBuilder {
     core: Core,
     proxy: Option<Proxy>,
@@ -92,6 +97,10 @@ impl RegistryBuilder {
             proxy_stats = Some(proxy.stats.clone());
             service = Arc::new(ProxyLayer::new(service, core.clone(), proxy));
         }
+        let pulls = core.store.pulls.clone().map(|p| Arc::new(PullCounter::new(p)));
+        if let Some(counter) = &pulls {
+            service = Arc::new(PullsLayer::new(service, counter.clone()));
+        }
         if let Some(events) = &self.events {
             service = Arc::new(EventsLayer::new(service, events.clone()));
         }
@@ -103,6 +112,8 @@ impl RegistryBuilder {
             core,
             events: self.events,
             proxy_stats,
+            pulls,
+            reach: ReachCache::default(),
         }
     }
 }
@@ -143,6 +154,15 @@ impl Registry {
     /// origin of a request only when something will use it.
     pub fn wants_event(&self, action: &str) -> bool {
         self.events.as_ref().is_some_and(|e| e.wants(action))
+    }
+
+    pub(super) fn reach_cache(&self) -> &ReachCache {
+        &self.reach
+    }
+
+    /// The pull counter, where the store keeps counts.
+    pub(super) fn pull_counter(&self) -> Option<&Arc<PullCounter>> {
+        self.pulls.as_ref()
     }
 
     /// The pull-through cache's counters, when there is one.

@@ -361,6 +361,9 @@ pub struct Store {
     /// What is not content (the event log, job reports, UI sign-out stamps), where the
     /// backend keeps it: files under `_wharf/` on a filesystem, none in a bucket yet.
     pub state: Option<Arc<dyn state::State>>,
+    /// Each repository's pull count: files under `_wharf/` on a filesystem, a table in
+    /// PostgreSQL when `database:` is set, none in a bucket alone.
+    pub pulls: Option<Arc<dyn state::PullCounts>>,
 }
 
 impl Store {
@@ -447,7 +450,9 @@ pub async fn open(
     #[cfg(feature = "postgres")]
     if let Some(db) = database {
         let mut store = store;
-        store.meta = Arc::new(postgres::open_meta(db, store.blobs.clone())?);
+        let meta = Arc::new(postgres::open_meta(db, store.blobs.clone())?);
+        store.meta = meta.clone();
+        store.pulls = Some(meta);
         store.describe = format!("{} with metadata in {}", store.describe, db.describe());
         return Ok(store);
     }

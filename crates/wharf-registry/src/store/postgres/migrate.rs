@@ -27,6 +27,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("migrations/0002_login_failures.up.sql"),
         include_str!("migrations/0002_login_failures.down.sql"),
     ),
+    (
+        6,
+        "pull counts",
+        include_str!("migrations/0006_pull_counts.up.sql"),
+        include_str!("migrations/0006_pull_counts.down.sql"),
+    ),
 ];
 
 #[derive(Debug)]

@@ -122,6 +122,7 @@ pub async fn open(config: &S3Config, locks: Option<Arc<dyn Locks>>) -> StoreResu
         locks,
         describe: config.describe(),
         state: None,
+        pulls: None,
     })
 }
 
