@@ -64,6 +64,8 @@ pub struct Config {
 pub struct UiConfig {
     pub enabled: bool,
     pub admins: Vec<String>,
+    /// `ui.title`: the name in the header; the host the UI is reached at when unset.
+    pub title: Option<String>,
 }
 
 impl Default for UiConfig {
@@ -71,6 +73,7 @@ impl Default for UiConfig {
         UiConfig {
             enabled: true,
             admins: Vec::new(),
+            title: None,
         }
     }
 }

@@ -14,8 +14,8 @@ use super::base::Rules;
 use super::events::{Events, EventsLayer};
 use super::gc::{GcOptions, GcReport};
 use super::governance::GovernanceSummary;
-use super::proxy::{Evicted, Proxy, ProxyLayer, ProxyStats};
 use super::listing::ReachCache;
+use super::proxy::{Evicted, Proxy, ProxyLayer, ProxyStats};
 use super::pulls::{PullCounter, PullsLayer};
 use super::retention::RetentionReport;
 use super::scrub::{ScrubOptions, ScrubReport};
@@ -97,7 +97,11 @@ impl RegistryBuilder {
             proxy_stats = Some(proxy.stats.clone());
             service = Arc::new(ProxyLayer::new(service, core.clone(), proxy));
         }
-        let pulls = core.store.pulls.clone().map(|p| Arc::new(PullCounter::new(p)));
+        let pulls = core
+            .store
+            .pulls
+            .clone()
+            .map(|p| Arc::new(PullCounter::new(p)));
         if let Some(counter) = &pulls {
             service = Arc::new(PullsLayer::new(service, counter.clone()));
         }

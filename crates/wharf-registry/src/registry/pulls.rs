@@ -53,10 +53,9 @@ impl PullCounter {
     /// pending for the next flush.
     pub async fn flush(&self) {
         let _one = self.flushing.lock().await;
-        let batch: Vec<(String, u64)> =
-            std::mem::take(&mut *wharf_oci::sync::lock(&self.pending))
-                .into_iter()
-                .collect();
+        let batch: Vec<(String, u64)> = std::mem::take(&mut *wharf_oci::sync::lock(&self.pending))
+            .into_iter()
+            .collect();
         if batch.is_empty() {
             return;
         }

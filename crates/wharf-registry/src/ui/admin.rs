@@ -4,12 +4,15 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use std::collections::HashMap;
+
+use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use http::{HeaderMap, StatusCode};
-use maud::html;
+use maud::{html, Markup};
 use wharf_oci::units::human_bytes;
 
+use super::widgets::notice;
 use super::{form, Ui, Visitor};
 use crate::auth::htpasswd_file;
 
@@ -19,7 +22,13 @@ async fn admin(ui: &Ui, headers: &HeaderMap) -> Result<Visitor, Response> {
     Ok(who)
 }
 
-fn users_page(ui: &Ui, who: &Visitor, status: StatusCode, message: Option<&str>) -> Response {
+fn users_page(
+    ui: &Ui,
+    who: &Visitor,
+    status: StatusCode,
+    message: Option<&str>,
+    done: Markup,
+) -> Response {
     let Some(users) = ui.app.auth.htpasswd() else {
         return ui.error(
             who,
@@ -29,31 +38,32 @@ fn users_page(ui: &Ui, who: &Visitor, status: StatusCode, message: Option<&str>)
     };
     let names = users.user_names();
     let body = html! {
-        @if let Some(m) = message { p #message { (m) } }
+        (done)
+        @if let Some(m) = message { p.err #message role="alert" { (m) } }
         p { "Users of " code { (users.path().display()) } " (bcrypt). Admins: " (ui.admins.join(", ")) "." }
-        table #users {
+        table.list #users {
             thead { tr { th { "User" } th { "New password" } th {} } }
             tbody { @for u in &names {
                 tr {
-                    td.name { (u) }
-                    td { form.inline method="post" action="/ui/admin/users" {
+                    td.name.main { (u) }
+                    td data-label="New password" { form.inline method="post" action="/ui/admin/users" {
                         (who.csrf_field(ui))
                         input type="hidden" name="action" value="reset";
                         input type="hidden" name="username" value=(u);
                         input type="password" name="password" required aria-label={ "new password for " (u) };
                         " " button type="submit" { "Reset password" }
                     } }
-                    td { form.inline method="post" action="/ui/admin/users" {
+                    td data-label="" { form.inline method="post" action="/ui/admin/users" {
                         (who.csrf_field(ui))
                         input type="hidden" name="action" value="delete";
                         input type="hidden" name="username" value=(u);
-                        button type="submit" { "Delete" }
+                        button.danger type="submit" { "Delete" }
                     } }
                 }
             } }
         }
         h2 { "Add a user" }
-        form #add method="post" action="/ui/admin/users" {
+        form.toolbar.card #add method="post" action="/ui/admin/users" {
             (who.csrf_field(ui))
             input type="hidden" name="action" value="add";
             label { "User " input type="text" name="username" required; } " "
@@ -64,9 +74,13 @@ fn users_page(ui: &Ui, who: &Visitor, status: StatusCode, message: Option<&str>)
     ui.page(who, status, "Users", body)
 }
 
-pub async fn users(State(ui): State<Arc<Ui>>, headers: HeaderMap) -> Response {
+pub async fn users(
+    State(ui): State<Arc<Ui>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     match admin(&ui, &headers).await {
-        Ok(who) => users_page(&ui, &who, StatusCode::OK, None),
+        Ok(who) => users_page(&ui, &who, StatusCode::OK, None, notice(&q)),
         Err(r) => r,
     }
 }
@@ -90,7 +104,7 @@ pub async fn change_user(State(ui): State<Arc<Ui>>, headers: HeaderMap, body: By
     let get = |k: &str| f.get(k).cloned().unwrap_or_default();
     let (action, user, password) = (get("action"), get("username"), get("password"));
     let exists = users.user_names().contains(&user);
-    let refuse = |m: &str| users_page(&ui, &who, StatusCode::BAD_REQUEST, Some(m));
+    let refuse = |m: &str| users_page(&ui, &who, StatusCode::BAD_REQUEST, Some(m), html! {});
     let file = users.path().to_owned();
     let done = match action.as_str() {
         "add" if exists => return refuse("that user exists already: reset their password instead"),
@@ -115,7 +129,13 @@ pub async fn change_user(State(ui): State<Arc<Ui>>, headers: HeaderMap, body: By
                 action,
                 "user changed in the UI"
             );
-            Redirect::to("/ui/admin/users").into_response()
+            let done = match action.as_str() {
+                "add" => "user-added",
+                "reset" => "user-reset",
+                _ => "user-deleted",
+            };
+            let back = super::encode(&[("done", done), ("user", &user)]);
+            Redirect::to(&format!("/ui/admin/users?{back}")).into_response()
         }
         Ok(Err(e)) => refuse(&e),
         Err(e) => ui.error(&who, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
@@ -166,14 +186,14 @@ pub async fn storage(State(ui): State<Arc<Ui>>, headers: HeaderMap) -> Response 
         Err(e) => return ui.error(&who, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     };
     let body = html! {
-        table #storage {
-            tr { td { "Storage" } td { code { (s.describe) } } }
-            tr { td { "Repositories" } td { (s.repositories) } }
-            tr { td { "Blobs" } td #blobcount { (s.blobs) } }
-            tr { td { "Blob bytes (shared layers once)" } td { (human_bytes(s.blob_bytes)) } }
-            tr { td { "Uploads in progress" } td { (s.uploads) " (" (human_bytes(s.upload_bytes)) ")" } }
-            tr { td { "Deletes" } td { @if s.rules.delete_enabled { "enabled" } @else { "disabled (storage.delete.enabled)" } } }
-            tr { td { "Read-only" } td { @if s.rules.read_only { "yes" } @else { "no" } } }
+        dl.facts.card #storage {
+            dt { "Storage" } dd { code { (s.describe) } }
+            dt { "Repositories" } dd { (s.repositories) }
+            dt { "Blobs" } dd #blobcount { (s.blobs) }
+            dt { "Blob bytes (shared layers once)" } dd { (human_bytes(s.blob_bytes)) }
+            dt { "Uploads in progress" } dd { (s.uploads) " (" (human_bytes(s.upload_bytes)) ")" }
+            dt { "Deletes" } dd { @if s.rules.delete_enabled { "enabled" } @else { "disabled (storage.delete.enabled)" } }
+            dt { "Read-only" } dd { @if s.rules.read_only { "yes" } @else { "no" } }
         }
     };
     ui.page(&who, StatusCode::OK, "Storage", body)
