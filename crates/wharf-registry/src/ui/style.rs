@@ -36,7 +36,7 @@ nav.main a{color:#d5e3f3;padding:.3rem .6rem;border-radius:6px}
 nav.main a:hover,nav.main a.on{background:rgba(255,255,255,.14);color:#fff;text-decoration:none}
 .me{margin-left:auto;display:flex;flex-wrap:wrap;align-items:center;gap:.5rem;color:#d5e3f3}
 .me a{color:#fff}
-main{max-width:76rem;margin:0 auto;padding:1.1rem 1rem 3rem}
+main{max-width:76rem;margin:0 auto;padding:1.1rem 1rem 3rem;overflow-wrap:anywhere}
 h1{font-size:1.45rem;margin:.3rem 0 1rem;overflow-wrap:anywhere;font-weight:650}
 h2{font-size:1.1rem;margin:1.6rem 0 .6rem}
 h3{font-size:1rem;margin:1.2rem 0 .4rem}
@@ -60,6 +60,7 @@ background:var(--brand);color:#fff;padding:.38rem .9rem;display:inline-block;lin
 .button:hover{text-decoration:none}
 button.secondary,.button.secondary{background:#fff;color:var(--brand)}
 button.danger,.button.danger{background:var(--err);border-color:var(--err);color:#fff}
+button:disabled{opacity:.45;cursor:not-allowed}
 header.top button{background:transparent;border-color:rgba(255,255,255,.45);padding:.15rem .6rem}
 input,select{font:inherit;font-size:.95rem;padding:.38rem .6rem;border:1px solid #c3ccd6;border-radius:6px;
 background:#fff;color:var(--text);max-width:100%}

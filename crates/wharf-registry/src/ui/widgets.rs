@@ -64,11 +64,12 @@ pub fn notice(q: &HashMap<String, String>) -> Markup {
     html! { p.notice #notice role="status" { (text) } }
 }
 
-/// "1 blob", "3 blobs".
+/// "1 blob", "3 blobs"; "1 repository", "3 repositories".
 pub fn count(n: u64, what: &str) -> String {
-    match n {
-        1 => format!("1 {what}"),
-        _ => format!("{n} {what}s"),
+    match (n, what.strip_suffix('y')) {
+        (1, _) => format!("1 {what}"),
+        (_, Some(stem)) => format!("{n} {stem}ies"),
+        (_, None) => format!("{n} {what}s"),
     }
 }
 
@@ -101,12 +102,12 @@ impl Pager<'_> {
         html! {
             nav.pager aria-label="pages" {
                 span.muted #total {
-                    @if self.total == 0 { "No " (self.noun) "s" }
+                    @if self.total == 0 { "None" }
                     @else { (first) "–" (last) " of " (count(self.total as u64, self.noun)) }
                 }
                 span {
-                    @if self.page > 1 { a.button.secondary #prev rel="prev" href=(self.link(self.page - 1)) { "← Previous" } " " }
-                    @if self.page < self.pages() { a.button.secondary #next rel="next" href=(self.link(self.page + 1)) { "Next →" } }
+                    @if self.page > 1 { a.button.secondary #prev href=(self.link(self.page - 1)) rel="prev" { "← Previous" } " " }
+                    @if self.page < self.pages() { a.button.secondary #next href=(self.link(self.page + 1)) rel="next" { "Next →" } }
                 }
             }
         }
