@@ -156,18 +156,18 @@ pub async fn policies(State(ui): State<Arc<Ui>>, headers: HeaderMap) -> Response
         Some(p) => html! {
             @if !p.groups.is_empty() {
                 h2 { "Groups" }
-                table { @for (g, members) in &p.groups { tr { td { (g) } td { (members.join(", ")) } } } }
+                table.list { tbody { @for (g, members) in &p.groups { tr { td.main { (g) } td data-label="Members" { (members.join(", ")) } } } } }
             }
             h2 { "Rules" }
-            table #rules {
+            table.list #rules {
                 thead { tr { th { "Repositories" } th { "Users" } th { "Groups" } th { "Anonymous" } th { "Actions" } } }
                 tbody { @for r in &p.rules {
                     tr {
-                        td { (r.repositories.iter().map(glob).collect::<Vec<_>>().join(", ")) }
-                        td { (r.users.join(", ")) }
-                        td { (r.groups.join(", ")) }
-                        td { @if r.anonymous { "yes" } }
-                        td { (r.actions.to_string()) }
+                        td.main { (r.repositories.iter().map(glob).collect::<Vec<_>>().join(", ")) }
+                        td data-label="Users" { (r.users.join(", ")) }
+                        td data-label="Groups" { (r.groups.join(", ")) }
+                        td data-label="Anonymous" { @if r.anonymous { "yes" } }
+                        td data-label="Actions" { (r.actions.to_string()) }
                     }
                 } }
             }

@@ -109,7 +109,7 @@ table.list td.main::before{content:none}
 table.list td:empty{display:none}
 tbody tr:hover td{background:transparent}
 table{table-layout:fixed}
-th{white-space:normal;letter-spacing:0}
+th{white-space:normal;letter-spacing:0;overflow-wrap:normal;word-break:normal}
 th,td{padding:.45rem .5rem}
 dl.facts{grid-template-columns:1fr}
 dl.facts dd{margin-bottom:.4rem}
