@@ -152,4 +152,38 @@ mod tests {
             "in 2 minutes"
         );
     }
+
+    #[test]
+    fn counts_read_in_english() {
+        assert_eq!(count(1, "blob"), "1 blob");
+        assert_eq!(count(0, "manifest"), "0 manifests");
+        assert_eq!(count(58, "repository"), "58 repositories");
+        assert_eq!(count(1, "repository"), "1 repository");
+    }
+
+    #[test]
+    fn notices_are_the_registrys_own_sentences_with_values_escaped() {
+        let q = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let html = notice(&q(&[("done", "deleted"), ("what", "<b>x</b>")])).into_string();
+        assert!(html.contains("Deleted &lt;b&gt;x&lt;/b&gt;."), "{html}");
+        assert!(notice(&q(&[("done", "Your account is locked")]))
+            .into_string()
+            .is_empty());
+        let gc = q(&[
+            ("done", "gc"),
+            ("blobs", "1"),
+            ("manifests", "2"),
+            ("freed", "x"),
+        ]);
+        let html = notice(&gc).into_string();
+        assert!(
+            html.contains("deleted 1 blob and 2 manifests, freeing 0 B."),
+            "{html}"
+        );
+    }
 }
