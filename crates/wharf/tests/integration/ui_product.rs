@@ -424,14 +424,16 @@ fn repository_list_tags_pulls_gc_and_phone_widths_in_chromium() {
     let _ = Command::new("docker").args(["logout", &host]).output();
 }
 
-/// With `database:`, pulls are counted in PostgreSQL's `pull_counts` table (migration 0006).
+/// With `database:`, pulls are counted in PostgreSQL's `pull_counts` table (migration 0006);
+/// and `ui.title` (here `REGISTRY_UI_TITLE`) names the registry in the header.
 #[test]
 fn pull_counts_live_in_postgresql_with_a_database() {
     require_docker();
     let pg = Postgres::start();
     let dir = tempfile::tempdir().unwrap();
     users(dir.path());
-    let env = pg.env();
+    let mut env = pg.env();
+    env.push(("REGISTRY_UI_TITLE".into(), "Acme <registry>".into()));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let w = Served::start(dir.path(), CONFIG, &env);
     let host = w.host();
@@ -467,6 +469,11 @@ fn pull_counts_live_in_postgresql_with_a_database() {
     }
     let (status, html) = Visit::new(&base).get("/ui/?q=counted");
     assert_eq!(status, 200);
+    // ui.title names the registry in the header, escaped.
+    assert!(
+        html.contains(r#"<span id="registry">Acme &lt;registry&gt;</span>"#),
+        "{html}"
+    );
     let row = html.split(">public/counted<").nth(1).unwrap_or_default();
     assert!(
         row.contains(r#"class="num pulls" data-label="Pulls">3<"#),
