@@ -97,11 +97,15 @@ impl RegistryBuilder {
             proxy_stats = Some(proxy.stats.clone());
             service = Arc::new(ProxyLayer::new(service, core.clone(), proxy));
         }
-        let pulls = core
-            .store
-            .pulls
-            .clone()
-            .map(|p| Arc::new(PullCounter::new(p)));
+        // A read-only registry writes nothing to its storage, counts included.
+        let pulls = match core.rules().read_only {
+            true => None,
+            false => core
+                .store
+                .pulls
+                .clone()
+                .map(|p| Arc::new(PullCounter::new(p))),
+        };
         if let Some(counter) = &pulls {
             service = Arc::new(PullsLayer::new(service, counter.clone()));
         }

@@ -80,4 +80,27 @@ mod tests {
         let reopened = FsState::new(dir.path().to_owned());
         assert_eq!(reopened.pulls(&names).await.unwrap(), vec![5, 1]);
     }
+
+    /// Processes sharing a store add under the lock: none of their batches is lost to
+    /// another's read-modify-write (each state here opens the lock file on its own, as
+    /// another process would).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_adders_lose_no_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let adders: Vec<_> = (0..4)
+            .map(|_| {
+                let state = FsState::new(dir.path().to_owned());
+                tokio::spawn(async move {
+                    for _ in 0..25 {
+                        state.add_pulls(&[("shared".into(), 2)]).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for a in adders {
+            a.await.unwrap();
+        }
+        let state = FsState::new(dir.path().to_owned());
+        assert_eq!(state.pulls(&["shared".into()]).await.unwrap(), vec![200]);
+    }
 }
