@@ -83,7 +83,7 @@ impl Ui {
                 body {
                     header.top { div.bar {
                         a.brand href="/ui/" { img src="/ui/favicon.svg" alt=""; span #registry { (name) } }
-                        (self.nav(who))
+                        (self.nav(who, title))
                     } }
                     main {
                         h1 { (title) }
@@ -112,16 +112,24 @@ impl Ui {
         resp
     }
 
-    fn nav(&self, who: &Visitor) -> Markup {
+    /// The navigation, with the link to the page being shown (named by its title) marked.
+    fn nav(&self, who: &Visitor, title: &str) -> Markup {
+        let rules = who.user().is_some() || !self.app.auth.enabled();
+        let links = [
+            ("/ui/", "Repositories", "Repositories", true),
+            ("/ui/rules", "Rules", "Rules", rules),
+            ("/ui/admin/users", "Users", "Users", who.admin),
+            ("/ui/admin/policies", "Access", "Access policy", who.admin),
+            ("/ui/admin/storage", "Storage", "Storage", who.admin),
+            ("/ui/gc", "GC", "Garbage collection", who.admin),
+        ];
         html! {
             nav.main aria-label="main" {
-                a href="/ui/" { "Repositories" }
-                @if who.user().is_some() || !self.app.auth.enabled() { a href="/ui/rules" { "Rules" } }
-                @if who.admin {
-                    a href="/ui/admin/users" { "Users" }
-                    a href="/ui/admin/policies" { "Access" }
-                    a href="/ui/admin/storage" { "Storage" }
-                    a href="/ui/gc" { "GC" }
+                @for (href, label, page, shown) in links {
+                    @if shown {
+                        @if page == title { a.on href=(href) aria-current="page" { (label) } }
+                        @else { a href=(href) { (label) } }
+                    }
                 }
             }
             div.me {

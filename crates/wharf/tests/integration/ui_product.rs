@@ -396,6 +396,11 @@ fn repository_list_tags_pulls_gc_and_phone_widths_in_chromium() {
         "0",
         "nothing left to collect"
     );
+    assert_eq!(
+        b.count("nav.main a.on[href='/ui/gc']"),
+        1,
+        "the nav marks GC"
+    );
     both_widths(&b, &shots, "11-gc-done");
 
     // The other pages keep to the width too.
