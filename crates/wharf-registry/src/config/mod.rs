@@ -87,6 +87,8 @@ impl Default for AuditConfig {
 pub struct UiConfig {
     pub enabled: bool,
     pub admins: Vec<String>,
+    /// `ui.title`: the name in the header; the host the UI is reached at when unset.
+    pub title: Option<String>,
 }
 
 impl Default for UiConfig {
@@ -94,6 +96,7 @@ impl Default for UiConfig {
         UiConfig {
             enabled: true,
             admins: Vec::new(),
+            title: None,
         }
     }
 }

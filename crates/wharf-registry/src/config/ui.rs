@@ -11,6 +11,8 @@ pub(super) struct Ui {
     enabled: Option<bool>,
     /// A list, or (from `REGISTRY_UI_ADMINS`) one comma-separated string.
     admins: Option<Value>,
+    /// The registry's name in the UI's header (the host it is reached at, unset).
+    title: Option<String>,
 }
 
 impl Ui {
@@ -35,6 +37,7 @@ impl Ui {
         Ok(UiConfig {
             enabled: self.enabled.unwrap_or(true),
             admins,
+            title: self.title.filter(|t| !t.trim().is_empty()),
         })
     }
 }

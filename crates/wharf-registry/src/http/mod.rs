@@ -325,7 +325,8 @@ async fn dispatch(state: &Arc<AppState>, route: Route, req: Req) -> ApiResult {
     // five strings) is built for every GET of the hot path otherwise.
     let quiet = matches!(req.method, Method::GET | Method::HEAD) && !state.registry.records_pulls();
     let o = &if quiet {
-        Origin::default()
+        // The method alone: the pull counter tells a GET from a HEAD.
+        Origin::method(req.method.as_str())
     } else {
         origin(state, &req)
     };

@@ -15,7 +15,9 @@ use super::base::Rules;
 use super::events::{Events, EventsLayer};
 use super::gc::{GcOptions, GcReport};
 use super::governance::GovernanceSummary;
+use super::listing::ReachCache;
 use super::proxy::{Evicted, Proxy, ProxyLayer, ProxyStats};
+use super::pulls::{PullCounter, PullsLayer};
 use super::retention::RetentionReport;
 use super::scrub::{ScrubOptions, ScrubReport};
 use super::service::{Service, Wrap};
@@ -32,6 +34,8 @@ pub struct Registry {
     events: Option<Arc<Events>>,
     proxy_stats: Option<Arc<ProxyStats>>,
     pub(super) audit: Option<Arc<Audit>>,
+    pulls: Option<Arc<PullCounter>>,
+    reach: ReachCache,
 }
 
 /// Client operations enter through the outermost layer.
@@ -45,7 +49,8 @@ impl Deref for Registry {
 
 /// How a registry is put together. Layers go on in a fixed order whatever the order of
 /// the calls, outermost first: those added with [`RegistryBuilder::layer`] (the last one
-/// outermost), events, the pull-through cache, then the core.
+/// outermost), events, pull counts (where the store keeps them), the pull-through cache,
+/// then the core.
 pub struct RegistryBuilder {
     core: Core,
     proxy: Option<Proxy>,
@@ -101,6 +106,18 @@ impl RegistryBuilder {
             proxy_stats = Some(proxy.stats.clone());
             service = Arc::new(ProxyLayer::new(service, core.clone(), proxy));
         }
+        // A read-only registry writes nothing to its storage, counts included.
+        let pulls = match core.rules().read_only {
+            true => None,
+            false => core
+                .store
+                .pulls
+                .clone()
+                .map(|p| Arc::new(PullCounter::new(p))),
+        };
+        if let Some(counter) = &pulls {
+            service = Arc::new(PullsLayer::new(service, counter.clone()));
+        }
         if let Some(events) = &self.events {
             service = Arc::new(EventsLayer::new(service, events.clone()));
         }
@@ -117,6 +134,8 @@ impl RegistryBuilder {
             events: self.events,
             proxy_stats,
             audit: self.audit,
+            pulls,
+            reach: ReachCache::default(),
         }
     }
 }
@@ -164,6 +183,15 @@ impl Registry {
     pub fn records_pulls(&self) -> bool {
         self.wants_event(super::events::envelope::PULL)
             || self.audit.as_ref().is_some_and(|a| a.audits_pulls())
+    }
+
+    pub(super) fn reach_cache(&self) -> &ReachCache {
+        &self.reach
+    }
+
+    /// The pull counter, where the store keeps counts.
+    pub(super) fn pull_counter(&self) -> Option<&Arc<PullCounter>> {
+        self.pulls.as_ref()
     }
 
     /// The pull-through cache's counters, when there is one.

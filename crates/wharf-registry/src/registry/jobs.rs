@@ -37,6 +37,9 @@ pub fn spawn(registry: &Arc<Registry>, schedules: Schedules) {
     if let Some(every) = schedules.retention.filter(|_| !registry.rules().read_only) {
         tokio::spawn(apply_retention(registry.clone(), every));
     }
+    if let Some(counter) = registry.pull_counter() {
+        tokio::spawn(super::pulls::flush_every(counter.clone()));
+    }
     if let Some(stats) = registry.proxy_stats() {
         tokio::spawn(log_proxy_stats(stats));
     }

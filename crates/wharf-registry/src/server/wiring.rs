@@ -61,8 +61,12 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
             e.close();
         }
     };
+    let registry = state.registry.clone();
     let router = super::router(state, &config.ui);
-    super::serve_listener(listener, router, tls, drain, shutdown).await
+    let served = super::serve_listener(listener, router, tls, drain, shutdown).await;
+    // The pulls the drained requests counted, before the process ends.
+    registry.flush_pulls().await;
+    served
 }
 
 /// Builds each piece of a server from one configuration.

@@ -368,6 +368,9 @@ pub struct Store {
     /// Robot tokens and the audit log: under `_wharf/` on this host's root (shared by the
     /// processes on it), or in PostgreSQL with a database (shared by every replica).
     pub identity: Option<Arc<dyn state::IdentityState>>,
+    /// Each repository's pull count: files under `_wharf/` on a filesystem, a table in
+    /// PostgreSQL when `database:` is set, none in a bucket alone.
+    pub pulls: Option<Arc<dyn state::PullCounts>>,
 }
 
 impl Store {
@@ -459,7 +462,9 @@ pub async fn open(
     #[cfg(feature = "postgres")]
     if let Some(db) = database {
         store.identity = Some(Arc::new(postgres::open_identity(db)?));
-        store.meta = Arc::new(postgres::open_meta(db, store.blobs.clone())?);
+        let meta = Arc::new(postgres::open_meta(db, store.blobs.clone())?);
+        store.meta = meta.clone();
+        store.pulls = Some(meta);
         store.describe = format!("{} with metadata in {}", store.describe, db.describe());
         return Ok(store);
     }

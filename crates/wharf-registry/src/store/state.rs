@@ -56,6 +56,17 @@ pub trait EventLog: Send + Sync + 'static {
     async fn try_lease(&self, endpoint: &str) -> StoreResult<Option<Guard>>;
 }
 
+/// How many times each repository was pulled (a manifest read for an image, as Docker Hub
+/// counts), kept where every process on the store adds to the same figures. Callers add in
+/// batches: a pull never waits for this.
+#[async_trait]
+pub trait PullCounts: Send + Sync + 'static {
+    /// Add `n` pulls to each repository named, durably when it returns.
+    async fn add_pulls(&self, counts: &[(String, u64)]) -> StoreResult<()>;
+    /// The stored counts of `repos`, in their order (0 for one never pulled).
+    async fn pulls(&self, repos: &[String]) -> StoreResult<Vec<u64>>;
+}
+
 /// Everything behind the seam, as one store provides it.
 pub trait State: Records + EventLog {}
 

@@ -1,4 +1,4 @@
-//! Actions: deleting a tag or manifest (confirmed, policy-checked) and a GC dry run.
+//! Deleting a tag or manifest: confirmed, policy-checked, then confirmed back.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,7 +8,6 @@ use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use http::{HeaderMap, StatusCode};
 use maud::html;
-use wharf_oci::units::human_bytes;
 use wharf_oci::{Reference, RepoName};
 
 use super::{encode, form, Ui, Visitor};
@@ -66,13 +65,15 @@ pub async fn confirm_delete(
         Reference::Digest(d) => format!("the manifest {repo}@{d} and every tag pointing at it"),
     };
     let body = html! {
-        p { "Delete " (what) "?" }
-        form method="post" action="/ui/delete" {
-            (who.csrf_field(&ui))
-            input type="hidden" name="name" value=(repo.as_str());
-            input type="hidden" name="ref" value=(reference.to_string());
-            button type="submit" #confirm { "Delete" }
-            " " a href={ "/ui/repo?" (encode(&[("name", repo.as_str())])) } { "Cancel" }
+        div.card {
+            p { "Delete " (what) "?" }
+            form method="post" action="/ui/delete" {
+                (who.csrf_field(&ui))
+                input type="hidden" name="name" value=(repo.as_str());
+                input type="hidden" name="ref" value=(reference.to_string());
+                button.danger type="submit" #confirm { "Delete" }
+                " " a.button.secondary href={ "/ui/repo?" (encode(&[("name", repo.as_str())])) } { "Cancel" }
+            }
         }
     };
     ui.page(&who, StatusCode::OK, "Delete", body)
@@ -101,8 +102,18 @@ pub async fn delete(
     };
     let o = origin(&ui, &who, &headers, &ext);
     match ui.app.registry.delete_manifest(&o, &repo, &reference).await {
-        Ok(true) => Redirect::to(&format!("/ui/repo?{}", encode(&[("name", repo.as_str())])))
-            .into_response(),
+        Ok(true) => {
+            let what = match &reference {
+                Reference::Tag(t) => format!("{repo}:{t}"),
+                Reference::Digest(d) => format!("{repo}@{d}"),
+            };
+            let back = encode(&[
+                ("name", repo.as_str()),
+                ("done", "deleted"),
+                ("what", &what),
+            ]);
+            Redirect::to(&format!("/ui/repo?{back}")).into_response()
+        }
         Ok(false) => ui.error(
             &who,
             StatusCode::NOT_FOUND,
@@ -114,63 +125,4 @@ pub async fn delete(
         }
         Err(e) => ui.error(&who, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
-}
-
-pub async fn gc_form(State(ui): State<Arc<Ui>>, headers: HeaderMap) -> Response {
-    let who = ui.visitor(&headers).await;
-    if let Err(r) = ui.require_admin(&who) {
-        return r;
-    }
-    let body = html! {
-        p { "A dry run marks what every tag reaches and lists what a collection would delete; it deletes nothing." }
-        form method="post" action="/ui/gc" {
-            (who.csrf_field(&ui))
-            label { input type="checkbox" name="untagged" value="1"; " Also untagged manifests (--delete-untagged)" }
-            " " button type="submit" #gc { "Start a dry run" }
-        }
-    };
-    ui.page(&who, StatusCode::OK, "Garbage collection", body)
-}
-
-/// Entries shown of a report's lists; the counts cover them all.
-const REPORT_ROWS: usize = 200;
-
-pub async fn gc_run(State(ui): State<Arc<Ui>>, headers: HeaderMap, body: Bytes) -> Response {
-    let who = ui.visitor(&headers).await;
-    if let Err(r) = ui.require_admin(&who) {
-        return r;
-    }
-    let f = form(&body);
-    if let Err(r) = ui.check_csrf(&who, &f) {
-        return r;
-    }
-    let opts = crate::registry::gc::GcOptions {
-        dry_run: true,
-        delete_untagged: f.contains_key("untagged"),
-        grace: crate::config::DEFAULT_GC_GRACE,
-    };
-    let report = match ui.app.registry.collect_garbage(&opts).await {
-        Ok(r) => r,
-        Err(e) => return ui.error(&who, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-    };
-    let body = html! {
-        table #report {
-            tr { td { "Repositories" } td { (report.repositories) } }
-            tr { td { "Manifests marked" } td { (report.manifests_marked) } }
-            tr { td { "Blobs marked" } td { (report.blobs_marked) } }
-            tr { td { "Untagged manifests that would go" } td { (report.manifests.len()) } }
-            tr { td { "Blobs that would go" } td #blobs { (report.blobs.len()) } }
-            tr { td { "Bytes that would be freed" } td #freed { (human_bytes(report.bytes_freed)) } }
-            tr { td { "Blobs held (within the grace period)" } td { (report.blobs_held) } }
-        }
-        @if !report.manifests.is_empty() {
-            h2 { "Manifests" }
-            ul { @for m in report.manifests.iter().take(REPORT_ROWS) { li { code { (m.repository) "@" (m.digest) } } } }
-        }
-        @if !report.blobs.is_empty() {
-            h2 { "Blobs" }
-            ul { @for b in report.blobs.iter().take(REPORT_ROWS) { li { code { (b.digest) } " " (human_bytes(b.size)) } } }
-        }
-    };
-    ui.page(&who, StatusCode::OK, "Garbage collection: dry run", body)
 }

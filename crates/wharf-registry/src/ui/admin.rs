@@ -4,12 +4,15 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use std::collections::HashMap;
+
+use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use http::{HeaderMap, StatusCode};
-use maud::html;
+use maud::{html, Markup};
 use wharf_oci::units::human_bytes;
 
+use super::widgets::notice;
 use super::{form, Ui, Visitor};
 use crate::auth::htpasswd_file;
 
@@ -19,7 +22,13 @@ async fn admin(ui: &Ui, headers: &HeaderMap) -> Result<Visitor, Response> {
     Ok(who)
 }
 
-fn users_page(ui: &Ui, who: &Visitor, status: StatusCode, message: Option<&str>) -> Response {
+fn users_page(
+    ui: &Ui,
+    who: &Visitor,
+    status: StatusCode,
+    message: Option<&str>,
+    done: Markup,
+) -> Response {
     let Some(users) = ui.app.auth.htpasswd() else {
         return ui.error(
             who,
@@ -29,31 +38,32 @@ fn users_page(ui: &Ui, who: &Visitor, status: StatusCode, message: Option<&str>)
     };
     let names = users.user_names();
     let body = html! {
-        @if let Some(m) = message { p #message { (m) } }
+        (done)
+        @if let Some(m) = message { p.err #message role="alert" { (m) } }
         p { "Users of " code { (users.path().display()) } " (bcrypt). Admins: " (ui.admins.join(", ")) "." }
-        table #users {
+        table.list #users {
             thead { tr { th { "User" } th { "New password" } th {} } }
             tbody { @for u in &names {
                 tr {
-                    td.name { (u) }
-                    td { form.inline method="post" action="/ui/admin/users" {
+                    td.name.main { (u) }
+                    td data-label="New password" { form.inline method="post" action="/ui/admin/users" {
                         (who.csrf_field(ui))
                         input type="hidden" name="action" value="reset";
                         input type="hidden" name="username" value=(u);
                         input type="password" name="password" required aria-label={ "new password for " (u) };
                         " " button type="submit" { "Reset password" }
                     } }
-                    td { form.inline method="post" action="/ui/admin/users" {
+                    td data-label="" { form.inline method="post" action="/ui/admin/users" {
                         (who.csrf_field(ui))
                         input type="hidden" name="action" value="delete";
                         input type="hidden" name="username" value=(u);
-                        button type="submit" { "Delete" }
+                        button.danger type="submit" { "Delete" }
                     } }
                 }
             } }
         }
         h2 { "Add a user" }
-        form #add method="post" action="/ui/admin/users" {
+        form.toolbar.card #add method="post" action="/ui/admin/users" {
             (who.csrf_field(ui))
             input type="hidden" name="action" value="add";
             label { "User " input type="text" name="username" required; } " "
@@ -64,9 +74,13 @@ fn users_page(ui: &Ui, who: &Visitor, status: StatusCode, message: Option<&str>)
     ui.page(who, status, "Users", body)
 }
 
-pub async fn users(State(ui): State<Arc<Ui>>, headers: HeaderMap) -> Response {
+pub async fn users(
+    State(ui): State<Arc<Ui>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     match admin(&ui, &headers).await {
-        Ok(who) => users_page(&ui, &who, StatusCode::OK, None),
+        Ok(who) => users_page(&ui, &who, StatusCode::OK, None, notice(&q)),
         Err(r) => r,
     }
 }
@@ -95,7 +109,7 @@ pub async fn change_user(
     let get = |k: &str| f.get(k).cloned().unwrap_or_default();
     let (action, user, password) = (get("action"), get("username"), get("password"));
     let exists = users.user_names().contains(&user);
-    let refuse = |m: &str| users_page(&ui, &who, StatusCode::BAD_REQUEST, Some(m));
+    let refuse = |m: &str| users_page(&ui, &who, StatusCode::BAD_REQUEST, Some(m), html! {});
     let file = users.path().to_owned();
     let done = match action.as_str() {
         "add" if exists => return refuse("that user exists already: reset their password instead"),
@@ -141,7 +155,13 @@ pub async fn change_user(
                 action,
                 "user changed in the UI"
             );
-            Redirect::to("/ui/admin/users").into_response()
+            let done = match action.as_str() {
+                "add" => "user-added",
+                "reset" => "user-reset",
+                _ => "user-deleted",
+            };
+            let back = super::encode(&[("done", done), ("user", &user)]);
+            Redirect::to(&format!("/ui/admin/users?{back}")).into_response()
         }
         Ok(Err(e)) => refuse(&e),
         Err(e) => ui.error(&who, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
@@ -162,18 +182,18 @@ pub async fn policies(State(ui): State<Arc<Ui>>, headers: HeaderMap) -> Response
         Some(p) => html! {
             @if !p.groups.is_empty() {
                 h2 { "Groups" }
-                table { @for (g, members) in &p.groups { tr { td { (g) } td { (members.join(", ")) } } } }
+                table.list { tbody { @for (g, members) in &p.groups { tr { td.main { (g) } td data-label="Members" { (members.join(", ")) } } } } }
             }
             h2 { "Rules" }
-            table #rules {
+            table.list #rules {
                 thead { tr { th { "Repositories" } th { "Users" } th { "Groups" } th { "Anonymous" } th { "Actions" } } }
                 tbody { @for r in &p.rules {
                     tr {
-                        td { (r.repositories.iter().map(glob).collect::<Vec<_>>().join(", ")) }
-                        td { (r.users.join(", ")) }
-                        td { (r.groups.join(", ")) }
-                        td { @if r.anonymous { "yes" } }
-                        td { (r.actions.to_string()) }
+                        td.main { (r.repositories.iter().map(glob).collect::<Vec<_>>().join(", ")) }
+                        td data-label="Users" { (r.users.join(", ")) }
+                        td data-label="Groups" { (r.groups.join(", ")) }
+                        td data-label="Anonymous" { @if r.anonymous { "yes" } }
+                        td data-label="Actions" { (r.actions.to_string()) }
                     }
                 } }
             }
@@ -192,14 +212,14 @@ pub async fn storage(State(ui): State<Arc<Ui>>, headers: HeaderMap) -> Response 
         Err(e) => return ui.error(&who, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     };
     let body = html! {
-        table #storage {
-            tr { td { "Storage" } td { code { (s.describe) } } }
-            tr { td { "Repositories" } td { (s.repositories) } }
-            tr { td { "Blobs" } td #blobcount { (s.blobs) } }
-            tr { td { "Blob bytes (shared layers once)" } td { (human_bytes(s.blob_bytes)) } }
-            tr { td { "Uploads in progress" } td { (s.uploads) " (" (human_bytes(s.upload_bytes)) ")" } }
-            tr { td { "Deletes" } td { @if s.rules.delete_enabled { "enabled" } @else { "disabled (storage.delete.enabled)" } } }
-            tr { td { "Read-only" } td { @if s.rules.read_only { "yes" } @else { "no" } } }
+        dl.facts.card #storage {
+            dt { "Storage" } dd { code { (s.describe) } }
+            dt { "Repositories" } dd { (s.repositories) }
+            dt { "Blobs" } dd #blobcount { (s.blobs) }
+            dt { "Blob bytes (shared layers once)" } dd { (human_bytes(s.blob_bytes)) }
+            dt { "Uploads in progress" } dd { (s.uploads) " (" (human_bytes(s.upload_bytes)) ")" }
+            dt { "Deletes" } dd { @if s.rules.delete_enabled { "enabled" } @else { "disabled (storage.delete.enabled)" } }
+            dt { "Read-only" } dd { @if s.rules.read_only { "yes" } @else { "no" } }
         }
     };
     ui.page(&who, StatusCode::OK, "Storage", body)

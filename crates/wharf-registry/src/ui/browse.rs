@@ -1,4 +1,5 @@
-//! Browsing: repositories, a repository's tags, a manifest or index.
+//! Browsing: the repositories (tags, size, last push, pulls; sorted and paged) and a
+//! repository's tags (sorted, filtered, paged, with the immutable ones locked).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,81 +11,112 @@ use maud::{html, Markup};
 use wharf_oci::units::human_bytes;
 use wharf_oci::{Digest, Manifest, Reference, RepoName, Tag};
 
-use super::{encode, Ui, Visitor, PAGE};
+use super::manifest::{platform_of, CONFIG_LIMIT};
+use super::widgets::{ago, notice, page_number, pull_line, Pager};
+use super::{encode, style, Ui, Visitor, PAGE};
 use crate::auth::policy::Actions;
-use crate::registry::events::Origin;
+use crate::registry::listing::{RepoSort, TagSort, TagSummary};
 
 type Params = Query<HashMap<String, String>>;
-
-/// Configs larger than this are not read for the page.
-const CONFIG_LIMIT: u64 = 4 * 1024 * 1024;
 
 fn short(d: &Digest) -> String {
     let s = d.to_string();
     s.chars().take(19).collect()
 }
 
-/// The copyable pull line (selectable text: no script needed).
-fn pull_line(line: &str) -> Markup {
-    html! { p { label { "Pull: " input.pull type="text" readonly value=(line) aria-label="docker pull command"; } } }
+fn param<'a>(q: &'a HashMap<String, String>, k: &str) -> &'a str {
+    q.get(k).map_or("", |s| s.trim())
 }
 
-fn platform_of(p: &serde_json::Value) -> String {
-    let get = |k: &str| p.get(k).and_then(|v| v.as_str()).unwrap_or("");
-    let mut s = format!("{}/{}", get("os"), get("architecture"));
-    if !get("variant").is_empty() {
-        s.push('/');
-        s.push_str(get("variant"));
+/// A sortable column's heading: a link that sorts by it, marked when it is the order.
+fn sort_heading(label: &str, href: String, on: bool, class: &str) -> Markup {
+    html! {
+        th class=(class) aria-sort=(if on { "descending" } else { "none" }) {
+            a href=(href) { (label) @if on { " ▾" } }
+        }
     }
-    s
 }
 
 pub async fn repositories(State(ui): State<Arc<Ui>>, headers: HeaderMap, q: Params) -> Response {
     let who = ui.visitor(&headers).await;
-    let search = q.get("q").map(|s| s.trim().to_owned()).unwrap_or_default();
-    let last = q.get("last").map(String::as_str).filter(|s| !s.is_empty());
-    let open = !ui.app.auth.enabled() && ui.app.auth.policy().is_none();
-    let visible = |r: &str| (search.is_empty() || r.contains(&search)) && ui.may_pull(&who, r);
-    let filter: Option<&(dyn Fn(&str) -> bool + Sync)> = if open && search.is_empty() {
-        None
-    } else {
-        Some(&visible)
+    let search = param(&q, "q").to_owned();
+    let sort = match param(&q, "sort") {
+        "pushed" => RepoSort::Pushed,
+        _ => RepoSort::Name,
     };
-    let page = match ui
-        .app
-        .registry
-        .catalog(&Origin::default(), last, Some(PAGE), filter)
-        .await
-    {
-        Ok(p) => p,
+    let sort_key = if sort == RepoSort::Pushed {
+        "pushed"
+    } else {
+        ""
+    };
+    let mut number = page_number(&q);
+    let visible = |r: &str| (search.is_empty() || r.contains(&search)) && ui.may_pull(&who, r);
+    let registry = &ui.app.registry;
+    let mut listing = registry
+        .repository_list(&visible, sort, (number - 1) * PAGE, PAGE)
+        .await;
+    // A page past the end (the list shrank since the link was made): show the last one.
+    if let Ok(l) = &listing {
+        if l.items.is_empty() && l.total > 0 {
+            number = l.total.div_ceil(PAGE);
+            listing = registry
+                .repository_list(&visible, sort, (number - 1) * PAGE, PAGE)
+                .await;
+        }
+    }
+    let listing = match listing {
+        Ok(l) => l,
         Err(e) => return ui.error(&who, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     };
-    let next = match (page.more, page.items.last()) {
-        (true, Some(l)) => Some(format!("/ui/?{}", encode(&[("q", &search), ("last", l)]))),
-        _ => None,
+    let by = |s: &str| format!("/ui/?{}", encode(&[("q", &search), ("sort", s)]));
+    let pager = Pager {
+        path: "/ui/",
+        keep: vec![("q", &search), ("sort", sort_key)],
+        page: number,
+        per: PAGE,
+        total: listing.total,
+        noun: "repository",
     };
     let body = html! {
-        form method="get" action="/ui/" role="search" {
+        (notice(&q))
+        form.toolbar method="get" action="/ui/" role="search" {
             input type="search" name="q" value=(search) placeholder="Search repositories" aria-label="search";
-            " " button type="submit" #search { "Search" }
+            @if !sort_key.is_empty() { input type="hidden" name="sort" value=(sort_key); }
+            button type="submit" #search { "Search" }
         }
-        @if page.items.is_empty() {
-            p #empty { "No repositories you may pull"
-                @if who.user().is_none() && ui.app.auth.enabled() { " (sign in to see more)" } "." }
-        }
-        ul #repositories {
-            @for r in &page.items {
-                li { a href={ "/ui/repo?" (encode(&[("name", r)])) } { (r) } }
+        @if listing.items.is_empty() {
+            p.empty #empty {
+                @if search.is_empty() { "No repositories you may pull" } @else { "No repositories match " b { (search) } }
+                @if who.user().is_none() && ui.app.auth.enabled() { " (sign in to see more)" } "."
+            }
+        } @else {
+            table.list #repositories {
+                thead { tr {
+                    (sort_heading("Repository", by(""), sort == RepoSort::Name, ""))
+                    th.num { "Tags" }
+                    th.num { "Size" }
+                    (sort_heading("Last push", by("pushed"), sort == RepoSort::Pushed, ""))
+                    th.num { "Pulls" }
+                } }
+                tbody { @for r in &listing.items {
+                    tr {
+                        td.main data-label="Repository" { a href={ "/ui/repo?" (encode(&[("name", &r.name)])) } { (r.name) } }
+                        td.num.tags data-label="Tags" { (r.tags) }
+                        td.num data-label="Size" { (human_bytes(r.size)) }
+                        td.pushed data-label="Last push" { @match r.pushed { Some(t) => (ago(t)), None => span.muted { "never" } } }
+                        td.num.pulls data-label="Pulls" { @match r.pulls { Some(n) => (n), None => span.muted title="this storage keeps no pull counts" { "–" } } }
+                    }
+                } }
             }
         }
-        @if let Some(n) = next { p { a #next href=(n) { "Next page" } } }
+        (pager.render())
     };
     ui.page(&who, StatusCode::OK, "Repositories", body)
 }
 
 /// A repository the visitor may pull, or the page that says it is not there. Absent and
 /// forbidden look alike, so the UI does not reveal which repositories exist.
-fn pullable(ui: &Ui, who: &Visitor, name: Option<&String>) -> Result<RepoName, Response> {
+pub fn pullable(ui: &Ui, who: &Visitor, name: Option<&String>) -> Result<RepoName, Response> {
     let not_found = || {
         ui.error(
             who,
@@ -99,39 +131,26 @@ fn pullable(ui: &Ui, who: &Visitor, name: Option<&String>) -> Result<RepoName, R
     Ok(repo)
 }
 
-struct TagRow {
-    tag: String,
-    digest: Option<Digest>,
+/// What a tag's manifest says: its size and platforms.
+#[derive(Default)]
+struct TagDetail {
     size: u64,
-    pushed: Option<std::time::SystemTime>,
     platforms: Vec<String>,
     /// An index: its size is its own and its children's manifests, not their layers.
     index: bool,
 }
 
-/// One tag's row: its manifest, the config's platform for an image, each child's for an index.
-async fn tag_row(ui: &Ui, repo: &RepoName, tag: String) -> TagRow {
-    let mut row = TagRow {
-        tag,
-        digest: None,
-        size: 0,
-        pushed: None,
-        platforms: Vec::new(),
-        index: false,
-    };
-    let Ok(t) = row.tag.parse::<Tag>() else {
-        return row;
-    };
-    row.pushed = ui.app.registry.tag_pushed(repo, &t).await.ok().flatten();
+/// The manifest's size and platforms: the config's for an image, each child's for an index.
+async fn tag_detail(ui: &Ui, repo: &RepoName, digest: &Digest) -> TagDetail {
+    let mut row = TagDetail::default();
     let Ok(Some(m)) = ui
         .app
         .registry
-        .stored_manifest(repo, &Reference::Tag(t))
+        .stored_manifest(repo, &Reference::Digest(digest.clone()))
         .await
     else {
         return row;
     };
-    row.digest = Some(m.digest);
     let Ok(parsed) = Manifest::parse(&m.bytes, Some(&m.media_type)) else {
         return row;
     };
@@ -148,12 +167,8 @@ async fn tag_row(ui: &Ui, repo: &RepoName, tag: String) -> TagRow {
         .filter(|p| p != "unknown/unknown")
         .collect();
     if let Some(config) = &parsed.config {
-        if let Ok(Some(bytes)) = ui
-            .app
-            .registry
-            .small_blob(&config.digest, CONFIG_LIMIT)
-            .await
-        {
+        let registry = &ui.app.registry;
+        if let Ok(Some(bytes)) = registry.small_blob(&config.digest, CONFIG_LIMIT).await {
             if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) {
                 if v.get("architecture").is_some() {
                     row.platforms.push(platform_of(&v));
@@ -164,211 +179,118 @@ async fn tag_row(ui: &Ui, repo: &RepoName, tag: String) -> TagRow {
     row
 }
 
+/// The tag a `docker pull` line names: `latest` if it exists, else the newest push.
+async fn pull_tag(ui: &Ui, repo: &RepoName) -> Option<String> {
+    let registry = &ui.app.registry;
+    if let Ok(latest) = "latest".parse::<Tag>() {
+        if let Ok(Some(_)) = registry.tag_pushed(repo, &latest).await {
+            return Some("latest".into());
+        }
+    }
+    let newest = registry.tag_list(repo, TagSort::Pushed, "", 0, 1).await;
+    newest.ok().flatten()?.items.pop().map(|t| t.name)
+}
+
+fn tag_rows(name: &str, rows: &[(TagSummary, TagDetail)], deletable: bool) -> Markup {
+    html! {
+        tbody { @for (t, d) in rows {
+            tr {
+                td.main data-label="Tag" {
+                    a.tag href={ "/ui/manifest?" (encode(&[("name", name), ("ref", &t.name)])) } { (t.name) }
+                    @if t.immutable { (style::lock()) }
+                }
+                td data-label="Digest" { code title=(t.digest) { (short(&t.digest)) } }
+                td.num data-label="Size" { (human_bytes(d.size)) @if d.index { " " span.badge { "index" } } }
+                td data-label="Pushed" { (ago(t.pushed)) }
+                td data-label="Platforms" { (d.platforms.join(", ")) }
+                @if deletable {
+                    td data-label="" { @if !t.immutable {
+                        a.delete href={ "/ui/delete?" (encode(&[("name", name), ("ref", &t.name)])) } { "Delete" }
+                    } }
+                }
+            }
+        } }
+    }
+}
+
 pub async fn tags(State(ui): State<Arc<Ui>>, headers: HeaderMap, q: Params) -> Response {
     let who = ui.visitor(&headers).await;
     let repo = match pullable(&ui, &who, q.get("name")) {
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    let last = q.get("last").map(String::as_str).filter(|s| !s.is_empty());
-    let page = match ui.app.registry.stored_tags(&repo, last, Some(PAGE)).await {
-        Ok(Some(p)) => p,
+    let filter = param(&q, "filter").to_owned();
+    let (sort, sort_key) = match param(&q, "sort") {
+        "name" => (TagSort::Name, "name"),
+        _ => (TagSort::Pushed, ""),
+    };
+    let number = page_number(&q);
+    let registry = &ui.app.registry;
+    let offset = (number - 1) * PAGE;
+    let listing = match registry.tag_list(&repo, sort, &filter, offset, PAGE).await {
+        Ok(Some(l)) => l,
         Ok(None) => return pullable(&ui, &who, None).unwrap_err(),
         Err(e) => return ui.error(&who, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     };
-    let rows =
-        futures::future::join_all(page.items.iter().map(|t| tag_row(&ui, &repo, t.clone()))).await;
-    let host = ui.registry_host(&headers);
+    let details = futures::future::join_all(
+        listing
+            .items
+            .iter()
+            .map(|t| tag_detail(&ui, &repo, &t.digest)),
+    )
+    .await;
+    let rows: Vec<_> = listing.items.into_iter().zip(details).collect();
     let name = repo.as_str();
+    let host = &who.host;
     let deletable =
-        ui.app.registry.rules().delete_enabled && ui.allowed(&who, name).contains(Actions::DELETE);
-    let next = match (page.more, page.items.last()) {
-        (true, Some(l)) => Some(format!(
-            "/ui/repo?{}",
-            encode(&[("name", name), ("last", l)])
-        )),
-        _ => None,
+        registry.rules().delete_enabled && ui.allowed(&who, name).contains(Actions::DELETE);
+    let by = |s: &str| {
+        let query = encode(&[("name", name), ("filter", &filter), ("sort", s)]);
+        format!("/ui/repo?{query}")
     };
+    let pager = Pager {
+        path: "/ui/repo",
+        keep: vec![("name", name), ("filter", &filter), ("sort", sort_key)],
+        page: number,
+        per: PAGE,
+        total: listing.total,
+        noun: "tag",
+    };
+    let pull = pull_tag(&ui, &repo).await;
     let body = html! {
-        (pull_line(&format!("docker pull {host}/{name}")))
-        table #tags {
-            thead { tr { th { "Tag" } th { "Digest" } th { "Size" } th { "Pushed" } th { "Platforms" } @if deletable { th {} } } }
-            tbody {
-                @for r in &rows {
-                    tr {
-                        td { a.tag href={ "/ui/manifest?" (encode(&[("name", name), ("ref", &r.tag)])) } { (r.tag) } }
-                        td { @if let Some(d) = &r.digest { code title=(d) { (short(d)) } } }
-                        td { (human_bytes(r.size)) @if r.index { " (index)" } }
-                        td { @if let Some(t) = r.pushed { (humantime::format_rfc3339_seconds(t)) } }
-                        td { (r.platforms.join(", ")) }
-                        @if deletable {
-                            td { a href={ "/ui/delete?" (encode(&[("name", name), ("ref", &r.tag)])) } { "Delete" } }
-                        }
-                    }
+        (notice(&q))
+        @if let Some(tag) = &pull { (pull_line(&format!("docker pull {host}/{name}:{tag}"))) }
+        @if pull.is_none() {
+            div.empty #empty {
+                p { "This repository is empty: it has no tags." }
+                p { "Push one with " code { "docker push " (host) "/" (name) ":latest" } "." }
+            }
+        } @else {
+            form.toolbar method="get" action="/ui/repo" role="search" {
+                input type="hidden" name="name" value=(name);
+                input type="search" name="filter" value=(filter) placeholder="Filter tags" aria-label="filter tags";
+                label { "Sort " select name="sort" aria-label="sort tags" {
+                    option value="" selected[sort == TagSort::Pushed] { "Newest push" }
+                    option value="name" selected[sort == TagSort::Name] { "Name" }
+                } }
+                button type="submit" #filterbutton { "Apply" }
+            }
+            @if rows.is_empty() {
+                p.empty #nomatch { "No tag contains " b { (filter) } "." }
+            } @else {
+                table.list #tags {
+                    thead { tr {
+                        (sort_heading("Tag", by("name"), sort == TagSort::Name, ""))
+                        th { "Digest" } th.num { "Size" }
+                        (sort_heading("Pushed", by(""), sort == TagSort::Pushed, ""))
+                        th { "Platforms" } @if deletable { th {} }
+                    } }
+                    (tag_rows(name, &rows, deletable))
                 }
             }
+            (pager.render())
         }
-        @if let Some(n) = next { p { a #next href=(n) { "Next page" } } }
         @if deletable { p { a #deleterepo href={ "/ui/delete-repository?" (encode(&[("name", name)])) } { "Delete this repository" } } }
     };
     ui.page(&who, StatusCode::OK, name, body)
-}
-
-fn pairs(title: &str, items: &[(String, String)]) -> Markup {
-    html! {
-        @if !items.is_empty() {
-            h3 { (title) }
-            table { @for (k, v) in items { tr { td { code { (k) } } td { code { (v) } } } } }
-        }
-    }
-}
-
-/// The image config's env, entrypoint, command, labels and history.
-fn config_section(v: &serde_json::Value) -> Markup {
-    let c = &v["config"];
-    let list = |x: &serde_json::Value| -> Vec<String> {
-        x.as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let labels: Vec<(String, String)> = c["Labels"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-                .collect()
-        })
-        .unwrap_or_default();
-    let history = v["history"].as_array().cloned().unwrap_or_default();
-    html! {
-        h2 { "Config" }
-        p { "Platform: " (platform_of(v)) }
-        @if !list(&c["Entrypoint"]).is_empty() { p { "Entrypoint: " code { (format!("{:?}", list(&c["Entrypoint"]))) } } }
-        @if !list(&c["Cmd"]).is_empty() { p { "Command: " code { (format!("{:?}", list(&c["Cmd"]))) } } }
-        @if !list(&c["Env"]).is_empty() {
-            h3 { "Environment" }
-            ul { @for e in list(&c["Env"]) { li { code { (e) } } } }
-        }
-        (pairs("Labels", &labels))
-        @if !history.is_empty() {
-            h3 { "History" }
-            ol #history { @for h in &history {
-                li { (h["created"].as_str().unwrap_or("")) " " code { (h["created_by"].as_str().unwrap_or("")) } }
-            } }
-        }
-    }
-}
-
-/// An index's platforms, or an image's layers.
-fn contents(parsed: &Manifest, link: &dyn Fn(&Digest) -> String) -> Markup {
-    html! {
-        @if !parsed.manifests.is_empty() {
-            h2 { "Platforms" }
-            table #platforms {
-                thead { tr { th { "Platform" } th { "Digest" } th { "Size" } } }
-                tbody { @for c in &parsed.manifests {
-                    tr {
-                        td { (c.platform.as_ref().map(platform_of).unwrap_or_default()) }
-                        td { a.child href=(link(&c.digest)) { code { (c.digest) } } }
-                        td { (human_bytes(c.size)) }
-                    }
-                } }
-            }
-        }
-        @if !parsed.layers.is_empty() {
-            h2 { "Layers" }
-            table #layers {
-                thead { tr { th { "Digest" } th { "Media type" } th { "Size" } } }
-                tbody { @for l in &parsed.layers {
-                    tr { td { code { (l.digest) } } td { code { (l.media_type) } } td { (human_bytes(l.size)) } }
-                } }
-            }
-            p { "Total: " (human_bytes(parsed.layers.iter().map(|l| l.size).sum())) }
-        }
-    }
-}
-
-pub async fn manifest(State(ui): State<Arc<Ui>>, headers: HeaderMap, q: Params) -> Response {
-    let who = ui.visitor(&headers).await;
-    let repo = match pullable(&ui, &who, q.get("name")) {
-        Ok(r) => r,
-        Err(resp) => return resp,
-    };
-    let not_found = || {
-        ui.error(
-            &who,
-            StatusCode::NOT_FOUND,
-            "no such manifest in this repository",
-        )
-    };
-    let Some(reference) = q.get("ref").and_then(|r| r.parse::<Reference>().ok()) else {
-        return not_found();
-    };
-    let m = match ui.app.registry.stored_manifest(&repo, &reference).await {
-        Ok(Some(m)) => m,
-        Ok(None) => return not_found(),
-        Err(e) => return ui.error(&who, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
-    };
-    let parsed = match Manifest::parse(&m.bytes, Some(&m.media_type)) {
-        Ok(p) => p,
-        Err(e) => return ui.error(&who, StatusCode::UNPROCESSABLE_ENTITY, &e.to_string()),
-    };
-    let config = match &parsed.config {
-        Some(c) => ui
-            .app
-            .registry
-            .small_blob(&c.digest, CONFIG_LIMIT)
-            .await
-            .ok()
-            .flatten()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok()),
-        None => None,
-    };
-    let referrers = ui
-        .app
-        .registry
-        .stored_referrers(&repo, &m.digest)
-        .await
-        .unwrap_or_default();
-    let host = ui.registry_host(&headers);
-    let name = repo.as_str();
-    let link = |d: &Digest| {
-        format!(
-            "/ui/manifest?{}",
-            encode(&[("name", name), ("ref", &d.to_string())])
-        )
-    };
-    let annotations: Vec<(String, String)> = parsed
-        .annotations
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .collect();
-    let deletable =
-        ui.app.registry.rules().delete_enabled && ui.allowed(&who, name).contains(Actions::DELETE);
-    let body = html! {
-        (pull_line(&format!("docker pull {host}/{name}@{}", m.digest)))
-        p { "Digest: " code #digest { (m.digest) } }
-        p { "Media type: " code { (m.media_type) } " · " (human_bytes(m.bytes.len() as u64)) }
-        (contents(&parsed, &link))
-        @if let Some(c) = &config { (config_section(c)) }
-        (pairs("Annotations", &annotations))
-        h2 { "Referrers" }
-        @if referrers.is_empty() { p { "None." } }
-        ul #referrers { @for r in &referrers {
-            li { a href=(link(&r.digest)) { code { (r.digest) } } " " (r.artifact_type.as_deref().unwrap_or(&r.media_type)) " · " (human_bytes(r.size)) }
-        } }
-        @if deletable {
-            p { a href={ "/ui/delete?" (encode(&[("name", name), ("ref", &m.digest.to_string())])) } { "Delete this manifest" } }
-        }
-    };
-    let title = format!(
-        "{name} @ {}",
-        q.get("ref").map(String::as_str).unwrap_or("")
-    );
-    ui.page(&who, StatusCode::OK, &title, body)
 }

@@ -13,9 +13,13 @@ mod actions;
 mod admin;
 mod browse;
 mod identity;
+mod gc;
+mod manifest;
 mod page;
 mod rules;
 mod session;
+pub mod style;
+mod widgets;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -40,12 +44,15 @@ pub struct Ui {
     app: Arc<AppState>,
     admins: Vec<String>,
     keys: session::Keys,
+    /// `ui.title`: the header's name for the registry.
+    title: Option<String>,
 }
 
 pub fn router(app: Arc<AppState>, config: &UiConfig) -> Router {
     let ui = Arc::new(Ui {
         keys: session::Keys::new(&app.upload_secret),
         admins: config.admins.clone(),
+        title: config.title.clone(),
         app,
     });
     Router::new()
@@ -55,12 +62,14 @@ pub fn router(app: Arc<AppState>, config: &UiConfig) -> Router {
         )
         .route("/ui/", get(browse::repositories))
         .route("/ui/repo", get(browse::tags))
-        .route("/ui/manifest", get(browse::manifest))
+        .route("/ui/manifest", get(manifest::manifest))
+        .route("/ui/style.css", get(style::stylesheet))
+        .route("/ui/favicon.svg", get(style::favicon))
         .route(
             "/ui/delete",
             get(actions::confirm_delete).post(actions::delete),
         )
-        .route("/ui/gc", get(actions::gc_form).post(actions::gc_run))
+        .route("/ui/gc", get(gc::gc_form).post(gc::gc_run))
         .route("/ui/login", get(session::login_form).post(session::login))
         .route("/ui/logout", post(session::logout))
         .route(

@@ -5,7 +5,7 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE, SET_COOKIE};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use maud::{html, Markup, DOCTYPE};
 
-use super::{session, Ui};
+use super::{session, style, Ui};
 use crate::auth::Identity;
 
 /// Who is asking, from the request's cookies.
@@ -19,6 +19,9 @@ pub struct Visitor {
     pub new_csrf: bool,
     /// Whether cookies get `Secure` (wharf terminates TLS, or a proxy in front says https).
     pub secure: bool,
+    /// `host[:port]` the visitor reached the registry at: the header's name when `ui.title`
+    /// is unset, and what `docker pull` lines name.
+    pub host: String,
 }
 
 impl Visitor {
@@ -31,13 +34,6 @@ impl Visitor {
         html! { input type="hidden" name="_csrf" value=(ui.keys.csrf_token(&self.csrf_cookie, &self.session)); }
     }
 }
-
-const STYLE: &str = "body{font-family:sans-serif;margin:0 auto;max-width:70em;padding:0 1em}\
-nav{display:flex;gap:1em;align-items:center;border-bottom:1px solid #ccc;padding:.5em 0}\
-nav .me{margin-left:auto}table{border-collapse:collapse;width:100%}\
-td,th{border-bottom:1px solid #eee;padding:.3em;text-align:left;vertical-align:top}\
-code,input.pull{font-family:monospace}input.pull{width:100%}.err{color:#a00}\
-form.inline{display:inline}h1{overflow-wrap:anywhere}input.pull{box-sizing:border-box}";
 
 impl Ui {
     pub async fn visitor(&self, headers: &HeaderMap) -> Visitor {
@@ -66,49 +62,33 @@ impl Ui {
             csrf_cookie,
             new_csrf,
             secure: base.starts_with("https://"),
+            host: self.registry_host(headers),
         }
     }
 
-    /// A full HTML page.
+    /// A full HTML page in the UI's chrome: the header with the registry's name, the
+    /// navigation and who is signed in; the stylesheet and favicon from `/ui/`.
     pub fn page(&self, who: &Visitor, status: StatusCode, title: &str, body: Markup) -> Response {
+        let name = self.title.as_deref().unwrap_or(&who.host);
         let markup = html! {
             (DOCTYPE)
             html lang="en" {
                 head {
                     meta charset="utf-8";
                     meta name="viewport" content="width=device-width, initial-scale=1";
-                    title { (title) " · wharf" }
-                    // An empty icon: browsers would otherwise ask the registry API for one.
-                    link rel="icon" href="data:,";
-                    style { (STYLE) }
+                    title { (title) " · " (name) }
+                    link rel="icon" type="image/svg+xml" href="/ui/favicon.svg";
+                    link rel="stylesheet" href=(style::stylesheet_href());
                 }
                 body {
-                    nav {
-                        a href="/ui/" { "Repositories" }
-                        @if who.user().is_some() || !self.app.auth.enabled() { a href="/ui/rules" { "Rules" } }
-                        @if who.user().is_some() { a href="/ui/tokens" { "Tokens" } }
-                        @if who.admin {
-                            a href="/ui/admin/users" { "Users" }
-                            a href="/ui/admin/policies" { "Access" }
-                            a href="/ui/admin/storage" { "Storage" }
-                            a href="/ui/gc" { "GC" }
-                            a href="/ui/admin/audit" { "Audit" }
-                        }
-                        span.me {
-                            @match who.user() {
-                                Some(u) => {
-                                    "Signed in as " b #user { (u) } " "
-                                    form.inline method="post" action="/ui/logout" {
-                                        (who.csrf_field(self))
-                                        button type="submit" #logout { "Sign out" }
-                                    }
-                                }
-                                None => { a href="/ui/login" #login { "Sign in" } }
-                            }
-                        }
+                    header.top { div.bar {
+                        a.brand href="/ui/" { img src="/ui/favicon.svg" alt=""; span #registry { (name) } }
+                        (self.nav(who, title))
+                    } }
+                    main {
+                        h1 { (title) }
+                        (body)
                     }
-                    h1 { (title) }
-                    (body)
                 }
             }
         };
@@ -119,12 +99,9 @@ impl Ui {
             HeaderValue::from_static("text/html; charset=utf-8"),
         );
         h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        // No script at all; styles only from the page itself; never framed (clickjacking).
         h.insert(
             "content-security-policy",
-            HeaderValue::from_static(
-                "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-            ),
+            HeaderValue::from_static(style::CSP),
         );
         h.insert("x-frame-options", HeaderValue::from_static("DENY"));
         h.insert("referrer-policy", HeaderValue::from_static("same-origin"));
@@ -135,10 +112,56 @@ impl Ui {
         resp
     }
 
-    /// An error page, with the status it deserves.
+    /// The navigation, with the link to the page being shown (named by its title) marked.
+    fn nav(&self, who: &Visitor, title: &str) -> Markup {
+        let rules = who.user().is_some() || !self.app.auth.enabled();
+        let links = [
+            ("/ui/", "Repositories", "Repositories", true),
+            ("/ui/rules", "Rules", "Rules", rules),
+            ("/ui/tokens", "Tokens", "Tokens", who.user().is_some()),
+            ("/ui/admin/users", "Users", "Users", who.admin),
+            ("/ui/admin/policies", "Access", "Access policy", who.admin),
+            ("/ui/admin/storage", "Storage", "Storage", who.admin),
+            ("/ui/gc", "GC", "Garbage collection", who.admin),
+            ("/ui/admin/audit", "Audit", "Audit log", who.admin),
+        ];
+        html! {
+            nav.main aria-label="main" {
+                @for (href, label, page, shown) in links {
+                    @if shown {
+                        @if page == title { a.on href=(href) aria-current="page" { (label) } }
+                        @else { a href=(href) { (label) } }
+                    }
+                }
+            }
+            div.me {
+                @match who.user() {
+                    Some(u) => {
+                        span { "Signed in as " b #user { (u) } }
+                        form.inline method="post" action="/ui/logout" {
+                            (who.csrf_field(self))
+                            button type="submit" #logout { "Sign out" }
+                        }
+                    }
+                    None => { a href="/ui/login" #login { "Sign in" } }
+                }
+            }
+        }
+    }
+
+    /// An error page, with the status it deserves and a way back.
     pub fn error(&self, who: &Visitor, status: StatusCode, message: &str) -> Response {
         let title = status.canonical_reason().unwrap_or("Error");
-        self.page(who, status, title, html! { p.err #error { (message) } })
+        let body = html! {
+            p.err #error role="alert" { (message) }
+            p {
+                a.button.secondary #back href="/ui/" { "Back to repositories" }
+                @if who.user().is_none() && self.app.auth.enabled() && status == StatusCode::FORBIDDEN {
+                    " " a.button href="/ui/login" { "Sign in" }
+                }
+            }
+        };
+        self.page(who, status, title, body)
     }
 
     /// 403 unless the visitor is an admin.

@@ -35,14 +35,14 @@ pub async fn rules(State(ui): State<Arc<Ui>>, headers: HeaderMap) -> Response {
             None => p { "No retention rules (retention:)." },
             Some(r) => {
                 p { "Runs " @match r.schedule_secs { Some(t) => { "every " (secs(t)) }, None => { "only with wharf retention" } } "." }
-                table #retention {
+                table.list #retention {
                     thead { tr { th { "Repositories" } th { "Keep last" } th { "Keep top semver" } th { "Keep matching" } th { "Untagged older than" } } }
                     tbody { @for rule in &r.rules { tr {
-                        td { (rule.repositories.join(", ")) }
-                        td { @if let Some(n) = rule.keeplast { (n) } }
-                        td { @if let Some(n) = rule.keepsemver { (n) } }
-                        td { @if let Some(m) = &rule.keepmatching { code { (m) } } }
-                        td { @if let Some(t) = rule.untaggedolderthan_secs { (secs(t)) } }
+                        td.main { (rule.repositories.join(", ")) }
+                        td data-label="Keep last" { @if let Some(n) = rule.keeplast { (n) } }
+                        td data-label="Keep top semver" { @if let Some(n) = rule.keepsemver { (n) } }
+                        td data-label="Keep matching" { @if let Some(m) = &rule.keepmatching { code { (m) } } }
+                        td data-label="Untagged older than" { @if let Some(t) = rule.untaggedolderthan_secs { (secs(t)) } }
                     } } }
                 }
             }
@@ -50,21 +50,21 @@ pub async fn rules(State(ui): State<Arc<Ui>>, headers: HeaderMap) -> Response {
         h2 { "Immutable tags" }
         @if s.immutable.is_empty() { p { "None (immutable:)." } }
         @else {
-            table #immutable {
+            table.list #immutable {
                 thead { tr { th { "Repositories" } th { "Tags" } } }
-                tbody { @for r in &s.immutable { tr { td { (r.repositories.join(", ")) } td { code { (r.tags) } } } } }
+                tbody { @for r in &s.immutable { tr { td.main { (r.repositories.join(", ")) } td data-label="Tags" { code { (r.tags) } } } } }
             }
         }
         h2 { "Quotas" }
         @if s.quotas.is_empty() { p { "None (quotas:)." } }
         @else {
-            table #quotas {
+            table.list #quotas {
                 thead { tr { th { "Repositories" } th { "Quota" } th { "Used" } th { "Share" } } }
                 tbody { @for q in &s.quotas { tr {
-                    td { (q.repositories.join(", ")) }
-                    td { (human_bytes(q.bytes)) }
-                    td { (human_bytes(q.used)) }
-                    td { @if q.bytes > 0 { (format!("{:.0}%", q.used as f64 * 100.0 / q.bytes as f64)) } }
+                    td.main { (q.repositories.join(", ")) }
+                    td data-label="Quota" { (human_bytes(q.bytes)) }
+                    td data-label="Used" { (human_bytes(q.used)) }
+                    td data-label="Share" { @if q.bytes > 0 { (format!("{:.0}%", q.used as f64 * 100.0 / q.bytes as f64)) } }
                 } } }
             }
         }

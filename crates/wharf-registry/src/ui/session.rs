@@ -177,10 +177,11 @@ impl Ui {
             html! {
                 @if let Some(m) = message { p.err #error { (m) } }
                 @if can {
-                    form method="post" action="/ui/login" {
+                    form.card.signin method="post" action="/ui/login" {
                         (who.csrf_field(self))
-                        p { label { "User " input type="text" name="username" autocomplete="username" required; } }
-                        p { label { "Password " input type="password" name="password" autocomplete="current-password" required; } }
+                        p { label { span { "User" } input type="text" name="username" autocomplete="username" required; } }
+                        p { label { span { "Password" } input type="password" name="password" autocomplete="current-password" required; } }
+                        p.muted { "The user and password you give " code { "docker login" } "." }
                         button type="submit" #signin { "Sign in" }
                     }
                 } @else {

@@ -451,11 +451,12 @@ fn database_commands_name_the_cause_and_the_fix() {
     assert!(migrate(&["status"]).contains("0001 metadata             pending"));
     assert!(migrate(&["up"]).contains("applied"));
     assert_eq!(pg.psql("SELECT count(*) FROM repositories"), "0");
-    assert!(migrate(&["down"]).contains("reverted migration 4"));
+    // The newest migration goes first: 0006, the pull counts.
+    assert!(migrate(&["down"]).contains("reverted migration 6"));
     let status = migrate(&["status"]);
     assert!(
-        status.contains("0004 tokens and audit     pending")
-            && status.contains("0002 login failures       applied"),
+        status.contains("0002 login failures       applied")
+            && status.contains("0006 pull counts          pending"),
         "{status}"
     );
 }

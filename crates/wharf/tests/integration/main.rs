@@ -38,6 +38,7 @@ mod seed003;
 mod store_shared;
 mod ui;
 mod ui_http;
+mod ui_product;
 mod watch;
 mod watch_env;
 mod watch_events;

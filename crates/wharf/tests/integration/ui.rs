@@ -279,7 +279,7 @@ fn browse_delete_manage_users_and_sign_out_in_chromium() {
     b.type_into("input[name=q]", "team");
     b.click("#search");
     b.wait_url("q=team");
-    assert_eq!(b.count("#repositories li"), 1, "{}", b.text());
+    assert_eq!(b.count("#repositories tbody tr"), 1, "{}", b.text());
     assert!(!b.text().contains("public/hello"));
     b.screenshot(&shots, "04-search");
 
@@ -332,7 +332,8 @@ fn browse_delete_manage_users_and_sign_out_in_chromium() {
     b.screenshot(&shots, "09-confirm-delete");
     b.click("#confirm");
     b.wait_url("/ui/repo?");
-    assert!(!b.text().contains("evil"), "{}", b.text());
+    wait_text(&b, "Deleted team/app:evil.");
+    assert_eq!(b.count("#tags a.tag[href*='ref=evil']"), 0, "{}", b.text());
     let api = reqwest::blocking::Client::new()
         .get(format!("{base}/v2/team/app/manifests/evil"))
         .basic_auth("alice", Some("alice-pw"))
@@ -394,10 +395,9 @@ fn browse_delete_manage_users_and_sign_out_in_chromium() {
     b.screenshot(&shots, "13-rules");
     b.goto(&format!("{base}/ui/admin/storage"));
     b.screenshot(&shots, "13-storage-summary");
+    // The GC page opens on a dry run (its button runs a collection: ui_product.rs).
     b.goto(&format!("{base}/ui/gc"));
-    b.click("#gc");
-    wait_text(&b, "dry run");
-    assert!(b.text().contains("dry run"), "{}", b.text());
+    assert!(b.text().contains("A dry run"), "{}", b.text());
     b.screenshot(&shots, "14-gc-dry-run");
     assert_no_console_errors(&b, "the admin pages");
 

@@ -208,6 +208,28 @@ impl Browser {
         std::fs::write(dir.join(format!("{name}.png")), bytes).unwrap();
     }
 
+    /// Resize the window; headless Chromium's viewport is the window.
+    pub fn set_width(&self, width: u32, height: u32) {
+        self.post("/window/rect", json!({ "width": width, "height": height }));
+    }
+
+    /// Run a script in the page (the test driver's own, not the page's: pages have none)
+    /// and return its value.
+    pub fn script(&self, source: &str) -> Value {
+        self.post("/execute/sync", json!({ "script": source, "args": [] }))
+    }
+
+    /// How much wider than the viewport the document is (0: nothing overflows sideways).
+    pub fn overflow_x(&self) -> i64 {
+        let v = self.script("return document.documentElement.scrollWidth - window.innerWidth;");
+        v.as_i64().unwrap_or_else(|| panic!("scroll width: {v}"))
+    }
+
+    /// The viewport's width in CSS pixels.
+    pub fn viewport_width(&self) -> i64 {
+        self.script("return window.innerWidth;").as_i64().unwrap()
+    }
+
     /// The browser console's entries since the last call (chromedriver's log endpoint).
     pub fn console(&self) -> Vec<Value> {
         self.post("/se/log", json!({ "type": "browser" }))

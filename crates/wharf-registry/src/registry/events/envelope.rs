@@ -104,6 +104,18 @@ pub struct Origin {
 }
 
 impl Origin {
+    /// An origin that records only the request's method: what a read carries when no
+    /// endpoint wants its event (layers still tell a GET from a HEAD).
+    pub fn method(method: &str) -> Origin {
+        Origin {
+            request: RequestRecord {
+                method: method.to_owned(),
+                ..RequestRecord::default()
+            },
+            ..Origin::default()
+        }
+    }
+
     fn event(&self, action: &str, repo: &RepoName) -> Event {
         Event {
             id: uuid::Uuid::new_v4().to_string(),

@@ -8,6 +8,7 @@ mod identity;
 mod links;
 mod locks;
 mod meta;
+mod pulls;
 mod state;
 mod upload;
 
@@ -59,13 +60,15 @@ pub fn open_with(
     let blobs: Arc<dyn crate::store::BlobStore> =
         Arc::new(FsBlobStore::new(layout.clone(), locks.clone()));
     let meta = Arc::new(FsMetaStore::new(layout.clone(), blobs.clone()));
+    let state = Arc::new(FsState::new(layout.wharf_dir()));
     Ok(crate::store::Store {
         blobs,
         meta,
         locks,
         describe: root.display().to_string(),
-        state: Some(Arc::new(FsState::new(layout.wharf_dir()))),
-        identity: Some(Arc::new(FsState::new(layout.wharf_dir()))),
+        state: Some(state.clone()),
+        identity: Some(state.clone()),
+        pulls: Some(state),
     })
 }
 

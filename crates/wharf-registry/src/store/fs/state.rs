@@ -6,7 +6,8 @@
 //!   holder): each webhook endpoint's delivery;
 //! - `reports/<job>.json`: what background jobs did;
 //! - `ui/signed-out/<SHA-256 of the user name>`: sign-out stamps (hashed: any user name
-//!   is a safe file name).
+//!   is a safe file name);
+//! - `pulls/<SHA-256 of the repository name>`: each repository's pull count (`pulls.rs`).
 
 use std::fs::{self, OpenOptions, TryLockError};
 use std::io;
@@ -25,7 +26,7 @@ use crate::store::{Guard, StoreError, StoreResult};
 
 /// wharf's records under one directory (`docker/registry/v2/_wharf`).
 pub struct FsState {
-    dir: PathBuf,
+    pub(super) dir: PathBuf,
     /// Opened on first use: a read-only store may be served without an event log.
     log: OnceLock<Arc<FsLog>>,
 }

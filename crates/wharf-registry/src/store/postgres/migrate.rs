@@ -33,6 +33,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("migrations/0004_identity.up.sql"),
         include_str!("migrations/0004_identity.down.sql"),
     ),
+    (
+        6,
+        "pull counts",
+        include_str!("migrations/0006_pull_counts.up.sql"),
+        include_str!("migrations/0006_pull_counts.down.sql"),
+    ),
 ];
 
 #[derive(Debug)]

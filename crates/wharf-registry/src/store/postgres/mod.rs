@@ -25,6 +25,8 @@ mod locks;
 mod meta;
 #[cfg(feature = "postgres")]
 pub mod migrate;
+#[cfg(feature = "postgres")]
+mod pulls;
 
 use std::fmt;
 use std::path::PathBuf;

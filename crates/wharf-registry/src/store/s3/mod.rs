@@ -123,6 +123,7 @@ pub async fn open(config: &S3Config, locks: Option<Arc<dyn Locks>>) -> StoreResu
         describe: config.describe(),
         state: None,
         identity: None,
+        pulls: None,
     })
 }
 
