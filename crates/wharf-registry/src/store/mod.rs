@@ -325,6 +325,11 @@ pub trait MetaStore: Send + Sync + 'static {
     ) -> StoreResult<bool>;
     /// Remove a tag whose target cannot be read or does not exist (scrub --repair).
     async fn delete_tag_link(&self, repo: &RepoName, tag: &str) -> StoreResult<bool>;
+    /// Drop `repo` from the catalog if nothing is left in it: no tag, manifest, blob link
+    /// or upload. Call under [`Locks::collector`]. Stores that cannot yet keep nothing.
+    async fn remove_if_empty(&self, _repo: &RepoName) -> StoreResult<bool> {
+        Ok(false)
+    }
 }
 
 /// A held lock; released when dropped.
