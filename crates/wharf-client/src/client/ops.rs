@@ -61,6 +61,8 @@ impl RegistryClient {
     pub async fn catalog(&self) -> Result<Vec<String>, ClientError> {
         let what = "the catalog";
         let scopes = vec!["registry:catalog:*".to_owned()];
+        // As crane does: the credentials held are sent, so the listing is what they see.
+        self.authenticate_up_front().await?;
         let mut repos = Vec::new();
         for page in self.paginate("/v2/_catalog", &scopes, what).await? {
             let list: Catalog = self.json(&page, what)?;
