@@ -79,7 +79,7 @@ fn serve_exits(args: &[&str], uid: Option<u32>) -> (bool, String) {
 fn wharf_push_and_copy_show_the_registrys_quota_message() {
     require_docker();
     let dir = tempfile::tempdir().unwrap();
-    let yaml = format!("{STORE}quotas:\n  - repositories: [\"team/*\"]\n    bytes: 3MiB\n");
+    let yaml = format!("{STORE}quotas:\n  - repositories: [\"team/*\"]\n    bytes: 3MiB\nimmutable:\n  - repositories: [\"prod/*\"]\n    tags: \"^v[0-9]+\"\n");
     let w = Served::start(dir.path(), &yaml, &[]);
     let big = build_busybox_image_with(
         &unique("wharf-newuser-big:"),
@@ -121,7 +121,24 @@ fn wharf_push_and_copy_show_the_registrys_quota_message() {
         stderr.contains("quota 3.0 MiB for team/*, used") && stderr.contains("does not fit"),
         "wharf copy shows the registry's message: {stderr}"
     );
-    docker_rmi(&[&big]);
+    // An immutable tag: the registry's rule, and the hint that fits it.
+    let small = build_busybox_image(&unique("wharf-newuser-small:"), "small");
+    let small_tar = dir.path().join("small.tar");
+    run(Command::new("docker")
+        .args(["save", "-o"])
+        .arg(&small_tar)
+        .arg(&small));
+    let prod = format!("{}/prod/app:v1", w.host());
+    wharf_insecure_ok(&cfg, &["push", small_tar.to_str().unwrap(), &prod]);
+    let out = wharf_insecure(&cfg, &["push", tar.to_str().unwrap(), &prod]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "an immutable tag moved: {stderr}");
+    assert!(
+        stderr.contains("tag v1 of prod/app is immutable (immutable rule 1")
+            && stderr.contains("push under a new tag instead"),
+        "{stderr}"
+    );
+    docker_rmi(&[&big, &small]);
 }
 
 #[test]
