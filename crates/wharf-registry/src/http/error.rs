@@ -103,6 +103,17 @@ impl From<StoreError> for ApiError {
                     "the registry's storage refuses access ({e}); its administrator must make it readable and writable again"
                 ))
             }
+            StoreError::Io(ref io)
+                if matches!(
+                    io.kind(),
+                    std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+                ) =>
+            {
+                tracing::error!(error = %e, "storage is full");
+                ApiError::new(ErrorCode::Unavailable).message(format!(
+                    "the registry's storage is full ({e}); retry once its administrator has freed space"
+                ))
+            }
             StoreError::Io(_) | StoreError::Corrupt { .. } | StoreError::NotAStore(_) => {
                 tracing::error!(error = %e, "storage failure");
                 ApiError::new(ErrorCode::Unknown).message(e.to_string())
