@@ -50,6 +50,35 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     Duration::try_from_secs_f64(total).map_err(|_| DurationError::TooLong(text.to_owned()))
 }
 
+/// `10GiB`, `500MB`, `1.5G`, `1024`: binary units with `i`, decimal without.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 10GiB or 500MB"))?;
+    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "t" | "tb" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => {
+            return Err(format!(
+                "{s:?} has an unknown unit (use B, KB, MB, GB, KiB, MiB, GiB)"
+            ))
+        }
+    };
+    Ok((value * scale).round() as u64)
+}
+
 /// Bytes for people, in powers of 1024: `12 B`, `9.8 GiB`.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

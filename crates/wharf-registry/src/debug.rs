@@ -147,7 +147,8 @@ pub async fn serve(
     let listener = TcpListener::bind(cfg.addr)
         .await
         .with_context(|| format!("cannot listen on http.debug.addr {}", cfg.addr))?;
-    tracing::info!(addr = %listener.local_addr()?, metrics = ?cfg.prometheus, "debug server listening");
+    let metrics_path = cfg.prometheus.as_deref().unwrap_or("off");
+    tracing::info!(addr = %listener.local_addr()?, metrics = %metrics_path, "debug server listening");
     let cfg = Arc::new(cfg);
     tokio::spawn(async move {
         tokio::pin!(shutdown);

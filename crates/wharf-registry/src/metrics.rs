@@ -74,6 +74,8 @@ impl Default for Metrics {
     }
 }
 
+// prometheus-client ends every registered help text with a period: the texts here have
+// none, or the page would show `..`.
 macro_rules! reg {
     ($r:expr, $name:literal, $help:literal, $m:expr) => {
         $r.register($name, $help, $m.clone())
@@ -106,73 +108,73 @@ impl Metrics {
         reg!(
             r,
             "http_requests",
-            "Requests answered, by handler, method and status code.",
+            "Requests answered, by handler, method and status code",
             self.requests
         );
         r.register_with_unit(
             "http_request_duration",
-            "Time to answer a request (to its response head), by handler and method.",
+            "Time to answer a request (to its response head), by handler and method",
             Unit::Seconds,
             self.duration.clone(),
         );
         r.register_with_unit(
             "http_in",
-            "Request body bytes read, by handler.",
+            "Request body bytes read, by handler",
             Unit::Bytes,
             self.bytes_in.clone(),
         );
         r.register_with_unit(
             "http_out",
-            "Response body bytes sent, by handler.",
+            "Response body bytes sent, by handler",
             Unit::Bytes,
             self.bytes_out.clone(),
         );
         reg!(
             r,
             "http_in_flight_requests",
-            "Requests being answered, by handler.",
+            "Requests being answered, by handler",
             self.in_flight
         );
         reg!(
             r,
             "http_uploads_in_flight",
-            "Blob upload requests (POST, PATCH, PUT) receiving data now.",
+            "Blob upload requests (POST, PATCH, PUT) receiving data now",
             self.uploads_in_flight
         );
         reg!(
             r,
             "auth_failures",
-            "Requests refused for missing or insufficient credentials (401, 403, 429), by handler.",
+            "Requests refused for missing or insufficient credentials (401, 403, 429), by handler",
             self.auth_failures
         );
         reg!(
             r,
             "notifications_events",
-            "Events recorded in the event log, by action.",
+            "Events recorded in the event log, by action",
             self.events
         );
         reg!(
             r,
             "notifications_pending",
-            "Events not yet delivered to an endpoint.",
+            "Events not yet delivered to an endpoint",
             self.pending
         );
         reg!(
             r,
             "notifications_delivered",
-            "Events an endpoint accepted.",
+            "Events an endpoint accepted",
             self.delivered
         );
         reg!(
             r,
             "notifications_failures",
-            "Delivery attempts an endpoint did not accept (each retry counts).",
+            "Delivery attempts an endpoint did not accept (each retry counts)",
             self.failed
         );
         reg!(
             r,
             "storage_healthy",
-            "1 while health.storagedriver passes, 0 when it fails.",
+            "1 while health.storagedriver passes, 0 when it fails",
             self.healthy
         );
         self.healthy.set(1);

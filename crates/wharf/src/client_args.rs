@@ -62,6 +62,23 @@ pub fn flag_bool(text: &str) -> Result<bool, String> {
     }
 }
 
+/// How blobs go up (`wharf push`, `wharf copy`).
+#[derive(Args, Clone, Debug)]
+pub struct ChunkArgs {
+    /// Blobs larger than this go up in PATCH chunks of this size, each resumed from where
+    /// the registry got to if a connection drops; smaller ones in one PUT. Bytes, or with
+    /// a unit: 64KiB, 8MiB, 1GiB (binary) or 500KB, 10MB (decimal).
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = chunk_size)]
+    pub chunk_size: u64,
+}
+
+fn chunk_size(text: &str) -> Result<u64, String> {
+    match wharf_oci::units::parse_bytes(text)? {
+        0 => Err("a chunk must hold at least one byte".into()),
+        n => Ok(n),
+    }
+}
+
 /// Flags every client subcommand takes, and takes before the subcommand too (`wharf
 /// --insecure tags ...`), so each subcommand's help lists only what applies to it.
 #[derive(Args, Clone, Debug)]

@@ -20,10 +20,8 @@ pub struct CopyArgs {
     /// (not the index) at DST.
     #[arg(long, value_name = "OS/ARCH")]
     platform: Option<String>,
-    /// Blobs larger than this many bytes go up in PATCH chunks of this size, each resumed
-    /// from where the registry got to if a connection drops; smaller ones in one PUT.
-    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(1..))]
-    chunk_size: u64,
+    #[command(flatten)]
+    chunks: crate::client_args::ChunkArgs,
     #[command(flatten)]
     output: OutputArgs,
 }
@@ -43,7 +41,7 @@ pub fn copy(args: CopyArgs, flags: &ClientFlags) -> anyhow::Result<()> {
             client: flags.client(dst.registry())?,
             repo: dst.repository().clone(),
         },
-        chunk_size: args.chunk_size,
+        chunk_size: args.chunks.chunk_size,
         progress: &progress,
     };
     let platform = args.platform.as_deref();

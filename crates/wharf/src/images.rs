@@ -128,13 +128,18 @@ async fn describe(client: &RegistryClient, image: &ImageRef) -> anyhow::Result<V
                 .iter()
                 .map(|m| {
                     let p = m.platform.clone().unwrap_or(Value::Null);
-                    json!({
+                    let mut entry = json!({
                         "digest": m.digest.to_string(),
                         "mediaType": m.media_type,
-                        "os": p.get("os"),
-                        "architecture": p.get("architecture"),
-                        "variant": p.get("variant"),
-                    })
+                    });
+                    // As the manifest has them: a platform without a variant has none,
+                    // not `"variant": null`.
+                    for key in ["os", "architecture", "variant"] {
+                        if let Some(v) = p.get(key).filter(|v| !v.is_null()) {
+                            entry[key] = v.clone();
+                        }
+                    }
+                    entry
                 })
                 .collect();
             out["platforms"] = Value::Array(platforms);

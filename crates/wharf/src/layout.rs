@@ -34,6 +34,8 @@ pub struct PushArgs {
     #[arg(value_name = "IMAGE_REF")]
     image: String,
     #[command(flatten)]
+    chunks: crate::client_args::ChunkArgs,
+    #[command(flatten)]
     output: OutputArgs,
 }
 
@@ -61,7 +63,13 @@ pub fn push(args: PushArgs, flags: &ClientFlags) -> anyhow::Result<()> {
     let client = flags.client(image.registry())?;
     let progress = Progress::new(args.output);
     let digest = if archive::is_archive(&args.dir) {
-        block_on(archive::push(&client, &image, &args.dir, &progress))??
+        block_on(archive::push(
+            &client,
+            &image,
+            &args.dir,
+            args.chunks.chunk_size,
+            &progress,
+        ))??
     } else {
         let layout = layout::Layout::open(&args.dir, &image)?;
         block_on(wharf_client::image::push_image(
@@ -69,6 +77,7 @@ pub fn push(args: PushArgs, flags: &ClientFlags) -> anyhow::Result<()> {
             &image,
             &layout,
             &layout.chosen,
+            args.chunks.chunk_size,
             &progress,
         ))??
     };

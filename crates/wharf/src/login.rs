@@ -46,6 +46,12 @@ pub fn login(args: LoginArgs, flags: &ClientFlags) -> anyhow::Result<()> {
         options.plain_http.push(registry.as_str().to_owned());
     }
     let stdin = std::io::stdin();
+    // docker's rule and words: a prompt reads a terminal, never a pipe, or `echo pw | wharf
+    // login HOST` would take the password for the user name.
+    let prompts = args.username.is_none() || (args.password.is_none() && !args.password_stdin);
+    if prompts && !args.password_stdin && !stdin.is_terminal() {
+        bail!("Cannot perform an interactive login from a non TTY device: pass --username, and --password-stdin to read the password from stdin (`echo PW | wharf login -u USER --password-stdin {}`)", args.host);
+    }
     let mut lines = stdin.lock().lines();
     let username = match args.username {
         Some(u) => u,
@@ -70,13 +76,9 @@ pub fn login(args: LoginArgs, flags: &ClientFlags) -> anyhow::Result<()> {
         }
         // docker strips the trailing newline(s) of a piped password, and nothing else.
         all.trim_end_matches(['\n', '\r']).to_owned()
-    } else if std::io::stdin().is_terminal() {
-        // As docker: not echoed, so it does not stay on screen.
-        rpassword::prompt_password("Password: ").context("cannot read the password")?
     } else {
-        eprint!("Password: ");
-        std::io::stderr().flush().ok();
-        lines.next().transpose()?.unwrap_or_default()
+        // As docker: not echoed, so it does not stay on screen (stdin is a terminal here).
+        rpassword::prompt_password("Password: ").context("cannot read the password")?
     };
     if password.is_empty() {
         bail!("no password given");

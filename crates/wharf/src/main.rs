@@ -131,11 +131,11 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let top = &cli.client;
     match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => exit_on_error(serve::run(args)),
         Command::Watch(args) => exit_on_error(watch::run(*args, top)),
         Command::Htpasswd(cmd) => {
             init_logging(None, false);
-            htpasswd::run(cmd)
+            exit_on_error(htpasswd::run(cmd))
         }
         Command::GarbageCollect(args) => client_command(|| maintenance::garbage_collect(args)),
         Command::Database(cmd) => client_command(|| database::run(cmd)),

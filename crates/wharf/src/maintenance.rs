@@ -119,8 +119,9 @@ pub fn garbage_collect(args: GcArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("evicting cached content failed: {e}"))?;
         if evicted.manifests > 0 && !args.store.json {
             println!(
-                "evicted {} cached manifests ({} bytes of blobs)",
-                evicted.manifests, evicted.bytes
+                "evicted {} ({} of blobs)",
+                count(evicted.manifests, "cached manifest", "cached manifests"),
+                human_bytes(evicted.bytes)
             );
         }
     }
@@ -147,18 +148,35 @@ fn print_gc(r: &GcReport, grace: Duration) {
     for b in &r.blobs {
         println!("blob {verb}: {} ({} bytes)", b.digest, b.size);
     }
+    for repo in &r.repositories_removed {
+        println!("{repo}: repository removed: nothing is left in it");
+    }
+    let held = if r.blobs_held + r.manifests_held == 0 {
+        format!("nothing held by the grace period ({})", humantime(grace))
+    } else {
+        format!(
+            "{} and {} kept: they were pushed within the grace period ({}), as an upload whose manifest is still to come would be. Run again after {}, or pass --grace 0s when nothing is pushing",
+            count(r.blobs_held, "unreferenced blob", "unreferenced blobs"),
+            count(r.manifests_held, "untagged manifest", "untagged manifests"),
+            humantime(grace),
+            humantime(grace),
+        )
+    };
     println!(
-        "{} repositories, {} manifests and {} blobs marked; {} manifests and {} blobs {verb}, {} freed{}; {} unreferenced blobs held (retained within {})",
-        r.repositories,
-        r.manifests_marked,
-        r.blobs_marked,
-        r.manifests.len(),
-        r.blobs.len(),
+        "{}, {} and {} marked; {} and {} {verb}, {} freed{}; {held}",
+        count(r.repositories, "repository", "repositories"),
+        count(r.manifests_marked, "manifest", "manifests"),
+        count(r.blobs_marked, "blob", "blobs"),
+        count(r.manifests.len(), "manifest", "manifests"),
+        count(r.blobs.len(), "blob", "blobs"),
         human_bytes(r.bytes_freed),
         if r.dry_run { " once deleted" } else { "" },
-        r.blobs_held,
-        humantime(grace),
     );
+}
+
+/// `1 blob`, `2 blobs`.
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 fn humantime(d: Duration) -> String {

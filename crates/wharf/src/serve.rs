@@ -19,8 +19,10 @@ pub struct ServeArgs {
     /// Default: /var/lib/registry when writable, else ~/.local/share/wharf.
     #[arg(long)]
     root: Option<PathBuf>,
-    /// Allow deleting manifests, tags and blobs (storage.delete.enabled).
-    #[arg(long, value_parser = clap::builder::BoolishValueParser::new(), num_args = 0..=1, default_missing_value = "true")]
+    /// Allow deleting manifests, tags and blobs (storage.delete.enabled). A value needs
+    /// `=` (`--delete-enabled=false`), so that `--delete-enabled config.yml` reads the
+    /// path as the config.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = crate::client_args::flag_bool)]
     delete_enabled: Option<bool>,
 }
 

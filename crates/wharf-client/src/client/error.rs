@@ -19,6 +19,8 @@ pub enum ClientError {
     Tls { host: String, detail: String },
     #[error("{host} answered in plain http: add it to insecure-registries in daemon.json, or pass --insecure-registry {host}")]
     PlainHttp { host: String },
+    #[error("cannot resolve host {host} ({detail}); check the registry's name, and that this machine's DNS knows it")]
+    Resolve { host: String, detail: String },
     #[error("cannot connect to {url}: connection refused or unreachable ({detail}); check that the registry runs there and the host and port are right")]
     Connect { url: String, detail: String },
     #[error("request to {url} failed: {detail}")]
@@ -31,11 +33,14 @@ pub enum ClientError {
     PasswordRefused { registry: String, username: String },
     #[error("unauthorized: {registry} rejected the credentials in REPO_USER/REPO_PASS; they take precedence over config.json, so `wharf login` cannot help: correct them, or unset both to use config.json")]
     EnvironmentRefused { registry: String },
-    #[error("denied: {registry} refused {what} ({status}) for these credentials; ask its administrator for access")]
+    /// A 403. `message` is the registry's own `errors[].message` (a quota, an immutable
+    /// tag, a missing permission): it names the real cause, so it is always shown.
+    #[error("denied: {registry} refused {what} ({status}){}", denied_reason(message.as_deref()))]
     Denied {
         registry: String,
         what: String,
         status: u16,
+        message: Option<String>,
     },
     #[error("not found: {what} on {registry}; check the repository name and tag (`wharf tags {registry}/REPO`)")]
     NotFound { registry: String, what: String },
@@ -73,6 +78,29 @@ pub enum ClientError {
     Build(String),
 }
 
+/// The registry's reason, then wharf's hint when it fits that reason: a quota or an
+/// immutable tag is not fixed by asking for access.
+fn denied_reason(message: Option<&str>) -> String {
+    let generic = "ask its administrator for access";
+    let Some(m) = message.map(str::trim).filter(|m| !m.is_empty()) else {
+        return format!(" for these credentials; {generic}");
+    };
+    let lower = m.to_ascii_lowercase();
+    let hint = if lower.starts_with("quota") || lower.contains(" quota ") {
+        "; delete tags and garbage-collect, or ask its administrator to raise the quota"
+    } else if lower.contains("immutable") {
+        "; push under a new tag instead"
+    } else if lower.contains("not allowed")
+        || lower.contains("access to the resource is denied")
+        || lower.contains("permission")
+    {
+        "; ask its administrator for access"
+    } else {
+        ""
+    };
+    format!(": {m}{hint}")
+}
+
 impl ClientError {
     /// Whether trying again later may succeed: rate limits, server errors and network
     /// trouble. Credentials, permissions and missing images are not: retrying those only
@@ -81,6 +109,7 @@ impl ClientError {
         match self {
             ClientError::TooManyRequests { .. }
             | ClientError::Connect { .. }
+            | ClientError::Resolve { .. }
             | ClientError::Request { .. } => true,
             ClientError::Status { status, .. } => *status >= 500,
             _ => false,

@@ -8,6 +8,7 @@ mod chunked;
 mod error;
 pub mod insecure;
 mod ops;
+mod response;
 pub mod tls;
 mod transfer;
 
@@ -196,6 +197,17 @@ impl RegistryClient {
             self.learn_challenge(&response)?;
         }
         Ok(())
+    }
+
+    /// Learn the registry's challenge before a request whose answer depends on who asks
+    /// but that anonymous callers may also make (the catalog, where anonymous pull is
+    /// allowed): otherwise no 401 ever comes, and the credentials held are never sent.
+    /// Nothing to do without credentials, or once the challenge is known.
+    pub(crate) async fn authenticate_up_front(&self) -> Result<(), ClientError> {
+        if lock(&self.challenge).is_some() || self.credential()?.is_none() {
+            return Ok(());
+        }
+        self.discover().await
     }
 
     /// Remember the challenge a 401 carries, so later requests authenticate up front.
@@ -462,6 +474,12 @@ impl RegistryClient {
                 detail: last_cause(&e),
             };
         }
+        if lower.contains("dns error") || lower.contains("failed to lookup address") {
+            return ClientError::Resolve {
+                host: host_only(&host),
+                detail: last_cause(&e),
+            };
+        }
         if e.is_connect() || e.is_timeout() {
             return ClientError::Connect {
                 url,
@@ -473,54 +491,6 @@ impl RegistryClient {
             detail: last_cause(&e),
         }
     }
-
-    /// The body of a successful response; a failure status becomes an error that names it.
-    pub(crate) async fn expect_success(
-        &self,
-        response: Response,
-        what: &str,
-    ) -> Result<Response, ClientError> {
-        let status = response.status();
-        if status.is_success() {
-            return Ok(response);
-        }
-        let registry = self.registry.to_string();
-        let what = what.to_owned();
-        Err(match status {
-            StatusCode::NOT_FOUND => ClientError::NotFound { registry, what },
-            StatusCode::FORBIDDEN => ClientError::Denied {
-                registry,
-                what,
-                status: status.as_u16(),
-            },
-            StatusCode::TOO_MANY_REQUESTS => ClientError::TooManyRequests {
-                retry_after: retry_after(&response),
-                registry,
-                what,
-            },
-            _ => {
-                let body = response.text().await.unwrap_or_default();
-                let mut detail: String = body.trim().chars().take(300).collect();
-                if detail.is_empty() {
-                    detail = "empty body".into();
-                }
-                ClientError::Status {
-                    registry,
-                    what,
-                    status: status.as_u16(),
-                    detail,
-                }
-            }
-        })
-    }
-}
-
-/// `Retry-After` in its delta-seconds form; an HTTP date is rare from registries and
-/// callers fall back to their own backoff without one.
-fn retry_after(response: &Response) -> Option<std::time::Duration> {
-    let value = response.headers().get(reqwest::header::RETRY_AFTER)?;
-    let seconds: u64 = value.to_str().ok()?.trim().parse().ok()?;
-    Some(std::time::Duration::from_secs(seconds))
 }
 
 /// rustls meeting an HTTP response where a TLS record should be: the server speaks plain
@@ -543,6 +513,14 @@ fn parse_base(scheme: &str, host: &str) -> Result<Url, ClientError> {
         url: text,
         detail: e.to_string(),
     })
+}
+
+/// `host:port` without the port: a name that does not resolve has no port to blame.
+fn host_only(host: &str) -> String {
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name.to_owned(),
+        _ => host.to_owned(),
+    }
 }
 
 /// URLs in errors lose their query: a `last=` cursor is noise, and a redirect to blob

@@ -61,6 +61,8 @@ impl RegistryClient {
     pub async fn catalog(&self) -> Result<Vec<String>, ClientError> {
         let what = "the catalog";
         let scopes = vec!["registry:catalog:*".to_owned()];
+        // As crane does: the credentials held are sent, so the listing is what they see.
+        self.authenticate_up_front().await?;
         let mut repos = Vec::new();
         for page in self.paginate("/v2/_catalog", &scopes, what).await? {
             let list: Catalog = self.json(&page, what)?;
@@ -190,25 +192,7 @@ impl RegistryClient {
                 &what,
             )
             .await?;
-        // A refusal by a rule (an immutable tag) says why: pass its words on, not the
-        // generic "ask for access" of a 403.
-        if response.status() == reqwest::StatusCode::FORBIDDEN {
-            let text = response.text().await.unwrap_or_default();
-            let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-            if let Some(message) = body["errors"][0]["message"].as_str() {
-                return Err(ClientError::Status {
-                    registry: self.registry().to_string(),
-                    what,
-                    status: 403,
-                    detail: message.to_owned(),
-                });
-            }
-            return Err(ClientError::Denied {
-                registry: self.registry().to_string(),
-                what,
-                status: 403,
-            });
-        }
+        // A refusal by a rule (an immutable tag) carries its reason in the 403.
         let response = self.expect_success(response, &what).await?;
         let bytes = self.small_body(response, &what).await?;
         Ok(String::from_utf8_lossy(&bytes).into_owned())

@@ -17,12 +17,14 @@ pub trait Blobs: Sync {
     fn open(&self, digest: &Digest) -> anyhow::Result<(BlobStream, u64)>;
 }
 
-/// Push the manifest `chosen` (an image or an index) with everything it references.
+/// Push the manifest `chosen` (an image or an index) with everything it references; blobs
+/// larger than `chunk_size` go up in resumable chunks of that size.
 pub async fn push_image(
     client: &RegistryClient,
     image: &ImageRef,
     blobs: &dyn Blobs,
     chosen: &Descriptor,
+    chunk_size: u64,
     progress: &dyn Progress,
 ) -> anyhow::Result<Digest> {
     let repo = image.repository();
@@ -32,14 +34,14 @@ pub async fn push_image(
         for child in &parsed.manifests {
             let bytes = blobs.read(&child.digest)?;
             let manifest = parse(&bytes, &child.media_type)?;
-            upload_image(client, repo, blobs, &manifest, progress).await?;
+            upload_image(client, repo, blobs, &manifest, chunk_size, progress).await?;
             let reference = Reference::Digest(child.digest.clone());
             client
                 .put_manifest(repo, &reference, bytes, &child.media_type)
                 .await?;
         }
     } else {
-        upload_image(client, repo, blobs, &parsed, progress).await?;
+        upload_image(client, repo, blobs, &parsed, chunk_size, progress).await?;
     }
     client
         .put_manifest(repo, &image.manifest_reference(), top, &chosen.media_type)
@@ -52,6 +54,7 @@ pub async fn upload_image(
     repo: &RepoName,
     blobs: &dyn Blobs,
     manifest: &Manifest,
+    chunk_size: u64,
     progress: &dyn Progress,
 ) -> anyhow::Result<()> {
     // Each once: an old `docker save` repeats the same empty layer.
@@ -62,7 +65,7 @@ pub async fn upload_image(
         .map(|d| (&d.digest, d))
         .collect();
     futures::stream::iter(unique.into_values())
-        .map(|d| upload(client, repo, blobs, &d.digest, progress))
+        .map(|d| upload(client, repo, blobs, &d.digest, chunk_size, progress))
         .buffer_unordered(PARALLEL_BLOBS)
         .try_collect::<Vec<()>>()
         .await?;
@@ -76,6 +79,7 @@ async fn upload(
     repo: &RepoName,
     blobs: &dyn Blobs,
     digest: &Digest,
+    chunk_size: u64,
     progress: &dyn Progress,
 ) -> anyhow::Result<()> {
     if client.blob_exists(repo, digest).await? {
@@ -85,9 +89,17 @@ async fn upload(
     let (stream, size) = blobs.open(digest)?;
     let transfer = progress.start(digest, size);
     let session = client.start_upload(repo).await?;
-    client
-        .upload_blob(repo, session, digest, size, transfer.track(stream))
-        .await?;
+    let stream = transfer.track(stream);
+    if size > chunk_size {
+        let chunk = usize::try_from(chunk_size).unwrap_or(usize::MAX);
+        client
+            .upload_blob_chunked(repo, session, digest, size, stream, chunk)
+            .await?;
+    } else {
+        client
+            .upload_blob(repo, session, digest, size, stream)
+            .await?;
+    }
     transfer.done("uploaded");
     Ok(())
 }

@@ -4,7 +4,12 @@ use serde_norway::{Mapping, Value};
 
 /// registry:2's mapping: `REGISTRY_A_B_C=v` sets `a.b.c: v`. Setting a value on `auth` or
 /// `storage` themselves picks the driver (`REGISTRY_AUTH=htpasswd` → `auth: {htpasswd: {}}`).
-pub(super) fn apply_env(tree: &mut Value, env: impl IntoIterator<Item = (String, String)>) {
+/// Returns the variables applied with the dotted key each set.
+pub(super) fn apply_env(
+    tree: &mut Value,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Vec<(String, String)> {
+    let mut applied = Vec::new();
     let mut vars: Vec<(String, String)> = env
         .into_iter()
         .filter(|(k, _)| k.starts_with("REGISTRY_"))
@@ -34,7 +39,9 @@ pub(super) fn apply_env(tree: &mut Value, env: impl IntoIterator<Item = (String,
             Value::String(value)
         };
         set_path(tree, &path, leaf);
+        applied.push((key, path.join(".")));
     }
+    applied
 }
 
 /// Keys whose values are lists or maps, which a variable can only give as YAML text.

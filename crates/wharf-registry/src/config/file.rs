@@ -22,6 +22,8 @@ pub enum ConfigError {
         origin: String,
         source: serde_norway::Error,
     },
+    #[error("{origin}: {message}")]
+    Unknown { origin: String, message: String },
     #[error("{origin}: {key}: {message}")]
     Value {
         origin: String,
@@ -66,7 +68,7 @@ pub fn load(
     if tree.is_null() {
         tree = Value::Mapping(Mapping::new());
     }
-    super::env::apply_env(&mut tree, env);
+    let from_env = super::env::apply_env(&mut tree, env);
     let mut ignored = Vec::new();
     let file: File = serde_path_to_error::deserialize(serde_ignored::Deserializer::new(
         tree,
@@ -95,12 +97,42 @@ pub fn load(
                 .into(),
         });
     }
-    let mut warnings: Vec<String> = ignored
-        .into_iter()
-        .map(|k| format!("{origin}: `{k}` is not supported by wharf yet and is ignored"))
-        .collect();
+    let warnings = sort_unread(ignored, &from_env, &origin)?;
+    let mut warnings = warnings;
     let config = file.into_config(&origin, &mut warnings)?;
     Ok((config, warnings))
+}
+
+/// Keys wharf did not read: registry:2's are warnings (real configs carry them); a key
+/// nobody defines stops the start, naming the closest key that exists. A variable is only
+/// warned about, as registry:2 does: orchestrators set `REGISTRY_*` variables of their own
+/// (Kubernetes' `REGISTRY_PORT` for a service named registry).
+fn sort_unread(
+    ignored: Vec<String>,
+    from_env: &[(String, String)],
+    origin: &str,
+) -> Result<Vec<String>, ConfigError> {
+    let mut warnings = Vec::new();
+    for key in ignored {
+        let variable = from_env
+            .iter()
+            .find(|(_, path)| key == *path || key.starts_with(&format!("{path}.")));
+        match (super::keys::classify(&key), variable) {
+            (super::keys::Unread::Foreign, _) => warnings.push(format!(
+                "{origin}: `{key}` is not supported by wharf yet and is ignored"
+            )),
+            (super::keys::Unread::Unknown(message), Some((var, _))) => {
+                warnings.push(format!("ignoring environment variable {var}: {message}"))
+            }
+            (super::keys::Unread::Unknown(message), None) => {
+                return Err(ConfigError::Unknown {
+                    origin: origin.to_owned(),
+                    message,
+                })
+            }
+        }
+    }
+    Ok(warnings)
 }
 
 /// A storage driver that is not built in: ignoring it would put pushes in
@@ -113,7 +145,7 @@ fn cannot_honour(key: &str) -> bool {
         (Some("storage"), Some("s3")) => true,
         (Some("storage"), Some(section)) => !matches!(
             section,
-            "filesystem" | "delete" | "maintenance" | "cache" | "redirect"
+            "filesystem" | "delete" | "maintenance" | "cache" | "redirect" | "tag"
         ),
         _ => false,
     }
@@ -382,15 +414,29 @@ health:
 
     #[test]
     fn typos_and_bad_values_name_their_key() {
-        let (_, warnings) = load_str(
+        // A key nobody defines stops the start; registry:2's own are only warned about.
+        let err = load_str(
             "version: 0.1\nstorage:\n  delete:\n    enabeld: true\n",
             &[],
         )
-        .unwrap();
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("unknown key `storage.delete.enabeld`; did you mean `enabled`?"),
+            "{err}"
+        );
+        let (_, warnings) = load_str("version: 0.1\nredis:\n  addr: r:6379\n", &[]).unwrap();
         assert!(
             warnings
                 .iter()
-                .any(|w| w.contains("storage.delete.enabeld")),
+                .any(|w| w.contains("`redis` is not supported")),
+            "{warnings:?}"
+        );
+        // A variable nobody defines is only warned about (Kubernetes sets REGISTRY_PORT).
+        let (_, warnings) =
+            load_str("version: 0.1\n", &[("REGISTRY_PORT", "tcp://x:5000")]).unwrap();
+        assert!(
+            warnings.iter().any(|w| w.contains("REGISTRY_PORT")),
             "{warnings:?}"
         );
         let err = load_str(

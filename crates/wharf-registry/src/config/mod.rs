@@ -9,6 +9,7 @@ mod file;
 mod gc;
 pub mod governance;
 mod http;
+mod keys;
 mod lenient;
 mod log;
 mod observe;

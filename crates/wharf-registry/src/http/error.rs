@@ -95,6 +95,25 @@ impl From<StoreError> for ApiError {
                 tracing::warn!(error = %e, "storage unavailable");
                 ApiError::new(ErrorCode::Unavailable).message(e.to_string())
             }
+            // The storage stopped letting us in (a root made read-only, or chowned away):
+            // the client's request was fine and may succeed once the operator fixes it.
+            StoreError::Io(ref io) if refused_by_storage(io) => {
+                tracing::error!(error = %e, "storage refuses access: check its permissions");
+                ApiError::new(ErrorCode::Unavailable).message(format!(
+                    "the registry's storage refuses access ({e}); its administrator must make it readable and writable again"
+                ))
+            }
+            StoreError::Io(ref io)
+                if matches!(
+                    io.kind(),
+                    std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+                ) =>
+            {
+                tracing::error!(error = %e, "storage is full");
+                ApiError::new(ErrorCode::Unavailable).message(format!(
+                    "the registry's storage is full ({e}); retry once its administrator has freed space"
+                ))
+            }
             StoreError::Io(_) | StoreError::Corrupt { .. } | StoreError::NotAStore(_) => {
                 tracing::error!(error = %e, "storage failure");
                 ApiError::new(ErrorCode::Unknown).message(e.to_string())
@@ -135,4 +154,12 @@ pub fn name_invalid(e: NameError) -> ApiError {
 
 pub fn digest_invalid(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(ErrorCode::DigestInvalid).message(e.to_string())
+}
+
+/// Permission denied, or a read-only filesystem (EROFS).
+fn refused_by_storage(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+    )
 }

@@ -490,6 +490,10 @@ async fn route_and_run(state: &Arc<AppState>, path: &str, mut req: Req) -> (Resp
     let resp = result.unwrap_or_else(|e| {
         if e.status.is_server_error() {
             tracing::warn!(%method, %path, code = e.code.as_str(), message = %e.message, "request failed");
+        } else if e.status == StatusCode::FORBIDDEN {
+            // A policy said no (a quota, an immutable tag, a permission): the operator
+            // asked why gets the same reason the client got.
+            tracing::info!(%method, %path, code = %e.code.as_str(), reason = %e.message, "request refused");
         }
         e.into_response()
     });

@@ -53,6 +53,11 @@ pub struct GcReport {
     pub blobs_held: usize,
     /// Candidates a writer retained after the mark began.
     pub blobs_rescued: usize,
+    /// Untagged manifests kept because they were put within the grace period.
+    pub manifests_held: usize,
+    /// Repositories left with nothing (no tag, manifest, link or upload), dropped from
+    /// the catalog. Not in a dry run.
+    pub repositories_removed: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -73,6 +78,8 @@ struct Marked {
     blobs: HashSet<Digest>,
     manifests: usize,
     untagged: Vec<(RepoName, Digest)>,
+    /// Untagged manifests within the grace period.
+    held: usize,
     links: HashMap<Digest, Vec<RepoName>>,
 }
 
@@ -140,6 +147,7 @@ impl Core {
             dry_run: opts.dry_run,
             repositories: repos.len(),
             manifests_marked: marked.manifests,
+            manifests_held: marked.held,
             ..GcReport::default()
         };
         self.sweep_manifests(&marked.untagged, mark_start, opts.dry_run, &mut report)
@@ -165,6 +173,7 @@ impl Core {
         )
         .await?;
         if !opts.dry_run {
+            self.remove_empty_repos(&repos, &mut report).await?;
             let figures = [
                 ("blobs_deleted", report.blobs.len() as u64),
                 ("manifests_deleted", report.manifests.len() as u64),
@@ -214,12 +223,34 @@ impl Core {
             }
         }
         for (d, put) in manifests {
-            if !keep.contains(&d) && put < cutoff {
-                marked.untagged.push((repo.clone(), d));
+            match (keep.contains(&d), put < cutoff) {
+                (true, _) => {}
+                (false, true) => marked.untagged.push((repo.clone(), d)),
+                (false, false) => marked.held += 1,
             }
         }
         for d in meta.list_blob_links(repo).await? {
             marked.links.entry(d).or_default().push(repo.clone());
+        }
+        Ok(())
+    }
+
+    /// Repositories the sweep left with nothing leave the catalog, as they would had they
+    /// never been pushed to; each checked and removed under the collector lock.
+    async fn remove_empty_repos(&self, repos: &[String], report: &mut GcReport) -> Result<()> {
+        for batch in repos.chunks(BATCH) {
+            let held = Instant::now();
+            let exclusive = self.store.locks.collector().await?;
+            for name in batch {
+                let Ok(repo) = name.parse::<RepoName>() else {
+                    continue;
+                };
+                if self.store.meta.remove_if_empty(&repo).await? {
+                    report.repositories_removed.push(name.clone());
+                }
+            }
+            drop(exclusive);
+            tokio::time::sleep(held.elapsed().min(WRITERS_TURN)).await;
         }
         Ok(())
     }

@@ -104,6 +104,9 @@ impl<'a> Wiring<'a> {
 
     async fn store(&self) -> anyhow::Result<Store> {
         let storage = &self.config.storage;
+        if let crate::store::StorageConfig::Filesystem { root } = storage {
+            crate::store::fs::check_root(root, self.config.read_only)?;
+        }
         crate::store::open(storage, self.config.database.as_ref(), true)
             .await
             .with_context(|| format!("cannot open storage {}", storage.describe()))
@@ -177,6 +180,7 @@ impl<'a> Wiring<'a> {
         };
         if let Some(p) = &proxy {
             metrics.add_collector(p.stats.clone());
+            p.check_credentials();
         }
         let metrics = Arc::new(metrics);
         let events = self.events(&store, metrics.clone()).await?;

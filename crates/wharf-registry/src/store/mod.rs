@@ -329,6 +329,11 @@ pub trait MetaStore: Send + Sync + 'static {
     /// Remove what is left of a repository whose manifests were deleted and whose blobs
     /// were unlinked, so that the catalog no longer lists it. Call under [`Locks::writer`].
     async fn forget_repository(&self, repo: &RepoName) -> StoreResult<()>;
+    /// Drop `repo` from the catalog if nothing is left in it: no tag, manifest, blob link
+    /// or upload. Call under [`Locks::collector`]. Stores that cannot yet keep nothing.
+    async fn remove_if_empty(&self, _repo: &RepoName) -> StoreResult<bool> {
+        Ok(false)
+    }
 }
 
 /// A held lock; released when dropped.

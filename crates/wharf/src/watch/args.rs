@@ -180,6 +180,10 @@ pub struct WatchArgs {
         value_delimiter = ','
     )]
     pub(super) insecure_registries: Vec<String>,
+    /// Accept any certificate and fall back to plain http for every registry, as the
+    /// other client commands' --insecure does (also accepted before `watch`).
+    #[arg(long, value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
+    pub(super) insecure: bool,
     /// Pull new images, but leave the containers running as they are.
     #[arg(long, env = "WATCHTOWER_NO_RESTART", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
     pub(super) no_restart: bool,

@@ -54,7 +54,7 @@ pub fn run(args: WatchArgs, flags: &ClientFlags) -> anyhow::Result<()> {
     let flags = flags.merge(&ClientFlags {
         registry_ca: args.registry_ca.clone(),
         registry_ca_validate: args.registry_ca_validate,
-        insecure: false,
+        insecure: args.insecure,
         insecure_registries: args.insecure_registries.clone(),
         docker_certs_dir: flags.docker_certs_dir.clone(),
         daemon_json: flags.daemon_json.clone(),
@@ -151,7 +151,12 @@ async fn run_watcher(args: WatchArgs, flags: &ClientFlags, gate: Gate) -> anyhow
         return std::future::pending().await;
     }
     if !args.no_startup_message {
-        tracing::info!(?schedule, "watching");
+        // As the user wrote it, not Rust's debug text (`Every(3600s)`).
+        let when = match &args.schedule {
+            Some(pattern) => format!("at {pattern:?}"),
+            None => format!("every {}", humantime::format_duration(args.interval)),
+        };
+        tracing::info!(schedule = %when, "watching");
     }
     loop {
         tokio::time::sleep(schedule.next_delay()).await;

@@ -341,7 +341,7 @@ fn evicted_content_is_swept_by_garbage_collect_and_fetched_again() {
         .output()
         .unwrap();
     let report = ok(gc, "wharf garbage-collect on the mirror");
-    assert!(report.contains("evicted 1 cached manifests"), "{report}");
+    assert!(report.contains("evicted 1 cached manifest ("), "{report}");
     let blobs = mdir.join("data/docker/registry/v2/blobs/sha256");
     let left = run(Command::new("find").arg(&blobs).args(["-name", "data"]));
     assert_eq!(left.trim(), "", "blobs left after eviction:\n{report}");
@@ -450,13 +450,20 @@ fn a_token_auth_upstream_is_asked_for_a_token_once_not_on_every_pull() {
     let cfg = dir.path().join("docker-config");
     let repo = unique("tokens/app");
     push_upstream(&cfg, &upstream.host(), &repo, "behind tokens");
-    let tokens_before = upstream.log().matches("path=/auth/token").count();
     // A ttl of 1 s: the second pull re-checks the tag upstream with a HEAD.
     let m = mirror(
         &dir.path().join("mirror"),
         &format!("http://{}", upstream.host()),
         "1s",
     );
+    // The mirror's start checks its credentials, with a token of its own: counted from
+    // after that check.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !m.log().contains("accepts the configured credentials") {
+        assert!(std::time::Instant::now() < deadline, "{}", m.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let tokens_before = upstream.log().matches("path=/auth/token").count();
     let through = format!("{}/up/{repo}:v1", m.host());
     ok(
         skopeo_copy(&through, &dir.path().join("first")),

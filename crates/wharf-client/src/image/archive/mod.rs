@@ -236,15 +236,16 @@ pub async fn push(
     client: &RegistryClient,
     image: &ImageRef,
     path: &Path,
+    chunk_size: u64,
     progress: &dyn Progress,
 ) -> anyhow::Result<Digest> {
     let tar = TarIndex::open(path)?;
     if let Some(chosen) = oci_image(&tar, image)? {
-        return push_image(client, image, &tar, &chosen, progress).await;
+        return push_image(client, image, &tar, &chosen, chunk_size, progress).await;
     }
     let saved = DockerSave::open(tar, image)?;
     let chosen = saved.descriptor();
-    push_image(client, image, &saved, &chosen, progress).await
+    push_image(client, image, &saved, &chosen, chunk_size, progress).await
 }
 
 /// The image the archive's OCI layout names, when it has one and holds all its blobs.

@@ -108,11 +108,12 @@ async fn upstream_has(
     digest: &Digest,
 ) -> Result<bool, UpstreamFailure> {
     let timeout = super::upstream::MANIFEST_TIMEOUT;
-    match tokio::time::timeout(timeout, remote.client.blob_exists(upstream_repo, digest)).await {
-        Ok(Ok(found)) => Ok(found),
-        Ok(Err(e)) => Err(UpstreamFailure::of(&e)),
-        Err(_) => Err(UpstreamFailure::timeout(remote, timeout)),
-    }
+    remote
+        .ask(
+            Some(timeout),
+            remote.client.blob_exists(upstream_repo, digest),
+        )
+        .await
 }
 
 impl ProxyLayer {
@@ -212,10 +213,13 @@ impl FillJob {
         // Unverified here: the store's commit hashes what it wrote, once.
         let (mut body, length) = self
             .remote
-            .client
-            .blob_stream_unverified(&self.upstream_repo, &self.digest)
-            .await
-            .map_err(|e| UpstreamFailure::of(&e))?;
+            .ask(
+                None,
+                self.remote
+                    .client
+                    .blob_stream_unverified(&self.upstream_repo, &self.digest),
+            )
+            .await?;
         let size = length.ok_or_else(|| {
             UpstreamFailure::Failed("the upstream sent the blob without a Content-Length".into())
         })?;

@@ -51,16 +51,12 @@ impl ProxyLayer {
             ProxyStats::count(&stats.hits, 1);
             return Ok(local.map(Served::fresh));
         }
-        let head = tokio::time::timeout(
-            MANIFEST_TIMEOUT,
-            remote.client.head_digest(&route.upstream_repo, reference),
-        )
-        .await;
-        let upstream = match head {
-            Ok(Ok(d)) => Ok(d),
-            Ok(Err(e)) => Err(UpstreamFailure::of(&e)),
-            Err(_) => Err(UpstreamFailure::timeout(remote, MANIFEST_TIMEOUT)),
-        };
+        let upstream = remote
+            .ask(
+                Some(MANIFEST_TIMEOUT),
+                remote.client.head_digest(&route.upstream_repo, reference),
+            )
+            .await;
         match (upstream, local) {
             (Ok(d), Some(content)) if d == content.digest => {
                 proxy.confirm(repo, tag.as_str());
@@ -121,18 +117,18 @@ impl ProxyLayer {
     /// None when the upstream cannot say (the cached tags are listed then).
     pub async fn proxied_tags(&self, route: &Route) -> Option<Vec<String>> {
         let remote = &route.remote;
-        let listed = tokio::time::timeout(
-            MANIFEST_TIMEOUT,
-            remote.client.list_tags(&route.upstream_repo),
-        )
-        .await;
+        let listed = remote
+            .ask(
+                Some(MANIFEST_TIMEOUT),
+                remote.client.list_tags(&route.upstream_repo),
+            )
+            .await;
         match listed {
-            Ok(Ok(tags)) => Some(tags),
-            Ok(Err(e)) => {
-                tracing::warn!(upstream = %remote.url, error = %e, "listing tags upstream failed; listing the cached ones");
+            Ok(tags) => Some(tags),
+            Err(e) => {
+                tracing::warn!(upstream = %remote.url, error = %e.describe(), "listing tags upstream failed; listing the cached ones");
                 None
             }
-            Err(_) => None,
         }
     }
 
@@ -216,15 +212,15 @@ struct FetchJob {
 
 impl FetchJob {
     async fn run(self) -> Result<Arc<Fetched>, UpstreamFailure> {
-        let got = tokio::time::timeout(
-            MANIFEST_TIMEOUT,
-            self.remote
-                .client
-                .get_manifest(&self.upstream_repo, &self.reference),
-        )
-        .await
-        .map_err(|_| UpstreamFailure::timeout(&self.remote, MANIFEST_TIMEOUT))?
-        .map_err(|e| UpstreamFailure::of(&e))?;
+        let got = self
+            .remote
+            .ask(
+                Some(MANIFEST_TIMEOUT),
+                self.remote
+                    .client
+                    .get_manifest(&self.upstream_repo, &self.reference),
+            )
+            .await?;
         self.stats.misses.fetch_add(1, Ordering::Relaxed);
         self.stats
             .upstream_bytes

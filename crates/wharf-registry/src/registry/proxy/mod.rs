@@ -20,7 +20,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use wharf_client::ClientError;
 use wharf_oci::sync::lock;
 use wharf_oci::{ErrorCode, RepoName};
 
@@ -162,6 +161,13 @@ impl Proxy {
         })
     }
 
+    /// Check each upstream's credentials (a warning for each it refuses), off the start.
+    pub fn check_credentials(&self) {
+        for remote in self.remotes.clone() {
+            tokio::spawn(async move { remote.check_credentials().await });
+        }
+    }
+
     /// registry:2 refuses every push when it mirrors; wharf refuses them only for the
     /// repositories a remote serves.
     pub fn refuses_writes(&self, repo: &RepoName) -> bool {
@@ -188,19 +194,14 @@ pub enum UpstreamFailure {
     NotFound,
     /// 429, passed on.
     RateLimited(String),
-    /// Unreachable, 5xx, refused credentials, bad content: a 502 that says which.
+    /// Unreachable, 5xx, bad content: a 502 that says which.
     Failed(String),
+    /// The upstream refused the mirror's credentials: a 403 DENIED that names them, since
+    /// clients (docker) show the message of a 4xx but only the status of a 5xx.
+    Refused(String),
 }
 
 impl UpstreamFailure {
-    fn of(e: &ClientError) -> UpstreamFailure {
-        match e {
-            ClientError::NotFound { .. } => UpstreamFailure::NotFound,
-            ClientError::TooManyRequests { .. } => UpstreamFailure::RateLimited(e.to_string()),
-            other => UpstreamFailure::Failed(other.to_string()),
-        }
-    }
-
     fn timeout(remote: &Remote, after: Duration) -> UpstreamFailure {
         UpstreamFailure::Failed(format!(
             "{} did not answer within {} s",
@@ -218,7 +219,12 @@ impl UpstreamFailure {
             UpstreamFailure::RateLimited(m) => Error::Upstream {
                 code: ErrorCode::Toomanyrequests,
                 status: 429,
-                message: format!("the upstream {} rate-limits this mirror: {m}", remote.url),
+                message: format!("not cached, and {m}"),
+            },
+            UpstreamFailure::Refused(m) => Error::Upstream {
+                code: ErrorCode::Denied,
+                status: 403,
+                message: format!("not cached, and {m}"),
             },
             UpstreamFailure::Failed(m) => Error::Upstream {
                 code: ErrorCode::Unknown,
@@ -234,7 +240,9 @@ impl UpstreamFailure {
     fn describe(&self) -> String {
         match self {
             UpstreamFailure::NotFound => "not found".into(),
-            UpstreamFailure::RateLimited(m) | UpstreamFailure::Failed(m) => m.clone(),
+            UpstreamFailure::RateLimited(m)
+            | UpstreamFailure::Failed(m)
+            | UpstreamFailure::Refused(m) => m.clone(),
         }
     }
 }

@@ -308,9 +308,14 @@ impl MetaStore for FsMetaStore {
     }
 
     async fn resolve_tag(&self, repo: &RepoName, tag: &Tag) -> StoreResult<Option<Digest>> {
-        read_link(&self.layout.tag_current(repo, tag)).map_err(|e| StoreError::Corrupt {
-            what: format!("tag {repo}:{tag}"),
-            why: e.to_string(),
+        let path = self.layout.tag_current(repo, tag);
+        read_link(&path).map_err(|e| match e.kind() {
+            // Only a link that does not parse is corrupt; a refused read is the storage's.
+            std::io::ErrorKind::InvalidData => StoreError::Corrupt {
+                what: format!("tag {repo}:{tag}"),
+                why: e.to_string(),
+            },
+            _ => StoreError::Io(super::durable::at(&path)(e)),
         })
     }
 
@@ -552,5 +557,10 @@ impl MetaStore for FsMetaStore {
         self.referrers.remove(repo);
         self.tag_lists.remove(repo);
         Ok(())
+    }
+
+    async fn remove_if_empty(&self, repo: &RepoName) -> StoreResult<bool> {
+        let (dir, top) = (self.layout.repo(repo), self.layout.repositories());
+        Ok(blocking(move || super::remove_empty_repo(&dir, &top)).await?)
     }
 }
