@@ -9,17 +9,22 @@
 
 pub mod htpasswd;
 pub mod htpasswd_file;
+pub mod ldap;
+pub mod oidc;
 pub mod policy;
 pub mod ratelimit;
 pub mod robots;
 mod settings;
+pub mod sso;
 pub mod token;
+pub mod workload;
 
 use std::net::IpAddr;
 
 use base64::Engine;
 
 use self::htpasswd::Htpasswd;
+use self::ldap::{Directory, LdapError};
 use self::policy::{AccessPolicy, Actions};
 use self::ratelimit::FailureLimiter;
 use self::robots::{Refused, Robot, Robots, SECRET_PREFIX};
@@ -31,8 +36,11 @@ enum Mode {
     /// No auth configured: everyone may do everything the policy (if any) allows
     /// anonymous callers, or everything when there is no policy.
     Open,
-    /// `auth.htpasswd`: Basic auth.
-    Basic { realm: String, users: Htpasswd },
+    /// `auth.htpasswd` and/or `auth.ldap` / `auth.workload`: Basic auth.
+    Basic {
+        realm: String,
+        users: Option<Htpasswd>,
+    },
     /// `auth.htpasswd` with `token`: wharf issues tokens at `/auth/token` and also accepts Basic.
     /// The issuer is boxed: a JWT header (with its certificate) is large.
     Tokens {
@@ -53,13 +61,44 @@ pub struct Auth {
     limiter: FailureLimiter,
     /// Robot and personal tokens, when the store keeps them.
     robots: Option<Robots>,
+    /// `auth.ldap`: users htpasswd does not know are looked up here.
+    ldap: Option<Directory>,
+    /// `auth.oidc`: the UI's sign-in through a provider.
+    oidc: Option<sso::OidcLogin>,
+    /// `auth.workload`: issuers whose ID tokens are accepted as passwords.
+    workload: Vec<workload::Workload>,
+}
+
+/// A user who proved who they are, with the groups their directory (LDAP, an OIDC
+/// provider) says they are in; htpasswd users have none beyond `access.groups`.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub name: String,
+    pub groups: Vec<String>,
+    /// Set for a workload (an OIDC ID token as password): all it may do, whatever the
+    /// policy grants its name.
+    pub scopes: Option<Vec<(policy::RepoGlob, Actions)>>,
+}
+
+impl Principal {
+    pub fn local(name: impl Into<String>) -> Principal {
+        Principal::member(name, Vec::new())
+    }
+
+    pub fn member(name: impl Into<String>, groups: Vec<String>) -> Principal {
+        Principal {
+            name: name.into(),
+            groups,
+            scopes: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 pub enum Identity {
     Anonymous,
-    /// Proven with a password (Basic).
-    User(String),
+    /// Proven with a password (Basic), an ID token (workload) or a UI session.
+    User(Principal),
     /// A robot or personal token, used as a password: its scopes are all it may do.
     Robot(Box<Robot>),
     /// A verified bearer token.
@@ -70,7 +109,7 @@ impl Identity {
     pub fn name(&self) -> Option<&str> {
         match self {
             Identity::Anonymous => None,
-            Identity::User(u) => Some(u),
+            Identity::User(u) => Some(&u.name),
             Identity::Robot(r) => Some(&r.name),
             Identity::Token(c) => Some(&c.sub),
         }
@@ -114,7 +153,7 @@ impl Auth {
                 tokens: None,
             }) => Mode::Basic {
                 realm: realm.clone(),
-                users: Htpasswd::load(path)?,
+                users: Some(Htpasswd::load(path)?),
             },
             Some(AuthConfig::Htpasswd {
                 path,
@@ -151,7 +190,59 @@ impl Auth {
             policy: access,
             limiter: FailureLimiter::default(),
             robots: None,
+            ldap: None,
+            oidc: None,
+            workload: Vec::new(),
         })
+    }
+
+    /// Add `auth.ldap`. Local (htpasswd) accounts are checked first: a name htpasswd has is
+    /// decided by htpasswd alone, so local admins sign in while the directory is down and a
+    /// directory entry cannot take over a local account. Without htpasswd, `realm` names
+    /// the Basic realm.
+    pub fn with_ldap(mut self, config: ldap::LdapConfig, realm: &str) -> Result<Auth, String> {
+        if matches!(self.mode, Mode::External { .. }) {
+            return Err("auth.ldap cannot be combined with auth.token: the external token server decides who is who".into());
+        }
+        self.ldap = Some(Directory::new(config)?);
+        self.take_passwords(realm);
+        Ok(self)
+    }
+
+    /// Add `auth.oidc` (the UI's sign-in) and `auth.workload` (ID tokens as passwords).
+    pub fn with_oidc(
+        mut self,
+        login: Option<sso::OidcConfig>,
+        workload: Vec<workload::WorkloadConfig>,
+        realm: &str,
+    ) -> Result<Auth, String> {
+        self.oidc = login.map(sso::OidcLogin::new).transpose()?;
+        self.workload = workload
+            .into_iter()
+            .map(workload::Workload::new)
+            .collect::<Result<_, _>>()?;
+        if !self.workload.is_empty() {
+            if matches!(self.mode, Mode::External { .. }) {
+                return Err("auth.workload cannot be combined with auth.token".into());
+            }
+            self.take_passwords(realm);
+        }
+        Ok(self)
+    }
+
+    /// An open registry that gains a password source asks for Basic credentials.
+    fn take_passwords(&mut self, realm: &str) {
+        if matches!(self.mode, Mode::Open) {
+            self.mode = Mode::Basic {
+                realm: realm.to_owned(),
+                users: None,
+            };
+        }
+    }
+
+    /// The UI's OIDC sign-in, when `auth.oidc` is set.
+    pub fn oidc(&self) -> Option<&sso::OidcLogin> {
+        self.oidc.as_ref()
     }
 
     /// An open registry with no policy: everyone may do everything.
@@ -161,6 +252,9 @@ impl Auth {
             policy: None,
             limiter: FailureLimiter::default(),
             robots: None,
+            ldap: None,
+            oidc: None,
+            workload: Vec::new(),
         }
     }
 
@@ -188,13 +282,35 @@ impl Auth {
 
     fn users(&self) -> Option<&Htpasswd> {
         match &self.mode {
-            Mode::Basic { users, .. } | Mode::Tokens { users, .. } => Some(users),
+            Mode::Basic { users, .. } => users.as_ref(),
+            Mode::Tokens { users, .. } => Some(users),
             _ => None,
         }
     }
 
+    /// Whether user names and passwords sign in here (htpasswd, LDAP, ID tokens).
+    pub fn takes_passwords(&self) -> bool {
+        matches!(self.mode, Mode::Basic { .. } | Mode::Tokens { .. })
+    }
+
     pub fn user_exists(&self, user: &str) -> bool {
         self.users().is_some_and(|u| u.has_user(user))
+    }
+
+    /// The user a refresh token or an LDAP session names, with its groups now: from
+    /// htpasswd, else the directory. None: the user no longer exists.
+    pub async fn lookup(&self, user: &str) -> Result<Option<Principal>, AuthError> {
+        if self.user_exists(user) {
+            return Ok(Some(Principal::local(user)));
+        }
+        match &self.ldap {
+            Some(d) => match d.lookup(user).await {
+                Ok(groups) => Ok(Some(Principal::member(user, groups))),
+                Err(LdapError::BadCredentials) => Ok(None),
+                Err(e) => Err(AuthError::Unavailable(e.to_string())),
+            },
+            None => Ok(None),
+        }
     }
 
     /// Keep failed-login counts in `shared`, so every replica enforces one limit.
@@ -219,7 +335,7 @@ impl Auth {
         user: &str,
         password: &str,
     ) -> Result<Identity, AuthError> {
-        if self.users().is_none() {
+        if !self.takes_passwords() {
             return Err(AuthError::BadCredentials);
         }
         if self.limiter.is_blocked(peer, user).await {
@@ -240,8 +356,7 @@ impl Auth {
     }
 
     /// The seam every identity source plugs into: each branch either knows `user` and
-    /// decides, or passes to the next. A new source (LDAP, say) is one more branch here,
-    /// returning `Identity::User` (with its groups, when policies learn them).
+    /// decides, or passes to the next: robot tokens, workload ID tokens, htpasswd, LDAP.
     async fn check_credentials(&self, user: &str, password: &str) -> Result<Identity, AuthError> {
         // Robot and personal tokens: their secrets are recognisable by their prefix, so
         // a user whose name is also a token's still signs in with their password.
@@ -254,13 +369,31 @@ impl Auth {
                 Err(e) => return Err(AuthError::Unusable(e.to_string())),
             }
         }
-        // htpasswd: local accounts.
+        if let Some(w) = self.workload.iter().find(|w| w.issues(password)) {
+            return match w.login(password).await {
+                Ok(p) => Ok(Identity::User(p)),
+                Err(oidc::OidcError::Unavailable(m)) => Err(AuthError::Unavailable(m)),
+                Err(oidc::OidcError::Rejected(m)) => Err(AuthError::BadToken(m)),
+            };
+        }
+        // htpasswd: local accounts. A name it has is decided by it alone (see with_ldap).
         if let Some(users) = self.users() {
-            if users.verify(user, password).await {
-                return Ok(Identity::User(user.to_owned()));
+            if users.has_user(user) || self.ldap.is_none() {
+                return match users.verify(user, password).await {
+                    true => Ok(Identity::User(Principal::local(user))),
+                    false => Err(AuthError::BadCredentials),
+                };
             }
         }
-        Err(AuthError::BadCredentials)
+        match &self.ldap {
+            Some(directory) => match directory.login(user, password).await {
+                Ok(groups) => Ok(Identity::User(Principal::member(user, groups))),
+                Err(LdapError::BadCredentials) => Err(AuthError::BadCredentials),
+                // Not a failed login: the password may be right (login does not count it).
+                Err(e) => Err(AuthError::Unavailable(e.to_string())),
+            },
+            None => Err(AuthError::BadCredentials),
+        }
     }
 
     /// A bearer token issued to a robot is good only while the robot's token is.
@@ -293,7 +426,7 @@ impl Auth {
             .split_once(' ')
             .ok_or(AuthError::Malformed("expected `<scheme> <credentials>`"))?;
         if scheme.eq_ignore_ascii_case("basic") {
-            if self.users().is_none() {
+            if !self.takes_passwords() {
                 // Open registries ignore credentials, as registry:2 does.
                 return Ok(Identity::Anonymous);
             }
@@ -319,7 +452,7 @@ impl Auth {
     pub fn allowed(&self, who: &Identity, repo: &str) -> Actions {
         match who {
             Identity::Token(claims) => claims.actions_on(repo),
-            Identity::User(u) => self.policy_allows(Some(u), repo),
+            Identity::User(u) => self.principal_allows(u, repo),
             Identity::Robot(r) => self.robot_allows(r, repo),
             Identity::Anonymous => self.policy_allows(None, repo),
         }
@@ -353,6 +486,33 @@ impl Auth {
             (None, None) if !self.enabled() => Actions::ALL,
             (None, None) => Actions::NONE,
         }
+    }
+
+    /// What the policy allows a signed-in user, counting the groups their directory gave;
+    /// a workload gets what its rules grant, and nothing else.
+    pub fn principal_allows(&self, who: &Principal, repo: &str) -> Actions {
+        if let Some(scopes) = &who.scopes {
+            return scopes
+                .iter()
+                .filter(|(g, _)| g.is_match(repo))
+                .fold(Actions::NONE, |acc, (_, a)| acc | *a);
+        }
+        match &self.policy {
+            Some(p) => p.allowed_in_groups(Some(&who.name), &who.groups, repo),
+            None => Actions::ALL,
+        }
+    }
+
+    /// The `groups` that some `access:` rule names: all a session needs to carry.
+    pub fn groups_in_policy(&self, groups: &[String]) -> Vec<String> {
+        let Some(p) = &self.policy else {
+            return Vec::new();
+        };
+        groups
+            .iter()
+            .filter(|g| p.rules.iter().any(|r| r.groups.contains(g)))
+            .cloned()
+            .collect()
     }
 
     /// May `who` list the catalog (filtered by pull access)?

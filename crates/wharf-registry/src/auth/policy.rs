@@ -166,22 +166,32 @@ pub struct AccessPolicy {
 impl AccessPolicy {
     /// What `user` (None: anonymous) may do in `repo`.
     pub fn allowed(&self, user: Option<&str>, repo: &str) -> Actions {
+        self.allowed_in_groups(user, &[], repo)
+    }
+
+    /// What `user` may do in `repo` when a directory (LDAP, OIDC) also puts them in
+    /// `groups`: a rule's `groups` match those as they match `access.groups`.
+    pub fn allowed_in_groups(&self, user: Option<&str>, groups: &[String], repo: &str) -> Actions {
         self.rules
             .iter()
-            .filter(|r| self.applies(r, user) && r.repositories.iter().any(|g| g.0.is_match(repo)))
+            .filter(|r| {
+                self.applies(r, user, groups) && r.repositories.iter().any(|g| g.0.is_match(repo))
+            })
             .fold(Actions::NONE, |acc, r| acc | r.actions)
     }
 
-    fn applies(&self, rule: &Rule, user: Option<&str>) -> bool {
+    fn applies(&self, rule: &Rule, user: Option<&str>, groups: &[String]) -> bool {
         match user {
             None => rule.anonymous,
             Some(u) => {
                 rule.anonymous
                     || rule.users.iter().any(|x| x == "*" || x == u)
                     || rule.groups.iter().any(|g| {
-                        self.groups
-                            .get(g)
-                            .is_some_and(|members| members.iter().any(|m| m == u))
+                        groups.contains(g)
+                            || self
+                                .groups
+                                .get(g)
+                                .is_some_and(|members| members.iter().any(|m| m == u))
                     })
             }
         }

@@ -11,6 +11,20 @@ use super::{lenient, AuthConfig, BuiltinTokens, CertifiedKey, ConfigError};
 pub(super) struct Auth {
     htpasswd: Option<Htpasswd>,
     token: Option<Token>,
+    /// wharf's own: an LDAP directory, alone or beside htpasswd.
+    ldap: Option<super::ldap::Ldap>,
+    /// wharf's own: the UI's sign-in through an OpenID Connect provider.
+    oidc: Option<super::oidc::Oidc>,
+    /// wharf's own: issuers whose ID tokens are docker passwords.
+    workload: Option<Vec<crate::auth::workload::WorkloadConfig>>,
+}
+
+/// `auth:` as a whole: the method registry:2 knows, and wharf's own directories.
+pub(super) struct Sections {
+    pub method: Option<AuthConfig>,
+    pub ldap: Option<(crate::auth::ldap::LdapConfig, String)>,
+    pub oidc: Option<crate::auth::sso::OidcConfig>,
+    pub workload: Vec<crate::auth::workload::WorkloadConfig>,
 }
 
 #[derive(Deserialize, Default)]
@@ -44,7 +58,41 @@ struct Token {
 }
 
 impl Auth {
-    pub(super) fn into_config(
+    pub(super) fn into_sections(
+        mut self,
+        origin: &str,
+        warnings: &mut Vec<String>,
+    ) -> Result<Sections, ConfigError> {
+        let ldap = match self.ldap.take() {
+            Some(l) => Some(l.into_config(origin)?),
+            None => None,
+        };
+        if ldap.is_some() && self.token.is_some() {
+            return Err(ConfigError::value(
+                origin,
+                "auth.ldap",
+                "cannot be combined with auth.token (the external token server decides who is who)",
+            ));
+        }
+        let oidc = match self.oidc.take() {
+            Some(o) => Some(o.into_config(origin)?),
+            None => None,
+        };
+        let workload = self.workload.take().unwrap_or_default();
+        let own = ldap.is_some() || oidc.is_some() || !workload.is_empty();
+        let method = match (&self.htpasswd, &self.token) {
+            (None, None) if own => None,
+            _ => Some(self.into_config(origin, warnings)?),
+        };
+        Ok(Sections {
+            method,
+            ldap,
+            oidc,
+            workload,
+        })
+    }
+
+    fn into_config(
         self,
         origin: &str,
         warnings: &mut Vec<String>,
@@ -53,6 +101,7 @@ impl Auth {
             Auth {
                 htpasswd: Some(_),
                 token: Some(_),
+                ..
             } => Err(ConfigError::value(
                 origin,
                 "auth",
@@ -65,10 +114,11 @@ impl Auth {
             Auth {
                 htpasswd: None,
                 token: None,
+                ..
             } => Err(ConfigError::value(
                 origin,
                 "auth",
-                "names no supported method (htpasswd or token)",
+                "names no supported method (htpasswd, token or ldap)",
             )),
         }
     }

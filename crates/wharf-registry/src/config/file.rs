@@ -203,10 +203,13 @@ impl File {
         config.upload_purging = storage.upload_purging;
         config.log = self.log.into_config();
         config.http = http;
-        config.auth = match self.auth {
-            Some(a) => Some(a.into_config(origin, warnings)?),
-            None => None,
-        };
+        if let Some(a) = self.auth {
+            let sections = a.into_sections(origin, warnings)?;
+            config.auth = sections.method;
+            config.ldap = sections.ldap;
+            config.oidc = sections.oidc;
+            config.workload = sections.workload;
+        }
         config.access = self.access;
         config.governance = super::governance::Governance {
             retention: self.retention,

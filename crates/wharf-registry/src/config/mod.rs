@@ -10,9 +10,11 @@ mod gc;
 pub mod governance;
 mod http;
 mod keys;
+mod ldap;
 mod lenient;
 mod log;
 mod observe;
+mod oidc;
 pub mod proxy;
 mod storage;
 mod ui;
@@ -43,6 +45,12 @@ pub struct Config {
     pub log: LogConfig,
     pub http: HttpConfig,
     pub auth: Option<AuthConfig>,
+    /// `auth.ldap` (wharf's own), with the Basic realm to use when htpasswd names none.
+    pub ldap: Option<(crate::auth::ldap::LdapConfig, String)>,
+    /// `auth.oidc` (wharf's own): the UI's sign-in through an OpenID Connect provider.
+    pub oidc: Option<crate::auth::sso::OidcConfig>,
+    /// `auth.workload` (wharf's own): issuers whose ID tokens are docker passwords.
+    pub workload: Vec<crate::auth::workload::WorkloadConfig>,
     /// Who may do what; without it every authenticated user may do everything.
     pub access: Option<AccessPolicy>,
     /// `gc:` (wharf's own): collect garbage inside `wharf serve` on a schedule.
@@ -229,6 +237,9 @@ impl Config {
             log: LogConfig::default(),
             http: HttpConfig::default(),
             auth: None,
+            ldap: None,
+            oidc: None,
+            workload: Vec::new(),
             access: None,
             gc: None,
             proxy: None,

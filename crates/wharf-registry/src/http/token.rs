@@ -89,7 +89,10 @@ async fn get(state: &AppState, issuer: &Issuer, req: Req) -> ApiResult {
 
 fn refresh_for(issuer: &Issuer, who: &Identity) -> Option<String> {
     match who {
-        Identity::User(u) => Some(issuer.refresh_token(u)),
+        // A workload's rights come from its ID token, which a refresh token would
+        // outlive: it gets none, so docker sends the ID token again (which expires).
+        Identity::User(u) if u.scopes.is_some() => None,
+        Identity::User(u) => Some(issuer.refresh_token(&u.name)),
         Identity::Robot(r) => Some(issuer.robot_refresh_token(&r.name)),
         Identity::Anonymous | Identity::Token(_) => None,
     }
@@ -115,12 +118,12 @@ async fn refreshed(state: &AppState, issuer: &Issuer, token: &str) -> ApiResult<
         })?;
         return Ok(Identity::Robot(Box::new(robot)));
     }
-    if !state.auth.user_exists(&claims.sub) {
-        return Err(unauthorized(
+    match state.auth.lookup(&claims.sub).await.map_err(auth_error)? {
+        Some(who) => Ok(Identity::User(who)),
+        None => Err(unauthorized(
             "the refresh token's user no longer exists".into(),
-        ));
+        )),
     }
-    Ok(Identity::User(claims.sub))
 }
 
 /// Record a credential check of the token endpoint.

@@ -123,6 +123,20 @@ impl<'a> Wiring<'a> {
         if let Some(identity) = &store.identity {
             auth.use_tokens(identity.clone());
         }
+        let auth = match &config.ldap {
+            Some((ldap, realm)) => auth
+                .with_ldap(ldap.clone(), realm)
+                .map_err(anyhow::Error::msg)?,
+            None => auth,
+        };
+        #[allow(unused_mut)] // mutated only with the postgres feature
+        let mut auth = auth
+            .with_oidc(
+                config.oidc.clone(),
+                config.workload.clone(),
+                "Registry Realm",
+            )
+            .map_err(anyhow::Error::msg)?;
         #[cfg(feature = "postgres")]
         if let Some(db) = &config.database {
             auth.share_failures(Arc::new(crate::store::postgres::open_failures(db)?));

@@ -3,7 +3,7 @@
 //! Templates are maud's `html!` macros: Rust expressions checked at compile time, escaping
 //! every interpolated value by default, with no template files to ship or a second syntax
 //! to learn (askama would need both). The UI reuses the registry's own auth: a signed-in
-//! htpasswd user is `Identity::User`, anyone else is anonymous, and every page shows only
+//! user (htpasswd, LDAP or OIDC, with their directory's groups) is `Identity::User`, anyone else is anonymous, and every page shows only
 //! what `Auth::allowed` lets that identity pull, as `/v2/_catalog` does.
 
 // A handler's early return is a whole error page: boxing it would only add noise.
@@ -15,6 +15,7 @@ mod browse;
 mod identity;
 mod gc;
 mod manifest;
+mod oidc;
 mod page;
 mod rules;
 mod session;
@@ -72,6 +73,8 @@ pub fn router(app: Arc<AppState>, config: &UiConfig) -> Router {
         .route("/ui/gc", get(gc::gc_form).post(gc::gc_run))
         .route("/ui/login", get(session::login_form).post(session::login))
         .route("/ui/logout", post(session::logout))
+        .route("/ui/oidc/login", get(oidc::start))
+        .route("/ui/oidc/callback", get(oidc::callback))
         .route(
             "/ui/admin/users",
             get(admin::users).post(admin::change_user),
@@ -142,7 +145,7 @@ impl Ui {
     }
 
     fn is_admin(&self, identity: &Identity) -> bool {
-        matches!(identity, Identity::User(u) if self.admins.iter().any(|a| a == u))
+        matches!(identity, Identity::User(u) if self.admins.contains(&u.name))
     }
 
     /// `host[:port]` as a `docker pull` line names this registry.

@@ -39,7 +39,9 @@ impl Ui {
     pub async fn visitor(&self, headers: &HeaderMap) -> Visitor {
         let identity = match session::cookie(headers, session::SESSION) {
             Some(value) => match self.keys.open(value) {
-                Some(s) if self.session_valid(&s).await => Identity::User(s.user),
+                Some(s) if self.session_valid(&s).await => {
+                    Identity::User(crate::auth::Principal::member(s.user, s.groups))
+                }
                 _ => Identity::Anonymous,
             },
             None => Identity::Anonymous,

@@ -1,6 +1,8 @@
 //! Sign-in without server-side session state, so any number of wharf processes on one store
-//! accept each other's sessions: the cookie holds the user, when it was issued and when it
-//! expires, signed with HMAC-SHA256 under a key derived from `http.secret`. Signing out
+//! accept each other's sessions: the cookie holds the user, where they signed in (htpasswd,
+//! LDAP or an OIDC provider), the groups their directory gave them that `access:` rules
+//! name, when it was issued and when it expires, signed with HMAC-SHA256 under a key
+//! derived from `http.secret`. Signing out
 //! writes a per-user "signed out at" stamp into the store; a session issued before its
 //! user's stamp is refused, wherever it is presented.
 //!
@@ -24,7 +26,7 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use super::{form, Ui, Visitor};
-use crate::auth::AuthError;
+use crate::auth::{AuthError, Identity, Principal};
 
 pub const SESSION: &str = "wharf_session";
 pub const CSRF: &str = "wharf_csrf";
@@ -36,12 +38,42 @@ type HmacSha256 = Hmac<Sha256>;
 pub struct Keys {
     session: [u8; 32],
     csrf: [u8; 32],
+    flow: [u8; 32],
 }
 
 pub struct Session {
     pub user: String,
+    pub origin: Origin,
+    pub groups: Vec<String>,
     /// Milliseconds since the epoch.
     pub issued: u64,
+}
+
+/// Where a session's user signed in: it decides how the session is checked later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Htpasswd,
+    Ldap,
+    Oidc,
+}
+
+impl Origin {
+    fn code(self) -> &'static str {
+        match self {
+            Origin::Htpasswd => "h",
+            Origin::Ldap => "l",
+            Origin::Oidc => "o",
+        }
+    }
+
+    fn from_code(c: &str) -> Option<Origin> {
+        match c {
+            "h" => Some(Origin::Htpasswd),
+            "l" => Some(Origin::Ldap),
+            "o" => Some(Origin::Oidc),
+            _ => None,
+        }
+    }
 }
 
 fn derive(secret: &[u8], purpose: &str) -> [u8; 32] {
@@ -63,7 +95,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -82,34 +114,49 @@ impl Keys {
         Keys {
             session: derive(secret, "wharf ui session v1"),
             csrf: derive(secret, "wharf ui csrf v1"),
+            flow: derive(secret, "wharf ui oidc flow v1"),
         }
     }
 
-    pub fn seal(&self, user: &str, issued: u64) -> String {
-        let name = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(user);
+    /// The MAC of an OIDC sign-in's flow cookie (state, nonce, PKCE verifier, expiry).
+    pub fn flow_mac(&self, parts: &[&str]) -> String {
+        mac_hex(&self.flow, parts)
+    }
+
+    pub fn seal(&self, who: &Principal, origin: Origin, issued: u64) -> String {
+        let b64 = &base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let name = b64.encode(&who.name);
+        let groups = b64.encode(who.groups.join("\n"));
+        let origin = origin.code();
         let expires = (issued / 1000 + SESSION_TTL.as_secs()).to_string();
         let issued = issued.to_string();
-        let mac = mac_hex(&self.session, &[&name, &issued, &expires]);
-        format!("{name}.{issued}.{expires}.{mac}")
+        let mac = mac_hex(&self.session, &[&name, origin, &groups, &issued, &expires]);
+        format!("{name}.{origin}.{groups}.{issued}.{expires}.{mac}")
     }
 
     /// The session a cookie holds, if its signature is good and it has not expired.
     pub fn open(&self, value: &str) -> Option<Session> {
-        let mut parts = value.split('.');
-        let (name, issued, expires, mac) =
-            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        let want = mac_hex(&self.session, &[name, issued, expires]);
-        if parts.next().is_some() || !bool::from(want.as_bytes().ct_eq(mac.as_bytes())) {
+        let parts: Vec<&str> = value.split('.').collect();
+        let [name, origin, groups, issued, expires, mac] = parts[..] else {
+            return None;
+        };
+        let want = mac_hex(&self.session, &[name, origin, groups, issued, expires]);
+        if !bool::from(want.as_bytes().ct_eq(mac.as_bytes())) {
             return None;
         }
         if expires.parse::<u64>().ok()? * 1000 <= now_ms() {
             return None;
         }
-        let user = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(name)
-            .ok()?;
+        let b64 = &base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let groups = String::from_utf8(b64.decode(groups).ok()?).ok()?;
         Some(Session {
-            user: String::from_utf8(user).ok()?,
+            user: String::from_utf8(b64.decode(name).ok()?).ok()?,
+            origin: Origin::from_code(origin)?,
+            groups: groups
+                .split('\n')
+                .filter(|g| !g.is_empty())
+                .map(str::to_owned)
+                .collect(),
             issued: issued.parse().ok()?,
         })
     }
@@ -150,9 +197,17 @@ pub fn set_cookie(name: &str, value: &str, max_age: Option<u64>, secure: bool) -
 }
 
 impl Ui {
-    /// Valid if the user still exists and has not signed out since it was issued.
+    /// Valid if the user still exists and has not signed out since it was issued. An LDAP
+    /// user is looked up (cached): one the directory no longer has is signed out, but a
+    /// directory that cannot be reached keeps sessions working. An OIDC session lasts its
+    /// time: the provider is not asked again.
     pub async fn session_valid(&self, s: &Session) -> bool {
-        if !self.app.auth.user_exists(&s.user) {
+        let exists = match s.origin {
+            Origin::Htpasswd => self.app.auth.user_exists(&s.user),
+            Origin::Ldap => !matches!(self.app.auth.lookup(&s.user).await, Ok(None)),
+            Origin::Oidc => true,
+        };
+        if !exists {
             return false;
         }
         match self.app.registry.signed_out_at(&s.user).await {
@@ -168,8 +223,23 @@ impl Ui {
         self.app.registry.record_sign_out(user, now_ms()).await
     }
 
+    /// Sign `who` in: the session cookie, then on to the repositories. Only the groups
+    /// `access:` rules name go into the cookie, which keeps it small whatever the
+    /// directory holds.
+    pub fn signed_in(&self, who: &Visitor, user: Principal, origin: Origin) -> Response {
+        let user = Principal {
+            groups: self.app.auth.groups_in_policy(&user.groups),
+            ..user
+        };
+        let value = self.keys.seal(&user, origin, now_ms());
+        let mut resp = Redirect::to("/ui/").into_response();
+        let c = set_cookie(SESSION, &value, Some(SESSION_TTL.as_secs()), who.secure);
+        resp.headers_mut().append(SET_COOKIE, c);
+        resp
+    }
+
     fn login_page(&self, who: &Visitor, status: StatusCode, message: Option<&str>) -> Response {
-        let can = self.app.auth.htpasswd().is_some();
+        let can = self.app.auth.takes_passwords();
         self.page(
             who,
             status,
@@ -185,7 +255,10 @@ impl Ui {
                         button type="submit" #signin { "Sign in" }
                     }
                 } @else {
-                    p { "This registry has no htpasswd users (auth.htpasswd) to sign in with." }
+                    p { "This registry has no users (auth.htpasswd or auth.ldap) to sign in with a password." }
+                }
+                @if self.app.auth.oidc().is_some() {
+                    p { a href="/ui/oidc/login" #oidc { "Sign in with OpenID Connect" } }
                 }
             },
         )
@@ -217,23 +290,29 @@ pub async fn login(
         .auth
         .login(super::peer(&ext).ip(), user, password)
         .await;
+    // The UI signs in people: not robot tokens, nor workloads' ID tokens.
+    let person =
+        |c: &Result<Identity, AuthError>| matches!(c, Ok(Identity::User(p)) if p.scopes.is_none());
     let result = match &checked {
-        Ok(crate::auth::Identity::User(_)) => Ok(()),
+        Ok(_) if person(&checked) => Ok(()),
         Ok(_) => Err("the UI signs in users, not tokens".to_owned()),
         Err(e) => Err(e.to_string()),
     };
     crate::http::audit_login(&ui.app, &headers, super::peer(&ext), user, "ui", result).await;
+    let is_person = person(&checked);
     match checked {
-        // The UI signs in people, not tokens.
-        Ok(crate::auth::Identity::User(_)) => {
-            let value = ui.keys.seal(user, now_ms());
-            let mut resp = Redirect::to("/ui/").into_response();
-            let c = set_cookie(SESSION, &value, Some(SESSION_TTL.as_secs()), who.secure);
-            resp.headers_mut().append(SET_COOKIE, c);
-            resp
+        Ok(Identity::User(p)) if is_person => {
+            let origin = match ui.app.auth.user_exists(&p.name) {
+                true => Origin::Htpasswd,
+                false => Origin::Ldap,
+            };
+            ui.signed_in(&who, p, origin)
         }
         Err(e @ AuthError::TooManyFailures) => {
             ui.login_page(&who, StatusCode::TOO_MANY_REQUESTS, Some(&e.to_string()))
+        }
+        Err(e @ AuthError::Unavailable(_)) => {
+            ui.login_page(&who, StatusCode::SERVICE_UNAVAILABLE, Some(&e.to_string()))
         }
         _ => ui.login_page(
             &who,
@@ -271,13 +350,24 @@ mod tests {
     #[test]
     fn sessions_are_signed_and_expire() {
         let k = Keys::new(b"secret");
-        let v = k.seal("alice.b", now_ms());
-        assert_eq!(k.open(&v).unwrap().user, "alice.b");
+        let alice = Principal::member("alice.b", vec!["devs".into(), "ops".into()]);
+        let v = k.seal(&alice, Origin::Ldap, now_ms());
+        let s = k.open(&v).unwrap();
+        assert_eq!(
+            (s.user.as_str(), s.origin, s.groups),
+            ("alice.b", Origin::Ldap, alice.groups.clone())
+        );
         // Another secret, a changed user, or an old expiry: refused.
         assert!(Keys::new(b"other").open(&v).is_none());
         let forged = v.replacen("YWxpY2UuYg", "Ym9i", 1);
         assert!(k.open(&forged).is_none());
-        let old = k.seal("alice", now_ms() - SESSION_TTL.as_millis() as u64 - 1000);
+        let forged = v.replacen(".l.", ".h.", 1);
+        assert!(k.open(&forged).is_none(), "the origin is signed too");
+        let old = k.seal(
+            &Principal::local("alice"),
+            Origin::Htpasswd,
+            now_ms() - SESSION_TTL.as_millis() as u64 - 1000,
+        );
         assert!(k.open(&old).is_none());
     }
 

@@ -5,7 +5,9 @@
 
 pub mod garage;
 pub mod nginx;
+pub mod oidc;
 pub mod postgres;
+pub mod slapd;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
