@@ -462,7 +462,10 @@ impl Auth {
     pub fn robot_allows(&self, robot: &Robot, repo: &str) -> Actions {
         let scoped = robot.scoped(repo);
         match &robot.owner {
-            Some(owner) => scoped.intersect(self.policy_allows(Some(owner), repo)),
+            Some(owner) => {
+                let owner = Principal::member(owner.clone(), robot.owner_groups.clone());
+                scoped.intersect(self.principal_allows(&owner, repo))
+            }
             None => scoped,
         }
     }

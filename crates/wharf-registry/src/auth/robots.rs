@@ -21,6 +21,7 @@ use subtle::ConstantTimeEq;
 use wharf_oci::sync::lock;
 
 use super::policy::{Actions, RepoGlob};
+use super::Principal;
 use crate::store::state::{TokenRecord, Tokens};
 
 /// How every secret starts: a credential scanner (and a person) can tell what it is.
@@ -68,6 +69,8 @@ pub struct Robot {
     pub name: String,
     /// A personal token's user: it may never do more than they may.
     pub owner: Option<String>,
+    /// The owner's directory groups when the token was made (see `TokenRecord`).
+    pub owner_groups: Vec<String>,
     pub scopes: Vec<Scope>,
 }
 
@@ -127,6 +130,7 @@ pub fn usable(record: &TokenRecord, now: u64) -> Result<Robot, Refused> {
     Ok(Robot {
         name: record.name.clone(),
         owner: record.owner.clone(),
+        owner_groups: record.owner_groups.clone(),
         scopes,
     })
 }
@@ -221,7 +225,7 @@ impl Robots {
 /// A new token's record and its secret, which is shown once and never stored.
 pub fn mint(
     name: &str,
-    owner: Option<&str>,
+    owner: Option<&Principal>,
     scopes: &[String],
     lifetime: Option<Duration>,
 ) -> Result<(TokenRecord, String), String> {
@@ -236,7 +240,8 @@ pub fn mint(
     let created = now_secs();
     let record = TokenRecord {
         name: name.to_owned(),
-        owner: owner.map(str::to_owned),
+        owner: owner.map(|o| o.name.clone()),
+        owner_groups: owner.map(|o| o.groups.clone()).unwrap_or_default(),
         scopes: scopes.iter().map(|s| s.trim().to_owned()).collect(),
         hash: hash_secret(&secret),
         created,

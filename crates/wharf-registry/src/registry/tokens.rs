@@ -9,6 +9,7 @@ use wharf_oci::ErrorCode;
 use super::audit::{entry, hostname, outcome};
 use super::{Error, Registry, Result};
 use crate::auth::robots::{self, now_secs};
+use crate::auth::Principal;
 use crate::store::auditchain::{self, AuditRecord, Break};
 use crate::store::state::{AuditEntry, IdentityState, TokenRecord};
 
@@ -66,7 +67,7 @@ impl Registry {
         &self,
         who: Actor<'_>,
         name: &str,
-        owner: Option<&str>,
+        owner: Option<&Principal>,
         scopes: &[String],
         lifetime: Option<Duration>,
     ) -> Result<(TokenRecord, String)> {
@@ -78,7 +79,7 @@ impl Registry {
     async fn mint(
         &self,
         name: &str,
-        owner: Option<&str>,
+        owner: Option<&Principal>,
         scopes: &[String],
         lifetime: Option<Duration>,
     ) -> Result<(TokenRecord, String)> {

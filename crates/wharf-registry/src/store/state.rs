@@ -95,6 +95,10 @@ pub struct TokenRecord {
     /// The signed-in user who made it for themselves; None for a robot an admin made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// The owner's directory groups (LDAP, OIDC) when the token was made, that `access:`
+    /// rules name: the owner's rights at use are counted with them, as in their session.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owner_groups: Vec<String>,
     /// `repository-glob:actions`, e.g. `team/*:pull,push`: all the token may do.
     pub scopes: Vec<String>,
     /// Hex SHA-256 of the secret.

@@ -17,6 +17,7 @@ use wharf_oci::RepoName;
 use super::{encode, form, Ui, Visitor};
 use crate::auth::policy::Actions;
 use crate::auth::robots::{now_secs, usable};
+use crate::auth::{Identity, Principal};
 use crate::registry::{Actor, AuditQuery, Error};
 
 /// Records the audit page shows, newest first.
@@ -131,18 +132,21 @@ pub async fn change_token(
     match get("action").as_str() {
         "create" => {
             // Personal unless an admin asks for a robot, which no user owns.
-            let me = who.user().unwrap_or_default().to_owned();
+            let me = match &who.identity {
+                Identity::User(p) => p.clone(),
+                _ => Principal::local(who.user().unwrap_or_default()),
+            };
             let owner = (!(who.admin && f.contains_key("robot"))).then_some(me);
             // A personal token's name carries its owner's, so no user takes another's.
             let name = match &owner {
-                Some(u) => format!("{u}+{}", get("name")),
+                Some(u) => format!("{}+{}", u.name, get("name")),
                 None => get("name"),
             };
             let days = get("days").parse::<u64>().ok().filter(|d| *d > 0);
             let lifetime = days.map(|d| Duration::from_secs(d * 86_400));
             let scopes = vec![get("scope")];
             match registry
-                .create_token(actor, &name, owner.as_deref(), &scopes, lifetime)
+                .create_token(actor, &name, owner.as_ref(), &scopes, lifetime)
                 .await
             {
                 Ok((record, secret)) => {

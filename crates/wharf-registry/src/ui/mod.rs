@@ -12,8 +12,8 @@
 mod actions;
 mod admin;
 mod browse;
-mod identity;
 mod gc;
+mod identity;
 mod manifest;
 mod oidc;
 mod page;

@@ -272,6 +272,7 @@ mod tests {
         let token = TokenRecord {
             name: "ci".into(),
             owner: None,
+            owner_groups: Vec::new(),
             scopes: vec!["team/*:pull,push".into()],
             hash: "ab".repeat(32),
             created: 1,

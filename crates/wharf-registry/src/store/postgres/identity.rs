@@ -22,6 +22,7 @@ type TokenRow = (
     String,
     Option<String>,
     Vec<String>,
+    Vec<String>,
     String,
     i64,
     Option<i64>,
@@ -30,19 +31,20 @@ type TokenRow = (
 );
 
 const TOKEN_COLUMNS: &str =
-    "name, owner, scopes, hash, created_at, expires_at, revoked_at, last_used_at";
+    "name, owner, owner_groups, scopes, hash, created_at, expires_at, revoked_at, last_used_at";
 
 fn record(row: TokenRow) -> TokenRecord {
     let secs = |v: i64| v.max(0) as u64;
     TokenRecord {
         name: row.0,
         owner: row.1,
-        scopes: row.2,
-        hash: row.3,
-        created: secs(row.4),
-        expires: row.5.map(secs),
-        revoked: row.6.map(secs),
-        last_used: row.7.map(secs),
+        owner_groups: row.2,
+        scopes: row.3,
+        hash: row.4,
+        created: secs(row.5),
+        expires: row.6.map(secs),
+        revoked: row.7.map(secs),
+        last_used: row.8.map(secs),
     }
 }
 
@@ -74,11 +76,12 @@ impl PgIdentity {
 impl Tokens for PgIdentity {
     async fn create_token(&self, t: &TokenRecord) -> StoreResult<bool> {
         let done = sqlx::query(
-            "INSERT INTO robot_tokens (name, owner, scopes, hash, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING",
+            "INSERT INTO robot_tokens (name, owner, owner_groups, scopes, hash, created_at, \
+             expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (name) DO NOTHING",
         )
         .bind(&t.name)
         .bind(&t.owner)
+        .bind(&t.owner_groups)
         .bind(&t.scopes)
         .bind(&t.hash)
         .bind(t.created as i64)

@@ -2,6 +2,7 @@
 CREATE TABLE robot_tokens (
     name         TEXT COLLATE "C" PRIMARY KEY,
     owner        TEXT,
+    owner_groups TEXT[] NOT NULL DEFAULT '{}',
     scopes       TEXT[] NOT NULL,
     hash         TEXT NOT NULL,
     created_at   BIGINT NOT NULL,
