@@ -51,8 +51,11 @@ pub struct GcReport {
     pub links_removed: usize,
     /// Unreferenced blobs kept because they were retained within the grace period.
     pub blobs_held: usize,
-    /// Candidates a writer retained after the mark began.
+    /// Candidates a writer retained after the mark began; from the review queues, blobs
+    /// found referenced again.
     pub blobs_rescued: usize,
+    /// Review-queue rows reviewed (a drain with a database; 0 for mark-and-sweep).
+    pub reviewed: usize,
 }
 
 #[derive(Debug, Serialize)]

@@ -19,7 +19,7 @@ use crate::store::{BlobStore, ManifestRecord, MetaStore, Page, StoreError, Store
 pub struct PgMetaStore {
     pool: PgPool,
     /// Where manifests' bytes are, for manifests this database has no record of.
-    blobs: Arc<dyn BlobStore>,
+    pub(super) blobs: Arc<dyn BlobStore>,
     describe: String,
     /// Pending migrations are applied once, when the database is first reached.
     migrated: OnceCell<()>,
@@ -137,8 +137,25 @@ impl PgMetaStore {
         tag: Option<(&str, SystemTime)>,
         when: SystemTime,
     ) -> StoreResult<()> {
+        self.record_manifest(repo, m, tag, when, None).await
+    }
+
+    /// `check`: a registry's write, which locks the review-queue rows of what the manifest
+    /// references and checks, once they are held, that none was collected meanwhile
+    /// (`Some(true)`: its blobs must be linked in `repo`, as a client's push requires).
+    async fn record_manifest(
+        &self,
+        repo: &RepoName,
+        m: &ManifestRecord,
+        tag: Option<(&str, SystemTime)>,
+        when: SystemTime,
+        check: Option<bool>,
+    ) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         let id = self.ensure_repo(&mut tx, repo).await?;
+        if check.is_some() {
+            self.hold_children(&mut tx, id, m).await?;
+        }
         let referrer = match &m.referrer {
             Some((_, d)) => Some(serde_json::to_string(d).map_err(std::io::Error::other)?),
             None => None,
@@ -161,6 +178,10 @@ impl PgMetaStore {
         .execute(&mut *tx)
         .await
         .map_err(self.err())?;
+        let held = match check {
+            Some(linked) => Some(self.hold_blobs(&mut tx, id, m, linked).await?),
+            None => None,
+        };
         // An index retains its children, so a collection racing this put does not take a
         // child that only this index keeps.
         if !m.children.is_empty() {
@@ -188,7 +209,78 @@ impl PgMetaStore {
             .await
             .map_err(self.err())?;
         }
+        if let Some(held) = held {
+            self.unlock_blob_rows(&mut tx, &held).await?;
+        }
         tx.commit().await.map_err(self.err())
+    }
+
+    /// Share-lock the child manifests an index names, so that a review (which takes them
+    /// FOR UPDATE SKIP LOCKED) cannot delete one while this index is put; all must exist.
+    async fn hold_children(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        id: i64,
+        m: &ManifestRecord,
+    ) -> StoreResult<()> {
+        if m.children.is_empty() {
+            return Ok(());
+        }
+        let found: Vec<String> = sqlx::query_scalar(
+            "SELECT digest FROM manifests WHERE repository_id = $1 AND digest = ANY($2)
+             ORDER BY digest FOR SHARE",
+        )
+        .bind(id)
+        .bind(digests(&m.children))
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(self.err())?;
+        match m.children.iter().find(|c| !found.contains(&c.to_string())) {
+            Some(gone) => Err(StoreError::BlobUnknown(gone.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Lock the queue rows of the manifest's blobs and its own bytes; then any that a
+    /// review finished with meanwhile shows: its links are gone (`linked`), or a queued
+    /// one's bytes are. Returns the digests to unlock at commit.
+    async fn hold_blobs(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        id: i64,
+        m: &ManifestRecord,
+        linked: bool,
+    ) -> StoreResult<Vec<String>> {
+        let mut ds = digests(&m.blobs);
+        ds.push(m.digest.to_string());
+        let queued = self.lock_blob_rows(tx, &ds).await?;
+        if linked && !m.blobs.is_empty() {
+            let unlinked: Option<String> = sqlx::query_scalar(
+                "SELECT d FROM unnest($2::text[]) AS d WHERE NOT EXISTS
+                   (SELECT 1 FROM blob_links l WHERE l.repository_id = $1 AND l.digest = d) LIMIT 1",
+            )
+            .bind(id)
+            .bind(digests(&m.blobs))
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(self.err())?;
+            if let Some(d) = unlinked {
+                return Err(StoreError::BlobUnknown(parse_digest(&d, "a blob link")?));
+            }
+        }
+        // The manifest's own bytes were written before this lock; a review that held the
+        // row then may have deleted them.
+        let own = m.digest.to_string();
+        for d in queued.iter().filter(|d| **d == own || linked) {
+            let digest = parse_digest(d, "a queued digest")?;
+            if self.blobs.stat(&digest).await?.is_none() {
+                return Err(StoreError::BlobUnknown(digest));
+            }
+        }
+        if !queued.contains(&own) && self.blobs.stat(&m.digest).await?.is_none() {
+            return Err(StoreError::BlobUnknown(m.digest.clone()));
+        }
+        Ok(ds)
     }
 
     /// What the database recorded for `digest` when it was put, in any repository.
@@ -251,9 +343,17 @@ impl MetaStore for PgMetaStore {
         Ok(self.repo_id(repo).await?.is_some())
     }
 
+    /// Under the blob's queue-row lock, and only if its bytes are still there once it is
+    /// held: a review that deleted them since the caller looked has removed every link,
+    /// and this one must not point at nothing (BlobUnknown: the client pushes it again).
     async fn link_blob(&self, repo: &RepoName, digest: &Digest) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         let id = self.ensure_repo(&mut tx, repo).await?;
+        let d = vec![digest.to_string()];
+        self.lock_blob_rows(&mut tx, &d).await?;
+        if self.blobs.stat(digest).await?.is_none() {
+            return Err(StoreError::BlobUnknown(digest.clone()));
+        }
         sqlx::query(
             "INSERT INTO blob_links (repository_id, digest) VALUES ($1, $2) ON CONFLICT DO NOTHING",
         )
@@ -262,6 +362,7 @@ impl MetaStore for PgMetaStore {
         .execute(&mut *tx)
         .await
         .map_err(self.err())?;
+        self.unlock_blob_rows(&mut tx, &d).await?;
         tx.commit().await.map_err(self.err())
     }
 
@@ -298,14 +399,24 @@ impl MetaStore for PgMetaStore {
         parse_digests(&missing, "a digest the registry sent")
     }
 
+    /// The queue row first, then the link (whose trigger queues the blob): the order a
+    /// review takes them in, so the two never wait on each other in a cycle.
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> StoreResult<bool> {
-        self.affected(
+        let mut tx = self.begin().await?;
+        let d = vec![digest.to_string()];
+        self.lock_blob_rows(&mut tx, &d).await?;
+        let done = sqlx::query(
             "DELETE FROM blob_links l USING repositories r
              WHERE r.id = l.repository_id AND r.name = $1 AND l.digest = $2",
-            repo,
-            &digest.to_string(),
         )
+        .bind(repo.as_str())
+        .bind(digest.to_string())
+        .execute(&mut *tx)
         .await
+        .map_err(self.err())?;
+        self.unlock_blob_rows(&mut tx, &d).await?;
+        tx.commit().await.map_err(self.err())?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn put_manifest(
@@ -315,7 +426,20 @@ impl MetaStore for PgMetaStore {
         tag: Option<&Tag>,
         now: SystemTime,
     ) -> StoreResult<()> {
-        self.put_manifest_at(repo, manifest, tag.map(|t| (t.as_str(), now)), now)
+        let tag = tag.map(|t| (t.as_str(), now));
+        self.record_manifest(repo, manifest, tag, now, Some(false))
+            .await
+    }
+
+    async fn put_pushed_manifest(
+        &self,
+        repo: &RepoName,
+        manifest: &ManifestRecord,
+        tag: Option<&Tag>,
+        now: SystemTime,
+    ) -> StoreResult<()> {
+        let tag = tag.map(|t| (t.as_str(), now));
+        self.record_manifest(repo, manifest, tag, now, Some(true))
             .await
     }
 
@@ -542,6 +666,10 @@ impl MetaStore for PgMetaStore {
             tag,
         )
         .await
+    }
+
+    fn review_queue(&self) -> Option<&dyn crate::store::queue::ReviewQueue> {
+        Some(self)
     }
 }
 

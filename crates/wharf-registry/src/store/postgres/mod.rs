@@ -23,6 +23,8 @@ mod locks;
 mod meta;
 #[cfg(feature = "postgres")]
 pub mod migrate;
+#[cfg(feature = "postgres")]
+mod queue;
 
 use std::fmt;
 use std::path::PathBuf;
