@@ -233,6 +233,11 @@ pub async fn meta_store_contract(meta: Arc<dyn MetaStore>, blobs: Arc<dyn BlobSt
     assert!(!meta.repo_exists(&repo).await.unwrap());
     assert!(meta.list_tags(&repo, None, None).await.unwrap().is_none());
 
+    // A link is to a stored blob (a store with review queues refuses one to nothing).
+    blobs
+        .put(&layer, bytes::Bytes::from_static(b"layer"))
+        .await
+        .unwrap();
     meta.link_blob(&repo, &layer).await.unwrap();
     meta.link_blob(&repo, &layer).await.unwrap();
     assert!(meta.blob_linked(&repo, &layer).await.unwrap());

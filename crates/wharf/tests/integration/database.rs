@@ -476,8 +476,10 @@ fn garbage_collection_on_postgres_metadata_keeps_what_is_tagged() {
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let config = dir.path().join("config.yml").display().to_string();
     let gc = |args: &[&str]| {
+        // Mark-and-sweep's scenario: the review queues have tests of their own.
         let out = std::process::Command::new(crate::harness::WHARF)
             .arg("garbage-collect")
+            .arg("--full")
             .args(args)
             .args(["--json", &config])
             .envs(pg.env())

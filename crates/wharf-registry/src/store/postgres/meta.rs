@@ -268,17 +268,19 @@ impl PgMetaStore {
                 return Err(StoreError::BlobUnknown(parse_digest(&d, "a blob link")?));
             }
         }
-        // The manifest's own bytes were written before this lock; a review that held the
-        // row then may have deleted them.
+        // The manifest's own bytes were written before this lock, and a review that held
+        // the row then may have deleted them (a push's always: a review may have finished
+        // with them, row and all, before this lock was taken).
         let own = m.digest.to_string();
-        for d in queued.iter().filter(|d| **d == own || linked) {
+        let mut check: Vec<&String> = queued.iter().filter(|d| **d == own || linked).collect();
+        if linked && !check.contains(&&own) {
+            check.push(&own);
+        }
+        for d in check {
             let digest = parse_digest(d, "a queued digest")?;
             if self.blobs.stat(&digest).await?.is_none() {
                 return Err(StoreError::BlobUnknown(digest));
             }
-        }
-        if !queued.contains(&own) && self.blobs.stat(&m.digest).await?.is_none() {
-            return Err(StoreError::BlobUnknown(m.digest.clone()));
         }
         Ok(ds)
     }

@@ -328,22 +328,23 @@ impl PgMetaStore {
         delete: (&[i64], &[String]),
         done: (&[i64], &[String]),
     ) -> StoreResult<()> {
-        // Deleting queues their blobs and children (the trigger), in this transaction.
-        sqlx::query(
-            "DELETE FROM manifests m USING unnest($1::bigint[], $2::text[]) AS u(id, d)
-             WHERE m.repository_id = u.id AND m.digest = u.d",
-        )
-        .bind(delete.0)
-        .bind(delete.1)
-        .execute(&mut **tx)
-        .await
-        .map_err(self.err())?;
         sqlx::query(
             "DELETE FROM gc_manifest_review_queue q USING unnest($1::bigint[], $2::text[]) AS u(id, d)
              WHERE q.repository_id = u.id AND q.digest = u.d",
         )
         .bind(done.0)
         .bind(done.1)
+        .execute(&mut **tx)
+        .await
+        .map_err(self.err())?;
+        // After the rows: deleting a manifest queues its children (the trigger), and one of
+        // them reviewed in this batch must keep the row that queues it again.
+        sqlx::query(
+            "DELETE FROM manifests m USING unnest($1::bigint[], $2::text[]) AS u(id, d)
+             WHERE m.repository_id = u.id AND m.digest = u.d",
+        )
+        .bind(delete.0)
+        .bind(delete.1)
         .execute(&mut **tx)
         .await
         .map_err(self.err())?;
@@ -390,7 +391,8 @@ impl ReviewQueue for PgMetaStore {
                 Ok(report)
             }
             Err(e) => {
-                drop(tx);
+                // Release the rows before postponing them from another connection.
+                let _ = tx.rollback().await;
                 if !opts.dry_run {
                     self.back_off("gc_blob_review_queue", "digest", &due).await;
                 }
