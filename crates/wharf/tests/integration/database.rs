@@ -451,12 +451,13 @@ fn database_commands_name_the_cause_and_the_fix() {
     assert!(migrate(&["status"]).contains("0001 metadata             pending"));
     assert!(migrate(&["up"]).contains("applied"));
     assert_eq!(pg.psql("SELECT count(*) FROM repositories"), "0");
-    assert!(migrate(&["down"]).contains("reverted migration 2"));
+    assert!(migrate(&["down"]).contains("reverted migration 3"));
     let status = migrate(&["status"]);
     assert!(
-        status.contains("0002 login failures       pending"),
+        status.contains("0003 gc review queues     pending"),
         "{status}"
     );
+    assert!(status.contains("0002 login failures       applied"), "{status}");
 }
 
 /// The scenario of lifecycle.rs's grace test, on PostgreSQL metadata: young content is
