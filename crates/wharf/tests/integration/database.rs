@@ -457,7 +457,10 @@ fn database_commands_name_the_cause_and_the_fix() {
         status.contains("0003 gc review queues     pending"),
         "{status}"
     );
-    assert!(status.contains("0002 login failures       applied"), "{status}");
+    assert!(
+        status.contains("0002 login failures       applied"),
+        "{status}"
+    );
 }
 
 /// The scenario of lifecycle.rs's grace test, on PostgreSQL metadata: young content is

@@ -24,6 +24,8 @@ mod meta;
 #[cfg(feature = "postgres")]
 pub mod migrate;
 #[cfg(feature = "postgres")]
+mod put;
+#[cfg(feature = "postgres")]
 mod queue;
 
 use std::fmt;
