@@ -226,6 +226,7 @@ async fn purging(blobs: &Arc<dyn BlobStore>, repo: &RepoName) {
     ));
 }
 
+/// Links are to stored blobs: a store with review queues refuses a link to nothing.
 pub async fn meta_store_contract(meta: Arc<dyn MetaStore>, blobs: Arc<dyn BlobStore>) {
     let repo: RepoName = "suite/meta".parse().unwrap();
     let other: RepoName = "suite/other".parse().unwrap();
@@ -233,9 +234,8 @@ pub async fn meta_store_contract(meta: Arc<dyn MetaStore>, blobs: Arc<dyn BlobSt
     assert!(!meta.repo_exists(&repo).await.unwrap());
     assert!(meta.list_tags(&repo, None, None).await.unwrap().is_none());
 
-    // A link is to a stored blob (a store with review queues refuses one to nothing).
     blobs
-        .put(&layer, bytes::Bytes::from_static(b"layer"))
+        .put(&layer, Bytes::from_static(b"layer"))
         .await
         .unwrap();
     meta.link_blob(&repo, &layer).await.unwrap();
