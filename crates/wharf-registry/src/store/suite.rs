@@ -233,11 +233,8 @@ pub async fn meta_store_contract(meta: Arc<dyn MetaStore>, blobs: Arc<dyn BlobSt
     let layer = Digest::sha256_of(b"layer");
     assert!(!meta.repo_exists(&repo).await.unwrap());
     assert!(meta.list_tags(&repo, None, None).await.unwrap().is_none());
-
-    blobs
-        .put(&layer, Bytes::from_static(b"layer"))
-        .await
-        .unwrap();
+    let stored = Bytes::from_static(b"layer");
+    blobs.put(&layer, stored).await.unwrap();
     meta.link_blob(&repo, &layer).await.unwrap();
     meta.link_blob(&repo, &layer).await.unwrap();
     assert!(meta.blob_linked(&repo, &layer).await.unwrap());
