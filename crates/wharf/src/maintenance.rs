@@ -12,8 +12,10 @@ use clap::Args;
 use wharf_oci::units::{human_bytes, parse_duration};
 use wharf_registry::config::{self, Config};
 use wharf_registry::registry::gc::{GcOptions, GcReport};
+use wharf_registry::registry::gc_queue::DrainOptions;
 use wharf_registry::registry::scrub::{ScrubOptions, ScrubReport};
 use wharf_registry::registry::Registry;
+use wharf_registry::store::queue::Due;
 
 #[derive(Args)]
 pub struct StoreArgs {
@@ -49,9 +51,14 @@ pub struct GcArgs {
     #[arg(short = 'm', long)]
     delete_untagged: bool,
     /// Keep content retained this recently (uploads whose manifest is still to come).
-    /// Default: the config's gc.grace, else 1h.
+    /// Default: the config's gc.grace, else 1h. With a database: review rows queued at
+    /// least this long ago, whatever their review_after.
     #[arg(long, value_parser = parse_duration)]
     grace: Option<Duration>,
+    /// Mark and sweep the whole store even with a database (the review queues are what
+    /// runs by default there): the safety net for orphans no queue saw.
+    #[arg(long)]
+    full: bool,
 }
 
 #[derive(Args)]
@@ -125,6 +132,9 @@ pub fn garbage_collect(args: GcArgs) -> anyhow::Result<()> {
             );
         }
     }
+    if registry.has_review_queue() && !args.full {
+        return drain(&registry, &runtime, &args, opts.delete_untagged);
+    }
     let report = runtime
         .block_on(registry.collect_garbage(&opts))
         .map_err(|e| anyhow::anyhow!("garbage collection stopped, nothing more deleted: {e}"))?;
@@ -133,6 +143,51 @@ pub fn garbage_collect(args: GcArgs) -> anyhow::Result<()> {
     } else {
         print_gc(&report, opts.grace);
     }
+    Ok(())
+}
+
+/// With a database: review what the queues hold and is due, rather than mark the store.
+fn drain(
+    registry: &Registry,
+    runtime: &tokio::runtime::Runtime,
+    args: &GcArgs,
+    delete_untagged: bool,
+) -> anyhow::Result<()> {
+    let opts = DrainOptions {
+        dry_run: args.dry_run,
+        delete_untagged,
+        due: match args.grace {
+            Some(g) => Due::QueuedBefore(g),
+            None => Due::Now,
+        },
+    };
+    let r = runtime
+        .block_on(registry.drain_review_queues(&opts))
+        .map_err(|e| anyhow::anyhow!("garbage review stopped (what it left stays queued): {e}"))?;
+    if args.store.json {
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(());
+    }
+    let verb = if r.dry_run {
+        "eligible for deletion"
+    } else {
+        "deleted"
+    };
+    for m in &r.manifests {
+        println!("{}: manifest {verb}: {}", m.repository, m.digest);
+    }
+    for b in &r.blobs {
+        println!("blob {verb}: {} ({} bytes)", b.digest, b.size);
+    }
+    println!(
+        "review queues: {} rows reviewed; {} manifests and {} blobs {verb}, {} freed{}; {} blobs referenced again and kept",
+        r.reviewed,
+        r.manifests.len(),
+        r.blobs.len(),
+        human_bytes(r.bytes_freed),
+        if r.dry_run { " once deleted" } else { "" },
+        r.blobs_rescued,
+    );
     Ok(())
 }
 

@@ -16,6 +16,12 @@ pub(super) struct Gc {
     deleteuntagged: Option<bool>,
     #[serde(default, deserialize_with = "lenient::duration")]
     grace: Option<Duration>,
+    #[serde(default)]
+    workers: Option<usize>,
+    #[serde(default, deserialize_with = "lenient::duration")]
+    reviewafter: Option<Duration>,
+    #[serde(default, deserialize_with = "lenient::duration")]
+    reviewinterval: Option<Duration>,
 }
 
 impl Gc {
@@ -29,6 +35,9 @@ impl Gc {
             interval: self.interval.unwrap_or(defaults.interval),
             delete_untagged: self.deleteuntagged.unwrap_or(false),
             grace: self.grace.unwrap_or(defaults.grace),
+            workers: self.workers.unwrap_or(defaults.workers),
+            review_after: self.reviewafter,
+            review_interval: self.reviewinterval.unwrap_or(defaults.review_interval),
         })
     }
 }

@@ -150,6 +150,14 @@ pub struct GcSchedule {
     pub interval: Duration,
     pub delete_untagged: bool,
     pub grace: Duration,
+    /// With `database:`: review-queue workers per replica (`gc.workers`).
+    pub workers: usize,
+    /// With `database:`: the delay between an event and its review (GitLab's
+    /// `gc.reviewafter`); the grace period when unset.
+    pub review_after: Option<Duration>,
+    /// With `database:`: a worker's pause after a pass that found nothing due
+    /// (GitLab's `gc.blobs.interval`, 5 s).
+    pub review_interval: Duration,
 }
 
 impl Default for GcSchedule {
@@ -158,6 +166,9 @@ impl Default for GcSchedule {
             interval: Duration::from_secs(24 * 3600),
             delete_untagged: false,
             grace: DEFAULT_GC_GRACE,
+            workers: 1,
+            review_after: None,
+            review_interval: Duration::from_secs(5),
         }
     }
 }

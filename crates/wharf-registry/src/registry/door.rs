@@ -287,6 +287,18 @@ impl Registry {
         report
     }
 
+    /// Whether garbage collection runs from review queues here (a store with `database:`).
+    pub fn has_review_queue(&self) -> bool {
+        self.core.review_queue().is_some()
+    }
+
+    pub async fn drain_review_queues(
+        &self,
+        opts: &super::gc_queue::DrainOptions,
+    ) -> Result<GcReport> {
+        self.core.drain_review_queues(opts).await
+    }
+
     pub async fn scrub(&self, opts: &ScrubOptions) -> Result<ScrubReport> {
         let report = self.core.scrub(opts).await;
         let done = |r: &ScrubReport| format!("ok: {} problems", r.problems());

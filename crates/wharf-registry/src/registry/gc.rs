@@ -51,13 +51,16 @@ pub struct GcReport {
     pub links_removed: usize,
     /// Unreferenced blobs kept because they were retained within the grace period.
     pub blobs_held: usize,
-    /// Candidates a writer retained after the mark began.
+    /// Candidates a writer retained after the mark began; from the review queues, blobs
+    /// found referenced again.
     pub blobs_rescued: usize,
     /// Untagged manifests kept because they were put within the grace period.
     pub manifests_held: usize,
     /// Repositories left with nothing (no tag, manifest, link or upload), dropped from
     /// the catalog. Not in a dry run.
     pub repositories_removed: Vec<String>,
+    /// Review-queue rows reviewed (a drain with a database; 0 for mark-and-sweep).
+    pub reviewed: usize,
 }
 
 #[derive(Debug, Serialize)]

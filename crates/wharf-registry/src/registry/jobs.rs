@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::gc::GcOptions;
+use super::gc_queue::QueueMetrics;
 use super::{Error, Registry};
 use crate::config::proxy::ProxyConfig;
 use crate::config::{GcSchedule, UploadPurging};
@@ -23,6 +24,8 @@ pub struct Schedules {
     pub proxy: Option<ProxyConfig>,
     /// `retention.schedule`.
     pub retention: Option<Duration>,
+    /// Where the review-queue workers count (with `database:`).
+    pub queue_metrics: Option<Arc<QueueMetrics>>,
 }
 
 /// Start every scheduled job on the runtime.
@@ -31,7 +34,17 @@ pub fn spawn(registry: &Arc<Registry>, schedules: Schedules) {
         tokio::spawn(purge_uploads(registry.clone(), purging));
     }
     if let Some(gc) = schedules.gc {
-        tokio::spawn(collect_garbage(registry.clone(), gc, schedules.proxy));
+        let queued = registry.core().review_queue().is_some() && !registry.rules().read_only;
+        if queued {
+            let metrics = schedules.queue_metrics.clone().unwrap_or_default();
+            tokio::spawn(start_reviews(registry.clone(), gc.clone(), metrics));
+        }
+        tokio::spawn(collect_garbage(
+            registry.clone(),
+            gc,
+            schedules.proxy,
+            queued,
+        ));
     }
     // A read-only registry deletes nothing.
     if let Some(every) = schedules.retention.filter(|_| !registry.rules().read_only) {
@@ -66,8 +79,36 @@ async fn purge_uploads(registry: Arc<Registry>, purging: UploadPurging) {
     }
 }
 
-/// `gc:`: collect while serving.
-async fn collect_garbage(registry: Arc<Registry>, gc: GcSchedule, proxy: Option<ProxyConfig>) {
+/// `gc:` with a database: write the review delay where the triggers read it, then run the
+/// workers. The delay is the registry's, not this replica's: the last replica to start sets it.
+async fn start_reviews(registry: Arc<Registry>, gc: GcSchedule, metrics: Arc<QueueMetrics>) {
+    let core = registry.core().clone();
+    if let Some(queue) = core.review_queue() {
+        let delay = gc.review_after.unwrap_or(gc.grace);
+        if let Err(e) = queue.set_review_after(delay).await {
+            tracing::warn!(error = %e, "cannot set gc.reviewafter in the database");
+        }
+    }
+    for _ in 0..gc.workers.max(1) {
+        tokio::spawn(core.clone().review_worker(
+            gc.delete_untagged,
+            gc.review_interval,
+            metrics.clone(),
+        ));
+    }
+}
+
+/// `gc:`: collect while serving (with review queues, only the cache's eviction: what it
+/// frees is queued and reviewed like any delete).
+async fn collect_garbage(
+    registry: Arc<Registry>,
+    gc: GcSchedule,
+    proxy: Option<ProxyConfig>,
+    queued: bool,
+) {
+    if queued && proxy.is_none() {
+        return;
+    }
     let opts = GcOptions {
         dry_run: false,
         delete_untagged: gc.delete_untagged,
@@ -89,6 +130,9 @@ async fn collect_garbage(registry: Arc<Registry>, gc: GcSchedule, proxy: Option<
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "evicting cached content failed"),
             }
+        }
+        if queued {
+            continue;
         }
         match registry.collect_garbage(&opts).await {
             Ok(r) => {

@@ -8,7 +8,7 @@ use serde_json::json;
 use wharf_oci::{Digest, ErrorCode, Manifest, Reference, RepoName, Tag};
 
 use super::{Core, Error, Result};
-use crate::store::ManifestRecord;
+use crate::store::{ManifestRecord, StoreError};
 
 /// Manifests over this size are refused, as Distribution and the spec's 4 MiB guidance do.
 pub const MANIFEST_LIMIT: usize = 4 * 1024 * 1024;
@@ -120,8 +120,11 @@ impl Core {
             if let Some(first) = gone.iter().find(|d| needed.contains(*d)) {
                 return Err(not_in_repo(repo, first));
             }
-            self.publish_manifest(repo, &record, Some(bytes.clone()), tag)
-                .await?;
+            // A review queue that collected a blob since the check above says so here.
+            match self.publish_pushed(repo, &record, bytes.clone(), tag).await {
+                Err(Error::Store(StoreError::BlobUnknown(d))) => return Err(not_in_repo(repo, &d)),
+                other => other?,
+            }
         }
         let media_type: Arc<str> = manifest.media_type.as_str().into();
         let size = bytes.len() as u64;
@@ -193,6 +196,23 @@ impl Core {
         }
         let now = self.store.put_time().await?;
         self.store.meta.put_manifest(repo, record, tag, now).await?;
+        Ok(())
+    }
+
+    /// [`Core::publish_manifest`] for a client's push, whose blobs were found linked.
+    async fn publish_pushed(
+        &self,
+        repo: &RepoName,
+        record: &ManifestRecord,
+        bytes: Bytes,
+        tag: Option<&Tag>,
+    ) -> Result<()> {
+        self.store.blobs.put(&record.digest, bytes).await?;
+        let now = self.store.put_time().await?;
+        self.store
+            .meta
+            .put_pushed_manifest(repo, record, tag, now)
+            .await?;
         Ok(())
     }
 }

@@ -13,6 +13,7 @@ mod door;
 pub mod events;
 mod flight;
 pub mod gc;
+pub mod gc_queue;
 pub mod governance;
 pub mod jobs;
 pub mod listing;

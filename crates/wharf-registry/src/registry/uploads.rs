@@ -5,7 +5,7 @@ use uuid::Uuid;
 use wharf_oci::{Digest, ErrorCode, RepoName};
 
 use super::{Core, Error, Result};
-use crate::store::ByteStream;
+use crate::store::{ByteStream, StoreError};
 
 impl Core {
     /// Verify and commit an upload, then link its blob into `repo`.
@@ -85,8 +85,11 @@ impl Core {
         if !gone.is_empty() {
             return Ok(false);
         }
-        self.store.meta.link_blob(repo, digest).await?;
-        Ok(true)
+        match self.store.meta.link_blob(repo, digest).await {
+            // Collected by a review queue between the retain and the link.
+            Err(StoreError::BlobUnknown(_)) => Ok(false),
+            other => other.map(|()| true).map_err(Error::from),
+        }
     }
 
     /// Link a blob `from` has into `repo`: its size, or None when `from` cannot serve it.

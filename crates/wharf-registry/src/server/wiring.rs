@@ -72,11 +72,16 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
 /// Builds each piece of a server from one configuration.
 pub struct Wiring<'a> {
     config: &'a Config,
+    /// The review-queue workers' figures: registered with the metrics, handed to the jobs.
+    queue_metrics: Arc<crate::registry::gc_queue::QueueMetrics>,
 }
 
 impl<'a> Wiring<'a> {
     pub fn new(config: &'a Config) -> Wiring<'a> {
-        Wiring { config }
+        Wiring {
+            config,
+            queue_metrics: Arc::default(),
+        }
     }
 
     /// Everything a request needs: the store opened, the registry over it, auth; and the
@@ -196,6 +201,9 @@ impl<'a> Wiring<'a> {
             metrics.add_collector(p.stats.clone());
             p.check_credentials();
         }
+        if store.meta.review_queue().is_some() {
+            metrics.add_collector(self.queue_metrics.clone());
+        }
         let metrics = Arc::new(metrics);
         let events = self.events(&store, metrics.clone()).await?;
         let rules = crate::registry::Rules {
@@ -261,6 +269,7 @@ impl<'a> Wiring<'a> {
                 .retention
                 .as_ref()
                 .and_then(|r| r.schedule),
+            queue_metrics: Some(self.queue_metrics.clone()),
         };
         crate::registry::jobs::spawn(&state.registry, schedules);
         if let Some(e) = state.registry.events() {

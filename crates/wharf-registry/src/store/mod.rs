@@ -15,6 +15,7 @@ pub mod fs;
 pub mod hashstate;
 pub mod layout;
 pub mod postgres;
+pub mod queue;
 pub mod s3;
 pub mod state;
 #[cfg(any(test, feature = "testsuite"))]
@@ -142,6 +143,17 @@ pub trait BlobStore: Send + Sync + 'static {
     /// The whole blob in memory, for small content (manifests). None if unknown or over `limit`.
     async fn get(&self, digest: &Digest, limit: u64) -> StoreResult<Option<Bytes>>;
     async fn delete(&self, digest: &Digest) -> StoreResult<()>;
+    /// Delete blobs that are already gone from the metadata, in as few requests as the
+    /// store allows; one that is already gone is no error.
+    async fn delete_batch(&self, digests: &[Digest]) -> StoreResult<()> {
+        for d in digests {
+            match self.delete(d).await {
+                Ok(()) | Err(StoreError::BlobUnknown(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
     /// Remove uploads untouched for longer than `age` (abandoned by their clients).
     /// Returns how many were removed.
     async fn purge_uploads(&self, age: std::time::Duration) -> StoreResult<usize>;
@@ -260,6 +272,17 @@ pub trait MetaStore: Send + Sync + 'static {
         tag: Option<&Tag>,
         now: SystemTime,
     ) -> StoreResult<()>;
+    /// [`MetaStore::put_manifest`] for a client's push, whose blobs the registry found
+    /// linked in `repo`: a store with review queues checks that again once it holds them.
+    async fn put_pushed_manifest(
+        &self,
+        repo: &RepoName,
+        manifest: &ManifestRecord,
+        tag: Option<&Tag>,
+        now: SystemTime,
+    ) -> StoreResult<()> {
+        self.put_manifest(repo, manifest, tag, now).await
+    }
     /// Whether [`MetaStore::put_manifest`] records the `now` it is given. A store whose
     /// records carry the time they were written (file mtimes, objects' LastModified)
     /// ignores it, and its writers need not read the blob store's clock, which costs a
@@ -333,6 +356,10 @@ pub trait MetaStore: Send + Sync + 'static {
     /// or upload. Call under [`Locks::collector`]. Stores that cannot yet keep nothing.
     async fn remove_if_empty(&self, _repo: &RepoName) -> StoreResult<bool> {
         Ok(false)
+    }
+    /// The review queues, where this store keeps them (PostgreSQL).
+    fn review_queue(&self) -> Option<&dyn queue::ReviewQueue> {
+        None
     }
 }
 

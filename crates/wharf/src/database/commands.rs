@@ -148,5 +148,9 @@ fn import(args: &StoreArgs) -> anyhow::Result<()> {
         source.describe,
         report.seconds
     );
+    println!(
+        "queued for garbage review: {} unreferenced blobs, {} untagged manifests",
+        report.queued_blobs, report.queued_manifests
+    );
     Ok(())
 }

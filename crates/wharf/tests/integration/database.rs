@@ -451,12 +451,13 @@ fn database_commands_name_the_cause_and_the_fix() {
     assert!(migrate(&["status"]).contains("0001 metadata             pending"));
     assert!(migrate(&["up"]).contains("applied"));
     assert_eq!(pg.psql("SELECT count(*) FROM repositories"), "0");
-    // The newest migration goes first: 0006, the pull counts.
+    // The newest migration goes first: 0006, the pull counts (0003 and 0004 stay applied).
     assert!(migrate(&["down"]).contains("reverted migration 6"));
     let status = migrate(&["status"]);
     assert!(
         status.contains("0002 login failures       applied")
-            && status.contains("0006 pull counts          pending"),
+            && status.contains("0006 pull counts          pending")
+            && status.contains("0003 gc review queues     applied"),
         "{status}"
     );
 }
@@ -478,8 +479,10 @@ fn garbage_collection_on_postgres_metadata_keeps_what_is_tagged() {
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let config = dir.path().join("config.yml").display().to_string();
     let gc = |args: &[&str]| {
+        // Mark-and-sweep's scenario: the review queues have tests of their own.
         let out = std::process::Command::new(crate::harness::WHARF)
             .arg("garbage-collect")
+            .arg("--full")
             .args(args)
             .args(["--json", &config])
             .envs(pg.env())

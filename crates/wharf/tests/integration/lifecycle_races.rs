@@ -98,7 +98,7 @@ fn gc_looping_under_eight_pushers_loses_nothing_a_successful_push_stored() {
 }
 
 /// Mount a layer of `from`'s (if it has one) into `repo`, and push an image using it.
-fn mount_and_push(
+pub(crate) fn mount_and_push(
     c: &Client,
     base: &str,
     repo: &str,

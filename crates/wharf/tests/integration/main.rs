@@ -13,6 +13,8 @@ mod clients;
 mod compat;
 mod conformance;
 mod database;
+mod database_gc_queue_races;
+mod database_gc_queues;
 mod database_races;
 mod database_s3;
 mod events;

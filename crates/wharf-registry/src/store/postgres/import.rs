@@ -15,6 +15,9 @@ pub struct ImportReport {
     pub blob_links: usize,
     pub manifests: usize,
     pub tags: usize,
+    /// Blobs no manifest names and untagged manifests, queued for review.
+    pub queued_blobs: u64,
+    pub queued_manifests: u64,
     /// What could not be imported, and why (manifests whose bytes are gone or do not
     /// parse, tags to such manifests): `wharf scrub` names the same.
     pub skipped: Vec<String>,
@@ -59,6 +62,9 @@ pub async fn import(source: &dyn MetaStore, target: &PgMetaStore) -> StoreResult
         report.skipped.extend(r.skipped);
     }
     report.skipped.sort();
+    // What the import found unreferenced was never deleted here, so no trigger queued it.
+    (report.queued_blobs, report.queued_manifests) =
+        super::queue::queue_unreferenced(target).await?;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }

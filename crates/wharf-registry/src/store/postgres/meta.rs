@@ -19,7 +19,7 @@ use crate::store::{BlobStore, ManifestRecord, MetaStore, Page, StoreError, Store
 pub struct PgMetaStore {
     pool: PgPool,
     /// Where manifests' bytes are, for manifests this database has no record of.
-    blobs: Arc<dyn BlobStore>,
+    pub(super) blobs: Arc<dyn BlobStore>,
     describe: String,
     /// Pending migrations are applied once, when the database is first reached.
     migrated: OnceCell<()>,
@@ -29,7 +29,7 @@ pub(super) fn digests(ds: &[Digest]) -> Vec<String> {
     ds.iter().map(Digest::to_string).collect()
 }
 
-fn parse_digest(s: &str, what: &str) -> StoreResult<Digest> {
+pub(super) fn parse_digest(s: &str, what: &str) -> StoreResult<Digest> {
     s.parse().map_err(|e| StoreError::Corrupt {
         what: what.to_owned(),
         why: format!("{s:?}: {e}"),
@@ -128,69 +128,6 @@ impl PgMetaStore {
             .map_err(self.err())
     }
 
-    /// Record a manifest put at `when`, retaining its children, and move `tag` to it
-    /// (pushed at `when` too). Idempotent, so an import can run again.
-    pub async fn put_manifest_at(
-        &self,
-        repo: &RepoName,
-        m: &ManifestRecord,
-        tag: Option<(&str, SystemTime)>,
-        when: SystemTime,
-    ) -> StoreResult<()> {
-        let mut tx = self.begin().await?;
-        let id = self.ensure_repo(&mut tx, repo).await?;
-        let referrer = match &m.referrer {
-            Some((_, d)) => Some(serde_json::to_string(d).map_err(std::io::Error::other)?),
-            None => None,
-        };
-        sqlx::query(
-            "INSERT INTO manifests (repository_id, digest, put_at, blobs, foreign_blobs, children, subject, referrer)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)
-             ON CONFLICT (repository_id, digest) DO UPDATE SET put_at = GREATEST(manifests.put_at, EXCLUDED.put_at),
-               blobs = EXCLUDED.blobs, foreign_blobs = EXCLUDED.foreign_blobs, children = EXCLUDED.children,
-               subject = EXCLUDED.subject, referrer = EXCLUDED.referrer",
-        )
-        .bind(id)
-        .bind(m.digest.to_string())
-        .bind(at(when))
-        .bind(digests(&m.blobs))
-        .bind(digests(&m.foreign))
-        .bind(digests(&m.children))
-        .bind(m.subject().map(Digest::to_string))
-        .bind(referrer)
-        .execute(&mut *tx)
-        .await
-        .map_err(self.err())?;
-        // An index retains its children, so a collection racing this put does not take a
-        // child that only this index keeps.
-        if !m.children.is_empty() {
-            sqlx::query(
-                "UPDATE manifests SET put_at = GREATEST(put_at, $3)
-                 WHERE repository_id = $1 AND digest = ANY($2)",
-            )
-            .bind(id)
-            .bind(digests(&m.children))
-            .bind(at(when))
-            .execute(&mut *tx)
-            .await
-            .map_err(self.err())?;
-        }
-        if let Some((tag, pushed)) = tag {
-            sqlx::query(
-                "INSERT INTO tags (repository_id, name, digest, pushed_at) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (repository_id, name) DO UPDATE SET digest = EXCLUDED.digest, pushed_at = EXCLUDED.pushed_at",
-            )
-            .bind(id)
-            .bind(tag)
-            .bind(m.digest.to_string())
-            .bind(at(pushed))
-            .execute(&mut *tx)
-            .await
-            .map_err(self.err())?;
-        }
-        tx.commit().await.map_err(self.err())
-    }
-
     /// What the database recorded for `digest` when it was put, in any repository.
     async fn stored_record(&self, digest: &Digest) -> StoreResult<Option<ManifestRecord>> {
         let row: Option<RecordRow> = sqlx::query_as(
@@ -251,9 +188,17 @@ impl MetaStore for PgMetaStore {
         Ok(self.repo_id(repo).await?.is_some())
     }
 
+    /// Under the blob's queue-row lock, and only if its bytes are still there once it is
+    /// held: a review that deleted them since the caller looked has removed every link,
+    /// and this one must not point at nothing (BlobUnknown: the client pushes it again).
     async fn link_blob(&self, repo: &RepoName, digest: &Digest) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         let id = self.ensure_repo(&mut tx, repo).await?;
+        let d = vec![digest.to_string()];
+        self.lock_blob_rows(&mut tx, &d).await?;
+        if self.blobs.stat(digest).await?.is_none() {
+            return Err(StoreError::BlobUnknown(digest.clone()));
+        }
         sqlx::query(
             "INSERT INTO blob_links (repository_id, digest) VALUES ($1, $2) ON CONFLICT DO NOTHING",
         )
@@ -262,6 +207,7 @@ impl MetaStore for PgMetaStore {
         .execute(&mut *tx)
         .await
         .map_err(self.err())?;
+        self.unlock_blob_rows(&mut tx, &d).await?;
         tx.commit().await.map_err(self.err())
     }
 
@@ -298,14 +244,24 @@ impl MetaStore for PgMetaStore {
         parse_digests(&missing, "a digest the registry sent")
     }
 
+    /// The queue row first, then the link (whose trigger queues the blob): the order a
+    /// review takes them in, so the two never wait on each other in a cycle.
     async fn unlink_blob(&self, repo: &RepoName, digest: &Digest) -> StoreResult<bool> {
-        self.affected(
+        let mut tx = self.begin().await?;
+        let d = vec![digest.to_string()];
+        self.lock_blob_rows(&mut tx, &d).await?;
+        let done = sqlx::query(
             "DELETE FROM blob_links l USING repositories r
              WHERE r.id = l.repository_id AND r.name = $1 AND l.digest = $2",
-            repo,
-            &digest.to_string(),
         )
+        .bind(repo.as_str())
+        .bind(digest.to_string())
+        .execute(&mut *tx)
         .await
+        .map_err(self.err())?;
+        self.unlock_blob_rows(&mut tx, &d).await?;
+        tx.commit().await.map_err(self.err())?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn put_manifest(
@@ -315,7 +271,20 @@ impl MetaStore for PgMetaStore {
         tag: Option<&Tag>,
         now: SystemTime,
     ) -> StoreResult<()> {
-        self.put_manifest_at(repo, manifest, tag.map(|t| (t.as_str(), now)), now)
+        let tag = tag.map(|t| (t.as_str(), now));
+        self.record_manifest(repo, manifest, tag, now, Some(false))
+            .await
+    }
+
+    async fn put_pushed_manifest(
+        &self,
+        repo: &RepoName,
+        manifest: &ManifestRecord,
+        tag: Option<&Tag>,
+        now: SystemTime,
+    ) -> StoreResult<()> {
+        let tag = tag.map(|t| (t.as_str(), now));
+        self.record_manifest(repo, manifest, tag, now, Some(true))
             .await
     }
 
@@ -551,6 +520,10 @@ impl MetaStore for PgMetaStore {
             .await
             .map_err(self.err())?;
         Ok(())
+    }
+
+    fn review_queue(&self) -> Option<&dyn crate::store::queue::ReviewQueue> {
+        Some(self)
     }
 }
 

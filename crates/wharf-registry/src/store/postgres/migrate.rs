@@ -28,6 +28,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("migrations/0002_login_failures.down.sql"),
     ),
     (
+        3,
+        "gc review queues",
+        include_str!("migrations/0003_gc_review_queues.up.sql"),
+        include_str!("migrations/0003_gc_review_queues.down.sql"),
+    ),
+    (
         4,
         "tokens and audit",
         include_str!("migrations/0004_identity.up.sql"),

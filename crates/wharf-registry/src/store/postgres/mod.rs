@@ -27,6 +27,10 @@ mod meta;
 pub mod migrate;
 #[cfg(feature = "postgres")]
 mod pulls;
+#[cfg(feature = "postgres")]
+mod put;
+#[cfg(feature = "postgres")]
+mod queue;
 
 use std::fmt;
 use std::path::PathBuf;

@@ -339,6 +339,17 @@ impl BlobStore for S3BlobStore {
         Ok(())
     }
 
+    /// One DeleteObjects request per 500 blobs (two keys each: the data and its retain
+    /// marker), S3's limit being 1,000 keys; deleting a missing key is no error in S3.
+    async fn delete_batch(&self, digests: &[Digest]) -> StoreResult<()> {
+        let keys = digests
+            .iter()
+            .flat_map(|d| [self.data(d), self.marker(d)])
+            .collect();
+        self.bucket.delete_many(keys).await?;
+        Ok(())
+    }
+
     async fn purge_uploads(&self, age: Duration) -> StoreResult<usize> {
         let cutoff = SystemTime::now() - age;
         let mut removed = 0;
