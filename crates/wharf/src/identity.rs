@@ -68,7 +68,11 @@ pub enum AuditCommand {
 /// `90d`, or a Go duration (`2160h`).
 fn parse_lifetime(text: &str) -> Result<Duration, String> {
     match text.strip_suffix('d').map(str::parse::<u64>) {
-        Some(Ok(days)) => Ok(Duration::from_secs(days * 86_400)),
+        // Ten years at most: a longer one is a typo, and would overflow the clock.
+        Some(Ok(days)) if days <= 3_650 => Ok(Duration::from_secs(days * 86_400)),
+        Some(Ok(_)) => Err(format!(
+            "{text:?} is over ten years (3650d); choose a shorter expiry"
+        )),
         Some(Err(_)) => Err(format!("{text:?} is not a number of days (e.g. 90d)")),
         None => parse_duration(text).map_err(|e| e.to_string()),
     }

@@ -227,6 +227,12 @@ impl Auth {
             }
             self.take_passwords(realm);
         }
+        // Signing in through a provider means the registry has users: the API must ask
+        // who is calling too (personal tokens made after the sign-in are docker's
+        // passwords), or an operator who "added SSO" would leave /v2/ open to anyone.
+        if self.oidc.is_some() {
+            self.take_passwords(realm);
+        }
         Ok(self)
     }
 

@@ -245,7 +245,7 @@ pub fn mint(
         scopes: scopes.iter().map(|s| s.trim().to_owned()).collect(),
         hash: hash_secret(&secret),
         created,
-        expires: lifetime.map(|l| created + l.as_secs()),
+        expires: lifetime.map(|l| created.saturating_add(l.as_secs())),
         revoked: None,
         last_used: None,
     };

@@ -55,6 +55,16 @@ impl Workload {
                 config.issuer
             ));
         }
+        // A rule that asks nothing of the token would admit every workload the issuer
+        // serves (with GitHub's issuer: any repository's workflow on GitHub).
+        if config.rules.iter().any(|r| r.claims.is_empty()) {
+            return Err(format!(
+                "auth.workload issuer {}: every rule needs claims to match (e.g. \
+                 `claims: {{repository: team/app}}`); one with none admits any token the \
+                 issuer signs",
+                config.issuer
+            ));
+        }
         Ok(Workload {
             issuer: Issuer::new(&config.issuer)?,
             audience: config.audience,

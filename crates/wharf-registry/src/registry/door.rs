@@ -275,15 +275,7 @@ impl Registry {
 
     pub async fn collect_garbage(&self, opts: &GcOptions) -> Result<GcReport> {
         let report = self.core.collect_garbage(opts).await;
-        let done = |r: &GcReport| {
-            let verb = if r.dry_run { "would free" } else { "freed" };
-            format!(
-                "ok: {} blobs, {} bytes {verb}",
-                r.blobs.len(),
-                r.bytes_freed
-            )
-        };
-        self.job_ran("gc", &report, done).await;
+        self.job_ran("gc", &report, gc_outcome).await;
         report
     }
 
@@ -296,7 +288,9 @@ impl Registry {
         &self,
         opts: &super::gc_queue::DrainOptions,
     ) -> Result<GcReport> {
-        self.core.drain_review_queues(opts).await
+        let report = self.core.drain_review_queues(opts).await;
+        self.job_ran("gc", &report, gc_outcome).await;
+        report
     }
 
     pub async fn scrub(&self, opts: &ScrubOptions) -> Result<ScrubReport> {
@@ -327,4 +321,14 @@ impl Registry {
     pub async fn governance_summary(&self) -> Result<GovernanceSummary> {
         self.core.governance_summary().await
     }
+}
+
+/// A collection's line in the audit log.
+fn gc_outcome(r: &GcReport) -> String {
+    let verb = if r.dry_run { "would free" } else { "freed" };
+    format!(
+        "ok: {} blobs, {} bytes {verb}",
+        r.blobs.len(),
+        r.bytes_freed
+    )
 }

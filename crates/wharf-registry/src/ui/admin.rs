@@ -141,14 +141,17 @@ pub async fn change_user(
         name: who.user().unwrap_or_default(),
         source: &source,
     };
-    let action = format!("user {action}");
+    let audited = format!("user {action}");
     ui.app
         .registry
-        .record_as(actor, &action, &user, &result)
+        .record_as(actor, &audited, &user, &result)
         .await;
     match done {
         Ok(Ok(())) => {
             users.reload_now();
+            if action == "delete" {
+                revoke_tokens_of(&ui, actor, &user).await;
+            }
             tracing::info!(
                 admin = who.user().unwrap_or_default(),
                 user,
@@ -223,4 +226,21 @@ pub async fn storage(State(ui): State<Arc<Ui>>, headers: HeaderMap) -> Response 
         }
     };
     ui.page(&who, StatusCode::OK, "Storage", body)
+}
+
+/// A deleted user's personal tokens go with them: a token is never more than its owner.
+async fn revoke_tokens_of(ui: &Ui, actor: crate::registry::Actor<'_>, user: &str) {
+    let registry = &ui.app.registry;
+    let tokens = match registry.list_tokens(Some(user)).await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(user, error = %e, "the deleted user's tokens could not be listed");
+            return;
+        }
+    };
+    for t in tokens.iter().filter(|t| t.revoked.is_none()) {
+        if let Err(e) = registry.revoke_token(actor, &t.name, Some(user)).await {
+            tracing::warn!(token = %t.name, error = %e, "a deleted user's token was not revoked");
+        }
+    }
 }

@@ -142,7 +142,11 @@ pub async fn change_token(
                 Some(u) => format!("{}+{}", u.name, get("name")),
                 None => get("name"),
             };
-            let days = get("days").parse::<u64>().ok().filter(|d| *d > 0);
+            // Ten years at most: beyond that the product overflows the clock.
+            let days = get("days")
+                .parse::<u64>()
+                .ok()
+                .filter(|d| (1..=3_650).contains(d));
             let lifetime = days.map(|d| Duration::from_secs(d * 86_400));
             let scopes = vec![get("scope")];
             match registry

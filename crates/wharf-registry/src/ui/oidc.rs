@@ -133,6 +133,16 @@ pub async fn callback(
     };
     let code = q.get("code").map(String::as_str).unwrap_or_default();
     match oidc.finish(code, &ui.redirect_uri(&headers), &flow).await {
+        // A provider's user name is the provider's to hand out: it must never become a
+        // local account (an htpasswd admin) by sharing its name, as LDAP's cannot.
+        Ok(user) if ui.app.auth.user_exists(&user.name) => {
+            tracing::warn!(user = %user.name, "OIDC sign-in refused: a local account has that name");
+            refuse(
+                StatusCode::FORBIDDEN,
+                "the provider's user name is a local account's on this registry; sign in \
+                 with that account's password, or ask the administrator to rename one of them",
+            )
+        }
         Ok(user) => {
             tracing::info!(user = %user.name, groups = user.groups.len(), "OIDC sign-in");
             let mut resp = ui.signed_in(&who, user, Origin::Oidc);

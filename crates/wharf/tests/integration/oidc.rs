@@ -1,7 +1,8 @@
 //! OpenID Connect against a real provider (PyPI's oidc-provider-mock): the UI's sign-in in
 //! Chromium, where the groups claim decides what a user sees; the flow's `state` and
 //! `nonce` refusing replays; and workload identity, where a CI job's ID token is its docker
-//! password and its claims decide where it may push. Expired tokens, another audience,
+//! password and its claims decide where it may push. A personal token made after an OIDC
+//! sign-in is bounded by the groups the sign-in carried. Expired tokens, another audience,
 //! another issuer, forged signatures and `alg: none` are refused; a rotated key is fetched.
 
 use std::path::Path;
@@ -152,9 +153,56 @@ fn oidc_sign_in_in_chromium_and_the_groups_claim_decides_what_is_shown() {
         assert!(t.contains(sees), "{user} must see {sees}: {t}");
         assert!(!t.contains(hidden), "{user} must not see {hidden}: {t}");
         assert!(b.url().ends_with("/ui/"), "{}", b.url());
+        personal_token_counts_the_groups(&b, &base, user, sees, hidden);
         b.click("#logout");
         wait_text(&b, "Sign in");
     }
+}
+
+/// A token the signed-in user makes for docker, whose rights come from their groups claim:
+/// its scopes reach everything, the owner's groups bound it, as in their session.
+fn personal_token_counts_the_groups(b: &Browser, base: &str, user: &str, sees: &str, hidden: &str) {
+    b.goto(&format!("{base}/ui/tokens"));
+    b.type_into("#newtoken input[name=name]", "laptop");
+    b.type_into("#newtoken input[name=scope]", "*:pull");
+    b.click("#create");
+    let source = {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let s = b.source();
+            if s.contains("wharf_rt_") {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "no token shown: {}", b.text());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let at = source.find("wharf_rt_").unwrap();
+    let secret = &source[at..at + "wharf_rt_".len() + 43];
+    let name = format!("{user}+laptop");
+    let host = base.trim_start_matches("http://");
+    let docker_config = tempfile::tempdir().unwrap();
+    let login = docker_login(docker_config.path(), host, &name, secret);
+    assert!(
+        login.status.success(),
+        "docker login with {name}: {}",
+        text(&login)
+    );
+    let tags = |repo: &str| {
+        reqwest::blocking::Client::new()
+            .get(format!("{base}/v2/{repo}/tags/list"))
+            .basic_auth(&name, Some(secret))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(tags(sees), 200, "{name} reads {sees} through its group");
+    assert!(
+        matches!(tags(hidden), 401 | 403),
+        "{name} must not read {hidden}"
+    );
+    b.goto(&format!("{base}/ui/"));
 }
 
 /// The flow by HTTP: `/ui/oidc/login`'s redirect and flow cookie.
