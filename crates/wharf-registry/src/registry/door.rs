@@ -279,6 +279,20 @@ impl Registry {
         report
     }
 
+    /// A collection as an operator's page asks for it: from the review queues where the
+    /// store keeps them (so its cost follows the garbage), else mark-and-sweep.
+    pub async fn collect(&self, opts: &GcOptions) -> Result<GcReport> {
+        if !self.has_review_queue() {
+            return self.collect_garbage(opts).await;
+        }
+        let drain = super::gc_queue::DrainOptions {
+            dry_run: opts.dry_run,
+            delete_untagged: opts.delete_untagged,
+            due: crate::store::queue::Due::QueuedBefore(opts.grace),
+        };
+        self.drain_review_queues(&drain).await
+    }
+
     /// Whether garbage collection runs from review queues here (a store with `database:`).
     pub fn has_review_queue(&self) -> bool {
         self.core.review_queue().is_some()

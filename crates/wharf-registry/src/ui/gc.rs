@@ -97,7 +97,7 @@ pub async fn gc_form(
         Ok(o) => o,
         Err(e) => return ui.error(&who, StatusCode::BAD_REQUEST, &e),
     };
-    let report = match ui.app.registry.collect_garbage(&opts).await {
+    let report = match ui.app.registry.collect(&opts).await {
         Ok(r) => r,
         Err(e) => return ui.error(&who, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     };
@@ -132,7 +132,7 @@ pub async fn gc_run(State(ui): State<Arc<Ui>>, headers: HeaderMap, body: Bytes) 
         Err(e) => return ui.error(&who, StatusCode::BAD_REQUEST, &e),
     };
     let started = std::time::Instant::now();
-    let report = match ui.app.registry.collect_garbage(&opts).await {
+    let report = match ui.app.registry.collect(&opts).await {
         Ok(r) => r,
         // Another collection holds the store's job lock: try again later, not a fault.
         Err(crate::registry::Error::Store(crate::registry::StoreError::NotAStore(why))) => {
