@@ -480,7 +480,7 @@ impl Auth {
     /// subject as the policy sees them, a robot's bearer token only what it was granted.
     pub fn listable(&self, who: &Identity, repo: &str) -> Actions {
         match who {
-            Identity::Token(c) if c.robot => c.actions_on(repo),
+            Identity::Token(c) if c.robot || c.workload => c.actions_on(repo),
             Identity::Token(c) => self.policy_allows(Some(&c.sub), repo),
             other => self.allowed(other, repo),
         }

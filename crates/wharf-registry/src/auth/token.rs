@@ -45,6 +45,18 @@ pub struct Claims {
     /// each use checks the token is still unrevoked and unexpired.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub robot: bool,
+    /// Set on tokens issued to a workload (an OIDC ID token as password): what it grants is
+    /// all its holder may see too, in listings as in requests.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub workload: bool,
+}
+
+/// Whom a token is issued to, which decides how each use is checked.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Holder {
+    Person,
+    Robot,
+    Workload,
 }
 
 impl Claims {
@@ -156,7 +168,7 @@ impl Issuer {
         access: Vec<Grant>,
         lifetime: Duration,
         typ: Option<&str>,
-        robot: bool,
+        holder: Holder,
     ) -> String {
         let iat = now();
         let claims = Claims {
@@ -169,28 +181,47 @@ impl Issuer {
             jti: random_id(),
             access,
             typ: typ.map(str::to_owned),
-            robot,
+            robot: holder == Holder::Robot,
+            workload: holder == Holder::Workload,
         };
         jsonwebtoken::encode(&self.header, &claims, &self.encoding)
             .expect("a key checked at start signs")
     }
 
     pub fn access_token(&self, sub: &str, access: Vec<Grant>) -> String {
-        self.sign(sub, access, self.expiration, None, false)
+        self.sign(sub, access, self.expiration, None, Holder::Person)
+    }
+
+    /// As [`Issuer::access_token`], for a workload: it never refreshes, and listings show
+    /// it only what it was granted.
+    pub fn workload_access_token(&self, sub: &str, access: Vec<Grant>) -> String {
+        self.sign(sub, access, self.expiration, None, Holder::Workload)
     }
 
     pub fn refresh_token(&self, sub: &str) -> String {
-        self.sign(sub, vec![], REFRESH_LIFETIME, Some("refresh"), false)
+        self.sign(
+            sub,
+            vec![],
+            REFRESH_LIFETIME,
+            Some("refresh"),
+            Holder::Person,
+        )
     }
 
     /// As [`Issuer::access_token`], for the robot token `sub`.
     pub fn robot_access_token(&self, sub: &str, access: Vec<Grant>) -> String {
-        self.sign(sub, access, self.expiration, None, true)
+        self.sign(sub, access, self.expiration, None, Holder::Robot)
     }
 
     /// As [`Issuer::refresh_token`], for the robot token `sub`.
     pub fn robot_refresh_token(&self, sub: &str) -> String {
-        self.sign(sub, vec![], REFRESH_LIFETIME, Some("refresh"), true)
+        self.sign(
+            sub,
+            vec![],
+            REFRESH_LIFETIME,
+            Some("refresh"),
+            Holder::Robot,
+        )
     }
 
     fn validation(&self) -> Validation {
@@ -455,7 +486,7 @@ mod tests {
             .verify_access(&other.access_token("alice", vec![]))
             .is_err());
 
-        let expired = i.sign("alice", vec![], Duration::ZERO, None, false);
+        let expired = i.sign("alice", vec![], Duration::ZERO, None, Holder::Person);
         let mut v = i.validation();
         v.leeway = 0;
         std::thread::sleep(Duration::from_millis(1100));

@@ -181,6 +181,7 @@ fn token_response(
 ) -> super::response::Resp {
     let token = match who {
         Identity::Robot(r) => issuer.robot_access_token(&r.name, grants),
+        Identity::User(p) if p.scopes.is_some() => issuer.workload_access_token(&p.name, grants),
         other => issuer.access_token(other.name().unwrap_or(""), grants),
     };
     let mut body = json!({

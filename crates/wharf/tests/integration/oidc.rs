@@ -435,5 +435,34 @@ fn workload_id_tokens_work_through_the_builtin_token_server() {
         "push elsewhere: {}",
         text(&refused)
     );
-    docker_rmi(&[&allowed, &elsewhere, &local]);
+    // Listings show a workload only what its rules grant: the admin's repository is not
+    // in the catalog its bearer token reads.
+    let admin = dir.path().join("admin");
+    assert!(docker_login(&admin, &host, "admin", "admin-pw")
+        .status
+        .success());
+    let hidden = format!("{host}/ops/tool:v1");
+    assert!(docker(&admin, &["tag", &local, &hidden]).status.success());
+    let pushed = docker(&admin, &["push", &hidden]);
+    assert!(pushed.status.success(), "admin push: {}", text(&pushed));
+    let c = reqwest::blocking::Client::new();
+    let grant: Value = c
+        .get(format!(
+            "http://{host}/auth/token?service=wharf-ci&scope=registry:catalog:*"
+        ))
+        .basic_auth("ci", Some(&token))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let bearer = grant["token"].as_str().expect("a token for the catalog");
+    let catalog: Value = c
+        .get(format!("http://{host}/v2/_catalog"))
+        .bearer_auth(bearer)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(catalog["repositories"], json!(["team/app"]), "{catalog}");
+    docker_rmi(&[&allowed, &elsewhere, &hidden, &local]);
 }
