@@ -435,8 +435,9 @@ fn workload_id_tokens_work_through_the_builtin_token_server() {
         "push elsewhere: {}",
         text(&refused)
     );
-    // Listings show a workload only what its rules grant: the admin's repository is not
-    // in the catalog its bearer token reads.
+    // Listings show a workload only what its rules grant (as a robot's bearer token shows
+    // only what it was granted): the admin's repository, asked for too, is not in the
+    // catalog its bearer token reads.
     let admin = dir.path().join("admin");
     assert!(docker_login(&admin, &host, "admin", "admin-pw")
         .status
@@ -448,7 +449,8 @@ fn workload_id_tokens_work_through_the_builtin_token_server() {
     let c = reqwest::blocking::Client::new();
     let grant: Value = c
         .get(format!(
-            "http://{host}/auth/token?service=wharf-ci&scope=registry:catalog:*"
+            "http://{host}/auth/token?service=wharf-ci&scope=registry:catalog:*\
+             &scope=repository:team/app:pull&scope=repository:ops/tool:pull"
         ))
         .basic_auth("ci", Some(&token))
         .send()
