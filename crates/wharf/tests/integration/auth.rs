@@ -12,8 +12,8 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::harness::{
-    build_busybox_image, docker_rmi, free_port, output_with_stdin, require, require_docker, run,
-    self_signed, unique, Served, WHARF,
+    build_busybox_image, docker_login, docker_rmi, docker_with as docker, free_port,
+    output_with_stdin, require, require_docker, run, self_signed, unique, Served, WHARF,
 };
 
 /// An htpasswd file made by Apache's `htpasswd` (`flag` is -B, -m or -s).
@@ -30,14 +30,6 @@ fn htpasswd_add(file: &Path, flag: &str, user: &str, password: &str) {
         .stderr(Stdio::null()));
 }
 
-fn docker(config: &Path, args: &[&str]) -> std::process::Output {
-    Command::new("docker")
-        .env("DOCKER_CONFIG", config)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 fn docker_ok(config: &Path, args: &[&str]) -> String {
     let out = docker(config, args);
     assert!(
@@ -47,19 +39,6 @@ fn docker_ok(config: &Path, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn docker_login(config: &Path, host: &str, user: &str, password: &str) -> std::process::Output {
-    output_with_stdin(
-        Command::new("docker").env("DOCKER_CONFIG", config).args([
-            "login",
-            host,
-            "-u",
-            user,
-            "--password-stdin",
-        ]),
-        password,
-    )
 }
 
 /// Docker reads `/etc/docker/certs.d/<host:port>/ca.crt`; removed when dropped.

@@ -260,6 +260,38 @@ pub fn run(cmd: &mut Command) -> String {
 }
 
 /// Run `cmd` with `input` on its stdin (a password, say), capturing its output.
+/// `docker ARGS` with its client configuration in `config` (its own logins).
+pub fn docker_with(config: &Path, args: &[&str]) -> std::process::Output {
+    Command::new("docker")
+        .env("DOCKER_CONFIG", config)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// `docker login HOST -u USER --password-stdin` into the client configuration `config`.
+pub fn docker_login(config: &Path, host: &str, user: &str, password: &str) -> std::process::Output {
+    output_with_stdin(
+        Command::new("docker").env("DOCKER_CONFIG", config).args([
+            "login",
+            host,
+            "-u",
+            user,
+            "--password-stdin",
+        ]),
+        password,
+    )
+}
+
+/// A finished command's stdout and stderr, for an assertion's message.
+pub fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 pub fn output_with_stdin(cmd: &mut Command, input: &str) -> std::process::Output {
     use std::io::Write;
     let mut child = cmd

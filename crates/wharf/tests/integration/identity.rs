@@ -12,7 +12,8 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::harness::{
-    build_busybox_image, docker_rmi, output_with_stdin, require_docker, run, unique, Served, WHARF,
+    build_busybox_image, docker_login, docker_rmi, docker_with as docker, output_text as text,
+    require_docker, run, unique, Served, WHARF,
 };
 
 pub(crate) const TOKEN_CONFIG: &str = "version: 0.1
@@ -84,35 +85,6 @@ pub(crate) fn create_token(
     assert_eq!(lines.len(), 1, "the secret alone on stdout: {out:?}");
     assert!(lines[0].starts_with("wharf_rt_"), "{out}");
     lines[0].to_owned()
-}
-
-fn docker(config: &Path, args: &[&str]) -> Output {
-    Command::new("docker")
-        .env("DOCKER_CONFIG", config)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn docker_login(config: &Path, host: &str, user: &str, password: &str) -> Output {
-    output_with_stdin(
-        Command::new("docker").env("DOCKER_CONFIG", config).args([
-            "login",
-            host,
-            "-u",
-            user,
-            "--password-stdin",
-        ]),
-        password,
-    )
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// Every record of the audit log, as `wharf audit --json` prints them.

@@ -4,11 +4,10 @@
 //! action once with the right actor. A non-admin's personal token is bounded by their own
 //! access, and they see and revoke only their own tokens.
 
+use crate::harness::docker_login;
 use std::process::Command;
 
-use super::harness::{
-    build_busybox_image, docker_rmi, output_with_stdin, require_docker, run, unique, Served,
-};
+use super::harness::{build_busybox_image, docker_rmi, require_docker, run, unique, Served};
 use super::identity::{audit_records, count, wharf_ok};
 use super::ui::{users, Visit, CONFIG};
 use super::webdriver::Browser;
@@ -27,24 +26,6 @@ fn wait_for(b: &Browser, ready: impl Fn(&Browser) -> bool) {
 fn secret_in(source: &str) -> String {
     let at = source.find("wharf_rt_").expect("the secret shown once");
     source[at..at + "wharf_rt_".len() + 43].to_owned()
-}
-
-fn docker_login(
-    config: &std::path::Path,
-    host: &str,
-    user: &str,
-    password: &str,
-) -> std::process::Output {
-    output_with_stdin(
-        Command::new("docker").env("DOCKER_CONFIG", config).args([
-            "login",
-            host,
-            "-u",
-            user,
-            "--password-stdin",
-        ]),
-        password,
-    )
 }
 
 #[test]

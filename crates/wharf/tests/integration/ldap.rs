@@ -4,45 +4,16 @@
 //! logins a spec-shaped 503 while cached ones keep pushing.
 
 use std::path::Path;
-use std::process::Command;
 
 use reqwest::blocking::Client;
 use serde_json::Value;
 
 use crate::harness::slapd::{Slapd, ADMIN_DN, ADMIN_PASSWORD, PEOPLE};
 use crate::harness::{
-    build_busybox_image, docker_rmi, htpasswd, output_with_stdin, require_docker, unique, Served,
+    build_busybox_image, docker_login, docker_rmi, docker_with as docker, htpasswd,
+    output_text as text, require_docker, unique, Served,
 };
 use crate::ui::Visit;
-
-fn docker(config: &Path, args: &[&str]) -> std::process::Output {
-    Command::new("docker")
-        .env("DOCKER_CONFIG", config)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn docker_login(config: &Path, host: &str, user: &str, password: &str) -> std::process::Output {
-    output_with_stdin(
-        Command::new("docker").env("DOCKER_CONFIG", config).args([
-            "login",
-            host,
-            "-u",
-            user,
-            "--password-stdin",
-        ]),
-        password,
-    )
-}
-
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 fn assert_ok(out: std::process::Output, what: &str) {
     assert!(out.status.success(), "{what}: {}", text(&out));

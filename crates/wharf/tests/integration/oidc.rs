@@ -6,7 +6,6 @@
 //! another issuer, forged signatures and `alg: none` are refused; a rotated key is fetched.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -14,39 +13,10 @@ use serde_json::{json, Value};
 
 use crate::harness::oidc::Provider;
 use crate::harness::{
-    build_busybox_image, docker_rmi, header, htpasswd, http_client, output_with_stdin,
-    require_docker, unique, Served,
+    build_busybox_image, docker_login, docker_rmi, docker_with as docker, header, htpasswd,
+    http_client, output_text as text, require_docker, unique, Served,
 };
 use crate::webdriver::Browser;
-
-fn docker(config: &Path, args: &[&str]) -> std::process::Output {
-    Command::new("docker")
-        .env("DOCKER_CONFIG", config)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn docker_login(config: &Path, host: &str, user: &str, password: &str) -> std::process::Output {
-    output_with_stdin(
-        Command::new("docker").env("DOCKER_CONFIG", config).args([
-            "login",
-            host,
-            "-u",
-            user,
-            "--password-stdin",
-        ]),
-        password,
-    )
-}
-
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 /// `GET /v2/` with `password` as Basic password: status and the spec error's message.
 fn probe(host: &str, password: &str) -> (u16, String) {

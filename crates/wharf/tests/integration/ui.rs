@@ -3,6 +3,7 @@
 //! `docker login`, the admin pages, sign-out. Plain-HTTP checks are in ui_http.rs; the
 //! config and the cookie-keeping HTTP visitor here are shared with them.
 
+use crate::harness::{docker_login, docker_with as docker};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -55,33 +56,6 @@ pub fn users(dir: &Path) {
         .args(["-B", "-b"])
         .arg(&file)
         .args(["bob", "bob-pw"]));
-}
-
-fn docker(config: &Path, args: &[&str]) -> std::process::Output {
-    Command::new("docker")
-        .env("DOCKER_CONFIG", config)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn docker_login(config: &Path, host: &str, user: &str, password: &str) -> std::process::Output {
-    let mut child = Command::new("docker")
-        .env("DOCKER_CONFIG", config)
-        .args(["login", host, "-u", user, "--password-stdin"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(password.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
 }
 
 /// A plain HTTP visitor that keeps the UI's cookies (no redirects followed).
