@@ -89,12 +89,18 @@ pub fn load(
         message: e.inner().to_string(),
     })?;
     if let Some(key) = ignored.iter().find(|k| cannot_honour(k)) {
+        let message = if key.starts_with("http.") {
+            "wharf does not check client certificates, so it would let in callers this \
+             setting keeps out; remove it and use auth: (htpasswd, tokens), or terminate \
+             mutual TLS in a proxy in front of wharf"
+        } else {
+            "wharf cannot honour this setting, and would otherwise store images somewhere \
+             else than configured; remove it or use storage.filesystem"
+        };
         return Err(ConfigError::Value {
             origin,
             key: key.clone(),
-            message: "wharf cannot honour this setting, and would otherwise store images \
-                      somewhere else than configured; remove it or use storage.filesystem"
-                .into(),
+            message: message.into(),
         });
     }
     let warnings = sort_unread(ignored, &from_env, &origin)?;
@@ -136,10 +142,14 @@ fn sort_unread(
 }
 
 /// A storage driver that is not built in: ignoring it would put pushes in
-/// the default root without a word, so it stops the start instead.
+/// the default root without a word, so it stops the start instead. So does registry:2's
+/// client-certificate check: ignored, it would leave open a registry meant to be closed.
 fn cannot_honour(key: &str) -> bool {
     let mut parts = key.split('.');
     match (parts.next(), parts.next()) {
+        (Some("http"), Some("tls")) => {
+            matches!(parts.next(), Some("clientcas" | "clientauth"))
+        }
         // Every key of `storage.s3` that wharf models is honoured; any other would be
         // silently different from what the operator asked (encryption, a KMS key).
         (Some("storage"), Some("s3")) => true,

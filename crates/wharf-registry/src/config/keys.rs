@@ -270,4 +270,18 @@ mod tests {
             assert_eq!(classify(key), Unread::Foreign, "{key}");
         }
     }
+
+    #[test]
+    fn a_client_certificate_check_stops_the_start_rather_than_leave_the_registry_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yml");
+        let yaml = "version: 0.1\nhttp:\n  tls:\n    clientcas: [/etc/ca.pem]\n";
+        std::fs::write(&path, yaml).unwrap();
+        let err = crate::config::file::load(Some(&path), Vec::new())
+            .err()
+            .expect("clientcas refused")
+            .to_string();
+        assert!(err.contains("http.tls.clientcas"), "{err}");
+        assert!(err.contains("client certificates"), "{err}");
+    }
 }
