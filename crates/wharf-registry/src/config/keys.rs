@@ -277,10 +277,10 @@ mod tests {
         let path = dir.path().join("config.yml");
         let yaml = "version: 0.1\nhttp:\n  tls:\n    clientcas: [/etc/ca.pem]\n";
         std::fs::write(&path, yaml).unwrap();
-        let err = crate::config::file::load(Some(&path), Vec::new())
-            .err()
-            .expect("clientcas refused")
-            .to_string();
+        let Err(err) = crate::config::file::load(Some(&path), Vec::new()) else {
+            panic!("clientcas must stop the start");
+        };
+        let err = err.to_string();
         assert!(err.contains("http.tls.clientcas"), "{err}");
         assert!(err.contains("client certificates"), "{err}");
     }
