@@ -10,7 +10,7 @@ use http::{HeaderMap, StatusCode};
 use maud::html;
 use wharf_oci::{Reference, RepoName};
 
-use super::{encode, form, Ui, Visitor};
+use super::{encode, Ui, Visitor};
 use crate::auth::policy::Actions;
 use crate::registry::events::Origin;
 
@@ -91,11 +91,10 @@ pub async fn delete(
     ext: http::Extensions,
     body: Bytes,
 ) -> Response {
-    let who = ui.visitor(&headers).await;
-    let f = form(&body);
-    if let Err(r) = ui.check_csrf(&who, &f) {
-        return r;
-    }
+    let (who, f) = match ui.posted(&headers, &body).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
     let (repo, reference) = match deletable(&ui, &who, &f).await {
         Ok(x) => x,
         Err(r) => return r,

@@ -14,7 +14,7 @@ use http::{HeaderMap, StatusCode};
 use maud::{html, Markup};
 use wharf_oci::RepoName;
 
-use super::{encode, form, Ui, Visitor};
+use super::{encode, Ui, Visitor};
 use crate::auth::policy::Actions;
 use crate::auth::robots::{now_secs, usable};
 use crate::auth::{Identity, Principal};
@@ -114,11 +114,10 @@ pub async fn change_token(
     ext: http::Extensions,
     body: Bytes,
 ) -> Response {
-    let who = ui.visitor(&headers).await;
-    let f = form(&body);
-    if let Err(r) = ui.check_csrf(&who, &f) {
-        return r;
-    }
+    let (who, f) = match ui.posted(&headers, &body).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
     let Some(owner) = scope_of(&who) else {
         return ui.error(&who, StatusCode::UNAUTHORIZED, "sign in to manage tokens");
     };
@@ -265,11 +264,10 @@ pub async fn delete_repo(
     ext: http::Extensions,
     body: Bytes,
 ) -> Response {
-    let who = ui.visitor(&headers).await;
-    let f = form(&body);
-    if let Err(r) = ui.check_csrf(&who, &f) {
-        return r;
-    }
+    let (who, f) = match ui.posted(&headers, &body).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
     let repo = match repo_deletable(&ui, &who, &f).await {
         Ok(r) => r,
         Err(r) => return r,

@@ -180,6 +180,18 @@ impl Ui {
     }
 
     /// 403 unless the form carries the token bound to this visitor's cookies.
+    /// A form posted by a visitor: who they are and its fields, once its CSRF token checks.
+    pub async fn posted(
+        &self,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<(Visitor, std::collections::HashMap<String, String>), Response> {
+        let who = self.visitor(headers).await;
+        let f = super::form(body);
+        self.check_csrf(&who, &f)?;
+        Ok((who, f))
+    }
+
     pub fn check_csrf(
         &self,
         who: &Visitor,

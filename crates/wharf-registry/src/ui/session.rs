@@ -10,7 +10,6 @@
 //! that cookie and the session cookie, so a token is bound to one browser and one session,
 //! and a cross-site page can neither read nor forge it (cookies are SameSite=Strict too).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -276,11 +275,10 @@ pub async fn login(
     ext: http::Extensions,
     body: Bytes,
 ) -> Response {
-    let who = ui.visitor(&headers).await;
-    let f: HashMap<String, String> = form(&body);
-    if let Err(r) = ui.check_csrf(&who, &f) {
-        return r;
-    }
+    let (who, f) = match ui.posted(&headers, &body).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
     let (user, password) = (
         f.get("username").map(String::as_str).unwrap_or(""),
         f.get("password").map(String::as_str).unwrap_or(""),
