@@ -17,6 +17,7 @@ pub mod order;
 pub mod policy;
 pub mod rejected;
 pub mod report;
+pub mod resume;
 pub mod schedule;
 pub mod session;
 pub mod spec;

@@ -128,16 +128,20 @@ impl Rejections {
         let saved = Saved {
             containers: entries.clone(),
         };
-        if let Err(e) = write_atomically(path, &saved) {
+        let written = serde_json::to_vec_pretty(&saved)
+            .map_err(std::io::Error::from)
+            .and_then(|bytes| write_atomically(path, &bytes));
+        if let Err(e) = written {
             tracing::warn!(path = %path.display(), error = %e, "cannot save the rolled-back images: after a restart the watcher may try them once more");
         }
     }
 }
 
-fn write_atomically(path: &Path, saved: &Saved) -> std::io::Result<()> {
+/// Replace `path` with `bytes` whole: written aside, fsynced, renamed, the directory
+/// fsynced; a crash leaves the old file or the new one.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let bytes = serde_json::to_vec_pretty(saved)?;
     let tmp = dir.join(format!(
         ".{}.tmp-{}",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("state"),
@@ -145,7 +149,7 @@ fn write_atomically(path: &Path, saved: &Saved) -> std::io::Result<()> {
     ));
     let written = (|| {
         let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(&bytes)?;
+        file.write_all(bytes)?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)?;
         std::fs::File::open(dir)?.sync_all()

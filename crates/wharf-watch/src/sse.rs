@@ -11,6 +11,7 @@ use wharf_client::{ClientError, Registry};
 
 use crate::check::Registries;
 use crate::events::{self, Dispatcher};
+use crate::resume::Resume;
 
 /// The registry sends a keep-alive comment every 15 s: three missed means it is gone.
 const IDLE: Duration = Duration::from_secs(45);
@@ -19,14 +20,26 @@ const MAX_RETRY: Duration = Duration::from_secs(30);
 /// A message larger than this is not an event envelope; the stream is dropped and opened again.
 const MAX_MESSAGE: usize = 1 << 20;
 
-/// Follows `registry`'s events for the life of the process.
-pub async fn subscribe(registries: Arc<Registries>, registry: Registry, dispatcher: Dispatcher) {
-    let mut last_id: Option<String> = None;
+/// Follows `registry`'s events for the life of the process, from the id `resume` kept
+/// (keeping each new one there), or from the newest event without one.
+pub async fn subscribe(
+    registries: Arc<Registries>,
+    registry: Registry,
+    dispatcher: Dispatcher,
+    resume: Option<Resume>,
+) {
+    let mut last_id: Option<String> = resume.as_ref().and_then(Resume::load);
+    let resume = resume.as_ref();
     let mut retry = FIRST_RETRY;
     let mut up = false;
     let mut told = false;
     loop {
-        let result = follow(&registries, &registry, &dispatcher, &mut last_id, &mut up).await;
+        let stream = Stream {
+            registry: &registry,
+            dispatcher: &dispatcher,
+            resume,
+        };
+        let result = follow(&registries, &stream, &mut last_id, &mut up).await;
         let why = match result {
             Ok(()) => "the registry closed it".to_owned(),
             Err(e) => e,
@@ -49,13 +62,20 @@ pub async fn subscribe(registries: Arc<Registries>, registry: Registry, dispatch
 }
 
 /// One connection: open, then dispatch each message until the stream ends or idles.
+/// What one subscription hands each message to.
+struct Stream<'a> {
+    registry: &'a Registry,
+    dispatcher: &'a Dispatcher,
+    resume: Option<&'a Resume>,
+}
+
 async fn follow(
     registries: &Registries,
-    registry: &Registry,
-    dispatcher: &Dispatcher,
+    stream: &Stream<'_>,
     last_id: &mut Option<String>,
     up: &mut bool,
 ) -> Result<(), String> {
+    let registry = stream.registry;
     let client = registries
         .client(registry)
         .await
@@ -96,7 +116,7 @@ async fn follow(
         while let Some((message, rest)) = split_message(&buffer) {
             let parsed = Message::parse(&String::from_utf8_lossy(message));
             buffer = rest.to_vec();
-            handle(registry, dispatcher, parsed, last_id);
+            handle(stream, parsed, last_id);
         }
         if buffer.len() > MAX_MESSAGE {
             return Err(format!("a message over {MAX_MESSAGE} bytes"));
@@ -104,12 +124,8 @@ async fn follow(
     }
 }
 
-fn handle(
-    registry: &Registry,
-    dispatcher: &Dispatcher,
-    message: Message,
-    last_id: &mut Option<String>,
-) {
+fn handle(stream: &Stream<'_>, message: Message, last_id: &mut Option<String>) {
+    let (registry, dispatcher) = (stream.registry, stream.dispatcher);
     if let Some(data) = &message.data {
         match events::parse(data.as_bytes()) {
             Ok(events) => dispatcher.send(events::pushed(&events, Some(registry.as_str()))),
@@ -118,8 +134,11 @@ fn handle(
             }
         }
     }
-    if message.id.is_some() {
-        *last_id = message.id;
+    if let Some(id) = message.id {
+        if let Some(r) = stream.resume {
+            r.save(&id);
+        }
+        *last_id = Some(id);
     }
 }
 

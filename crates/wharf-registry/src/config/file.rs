@@ -231,7 +231,16 @@ impl File {
             None => None,
         };
         if let Some(n) = self.notifications {
+            config.include_references = n.include_references();
+            config.event_log = n.event_log();
             config.notifications = n.into_config(origin)?;
+            if !config.event_log && !config.notifications.is_empty() {
+                return Err(ConfigError::Value {
+                    origin: origin.to_owned(),
+                    key: "notifications.eventlog".into(),
+                    message: "is false, but endpoints need the event log: remove the endpoints or the key".into(),
+                });
+            }
         }
         config.health = self.health.and_then(|h| h.into_config());
         if let Some(ui) = self.ui {

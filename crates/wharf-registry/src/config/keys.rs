@@ -128,6 +128,7 @@ const WHARF_EXTENSIONS: &[&str] = &[
     "auth.htpasswd.token.expiration",
     "auth.htpasswd.token.certificate",
     "auth.htpasswd.token.key",
+    "notifications.eventlog",
     "proxy.upstreams.*.prefix",
     "proxy.upstreams.*.remoteurl",
     "proxy.upstreams.*.username",

@@ -59,6 +59,10 @@ pub struct Config {
     pub proxy: Option<proxy::ProxyConfig>,
     /// `notifications.endpoints`, the enabled ones.
     pub notifications: Vec<Endpoint>,
+    /// `notifications.events.includereferences`.
+    pub include_references: bool,
+    /// `notifications.eventlog` (wharf's own): false keeps no event log at all.
+    pub event_log: bool,
     /// `health.storagedriver`, when enabled.
     pub health: Option<HealthCheck>,
     /// `retention:`, `immutable:` and `quotas:`.
@@ -255,6 +259,8 @@ impl Config {
             gc: None,
             proxy: None,
             notifications: Vec::new(),
+            include_references: false,
+            event_log: true,
             health: None,
             ui: UiConfig::default(),
             governance: governance::Governance::default(),

@@ -13,6 +13,17 @@ use super::{ConfigError, DebugConfig, Endpoint, HealthCheck};
 pub(super) struct Notifications {
     #[serde(default)]
     endpoints: Vec<EndpointFile>,
+    #[serde(default)]
+    events: NotificationEvents,
+    /// wharf's own: `false` keeps no event log (no `/v2/_events`, no webhooks).
+    #[serde(default, deserialize_with = "lenient::bool")]
+    eventlog: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+struct NotificationEvents {
+    #[serde(default, deserialize_with = "lenient::bool")]
+    includereferences: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -83,6 +94,17 @@ fn valid_name(name: &str) -> bool {
 }
 
 impl Notifications {
+    /// `notifications.events.includereferences`: manifest events list what the manifest
+    /// references (its config, layers, or child manifests).
+    pub(super) fn include_references(&self) -> bool {
+        self.events.includereferences == Some(true)
+    }
+
+    /// `notifications.eventlog` (wharf's own), on unless `false`.
+    pub(super) fn event_log(&self) -> bool {
+        self.eventlog != Some(false)
+    }
+
     /// The enabled endpoints, with registry:2's defaults (1 s timeout, threshold 10, 1 s backoff).
     pub(super) fn into_config(self, origin: &str) -> Result<Vec<Endpoint>, ConfigError> {
         let mut out: Vec<Endpoint> = Vec::new();
@@ -256,9 +278,8 @@ health:
         assert_eq!(d.prometheus.as_deref(), Some("/metrics"));
         let h = c.health.unwrap();
         assert_eq!((h.interval, h.threshold), (Duration::from_secs(10), 3));
-        // includereferences is not acted on: said so, nothing else is.
-        assert_eq!(warnings.len(), 1, "{warnings:?}");
-        assert!(warnings[0].contains("notifications.events"), "{warnings:?}");
+        assert!(c.include_references);
+        assert!(warnings.is_empty(), "{warnings:?}");
     }
 
     #[test]

@@ -57,6 +57,16 @@ impl Core {
         }
     }
 
+    /// The events a change reports, encoded for its own transaction, where the metadata
+    /// store keeps the event log; empty otherwise (the events layer appends them after
+    /// the change), so nothing is built for nothing.
+    pub(super) fn reports(&self, build: impl FnOnce(&Events) -> Vec<Event>) -> Vec<Vec<u8>> {
+        match &self.events {
+            Some(e) if e.in_transaction() => e.encode(build(e)),
+            _ => Vec::new(),
+        }
+    }
+
     pub fn rules(&self) -> Rules {
         self.rules
     }
@@ -101,34 +111,34 @@ impl Service for Core {
 
     async fn put_manifest(
         &self,
-        _: &Origin,
+        o: &Origin,
         repo: &RepoName,
         reference: &Reference,
         content_type: Option<&str>,
         bytes: Bytes,
     ) -> Result<PutManifest> {
         self.check_write()?;
-        self.store_manifest(repo, reference, content_type, bytes)
+        self.store_manifest(o, repo, reference, content_type, bytes)
             .await
     }
 
     async fn delete_manifest(
         &self,
-        _: &Origin,
+        o: &Origin,
         repo: &RepoName,
         reference: &Reference,
     ) -> Result<bool> {
         self.check_delete()?;
-        self.remove_manifest(repo, reference).await
+        self.remove_manifest(o, repo, reference).await
     }
 
     async fn delete_repository(
         &self,
-        _: &Origin,
+        o: &Origin,
         repo: &RepoName,
     ) -> Result<Option<RepositoryDeleted>> {
         self.check_delete()?;
-        self.remove_repository(repo).await
+        self.remove_repository(o, repo).await
     }
 
     async fn blob(

@@ -7,6 +7,8 @@ use bytes::Bytes;
 use serde_json::json;
 use wharf_oci::{Digest, ErrorCode, Manifest, Reference, RepoName, Tag};
 
+use super::events::envelope::PUSH;
+use super::events::Origin;
 use super::{Core, Error, Result};
 use crate::store::{ManifestRecord, StoreError};
 
@@ -26,6 +28,8 @@ pub struct PutManifest {
     /// What the stored manifest is, for its push event.
     pub media_type: Arc<str>,
     pub size: u64,
+    /// What it references, for events that include references.
+    pub references: Vec<wharf_oci::Descriptor>,
 }
 
 impl Core {
@@ -74,6 +78,7 @@ impl Core {
     /// name only blobs and manifests this repository already has.
     pub(super) async fn store_manifest(
         &self,
+        o: &Origin,
         repo: &RepoName,
         reference: &Reference,
         content_type: Option<&str>,
@@ -100,6 +105,16 @@ impl Core {
             Reference::Digest(_) => None,
         };
         let (needed, foreign) = self.referenced_closure(&record).await?;
+        let references = super::events::envelope::references(&manifest);
+        let reports = self.reports(|e| {
+            let size = bytes.len() as u64;
+            let mt = manifest.media_type.as_str();
+            let mut event = o.manifest(PUSH, repo, mt, &digest, size, tag.map(Tag::as_str));
+            if e.include_references {
+                event.target.references = references.clone();
+            }
+            vec![event]
+        });
         {
             // Check, retain and publish under the writer lock, so that a collection either
             // saw this manifest or sees everything it needs retained after its mark began,
@@ -121,7 +136,8 @@ impl Core {
                 return Err(not_in_repo(repo, first));
             }
             // A review queue that collected a blob since the check above says so here.
-            match self.publish_pushed(repo, &record, bytes.clone(), tag).await {
+            let published = self.publish_pushed(repo, &record, bytes.clone(), tag, &reports);
+            match published.await {
                 Err(Error::Store(StoreError::BlobUnknown(d))) => return Err(not_in_repo(repo, &d)),
                 other => other?,
             }
@@ -135,6 +151,7 @@ impl Core {
             subject: manifest.subject.map(|s| s.digest),
             media_type,
             size,
+            references,
         })
     }
 
@@ -166,6 +183,7 @@ impl Core {
     /// Delete a tag, or a manifest with every tag on it. False if there was none.
     pub(super) async fn remove_manifest(
         &self,
+        o: &Origin,
         repo: &RepoName,
         reference: &Reference,
     ) -> Result<bool> {
@@ -174,9 +192,16 @@ impl Core {
             Reference::Tag(t) => self.check_tag_mutable(repo, t, None).await?,
             Reference::Digest(d) => self.check_manifest_deletable(repo, d).await?,
         }
+        let meta = &self.store.meta;
         Ok(match reference {
-            Reference::Tag(t) => self.store.meta.delete_tag(repo, t).await?,
-            Reference::Digest(d) => self.store.meta.delete_manifest(repo, d).await?,
+            Reference::Tag(t) => {
+                let reports = self.reports(|_| vec![o.tag_deleted(repo, t.as_str())]);
+                meta.delete_tag_reporting(repo, t, &reports).await?
+            }
+            Reference::Digest(d) => {
+                let reports = self.reports(|_| vec![o.deleted(repo, d)]);
+                meta.delete_manifest_reporting(repo, d, &reports).await?
+            }
         })
     }
 }
@@ -206,12 +231,13 @@ impl Core {
         record: &ManifestRecord,
         bytes: Bytes,
         tag: Option<&Tag>,
+        reports: &[Vec<u8>],
     ) -> Result<()> {
         self.store.blobs.put(&record.digest, bytes).await?;
         let now = self.store.put_time().await?;
         self.store
             .meta
-            .put_pushed_manifest(repo, record, tag, now)
+            .put_pushed_manifest_reporting(repo, record, tag, now, reports)
             .await?;
         Ok(())
     }

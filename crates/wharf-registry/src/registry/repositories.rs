@@ -4,6 +4,7 @@
 
 use wharf_oci::{RepoName, Tag};
 
+use super::events::Origin;
 use super::service::RepositoryDeleted;
 use super::{Core, Error, Result};
 
@@ -12,6 +13,7 @@ impl Core {
     /// (and is deleted) or after it (and starts the repository again).
     pub(super) async fn remove_repository(
         &self,
+        o: &Origin,
         repo: &RepoName,
     ) -> Result<Option<RepositoryDeleted>> {
         let meta = &self.store.meta;
@@ -42,7 +44,9 @@ impl Core {
         for digest in meta.list_blob_links(repo).await? {
             meta.unlink_blob(repo, &digest).await?;
         }
-        meta.forget_repository(repo).await?;
+        // The delete's events ride in its last step: an acknowledged delete has them.
+        let reports = self.reports(|_| manifests.iter().map(|m| o.deleted(repo, m)).collect());
+        meta.forget_repository_reporting(repo, &reports).await?;
         Ok(Some(RepositoryDeleted {
             repository: repo.to_string(),
             manifests,

@@ -129,11 +129,13 @@ impl Core {
                 live.insert(t.digest.clone());
                 continue;
             }
-            if !report.dry_run && !self.delete_tag_for_retention(repo, &t.name).await? {
+            if !report.dry_run && !self.delete_tag_for_retention(&origin, repo, &t.name).await? {
                 live.insert(t.digest.clone());
                 continue;
             }
-            if !report.dry_run {
+            // Recorded with the delete where the store keeps the log in its transactions.
+            let recorded = self.events.as_ref().is_some_and(|e| e.in_transaction());
+            if !report.dry_run && !recorded {
                 let e = origin.tag_deleted(repo, &t.name);
                 self.emit(vec![e]).await;
             }
@@ -151,11 +153,16 @@ impl Core {
 
     /// Delete one tag as an API delete would; false if it could not be (gone already, or
     /// made immutable meanwhile).
-    async fn delete_tag_for_retention(&self, repo: &RepoName, name: &str) -> Result<bool> {
+    async fn delete_tag_for_retention(
+        &self,
+        origin: &Origin,
+        repo: &RepoName,
+        name: &str,
+    ) -> Result<bool> {
         let Ok(tag) = name.parse::<Tag>() else {
             return Ok(false);
         };
-        match self.remove_manifest(repo, &Reference::Tag(tag)).await {
+        match self.remove_manifest(origin, repo, &Reference::Tag(tag)).await {
             Ok(deleted) => Ok(deleted),
             Err(Error::Refused { message, .. }) => {
                 tracing::info!(%repo, tag = name, message, "retention kept a tag");

@@ -227,12 +227,19 @@ impl<'a> Wiring<'a> {
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Option<Arc<Events>>> {
         let config = self.config;
+        if !config.event_log {
+            tracing::info!("notifications.eventlog is false: no event log, no /v2/_events");
+            return Ok(None);
+        }
         // Without a store that keeps state (S3), the event log stays under the local root.
         let wharf_dir = crate::store::fs::Layout::new(config.storage.local_root()).wharf_dir();
         let events_dir = wharf_dir.join("events");
-        let log: Arc<dyn crate::store::state::EventLog> = match &store.state {
-            Some(state) => state.clone(),
-            None => Arc::new(crate::store::fs::FsState::new(wharf_dir)),
+        // With a database, the log is its table, written in the changes' transactions.
+        let in_transaction = store.events.is_some();
+        let log: Arc<dyn crate::store::state::EventLog> = match (&store.events, &store.state) {
+            (Some(events), _) => events.clone(),
+            (None, Some(state)) => state.clone(),
+            (None, None) => Arc::new(crate::store::fs::FsState::new(wharf_dir)),
         };
         let source = Source {
             addr: format!(
@@ -243,7 +250,11 @@ impl<'a> Wiring<'a> {
             instance_id: uuid::Uuid::new_v4().to_string(),
         };
         match Events::open(log, config.notifications.clone(), source, metrics).await {
-            Ok(events) => Ok(Some(Arc::new(events))),
+            Ok(events) => Ok(Some(Arc::new(
+                events
+                    .recorded_in_transaction(in_transaction)
+                    .include_references(config.include_references),
+            ))),
             // A read-only store can still be served, without events, unless webhooks are wanted.
             Err(e) if config.notifications.is_empty() => {
                 tracing::warn!(error = %e, dir = %events_dir.display(), "no event log: /v2/_events is off");

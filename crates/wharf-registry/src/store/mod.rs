@@ -357,6 +357,47 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn remove_if_empty(&self, _repo: &RepoName) -> StoreResult<bool> {
         Ok(false)
     }
+    /// [`MetaStore::put_pushed_manifest`], recording `events` (encoded, in order) in the
+    /// same transaction, where this store keeps the event log ([`Store::events`]): the
+    /// push and its events are stored together or not at all. Others ignore `events`; the
+    /// registry passes them only to a store that keeps the log.
+    async fn put_pushed_manifest_reporting(
+        &self,
+        repo: &RepoName,
+        manifest: &ManifestRecord,
+        tag: Option<&Tag>,
+        now: SystemTime,
+        _events: &[Vec<u8>],
+    ) -> StoreResult<()> {
+        self.put_pushed_manifest(repo, manifest, tag, now).await
+    }
+    /// [`MetaStore::delete_manifest`], recording `events` with it if it deleted anything.
+    async fn delete_manifest_reporting(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        _events: &[Vec<u8>],
+    ) -> StoreResult<bool> {
+        self.delete_manifest(repo, digest).await
+    }
+    /// [`MetaStore::delete_tag`], recording `events` with it if it deleted anything.
+    async fn delete_tag_reporting(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        _events: &[Vec<u8>],
+    ) -> StoreResult<bool> {
+        self.delete_tag(repo, tag).await
+    }
+    /// [`MetaStore::forget_repository`], the last step of a repository delete, recording
+    /// the delete's `events` with it.
+    async fn forget_repository_reporting(
+        &self,
+        repo: &RepoName,
+        _events: &[Vec<u8>],
+    ) -> StoreResult<()> {
+        self.forget_repository(repo).await
+    }
     /// The review queues, where this store keeps them (PostgreSQL).
     fn review_queue(&self) -> Option<&dyn queue::ReviewQueue> {
         None
@@ -403,6 +444,11 @@ pub struct Store {
     /// Each repository's pull count: files under `_wharf/` on a filesystem, a table in
     /// PostgreSQL when `database:` is set, none in a bucket alone.
     pub pulls: Option<Arc<dyn state::PullCounts>>,
+    /// The event log, where the metadata store keeps it in the transactions of the changes
+    /// it reports (the `events` table with `database:`): the registry then hands each
+    /// change its events (the `*_reporting` methods of [`MetaStore`]). None: the log is
+    /// `state`'s (or this host's), appended to after each change.
+    pub events: Option<Arc<dyn state::EventLog>>,
 }
 
 impl Store {
@@ -496,7 +542,8 @@ pub async fn open(
         store.identity = Some(Arc::new(postgres::open_identity(db)?));
         let meta = Arc::new(postgres::open_meta(db, store.blobs.clone())?);
         store.meta = meta.clone();
-        store.pulls = Some(meta);
+        store.pulls = Some(meta.clone());
+        store.events = Some(meta);
         store.describe = format!("{} with metadata in {}", store.describe, db.describe());
         return Ok(store);
     }

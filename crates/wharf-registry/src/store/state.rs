@@ -11,6 +11,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::stream::BoxStream;
 
 use super::{Guard, StoreResult};
 
@@ -37,6 +38,14 @@ pub trait Records: Send + Sync + 'static {
 pub trait EventLog: Send + Sync + 'static {
     /// Store one event durably; its number.
     async fn append(&self, event: Vec<u8>) -> StoreResult<u64>;
+    /// Store `events` durably, in order and numbered consecutively; their numbers.
+    async fn append_batch(&self, events: Vec<Vec<u8>>) -> StoreResult<Vec<u64>> {
+        let mut seqs = Vec::with_capacity(events.len());
+        for e in events {
+            seqs.push(self.append(e).await?);
+        }
+        Ok(seqs)
+    }
     /// The event numbered `seq`, if it is (still) in the log.
     async fn read(&self, seq: u64) -> StoreResult<Option<Vec<u8>>>;
     /// The highest number in the log (0 when empty), other processes' appends included.
@@ -54,6 +63,11 @@ pub trait EventLog: Send + Sync + 'static {
     /// The right to deliver to `endpoint`, held until the guard drops (or its holder dies);
     /// None while another process holds it.
     async fn try_lease(&self, endpoint: &str) -> StoreResult<Option<Guard>>;
+    /// Wake-ups as other processes append, where the store can push them (PostgreSQL's
+    /// `LISTEN`); the stream ends when the connection does. None: callers poll.
+    async fn listen(&self) -> StoreResult<Option<BoxStream<'static, ()>>> {
+        Ok(None)
+    }
 }
 
 /// How many times each repository was pulled (a manifest read for an image, as Docker Hub

@@ -18,6 +18,7 @@ use wharf_watch::labels::{split_names, Selection};
 use wharf_watch::notify::{Notifiers, NotifySettings};
 use wharf_watch::policy::PolicyDefaults;
 use wharf_watch::rejected::{default_state_dir, state_file, Rejections};
+use wharf_watch::resume::Resume;
 use wharf_watch::report::{Outcome, SessionReport};
 use wharf_watch::schedule::Schedule;
 use wharf_watch::session::{Settings, Watcher};
@@ -133,10 +134,14 @@ async fn run_watcher(args: WatchArgs, flags: &ClientFlags, gate: Gate) -> anyhow
                 .parse()
                 .with_context(|| format!("--events-from {host}: not a registry host"))?;
             tracing::info!(%registry, "following the registry's events");
+            // The last event id is kept where the rollbacks are, so a restart resumes.
+            let dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
+            let resume = Resume::new(&dir, args.scope.as_deref(), registry.as_str());
             tokio::spawn(sse::subscribe(
                 watcher.registries(),
                 registry,
                 dispatcher.clone(),
+                Some(resume),
             ));
         }
     }

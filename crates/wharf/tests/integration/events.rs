@@ -189,7 +189,7 @@ fn a_docker_push_notifies_exactly_as_distribution_does() {
 }
 
 /// A manifest with no layers and its own config blob, pushed over HTTP as `repo:tag`.
-fn push_small(client: &reqwest::blocking::Client, base: &str, repo: &str, tag: &str) {
+pub(crate) fn push_small(client: &reqwest::blocking::Client, base: &str, repo: &str, tag: &str) {
     push_small_as(client, base, repo, tag, "");
 }
 
@@ -293,7 +293,7 @@ fn events_wait_out_a_receiver_outage_a_crash_and_a_second_process_and_arrive_onc
 }
 
 /// Read SSE messages (id, event, data) from a streaming response until `n` have come.
-fn read_messages(
+pub(crate) fn read_messages(
     lines: &mut impl Iterator<Item = std::io::Result<String>>,
     n: usize,
 ) -> Vec<(u64, String, Value)> {

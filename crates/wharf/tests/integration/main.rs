@@ -18,6 +18,7 @@ mod database_gc_queues;
 mod database_races;
 mod database_s3;
 mod events;
+mod events_database;
 mod governance;
 mod http_edges;
 mod identity;

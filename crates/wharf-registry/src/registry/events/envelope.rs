@@ -62,6 +62,20 @@ pub struct Target {
     pub url: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub tag: String,
+    /// What a manifest references (`notifications.events.includereferences`), as
+    /// Distribution's `Manifest.References()`: config and layers, or child manifests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub references: Vec<wharf_oci::Descriptor>,
+}
+
+/// A manifest's references as Distribution lists them in events.
+pub fn references(m: &wharf_oci::Manifest) -> Vec<wharf_oci::Descriptor> {
+    m.config
+        .iter()
+        .chain(&m.layers)
+        .chain(&m.manifests)
+        .cloned()
+        .collect()
 }
 
 /// The request that caused the event. `id`, `method` and `useragent` are always present.

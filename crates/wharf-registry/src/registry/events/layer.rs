@@ -57,7 +57,12 @@ impl Layer for EventsLayer {
             if self.events.wants(PULL) {
                 let size = m.bytes.len() as u64;
                 let tag = tag_of(reference);
-                let e = o.manifest(PULL, repo, &m.media_type, &m.digest, size, tag);
+                let mut e = o.manifest(PULL, repo, &m.media_type, &m.digest, size, tag);
+                if self.events.include_references {
+                    if let Ok(parsed) = wharf_oci::Manifest::parse(&m.bytes, None) {
+                        e.target.references = super::envelope::references(&parsed);
+                    }
+                }
                 self.events.emit(vec![e]).await;
             }
         }
@@ -93,9 +98,15 @@ impl Layer for EventsLayer {
         let put = inner
             .put_manifest(o, repo, reference, content_type, bytes)
             .await?;
-        let tag = tag_of(reference);
-        let e = o.manifest(PUSH, repo, &put.media_type, &put.digest, put.size, tag);
-        self.events.emit(vec![e]).await;
+        // Where the log is the database's, the core recorded it in the put's transaction.
+        if !self.events.in_transaction() {
+            let tag = tag_of(reference);
+            let mut e = o.manifest(PUSH, repo, &put.media_type, &put.digest, put.size, tag);
+            if self.events.include_references {
+                e.target.references = put.references.clone();
+            }
+            self.events.emit(vec![e]).await;
+        }
         Ok(put)
     }
 
@@ -106,7 +117,7 @@ impl Layer for EventsLayer {
         reference: &Reference,
     ) -> Result<bool> {
         let deleted = self.inner.delete_manifest(o, repo, reference).await?;
-        if deleted {
+        if deleted && !self.events.in_transaction() {
             let e = match reference {
                 Reference::Tag(t) => o.tag_deleted(repo, t.as_str()),
                 Reference::Digest(d) => o.deleted(repo, d),
@@ -123,7 +134,7 @@ impl Layer for EventsLayer {
         repo: &RepoName,
     ) -> Result<Option<RepositoryDeleted>> {
         let deleted = self.inner.delete_repository(o, repo).await?;
-        if let Some(d) = &deleted {
+        if let Some(d) = deleted.as_ref().filter(|_| !self.events.in_transaction()) {
             let events = d.manifests.iter().map(|m| o.deleted(repo, m)).collect();
             self.events.emit(events).await;
         }

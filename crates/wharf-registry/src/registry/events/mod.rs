@@ -25,6 +25,9 @@ pub const RETAIN_EVENTS: usize = 5000;
 pub const RETAIN_AGE: Duration = Duration::from_secs(24 * 3600);
 /// How often other processes' appends are looked for.
 const POLL: Duration = Duration::from_millis(250);
+/// With a log that pushes wake-ups (PostgreSQL's `LISTEN/NOTIFY`), the poll only covers a
+/// listening connection that was lost: the bound on a subscriber's latency then.
+const POLL_LISTENING: Duration = Duration::from_secs(1);
 
 pub struct Events {
     log: Arc<dyn EventLog>,
@@ -35,6 +38,23 @@ pub struct Events {
     newest: watch::Sender<u64>,
     closing: watch::Sender<bool>,
     metrics: Arc<Metrics>,
+    /// The log is the metadata store's: the core hands each change its events, recorded
+    /// in the change's transaction (see [`Events::in_transaction`]).
+    in_transaction: bool,
+    /// `notifications.events.includereferences`.
+    pub(crate) include_references: bool,
+}
+
+/// How often the log is trimmed.
+const TRIM_EVERY: Duration = Duration::from_secs(60);
+
+/// The next wake-up; false when the stream ended (never, without one).
+async fn next_wake(wakes: &mut Option<futures::stream::BoxStream<'static, ()>>) -> bool {
+    use futures::StreamExt;
+    match wakes {
+        Some(w) => w.next().await.is_some(),
+        None => std::future::pending().await,
+    }
 }
 
 impl Events {
@@ -46,7 +66,16 @@ impl Events {
         source: Source,
         metrics: Arc<Metrics>,
     ) -> StoreResult<Events> {
-        let newest = log.newest().await?;
+        // A database may be down at the start (requests get 503 until it is up): the
+        // stream's position is read again as it runs.
+        let newest = match log.newest().await {
+            Ok(n) => n,
+            Err(StoreError::Unavailable(why)) => {
+                tracing::warn!(%why, "cannot read the event log yet");
+                0
+            }
+            Err(e) => return Err(e),
+        };
         let record_pulls = endpoints
             .iter()
             .any(|e| !e.ignored_actions.iter().any(|a| a == envelope::PULL));
@@ -58,7 +87,44 @@ impl Events {
             newest: watch::channel(newest).0,
             closing: watch::channel(false).0,
             metrics,
+            in_transaction: false,
+            include_references: false,
         })
+    }
+
+    /// The log is the metadata store's own (`Store::events`): manifest puts and deletes
+    /// record their events in their transactions, and the events layer leaves them out.
+    pub fn recorded_in_transaction(mut self, yes: bool) -> Self {
+        self.in_transaction = yes;
+        self
+    }
+
+    /// Manifest push and pull events carry the manifest's references
+    /// (`notifications.events.includereferences`).
+    pub fn include_references(mut self, yes: bool) -> Self {
+        self.include_references = yes;
+        self
+    }
+
+    pub fn in_transaction(&self) -> bool {
+        self.in_transaction
+    }
+
+    /// `events` as the log stores them, for a change to record in its own transaction:
+    /// the ones recorded, with this node as their source.
+    pub fn encode(&self, events: Vec<Event>) -> Vec<Vec<u8>> {
+        let mut out = Vec::with_capacity(events.len());
+        for mut e in events.into_iter().filter(|e| self.wants(&e.action)) {
+            e.source = self.source.clone();
+            match serde_json::to_vec(&e) {
+                Ok(bytes) => {
+                    self.metrics.event_recorded(&e.action);
+                    out.push(bytes);
+                }
+                Err(err) => tracing::warn!(error = %err, "cannot encode an event"),
+            }
+        }
+        out
     }
 
     /// Whether events of `action` are recorded: lets callers skip building them.
@@ -69,33 +135,23 @@ impl Events {
     /// Append `events` durably, in order. A failure is logged, not returned: the
     /// operation they describe has happened and its client must hear so.
     pub async fn emit(&self, events: Vec<Event>) {
-        let mut last = None;
-        for mut e in events.into_iter().filter(|e| self.wants(&e.action)) {
-            e.source = self.source.clone();
-            let bytes = match serde_json::to_vec(&e) {
-                Ok(bytes) => bytes,
-                Err(err) => {
-                    tracing::warn!(error = %err, "cannot encode an event");
-                    continue;
-                }
-            };
-            match self.log.append(bytes).await {
-                Ok(seq) => {
-                    self.metrics.event_recorded(&e.action);
-                    last = Some(seq);
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "cannot record an event: its notification is lost");
-                    break;
+        let encoded = self.encode(events);
+        if encoded.is_empty() {
+            return;
+        }
+        match self.log.append_batch(encoded).await {
+            Ok(seqs) => {
+                if let Some(&seq) = seqs.iter().max() {
+                    self.newest.send_if_modified(|n| {
+                        let changed = seq > *n;
+                        *n = (*n).max(seq);
+                        changed
+                    });
                 }
             }
-        }
-        if let Some(seq) = last {
-            self.newest.send_if_modified(|n| {
-                let changed = seq > *n;
-                *n = (*n).max(seq);
-                changed
-            });
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot record an event: its notification is lost")
+            }
         }
     }
 
@@ -157,13 +213,26 @@ impl Events {
         Ok(())
     }
 
-    /// Other processes append to the same log: look for their events, and trim now and then.
+    /// Other processes append to the same log: look for their events (woken by the log
+    /// where it can push, else polling), and trim now and then.
     async fn watch_store(self: Arc<Self>) {
         let mut closing = self.closing();
-        let mut ticks: u64 = 0;
+        let mut last_trim = tokio::time::Instant::now();
+        let mut wakes = None;
         loop {
+            if wakes.is_none() {
+                wakes = match self.log.listen().await {
+                    Ok(w) => w,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot listen for events; polling");
+                        None
+                    }
+                };
+            }
+            let poll = if wakes.is_some() { POLL_LISTENING } else { POLL };
             tokio::select! {
-                () = tokio::time::sleep(POLL) => {}
+                woke = next_wake(&mut wakes) => if !woke { wakes = None },
+                () = tokio::time::sleep(poll) => {}
                 _ = closing.wait_for(|c| *c) => return,
             }
             if let Ok(newest) = self.log.newest().await {
@@ -173,8 +242,8 @@ impl Events {
                     changed
                 });
             }
-            ticks += 1;
-            if ticks.is_multiple_of(240) {
+            if last_trim.elapsed() >= TRIM_EVERY {
+                last_trim = tokio::time::Instant::now();
                 self.trim().await;
             }
         }

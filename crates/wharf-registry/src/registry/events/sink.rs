@@ -3,8 +3,11 @@
 //! Where an endpoint has got to is a cursor in the store, advanced (durably) only past
 //! events the receiver answered 2xx, so a restart resumes where delivery stopped (or up to
 //! a second before: see `CURSOR_EVERY`). Of the processes sharing a store, the one holding
-//! the endpoint's lease (on a filesystem an `flock`, dropped by the kernel if its holder
-//! dies) delivers; the others wait to take over.
+//! the endpoint's lease delivers; the others wait to take over. On a filesystem the lease
+//! is an `flock`, dropped by the kernel if its holder dies; with a database it is a row
+//! with an expiry the holder renews, taken over once it expires (`store::postgres::events`).
+//! Around a takeover the new holder re-sends what the old one delivered after its last
+//! saved cursor: the only duplicates.
 //!
 //! Retries follow registry:2's circuit breaker: failures are retried at once until
 //! `threshold` of them in a row, then once per `backoff`.
@@ -21,10 +24,12 @@ use crate::store::StoreResult;
 /// How often a waiting process checks whether the lease holder has gone.
 const LEASE_RETRY: Duration = Duration::from_secs(1);
 /// Under a steady stream the cursor is saved after this many deliveries or this long, and
-/// whenever delivery catches up: a crash re-sends at most that much (at least once), and
-/// delivery does not pay an fsync per event.
+/// once delivery has been idle that long: a crash (or a takeover) re-sends at most that
+/// much (at least once), and delivery does not pay a write per event.
 const CURSOR_EVERY_EVENTS: u64 = 256;
 const CURSOR_EVERY: Duration = Duration::from_secs(1);
+/// At most this many events in one envelope.
+const BATCH_EVENTS: u64 = 100;
 /// The pause between retries below the threshold, so a refused connection does not spin.
 const QUICK_RETRY: Duration = Duration::from_millis(50);
 
@@ -86,9 +91,9 @@ impl Delivery {
         loop {
             match self.events.log.try_lease(&name).await {
                 Ok(Some(_lease)) => {
-                    tracing::debug!(endpoint = %name, "delivering events");
+                    tracing::info!(endpoint = %name, "this process holds the delivery lease: delivering events");
                     if let Err(e) = self.deliver().await {
-                        tracing::warn!(endpoint = %name, error = %e, "event delivery stopped; retrying");
+                        tracing::warn!(endpoint = %name, error = %e, "event delivery stopped (the delivery lease is given up); retrying");
                     } else {
                         return;
                     }
@@ -105,11 +110,12 @@ impl Delivery {
         }
     }
 
-    /// Ok when the registry is closing; Err when the store fails.
+    /// Ok when the registry is closing; Err when the store fails (or, on a shared
+    /// database, the lease passed to another replica).
     async fn deliver(&self) -> StoreResult<()> {
         let mut cursor = self.load_cursor().await?;
-        // The cursor as last saved, and when: saving it is an fsync, so under a stream of
-        // events it is saved every so often rather than after each (see CURSOR_EVERY).
+        // The cursor as last saved, and when: saved every so often under a stream of
+        // events, and once delivery has been idle for a moment (see CURSOR_EVERY).
         let mut saved = (cursor, Instant::now());
         let mut newer = self.events.subscribe();
         let mut closing = self.events.closing();
@@ -119,44 +125,49 @@ impl Delivery {
             if *closing.borrow() {
                 break;
             }
-            // In-process appends update this at once, others' within the poll interval:
-            // no stat per event.
+            // In-process appends update this at once, others' within the poll interval.
             let newest = *newer.borrow_and_update();
             self.metrics
                 .notification_pending(&labels, newest.saturating_sub(cursor));
-            let next = cursor + 1;
-            let Some(event) = self.events.read_raw(next).await? else {
-                if next <= newest {
-                    let skipped = self.skip_trimmed(next).await?;
+            let (batch, last) = self.next_batch(cursor, newest).await?;
+            if last == cursor {
+                if cursor < newest {
+                    let skipped = self.skip_trimmed(cursor + 1).await?;
                     if skipped != cursor {
                         cursor = skipped;
                         continue;
                     }
                 }
-                tokio::select! {
-                    _ = newer.changed() => {}
-                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                // Idle: save what was delivered once things have been quiet a moment.
+                let unsaved = cursor != saved.0;
+                let wait = match unsaved {
+                    true => CURSOR_EVERY.saturating_sub(saved.1.elapsed()),
+                    false => Duration::from_secs(1),
+                };
+                let quiet = tokio::select! {
+                    _ = newer.changed() => false,
+                    () = tokio::time::sleep(wait) => true,
                     _ = closing.wait_for(|c| *c) => break,
+                };
+                if quiet && unsaved {
+                    self.save_cursor(cursor).await?;
+                    saved = (cursor, Instant::now());
                 }
                 continue;
-            };
-            let keep = match serde_json::from_slice::<Filtered>(&event) {
-                Ok(f) => !self.ignores(&f),
-                Err(e) => {
-                    tracing::warn!(endpoint = %labels, seq = next, error = %e, "skipping an unreadable event");
-                    false
-                }
-            };
-            if keep {
-                match self.post(event).await {
+            }
+            if !batch.is_empty() {
+                let n = batch.len() as u64;
+                match self.post(&batch).await {
                     Ok(()) => {
                         failures = 0;
-                        self.metrics.notification_delivered(&labels);
+                        for _ in 0..n {
+                            self.metrics.notification_delivered(&labels);
+                        }
                     }
                     Err(e) => {
                         failures += 1;
                         self.metrics.notification_failed(&labels);
-                        tracing::warn!(endpoint = %labels, seq = next, failures, error = %e, "event not accepted; retrying");
+                        tracing::warn!(endpoint = %labels, from = cursor + 1, failures, error = %e, "events not accepted; retrying");
                         let wait = if failures >= self.endpoint.threshold {
                             self.endpoint.backoff
                         } else {
@@ -170,9 +181,8 @@ impl Delivery {
                     }
                 }
             }
-            cursor = next;
-            let behind = cursor >= newest || cursor - saved.0 >= CURSOR_EVERY_EVENTS;
-            if behind || saved.1.elapsed() >= CURSOR_EVERY {
+            cursor = last;
+            if cursor - saved.0 >= CURSOR_EVERY_EVENTS || saved.1.elapsed() >= CURSOR_EVERY {
                 self.save_cursor(cursor).await?;
                 saved = (cursor, Instant::now());
             }
@@ -181,6 +191,28 @@ impl Delivery {
             self.save_cursor(cursor).await?;
         }
         Ok(())
+    }
+
+    /// The events after `cursor` that are ready, up to a batch: the ones this endpoint
+    /// wants, and the number of the last one read. One event when delivery keeps up; as
+    /// many as have piled up when it lags, so a slow receiver costs fewer requests.
+    async fn next_batch(&self, cursor: u64, newest: u64) -> StoreResult<(Vec<Vec<u8>>, u64)> {
+        let mut batch = Vec::new();
+        let mut last = cursor;
+        while last < newest.max(cursor + 1) && (last - cursor) < BATCH_EVENTS {
+            let Some(event) = self.events.read_raw(last + 1).await? else {
+                break;
+            };
+            last += 1;
+            match serde_json::from_slice::<Filtered>(&event) {
+                Ok(f) if !self.ignores(&f) => batch.push(event),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(endpoint = %self.endpoint.name, seq = last, error = %e, "skipping an unreadable event")
+                }
+            }
+        }
+        Ok((batch, last))
     }
 
     /// Events missing before the newest: trimmed before this endpoint got them (it was
@@ -203,12 +235,18 @@ impl Delivery {
             || self.endpoint.ignored_actions.contains(&e.action)
     }
 
-    /// One envelope per event, as Distribution's bridge sends them. The stored event is
-    /// the envelope's element as it is: no decoding and encoding again.
-    async fn post(&self, event: Vec<u8>) -> Result<(), String> {
-        let mut body = Vec::with_capacity(event.len() + 16);
+    /// One envelope for the batch: registry:2's envelope holds an array. Stored events
+    /// are the envelope's elements as they are: no decoding and encoding again.
+    async fn post(&self, events: &[Vec<u8>]) -> Result<(), String> {
+        let len: usize = events.iter().map(|e| e.len() + 1).sum();
+        let mut body = Vec::with_capacity(len + 16);
         body.extend_from_slice(b"{\"events\":[");
-        body.extend_from_slice(&event);
+        for (i, e) in events.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(e);
+        }
         body.extend_from_slice(b"]}");
         let resp = self
             .client

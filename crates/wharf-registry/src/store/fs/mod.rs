@@ -69,6 +69,7 @@ pub fn open_with(
         state: Some(state.clone()),
         identity: Some(state.clone()),
         pulls: Some(state),
+        events: None,
     })
 }
 

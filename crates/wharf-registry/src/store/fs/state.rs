@@ -108,9 +108,14 @@ impl Records for FsState {
 
 #[async_trait]
 impl EventLog for FsState {
+    /// Through the log's group commit: one fsync for every append waiting.
     async fn append(&self, event: Vec<u8>) -> StoreResult<u64> {
-        let log = self.log()?.clone();
-        Ok(blocking(move || log.append(&event)).await?)
+        let seqs = self.log()?.append_grouped(vec![event]).await?;
+        Ok(seqs.first().copied().unwrap_or(0))
+    }
+
+    async fn append_batch(&self, events: Vec<Vec<u8>>) -> StoreResult<Vec<u64>> {
+        Ok(self.log()?.append_grouped(events).await?)
     }
 
     async fn read(&self, seq: u64) -> StoreResult<Option<Vec<u8>>> {

@@ -272,7 +272,7 @@ impl MetaStore for PgMetaStore {
         now: SystemTime,
     ) -> StoreResult<()> {
         let tag = tag.map(|t| (t.as_str(), now));
-        self.record_manifest(repo, manifest, tag, now, Some(false))
+        self.record_manifest(repo, manifest, tag, now, Some(false), &[])
             .await
     }
 
@@ -284,8 +284,61 @@ impl MetaStore for PgMetaStore {
         now: SystemTime,
     ) -> StoreResult<()> {
         let tag = tag.map(|t| (t.as_str(), now));
-        self.record_manifest(repo, manifest, tag, now, Some(true))
+        self.record_manifest(repo, manifest, tag, now, Some(true), &[])
             .await
+    }
+
+    async fn put_pushed_manifest_reporting(
+        &self,
+        repo: &RepoName,
+        manifest: &ManifestRecord,
+        tag: Option<&Tag>,
+        now: SystemTime,
+        events: &[Vec<u8>],
+    ) -> StoreResult<()> {
+        let tag = tag.map(|t| (t.as_str(), now));
+        self.record_manifest(repo, manifest, tag, now, Some(true), events)
+            .await
+    }
+
+    async fn delete_manifest_reporting(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        events: &[Vec<u8>],
+    ) -> StoreResult<bool> {
+        self.affected_reporting(
+            "DELETE FROM manifests m USING repositories r
+             WHERE r.id = m.repository_id AND r.name = $1 AND m.digest = $2",
+            repo,
+            &digest.to_string(),
+            events,
+        )
+        .await
+    }
+
+    async fn delete_tag_reporting(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        events: &[Vec<u8>],
+    ) -> StoreResult<bool> {
+        self.affected_reporting(
+            "DELETE FROM tags t USING repositories r
+             WHERE r.id = t.repository_id AND r.name = $1 AND t.name = $2",
+            repo,
+            tag.as_str(),
+            events,
+        )
+        .await
+    }
+
+    async fn forget_repository_reporting(
+        &self,
+        repo: &RepoName,
+        events: &[Vec<u8>],
+    ) -> StoreResult<()> {
+        self.forget_reporting(repo, events).await
     }
 
     fn records_put_time(&self) -> bool {

@@ -45,6 +45,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("migrations/0006_pull_counts.up.sql"),
         include_str!("migrations/0006_pull_counts.down.sql"),
     ),
+    (
+        7,
+        "events",
+        include_str!("migrations/0007_events.up.sql"),
+        include_str!("migrations/0007_events.down.sql"),
+    ),
 ];
 
 #[derive(Debug)]

@@ -14,6 +14,8 @@
 #[cfg(feature = "postgres")]
 mod connect;
 #[cfg(feature = "postgres")]
+mod events;
+#[cfg(feature = "postgres")]
 mod identity;
 #[cfg(feature = "postgres")]
 mod import;

@@ -20,12 +20,13 @@ impl PgMetaStore {
         tag: Option<(&str, SystemTime)>,
         when: SystemTime,
     ) -> StoreResult<()> {
-        self.record_manifest(repo, m, tag, when, None).await
+        self.record_manifest(repo, m, tag, when, None, &[]).await
     }
 
     /// `check`: a registry's write, which locks the review-queue rows of what the manifest
     /// references and checks, once they are held, that none was collected meanwhile
     /// (`Some(true)`: its blobs must be linked in `repo`, as a client's push requires).
+    /// `events` are recorded in the same transaction, last.
     pub(super) async fn record_manifest(
         &self,
         repo: &RepoName,
@@ -33,6 +34,7 @@ impl PgMetaStore {
         tag: Option<(&str, SystemTime)>,
         when: SystemTime,
         check: Option<bool>,
+        events: &[Vec<u8>],
     ) -> StoreResult<()> {
         let mut tx = self.begin().await?;
         let id = self.ensure_repo(&mut tx, repo).await?;
@@ -95,6 +97,7 @@ impl PgMetaStore {
         if let Some(held) = held {
             self.unlock_blob_rows(&mut tx, &held).await?;
         }
+        self.record_events(&mut tx, events).await?;
         tx.commit().await.map_err(self.err())
     }
 

@@ -1,0 +1,2 @@
+DROP TABLE event_endpoints;
+DROP TABLE events;
