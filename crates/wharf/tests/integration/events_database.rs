@@ -249,3 +249,71 @@ fn webhooks_deliver_once_across_three_replicas_and_survive_a_sigkill_of_the_deli
     // dead holder's last saved cursor.
     assert!(duplicates <= 50, "{duplicates} duplicates");
 }
+
+/// `wharf watch --events-from` the load balancer: a push that lands on any replica updates
+/// the container (the interval is 24 h, so only the event can); the watcher is killed, a
+/// push lands while it is down, and the restarted watcher resumes from the event id it
+/// kept on disk and applies it.
+#[test]
+fn a_watcher_behind_the_load_balancer_misses_nothing_across_its_restart() {
+    use crate::watch::{image_id, serving_image, Cleanup};
+    use crate::watch_events::{wait_for_log, EventWatcher};
+    require_docker();
+    let pg = Postgres::start();
+    let c = Cluster::start(&pg, "");
+    let mut cleanup = Cleanup::default();
+    let v: Vec<String> = (1..=3)
+        .map(|i| serving_image(&mut cleanup, &format!("lb{i}"), &[]))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let docker_config = dir.path().join("docker-config");
+    std::fs::create_dir_all(&docker_config).unwrap();
+    std::fs::write(docker_config.join("config.json"), "{}").unwrap();
+    let image = format!("{}/lb/app:latest", c.front);
+    cleanup.images.push(image.clone());
+    let push = |local: &str| {
+        run(Command::new("docker").args(["tag", local, &image]));
+        run(Command::new("docker")
+            .env("DOCKER_CONFIG", &docker_config)
+            .args(["push", &image]));
+    };
+    push(&v[0]);
+    let name = unique("wharf-events-lb-");
+    cleanup.containers.push(name.clone());
+    run(Command::new("docker").args(["run", "-d", "--name", &name, &image]));
+    let start = || {
+        EventWatcher::start(
+            dir.path(),
+            free_port(),
+            &docker_config,
+            &["--events-from", &c.front, &name],
+        )
+    };
+    let watcher = start();
+    wait_for_log(&watcher, "subscribed to registry events");
+    for (i, local) in v.iter().enumerate().skip(1).take(1) {
+        push(local);
+        let took = watcher.wait_until_runs(&name, &image_id(local), Duration::from_secs(10));
+        eprintln!("push {i} to running through the load balancer: {took:?}");
+    }
+    drop(watcher);
+    // Pushed while the watcher is down: only a resumed stream can apply it at once.
+    push(&v[2]);
+    let watcher = start();
+    let took = watcher.wait_until_runs(&name, &image_id(&v[2]), Duration::from_secs(15));
+    eprintln!("a push made while the watcher was down applied {took:?} after its restart");
+    let log = watcher.log();
+    let subscribed = log
+        .lines()
+        .find(|l| l.contains("subscribed to registry events"))
+        .unwrap_or_else(|| panic!("never subscribed: {log}"));
+    assert!(
+        !subscribed.contains("resumed_after=-"),
+        "the restarted watcher must resume from the id it kept: {subscribed}"
+    );
+    let kept = std::fs::read_dir(dir.path().join("watch-state"))
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with("events."));
+    assert!(kept, "no event id file in the state directory");
+}
