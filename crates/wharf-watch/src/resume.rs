@@ -45,7 +45,8 @@ impl Resume {
         match std::fs::read_to_string(&self.path) {
             Ok(s) => {
                 let id = s.trim();
-                let plain = !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_digit());
+                let plain =
+                    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_digit());
                 if !plain {
                     tracing::warn!(path = %self.path.display(), "ignoring an event id that is not a number");
                 }

@@ -129,7 +129,11 @@ impl Core {
                 live.insert(t.digest.clone());
                 continue;
             }
-            if !report.dry_run && !self.delete_tag_for_retention(&origin, repo, &t.name).await? {
+            if !report.dry_run
+                && !self
+                    .delete_tag_for_retention(&origin, repo, &t.name)
+                    .await?
+            {
                 live.insert(t.digest.clone());
                 continue;
             }
@@ -162,7 +166,10 @@ impl Core {
         let Ok(tag) = name.parse::<Tag>() else {
             return Ok(false);
         };
-        match self.remove_manifest(origin, repo, &Reference::Tag(tag)).await {
+        match self
+            .remove_manifest(origin, repo, &Reference::Tag(tag))
+            .await
+        {
             Ok(deleted) => Ok(deleted),
             Err(Error::Refused { message, .. }) => {
                 tracing::info!(%repo, tag = name, message, "retention kept a tag");

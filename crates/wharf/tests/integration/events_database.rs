@@ -61,7 +61,11 @@ fn database_events_ride_in_the_transaction_of_the_change_they_report() {
     let base = format!("http://{}", s.host());
     let client = http_client();
     assert_eq!(put_manifest(&client, &base, "tx/app", "v1"), 201);
-    assert_eq!(events_naming(&pg, "v1"), 1, "an acknowledged push has its event");
+    assert_eq!(
+        events_naming(&pg, "v1"),
+        1,
+        "an acknowledged push has its event"
+    );
 
     // The event cannot be written: the push fails as a whole, and leaves no tag.
     pg.psql(
@@ -151,7 +155,12 @@ fn a_subscriber_on_one_replica_sees_pushes_made_through_the_others() {
     let t0 = Instant::now();
     for i in 0..12 {
         let via = &c.replicas[1 + i % 2];
-        push_small(&client, &format!("http://{}", via.host()), "spread/app", &format!("t{i:02}"));
+        push_small(
+            &client,
+            &format!("http://{}", via.host()),
+            "spread/app",
+            &format!("t{i:02}"),
+        );
     }
     // A config blob and a manifest per push.
     let got = read_messages(&mut lines, 24);
@@ -215,7 +224,10 @@ fn webhooks_deliver_once_across_three_replicas_and_survive_a_sigkill_of_the_deli
         if let Some(h) = holder(&c) {
             break h;
         }
-        assert!(Instant::now() < deadline, "no replica took the delivery lease");
+        assert!(
+            Instant::now() < deadline,
+            "no replica took the delivery lease"
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     c.replicas[killed].kill();

@@ -229,7 +229,11 @@ impl Events {
                     }
                 };
             }
-            let poll = if wakes.is_some() { POLL_LISTENING } else { POLL };
+            let poll = if wakes.is_some() {
+                POLL_LISTENING
+            } else {
+                POLL
+            };
             tokio::select! {
                 woke = next_wake(&mut wakes) => if !woke { wakes = None },
                 () = tokio::time::sleep(poll) => {}

@@ -398,7 +398,10 @@ mod tests {
         // Reopened, numbering goes on; trimming keeps what is undelivered and the newest.
         let c = FsLog::open(dir.path().to_owned()).unwrap();
         assert_eq!(c.append(b"w").unwrap(), 151);
-        assert_eq!(c.append_all(&[b"x".to_vec(), b"y".to_vec()]).unwrap(), [152, 153]);
+        assert_eq!(
+            c.append_all(&[b"x".to_vec(), b"y".to_vec()]).unwrap(),
+            [152, 153]
+        );
         assert_eq!(c.read(152).unwrap().as_deref(), Some(&b"x"[..]));
         assert_eq!(c.read(153).unwrap().as_deref(), Some(&b"y"[..]));
         assert_eq!(c.read(154).unwrap(), None);
@@ -427,9 +430,9 @@ mod tests {
         let tasks: Vec<_> = (0..64)
             .map(|i| {
                 let log = log.clone();
-                tokio::spawn(async move {
-                    log.append_grouped(vec![format!("e{i}").into_bytes()]).await
-                })
+                tokio::spawn(
+                    async move { log.append_grouped(vec![format!("e{i}").into_bytes()]).await },
+                )
             })
             .collect();
         let mut seqs = Vec::new();
