@@ -46,6 +46,15 @@ pub trait EventLog: Send + Sync + 'static {
         }
         Ok(seqs)
     }
+    /// Queue `events` now, to be stored durably, in order, before anything appended
+    /// after them; the future resolves once they are. None where the log has no queue
+    /// (callers then append and wait).
+    fn append_queued(
+        &self,
+        _events: Vec<Vec<u8>>,
+    ) -> Option<futures::future::BoxFuture<'static, StoreResult<Vec<u64>>>> {
+        None
+    }
     /// The event numbered `seq`, if it is (still) in the log.
     async fn read(&self, seq: u64) -> StoreResult<Option<Vec<u8>>>;
     /// The highest number in the log (0 when empty), other processes' appends included.

@@ -26,8 +26,9 @@ impl EventsLayer {
     }
 
     async fn blob_pushed(&self, o: &Origin, repo: &RepoName, digest: &Digest, size: u64) {
+        // Durable with the manifest push that follows (see Events::emit_queued).
         let e = o.blob(PUSH, repo, digest, size, None);
-        self.events.emit(vec![e]).await;
+        self.events.emit_queued(vec![e]).await;
     }
 }
 
@@ -184,7 +185,7 @@ impl Layer for EventsLayer {
         let mounted = self.inner.mount(o, repo, digest, from).await?;
         if let Some(size) = mounted {
             let e = o.blob(MOUNT, repo, digest, size, Some(from));
-            self.events.emit(vec![e]).await;
+            self.events.emit_queued(vec![e]).await;
         }
         Ok(mounted)
     }

@@ -136,23 +136,53 @@ impl Events {
     /// operation they describe has happened and its client must hear so.
     pub async fn emit(&self, events: Vec<Event>) {
         let encoded = self.encode(events);
-        if encoded.is_empty() {
-            return;
+        if !encoded.is_empty() {
+            self.append(encoded).await;
         }
+    }
+
+    async fn append(&self, encoded: Vec<Vec<u8>>) {
         match self.log.append_batch(encoded).await {
-            Ok(seqs) => {
-                if let Some(&seq) = seqs.iter().max() {
-                    self.newest.send_if_modified(|n| {
-                        let changed = seq > *n;
-                        *n = (*n).max(seq);
-                        changed
-                    });
-                }
-            }
+            Ok(seqs) => self.appended(&seqs),
             Err(err) => {
                 tracing::warn!(error = %err, "cannot record an event: its notification is lost")
             }
         }
+    }
+
+    /// Wake subscribers and deliveries for events this process appended.
+    fn appended(&self, seqs: &[u64]) {
+        if let Some(&seq) = seqs.iter().max() {
+            self.newest.send_if_modified(|n| {
+                let changed = seq > *n;
+                *n = (*n).max(seq);
+                changed
+            });
+        }
+    }
+
+    /// Queue `events` without waiting for them to be durable, where the log keeps a
+    /// first-in first-out queue (a filesystem's group commit): what is emitted after them
+    /// is durable only once they are. A blob's push event is made durable by the manifest
+    /// push that follows it, whose event waits, so an image push pays for one batch, not
+    /// two. Elsewhere this is [`Events::emit`].
+    pub async fn emit_queued(self: &Arc<Self>, events: Vec<Event>) {
+        let encoded = self.encode(events);
+        if encoded.is_empty() {
+            return;
+        }
+        let Some(durable) = self.log.append_queued(encoded.clone()) else {
+            return self.append(encoded).await;
+        };
+        let me = self.clone();
+        tokio::spawn(async move {
+            match durable.await {
+                Ok(seqs) => me.appended(&seqs),
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot record an event: its notification is lost")
+                }
+            }
+        });
     }
 
     pub fn subscribe(&self) -> watch::Receiver<u64> {

@@ -40,11 +40,13 @@ const BATCH_MAX: usize = 512;
 const SUFFIX: &str = ".json";
 
 type Reply = tokio::sync::oneshot::Sender<io::Result<Vec<u64>>>;
+/// The committer's queue: batches of events, and where to answer each.
+type Queue = mpsc::Sender<(Vec<Vec<u8>>, Reply)>;
 
 pub struct FsLog {
     inner: Arc<Inner>,
     /// The committer's queue, started on the first grouped append.
-    committer: Mutex<Option<mpsc::Sender<(Vec<Vec<u8>>, Reply)>>>,
+    committer: Mutex<Option<Queue>>,
 }
 
 struct Inner {
@@ -87,19 +89,28 @@ impl FsLog {
 
     /// Store `events` durably in the next group commit, with whatever else is waiting.
     pub async fn append_grouped(&self, events: Vec<Vec<u8>>) -> io::Result<Vec<u64>> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        {
-            let mut committer = wharf_oci::sync::lock(&self.committer);
-            let queue = committer.get_or_insert_with(|| start_committer(self.inner.clone()));
-            if let Err(mpsc::SendError((events, tx))) = queue.send((events, tx)) {
-                // The thread is gone (it cannot panic, but be sure): start another.
-                let queue = start_committer(self.inner.clone());
-                let _ = queue.send((events, tx));
-                *committer = Some(queue);
-            }
-        }
-        rx.await
+        self.enqueue(events)
+            .await
             .unwrap_or_else(|_| Err(io::Error::other("the event log's committer stopped")))
+    }
+
+    /// Queue `events` for the next group commit now; the receiver hears their numbers once
+    /// they are durable. The queue is first in, first out: whatever is queued after them
+    /// is durable only once they are.
+    pub fn enqueue(
+        &self,
+        events: Vec<Vec<u8>>,
+    ) -> tokio::sync::oneshot::Receiver<io::Result<Vec<u64>>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut committer = wharf_oci::sync::lock(&self.committer);
+        let queue = committer.get_or_insert_with(|| start_committer(self.inner.clone()));
+        if let Err(mpsc::SendError((events, tx))) = queue.send((events, tx)) {
+            // The thread is gone (it cannot panic, but be sure): start another.
+            let queue = start_committer(self.inner.clone());
+            let _ = queue.send((events, tx));
+            *committer = Some(queue);
+        }
+        rx
     }
 
     /// The event numbered `seq`, if it is (still) in the log.
@@ -184,7 +195,7 @@ impl FsLog {
 }
 
 /// The committer: takes every append waiting, writes them as one batch, answers each.
-fn start_committer(inner: Arc<Inner>) -> mpsc::Sender<(Vec<Vec<u8>>, Reply)> {
+fn start_committer(inner: Arc<Inner>) -> Queue {
     let (tx, rx) = mpsc::channel::<(Vec<Vec<u8>>, Reply)>();
     let spawned = std::thread::Builder::new()
         .name("wharf-event-log".into())

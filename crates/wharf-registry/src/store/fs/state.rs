@@ -118,6 +118,20 @@ impl EventLog for FsState {
         Ok(self.log()?.append_grouped(events).await?)
     }
 
+    fn append_queued(
+        &self,
+        events: Vec<Vec<u8>>,
+    ) -> Option<futures::future::BoxFuture<'static, StoreResult<Vec<u64>>>> {
+        let log = self.log().ok()?;
+        let queued = log.enqueue(events);
+        Some(Box::pin(async move {
+            let done = queued
+                .await
+                .unwrap_or_else(|_| Err(io::Error::other("the event log's committer stopped")));
+            Ok(done?)
+        }))
+    }
+
     async fn read(&self, seq: u64) -> StoreResult<Option<Vec<u8>>> {
         Ok(self.log()?.read(seq)?)
     }
