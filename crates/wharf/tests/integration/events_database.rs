@@ -191,8 +191,7 @@ fn holder(c: &Cluster) -> Option<usize> {
         c.replicas[i]
             .log()
             .lines()
-            .filter(|l| l.contains("delivery lease"))
-            .last()
+            .rfind(|l| l.contains("delivery lease"))
             .is_some_and(|l| l.contains("holds the delivery lease"))
     })
 }
