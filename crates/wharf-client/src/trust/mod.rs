@@ -22,6 +22,7 @@ mod cosign;
 mod keys;
 mod notation;
 mod private;
+mod sign;
 mod source;
 
 use std::collections::BTreeMap;
@@ -37,6 +38,7 @@ pub use cosign::{
 pub use keys::PublicKey;
 pub use notation::{NOTATION_ARTIFACT_TYPE, NOTATION_ENVELOPE_MEDIA_TYPE};
 pub use private::{KeyFileError, PrivateKey};
+pub use sign::{docker_reference, sign, Signed};
 pub use source::RegistrySource;
 
 /// Largest annotation, payload or envelope read from a signature: a simple-signing
