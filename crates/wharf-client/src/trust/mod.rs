@@ -302,3 +302,6 @@ pub async fn list_signatures(
     }
     Ok(found)
 }
+
+#[cfg(test)]
+mod tests;
