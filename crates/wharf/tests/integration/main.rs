@@ -37,6 +37,7 @@ mod plain_http;
 mod proxy;
 mod proxy_faults;
 mod pushes;
+mod replication;
 mod replicas;
 mod replicas_database;
 mod s3;

@@ -205,7 +205,9 @@ impl Replication {
     /// One sync entry on its interval, under its job lock (once across replicas).
     async fn sync_every(self: Arc<Self>, registry: Arc<Registry>, index: usize) {
         let entry = self.config.sync[index].clone();
-        let mut tick = tokio::time::interval(entry.interval);
+        // The first round waits one interval, as the other scheduled jobs do.
+        let start = tokio::time::Instant::now() + entry.interval;
+        let mut tick = tokio::time::interval_at(start, entry.interval);
         loop {
             tick.tick().await;
             let job = format!("sync-{index}");
