@@ -253,7 +253,8 @@ pub async fn replicate(registry: &Registry, target: &Target, event: &Event) -> a
         (Some(t), d) if rule.takes_tag(t.as_str()) || is_referrer_tag(t.as_str()) => {
             let outcome = push.tag(&repo, &t, d.as_ref(), false).await?;
             if let Outcome::Kept(theirs) = &outcome {
-                tracing::info!(target = %target.name, %repo, tag = %t, kept = %theirs, "concurrent push on the peer wins by the conflict rule (higher digest)");
+                tracing::info!(target = %target.name, %repo, tag = %t, kept = %theirs, "concurrent push on the peer wins by the conflict rule (higher digest); adopting it here");
+                super::sync::adopt(registry, target, &repo, &t).await?;
             }
             Ok(outcome == Outcome::Sent)
         }

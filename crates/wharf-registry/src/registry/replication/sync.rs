@@ -335,6 +335,33 @@ impl<'a> SyncRun<'a> {
     }
 }
 
+/// Active-active: the peer's digest for `repo:tag` won the conflict rule, so it is stored
+/// here too. Without this, a peer that kept its own digest earlier (ours was then higher)
+/// and a later, lower push here would each keep their own. The write carries the
+/// replicator's agent, so it is not replicated back.
+pub async fn adopt(
+    registry: &Registry,
+    target: &super::target::Target,
+    repo: &RepoName,
+    tag: &Tag,
+) -> anyhow::Result<()> {
+    let entry = Sync {
+        name: target.name.clone(),
+        url: target.url.clone(),
+        username: None,
+        password: None,
+        repositories: Vec::new(),
+        tags: None,
+        platforms: Vec::new(),
+        destination: String::new(),
+        interval: crate::config::replication::DEFAULT_SYNC_INTERVAL,
+    };
+    let mut run = SyncRun::new(registry, &entry, &target.client);
+    run.origin.request.useragent = super::target::REPLICATOR_AGENT.into();
+    run.tag(repo, repo, tag, false).await?;
+    Ok(())
+}
+
 /// What a tag is stored as here.
 struct Chosen {
     /// Manifests stored first, by digest.
