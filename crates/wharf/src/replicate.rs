@@ -50,17 +50,21 @@ pub fn replicate(cmd: ReplicateCommand) -> anyhow::Result<()> {
     runtime.block_on(async {
         let state = wharf_registry::server::state_for(&config).await?;
         let registry = state.registry.clone();
-        let replication = registry
-            .replication()
-            .cloned()
-            .context("the config has no `replication:` rules or sync entries (see docs/replication.md)")?;
+        let replication = registry.replication().cloned().context(
+            "the config has no `replication:` rules or sync entries (see docs/replication.md)",
+        )?;
         let only = args.target.as_deref();
         match what {
             "status" => status(&registry, &replication, only, args.store.json).await,
             "run" => {
                 let positions = replication.run_once(&registry, only).await?;
                 print_json_or(args.store.json, &positions, |p| {
-                    format!("{}: replicated up to event {} of {}", p.target, p.cursor.unwrap_or(0), p.newest)
+                    format!(
+                        "{}: replicated up to event {} of {}",
+                        p.target,
+                        p.cursor.unwrap_or(0),
+                        p.newest
+                    )
                 })
             }
             "reconcile" => {
@@ -82,7 +86,11 @@ pub fn replicate(cmd: ReplicateCommand) -> anyhow::Result<()> {
                         }
                         println!(
                             "{}: {} repositories, {verb} {} tags, {} unchanged, {} bytes fetched",
-                            r.name, r.repositories, r.copied.len(), r.unchanged, r.bytes
+                            r.name,
+                            r.repositories,
+                            r.copied.len(),
+                            r.unchanged,
+                            r.bytes
                         );
                     }
                 }
@@ -111,7 +119,10 @@ async fn status(
         );
         return Ok(());
     }
-    for p in positions.iter().filter(|p| only.is_none_or(|o| o == p.target)) {
+    for p in positions
+        .iter()
+        .filter(|p| only.is_none_or(|o| o == p.target))
+    {
         let cursor = p.cursor.map_or("never run".to_owned(), |c| c.to_string());
         println!(
             "{} ({}): cursor {cursor}, newest event {}, {} behind",

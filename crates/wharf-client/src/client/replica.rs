@@ -118,11 +118,12 @@ impl RegistryClient {
             url,
             detail: e.to_string(),
         })?;
-        let index: Index = serde_json::from_slice(&bytes).map_err(|e| ClientError::BadResponse {
-            registry: self.registry().to_string(),
-            what,
-            detail: e.to_string(),
-        })?;
+        let index: Index =
+            serde_json::from_slice(&bytes).map_err(|e| ClientError::BadResponse {
+                registry: self.registry().to_string(),
+                what,
+                detail: e.to_string(),
+            })?;
         Ok(index.manifests)
     }
 }

@@ -189,7 +189,11 @@ impl ReplicationFile {
         let mut rules = Vec::new();
         for (i, r) in self.rules.into_iter().enumerate() {
             let key = format!("replication.rules.{i}");
-            if let Some(unknown) = r.targets.iter().find(|n| !targets.iter().any(|t| &t.name == *n)) {
+            if let Some(unknown) = r
+                .targets
+                .iter()
+                .find(|n| !targets.iter().any(|t| &t.name == *n))
+            {
                 return Err(bad(
                     format!("{key}.targets"),
                     format!("no target is named {unknown:?}: name one of replication.targets"),

@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::harness::nginx::nginx;
 use super::harness::{
-    build_busybox_image, docker_rmi, require_docker, run, unique, Distribution, Proc, Served,
-    WHARF,
+    build_busybox_image, docker_rmi, require_docker, run, unique, Distribution, Proc, Served, WHARF,
 };
 
 const ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
@@ -69,7 +68,11 @@ fn tags(host: &str, repo: &str) -> Vec<String> {
         .unwrap_or_default();
     let mut t: Vec<String> = v["tags"]
         .as_array()
-        .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default();
     t.sort();
     t
@@ -88,8 +91,13 @@ fn eventually(limit: Duration, mut check: impl FnMut() -> Result<(), String>) {
 }
 
 /// As `eventually`, with `context` (server logs) in the failure's message.
-fn eventually_or(limit: Duration, context: impl Fn() -> String, check: impl FnMut() -> Result<(), String>) {
-    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| eventually(limit, check)));
+fn eventually_or(
+    limit: Duration,
+    context: impl Fn() -> String,
+    check: impl FnMut() -> Result<(), String>,
+) {
+    let caught =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| eventually(limit, check)));
     if let Err(e) = caught {
         let why = e.downcast_ref::<String>().cloned().unwrap_or_default();
         panic!("{why}\n{}", context());
@@ -123,7 +131,9 @@ fn regex_lite(text: &str) -> Vec<String> {
         .filter_map(|l| {
             let at = l.find("digest=sha256")? + "digest=sha256".len();
             let rest = &l[at..];
-            let rest = rest.strip_prefix("%3A").or_else(|| rest.strip_prefix(':'))?;
+            let rest = rest
+                .strip_prefix("%3A")
+                .or_else(|| rest.strip_prefix(':'))?;
             Some(rest.chars().take(64).collect())
         })
         .collect()
@@ -143,7 +153,11 @@ fn wharf_cli(args: &[&str]) -> (bool, String) {
 fn docker_pushes_replicate_to_two_targets_through_a_kill_and_a_stop() {
     require_docker();
     let dir = tempfile::tempdir().unwrap();
-    let (db, dc, da) = (dir.path().join("b"), dir.path().join("c"), dir.path().join("a"));
+    let (db, dc, da) = (
+        dir.path().join("b"),
+        dir.path().join("c"),
+        dir.path().join("a"),
+    );
     for d in [&db, &dc, &da] {
         std::fs::create_dir_all(d).unwrap();
     }
@@ -188,15 +202,30 @@ fn docker_pushes_replicate_to_two_targets_through_a_kill_and_a_stop() {
             }
             Ok(())
         });
-        assert_eq!(tag_digest(&host, "team/app", "dev"), None, "{name}: the tag filter");
-        assert_eq!(tag_digest(&host, "other/app", "v1"), None, "{name}: the repository glob");
+        assert_eq!(
+            tag_digest(&host, "team/app", "dev"),
+            None,
+            "{name}: the tag filter"
+        );
+        assert_eq!(
+            tag_digest(&host, "other/app", "v1"),
+            None,
+            "{name}: the repository glob"
+        );
     }
     // Each blob crossed to each target once.
     for name in ["nginx-b", "nginx-c"] {
         let counts = uploads(&dir.path().join(name).join("access.log"));
-        assert!(counts.len() >= 2 * PUSHES, "{name}: {} blobs uploaded", counts.len());
+        assert!(
+            counts.len() >= 2 * PUSHES,
+            "{name}: {} blobs uploaded",
+            counts.len()
+        );
         let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
-        assert!(twice.is_empty(), "{name}: blobs sent more than once: {twice:?}");
+        assert!(
+            twice.is_empty(),
+            "{name}: blobs sent more than once: {twice:?}"
+        );
     }
     // A delete replicates when the rule says so.
     let (_, _, d0) = &pushed[0];
@@ -206,32 +235,59 @@ fn docker_pushes_replicate_to_two_targets_through_a_kill_and_a_stop() {
         .unwrap();
     assert!(resp.status().is_success(), "delete on A: {}", resp.status());
     for host in [b.host(), c.host()] {
-        eventually(Duration::from_secs(60), || match tag_digest(&host, "team/app", "v0") {
-            None => Ok(()),
-            Some(d) => Err(format!("{host} still has v0 at {d}")),
+        eventually(Duration::from_secs(60), || {
+            match tag_digest(&host, "team/app", "v0") {
+                None => Ok(()),
+                Some(d) => Err(format!("{host} still has v0 at {d}")),
+            }
         });
     }
     // Reconcile: tags deleted by hand on B come back.
     for (_, tag, digest) in &pushed[1..4] {
         let resp = reqwest::blocking::Client::new()
-            .delete(format!("http://{}/v2/team/app/manifests/{digest}", b.host()))
+            .delete(format!(
+                "http://{}/v2/team/app/manifests/{digest}",
+                b.host()
+            ))
             .send()
             .unwrap();
-        assert!(resp.status().is_success(), "delete {tag} on B: {}", resp.status());
+        assert!(
+            resp.status().is_success(),
+            "delete {tag} on B: {}",
+            resp.status()
+        );
     }
     let config = da.join("config.yml");
     let config = config.to_str().unwrap();
-    let (ok, text) = wharf_cli(&["replicate", "reconcile", "--dry-run", "--target", "b", config]);
+    let (ok, text) = wharf_cli(&[
+        "replicate",
+        "reconcile",
+        "--dry-run",
+        "--target",
+        "b",
+        config,
+    ]);
     assert!(ok, "{text}");
     for (_, tag, _) in &pushed[1..4] {
-        assert!(text.contains(&format!("team/app:{tag} differs")), "dry run names {tag}: {text}");
+        assert!(
+            text.contains(&format!("team/app:{tag} differs")),
+            "dry run names {tag}: {text}"
+        );
     }
     assert!(text.contains("3 differ"), "{text}");
-    assert_eq!(tag_digest(&b.host(), "team/app", "v1"), None, "a dry run changes nothing");
+    assert_eq!(
+        tag_digest(&b.host(), "team/app", "v1"),
+        None,
+        "a dry run changes nothing"
+    );
     let (ok, text) = wharf_cli(&["replicate", "reconcile", "--target", "b", config]);
     assert!(ok, "{text}");
     for (repo, tag, digest) in &pushed[1..4] {
-        assert_eq!(tag_digest(&b.host(), repo, tag).as_deref(), Some(digest.as_str()), "{text}");
+        assert_eq!(
+            tag_digest(&b.host(), repo, tag).as_deref(),
+            Some(digest.as_str()),
+            "{text}"
+        );
     }
     let (ok, text) = wharf_cli(&["replicate", "status", config]);
     assert!(ok && text.contains("0 differ"), "{text}");
@@ -270,15 +326,20 @@ fn active_active_racing_pushes_converge_without_a_loop() {
     const ROUNDS: usize = 20;
     for round in 0..ROUNDS {
         let (bh2, ch2) = (bh.clone(), ch.clone());
-        let one = std::thread::spawn(move || push(&bh2, "team/race", "latest", &format!("b {round}")));
-        let two = std::thread::spawn(move || push(&ch2, "team/race", "latest", &format!("c {round}")));
+        let one =
+            std::thread::spawn(move || push(&bh2, "team/race", "latest", &format!("b {round}")));
+        let two =
+            std::thread::spawn(move || push(&ch2, "team/race", "latest", &format!("c {round}")));
         one.join().unwrap();
         two.join().unwrap();
     }
     let mut agreed = String::new();
     let logs = || format!("B's log:\n{}\nC's log:\n{}", b.log(), c.log());
     eventually_or(Duration::from_secs(90), logs, || {
-        let (x, y) = (tag_digest(&bh, "team/race", "latest"), tag_digest(&ch, "team/race", "latest"));
+        let (x, y) = (
+            tag_digest(&bh, "team/race", "latest"),
+            tag_digest(&ch, "team/race", "latest"),
+        );
         match (x, y) {
             (Some(x), Some(y)) if x == y => {
                 agreed = x;
@@ -291,19 +352,31 @@ fn active_active_racing_pushes_converge_without_a_loop() {
     // most one replicated copy of each on the other side).
     let counted = (event_files(&db), event_files(&dc));
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(counted, (event_files(&db), event_files(&dc)), "event logs still growing: a loop");
+    assert_eq!(
+        counted,
+        (event_files(&db), event_files(&dc)),
+        "event logs still growing: a loop"
+    );
     let bound = 2 * 2 * ROUNDS * 4; // pushes × sides × (manifest + blobs) with room
-    assert!(counted.0 <= bound && counted.1 <= bound, "events {counted:?} over {bound}");
-    assert_eq!(tag_digest(&bh, "team/race", "latest").as_deref(), Some(agreed.as_str()));
+    assert!(
+        counted.0 <= bound && counted.1 <= bound,
+        "events {counted:?} over {bound}"
+    );
+    assert_eq!(
+        tag_digest(&bh, "team/race", "latest").as_deref(),
+        Some(agreed.as_str())
+    );
     // A delete on one side replicates to the other.
     let resp = reqwest::blocking::Client::new()
         .delete(format!("http://{bh}/v2/team/race/manifests/{agreed}"))
         .send()
         .unwrap();
     assert!(resp.status().is_success(), "{}", resp.status());
-    eventually(Duration::from_secs(60), || match tag_digest(&ch, "team/race", "latest") {
-        None => Ok(()),
-        Some(d) => Err(format!("C still has latest at {d}")),
+    eventually(Duration::from_secs(60), || {
+        match tag_digest(&ch, "team/race", "latest") {
+            None => Ok(()),
+            Some(d) => Err(format!("C still has latest at {d}")),
+        }
     });
 }
 
@@ -326,7 +399,11 @@ fn pull_sync_from_distribution_copies_the_matching_tags_once_and_replicates_to_i
                 .arg(format!("{uh}/ns/r{i:02}:{tag}"))
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
     let da = dir.path().join("a");
@@ -344,12 +421,18 @@ fn pull_sync_from_distribution_copies_the_matching_tags_once_and_replicates_to_i
     for i in 0..20 {
         let repo = format!("ns/r{i:02}");
         assert_eq!(tags(&a.host(), &repo), ["v1", "v1.1"], "{repo}");
-        assert_eq!(tag_digest(&a.host(), &repo, "v1.1").as_deref(), Some(seed_v.as_str()));
+        assert_eq!(
+            tag_digest(&a.host(), &repo, "v1.1").as_deref(),
+            Some(seed_v.as_str())
+        );
     }
     assert_ne!(seed_v, seed_dev);
     let (ok, text) = wharf_cli(&["replicate", "sync", config]);
     assert!(ok, "{text}");
-    assert!(text.contains("copied 0 tags, 40 unchanged"), "a second run copies nothing: {text}");
+    assert!(
+        text.contains("copied 0 tags, 40 unchanged"),
+        "a second run copies nothing: {text}"
+    );
     // Distribution as a replication target.
     let d = push(&a.host(), "pushed/app", "v1", "to distribution");
     eventually(Duration::from_secs(60), || {

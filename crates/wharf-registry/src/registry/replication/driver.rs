@@ -69,9 +69,13 @@ pub async fn run(replication: Arc<Replication>, registry: Arc<Registry>, target:
     loop {
         match registry.core().store.locks.try_job(&job).await {
             Ok(Some(_lock)) => {
-                replication.status.update(&target.name, |p| p.running_here = true);
+                replication
+                    .status
+                    .update(&target.name, |p| p.running_here = true);
                 let driven = drive(&replication, &registry, &events, &target, true).await;
-                replication.status.update(&target.name, |p| p.running_here = false);
+                replication
+                    .status
+                    .update(&target.name, |p| p.running_here = false);
                 match driven {
                     Ok(()) => return,
                     Err(e) => {
@@ -81,7 +85,9 @@ pub async fn run(replication: Arc<Replication>, registry: Arc<Registry>, target:
                 }
             }
             Ok(None) => {}
-            Err(e) => tracing::warn!(target = %target.name, error = %e, "cannot take the replication lock"),
+            Err(e) => {
+                tracing::warn!(target = %target.name, error = %e, "cannot take the replication lock")
+            }
         }
         tokio::select! {
             () = tokio::time::sleep(LOCK_RETRY) => {}
@@ -170,7 +176,9 @@ async fn retry(
     let mut wait = FIRST_BACKOFF;
     let mut refused = 0;
     let lag = event_age(event);
-    replication.status.update(&target.name, |p| p.lag_seconds = lag);
+    replication
+        .status
+        .update(&target.name, |p| p.lag_seconds = lag);
     loop {
         match replicate(registry, target, event).await {
             Ok(sent) => {
@@ -224,7 +232,11 @@ pub fn wanted(event: &Event) -> bool {
 }
 
 /// Replicate one event; true when something was sent.
-pub async fn replicate(registry: &Registry, target: &Target, event: &Event) -> anyhow::Result<bool> {
+pub async fn replicate(
+    registry: &Registry,
+    target: &Target,
+    event: &Event,
+) -> anyhow::Result<bool> {
     if !wanted(event) {
         return Ok(false);
     }

@@ -84,12 +84,15 @@ impl Replication {
     }
 
     fn target(&self, name: &str) -> anyhow::Result<&Arc<Target>> {
-        self.targets.iter().find(|t| t.name == name).with_context(|| {
-            format!(
-                "no replication target {name:?} with a rule: the targets are {:?}",
-                self.target_names()
-            )
-        })
+        self.targets
+            .iter()
+            .find(|t| t.name == name)
+            .with_context(|| {
+                format!(
+                    "no replication target {name:?} with a rule: the targets are {:?}",
+                    self.target_names()
+                )
+            })
     }
 
     /// Bring `target` up to date by comparing every covered tag (a new target, or events
@@ -98,7 +101,10 @@ impl Replication {
         let plan = reconcile::reconcile(registry, target, true).await?;
         tracing::info!(target = %target.name, compared = plan.compared, converged = plan.converged.len(), failed = plan.failed.len(), "reconciled");
         if let Some(first) = plan.failed.first() {
-            anyhow::bail!("{} tags failed to reconcile, first {first}", plan.failed.len());
+            anyhow::bail!(
+                "{} tags failed to reconcile, first {first}",
+                plan.failed.len()
+            );
         }
         Ok(())
     }
@@ -119,7 +125,11 @@ impl Replication {
 
     /// Replicate the events after each target's cursor up to the newest now, under the
     /// target's job lock (a serving process that holds it is skipped): `replicate run`.
-    pub async fn run_once(&self, registry: &Registry, only: Option<&str>) -> anyhow::Result<Vec<Position>> {
+    pub async fn run_once(
+        &self,
+        registry: &Registry,
+        only: Option<&str>,
+    ) -> anyhow::Result<Vec<Position>> {
         let events = registry
             .events()
             .context("this store keeps no event log to replicate from")?;
@@ -189,7 +199,9 @@ impl Replication {
             target::SYNC_AGENT,
         )
         .with_context(|| format!("sync {}", entry.name))?;
-        let report = sync::SyncRun::new(registry, entry, &client).run(dry_run).await?;
+        let report = sync::SyncRun::new(registry, entry, &client)
+            .run(dry_run)
+            .await?;
         self.status.update_sync(&entry.name, |p| {
             p.replicated += report.copied.len() as u64;
             p.last_success_at = Some(status::unix(std::time::SystemTime::now()));
@@ -215,7 +227,9 @@ impl Replication {
                 continue;
             };
             match self.sync_entry(&registry, &entry, false).await {
-                Ok(r) => tracing::info!(sync = %entry.name, copied = r.copied.len(), unchanged = r.unchanged, failed = r.failed.len(), bytes = r.bytes, "synced"),
+                Ok(r) => {
+                    tracing::info!(sync = %entry.name, copied = r.copied.len(), unchanged = r.unchanged, failed = r.failed.len(), bytes = r.bytes, "synced")
+                }
                 Err(e) => {
                     let message = format!("{e:#}");
                     self.status.update_sync(&entry.name, |p| {

@@ -44,9 +44,18 @@ pub struct Push<'a> {
 
 impl Push<'_> {
     /// The target's digest for `repo:tag`, None when it has none.
-    pub async fn target_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>, ClientError> {
+    pub async fn target_tag(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> Result<Option<Digest>, ClientError> {
         let reference = Reference::Tag(tag.clone());
-        Ok(self.target.client.head_manifest(repo, &reference).await?.digest)
+        Ok(self
+            .target
+            .client
+            .head_manifest(repo, &reference)
+            .await?
+            .digest)
     }
 
     /// Make the target's `repo:tag` what it is here. `force` (reconcile) overwrites a
@@ -76,7 +85,11 @@ impl Push<'_> {
             return Ok(Outcome::Same);
         }
         if let Some(theirs) = there.filter(|_| self.target.peer && !force) {
-            if self.concurrent_winner(repo, &content.digest, &theirs).await? == theirs {
+            if self
+                .concurrent_winner(repo, &content.digest, &theirs)
+                .await?
+                == theirs
+            {
                 return Ok(Outcome::Kept(theirs));
             }
         }
@@ -126,7 +139,8 @@ impl Push<'_> {
         if parsed.subject.is_none() {
             return Ok(false);
         }
-        self.manifest(repo, &reference, &content, REFERRER_DEPTH).await?;
+        self.manifest(repo, &reference, &content, REFERRER_DEPTH)
+            .await?;
         Ok(true)
     }
 
@@ -138,8 +152,10 @@ impl Push<'_> {
         content: &ManifestContent,
         depth: usize,
     ) -> anyhow::Result<()> {
-        let parsed = Manifest::parse(&content.bytes, Some(&content.media_type))
-            .with_context(|| format!("{repo}@{} is not a manifest wharf can send", content.digest))?;
+        let parsed =
+            Manifest::parse(&content.bytes, Some(&content.media_type)).with_context(|| {
+                format!("{repo}@{} is not a manifest wharf can send", content.digest)
+            })?;
         if parsed.kind == ManifestKind::Index {
             for child in &parsed.manifests {
                 self.child(repo, child).await?;
@@ -159,7 +175,14 @@ impl Push<'_> {
     /// it insists on every child.
     async fn child(&self, repo: &RepoName, child: &Descriptor) -> anyhow::Result<()> {
         let reference = Reference::Digest(child.digest.clone());
-        if self.target.client.head_manifest(repo, &reference).await?.digest.is_some() {
+        if self
+            .target
+            .client
+            .head_manifest(repo, &reference)
+            .await?
+            .digest
+            .is_some()
+        {
             return Ok(());
         }
         let Some(content) = self
@@ -174,13 +197,23 @@ impl Push<'_> {
         self.blobs(repo, &parsed).await?;
         self.target
             .client
-            .put_manifest(repo, &reference, content.bytes.to_vec(), &content.media_type)
+            .put_manifest(
+                repo,
+                &reference,
+                content.bytes.to_vec(),
+                &content.media_type,
+            )
             .await?;
         Ok(())
     }
 
     /// The manifests here whose subject is `digest`, each unless the target has it.
-    async fn referrers(&self, repo: &RepoName, digest: &Digest, depth: usize) -> anyhow::Result<()> {
+    async fn referrers(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        depth: usize,
+    ) -> anyhow::Result<()> {
         if depth > REFERRER_DEPTH {
             return Ok(());
         }
@@ -191,7 +224,14 @@ impl Push<'_> {
             .map_err(|e| anyhow::anyhow!("listing the referrers of {repo}@{digest}: {e}"))?;
         for r in found {
             let reference = Reference::Digest(r.digest.clone());
-            if self.target.client.head_manifest(repo, &reference).await?.digest.is_some() {
+            if self
+                .target
+                .client
+                .head_manifest(repo, &reference)
+                .await?
+                .digest
+                .is_some()
+            {
                 continue;
             }
             let Some(content) = self

@@ -121,7 +121,11 @@ pub async fn reconcile(registry: &Registry, target: &Target, apply: bool) -> any
     Ok(plan)
 }
 
-async fn source_digest(registry: &Registry, repo: &RepoName, tag: &Tag) -> anyhow::Result<Option<Digest>> {
+async fn source_digest(
+    registry: &Registry,
+    repo: &RepoName,
+    tag: &Tag,
+) -> anyhow::Result<Option<Digest>> {
     Ok(registry
         .stored_manifest(repo, &Reference::Tag(tag.clone()))
         .await

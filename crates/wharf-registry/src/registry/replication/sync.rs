@@ -104,7 +104,10 @@ impl<'a> SyncRun<'a> {
         names.dedup();
         names
             .iter()
-            .map(|n| n.parse().map_err(|e| anyhow::anyhow!("upstream repository {n:?}: {e}")))
+            .map(|n| {
+                n.parse()
+                    .map_err(|e| anyhow::anyhow!("upstream repository {n:?}: {e}"))
+            })
             .collect()
     }
 
@@ -114,7 +117,10 @@ impl<'a> SyncRun<'a> {
             .map_err(|e| anyhow::anyhow!("destination for {repo}: {e}"))?;
         let all = self.client.list_tags(repo).await?;
         let mut copied_digests = Vec::new();
-        for t in all.iter().filter(|t| self.entry.takes_tag(t) && !is_referrer_tag(t)) {
+        for t in all
+            .iter()
+            .filter(|t| self.entry.takes_tag(t) && !is_referrer_tag(t))
+        {
             let Ok(tag) = t.parse::<Tag>() else { continue };
             match self.tag(repo, &dest, &tag, dry_run).await {
                 Ok(Some(digest)) => copied_digests.push(digest),
@@ -159,7 +165,9 @@ impl<'a> SyncRun<'a> {
             self.report.unchanged += 1;
             return Ok(Some(upstream));
         }
-        let top = self.rate_limited(|| self.client.get_manifest(repo, &reference)).await?;
+        let top = self
+            .rate_limited(|| self.client.get_manifest(repo, &reference))
+            .await?;
         self.report.bytes += top.bytes.len() as u64;
         let parsed = Manifest::parse(&top.bytes, Some(&top.media_type))?;
         let chosen = self.choose(&parsed, &top)?;
@@ -172,7 +180,8 @@ impl<'a> SyncRun<'a> {
             return Ok(Some(upstream));
         }
         for child in &chosen.children {
-            self.manifest(repo, dest, &Reference::Digest(child.digest.clone())).await?;
+            self.manifest(repo, dest, &Reference::Digest(child.digest.clone()))
+                .await?;
         }
         if parsed.kind == ManifestKind::Image {
             self.blobs(repo, dest, &parsed).await?;
@@ -197,9 +206,14 @@ impl<'a> SyncRun<'a> {
 
     /// HEAD, pacing by the upstream's limit.
     async fn head(&self, repo: &RepoName, reference: &Reference) -> anyhow::Result<Option<Digest>> {
-        let headed = self.rate_limited(|| self.client.head_manifest(repo, reference)).await?;
+        let headed = self
+            .rate_limited(|| self.client.head_manifest(repo, reference))
+            .await?;
         if headed.remaining == Some(0) {
-            let pause = headed.retry_after.unwrap_or(Duration::from_secs(60)).min(MAX_PAUSE);
+            let pause = headed
+                .retry_after
+                .unwrap_or(Duration::from_secs(60))
+                .min(MAX_PAUSE);
             tracing::info!(sync = %self.entry.name, ?pause, "the upstream's rate limit is spent; pausing");
             tokio::time::sleep(pause).await;
         }
@@ -214,9 +228,13 @@ impl<'a> SyncRun<'a> {
         let mut tries = 0;
         loop {
             match call().await {
-                Err(ClientError::TooManyRequests { retry_after, .. }) if tries < RATE_LIMIT_TRIES => {
+                Err(ClientError::TooManyRequests { retry_after, .. })
+                    if tries < RATE_LIMIT_TRIES =>
+                {
                     tries += 1;
-                    let pause = retry_after.unwrap_or(Duration::from_secs(30)).min(MAX_PAUSE);
+                    let pause = retry_after
+                        .unwrap_or(Duration::from_secs(30))
+                        .min(MAX_PAUSE);
                     tracing::info!(sync = %self.entry.name, ?pause, "the upstream answered 429; waiting");
                     tokio::time::sleep(pause).await;
                 }
@@ -228,7 +246,11 @@ impl<'a> SyncRun<'a> {
     /// What goes under the tag here: the manifest as it is, or with `platforms`, from an
     /// index the one child for the one platform wanted (as `wharf copy --platform`), or an
     /// index of the children wanted.
-    fn choose(&self, parsed: &Manifest, top: &wharf_client::client::Manifest) -> anyhow::Result<Chosen> {
+    fn choose(
+        &self,
+        parsed: &Manifest,
+        top: &wharf_client::client::Manifest,
+    ) -> anyhow::Result<Chosen> {
         let whole = Chosen {
             children: parsed.manifests.clone(),
             bytes: Bytes::from(top.bytes.clone()),
@@ -265,7 +287,12 @@ impl<'a> SyncRun<'a> {
     }
 
     /// A manifest (an index's child, a referrer) stored here by digest, with its blobs.
-    async fn manifest(&mut self, repo: &RepoName, dest: &RepoName, reference: &Reference) -> anyhow::Result<()> {
+    async fn manifest(
+        &mut self,
+        repo: &RepoName,
+        dest: &RepoName,
+        reference: &Reference,
+    ) -> anyhow::Result<()> {
         if self
             .registry
             .stored_manifest(dest, reference)
@@ -275,32 +302,53 @@ impl<'a> SyncRun<'a> {
         {
             return Ok(());
         }
-        let m = self.rate_limited(|| self.client.get_manifest(repo, reference)).await?;
+        let m = self
+            .rate_limited(|| self.client.get_manifest(repo, reference))
+            .await?;
         self.report.bytes += m.bytes.len() as u64;
         let parsed = Manifest::parse(&m.bytes, Some(&m.media_type))?;
         for child in &parsed.manifests {
             Box::pin(self.manifest(repo, dest, &Reference::Digest(child.digest.clone()))).await?;
         }
         self.blobs(repo, dest, &parsed).await?;
-        self.put(dest, reference, Bytes::from(m.bytes), &m.media_type).await
+        self.put(dest, reference, Bytes::from(m.bytes), &m.media_type)
+            .await
     }
 
-    async fn referrers(&mut self, repo: &RepoName, dest: &RepoName, digest: &Digest) -> anyhow::Result<()> {
-        let found = self.rate_limited(|| self.client.referrers(repo, digest)).await?;
+    async fn referrers(
+        &mut self,
+        repo: &RepoName,
+        dest: &RepoName,
+        digest: &Digest,
+    ) -> anyhow::Result<()> {
+        let found = self
+            .rate_limited(|| self.client.referrers(repo, digest))
+            .await?;
         for r in found {
-            self.manifest(repo, dest, &Reference::Digest(r.digest)).await?;
+            self.manifest(repo, dest, &Reference::Digest(r.digest))
+                .await?;
         }
         Ok(())
     }
 
-    async fn blobs(&mut self, repo: &RepoName, dest: &RepoName, manifest: &Manifest) -> anyhow::Result<()> {
+    async fn blobs(
+        &mut self,
+        repo: &RepoName,
+        dest: &RepoName,
+        manifest: &Manifest,
+    ) -> anyhow::Result<()> {
         for blob in manifest.config.iter().chain(&manifest.layers) {
             self.blob(repo, dest, blob).await?;
         }
         Ok(())
     }
 
-    async fn blob(&mut self, repo: &RepoName, dest: &RepoName, blob: &Descriptor) -> anyhow::Result<()> {
+    async fn blob(
+        &mut self,
+        repo: &RepoName,
+        dest: &RepoName,
+        blob: &Descriptor,
+    ) -> anyhow::Result<()> {
         let d = &blob.digest;
         let o = &self.origin;
         let here = self.registry.blob(o, dest, d, false).await;
@@ -326,7 +374,13 @@ impl<'a> SyncRun<'a> {
         Ok(())
     }
 
-    async fn put(&self, dest: &RepoName, reference: &Reference, bytes: Bytes, media_type: &str) -> anyhow::Result<()> {
+    async fn put(
+        &self,
+        dest: &RepoName,
+        reference: &Reference,
+        bytes: Bytes,
+        media_type: &str,
+    ) -> anyhow::Result<()> {
         self.registry
             .put_manifest(&self.origin, dest, reference, Some(media_type), bytes)
             .await
