@@ -231,3 +231,47 @@ impl ReplicationFile {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    fn load(yaml: &str) -> Result<super::ReplicationConfig, String> {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), yaml).unwrap();
+        super::super::load(Some(f.path()), std::iter::empty())
+            .map(|(c, _)| c.replication)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn targets_rules_and_sync_are_read() {
+        let c = load("replication:\n  targets:\n    - {name: dr, url: https://dr.example.com/, username: robot, password: s}\n  rules:\n    - {repositories: [\"team/*\"], targets: [dr], tags: \"^v\", deletes: true}\n  sync:\n    - {url: http://up:5000, repositories: [\"lib/*\"], platforms: [linux/amd64], interval: 30m}\n").unwrap();
+        assert_eq!(c.targets[0].url, "https://dr.example.com");
+        assert!(!c.targets[0].peer);
+        let rule = &c.rules[0];
+        assert!(rule.covers("team/app") && !rule.covers("other/app"));
+        assert!(rule.takes_tag("v1") && !rule.takes_tag("dev"));
+        assert!(rule.deletes);
+        assert_eq!(c.sync[0].name, "up:5000");
+        assert_eq!(c.sync[0].interval.as_secs(), 1800);
+    }
+
+    #[test]
+    fn mistakes_name_the_key_and_the_fix() {
+        let e = load("replication:\n  targets: [{name: a, url: https://a}]\n  rules: [{repositories: [x], targets: [b]}]\n").unwrap_err();
+        assert!(
+            e.contains("replication.rules.0.targets") && e.contains("\"b\""),
+            "{e}"
+        );
+        let e = load("replication:\n  targets: [{name: a, url: a.example.com}]\n").unwrap_err();
+        assert!(
+            e.contains("replication.targets.0.url") && e.contains("https://"),
+            "{e}"
+        );
+        let e =
+            load("replication:\n  targets: [{name: a, url: https://a, pasword: x}]\n").unwrap_err();
+        assert!(e.contains("pasword"), "{e}");
+        let e = load("replication:\n  rules: [{repositories: [x], targets: [], tags: \"(\"}]\n")
+            .unwrap_err();
+        assert!(e.contains("replication.rules.0.tags"), "{e}");
+    }
+}

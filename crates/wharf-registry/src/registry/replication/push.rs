@@ -325,3 +325,15 @@ impl Push<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cosign_and_referrers_fallback_tags_are_recognised() {
+        let hex = "a".repeat(64);
+        assert!(super::is_referrer_tag(&format!("sha256-{hex}.sig")));
+        assert!(super::is_referrer_tag(&format!("sha256-{hex}")));
+        assert!(!super::is_referrer_tag("sha256-abc.sig"));
+        assert!(!super::is_referrer_tag("v1"));
+    }
+}

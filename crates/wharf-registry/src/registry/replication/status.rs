@@ -98,7 +98,9 @@ const GAUGES: [Figure; 3] = [
     ),
 ];
 
-const COUNTERS: [(&str, &str, fn(&Progress) -> u64); 2] = [
+type Count = (&'static str, &'static str, fn(&Progress) -> u64);
+
+const COUNTERS: [Count; 2] = [
     (
         "replication_replicated",
         "Tags, manifests and deletes replicated to the target (sync: tags copied in).",

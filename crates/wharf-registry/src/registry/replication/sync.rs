@@ -9,11 +9,13 @@
 //! (or the limit's window, at most `MAX_PAUSE`); a 429 is waited out and retried.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
 use wharf_client::{ClientError, RegistryClient};
+use wharf_oci::sync::lock;
 use wharf_oci::{Descriptor, Digest, Manifest, ManifestKind, Reference, RepoName, Tag};
 
 use super::push::is_referrer_tag;
@@ -26,6 +28,9 @@ use crate::registry::{ByteStream, Registry};
 /// The longest a run waits for an upstream's rate limit to reset before going on.
 const MAX_PAUSE: Duration = Duration::from_secs(300);
 const RATE_LIMIT_TRIES: u32 = 5;
+/// Repositories synced at once: enough to hide each request's latency, few enough to be
+/// gentle with an upstream.
+const PARALLEL_REPOS: usize = 4;
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct SyncReport {
@@ -43,8 +48,9 @@ pub struct SyncRun<'a> {
     pub registry: &'a Registry,
     pub entry: &'a Sync,
     pub client: &'a RegistryClient,
-    /// Blobs this run stored, by the repository they went to, to mount elsewhere.
-    stored: HashMap<Digest, RepoName>,
+    /// Blobs this run stored, by the repository they went to, to mount elsewhere; shared
+    /// by the repositories synced at once.
+    stored: Arc<Mutex<HashMap<Digest, RepoName>>>,
     origin: Origin,
     report: SyncReport,
 }
@@ -68,7 +74,7 @@ impl<'a> SyncRun<'a> {
             registry,
             entry,
             client,
-            stored: HashMap::new(),
+            stored: Arc::default(),
             origin,
             report: SyncReport {
                 name: entry.name.clone(),
@@ -77,16 +83,44 @@ impl<'a> SyncRun<'a> {
         }
     }
 
-    /// One pass over every repository the entry names.
-    pub async fn run(mut self, dry_run: bool) -> anyhow::Result<SyncReport> {
+    /// One pass over every repository the entry names, `PARALLEL_REPOS` at a time.
+    pub async fn run(self, dry_run: bool) -> anyhow::Result<SyncReport> {
         let repos = self.repositories().await?;
-        self.report.repositories = repos.len();
-        for repo in repos {
-            if let Err(e) = self.repository(&repo, dry_run).await {
-                self.report.failed.push(format!("{repo}: {e:#}"));
-            }
+        let mut report = SyncReport {
+            repositories: repos.len(),
+            ..self.report.clone()
+        };
+        let mut groups: Vec<Vec<RepoName>> = vec![Vec::new(); PARALLEL_REPOS];
+        for (i, repo) in repos.into_iter().enumerate() {
+            groups[i % PARALLEL_REPOS].push(repo);
         }
-        Ok(self.report)
+        let mut runs = Vec::new();
+        for group in groups.into_iter().filter(|g| !g.is_empty()) {
+            let mut run = SyncRun {
+                registry: self.registry,
+                entry: self.entry,
+                client: self.client,
+                stored: self.stored.clone(),
+                origin: self.origin.clone(),
+                report: SyncReport::default(),
+            };
+            runs.push(async move {
+                for repo in group {
+                    if let Err(e) = run.repository(&repo, dry_run).await {
+                        run.report.failed.push(format!("{repo}: {e:#}"));
+                    }
+                }
+                run.report
+            });
+        }
+        for r in futures::future::join_all(runs).await {
+            report.copied.extend(r.copied);
+            report.unchanged += r.unchanged;
+            report.failed.extend(r.failed);
+            report.bytes += r.bytes;
+        }
+        report.copied.sort();
+        Ok(report)
     }
 
     async fn repositories(&self) -> anyhow::Result<Vec<RepoName>> {
@@ -355,8 +389,9 @@ impl<'a> SyncRun<'a> {
         if matches!(here, Ok(Some(_))) {
             return Ok(());
         }
-        if let Some(from) = self.stored.get(d) {
-            if let Ok(Some(_)) = self.registry.mount(o, dest, d, from).await {
+        let from = lock(&self.stored).get(d).cloned();
+        if let Some(from) = from {
+            if let Ok(Some(_)) = self.registry.mount(o, dest, d, &from).await {
                 return Ok(());
             }
         }
@@ -370,7 +405,7 @@ impl<'a> SyncRun<'a> {
             .await
             .map_err(|e| anyhow::anyhow!("storing blob {d} in {dest}: {e}"))?;
         self.report.bytes += blob.size;
-        self.stored.insert(d.clone(), dest.clone());
+        lock(&self.stored).insert(d.clone(), dest.clone());
         Ok(())
     }
 
