@@ -137,6 +137,7 @@ impl ClientFlags {
             insecure: self.insecure,
             insecure_registries,
             plain_http: Vec::new(),
+            user_agent: None,
         })
     }
 

@@ -14,6 +14,7 @@ mod layout;
 mod login;
 mod maintenance;
 mod progress;
+mod replicate;
 mod serve;
 mod trust;
 mod watch;
@@ -86,6 +87,9 @@ enum Command {
     /// Apply the config's `retention:` rules: delete the tags no keep rule keeps and old
     /// untagged manifests (--dry-run prints what it would delete).
     Retention(maintenance::RetentionArgs),
+    /// Replication to other registries (`replication:`): status, run, reconcile, sync.
+    #[command(subcommand)]
+    Replicate(replicate::ReplicateCommand),
     /// Robot tokens: machine credentials used as a docker password, scoped and revocable.
     #[command(subcommand)]
     Token(identity::TokenCommand),
@@ -149,6 +153,7 @@ fn main() -> anyhow::Result<()> {
         Command::Database(cmd) => client_command(|| database::run(cmd)),
         Command::Scrub(args) => client_command(|| maintenance::scrub(args)),
         Command::Retention(args) => client_command(|| maintenance::retention(args)),
+        Command::Replicate(cmd) => client_command(|| replicate::replicate(cmd)),
         Command::Token(cmd) => client_command(|| identity::token(cmd)),
         Command::Audit(args) => client_command(|| identity::audit(args)),
         Command::Login(c) => client_command(|| login::login(c.args, &top.merge(&c.client))),

@@ -9,6 +9,7 @@ mod error;
 pub mod insecure;
 mod ops;
 mod referrers;
+mod replica;
 mod response;
 pub mod tls;
 mod transfer;
@@ -22,6 +23,7 @@ use wharf_oci::sync::lock;
 
 pub use error::ClientError;
 pub use ops::{Manifest, MANIFEST_ACCEPT};
+pub use replica::Headed;
 pub use transfer::{verified_stream, BlobStream, Mount};
 
 use crate::challenge::Challenge;
@@ -43,6 +45,9 @@ pub struct ClientOptions {
     pub insecure_registries: Vec<String>,
     /// Registries to reach over plain http only (`wharf catalog http://host:port`).
     pub plain_http: Vec<String>,
+    /// The `User-Agent` sent instead of `wharf/<version>`: a replicating registry names
+    /// itself so the target's events say the push was a replica's.
+    pub user_agent: Option<String>,
 }
 
 impl Default for ClientOptions {
@@ -53,6 +58,7 @@ impl Default for ClientOptions {
             insecure: false,
             insecure_registries: Vec::new(),
             plain_http: Vec::new(),
+            user_agent: None,
         }
     }
 }
@@ -135,7 +141,12 @@ impl RegistryClient {
             || listed.contains(&host)
             || listed.contains(registry.as_str());
         let mut builder = reqwest::Client::builder()
-            .user_agent(concat!("wharf/", env!("CARGO_PKG_VERSION")))
+            .user_agent(
+                options
+                    .user_agent
+                    .clone()
+                    .unwrap_or_else(|| concat!("wharf/", env!("CARGO_PKG_VERSION")).to_owned()),
+            )
             .connect_timeout(std::time::Duration::from_secs(15));
         if let Some(path) = &options.ca_bundle {
             for cert in tls::load_ca(path)? {

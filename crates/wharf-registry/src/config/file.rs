@@ -191,6 +191,8 @@ struct File {
     ui: Option<super::ui::Ui>,
     /// wharf's own: the audit log.
     audit: Option<super::audit::Audit>,
+    /// wharf's own: push replication and pull sync.
+    replication: Option<super::replication::ReplicationFile>,
 }
 
 impl File {
@@ -248,6 +250,9 @@ impl File {
         }
         config.gc = self.gc.and_then(|g| g.into_config());
         config.audit = self.audit.unwrap_or_default().into_config();
+        if let Some(r) = self.replication {
+            config.replication = r.into_config(origin)?;
+        }
         Ok(config)
     }
 }

@@ -161,6 +161,7 @@ const WHARF_SECTIONS: &[&str] = &[
     "retention",
     "immutable",
     "quotas",
+    "replication",
 ];
 
 /// What to do about a key wharf did not read.

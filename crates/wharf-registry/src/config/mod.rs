@@ -16,6 +16,7 @@ mod log;
 mod observe;
 mod oidc;
 pub mod proxy;
+pub mod replication;
 mod storage;
 mod ui;
 
@@ -73,6 +74,8 @@ pub struct Config {
     pub database: Option<crate::store::postgres::DatabaseConfig>,
     /// `audit:` (wharf's own): the hash-chained audit log.
     pub audit: AuditConfig,
+    /// `replication:` (wharf's own): push replication and pull sync.
+    pub replication: replication::ReplicationConfig,
 }
 
 /// `audit:`: on by default.
@@ -266,6 +269,7 @@ impl Config {
             governance: governance::Governance::default(),
             database: None,
             audit: AuditConfig::default(),
+            replication: Default::default(),
         }
     }
 }

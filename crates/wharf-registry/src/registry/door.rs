@@ -18,6 +18,7 @@ use super::governance::GovernanceSummary;
 use super::listing::ReachCache;
 use super::proxy::{Evicted, Proxy, ProxyLayer, ProxyStats};
 use super::pulls::{PullCounter, PullsLayer};
+use super::replication::Replication;
 use super::retention::RetentionReport;
 use super::scrub::{ScrubOptions, ScrubReport};
 use super::service::{Service, Wrap};
@@ -36,6 +37,7 @@ pub struct Registry {
     pub(super) audit: Option<Arc<Audit>>,
     pulls: Option<Arc<PullCounter>>,
     reach: ReachCache,
+    replication: Option<Arc<Replication>>,
 }
 
 /// Client operations enter through the outermost layer.
@@ -57,6 +59,7 @@ pub struct RegistryBuilder {
     events: Option<Arc<Events>>,
     audit: Option<Arc<Audit>>,
     wraps: Vec<Wrap>,
+    replication: Option<Arc<Replication>>,
 }
 
 impl RegistryBuilder {
@@ -85,6 +88,12 @@ impl RegistryBuilder {
     /// Record who changed what in the audit log.
     pub fn audit(mut self, audit: Option<Arc<Audit>>) -> Self {
         self.audit = audit;
+        self
+    }
+
+    /// Replicate to other registries and sync from upstreams (`replication:`).
+    pub fn replication(mut self, replication: Option<Arc<Replication>>) -> Self {
+        self.replication = replication;
         self
     }
 
@@ -136,6 +145,7 @@ impl RegistryBuilder {
             audit: self.audit,
             pulls,
             reach: ReachCache::default(),
+            replication: self.replication,
         }
     }
 }
@@ -160,6 +170,7 @@ impl Registry {
             events: None,
             audit: None,
             wraps: Vec::new(),
+            replication: None,
         }
     }
 
@@ -171,6 +182,11 @@ impl Registry {
     /// The event log, where one is kept (for `/v2/_events` and deliveries).
     pub fn events(&self) -> Option<&Arc<Events>> {
         self.events.as_ref()
+    }
+
+    /// Replication and sync, when `replication:` configures them.
+    pub fn replication(&self) -> Option<&Arc<Replication>> {
+        self.replication.as_ref()
     }
 
     /// Whether an event of `action` would be recorded, so that front ends build the

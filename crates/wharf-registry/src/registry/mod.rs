@@ -20,6 +20,7 @@ pub mod listing;
 pub mod manifests;
 pub mod proxy;
 pub mod pulls;
+pub mod replication;
 pub mod reports;
 mod repositories;
 pub mod retention;

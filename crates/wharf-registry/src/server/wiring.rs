@@ -204,6 +204,11 @@ impl<'a> Wiring<'a> {
         if store.meta.review_queue().is_some() {
             metrics.add_collector(self.queue_metrics.clone());
         }
+        let replication = crate::registry::replication::Replication::new(&config.replication)
+            .context("replication:")?;
+        if let Some(r) = &replication {
+            metrics.add_collector(r.status.clone());
+        }
         let metrics = Arc::new(metrics);
         let events = self.events(&store, metrics.clone()).await?;
         let rules = crate::registry::Rules {
@@ -217,6 +222,7 @@ impl<'a> Wiring<'a> {
             .rules(rules)
             .proxy(proxy)
             .events(events)
+            .replication(replication)
             .build();
         Ok((registry, metrics))
     }
@@ -285,6 +291,10 @@ impl<'a> Wiring<'a> {
         crate::registry::jobs::spawn(&state.registry, schedules);
         if let Some(e) = state.registry.events() {
             e.start()?;
+        }
+        // A read-only registry has nothing new to send, and cannot store what sync fetches.
+        if let Some(r) = state.registry.replication().filter(|_| !config.read_only) {
+            r.start(&state.registry);
         }
         Ok(())
     }

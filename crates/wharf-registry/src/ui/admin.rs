@@ -16,7 +16,7 @@ use super::widgets::notice;
 use super::{form, Ui, Visitor};
 use crate::auth::htpasswd_file;
 
-async fn admin(ui: &Ui, headers: &HeaderMap) -> Result<Visitor, Response> {
+pub(super) async fn admin(ui: &Ui, headers: &HeaderMap) -> Result<Visitor, Response> {
     let who = ui.visitor(headers).await;
     ui.require_admin(&who)?;
     Ok(who)

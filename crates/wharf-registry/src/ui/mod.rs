@@ -17,6 +17,7 @@ mod identity;
 mod manifest;
 mod oidc;
 mod page;
+mod replication;
 mod rules;
 mod session;
 pub mod style;
@@ -81,6 +82,7 @@ pub fn router(app: Arc<AppState>, config: &UiConfig) -> Router {
         )
         .route("/ui/admin/policies", get(admin::policies))
         .route("/ui/admin/storage", get(admin::storage))
+        .route("/ui/admin/replication", get(replication::replication))
         .route("/ui/rules", get(rules::rules))
         .route(
             "/ui/tokens",

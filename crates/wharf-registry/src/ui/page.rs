@@ -124,6 +124,12 @@ impl Ui {
             ("/ui/admin/users", "Users", "Users", who.admin),
             ("/ui/admin/policies", "Access", "Access policy", who.admin),
             ("/ui/admin/storage", "Storage", "Storage", who.admin),
+            (
+                "/ui/admin/replication",
+                "Replication",
+                "Replication",
+                who.admin,
+            ),
             ("/ui/gc", "GC", "Garbage collection", who.admin),
             ("/ui/admin/audit", "Audit", "Audit log", who.admin),
         ];

@@ -40,6 +40,7 @@ mod proxy_faults;
 mod pushes;
 mod replicas;
 mod replicas_database;
+mod replication;
 mod s3;
 mod s3_store;
 mod seed003;

@@ -224,6 +224,11 @@ impl Events {
         self.log.read(seq).await
     }
 
+    /// The log itself, for readers that keep cursors and leases of their own (replication).
+    pub fn log(&self) -> &Arc<dyn EventLog> {
+        &self.log
+    }
+
     pub fn closing(&self) -> watch::Receiver<bool> {
         self.closing.subscribe()
     }
