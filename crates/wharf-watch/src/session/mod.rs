@@ -76,6 +76,9 @@ pub struct Watcher {
     expected: Mutex<HashMap<String, Digest>>,
     /// The container this process runs in, if any: never stopped by itself mid-update.
     own_id: Option<String>,
+    /// Set for the length of a check-only session (the dashboard's "check now"): every
+    /// container is then monitor-only. Read and written under `running`.
+    checking_only: std::sync::atomic::AtomicBool,
 }
 
 /// A watched container and what the check found for it.
@@ -98,9 +101,20 @@ impl Watcher {
         settings: Settings,
         rejections: Rejections,
     ) -> Watcher {
+        Watcher::shared(engine, Arc::new(registries), settings, rejections)
+    }
+
+    /// As `new`, with registry clients (credentials, token cache) shared with the
+    /// watchers of other engines: one fleet asks each registry once per token.
+    pub fn shared(
+        engine: Engine,
+        registries: Arc<Registries>,
+        settings: Settings,
+        rejections: Rejections,
+    ) -> Watcher {
         Watcher {
             engine,
-            registries: Arc::new(registries),
+            registries,
             settings,
             running: tokio::sync::Mutex::new(()),
             totals: Mutex::new(Totals::default()),
@@ -108,7 +122,30 @@ impl Watcher {
             sightings: policy::Sightings::default(),
             expected: Mutex::new(HashMap::new()),
             own_id: own_container_id(),
+            checking_only: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// The engine this watcher updates.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// A session that changes nothing: what each container runs and what its registry
+    /// has, after a session under way.
+    pub async fn check_only(&self, only_images: Option<&[String]>) -> SessionReport {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        /// Clears the flag however the session ends, even dropped half way.
+        struct Reset<'a>(&'a AtomicBool);
+        impl Drop for Reset<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::SeqCst);
+            }
+        }
+        let _one_at_a_time = self.running.lock().await;
+        self.checking_only.store(true, Ordering::SeqCst);
+        let _reset = Reset(&self.checking_only);
+        self.session_now(only_images).await
     }
 
     /// The registries' clients (credentials, token cache), shared with event subscribers.
@@ -207,6 +244,7 @@ impl Watcher {
                 new_digest: None,
                 outcome: Outcome::Failed,
                 detail: Some(e.to_string()),
+                host: None,
             }),
         }
         report.finished = now();
@@ -388,7 +426,8 @@ impl Watcher {
     }
 
     fn monitor_only(&self, c: &Checked) -> bool {
-        c.target.labels().monitor_only(
+        self.checking_only.load(std::sync::atomic::Ordering::SeqCst)
+            || c.target.labels().monitor_only(
             self.settings.monitor_only,
             self.settings.label_take_precedence,
         )

@@ -99,9 +99,10 @@ pub struct WatchArgs {
     /// check fails (the other containers' checks go on).
     #[arg(long, env = "WHARF_REGISTRY_TIMEOUT", default_value = "30s", value_parser = duration)]
     pub(super) registry_timeout: Duration,
-    /// The Docker Engine: unix:///var/run/docker.sock or tcp://host:port.
-    #[arg(long, short = 'H', env = "DOCKER_HOST")]
-    pub(super) host: Option<String>,
+    /// The Docker Engine: unix:///var/run/docker.sock or tcp://host:port. Repeat it to
+    /// manage several engines (`NAME=URL` names one in reports and on the dashboard).
+    #[arg(long, short = 'H', env = "DOCKER_HOST", value_name = "URL")]
+    pub(super) host: Vec<String>,
     /// Pin the Engine API version (normally negotiated with the engine).
     #[arg(long, env = "DOCKER_API_VERSION")]
     pub(super) api_version: Option<String>,
@@ -238,4 +239,7 @@ pub struct WatchArgs {
     /// Do not log the startup message.
     #[arg(long, env = "WATCHTOWER_NO_STARTUP_MESSAGE", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
     pub(super) no_startup_message: bool,
+    /// Many hosts, agents and the dashboard.
+    #[command(flatten)]
+    pub(super) fleet: super::fleet_args::FleetArgs,
 }

@@ -1,0 +1,154 @@
+//! The fleet's wiring: which engines (`--host`…, `--hosts-file`), one watcher each over
+//! shared registry clients; the agents' listener; and `wharf watch agent`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use wharf_watch::check::Registries;
+use wharf_watch::engine::DEFAULT_HOST;
+use wharf_watch::fleet::agent::{self, AgentOptions};
+use wharf_watch::fleet::controller::Agents;
+use wharf_watch::fleet::hosts::{self, HostSpec};
+use wharf_watch::fleet::{Fleet, LocalHost};
+use wharf_watch::rejected::{default_state_dir, state_file, Rejections};
+use wharf_watch::session::Watcher;
+
+use super::WatchArgs;
+use crate::client_args::ClientFlags;
+
+/// `wharf watch agent …`: the word `agent` first, with `--controller`.
+pub(super) fn is_agent(args: &WatchArgs) -> bool {
+    args.names.first().map(String::as_str) == Some("agent") && args.fleet.controller.is_some()
+}
+
+/// The engines to manage, as given; the default socket when none is.
+fn specs(args: &WatchArgs) -> anyhow::Result<Vec<HostSpec>> {
+    let f = &args.fleet;
+    let tls = hosts::tls_files(
+        args.tls_verify,
+        args.cert_path.clone(),
+        f.tlscacert.clone(),
+        f.tlscert.clone(),
+        f.tlskey.clone(),
+    );
+    let mut specs: Vec<HostSpec> = args
+        .host
+        .iter()
+        .filter(|h| !h.is_empty())
+        .map(|h| hosts::from_flag(h, tls.as_ref()))
+        .collect();
+    if let Some(file) = &f.hosts_file {
+        specs.extend(hosts::read_file(file).map_err(anyhow::Error::msg)?);
+    }
+    if specs.is_empty() {
+        specs.push(hosts::from_flag(DEFAULT_HOST, tls.as_ref()));
+    }
+    hosts::check_names(&specs).map_err(anyhow::Error::msg)?;
+    Ok(specs)
+}
+
+/// One watcher per engine, sharing the registries' clients; `agents` join the fleet.
+pub(super) async fn connect(
+    args: &WatchArgs,
+    flags: &ClientFlags,
+    agents: Option<Arc<Agents>>,
+) -> anyhow::Result<Fleet> {
+    let specs = specs(args)?;
+    let engines = hosts::connect_all(&specs, args.api_version.as_deref()).await?;
+    let mut options = super::client_options(flags)?;
+    // The engines pull what the watcher checks: each registry is reached as they reach it.
+    for (spec, engine) in specs.iter().zip(&engines) {
+        match engine.insecure_registries().await {
+            Ok(list) => options.insecure_registries.extend(list),
+            Err(e) => tracing::warn!(host = %spec.name, error = %e, "cannot read the engine's insecure registries"),
+        }
+    }
+    let registries = Arc::new(Registries::new(
+        options,
+        super::credential_source()?,
+        args.registry_timeout,
+    ));
+    let several = specs.len() > 1;
+    let locals = specs
+        .into_iter()
+        .zip(engines)
+        .map(|(spec, engine)| {
+            // Container names repeat across hosts: each host remembers its own rollbacks.
+            let rejections = match several {
+                true => host_rejections(args, &spec.name),
+                false => super::rejections(args),
+            };
+            let watcher = Watcher::shared(engine, registries.clone(), super::settings(args), rejections);
+            LocalHost {
+                name: spec.name,
+                url: spec.url,
+                watcher: Arc::new(watcher),
+            }
+        })
+        .collect();
+    Ok(Fleet::new(locals, agents, registries))
+}
+
+fn host_rejections(args: &WatchArgs, host: &str) -> Rejections {
+    let dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
+    let slug: String = host
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .collect();
+    Rejections::open(state_file(&dir.join("hosts").join(slug), args.scope.as_deref()))
+}
+
+/// `--agents-listen`: the agents' TLS listener, when asked for.
+pub(super) async fn listen_for_agents(args: &WatchArgs) -> anyhow::Result<Option<Arc<Agents>>> {
+    let f = &args.fleet;
+    let Some(addr) = &f.agents_listen else {
+        return Ok(None);
+    };
+    let need = |v: &Option<std::path::PathBuf>, flag: &str| {
+        v.clone()
+            .with_context(|| format!("--agents-listen needs {flag}"))
+    };
+    let tokens = need(&f.agents_tokens, "--agents-tokens FILE (NAME sha256:HEX a line)")?;
+    let cert = need(&f.agents_tls_cert, "--agents-tls-cert FILE (agents connect over HTTPS only)")?;
+    let key = need(&f.agents_tls_key, "--agents-tls-key FILE")?;
+    let agents = Arc::new(Agents::from_file(&tokens).map_err(anyhow::Error::msg)?);
+    agents
+        .listen(addr, &cert, &key)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    Ok(Some(agents))
+}
+
+/// `wharf watch agent --controller URL --token-file F`: this engine, driven from afar.
+pub(super) async fn run_agent(args: &WatchArgs, flags: &ClientFlags) -> anyhow::Result<()> {
+    let f = &args.fleet;
+    let controller = f.controller.clone().context("agent mode needs --controller URL")?;
+    let file = f
+        .token_file
+        .as_deref()
+        .context("wharf watch agent needs --token-file FILE (the agent's token)")?;
+    let token = read_token(file)?;
+    let fleet = connect(args, flags, None).await?;
+    let [host] = fleet.locals() else {
+        anyhow::bail!("an agent drives one engine: give one --host (or none, for the default socket)");
+    };
+    host.watcher.recover().await;
+    let options = AgentOptions {
+        controller,
+        token,
+        ca: f.controller_ca.clone(),
+        engine: host.url.clone(),
+    };
+    agent::run(host.watcher.clone(), options)
+        .await
+        .map_err(anyhow::Error::msg)
+}
+
+fn read_token(file: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read --token-file {}", file.display()))?;
+    let token = text.trim().to_owned();
+    anyhow::ensure!(!token.is_empty(), "--token-file {} is empty", file.display());
+    Ok(token)
+}
