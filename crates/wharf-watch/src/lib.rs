@@ -10,7 +10,7 @@ pub mod check;
 pub mod dependants;
 pub mod engine;
 pub mod events;
-pub mod fleet;
+pub mod hosts;
 pub mod identity;
 pub mod labels;
 pub mod notify;

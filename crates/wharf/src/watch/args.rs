@@ -241,5 +241,5 @@ pub struct WatchArgs {
     pub(super) no_startup_message: bool,
     /// Many hosts, agents and the dashboard.
     #[command(flatten)]
-    pub(super) fleet: super::fleet_args::FleetArgs,
+    pub(super) hosts: super::hosts_args::HostsArgs,
 }

@@ -18,7 +18,7 @@ use wharf_watch::policy::PolicyDefaults;
 use wharf_watch::rejected::{default_state_dir, state_file, Rejections};
 use wharf_watch::report::{Outcome, SessionReport};
 use wharf_watch::schedule::Schedule;
-use wharf_watch::fleet::Fleet;
+use wharf_watch::hosts::HostSet;
 use wharf_watch::session::Settings;
 use wharf_watch::sse;
 use wharf_watch::update::Timing;
@@ -26,8 +26,8 @@ use wharf_watch::update::Timing;
 use crate::client_args::ClientFlags;
 
 mod args;
-mod fleet;
-mod fleet_args;
+mod hosts;
+mod hosts_args;
 pub use args::WatchArgs;
 
 pub fn run(mut args: WatchArgs, flags: &ClientFlags) -> anyhow::Result<()> {
@@ -64,13 +64,13 @@ pub fn run(mut args: WatchArgs, flags: &ClientFlags) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    if fleet::is_agent(&args) {
+    if hosts::is_agent(&args) {
         // `agent` is the mode, not a container to watch.
         args.names.remove(0);
         return runtime.block_on(async {
             let stop = stop_requested()?;
             tokio::select! {
-                result = fleet::run_agent(&args, flags) => result,
+                result = hosts::run_agent(&args, flags) => result,
                 () = stop => Ok(()),
             }
         });
@@ -106,8 +106,8 @@ async fn run_watcher(args: WatchArgs, flags: &ClientFlags, gate: Gate) -> anyhow
     let api_on = args.http_api_update || args.http_api_metrics || args.http_api_events;
     let token = api_token(&args, api_on)?;
     let notifiers = Arc::new(notifiers(&args)?);
-    let agents = fleet::listen_for_agents(&args).await?;
-    let watcher = Arc::new(fleet::connect(&args, flags, agents).await?);
+    let agents = hosts::listen_for_agents(&args).await?;
+    let watcher = Arc::new(hosts::connect(&args, flags, agents).await?);
     let quiet = args.warn_on_head_failure.eq_ignore_ascii_case("never");
     let run_session = session_runner(
         watcher.clone(),
@@ -180,7 +180,7 @@ async fn run_watcher(args: WatchArgs, flags: &ClientFlags, gate: Gate) -> anyhow
 /// A subscription that no watched container's registry matches updates nothing: most
 /// often a host spelled differently from the containers' images (a name the registry is
 /// not known by), said at start rather than discovered at the first silent push.
-async fn warn_unused_subscriptions(watcher: &Fleet, events_from: &[String]) {
+async fn warn_unused_subscriptions(watcher: &HostSet, events_from: &[String]) {
     if events_from.is_empty() {
         return;
     }
@@ -379,7 +379,7 @@ fn notifiers(args: &WatchArgs) -> anyhow::Result<Notifiers> {
 /// is logged; it never holds up the watcher. While another session runs, this one waits
 /// for it if `queue`, else it does not run. `None` when it did not run.
 fn session_runner(
-    watcher: Arc<Fleet>,
+    watcher: Arc<HostSet>,
     notifiers: Arc<Notifiers>,
     gate: Gate,
     queue: bool,
@@ -404,7 +404,7 @@ fn session_runner(
 /// What a push event sets off: a check of the containers using the pushed images, now
 /// (after a session under way), unless no watched container uses them.
 fn event_checks(
-    watcher: Arc<Fleet>,
+    watcher: Arc<HostSet>,
     notifiers: Arc<Notifiers>,
     gate: Gate,
     quiet: bool,
@@ -471,7 +471,7 @@ async fn serve_api(
     args: &WatchArgs,
     token: &str,
     run: RunSession,
-    watcher: Arc<Fleet>,
+    watcher: Arc<HostSet>,
     events: Option<Dispatcher>,
 ) -> anyhow::Result<()> {
     let totals: ReadTotals = Arc::new(move || watcher.totals());

@@ -122,7 +122,7 @@ impl Agents {
             .map_err(|e| format!("cannot listen on {addr} for agents: {e}"))?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
         let router = self.router();
-        tokio::spawn(super::hosts::serve_tls(listener, acceptor, router));
+        tokio::spawn(super::engines::serve_tls(listener, acceptor, router));
         tracing::info!(%local, "listening for agents");
         Ok(local)
     }

@@ -1,4 +1,4 @@
-//! `wharf watch`'s fleet flags: more engines, agents, the dashboard. Docker's names where
+//! `wharf watch`'s flags for many hosts: more engines, agents, the dashboard. Docker's names where
 //! docker has one (`--tlscacert`, `--tlscert`, `--tlskey`).
 
 use std::path::PathBuf;
@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 #[derive(Args, Debug, Default)]
-pub struct FleetArgs {
+pub struct HostsArgs {
     /// Engines to manage, one a line: `NAME URL [tlsverify] [cert-path=DIR]
     /// [tlscacert=F tlscert=F tlskey=F]`; added to --host.
     #[arg(long, env = "WHARF_WATCH_HOSTS_FILE", value_name = "FILE")]

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use wharf_watch::check::Registries;
 use wharf_watch::engine::DEFAULT_HOST;
-use wharf_watch::fleet::agent::{self, AgentOptions};
-use wharf_watch::fleet::controller::Agents;
-use wharf_watch::fleet::hosts::{self, HostSpec};
-use wharf_watch::fleet::{Fleet, LocalHost};
+use wharf_watch::hosts::agent::{self, AgentOptions};
+use wharf_watch::hosts::controller::Agents;
+use wharf_watch::hosts::engines::{self as hosts, HostSpec};
+use wharf_watch::hosts::{HostSet, LocalHost};
 use wharf_watch::rejected::{default_state_dir, state_file, Rejections};
 use wharf_watch::session::Watcher;
 
@@ -19,12 +19,12 @@ use crate::client_args::ClientFlags;
 
 /// `wharf watch agent …`: the word `agent` first, with `--controller`.
 pub(super) fn is_agent(args: &WatchArgs) -> bool {
-    args.names.first().map(String::as_str) == Some("agent") && args.fleet.controller.is_some()
+    args.names.first().map(String::as_str) == Some("agent") && args.hosts.controller.is_some()
 }
 
 /// The engines to manage, as given; the default socket when none is.
 fn specs(args: &WatchArgs) -> anyhow::Result<Vec<HostSpec>> {
-    let f = &args.fleet;
+    let f = &args.hosts;
     let tls = hosts::tls_files(
         args.tls_verify,
         args.cert_path.clone(),
@@ -53,7 +53,7 @@ pub(super) async fn connect(
     args: &WatchArgs,
     flags: &ClientFlags,
     agents: Option<Arc<Agents>>,
-) -> anyhow::Result<Fleet> {
+) -> anyhow::Result<HostSet> {
     let specs = specs(args)?;
     let engines = hosts::connect_all(&specs, args.api_version.as_deref()).await?;
     let mut options = super::client_options(flags)?;
@@ -87,7 +87,7 @@ pub(super) async fn connect(
             }
         })
         .collect();
-    Ok(Fleet::new(locals, agents, registries))
+    Ok(HostSet::new(locals, agents, registries))
 }
 
 fn host_rejections(args: &WatchArgs, host: &str) -> Rejections {
@@ -101,7 +101,7 @@ fn host_rejections(args: &WatchArgs, host: &str) -> Rejections {
 
 /// `--agents-listen`: the agents' TLS listener, when asked for.
 pub(super) async fn listen_for_agents(args: &WatchArgs) -> anyhow::Result<Option<Arc<Agents>>> {
-    let f = &args.fleet;
+    let f = &args.hosts;
     let Some(addr) = &f.agents_listen else {
         return Ok(None);
     };
@@ -122,7 +122,7 @@ pub(super) async fn listen_for_agents(args: &WatchArgs) -> anyhow::Result<Option
 
 /// `wharf watch agent --controller URL --token-file F`: this engine, driven from afar.
 pub(super) async fn run_agent(args: &WatchArgs, flags: &ClientFlags) -> anyhow::Result<()> {
-    let f = &args.fleet;
+    let f = &args.hosts;
     let controller = f.controller.clone().context("agent mode needs --controller URL")?;
     let file = f
         .token_file

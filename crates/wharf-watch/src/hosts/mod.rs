@@ -6,7 +6,7 @@
 
 pub mod agent;
 pub mod controller;
-pub mod hosts;
+pub mod engines;
 pub mod protocol;
 mod tls;
 
@@ -46,7 +46,7 @@ pub struct HostStatus {
     pub containers: Vec<ContainerInfo>,
 }
 
-pub struct Fleet {
+pub struct HostSet {
     locals: Vec<LocalHost>,
     agents: Option<Arc<Agents>>,
     registries: Arc<Registries>,
@@ -55,13 +55,13 @@ pub struct Fleet {
     last: Mutex<std::collections::BTreeMap<String, SessionReport>>,
 }
 
-impl Fleet {
+impl HostSet {
     pub fn new(
         locals: Vec<LocalHost>,
         agents: Option<Arc<Agents>>,
         registries: Arc<Registries>,
-    ) -> Fleet {
-        Fleet {
+    ) -> HostSet {
+        HostSet {
             locals,
             agents,
             registries,
@@ -71,7 +71,7 @@ impl Fleet {
     }
 
     /// Whether report lines name their host: with more than one host, or any agent.
-    pub fn is_fleet(&self) -> bool {
+    pub fn is_many(&self) -> bool {
         self.locals.len() > 1 || self.agents.is_some()
     }
 
@@ -145,7 +145,7 @@ impl Fleet {
         let mut merged: Option<SessionReport> = None;
         for (host, report) in replies {
             let Some(mut report) = report else { continue };
-            if self.is_fleet() {
+            if self.is_many() {
                 for line in &mut report.containers {
                     line.host = Some(host.clone());
                 }
