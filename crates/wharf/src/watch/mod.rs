@@ -27,9 +27,10 @@ use wharf_watch::update::Timing;
 use crate::client_args::ClientFlags;
 
 mod args;
+mod fleet;
 pub use args::WatchArgs;
 
-pub fn run(args: WatchArgs, flags: &ClientFlags) -> anyhow::Result<()> {
+pub fn run(mut args: WatchArgs, flags: &ClientFlags) -> anyhow::Result<()> {
     // wharf's own modules only: the engine and HTTP crates' debug output drowns them.
     let level = if args.trace {
         Some("info,wharf=trace,wharf_watch=trace,wharf_client=trace")
@@ -63,6 +64,9 @@ pub fn run(args: WatchArgs, flags: &ClientFlags) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if let Some(command) = args.command.take() {
+        return runtime.block_on(fleet::run_command(command, args, flags));
+    }
     runtime.block_on(watch(args, flags))
 }
 
@@ -91,7 +95,10 @@ async fn run_watcher(args: WatchArgs, flags: &ClientFlags, gate: Gate) -> anyhow
     if args.revive_stopped && !args.include_stopped {
         tracing::warn!("--revive-stopped acts only on stopped containers, which are watched with --include-stopped");
     }
-    let api_on = args.http_api_update || args.http_api_metrics || args.http_api_events;
+    let api_on = args.http_api_update
+        || args.http_api_metrics
+        || args.http_api_events
+        || args.http_api_fleet;
     let token = api_token(&args, api_on)?;
     let notifiers = Arc::new(notifiers(&args)?);
     let watcher = Arc::new(connect(&args, flags).await?);
@@ -141,10 +148,29 @@ async fn run_watcher(args: WatchArgs, flags: &ClientFlags, gate: Gate) -> anyhow
         }
     }
     warn_unused_subscriptions(&watcher, &args.events_from).await;
+    let queued = session_runner(
+        watcher.clone(),
+        notifiers.clone(),
+        gate.clone(),
+        true,
+        quiet,
+    );
+    fleet::run_when_windows_open(watcher.clone(), queued.clone());
     if api_on {
         let requested = session_runner(watcher.clone(), notifiers, gate, false, quiet);
         let webhook = events.filter(|_| args.http_api_events);
-        serve_api(&args, &token, requested, watcher.clone(), webhook).await?;
+        let hosts = Arc::new(fleet::OneHost::new(&args, watcher.clone(), queued));
+        let clock = watcher.fleet().clock.clone();
+        let fleet_api = wharf_watch::fleet_api::router(&token, hosts, clock);
+        serve_api(
+            &args,
+            &token,
+            requested,
+            watcher.clone(),
+            webhook,
+            fleet_api,
+        )
+        .await?;
     }
     if args.http_api_update && !args.http_api_periodic_polls {
         tracing::info!("periodic checks are off: checks run on POST /v1/update");
@@ -226,12 +252,12 @@ async fn connect(args: &WatchArgs, flags: &ClientFlags) -> anyhow::Result<Watche
         Err(e) => tracing::warn!(error = %e, "cannot read the engine's insecure registries"),
     }
     let registries = Registries::new(options, credential_source()?, args.registry_timeout);
-    Ok(Watcher::new(
-        engine,
-        registries,
-        settings(args),
-        rejections(args),
-    ))
+    let clock =
+        Arc::new(wharf_watch::hold::Clock::from_env(args.test_clock).map_err(anyhow::Error::msg)?);
+    Ok(
+        Watcher::new(engine, registries, settings(args), rejections(args))
+            .with_fleet(fleet::fleet(args, clock)?),
+    )
 }
 
 /// SIGTERM (`docker stop`) or SIGINT, listened for from this call on and for the life
@@ -511,9 +537,10 @@ async fn serve_api(
     run: RunSession,
     watcher: Arc<Watcher>,
     events: Option<Dispatcher>,
+    fleet_api: axum::Router,
 ) -> anyhow::Result<()> {
     let totals: ReadTotals = Arc::new(move || watcher.totals());
-    let router = api::router(token, run, totals, events);
+    let router = api::router(token, run, totals, events).merge(fleet_api);
     let listener = tokio::net::TcpListener::bind(&args.http_api_addr)
         .await
         .with_context(|| format!("cannot listen on {} for the HTTP API", args.http_api_addr))?;
