@@ -7,9 +7,14 @@
 
 pub mod api;
 pub mod check;
+pub mod compose;
 pub mod dependants;
 pub mod engine;
 pub mod events;
+pub mod fleet;
+pub mod fleet_api;
+pub mod history;
+pub mod hold;
 pub mod hosts;
 pub mod identity;
 pub mod labels;
@@ -24,3 +29,4 @@ pub mod spec;
 pub mod sse;
 pub mod target;
 pub mod update;
+pub mod window;

@@ -134,7 +134,8 @@ impl Rejections {
     }
 }
 
-fn write_atomically(path: &Path, saved: &Saved) -> std::io::Result<()> {
+/// Shared by the watcher's other state files (history, approvals).
+pub(crate) fn write_atomically<T: Serialize>(path: &Path, saved: &T) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let bytes = serde_json::to_vec_pretty(saved)?;

@@ -23,7 +23,10 @@ use crate::target::{filter_images, own_container_id, parse_reference, Target};
 use crate::update::{self, NotReplaced, Replaced, Timing, Unconfirmed};
 
 mod checking;
+mod fleet;
 mod updating;
+
+pub use fleet::{HistoryView, RollbackError};
 
 /// What a watcher does, beyond which containers it looks at.
 #[derive(Debug, Clone)]
@@ -79,6 +82,8 @@ pub struct Watcher {
     /// Set for the length of a check-only session (the dashboard's "check now"): every
     /// container is then monitor-only. Read and written under `running`.
     checking_only: std::sync::atomic::AtomicBool,
+    /// History, kept images, held updates, windows (see `with_fleet`).
+    fleet: crate::fleet::Fleet,
 }
 
 /// A watched container and what the check found for it.
@@ -123,7 +128,18 @@ impl Watcher {
             expected: Mutex::new(HashMap::new()),
             own_id: own_container_id(),
             checking_only: std::sync::atomic::AtomicBool::new(false),
+            fleet: crate::fleet::Fleet::in_memory(),
         }
+    }
+
+    /// The same watcher, keeping history, holds and windows as `fleet` says.
+    pub fn with_fleet(mut self, fleet: crate::fleet::Fleet) -> Watcher {
+        self.fleet = fleet;
+        self
+    }
+
+    pub fn fleet(&self) -> &crate::fleet::Fleet {
+        &self.fleet
     }
 
     /// The engine this watcher updates.
@@ -342,6 +358,11 @@ impl Watcher {
                     lines.push(line);
                     continue;
                 }
+                if let Err(why) = self.admit(c, &line) {
+                    line.detail = Some(why);
+                    lines.push(line);
+                    continue;
+                }
                 if self.settings.no_restart {
                     self.pull_only(c, &mut pulled, &mut line).await;
                     lines.push(line);
@@ -366,7 +387,10 @@ impl Watcher {
                         line.outcome = Outcome::Failed;
                         line.detail = Some(why);
                     }
-                    Err(NotReplaced::RolledBack(why)) => self.rolled_back(c, &mut line, why),
+                    Err(NotReplaced::RolledBack(why)) => {
+                        let tried = pulled_id(c, &pulled);
+                        self.rolled_back(c, &mut line, why, tried)
+                    }
                 }
             }
             lines.push(line);
@@ -431,6 +455,18 @@ impl Watcher {
             self.settings.monitor_only,
             self.settings.label_take_precedence,
         )
+    }
+}
+
+/// The local id of the image `c` was to be updated to, once pulled.
+fn pulled_id(c: &Checked, pulled: &HashMap<String, Result<String, String>>) -> String {
+    match (&c.local, &c.image) {
+        (Some(Ok(id)), _) => id.clone(),
+        (_, Ok(image)) => match pulled.get(&image.to_string()) {
+            Some(Ok(id)) => id.clone(),
+            _ => String::new(),
+        },
+        _ => String::new(),
     }
 }
 

@@ -1,7 +1,7 @@
 //! The fleet's wiring: which engines (`--host`…, `--hosts-file`), one watcher each over
 //! shared registry clients; the agents' listener; and `wharf watch agent`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -11,6 +11,9 @@ use wharf_watch::hosts::agent::{self, AgentOptions};
 use wharf_watch::hosts::controller::Agents;
 use wharf_watch::hosts::engines::{self as hosts, HostSpec};
 use wharf_watch::hosts::{HostSet, LocalHost};
+use wharf_watch::api::RunSession;
+use wharf_watch::fleet_api::Hosts;
+use wharf_watch::hold::Clock;
 use wharf_watch::rejected::{default_state_dir, state_file, Rejections};
 use wharf_watch::session::Watcher;
 
@@ -70,33 +73,87 @@ pub(super) async fn connect(
         args.registry_timeout,
     ));
     let several = specs.len() > 1;
-    let locals = specs
-        .into_iter()
-        .zip(engines)
-        .map(|(spec, engine)| {
-            // Container names repeat across hosts: each host remembers its own rollbacks.
-            let rejections = match several {
-                true => host_rejections(args, &spec.name),
-                false => super::rejections(args),
-            };
-            let watcher = Watcher::shared(engine, registries.clone(), super::settings(args), rejections);
-            LocalHost {
-                name: spec.name,
-                url: spec.url,
-                watcher: Arc::new(watcher),
-            }
-        })
-        .collect();
+    // One clock for every host: a test that moves it moves them all.
+    let clock = Arc::new(Clock::from_env(args.test_clock).map_err(anyhow::Error::msg)?);
+    let mut locals = Vec::new();
+    for (spec, engine) in specs.into_iter().zip(engines) {
+        // Container names repeat across hosts: each host keeps its own rollbacks,
+        // history and held updates.
+        let dir = state_dir(args, several.then_some(spec.name.as_str()));
+        let rejections = match several {
+            true => Rejections::open(state_file(&dir, args.scope.as_deref())),
+            false => super::rejections(args),
+        };
+        let kept = super::fleet::fleet_on(args, clock.clone(), &dir, spec.url.clone())?;
+        let watcher = Watcher::shared(engine, registries.clone(), super::settings(args), rejections)
+            .with_fleet(kept);
+        locals.push(LocalHost {
+            name: spec.name,
+            url: spec.url,
+            watcher: Arc::new(watcher),
+        });
+    }
     Ok(HostSet::new(locals, agents, registries))
 }
 
-fn host_rejections(args: &WatchArgs, host: &str) -> Rejections {
+/// The state directory; of several hosts, each has its own below it.
+fn state_dir(args: &WatchArgs, host: Option<&str>) -> PathBuf {
     let dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
+    let Some(host) = host else { return dir };
     let slug: String = host
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
         .collect();
-    Rejections::open(state_file(&dir.join("hosts").join(slug), args.scope.as_deref()))
+    dir.join("hosts").join(slug)
+}
+
+/// The fleet API's view of the hosts: the named local host's watcher, and its checks.
+/// Agents are reached through the dashboard and the agents' protocol instead.
+pub(super) struct ManyHosts {
+    set: Arc<HostSet>,
+    /// Per local host, in `set.locals()` order: a queued session on that host alone.
+    runners: Vec<RunSession>,
+    /// A queued session on every host.
+    all: RunSession,
+}
+
+impl ManyHosts {
+    pub(super) fn new(set: Arc<HostSet>, runners: Vec<RunSession>, all: RunSession) -> ManyHosts {
+        ManyHosts { set, runners, all }
+    }
+
+    fn index(&self, host: Option<&str>) -> Result<usize, String> {
+        let locals = self.set.locals();
+        match host {
+            None if locals.len() == 1 => Ok(0),
+            None => Err(format!("this watcher manages several hosts ({}): name one with \"host\"", names(locals))),
+            Some(h) => locals
+                .iter()
+                .position(|l| l.name == h || l.url == h || (locals.len() == 1 && h == "local"))
+                .ok_or_else(|| format!("no Docker host {h}: this watcher manages {}", names(locals))),
+        }
+    }
+}
+
+fn names(locals: &[LocalHost]) -> String {
+    locals.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(", ")
+}
+
+impl Hosts for ManyHosts {
+    fn watcher(&self, host: Option<&str>) -> Result<Arc<Watcher>, String> {
+        let i = self.index(host)?;
+        Ok(self.set.locals()[i].watcher.clone())
+    }
+
+    fn check(&self, host: Option<&str>, images: Vec<String>) {
+        let session = match self.index(host) {
+            Ok(i) => self.runners[i].clone(),
+            Err(_) => self.all.clone(),
+        };
+        tokio::spawn(async move {
+            session(Some(images)).await;
+        });
+    }
 }
 
 /// `--agents-listen`: the agents' TLS listener, when asked for.

@@ -26,6 +26,7 @@ use wharf_watch::update::Timing;
 use crate::client_args::ClientFlags;
 
 mod args;
+mod fleet;
 mod hosts;
 mod hosts_args;
 pub use args::WatchArgs;
@@ -64,6 +65,9 @@ pub fn run(mut args: WatchArgs, flags: &ClientFlags) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if let Some(command) = args.command.take() {
+        return runtime.block_on(fleet::run_command(command, args, flags));
+    }
     if hosts::is_agent(&args) {
         // `agent` is the mode, not a container to watch.
         args.names.remove(0);
@@ -103,7 +107,10 @@ async fn run_watcher(args: WatchArgs, flags: &ClientFlags, gate: Gate) -> anyhow
     if args.revive_stopped && !args.include_stopped {
         tracing::warn!("--revive-stopped acts only on stopped containers, which are watched with --include-stopped");
     }
-    let api_on = args.http_api_update || args.http_api_metrics || args.http_api_events;
+    let api_on = args.http_api_update
+        || args.http_api_metrics
+        || args.http_api_events
+        || args.http_api_fleet;
     let token = api_token(&args, api_on)?;
     let notifiers = Arc::new(notifiers(&args)?);
     let agents = hosts::listen_for_agents(&args).await?;
@@ -154,10 +161,36 @@ async fn run_watcher(args: WatchArgs, flags: &ClientFlags, gate: Gate) -> anyhow
         }
     }
     warn_unused_subscriptions(&watcher, &args.events_from).await;
+    let queued = session_runner(
+        watcher.clone(),
+        notifiers.clone(),
+        gate.clone(),
+        true,
+        quiet,
+    );
+    let per_host = |host: &str| {
+        let host = Some(host.to_owned());
+        host_session_runner(watcher.clone(), notifiers.clone(), gate.clone(), quiet, host)
+    };
+    for local in watcher.locals() {
+        fleet::run_when_windows_open(local.watcher.clone(), per_host(&local.name));
+    }
     if api_on {
-        let requested = session_runner(watcher.clone(), notifiers, gate, false, quiet);
+        let requested = session_runner(watcher.clone(), notifiers.clone(), gate.clone(), false, quiet);
         let webhook = events.filter(|_| args.http_api_events);
-        serve_api(&args, &token, requested, watcher.clone(), webhook).await?;
+        let runners = watcher.locals().iter().map(|l| per_host(&l.name)).collect();
+        let many = Arc::new(hosts::ManyHosts::new(watcher.clone(), runners, queued));
+        let clock = watcher.locals()[0].watcher.fleet().clock.clone();
+        let fleet_api = wharf_watch::fleet_api::router(&token, many, clock);
+        serve_api(
+            &args,
+            &token,
+            requested,
+            watcher.clone(),
+            webhook,
+            fleet_api,
+        )
+        .await?;
     }
     if args.http_api_update && !args.http_api_periodic_polls {
         tracing::info!("periodic checks are off: checks run on POST /v1/update");
@@ -385,11 +418,36 @@ fn session_runner(
     queue: bool,
     quiet_check_failures: bool,
 ) -> RunSession {
+    runner(watcher, notifiers, gate, queue, quiet_check_failures, None)
+}
+
+/// As `session_runner`, queued, on one host only.
+fn host_session_runner(
+    watcher: Arc<HostSet>,
+    notifiers: Arc<Notifiers>,
+    gate: Gate,
+    quiet_check_failures: bool,
+    host: Option<String>,
+) -> RunSession {
+    runner(watcher, notifiers, gate, true, quiet_check_failures, host)
+}
+
+fn runner(
+    watcher: Arc<HostSet>,
+    notifiers: Arc<Notifiers>,
+    gate: Gate,
+    queue: bool,
+    quiet_check_failures: bool,
+    host: Option<String>,
+) -> RunSession {
     Arc::new(move |images: Option<Vec<String>>| {
+        let host = host.clone();
         let watcher = watcher.clone();
         let notifiers = notifiers.clone();
         let work = async move {
-            let report = watcher.session(images.as_deref(), queue, None).await?;
+            let report = watcher
+                .session(images.as_deref(), queue, host.as_deref())
+                .await?;
             log_report(&report, quiet_check_failures);
             for error in notifiers.send(&report).await {
                 tracing::warn!("{error}");
@@ -473,9 +531,10 @@ async fn serve_api(
     run: RunSession,
     watcher: Arc<HostSet>,
     events: Option<Dispatcher>,
+    fleet_api: axum::Router,
 ) -> anyhow::Result<()> {
     let totals: ReadTotals = Arc::new(move || watcher.totals());
-    let router = api::router(token, run, totals, events);
+    let router = api::router(token, run, totals, events).merge(fleet_api);
     let listener = tokio::net::TcpListener::bind(&args.http_api_addr)
         .await
         .with_context(|| format!("cannot listen on {} for the HTTP API", args.http_api_addr))?;
