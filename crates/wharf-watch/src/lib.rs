@@ -8,6 +8,7 @@
 pub mod api;
 pub mod check;
 pub mod compose;
+pub mod dashboard;
 pub mod dependants;
 pub mod engine;
 pub mod events;

@@ -178,8 +178,8 @@ impl Agents {
             }
             let report = match self.request(&name, command.clone(), SESSION_LIMIT).await {
                 Ok(Reply::Report(r)) => Some(r),
-                Ok(Reply::Busy | Reply::Idle | Reply::Containers(_)) => None,
                 Ok(Reply::Error(e)) | Err(e) => Some(unreachable(&e)),
+                Ok(_) => None,
             };
             (name, report)
         });
@@ -296,6 +296,16 @@ impl Agents {
                 Err(e) => tracing::warn!(agent = %name, error = %e, "unreadable message from agent; ignored"),
             }
         }
+    }
+
+    /// Whether a token names agent `name`.
+    pub fn knows(&self, name: &str) -> bool {
+        self.known.iter().any(|(n, _)| n == name)
+    }
+
+    /// `command` on agent `name`, for as long as a session may take.
+    pub async fn ask(&self, name: &str, command: Command) -> Result<Reply, String> {
+        self.request(name, command, SESSION_LIMIT).await
     }
 
     /// Refresh what each connected agent runs (the dashboard's lists).

@@ -220,6 +220,36 @@ impl HostSet {
     }
 }
 
+impl HostSet {
+    /// `command` on the host named `host`, wherever it is: the dashboard's one way in.
+    pub async fn ask(&self, host: &str, command: Command) -> Result<Reply, String> {
+        if let Some(local) = self.locals.iter().find(|h| h.name == host) {
+            return Ok(protocol::execute(&local.watcher, command).await);
+        }
+        match &self.agents {
+            Some(agents) if agents.knows(host) => agents.ask(host, command).await,
+            _ => Err(format!("no host is named {host}")),
+        }
+    }
+
+    /// Every host's view for the dashboard, side by side; an unreachable host's says why.
+    pub async fn views(&self) -> Vec<(HostStatus, Result<protocol::HostView, String>)> {
+        let statuses = self.status().await;
+        let asks = statuses.into_iter().map(|status| async move {
+            let view = match (status.connected, status.kind) {
+                (false, _) => Err(status.detail.clone().unwrap_or_default()),
+                _ => match self.ask(&status.name, Command::View).await {
+                    Ok(Reply::View(v)) => Ok(v),
+                    Ok(Reply::Error(e)) | Err(e) => Err(e),
+                    Ok(_) => Err("unexpected answer".to_owned()),
+                },
+            };
+            (status, view)
+        });
+        join_all(asks).await
+    }
+}
+
 /// What one local host does for `command`.
 pub(crate) async fn run_local(watcher: &Watcher, command: Command) -> Option<SessionReport> {
     match protocol::execute(watcher, command).await {
@@ -240,7 +270,7 @@ pub(crate) async fn run_local(watcher: &Watcher, command: Command) -> Option<Ses
                 }],
             })
         }
-        Reply::Busy | Reply::Idle | Reply::Containers(_) => None,
+        Reply::Busy | Reply::Idle | Reply::Containers(_) | Reply::View(_) | Reply::Change(_) => None,
     }
 }
 

@@ -28,6 +28,12 @@ pub enum Command {
     Pushed { pushed: Vec<PushedWire> },
     /// What runs there now.
     Containers,
+    /// Everything the dashboard shows of the host: containers, held updates, histories.
+    View,
+    /// Recreate `name` on an earlier image (`to`, else the one before).
+    Rollback { name: String, to: Option<String> },
+    /// Approve `name`'s held update, then update it.
+    Approve { name: String },
 }
 
 /// A pushed tag as it travels: the image and the digest the push announced.
@@ -65,7 +71,30 @@ pub enum Reply {
     /// Nothing to do: no container there uses the pushed images.
     Idle,
     Containers(Vec<ContainerInfo>),
+    View(HostView),
+    /// A rollback done: the change, as the history records it.
+    Change(crate::history::Change),
     Error(String),
+}
+
+/// What the dashboard shows of one host.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HostView {
+    pub containers: Vec<ContainerInfo>,
+    pub pending: Vec<PendingInfo>,
+    /// The history of each container that has one.
+    pub history: Vec<crate::session::HistoryView>,
+}
+
+/// An update held for an approval or a window.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingInfo {
+    pub container: String,
+    pub image: String,
+    pub digest: String,
+    /// `approval` or `window`.
+    pub waiting_for: String,
+    pub opens_at: Option<String>,
 }
 
 /// One container, as the dashboard lists it.
@@ -122,7 +151,52 @@ pub async fn execute(watcher: &Watcher, command: Command) -> Reply {
             Ok(list) => Reply::Containers(list),
             Err(e) => Reply::Error(e),
         },
+        Command::View => match view(watcher).await {
+            Ok(v) => Reply::View(v),
+            Err(e) => Reply::Error(e),
+        },
+        Command::Rollback { name, to } => {
+            let reason = "requested from the dashboard or the controller";
+            match watcher.rollback(&name, to.as_deref(), reason).await {
+                Ok(change) => Reply::Change(change),
+                Err(e) => Reply::Error(e.to_string()),
+            }
+        }
+        Command::Approve { name } => match watcher.approve(&name, None) {
+            Ok((image, _)) if image.is_empty() => Reply::Idle,
+            Ok((image, _)) => Reply::Report(watcher.session(Some(&[image])).await),
+            Err(e) => Reply::Error(e),
+        },
     }
+}
+
+/// The host as the dashboard shows it.
+async fn view(watcher: &Watcher) -> Result<HostView, String> {
+    let containers = containers(watcher).await?;
+    let pending = watcher
+        .pending()
+        .into_iter()
+        .map(|h| PendingInfo {
+            container: h.container,
+            image: h.image,
+            digest: h.digest,
+            waiting_for: serde_json::to_value(h.waiting_for)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            opens_at: h.opens_at,
+        })
+        .collect();
+    let history = containers
+        .iter()
+        .map(|c| watcher.history(&c.name))
+        .filter(|h| !h.changes.is_empty() || !h.kept.is_empty())
+        .collect();
+    Ok(HostView {
+        containers,
+        pending,
+        history,
+    })
 }
 
 /// A push: a check of the containers using the pushed images, unless none does.

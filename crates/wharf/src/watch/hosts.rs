@@ -209,3 +209,24 @@ fn read_token(file: &Path) -> anyhow::Result<String> {
     anyhow::ensure!(!token.is_empty(), "--token-file {} is empty", file.display());
     Ok(token)
 }
+
+/// `--dashboard`: its routes, whose sessions are logged and notified as any other.
+pub(super) fn dashboard(
+    args: &WatchArgs,
+    token: &str,
+    set: &Arc<HostSet>,
+    notifiers: Arc<wharf_watch::notify::Notifiers>,
+    quiet: bool,
+) -> anyhow::Result<axum::Router> {
+    let notify: wharf_watch::dashboard::Notify = Arc::new(move |report| {
+        let notifiers = notifiers.clone();
+        Box::pin(async move {
+            super::log_report(&report, quiet);
+            for error in notifiers.send(&report).await {
+                tracing::warn!("{error}");
+            }
+        })
+    });
+    let users = args.hosts.dashboard_users.as_deref();
+    wharf_watch::dashboard::router(token, users, set.clone(), notify).map_err(anyhow::Error::msg)
+}

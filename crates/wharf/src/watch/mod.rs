@@ -110,7 +110,8 @@ async fn run_watcher(args: WatchArgs, flags: &ClientFlags, gate: Gate) -> anyhow
     let api_on = args.http_api_update
         || args.http_api_metrics
         || args.http_api_events
-        || args.http_api_fleet;
+        || args.http_api_fleet
+        || args.hosts.dashboard;
     let token = api_token(&args, api_on)?;
     let notifiers = Arc::new(notifiers(&args)?);
     let agents = hosts::listen_for_agents(&args).await?;
@@ -182,6 +183,10 @@ async fn run_watcher(args: WatchArgs, flags: &ClientFlags, gate: Gate) -> anyhow
         let many = Arc::new(hosts::ManyHosts::new(watcher.clone(), runners, queued));
         let clock = watcher.locals()[0].watcher.fleet().clock.clone();
         let fleet_api = wharf_watch::fleet_api::router(&token, many, clock);
+        let fleet_api = match args.hosts.dashboard {
+            true => fleet_api.merge(hosts::dashboard(&args, &token, &watcher, notifiers.clone(), quiet)?),
+            false => fleet_api,
+        };
         serve_api(
             &args,
             &token,
@@ -491,10 +496,10 @@ fn log_report(report: &SessionReport, quiet_check_failures: bool) {
         let detail = c.detail.as_deref().unwrap_or("");
         match c.outcome {
             Outcome::Failed if quiet_check_failures && c.new_digest.is_none() => {
-                tracing::debug!(container = %c.name, image = %c.image, outcome = ?c.outcome, "{detail}")
+                tracing::debug!(container = %c.label(), image = %c.image, outcome = ?c.outcome, "{detail}")
             }
             Outcome::Failed | Outcome::RolledBack => {
-                tracing::warn!(container = %c.name, image = %c.image, outcome = ?c.outcome, "{detail}")
+                tracing::warn!(container = %c.label(), image = %c.image, outcome = ?c.outcome, "{detail}")
             }
             Outcome::Updated | Outcome::Stale => {
                 let message = match (detail, c.outcome) {
@@ -503,7 +508,7 @@ fn log_report(report: &SessionReport, quiet_check_failures: bool) {
                     (d, _) => d,
                 };
                 tracing::info!(
-                    container = %c.name,
+                    container = %c.label(),
                     image = %c.image,
                     old = c.old_digest.as_deref().unwrap_or("?"),
                     new = c.new_digest.as_deref().unwrap_or("?"),
@@ -512,7 +517,7 @@ fn log_report(report: &SessionReport, quiet_check_failures: bool) {
                 )
             }
             Outcome::Fresh | Outcome::Skipped => {
-                tracing::debug!(container = %c.name, outcome = ?c.outcome, "{detail}")
+                tracing::debug!(container = %c.label(), outcome = ?c.outcome, "{detail}")
             }
         }
     }
