@@ -94,11 +94,8 @@ fn hosts_one_push_updates_both_engines_and_a_label_excludes_one_container() {
         held_image,
         "the container labelled enable=false on the second host is left alone"
     );
-    let log = watcher.log();
-    assert!(
-        log.contains(&on_two) && log.contains("on two"),
-        "the report names the host of each container: {log}"
-    );
+    // The session's report, once the grace period is over, names each line's host.
+    wait_for_log(&watcher, &format!("container={on_two} on two"));
 
     // The second engine goes away: reported, and the first host still updates.
     let mut engine = engine;
@@ -132,4 +129,49 @@ fn hosts_file_lines_are_checked_at_start() {
         err.contains(":3:") && err.contains("colour=blue"),
         "the error names the file's line and the option: {err}"
     );
+}
+
+/// A tcp:// engine with `--tlsverify`, reached as `docker --tlsverify` reaches it (the
+/// three files named one by one), beside the machine's socket, in one `--run-once`.
+#[test]
+fn hosts_tcp_engine_with_tlsverify_beside_a_socket() {
+    let registry = Registry::start();
+    let mut cleanup = Cleanup::default();
+    let (_, _, image) = v1_pushed(&registry, &mut cleanup, "hoststls", "apps/tls");
+    let engine = SecondEngine::start_tls();
+    let name = unique("wharf-hosts-tls-");
+    cleanup.containers.push(name.clone());
+    docker_run(&registry, &["--name", &name, &image]);
+    run_on(&registry, &engine, &["--name", &name, &image]);
+    let certs = engine.client_certs();
+    let file = |f: &str| certs.join(f).display().to_string();
+    let report = registry.watch(&[
+        "--host", &format!("one={MACHINE_ENGINE}"),
+        "--host", &format!("tls={}", engine.tls_host()),
+        "--tlscacert", &file("ca.pem"), "--tlscert", &file("cert.pem"), "--tlskey", &file("key.pem"),
+        &name,
+    ]);
+    let lines = report["containers"].as_array().unwrap();
+    let hosts: Vec<&str> = lines.iter().filter_map(|l| l["host"].as_str()).collect();
+    assert!(hosts.contains(&"one") && hosts.contains(&"tls"), "{report:#}");
+    assert!(lines.iter().all(|l| l["outcome"] == "fresh"), "{report:#}");
+
+    // Without the client certificate the engine refuses: named, and the other host goes on.
+    let report = registry.watch_failing(&[
+        "--host", &format!("one={MACHINE_ENGINE}"),
+        "--host", &format!("tls={}", engine.tls_host()),
+        &name,
+    ]);
+    let failed = lines_of(&report, "tls");
+    assert_eq!(failed[0]["name"], "(engine)", "{report:#}");
+    assert_eq!(lines_of(&report, "one")[0]["outcome"], "fresh", "{report:#}");
+}
+
+fn lines_of<'a>(report: &'a serde_json::Value, host: &str) -> Vec<&'a serde_json::Value> {
+    report["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["host"] == host)
+        .collect()
 }

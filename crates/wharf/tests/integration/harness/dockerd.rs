@@ -18,11 +18,25 @@ pub struct SecondEngine {
     dir: tempfile::TempDir,
     bridge: String,
     proc: Option<Proc>,
+    /// With `start_tls`: the `tcp://127.0.0.1:PORT` it also listens on, with
+    /// `--tlsverify`, and the client's files (ca.pem, cert.pem, key.pem) in `dir/client`.
+    tls: Option<String>,
 }
 
 impl SecondEngine {
     /// Start one and wait until it answers (about 3 s).
     pub fn start() -> SecondEngine {
+        SecondEngine::start_with(false)
+    }
+
+    /// As `start`, also listening on a loopback TCP port with `--tlsverify`, as
+    /// `docker --tlsverify` reaches an engine: its CA, server and client certificates
+    /// made with openssl; the client's in `client_certs()`.
+    pub fn start_tls() -> SecondEngine {
+        SecondEngine::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> SecondEngine {
         require_docker();
         require("dockerd", "docker.io");
         require("ip", "iproute2");
@@ -41,10 +55,15 @@ impl SecondEngine {
         run(Command::new("ip").args(["addr", "add", &subnet, "dev", &bridge]));
         run(Command::new("ip").args(["link", "set", &bridge, "up"]));
         std::fs::write(dir.path().join("daemon.json"), "{}").unwrap();
+        let tls = tls.then(|| {
+            make_certs(dir.path());
+            format!("tcp://127.0.0.1:{}", super::free_port())
+        });
         let mut engine = SecondEngine {
             dir,
             bridge,
             proc: None,
+            tls,
         };
         engine.launch();
         engine
@@ -57,7 +76,19 @@ impl SecondEngine {
             .append(true)
             .open(d.join("dockerd.log"))
             .unwrap();
-        let child = Command::new("dockerd")
+        let mut dockerd = Command::new("dockerd");
+        if let Some(tcp) = &self.tls {
+            let c = d.join("certs");
+            dockerd
+                .args(["--host", tcp, "--tlsverify"])
+                .arg("--tlscacert")
+                .arg(c.join("ca.pem"))
+                .arg("--tlscert")
+                .arg(c.join("server.pem"))
+                .arg("--tlskey")
+                .arg(c.join("server-key.pem"));
+        }
+        let child = dockerd
             .arg("--config-file")
             .arg(d.join("daemon.json"))
             .arg("--host")
@@ -95,6 +126,16 @@ impl SecondEngine {
     /// `unix:///…/docker.sock`, as `DOCKER_HOST` or `--host` take it.
     pub fn host(&self) -> String {
         format!("unix://{}", self.socket().display())
+    }
+
+    /// The `tcp://` address of a `start_tls` engine.
+    pub fn tls_host(&self) -> String {
+        self.tls.clone().expect("started with start_tls")
+    }
+
+    /// The client's ca.pem, cert.pem and key.pem (`DOCKER_CERT_PATH`) for `tls_host`.
+    pub fn client_certs(&self) -> PathBuf {
+        self.dir.path().join("certs").join("client")
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -212,4 +253,24 @@ fn kill_leftovers(dir: &Path) {
                 .output();
         }
     }
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, as docker's
+/// "Protect the Docker daemon socket" guide makes them.
+fn make_certs(dir: &Path) {
+    require("openssl", "openssl");
+    let c = dir.join("certs");
+    let client = c.join("client");
+    std::fs::create_dir_all(&client).unwrap();
+    let ssl = |args: &[&str]| {
+        run(Command::new("openssl").current_dir(&c).args(args).stderr(Stdio::null()));
+    };
+    ssl(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=wharf test docker CA", "-keyout", "ca-key.pem", "-out", "ca.pem"]);
+    ssl(&["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "server-key.pem", "-out", "server.csr"]);
+    std::fs::write(c.join("server.ext"), "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n").unwrap();
+    ssl(&["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem", "-CAcreateserial", "-days", "2", "-extfile", "server.ext", "-out", "server.pem"]);
+    ssl(&["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=wharf watch", "-keyout", "client/key.pem", "-out", "client.csr"]);
+    std::fs::write(c.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    ssl(&["x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem", "-CAcreateserial", "-days", "2", "-extfile", "client.ext", "-out", "client/cert.pem"]);
+    std::fs::copy(c.join("ca.pem"), client.join("ca.pem")).unwrap();
 }
