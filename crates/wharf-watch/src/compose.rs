@@ -25,9 +25,73 @@ pub const CONFIG_FILES: &str = "com.docker.compose.project.config_files";
 pub const WORKING_DIR: &str = "com.docker.compose.project.working_dir";
 /// Compose v2's record of the image a container was created from.
 pub const IMAGE: &str = "com.docker.compose.image";
+pub const ENV_FILE: &str = "com.docker.compose.project.environment_file";
 
 /// How long asking compose for a hash may take (it reads the files and inspects images).
 const HASH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A compose project as its containers' labels describe it: enough to run compose on it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Project {
+    name: String,
+    dir: PathBuf,
+    files: Vec<PathBuf>,
+    env_file: Option<PathBuf>,
+}
+
+impl Project {
+    fn of(labels: &std::collections::HashMap<String, String>) -> Result<Project, String> {
+        let name = labels
+            .get(crate::labels::COMPOSE_PROJECT)
+            .ok_or("not a compose container")?;
+        let dir = labels
+            .get(WORKING_DIR)
+            .map(PathBuf::from)
+            .ok_or_else(|| format!("no {WORKING_DIR} label"))?;
+        let files = labels
+            .get(CONFIG_FILES)
+            .map(|f| f.split(',').map(|p| PathBuf::from(p.trim())).collect())
+            .unwrap_or_default();
+        Ok(Project {
+            name: name.clone(),
+            dir,
+            files,
+            env_file: labels.get(ENV_FILE).map(PathBuf::from),
+        })
+    }
+
+    /// `docker-compose` with this project's name, directory, files and environment.
+    fn command(
+        &self,
+        bin: &Path,
+        docker_host: Option<&str>,
+    ) -> Result<std::process::Command, String> {
+        let mut cmd = std::process::Command::new(bin);
+        cmd.arg("--project-directory")
+            .arg(&self.dir)
+            .args(["-p", &self.name])
+            .current_dir(&self.dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if let Some(env_file) = &self.env_file {
+            cmd.arg("--env-file").arg(env_file);
+        }
+        for file in &self.files {
+            if !file.exists() {
+                return Err(format!(
+                    "the compose file {} is not readable here",
+                    file.display()
+                ));
+            }
+            cmd.arg("-f").arg(file);
+        }
+        if let Some(host) = docker_host {
+            cmd.env("DOCKER_HOST", host);
+        }
+        Ok(cmd)
+    }
+}
 
 /// `target`, with its compose labels made to match `image_id`, ready to be replaced on it.
 /// Not a compose container: unchanged.
@@ -38,10 +102,9 @@ pub async fn relabel(
     docker_host: Option<&str>,
 ) -> Target {
     let labels = target.labels();
-    let Some((project, service)) = labels.compose_service() else {
+    let Some(service) = labels.compose_service().map(|(_, s)| s.to_owned()) else {
         return target.clone();
     };
-    let (project, service) = (project.to_owned(), service.to_owned());
     let mut new = target.clone();
     let Some(map) = new.inspect.config.as_mut().and_then(|c| c.labels.as_mut()) else {
         return new;
@@ -52,77 +115,93 @@ pub async fn relabel(
     if !map.contains_key(CONFIG_HASH) {
         return new;
     }
-    let files: Vec<PathBuf> = map
-        .get(CONFIG_FILES)
-        .map(|f| f.split(',').map(|p| PathBuf::from(p.trim())).collect())
-        .unwrap_or_default();
-    let dir = map.get(WORKING_DIR).map(PathBuf::from);
-    let asked = match (compose, dir) {
-        (Some(bin), Some(dir)) => {
-            config_hash(bin, &project, &service, &dir, &files, docker_host).await
+    let asked = match (compose, Project::of(map)) {
+        (Some(bin), Ok(project)) => {
+            let hash = format!("--hash={service}");
+            match run(bin, &project, docker_host, &["config", &hash]).await {
+                Ok(out) => parse_hash(&out, &service)
+                    .ok_or_else(|| format!("config --hash printed no hash for {service}")),
+                Err(e) => Err(e),
+            }
         }
         (None, _) => Err("no docker-compose binary (--compose-bin)".to_owned()),
-        (_, None) => Err(format!("no {WORKING_DIR} label")),
+        (_, Err(e)) => Err(e),
     };
     match asked {
         Ok(hash) => {
-            tracing::info!(container = %target.name, %project, %service, %hash, "compose config hash for the new image");
+            tracing::info!(container = %target.name, %service, %hash, "compose config hash for the new image");
             map.insert(CONFIG_HASH.to_owned(), hash);
         }
         Err(why) => tracing::warn!(
-            container = %target.name, %project, %service, %why,
+            container = %target.name, %service, %why,
             "compose config hash kept as it was: the next `docker-compose up -d` will recreate this container once, on the same image"
         ),
     }
     new
 }
 
-async fn config_hash(
-    bin: &Path,
-    project: &str,
-    service: &str,
-    dir: &Path,
-    files: &[PathBuf],
+/// Each compose container's place in its project's dependency order (compose 1.29 sets no
+/// depends_on label; `config --services` lists the services dependencies first). Projects
+/// compose cannot be run on are left out, and keep the session's order.
+pub async fn service_ranks(
+    targets: &[Target],
+    compose: Option<&Path>,
     docker_host: Option<&str>,
-) -> Result<String, String> {
-    let mut cmd = std::process::Command::new(bin);
-    cmd.arg("--project-directory")
-        .arg(dir)
-        .args(["-p", project])
-        .current_dir(dir)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    for file in files {
-        if !file.exists() {
-            return Err(format!(
-                "the compose file {} is not readable here",
-                file.display()
-            ));
+) -> std::collections::HashMap<String, usize> {
+    let mut ranks = std::collections::HashMap::new();
+    let Some(bin) = compose else { return ranks };
+    let mut projects: Vec<Project> = Vec::new();
+    for t in targets {
+        if let Ok(p) = Project::of(t.labels().0) {
+            if !projects.contains(&p) {
+                projects.push(p);
+            }
         }
-        cmd.arg("-f").arg(file);
     }
-    cmd.args(["config", &format!("--hash={service}")]);
-    if let Some(host) = docker_host {
-        cmd.env("DOCKER_HOST", host);
+    for project in projects {
+        let services = match run(bin, &project, docker_host, &["config", "--services"]).await {
+            Ok(out) => out,
+            Err(why) => {
+                tracing::debug!(project = %project.name, %why, "compose service order unknown");
+                continue;
+            }
+        };
+        let order: Vec<&str> = services.lines().map(str::trim).collect();
+        for t in targets {
+            let labels = t.labels();
+            let Some((name, service)) = labels.compose_service() else {
+                continue;
+            };
+            if let Some(rank) = order.iter().position(|s| *s == service) {
+                if name == project.name {
+                    ranks.insert(t.name.clone(), rank);
+                }
+            }
+        }
     }
+    ranks
+}
+
+/// compose with `args`, bounded in time; its standard output.
+async fn run(
+    bin: &Path,
+    project: &Project,
+    docker_host: Option<&str>,
+    args: &[&str],
+) -> Result<String, String> {
+    let mut cmd = project.command(bin, docker_host)?;
+    cmd.args(args);
     let name = bin.display().to_string();
-    let service = service.to_owned();
     // Off the async workers: compose is a Python program that takes a second to start.
-    let ran = tokio::task::spawn_blocking(move || run_bounded(cmd, &name, &service)).await;
-    match ran {
+    match tokio::task::spawn_blocking(move || run_bounded(cmd, &name)).await {
         Ok(result) => result,
         // Cancelled only when the runtime shuts down, which never resumes us.
         Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
 }
 
-/// Run compose, killed after `HASH_TIMEOUT`; its hash for `service`.
-fn run_bounded(
-    mut cmd: std::process::Command,
-    name: &str,
-    service: &str,
-) -> Result<String, String> {
+/// Run compose, killed after `HASH_TIMEOUT`.
+fn run_bounded(mut cmd: std::process::Command, name: &str) -> Result<String, String> {
     let mut child = cmd.spawn().map_err(|e| format!("cannot run {name}: {e}"))?;
     let started = std::time::Instant::now();
     // Its output is a line per service: far below a pipe's buffer, so waiting first
@@ -134,7 +213,7 @@ fn run_bounded(
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(format!(
-                    "{name} config --hash did not answer within {} s",
+                    "{name} did not answer within {} s",
                     HASH_TIMEOUT.as_secs()
                 ));
             }
@@ -147,12 +226,11 @@ fn run_bounded(
         .map_err(|e| format!("reading {name}'s output: {e}"))?;
     if !out.status.success() {
         return Err(format!(
-            "{name} config --hash failed: {}",
+            "{name} failed: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
-    parse_hash(&String::from_utf8_lossy(&out.stdout), service)
-        .ok_or_else(|| format!("{name} config --hash printed no hash for {service}"))
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// compose prints `SERVICE HASH`, one service a line.

@@ -70,6 +70,31 @@ impl Watcher {
         .await
     }
 
+    /// The compose containers among `checked` put in their projects' dependency order,
+    /// in the places they had (compose 1.29 labels no dependencies).
+    pub(super) async fn compose_order(&self, checked: Vec<Checked>) -> Vec<Checked> {
+        let targets: Vec<Target> = checked.iter().map(|c| c.target.clone()).collect();
+        let ranks = crate::compose::service_ranks(
+            &targets,
+            self.fleet.compose.as_deref(),
+            self.fleet.docker_host.as_deref(),
+        )
+        .await;
+        if ranks.is_empty() {
+            return checked;
+        }
+        let slots: Vec<usize> = (0..checked.len())
+            .filter(|&i| ranks.contains_key(&checked[i].target.name))
+            .collect();
+        let mut items: Vec<Option<Checked>> = checked.into_iter().map(Some).collect();
+        let mut ranked: Vec<Checked> = slots.iter().filter_map(|&i| items[i].take()).collect();
+        ranked.sort_by_key(|c| ranks.get(&c.target.name).copied());
+        for (slot, c) in slots.into_iter().zip(ranked) {
+            items[slot] = Some(c);
+        }
+        items.into_iter().flatten().collect()
+    }
+
     /// Whether a found update may run now (approval, window); if not, why it waits.
     pub(super) fn admit(&self, c: &Checked, line: &ContainerReport) -> Result<(), String> {
         let digest = line.new_digest.as_deref().unwrap_or_default();

@@ -340,6 +340,7 @@ impl Watcher {
         let names: Vec<String> = checked.iter().map(|c| c.target.name.clone()).collect();
         let order = deps.sorted(&names);
         checked.sort_by_key(|c| order.iter().position(|n| n == &c.target.name));
+        let checked = self.compose_order(checked).await;
         let mut pending: Vec<(usize, Replaced)> = Vec::new();
         let mut lines: Vec<ContainerReport> = Vec::new();
         // Old container id → its name, for every container replaced this session.
