@@ -111,7 +111,11 @@ impl SessionReport {
                 Outcome::Failed => "failed",
                 Outcome::Skipped => "skipped",
             };
-            text.push_str(&format!("- {} ({}) {verb}: {old} → {new}", c.label(), c.image));
+            text.push_str(&format!(
+                "- {} ({}) {verb}: {old} → {new}",
+                c.label(),
+                c.image
+            ));
             if let Some(detail) = &c.detail {
                 text.push_str(&format!(" — {detail}"));
             }

@@ -109,7 +109,11 @@ impl Users {
                 format!("{}:{}: expected user:bcrypt-hash", path.display(), i + 1)
             })?;
             if !hash.starts_with("$2") {
-                return Err(format!("{}:{}: only bcrypt hashes are accepted (make them with `htpasswd -B`)", path.display(), i + 1));
+                return Err(format!(
+                    "{}:{}: only bcrypt hashes are accepted (make them with `htpasswd -B`)",
+                    path.display(),
+                    i + 1
+                ));
             }
             users.insert(user.to_owned(), hash.to_owned());
         }

@@ -85,14 +85,22 @@ struct Visitor {
 
 impl Dashboard {
     fn visitor(&self, headers: &HeaderMap) -> Visitor {
-        let session = auth::cookie(headers, auth::SESSION).unwrap_or("").to_owned();
+        let session = auth::cookie(headers, auth::SESSION)
+            .unwrap_or("")
+            .to_owned();
         let user = self.0.keys.open(&session);
         let (csrf_cookie, new_csrf) = match auth::cookie(headers, auth::CSRF) {
-            Some(v) if v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()) => (v.to_owned(), false),
+            Some(v) if v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                (v.to_owned(), false)
+            }
             _ => (auth::random_hex(), true),
         };
         Visitor {
-            session: if user.is_some() { session } else { String::new() },
+            session: if user.is_some() {
+                session
+            } else {
+                String::new()
+            },
             user,
             csrf_cookie,
             new_csrf,
@@ -129,7 +137,10 @@ impl Dashboard {
 async fn style() -> Response {
     let mut resp = page::CSS.into_response();
     let h = resp.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/css; charset=utf-8"));
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/css; charset=utf-8"),
+    );
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     resp
 }
@@ -139,7 +150,11 @@ struct OverviewQuery {
     notice: Option<String>,
 }
 
-async fn overview(State(d): State<Dashboard>, headers: HeaderMap, Query(q): Query<OverviewQuery>) -> Response {
+async fn overview(
+    State(d): State<Dashboard>,
+    headers: HeaderMap,
+    Query(q): Query<OverviewQuery>,
+) -> Response {
     let who = d.visitor(&headers);
     if who.user.is_none() {
         return d.login_page(&who, StatusCode::OK, None);
@@ -156,7 +171,11 @@ async fn overview(State(d): State<Dashboard>, headers: HeaderMap, Query(q): Quer
     d.page(&who, StatusCode::OK, "Hosts", body)
 }
 
-async fn login(State(d): State<Dashboard>, headers: HeaderMap, Form(f): Form<HashMap<String, String>>) -> Response {
+async fn login(
+    State(d): State<Dashboard>,
+    headers: HeaderMap,
+    Form(f): Form<HashMap<String, String>>,
+) -> Response {
     let who = d.visitor(&headers);
     if let Err(refused) = d.check_csrf(&who, &f) {
         return refused;
@@ -172,17 +191,28 @@ async fn login(State(d): State<Dashboard>, headers: HeaderMap, Form(f): Form<Has
     };
     let Some(user) = user else {
         tracing::warn!(user = field("username"), "dashboard sign-in refused");
-        return d.login_page(&who, StatusCode::UNAUTHORIZED, Some("wrong token, or wrong user name or password"));
+        return d.login_page(
+            &who,
+            StatusCode::UNAUTHORIZED,
+            Some("wrong token, or wrong user name or password"),
+        );
     };
     tracing::info!(%user, "signed in to the dashboard");
     let value = d.0.keys.seal(&user);
     let mut resp = see_other("/dashboard");
     let h = resp.headers_mut();
-    h.append(SET_COOKIE, auth::set_cookie(auth::SESSION, &value, Some(auth::session_ttl())));
+    h.append(
+        SET_COOKIE,
+        auth::set_cookie(auth::SESSION, &value, Some(auth::session_ttl())),
+    );
     resp
 }
 
-async fn logout(State(d): State<Dashboard>, headers: HeaderMap, Form(f): Form<HashMap<String, String>>) -> Response {
+async fn logout(
+    State(d): State<Dashboard>,
+    headers: HeaderMap,
+    Form(f): Form<HashMap<String, String>>,
+) -> Response {
     let who = d.visitor(&headers);
     if let Err(refused) = d.check_csrf(&who, &f) {
         return refused;
@@ -203,7 +233,11 @@ fn see_other(to: &str) -> Response {
 
 /// A button: check now, update now, approve, roll back. Then back to the overview,
 /// with what happened.
-async fn act(State(d): State<Dashboard>, headers: HeaderMap, Form(f): Form<HashMap<String, String>>) -> Response {
+async fn act(
+    State(d): State<Dashboard>,
+    headers: HeaderMap,
+    Form(f): Form<HashMap<String, String>>,
+) -> Response {
     let who = d.visitor(&headers);
     if who.user.is_none() {
         return d.login_page(&who, StatusCode::UNAUTHORIZED, Some("sign in first"));
@@ -217,8 +251,27 @@ async fn act(State(d): State<Dashboard>, headers: HeaderMap, Form(f): Form<HashM
     let notice = match what.as_str() {
         "check" => d.check(&host).await,
         "update" => d.update(&host, &container).await,
-        "approve" => d.ask(&host, Command::Approve { name: container.clone() }, &container).await,
-        "rollback" => d.ask(&host, Command::Rollback { name: container.clone(), to: None }, &container).await,
+        "approve" => {
+            d.ask(
+                &host,
+                Command::Approve {
+                    name: container.clone(),
+                },
+                &container,
+            )
+            .await
+        }
+        "rollback" => {
+            d.ask(
+                &host,
+                Command::Rollback {
+                    name: container.clone(),
+                    to: None,
+                },
+                &container,
+            )
+            .await
+        }
         _ => format!("unknown action {what:?}"),
     };
     let query: String = url_encode(&notice);
@@ -228,21 +281,33 @@ async fn act(State(d): State<Dashboard>, headers: HeaderMap, Form(f): Form<HashM
 impl Dashboard {
     async fn check(&self, host: &str) -> String {
         match self.0.hosts.check_only(Some(host)).await {
-            Some(r) => format!("{host}: checked {} containers, {} with a newer image", r.scanned(), r.count(crate::report::Outcome::Stale)),
+            Some(r) => format!(
+                "{host}: checked {} containers, {} with a newer image",
+                r.scanned(),
+                r.count(crate::report::Outcome::Stale)
+            ),
             None => format!("{host}: a check is already running; try again shortly"),
         }
     }
 
     async fn update(&self, host: &str, container: &str) -> String {
         let image = match self.0.hosts.ask(host, Command::Containers).await {
-            Ok(Reply::Containers(list)) => list.into_iter().find(|c| c.name == container).map(|c| c.image),
+            Ok(Reply::Containers(list)) => list
+                .into_iter()
+                .find(|c| c.name == container)
+                .map(|c| c.image),
             Ok(Reply::Error(e)) | Err(e) => return format!("{host}: {e}"),
             Ok(_) => None,
         };
         let Some(image) = image else {
             return format!("{host} has no container named {container}");
         };
-        match self.0.hosts.session(Some(std::slice::from_ref(&image)), true, Some(host)).await {
+        match self
+            .0
+            .hosts
+            .session(Some(std::slice::from_ref(&image)), true, Some(host))
+            .await
+        {
             Some(report) => self.told(report, container).await,
             None => format!("{host}: nothing was checked"),
         }
@@ -269,7 +334,17 @@ impl Dashboard {
             .containers
             .iter()
             .find(|l| l.name == container)
-            .map(|l| format!("{}: {:?}{}", l.label(), l.outcome, l.detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default()));
+            .map(|l| {
+                format!(
+                    "{}: {:?}{}",
+                    l.label(),
+                    l.outcome,
+                    l.detail
+                        .as_deref()
+                        .map(|d| format!(" ({d})"))
+                        .unwrap_or_default()
+                )
+            });
         (self.0.notify)(report).await;
         line.unwrap_or_else(|| format!("{container}: not checked (not watched?)"))
     }
@@ -278,7 +353,9 @@ impl Dashboard {
 fn url_encode(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()

@@ -50,7 +50,14 @@ ol.history{margin:.3rem 0;padding-left:1.2rem;font-size:.9rem}
 "#;
 
 /// A full page: chrome, then `body`; the CSRF cookie set when the visitor had none.
-pub fn page(status: StatusCode, title: &str, user: Option<&str>, csrf: &str, new_csrf: Option<&str>, body: Markup) -> Response {
+pub fn page(
+    status: StatusCode,
+    title: &str,
+    user: Option<&str>,
+    csrf: &str,
+    new_csrf: Option<&str>,
+    body: Markup,
+) -> Response {
     let markup = html! {
         (DOCTYPE)
         html lang="en" {
@@ -79,7 +86,10 @@ pub fn page(status: StatusCode, title: &str, user: Option<&str>, csrf: &str, new
     };
     let mut resp = (status, markup.into_string()).into_response();
     let h = resp.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert("content-security-policy", HeaderValue::from_static(CSP));
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
@@ -174,7 +184,13 @@ fn host_table(csrf: &str, host: &str, view: &HostView, last: Option<&SessionRepo
     }
 }
 
-fn container_row(csrf: &str, host: &str, c: &ContainerInfo, view: &HostView, last: Option<&SessionReport>) -> Markup {
+fn container_row(
+    csrf: &str,
+    host: &str,
+    c: &ContainerInfo,
+    view: &HostView,
+    last: Option<&SessionReport>,
+) -> Markup {
     let line = last.and_then(|r| r.containers.iter().find(|l| l.name == c.name));
     let held: Option<&PendingInfo> = view.pending.iter().find(|p| p.container == c.name);
     let history: Option<&HistoryView> = view.history.iter().find(|h| h.container == c.name);
@@ -187,7 +203,9 @@ fn container_row(csrf: &str, host: &str, c: &ContainerInfo, view: &HostView, las
             .map(|n| (n, format!("{:?}", l.outcome).to_lowercase())),
         _ => None,
     };
-    let running = line.and_then(|l| l.old_digest.clone()).unwrap_or_else(|| c.image_id.clone());
+    let running = line
+        .and_then(|l| l.old_digest.clone())
+        .unwrap_or_else(|| c.image_id.clone());
     html! {
         tr.container id=(format!("c-{host}-{}", c.name)) {
             td { b { (c.name) } }

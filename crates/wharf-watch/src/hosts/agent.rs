@@ -41,14 +41,19 @@ pub async fn run(watcher: Arc<Watcher>, options: AgentOptions) -> Result<(), Str
     loop {
         let started = tokio::time::Instant::now();
         match connect_once(&watcher, &options, &url, &connector).await {
-            Ok(why) => tracing::warn!(controller = %url, reason = %why, "connection to the controller ended; reconnecting (containers run on untouched)"),
-            Err(e) => tracing::warn!(controller = %url, error = %e, retry_in = ?backoff, "cannot reach the controller; containers run on untouched"),
+            Ok(why) => {
+                tracing::warn!(controller = %url, reason = %why, "connection to the controller ended; reconnecting (containers run on untouched)")
+            }
+            Err(e) => {
+                tracing::warn!(controller = %url, error = %e, retry_in = ?backoff, "cannot reach the controller; containers run on untouched")
+            }
         }
         if started.elapsed() >= STABLE {
             backoff = FIRST_BACKOFF;
         }
         // Jitter, so that agents cut off together do not all come back in one instant.
-        let jitter = Duration::from_millis(u64::from(rand_byte()) * backoff.as_millis() as u64 / 1024);
+        let jitter =
+            Duration::from_millis(u64::from(rand_byte()) * backoff.as_millis() as u64 / 1024);
         tokio::time::sleep(backoff + jitter).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }

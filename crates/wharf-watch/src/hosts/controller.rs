@@ -59,7 +59,10 @@ pub struct Agents {
 
 /// `sha256:HEX` of a token, as the tokens file holds it.
 pub fn token_hash(token: &str) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(token.trim().as_bytes())))
+    format!(
+        "sha256:{}",
+        hex::encode(Sha256::digest(token.trim().as_bytes()))
+    )
 }
 
 impl Agents {
@@ -74,7 +77,9 @@ impl Agents {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let bad = || format!("{}:{}: expected `NAME sha256:<64 hex digits>` (the SHA-256 of the agent's token, as `printf %s \"$TOKEN\" | sha256sum` prints it)", path.display(), i + 1);
+            let bad = || {
+                format!("{}:{}: expected `NAME sha256:<64 hex digits>` (the SHA-256 of the agent's token, as `printf %s \"$TOKEN\" | sha256sum` prints it)", path.display(), i + 1)
+            };
             let (name, hash) = line.split_once(char::is_whitespace).ok_or_else(bad)?;
             let hash = hash.trim();
             let hex_part = hash.strip_prefix("sha256:").unwrap_or(hash);
@@ -83,7 +88,11 @@ impl Agents {
                 .and_then(|b| b.try_into().ok())
                 .ok_or_else(bad)?;
             if known.iter().any(|(n, _): &(String, [u8; 32])| n == name) {
-                return Err(format!("{}:{}: agent {name} is named twice", path.display(), i + 1));
+                return Err(format!(
+                    "{}:{}: agent {name} is named twice",
+                    path.display(),
+                    i + 1
+                ));
             }
             known.push((name.to_owned(), bytes));
         }
@@ -134,7 +143,12 @@ impl Agents {
     }
 
     /// Send `command` to the agent `name` and wait for its reply.
-    async fn request(&self, name: &str, command: Command, limit: Duration) -> Result<Reply, String> {
+    async fn request(
+        &self,
+        name: &str,
+        command: Command,
+        limit: Duration,
+    ) -> Result<Reply, String> {
         let conn = lock(&self.live)
             .get(name)
             .cloned()
@@ -142,7 +156,12 @@ impl Agents {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         lock(&conn.pending).insert(id, tx);
-        if conn.tx.send(ToAgent::Request { id, command }).await.is_err() {
+        if conn
+            .tx
+            .send(ToAgent::Request { id, command })
+            .await
+            .is_err()
+        {
             lock(&conn.pending).remove(&id);
             return Err(format!("agent {name} disconnected"));
         }
@@ -151,7 +170,10 @@ impl Agents {
             Ok(Err(_)) => Err(format!("agent {name} disconnected before it answered")),
             Err(_) => {
                 lock(&conn.pending).remove(&id);
-                Err(format!("agent {name} did not answer within {} s", limit.as_secs()))
+                Err(format!(
+                    "agent {name} did not answer within {} s",
+                    limit.as_secs()
+                ))
             }
         }
     }
@@ -222,7 +244,12 @@ impl Agents {
             tracing::warn!(agent = %name, %peer, "agent connected but sent no hello; closed");
             return;
         };
-        let Ok(FromAgent::Hello { version, engine, containers }) = serde_json::from_str(&text) else {
+        let Ok(FromAgent::Hello {
+            version,
+            engine,
+            containers,
+        }) = serde_json::from_str(&text)
+        else {
             tracing::warn!(agent = %name, %peer, "agent's first message is not a hello; closed");
             return;
         };
@@ -293,7 +320,9 @@ impl Agents {
                     }
                 }
                 Ok(FromAgent::Hello { containers, .. }) => *lock(&conn.containers) = containers,
-                Err(e) => tracing::warn!(agent = %name, error = %e, "unreadable message from agent; ignored"),
+                Err(e) => {
+                    tracing::warn!(agent = %name, error = %e, "unreadable message from agent; ignored")
+                }
             }
         }
     }
@@ -346,7 +375,10 @@ async fn connect(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    let Some(name) = (!token.is_empty()).then(|| agents.identify(token)).flatten() else {
+    let Some(name) = (!token.is_empty())
+        .then(|| agents.identify(token))
+        .flatten()
+    else {
         tracing::warn!(%peer, "agent refused: missing or unknown token");
         return (
             StatusCode::UNAUTHORIZED,

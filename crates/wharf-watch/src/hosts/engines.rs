@@ -68,7 +68,10 @@ pub fn read_file(path: &Path) -> Result<Vec<HostSpec>, String> {
 fn parse_line(line: &str) -> Result<HostSpec, String> {
     let mut words = line.split_whitespace();
     let (Some(name), Some(url)) = (words.next(), words.next()) else {
-        return Err("expected `NAME URL [tlsverify] [cert-path=DIR] [tlscacert=F tlscert=F tlskey=F]`".into());
+        return Err(
+            "expected `NAME URL [tlsverify] [cert-path=DIR] [tlscacert=F tlscert=F tlskey=F]`"
+                .into(),
+        );
     };
     let (mut verify, mut dir, mut ca, mut cert, mut key) = (false, None, None, None, None);
     for option in words {
@@ -151,11 +154,7 @@ pub async fn connect_all(
 
 /// Serve `router` over TLS on `listener`, WebSocket upgrades included, with each
 /// request's peer address as axum's `ConnectInfo`.
-pub async fn serve_tls(
-    listener: TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
-    router: Router,
-) {
+pub async fn serve_tls(listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor, router: Router) {
     use hyper_util::rt::{TokioExecutor, TokioIo};
     loop {
         let (tcp, peer) = match listener.accept().await {
@@ -168,21 +167,24 @@ pub async fn serve_tls(
         };
         let (acceptor, router) = (acceptor.clone(), router.clone());
         tokio::spawn(async move {
-            let handshake = tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp));
+            let handshake =
+                tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp));
             let tls = match handshake.await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                 Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
             };
-            let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                req.extensions_mut()
-                    .insert(axum::extract::ConnectInfo::<SocketAddr>(peer));
-                let mut router = router.clone();
-                async move {
-                    use tower_service::Service;
-                    router.call(req.map(axum::body::Body::new)).await
-                }
-            });
+            let service = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut()
+                        .insert(axum::extract::ConnectInfo::<SocketAddr>(peer));
+                    let mut router = router.clone();
+                    async move {
+                        use tower_service::Service;
+                        router.call(req.map(axum::body::Body::new)).await
+                    }
+                },
+            );
             let served = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection_with_upgrades(TokioIo::new(tls), service)
                 .await;
@@ -200,17 +202,33 @@ mod tests {
     #[test]
     fn hosts_are_named_by_flag_or_by_file() {
         let a = from_flag("edge=unix:///run/edge.sock", None);
-        assert_eq!((a.name.as_str(), a.url.as_str()), ("edge", "unix:///run/edge.sock"));
-        let b = from_flag("tcp://10.0.0.5:2376", Some(&TlsFiles::in_dir(Path::new("/c"))));
+        assert_eq!(
+            (a.name.as_str(), a.url.as_str()),
+            ("edge", "unix:///run/edge.sock")
+        );
+        let b = from_flag(
+            "tcp://10.0.0.5:2376",
+            Some(&TlsFiles::in_dir(Path::new("/c"))),
+        );
         assert_eq!(b.name, "10.0.0.5:2376");
         assert_eq!(b.tls.unwrap().key, PathBuf::from("/c/key.pem"));
-        assert!(from_flag("unix:///x.sock", Some(&TlsFiles::in_dir(Path::new("/c")))).tls.is_none());
+        assert!(
+            from_flag("unix:///x.sock", Some(&TlsFiles::in_dir(Path::new("/c"))))
+                .tls
+                .is_none()
+        );
         let line = parse_line("web tcp://h:2376 tlsverify cert-path=/d tlskey=/k.pem").unwrap();
         let tls = line.tls.unwrap();
-        assert_eq!((tls.ca, tls.key), (PathBuf::from("/d/ca.pem"), PathBuf::from("/k.pem")));
+        assert_eq!(
+            (tls.ca, tls.key),
+            (PathBuf::from("/d/ca.pem"), PathBuf::from("/k.pem"))
+        );
         assert!(parse_line("web unix:///s tlsverify").is_err());
         assert!(parse_line("web tcp://h:1 colour=blue").is_err());
-        let twice = [from_flag("a=unix:///1", None), from_flag("a=unix:///2", None)];
+        let twice = [
+            from_flag("a=unix:///1", None),
+            from_flag("a=unix:///2", None),
+        ];
         assert!(check_names(&twice).is_err());
     }
 }

@@ -116,8 +116,7 @@ impl HostSet {
 
     /// A session that changes nothing, on every host or one.
     pub async fn check_only(&self, host: Option<&str>) -> Option<SessionReport> {
-        self.everywhere(Command::Check { images: None }, host)
-            .await
+        self.everywhere(Command::Check { images: None }, host).await
     }
 
     /// A push: on every host, the containers using the pushed images are checked now
@@ -189,7 +188,9 @@ impl HostSet {
                         }
                     }
                 }
-                Err(e) => tracing::warn!(host = %h.name, error = %e, "cannot list the watched containers"),
+                Err(e) => {
+                    tracing::warn!(host = %h.name, error = %e, "cannot list the watched containers")
+                }
             }
         }
         all
@@ -270,7 +271,9 @@ pub(crate) async fn run_local(watcher: &Watcher, command: Command) -> Option<Ses
                 }],
             })
         }
-        Reply::Busy | Reply::Idle | Reply::Containers(_) | Reply::View(_) | Reply::Change(_) => None,
+        Reply::Busy | Reply::Idle | Reply::Containers(_) | Reply::View(_) | Reply::Change(_) => {
+            None
+        }
     }
 }
 

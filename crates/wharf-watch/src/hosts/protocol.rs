@@ -125,7 +125,10 @@ pub enum FromAgent {
         engine: String,
         containers: Vec<ContainerInfo>,
     },
-    Reply { id: u64, reply: Reply },
+    Reply {
+        id: u64,
+        reply: Reply,
+    },
 }
 
 /// Carry out `command` on `watcher`'s engine: the one place both a local host and an

@@ -15,7 +15,12 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 pub fn acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .and_then(|it| it.collect::<Result<_, _>>())
-        .map_err(|e| format!("cannot read the agents' TLS certificate {}: {e}", cert.display()))?;
+        .map_err(|e| {
+            format!(
+                "cannot read the agents' TLS certificate {}: {e}",
+                cert.display()
+            )
+        })?;
     if certs.is_empty() {
         return Err(format!("{} holds no PEM certificate", cert.display()));
     }
@@ -40,7 +45,10 @@ pub fn connector(ca: Option<&Path>) -> Result<tokio_rustls::TlsConnector, String
             .and_then(|it| it.collect::<Result<_, _>>())
             .map_err(|e| format!("cannot read --controller-ca {}: {e}", ca.display()))?;
         if certs.is_empty() {
-            return Err(format!("--controller-ca {} holds no PEM certificate", ca.display()));
+            return Err(format!(
+                "--controller-ca {} holds no PEM certificate",
+                ca.display()
+            ));
         }
         for c in certs {
             roots

@@ -453,9 +453,9 @@ impl Watcher {
     fn monitor_only(&self, c: &Checked) -> bool {
         self.checking_only.load(std::sync::atomic::Ordering::SeqCst)
             || c.target.labels().monitor_only(
-            self.settings.monitor_only,
-            self.settings.label_take_precedence,
-        )
+                self.settings.monitor_only,
+                self.settings.label_take_precedence,
+            )
     }
 }
 

@@ -5,15 +5,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
+use wharf_watch::api::RunSession;
 use wharf_watch::check::Registries;
 use wharf_watch::engine::DEFAULT_HOST;
+use wharf_watch::fleet_api::Hosts;
+use wharf_watch::hold::Clock;
 use wharf_watch::hosts::agent::{self, AgentOptions};
 use wharf_watch::hosts::controller::Agents;
 use wharf_watch::hosts::engines::{self as hosts, HostSpec};
 use wharf_watch::hosts::{HostSet, LocalHost};
-use wharf_watch::api::RunSession;
-use wharf_watch::fleet_api::Hosts;
-use wharf_watch::hold::Clock;
 use wharf_watch::rejected::{default_state_dir, state_file, Rejections};
 use wharf_watch::session::Watcher;
 
@@ -64,7 +64,9 @@ pub(super) async fn connect(
     for (spec, engine) in specs.iter().zip(&engines) {
         match engine.insecure_registries().await {
             Ok(list) => options.insecure_registries.extend(list),
-            Err(e) => tracing::warn!(host = %spec.name, error = %e, "cannot read the engine's insecure registries"),
+            Err(e) => {
+                tracing::warn!(host = %spec.name, error = %e, "cannot read the engine's insecure registries")
+            }
         }
     }
     let registries = Arc::new(Registries::new(
@@ -85,8 +87,13 @@ pub(super) async fn connect(
             false => super::rejections(args),
         };
         let kept = super::fleet::fleet_on(args, clock.clone(), &dir, spec.url.clone())?;
-        let watcher = Watcher::shared(engine, registries.clone(), super::settings(args), rejections)
-            .with_fleet(kept);
+        let watcher = Watcher::shared(
+            engine,
+            registries.clone(),
+            super::settings(args),
+            rejections,
+        )
+        .with_fleet(kept);
         locals.push(LocalHost {
             name: spec.name,
             url: spec.url,
@@ -102,7 +109,13 @@ fn state_dir(args: &WatchArgs, host: Option<&str>) -> PathBuf {
     let Some(host) = host else { return dir };
     let slug: String = host
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     dir.join("hosts").join(slug)
 }
@@ -126,17 +139,26 @@ impl ManyHosts {
         let locals = self.set.locals();
         match host {
             None if locals.len() == 1 => Ok(0),
-            None => Err(format!("this watcher manages several hosts ({}): name one with \"host\"", names(locals))),
+            None => Err(format!(
+                "this watcher manages several hosts ({}): name one with \"host\"",
+                names(locals)
+            )),
             Some(h) => locals
                 .iter()
                 .position(|l| l.name == h || l.url == h || (locals.len() == 1 && h == "local"))
-                .ok_or_else(|| format!("no Docker host {h}: this watcher manages {}", names(locals))),
+                .ok_or_else(|| {
+                    format!("no Docker host {h}: this watcher manages {}", names(locals))
+                }),
         }
     }
 }
 
 fn names(locals: &[LocalHost]) -> String {
-    locals.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(", ")
+    locals
+        .iter()
+        .map(|l| l.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Hosts for ManyHosts {
@@ -166,8 +188,14 @@ pub(super) async fn listen_for_agents(args: &WatchArgs) -> anyhow::Result<Option
         v.clone()
             .with_context(|| format!("--agents-listen needs {flag}"))
     };
-    let tokens = need(&f.agents_tokens, "--agents-tokens FILE (NAME sha256:HEX a line)")?;
-    let cert = need(&f.agents_tls_cert, "--agents-tls-cert FILE (agents connect over HTTPS only)")?;
+    let tokens = need(
+        &f.agents_tokens,
+        "--agents-tokens FILE (NAME sha256:HEX a line)",
+    )?;
+    let cert = need(
+        &f.agents_tls_cert,
+        "--agents-tls-cert FILE (agents connect over HTTPS only)",
+    )?;
     let key = need(&f.agents_tls_key, "--agents-tls-key FILE")?;
     let agents = Arc::new(Agents::from_file(&tokens).map_err(anyhow::Error::msg)?);
     agents
@@ -180,7 +208,10 @@ pub(super) async fn listen_for_agents(args: &WatchArgs) -> anyhow::Result<Option
 /// `wharf watch agent --controller URL --token-file F`: this engine, driven from afar.
 pub(super) async fn run_agent(args: &WatchArgs, flags: &ClientFlags) -> anyhow::Result<()> {
     let f = &args.hosts;
-    let controller = f.controller.clone().context("agent mode needs --controller URL")?;
+    let controller = f
+        .controller
+        .clone()
+        .context("agent mode needs --controller URL")?;
     let file = f
         .token_file
         .as_deref()
@@ -188,7 +219,9 @@ pub(super) async fn run_agent(args: &WatchArgs, flags: &ClientFlags) -> anyhow::
     let token = read_token(file)?;
     let fleet = connect(args, flags, None).await?;
     let [host] = fleet.locals() else {
-        anyhow::bail!("an agent drives one engine: give one --host (or none, for the default socket)");
+        anyhow::bail!(
+            "an agent drives one engine: give one --host (or none, for the default socket)"
+        );
     };
     host.watcher.recover().await;
     let options = AgentOptions {
@@ -206,7 +239,11 @@ fn read_token(file: &Path) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(file)
         .with_context(|| format!("cannot read --token-file {}", file.display()))?;
     let token = text.trim().to_owned();
-    anyhow::ensure!(!token.is_empty(), "--token-file {} is empty", file.display());
+    anyhow::ensure!(
+        !token.is_empty(),
+        "--token-file {} is empty",
+        file.display()
+    );
     Ok(token)
 }
 

@@ -11,6 +11,7 @@ use wharf_client::client::tls;
 use wharf_client::{CredentialSource, Registry};
 use wharf_watch::api::{self, ReadTotals, RunSession};
 use wharf_watch::events::{Dispatcher, Pushed, RunChecks};
+use wharf_watch::hosts::HostSet;
 use wharf_watch::identity::same_registry;
 use wharf_watch::labels::{split_names, Selection};
 use wharf_watch::notify::{Notifiers, NotifySettings};
@@ -18,7 +19,6 @@ use wharf_watch::policy::PolicyDefaults;
 use wharf_watch::rejected::{default_state_dir, state_file, Rejections};
 use wharf_watch::report::{Outcome, SessionReport};
 use wharf_watch::schedule::Schedule;
-use wharf_watch::hosts::HostSet;
 use wharf_watch::session::Settings;
 use wharf_watch::sse;
 use wharf_watch::update::Timing;
@@ -171,20 +171,38 @@ async fn run_watcher(args: WatchArgs, flags: &ClientFlags, gate: Gate) -> anyhow
     );
     let per_host = |host: &str| {
         let host = Some(host.to_owned());
-        host_session_runner(watcher.clone(), notifiers.clone(), gate.clone(), quiet, host)
+        host_session_runner(
+            watcher.clone(),
+            notifiers.clone(),
+            gate.clone(),
+            quiet,
+            host,
+        )
     };
     for local in watcher.locals() {
         fleet::run_when_windows_open(local.watcher.clone(), per_host(&local.name));
     }
     if api_on {
-        let requested = session_runner(watcher.clone(), notifiers.clone(), gate.clone(), false, quiet);
+        let requested = session_runner(
+            watcher.clone(),
+            notifiers.clone(),
+            gate.clone(),
+            false,
+            quiet,
+        );
         let webhook = events.filter(|_| args.http_api_events);
         let runners = watcher.locals().iter().map(|l| per_host(&l.name)).collect();
         let many = Arc::new(hosts::ManyHosts::new(watcher.clone(), runners, queued));
         let clock = watcher.locals()[0].watcher.fleet().clock.clone();
         let fleet_api = wharf_watch::fleet_api::router(&token, many, clock);
         let fleet_api = match args.hosts.dashboard {
-            true => fleet_api.merge(hosts::dashboard(&args, &token, &watcher, notifiers.clone(), quiet)?),
+            true => fleet_api.merge(hosts::dashboard(
+                &args,
+                &token,
+                &watcher,
+                notifiers.clone(),
+                quiet,
+            )?),
             false => fleet_api,
         };
         serve_api(

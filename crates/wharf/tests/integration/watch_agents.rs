@@ -29,7 +29,10 @@ impl Watching {
             log,
             proc: None,
             command: args.iter().map(|a| a.to_string()).collect(),
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         w.launch();
         w
@@ -93,14 +96,28 @@ pub(crate) fn controller_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
 }
 
 /// The agent of the second engine, dialling `controller`.
-pub(crate) fn start_agent(registry: &Registry, engine: &SecondEngine, controller: &str, cert: &Path, name: &str) -> Watching {
+pub(crate) fn start_agent(
+    registry: &Registry,
+    engine: &SecondEngine,
+    controller: &str,
+    cert: &Path,
+    name: &str,
+) -> Watching {
     let token_file = registry.dir.path().join("agent-token");
     std::fs::write(&token_file, format!("{AGENT_TOKEN}\n")).unwrap();
     let config = registry.docker_config().display().to_string();
-    let state = registry.dir.path().join("agent-state").display().to_string();
+    let state = registry
+        .dir
+        .path()
+        .join("agent-state")
+        .display()
+        .to_string();
     Watching::start(
         registry.dir.path().join("agent.log"),
-        &[("DOCKER_CONFIG", &config), ("WHARF_WATCH_STATE_DIR", &state)],
+        &[
+            ("DOCKER_CONFIG", &config),
+            ("WHARF_WATCH_STATE_DIR", &state),
+        ],
         &[
             "watch",
             "agent",
@@ -145,32 +162,63 @@ fn agents_dial_out_update_on_push_and_leave_containers_alone_without_the_control
     // everything on the second engine reaches it through the agent.
     let mut controller = Watching::start(
         dir.path().join("controller.log"),
-        &[("DOCKER_CONFIG", &config), ("WATCHTOWER_HTTP_API_TOKEN", TOKEN), ("WHARF_WATCH_STATE_DIR", &state)],
         &[
-            "watch", "--interval", "24h",
-            "--host", &format!("local={MACHINE_ENGINE}"),
-            "--agents-listen", &listen,
-            "--agents-tokens", &tokens.display().to_string(),
-            "--agents-tls-cert", &cert.display().to_string(),
-            "--agents-tls-key", &key.display().to_string(),
-            "--events-from", &registry.host(),
-            "--registry-ca", &registry.cert.display().to_string(),
-            "--http-api-update", "--http-api-addr", &api,
+            ("DOCKER_CONFIG", &config),
+            ("WATCHTOWER_HTTP_API_TOKEN", TOKEN),
+            ("WHARF_WATCH_STATE_DIR", &state),
+        ],
+        &[
+            "watch",
+            "--interval",
+            "24h",
+            "--host",
+            &format!("local={MACHINE_ENGINE}"),
+            "--agents-listen",
+            &listen,
+            "--agents-tokens",
+            &tokens.display().to_string(),
+            "--agents-tls-cert",
+            &cert.display().to_string(),
+            "--agents-tls-key",
+            &key.display().to_string(),
+            "--events-from",
+            &registry.host(),
+            "--registry-ca",
+            &registry.cert.display().to_string(),
+            "--http-api-update",
+            "--http-api-addr",
+            &api,
             &name,
         ],
     );
     controller.wait_for("subscribed to registry events", 1, Duration::from_secs(30));
-    let agent = start_agent(&registry, &engine, &format!("https://{listen}"), &cert, &name);
+    let agent = start_agent(
+        &registry,
+        &engine,
+        &format!("https://{listen}"),
+        &cert,
+        &name,
+    );
     controller.wait_for("agent connected", 1, Duration::from_secs(30));
-    assert!(controller.log().contains("agent=edge"), "the token names the agent: {}", controller.log());
+    assert!(
+        controller.log().contains("agent=edge"),
+        "the token names the agent: {}",
+        controller.log()
+    );
 
     // A push: the controller hears it and has the agent update its container.
     registry.push(&v2, "apps/edge:latest");
-    let took = wait_until_runs_on(&engine, &name, &image_id(&v2), Duration::from_secs(10), &|| {
-        format!("controller:\n{}\nagent:\n{}", controller.log(), agent.log())
-    });
+    let took = wait_until_runs_on(
+        &engine,
+        &name,
+        &image_id(&v2),
+        Duration::from_secs(10),
+        &|| format!("controller:\n{}\nagent:\n{}", controller.log(), agent.log()),
+    );
     eprintln!("push to running through the agent: {took:?}");
-    assert!(agent.log().contains("push event: checking the containers that use it"));
+    assert!(agent
+        .log()
+        .contains("push event: checking the containers that use it"));
 
     // The controller goes away: the agent retries, and its containers run on untouched.
     let before = engine.inspect("{{.Id}} {{.State.StartedAt}} {{.Image}}", &name);
@@ -201,7 +249,9 @@ fn agents_dial_out_update_on_push_and_leave_containers_alone_without_the_control
         .unwrap()
         .iter()
         .find(|c| c["name"] == name.as_str() && c["host"] == "edge")
-        .unwrap_or_else(|| panic!("the agent's container is in the controller's report, named by host: {report:#}"));
+        .unwrap_or_else(|| {
+            panic!("the agent's container is in the controller's report, named by host: {report:#}")
+        });
     assert_eq!(line["outcome"], "updated", "{report:#}");
     assert_eq!(engine.inspect("{{.Image}}", &name), image_id(&v3));
 }
@@ -220,12 +270,22 @@ fn agents_with_a_wrong_token_are_refused() {
         dir.path().join("controller.log"),
         &[("WATCHTOWER_HTTP_API_TOKEN", TOKEN)],
         &[
-            "watch", "--interval", "24h", "--host", MACHINE_ENGINE,
-            "--agents-listen", &listen,
-            "--agents-tokens", &tokens.display().to_string(),
-            "--agents-tls-cert", &cert.display().to_string(),
-            "--agents-tls-key", &key.display().to_string(),
-            "--http-api-update", "--http-api-addr", &format!("127.0.0.1:{}", free_port()),
+            "watch",
+            "--interval",
+            "24h",
+            "--host",
+            MACHINE_ENGINE,
+            "--agents-listen",
+            &listen,
+            "--agents-tokens",
+            &tokens.display().to_string(),
+            "--agents-tls-cert",
+            &cert.display().to_string(),
+            "--agents-tls-key",
+            &key.display().to_string(),
+            "--http-api-update",
+            "--http-api-addr",
+            &format!("127.0.0.1:{}", free_port()),
             "no-such-container",
         ],
     );
@@ -236,11 +296,22 @@ fn agents_with_a_wrong_token_are_refused() {
         dir.path().join("agent.log"),
         &[],
         &[
-            "watch", "agent", "--controller", &format!("https://{listen}"),
-            "--token-file", &token_file.display().to_string(),
-            "--controller-ca", &cert.display().to_string(),
-            "--host", MACHINE_ENGINE, "no-such-container",
+            "watch",
+            "agent",
+            "--controller",
+            &format!("https://{listen}"),
+            "--token-file",
+            &token_file.display().to_string(),
+            "--controller-ca",
+            &cert.display().to_string(),
+            "--host",
+            MACHINE_ENGINE,
+            "no-such-container",
         ],
     );
-    agent.wait_for("refused this agent's token (401)", 1, Duration::from_secs(30));
+    agent.wait_for(
+        "refused this agent's token (401)",
+        1,
+        Duration::from_secs(30),
+    );
 }

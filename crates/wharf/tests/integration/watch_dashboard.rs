@@ -47,15 +47,32 @@ fn dashboard_signs_in_shows_both_hosts_updates_and_rolls_back_in_chromium() {
     let state = registry.dir.path().join("state").display().to_string();
     let watcher = Watching::start(
         registry.dir.path().join("dashboard.log"),
-        &[("DOCKER_CONFIG", &config), ("WATCHTOWER_HTTP_API_TOKEN", TOKEN), ("WHARF_WATCH_STATE_DIR", &state)],
         &[
-            "watch", "--interval", "24h", "--stop-timeout", "5s", "--rollback-grace", "2s",
-            "--keep-previous", "2",
-            "--host", &format!("one={MACHINE_ENGINE}"),
-            "--host", &format!("two={}", engine.host()),
-            "--registry-ca", &registry.cert.display().to_string(),
-            "--dashboard", "--http-api-addr", &api,
-            &here, &there,
+            ("DOCKER_CONFIG", &config),
+            ("WATCHTOWER_HTTP_API_TOKEN", TOKEN),
+            ("WHARF_WATCH_STATE_DIR", &state),
+        ],
+        &[
+            "watch",
+            "--interval",
+            "24h",
+            "--stop-timeout",
+            "5s",
+            "--rollback-grace",
+            "2s",
+            "--keep-previous",
+            "2",
+            "--host",
+            &format!("one={MACHINE_ENGINE}"),
+            "--host",
+            &format!("two={}", engine.host()),
+            "--registry-ca",
+            &registry.cert.display().to_string(),
+            "--dashboard",
+            "--http-api-addr",
+            &api,
+            &here,
+            &there,
         ],
     );
     watcher.wait_for("HTTP API listening", 1, Duration::from_secs(30));
@@ -63,7 +80,10 @@ fn dashboard_signs_in_shows_both_hosts_updates_and_rolls_back_in_chromium() {
 
     let b = Browser::start();
     b.goto(&format!("{base}/dashboard"));
-    assert!(b.text().contains("Sign in"), "signed out, the dashboard asks for a sign-in");
+    assert!(
+        b.text().contains("Sign in"),
+        "signed out, the dashboard asks for a sign-in"
+    );
     b.type_into("#token", TOKEN);
     b.click("#signin");
     let text = wait_text(&b, &base, "Signed in as");
@@ -73,13 +93,24 @@ fn dashboard_signs_in_shows_both_hosts_updates_and_rolls_back_in_chromium() {
 
     b.click(&format!("#update-two-{there}"));
     let text = wait_text(&b, &base, "Updated");
-    assert_eq!(engine.inspect("{{.Image}}", &there), image_id(&v2), "{text}");
+    assert_eq!(
+        engine.inspect("{{.Image}}", &there),
+        image_id(&v2),
+        "{text}"
+    );
     let history = b.source();
-    assert!(history.contains("update "), "the history shows the update: {text}");
+    assert!(
+        history.contains("update "),
+        "the history shows the update: {text}"
+    );
 
     b.click(&format!("#rollback-two-{there}"));
     let text = wait_text(&b, &base, "rollback");
-    assert_eq!(engine.inspect("{{.Image}}", &there), v1_id, "rolled back to the first image: {text}");
+    assert_eq!(
+        engine.inspect("{{.Image}}", &there),
+        v1_id,
+        "rolled back to the first image: {text}"
+    );
     assert_eq!(engine.inspect("{{.State.Running}}", &there), "true");
 
     // The same browser's cookies, but a form without its CSRF token: refused, no change.
@@ -87,14 +118,31 @@ fn dashboard_signs_in_shows_both_hosts_updates_and_rolls_back_in_chromium() {
     let csrf = b.cookie("wharf_watch_csrf").expect("a CSRF cookie");
     let refused = http_client()
         .post(format!("{base}/dashboard/action"))
-        .header("Cookie", format!("wharf_watch_session={session}; wharf_watch_csrf={csrf}"))
-        .form(&[("action", "update"), ("host", "two"), ("container", there.as_str())])
+        .header(
+            "Cookie",
+            format!("wharf_watch_session={session}; wharf_watch_csrf={csrf}"),
+        )
+        .form(&[
+            ("action", "update"),
+            ("host", "two"),
+            ("container", there.as_str()),
+        ])
         .send()
         .unwrap();
     assert_eq!(refused.status().as_u16(), 403);
     assert!(refused.text().unwrap().contains("CSRF"));
-    assert_eq!(engine.inspect("{{.Image}}", &there), v1_id, "nothing changed");
-    let page = http_client().get(format!("{base}/dashboard")).send().unwrap();
+    assert_eq!(
+        engine.inspect("{{.Image}}", &there),
+        v1_id,
+        "nothing changed"
+    );
+    let page = http_client()
+        .get(format!("{base}/dashboard"))
+        .send()
+        .unwrap();
     let csp = header(&page, "content-security-policy");
-    assert!(csp.contains("default-src 'none'") && !csp.contains("script-src"), "{csp}");
+    assert!(
+        csp.contains("default-src 'none'") && !csp.contains("script-src"),
+        "{csp}"
+    );
 }

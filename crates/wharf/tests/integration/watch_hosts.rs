@@ -41,7 +41,10 @@ pub(crate) fn wait_until_runs_on(
 /// `docker -H <engine> run -d` with the registry's credentials.
 pub(crate) fn run_on(registry: &Registry, engine: &SecondEngine, args: &[&str]) -> String {
     let mut cmd = registry.docker();
-    cmd.arg("-H").arg(engine.host()).args(["run", "-d"]).args(args);
+    cmd.arg("-H")
+        .arg(engine.host())
+        .args(["run", "-d"])
+        .args(args);
     run(&mut cmd).trim().to_owned()
 }
 
@@ -60,7 +63,11 @@ fn hosts_one_push_updates_both_engines_and_a_label_excludes_one_container() {
     docker_run(&registry, &["--name", &on_one, &image]);
     run_on(&registry, &engine, &["--name", &on_two, &image]);
     let off = "com.centurylinklabs.watchtower.enable=false";
-    run_on(&registry, &engine, &["--name", &held, "--label", off, &image]);
+    run_on(
+        &registry,
+        &engine,
+        &["--name", &held, "--label", off, &image],
+    );
     let held_image = engine.inspect("{{.Image}}", &held);
 
     let watcher = EventWatcher::start(
@@ -109,7 +116,10 @@ fn hosts_one_push_updates_both_engines_and_a_label_excludes_one_container() {
         .lines()
         .find(|l| l.contains("this host's engine did not answer"))
         .unwrap();
-    assert!(line.contains("two"), "the report names the host that went away: {line}");
+    assert!(
+        line.contains("two"),
+        "the report names the host that went away: {line}"
+    );
 }
 
 /// `--hosts-file` names the engines, and a bad line stops the start with its line number.
@@ -117,7 +127,11 @@ fn hosts_one_push_updates_both_engines_and_a_label_excludes_one_container() {
 fn hosts_file_lines_are_checked_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("hosts");
-    std::fs::write(&file, "# engines\nlocal unix:///var/run/docker.sock\nweb tcp://127.0.0.1:1 colour=blue\n").unwrap();
+    std::fs::write(
+        &file,
+        "# engines\nlocal unix:///var/run/docker.sock\nweb tcp://127.0.0.1:1 colour=blue\n",
+    )
+    .unwrap();
     let out = Command::new(WHARF)
         .args(["watch", "--run-once", "--hosts-file"])
         .arg(&file)
@@ -146,25 +160,41 @@ fn hosts_tcp_engine_with_tlsverify_beside_a_socket() {
     let certs = engine.client_certs();
     let file = |f: &str| certs.join(f).display().to_string();
     let report = registry.watch(&[
-        "--host", &format!("one={MACHINE_ENGINE}"),
-        "--host", &format!("tls={}", engine.tls_host()),
-        "--tlscacert", &file("ca.pem"), "--tlscert", &file("cert.pem"), "--tlskey", &file("key.pem"),
+        "--host",
+        &format!("one={MACHINE_ENGINE}"),
+        "--host",
+        &format!("tls={}", engine.tls_host()),
+        "--tlscacert",
+        &file("ca.pem"),
+        "--tlscert",
+        &file("cert.pem"),
+        "--tlskey",
+        &file("key.pem"),
         &name,
     ]);
     let lines = report["containers"].as_array().unwrap();
     let hosts: Vec<&str> = lines.iter().filter_map(|l| l["host"].as_str()).collect();
-    assert!(hosts.contains(&"one") && hosts.contains(&"tls"), "{report:#}");
+    assert!(
+        hosts.contains(&"one") && hosts.contains(&"tls"),
+        "{report:#}"
+    );
     assert!(lines.iter().all(|l| l["outcome"] == "fresh"), "{report:#}");
 
     // Without the client certificate the engine refuses: named, and the other host goes on.
     let report = registry.watch_failing(&[
-        "--host", &format!("one={MACHINE_ENGINE}"),
-        "--host", &format!("tls={}", engine.tls_host()),
+        "--host",
+        &format!("one={MACHINE_ENGINE}"),
+        "--host",
+        &format!("tls={}", engine.tls_host()),
         &name,
     ]);
     let failed = lines_of(&report, "tls");
     assert_eq!(failed[0]["name"], "(engine)", "{report:#}");
-    assert_eq!(lines_of(&report, "one")[0]["outcome"], "fresh", "{report:#}");
+    assert_eq!(
+        lines_of(&report, "one")[0]["outcome"],
+        "fresh",
+        "{report:#}"
+    );
 }
 
 fn lines_of<'a>(report: &'a serde_json::Value, host: &str) -> Vec<&'a serde_json::Value> {

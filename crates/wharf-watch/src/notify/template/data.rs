@@ -62,7 +62,10 @@ fn entry(c: &ContainerReport) -> Option<Entry> {
         Outcome::Failed => ("error", format!("{} ({}): {detail}", c.label(), c.image)),
         Outcome::Skipped if detail.is_empty() => return None,
         Outcome::Skipped => ("debug", format!("Skipped {}: {detail}", c.label())),
-        Outcome::Fresh => ("debug", format!("{} ({}) is up to date", c.label(), c.image)),
+        Outcome::Fresh => (
+            "debug",
+            format!("{} ({}) is up to date", c.label(), c.image),
+        ),
     };
     Some(Entry {
         level,

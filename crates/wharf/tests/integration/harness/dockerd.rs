@@ -99,7 +99,12 @@ impl SecondEngine {
             .arg(d.join("exec"))
             .arg("--pidfile")
             .arg(d.join("docker.pid"))
-            .args(["--bridge", &self.bridge, "--iptables=false", "--ip-masq=false"])
+            .args([
+                "--bridge",
+                &self.bridge,
+                "--iptables=false",
+                "--ip-masq=false",
+            ])
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -110,7 +115,12 @@ impl SecondEngine {
             if let Ok(Some(status)) = proc.0.try_wait() {
                 panic!("the second dockerd exited with {status}: {}", self.log());
             }
-            if self.docker().arg("info").output().is_ok_and(|o| o.status.success()) {
+            if self
+                .docker()
+                .arg("info")
+                .output()
+                .is_ok_and(|o| o.status.success())
+            {
                 break;
             }
             assert!(
@@ -248,9 +258,7 @@ fn kill_leftovers(dir: &Path) {
         };
         let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
         if String::from_utf8_lossy(&cmdline).contains(&dir) {
-            let _ = Command::new("kill")
-                .args(["-9", &pid.to_string()])
-                .output();
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).output();
         }
     }
 }
@@ -263,14 +271,89 @@ fn make_certs(dir: &Path) {
     let client = c.join("client");
     std::fs::create_dir_all(&client).unwrap();
     let ssl = |args: &[&str]| {
-        run(Command::new("openssl").current_dir(&c).args(args).stderr(Stdio::null()));
+        run(Command::new("openssl")
+            .current_dir(&c)
+            .args(args)
+            .stderr(Stdio::null()));
     };
-    ssl(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=wharf test docker CA", "-keyout", "ca-key.pem", "-out", "ca.pem"]);
-    ssl(&["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "server-key.pem", "-out", "server.csr"]);
-    std::fs::write(c.join("server.ext"), "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n").unwrap();
-    ssl(&["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem", "-CAcreateserial", "-days", "2", "-extfile", "server.ext", "-out", "server.pem"]);
-    ssl(&["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=wharf watch", "-keyout", "client/key.pem", "-out", "client.csr"]);
+    ssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=wharf test docker CA",
+        "-keyout",
+        "ca-key.pem",
+        "-out",
+        "ca.pem",
+    ]);
+    ssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server-key.pem",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(
+        c.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    ssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca-key.pem",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.pem",
+    ]);
+    ssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=wharf watch",
+        "-keyout",
+        "client/key.pem",
+        "-out",
+        "client.csr",
+    ]);
     std::fs::write(c.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
-    ssl(&["x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem", "-CAcreateserial", "-days", "2", "-extfile", "client.ext", "-out", "client/cert.pem"]);
+    ssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "client.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca-key.pem",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "client.ext",
+        "-out",
+        "client/cert.pem",
+    ]);
     std::fs::copy(c.join("ca.pem"), client.join("ca.pem")).unwrap();
 }
