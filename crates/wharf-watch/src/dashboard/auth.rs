@@ -178,4 +178,20 @@ mod tests {
         assert!(!k.csrf_ok("", "c1", &v));
         assert!(!k.csrf_ok(&t, "", &v));
     }
+
+    #[test]
+    fn users_are_bcrypt_lines_of_an_htpasswd_file() {
+        let dir = std::env::temp_dir().join(format!("wharf-dash-users-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("users");
+        let hash = bcrypt::hash("s3cret", 4).unwrap();
+        std::fs::write(&file, format!("# people\nops:{hash}\n")).unwrap();
+        let users = Users::load(&file).unwrap();
+        assert!(users.check("ops", "s3cret"));
+        assert!(!users.check("ops", "wrong"));
+        assert!(!users.check("nobody", "s3cret"));
+        std::fs::write(&file, "ops:{SHA}abc\n").unwrap();
+        assert!(Users::load(&file).unwrap_err().contains("htpasswd -B"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }
