@@ -50,13 +50,16 @@ fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-impl Keys {
-    pub fn new() -> Keys {
+impl Default for Keys {
+    fn default() -> Keys {
         Keys {
             session: random(),
             csrf: random(),
         }
     }
+}
+
+impl Keys {
 
     /// A session cookie's value for `user`: `hex(user).expires.mac`.
     pub fn seal(&self, user: &str) -> String {
@@ -166,10 +169,10 @@ mod tests {
 
     #[test]
     fn sessions_are_signed_and_csrf_tokens_bound() {
-        let k = Keys::new();
+        let k = Keys::default();
         let v = k.seal("ops");
         assert_eq!(k.open(&v).as_deref(), Some("ops"));
-        assert!(Keys::new().open(&v).is_none(), "another key refuses it");
+        assert!(Keys::default().open(&v).is_none(), "another key refuses it");
         let forged = v.replacen(&hex::encode("ops"), &hex::encode("admin"), 1);
         assert!(k.open(&forged).is_none());
         let t = k.csrf_token("c1", &v);

@@ -60,7 +60,7 @@ pub fn router(
         token: token.to_owned(),
         users,
         has_users,
-        keys: Keys::new(),
+        keys: Keys::default(),
         hosts,
         notify,
     }));
@@ -122,15 +122,15 @@ impl Dashboard {
         self.page(who, status, "Sign in", form)
     }
 
-    /// 403 unless the form carries the token bound to this visitor's cookies.
-    fn check_csrf(&self, who: &Visitor, form: &HashMap<String, String>) -> Result<(), Response> {
+    /// A 403 page unless the form carries the token bound to this visitor's cookies.
+    fn csrf_refusal(&self, who: &Visitor, form: &HashMap<String, String>) -> Option<Response> {
         let sent = form.get("_csrf").map(String::as_str).unwrap_or("");
         if !who.new_csrf && self.0.keys.csrf_ok(sent, &who.csrf_cookie, &who.session) {
-            return Ok(());
+            return None;
         }
         let message = "the form's CSRF token is missing or does not match this session: reload the page and try again";
         let body = maud::html! { p.err #error role="alert" { (message) } p { a href="/dashboard" { "Back to the dashboard" } } };
-        Err(self.page(who, StatusCode::FORBIDDEN, "Forbidden", body))
+        Some(self.page(who, StatusCode::FORBIDDEN, "Forbidden", body))
     }
 }
 
@@ -177,7 +177,7 @@ async fn login(
     Form(f): Form<HashMap<String, String>>,
 ) -> Response {
     let who = d.visitor(&headers);
-    if let Err(refused) = d.check_csrf(&who, &f) {
+    if let Some(refused) = d.csrf_refusal(&who, &f) {
         return refused;
     }
     let field = |k: &str| f.get(k).map(String::as_str).unwrap_or("");
@@ -214,7 +214,7 @@ async fn logout(
     Form(f): Form<HashMap<String, String>>,
 ) -> Response {
     let who = d.visitor(&headers);
-    if let Err(refused) = d.check_csrf(&who, &f) {
+    if let Some(refused) = d.csrf_refusal(&who, &f) {
         return refused;
     }
     let mut resp = see_other("/dashboard");
@@ -242,7 +242,7 @@ async fn act(
     if who.user.is_none() {
         return d.login_page(&who, StatusCode::UNAUTHORIZED, Some("sign in first"));
     }
-    if let Err(refused) = d.check_csrf(&who, &f) {
+    if let Some(refused) = d.csrf_refusal(&who, &f) {
         return refused;
     }
     let field = |k: &str| f.get(k).cloned().unwrap_or_default();
