@@ -79,12 +79,12 @@ struct ApproveBody {
 }
 
 async fn approve(State(api): State<FleetApi>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(refused) = authorized(&api, &headers) {
+    if let Some(refused) = refusal(&api, &headers) {
         return refused;
     }
     let body: ApproveBody = match parse(&body) {
         Ok(b) => b,
-        Err(e) => return e,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e),
     };
     let host = body.host.as_deref().filter(|h| !h.is_empty());
     let watcher = match api.hosts.watcher(host) {
@@ -117,12 +117,12 @@ struct RollbackBody {
 }
 
 async fn rollback(State(api): State<FleetApi>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(refused) = authorized(&api, &headers) {
+    if let Some(refused) = refusal(&api, &headers) {
         return refused;
     }
     let body: RollbackBody = match parse(&body) {
         Ok(b) => b,
-        Err(e) => return e,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e),
     };
     let host = body.host.as_deref().filter(|h| !h.is_empty());
     let watcher = match api.hosts.watcher(host) {
@@ -163,7 +163,7 @@ async fn history(
     headers: HeaderMap,
     Query(q): Query<HistoryQuery>,
 ) -> Response {
-    if let Err(refused) = authorized(&api, &headers) {
+    if let Some(refused) = refusal(&api, &headers) {
         return refused;
     }
     let Some(name) = q.name.filter(|n| !n.is_empty()) else {
@@ -186,7 +186,7 @@ async fn pending(
     headers: HeaderMap,
     Query(q): Query<HistoryQuery>,
 ) -> Response {
-    if let Err(refused) = authorized(&api, &headers) {
+    if let Some(refused) = refusal(&api, &headers) {
         return refused;
     }
     match api
@@ -204,12 +204,12 @@ struct ClockBody {
 }
 
 async fn set_clock(State(api): State<FleetApi>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(refused) = authorized(&api, &headers) {
+    if let Some(refused) = refusal(&api, &headers) {
         return refused;
     }
     let body: ClockBody = match parse(&body) {
         Ok(b) => b,
-        Err(e) => return e,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e),
     };
     let at = match crate::hold::parse_time(&body.now) {
         Ok(at) => at,
@@ -221,29 +221,26 @@ async fn set_clock(State(api): State<FleetApi>, headers: HeaderMap, body: Bytes)
     }
 }
 
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
-    serde_json::from_slice(body).map_err(|e| {
-        error(
-            StatusCode::BAD_REQUEST,
-            &format!("the body is not the JSON this endpoint takes: {e}"),
-        )
-    })
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(body)
+        .map_err(|e| format!("the body is not the JSON this endpoint takes: {e}"))
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(serde_json::json!({"error": message}))).into_response()
 }
 
-fn authorized(api: &FleetApi, headers: &HeaderMap) -> Result<(), Response> {
+/// The 401 answer, unless the request carries the API token.
+fn refusal(api: &FleetApi, headers: &HeaderMap) -> Option<Response> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     if !presented.is_empty() && bool::from(presented.as_bytes().ct_eq(api.token.as_bytes())) {
-        return Ok(());
+        return None;
     }
-    Err((
+    Some((
         StatusCode::UNAUTHORIZED,
         [(header::WWW_AUTHENTICATE, "Bearer")],
         Json(serde_json::json!({"error": "missing or wrong API token: send Authorization: Bearer <WATCHTOWER_HTTP_API_TOKEN>"})),

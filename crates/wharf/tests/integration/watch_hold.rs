@@ -23,7 +23,7 @@ struct HoldWatcher {
 }
 
 impl HoldWatcher {
-    fn start(registry: &Registry, dir: &Path, names: &[&str]) -> HoldWatcher {
+    fn start(registry: &Registry, dir: &Path, args: &[&str]) -> HoldWatcher {
         let port = free_port();
         let log = dir.join("watch.log");
         let child = Command::new(WHARF)
@@ -45,7 +45,7 @@ impl HoldWatcher {
             .args(["--public-url", "http://watch.example.test:8080"])
             .arg("--registry-ca")
             .arg(&registry.cert)
-            .args(names)
+            .args(args)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -187,6 +187,32 @@ fn watch_window_holds_a_push_until_it_opens_and_the_newest_image_wins() {
         "{history:#}"
     );
     assert!(watcher.get("/v1/pending").as_array().unwrap().is_empty());
+
+    // `wharf watch rollback` with the token asks the running watcher: with no engine and
+    // no state of its own, it could not have done it itself.
+    let port = watcher.url.rsplit(':').next().unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let out = Command::new(WHARF)
+        .env("WATCHTOWER_HTTP_API_TOKEN", TOKEN)
+        .env("WHARF_WATCH_STATE_DIR", empty.path())
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .args(["watch", "--http-api-addr", &format!("127.0.0.1:{port}")])
+        .args(["rollback", &name])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "rollback through the API: {}",
+        output_text(&out)
+    );
+    assert_eq!(inspect(&name)["Image"], before.as_str());
+    let history = watcher.get(&format!("/v1/history?name={name}"));
+    assert_eq!(history["changes"][0]["kind"], "rollback", "{history:#}");
+    assert_eq!(history["changes"][0]["reason"], "requested through the API");
+    let (status, body) = watcher.post("/v1/rollback", json!({"name": "no-such-container-here"}));
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = watcher.post("/v1/rollback", json!({"nom": name}));
+    assert_eq!(status, 400, "{body}");
 }
 
 #[test]
@@ -208,7 +234,9 @@ fn watch_approval_holds_an_update_until_the_api_approves_it() {
     );
     let before = inspect(&name)["Image"].as_str().unwrap().to_owned();
     let dir = tempfile::tempdir().unwrap();
-    let watcher = HoldWatcher::start(&registry, dir.path(), &[&name]);
+    let hook = WebhookReceiver::start();
+    let url = format!("generic+http://{}/hook", hook.addr);
+    let watcher = HoldWatcher::start(&registry, dir.path(), &["--notification-url", &url, &name]);
 
     // Nothing waits yet: approving is refused with a reason.
     let (status, body) = watcher.post("/v1/approve", json!({"container": name}));
@@ -222,7 +250,16 @@ fn watch_approval_holds_an_update_until_the_api_approves_it() {
     watcher.pushed(&registry.host(), "apps/approve", "latest", &digest2);
     let held = watcher.wait_held(&name, &digest2, Duration::from_secs(30));
     assert_eq!(held["waiting_for"], "approval");
-    // The session's report (what notifications carry) says it waits, with the link.
+    // The notification says it waits, with the link to approve it.
+    let sent: Value = serde_json::from_str(&hook.next_body()).unwrap();
+    let line = container_line(&sent, &name);
+    assert_eq!(line["outcome"], "stale", "{sent:#}");
+    let detail = line["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("waiting for approval")
+            && detail.contains("http://watch.example.test:8080/v1/approve"),
+        "{detail}"
+    );
     let log = watcher.log();
     assert!(
         log.contains("waiting for approval")
