@@ -108,6 +108,17 @@ impl Engine {
         api_version: Option<&str>,
         tls: Option<&Path>,
     ) -> Result<Engine, EngineError> {
+        let files = tls.map(TlsFiles::in_dir);
+        Engine::connect_with(host, api_version, files.as_ref()).await
+    }
+
+    /// As `connect`, with the three TLS files named one by one (`--tlscacert`,
+    /// `--tlscert`, `--tlskey`).
+    pub async fn connect_with(
+        host: Option<&str>,
+        api_version: Option<&str>,
+        tls: Option<&TlsFiles>,
+    ) -> Result<Engine, EngineError> {
         let host = host
             .filter(|h| !h.is_empty())
             .unwrap_or(DEFAULT_HOST)
@@ -118,7 +129,7 @@ impl Engine {
             .transpose()?;
         let version = pinned.unwrap_or(*bollard::API_DEFAULT_VERSION);
         let docker = match tls {
-            Some(dir) => open_tls(&host, dir, &version)?,
+            Some(files) => open_tls(&host, files, &version)?,
             None => open(&host, &version)?,
         };
         let docker = match pinned {
@@ -132,6 +143,39 @@ impl Engine {
         let v = docker.client_version();
         tracing::info!(%host, api = %format!("{}.{}", v.major_version, v.minor_version), "connected to the Docker Engine");
         Ok(Engine { docker })
+    }
+
+    /// An engine that did not answer at start, in a fleet: every call fails as an
+    /// unreachable engine would until it is back (bollard dials per request). The API
+    /// version is pinned (`DOCKER_API_VERSION`) or the bollard default, as it cannot be
+    /// negotiated with an engine that does not answer.
+    pub fn offline(
+        host: &str,
+        api_version: Option<&str>,
+        tls: Option<&TlsFiles>,
+    ) -> Result<Engine, EngineError> {
+        let pinned = api_version
+            .filter(|v| !v.is_empty())
+            .map(parse_api_version)
+            .transpose()?;
+        let version = pinned.unwrap_or(*bollard::API_DEFAULT_VERSION);
+        let docker = match (tls, host.strip_prefix("unix://")) {
+            (Some(files), _) => open_tls(host, files, &version)?,
+            // The socket may come back: no check that it exists now.
+            (None, Some(_)) => Docker::connect_with_unix(host, ENGINE_TIMEOUT_SECS, &version)
+                .map_err(|e| unreachable(host, e))?,
+            (None, None) => open(host, &version)?,
+        };
+        Ok(Engine { docker })
+    }
+
+    /// Whether the engine answers now.
+    pub async fn ping(&self) -> Result<(), EngineError> {
+        self.docker
+            .ping()
+            .await
+            .map(drop)
+            .map_err(|e| api("ping the engine", e))
     }
 
     /// The registries the engine treats as insecure (`docker info`'s "Insecure
@@ -442,23 +486,42 @@ fn open(host: &str, version: &ClientVersion) -> Result<Docker, EngineError> {
     result.map_err(|e| unreachable(host, e))
 }
 
+/// The files `docker --tlsverify` reads: the engine's CA, and this client's certificate
+/// and key.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub ca: std::path::PathBuf,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+impl TlsFiles {
+    /// `ca.pem`, `cert.pem` and `key.pem` in `dir` (`DOCKER_CERT_PATH`).
+    pub fn in_dir(dir: &Path) -> TlsFiles {
+        TlsFiles {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+        }
+    }
+}
+
 /// A tcp:// engine over TLS, both sides verified, as `docker --tlsverify` connects.
-fn open_tls(host: &str, dir: &Path, version: &ClientVersion) -> Result<Docker, EngineError> {
+fn open_tls(host: &str, files: &TlsFiles, version: &ClientVersion) -> Result<Docker, EngineError> {
     if !host.starts_with("tcp://") && !host.starts_with("https://") {
         return Err(EngineError::TlsNeedsTcp {
             host: host.to_owned(),
         });
     }
-    let file = |name: &str| {
-        let path = dir.join(name);
-        std::fs::metadata(&path)
-            .map(|_| path.clone())
+    let file = |path: &Path| {
+        std::fs::metadata(path)
+            .map(|_| path.to_path_buf())
             .map_err(|e| EngineError::TlsFile {
                 path: path.display().to_string(),
                 detail: e.to_string(),
             })
     };
-    let (key, cert, ca) = (file("key.pem")?, file("cert.pem")?, file("ca.pem")?);
+    let (key, cert, ca) = (file(&files.key)?, file(&files.cert)?, file(&files.ca)?);
     Docker::connect_with_ssl(host, &key, &cert, &ca, ENGINE_TIMEOUT_SECS, version)
         .map_err(|e| unreachable(host, e))
 }

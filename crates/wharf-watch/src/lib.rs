@@ -7,9 +7,16 @@
 
 pub mod api;
 pub mod check;
+pub mod compose;
+pub mod dashboard;
 pub mod dependants;
 pub mod engine;
 pub mod events;
+pub mod fleet;
+pub mod fleet_api;
+pub mod history;
+pub mod hold;
+pub mod hosts;
 pub mod identity;
 pub mod labels;
 pub mod notify;
@@ -24,3 +31,4 @@ pub mod spec;
 pub mod sse;
 pub mod target;
 pub mod update;
+pub mod window;

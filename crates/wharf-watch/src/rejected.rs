@@ -137,6 +137,11 @@ impl Rejections {
     }
 }
 
+/// The watcher's JSON state files (history, approvals), through [`write_atomically`].
+pub(crate) fn write_json_atomically<T: Serialize>(path: &Path, saved: &T) -> std::io::Result<()> {
+    write_atomically(path, &serde_json::to_vec_pretty(saved)?)
+}
+
 /// Replace `path` with `bytes` whole: written aside, fsynced, renamed, the directory
 /// fsynced; a crash leaves the old file or the new one.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 /// What happened to one container in a session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// The registry has nothing newer.
@@ -23,7 +23,7 @@ pub enum Outcome {
 }
 
 /// One container's line in the report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct ContainerReport {
     /// The container name, without docker's leading `/`.
     pub name: String,
@@ -36,10 +36,24 @@ pub struct ContainerReport {
     pub outcome: Outcome,
     /// Why it failed, was rolled back or skipped: what and where, never a secret.
     pub detail: Option<String>,
+    /// The Docker host it runs on, when the watcher manages several (`--host` given more
+    /// than once, or agents): the name the fleet knows it by.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+impl ContainerReport {
+    /// `name`, or `name on host` in a fleet: how reports and notifications name it.
+    pub fn label(&self) -> String {
+        match &self.host {
+            Some(host) => format!("{} on {host}", self.name),
+            None => self.name.clone(),
+        }
+    }
 }
 
 /// One session: every container looked at, in the order they were handled.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct SessionReport {
     /// Seconds since the Unix epoch when the session started and ended.
     pub started: u64,
@@ -97,7 +111,11 @@ impl SessionReport {
                 Outcome::Failed => "failed",
                 Outcome::Skipped => "skipped",
             };
-            text.push_str(&format!("- {} ({}) {verb}: {old} → {new}", c.name, c.image));
+            text.push_str(&format!(
+                "- {} ({}) {verb}: {old} → {new}",
+                c.label(),
+                c.image
+            ));
             if let Some(detail) = &c.detail {
                 text.push_str(&format!(" — {detail}"));
             }

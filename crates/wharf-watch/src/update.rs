@@ -33,6 +33,8 @@ pub struct Timing {
 pub struct Replaced {
     pub target: Target,
     pub new_id: String,
+    /// The image the replacement runs.
+    pub image_id: String,
     /// Its dependants that were stopped for the swap, dependencies first: started again
     /// (or recreated, if they shared its network) once it is confirmed or rolled back.
     pub stopped_dependants: Vec<String>,
@@ -84,6 +86,7 @@ pub async fn replace(
         Ok(()) => Ok(Replaced {
             target: target.clone(),
             new_id,
+            image_id: image_id.to_owned(),
             stopped_dependants: Vec::new(),
         }),
         Err(e) => match restore(engine, target, &new_id).await {

@@ -32,6 +32,7 @@ fn report() -> SessionReport {
                 new_digest: Some(NEW.to_owned()),
                 outcome: Outcome::Updated,
                 detail: None,
+                host: None,
             },
             ContainerReport {
                 name: "db".to_owned(),
@@ -40,6 +41,7 @@ fn report() -> SessionReport {
                 new_digest: Some(OLD.to_owned()),
                 outcome: Outcome::Fresh,
                 detail: None,
+                host: None,
             },
         ],
     }

@@ -123,6 +123,7 @@ impl Watcher {
             new_digest: None,
             outcome: Outcome::Skipped,
             detail: None,
+            host: None,
         };
         if let Some(local) = &c.local {
             match local {

@@ -23,7 +23,10 @@ use crate::target::{filter_images, own_container_id, parse_reference, Target};
 use crate::update::{self, NotReplaced, Replaced, Timing, Unconfirmed};
 
 mod checking;
+mod fleet;
 mod updating;
+
+pub use fleet::{HistoryView, RollbackError};
 
 /// What a watcher does, beyond which containers it looks at.
 #[derive(Debug, Clone)]
@@ -76,6 +79,11 @@ pub struct Watcher {
     expected: Mutex<HashMap<String, Digest>>,
     /// The container this process runs in, if any: never stopped by itself mid-update.
     own_id: Option<String>,
+    /// Set for the length of a check-only session (the dashboard's "check now"): every
+    /// container is then monitor-only. Read and written under `running`.
+    checking_only: std::sync::atomic::AtomicBool,
+    /// History, kept images, held updates, windows (see `with_fleet`).
+    fleet: crate::fleet::Fleet,
 }
 
 /// A watched container and what the check found for it.
@@ -98,9 +106,20 @@ impl Watcher {
         settings: Settings,
         rejections: Rejections,
     ) -> Watcher {
+        Watcher::shared(engine, Arc::new(registries), settings, rejections)
+    }
+
+    /// As `new`, with registry clients (credentials, token cache) shared with the
+    /// watchers of other engines: one fleet asks each registry once per token.
+    pub fn shared(
+        engine: Engine,
+        registries: Arc<Registries>,
+        settings: Settings,
+        rejections: Rejections,
+    ) -> Watcher {
         Watcher {
             engine,
-            registries: Arc::new(registries),
+            registries,
             settings,
             running: tokio::sync::Mutex::new(()),
             totals: Mutex::new(Totals::default()),
@@ -108,7 +127,41 @@ impl Watcher {
             sightings: policy::Sightings::default(),
             expected: Mutex::new(HashMap::new()),
             own_id: own_container_id(),
+            checking_only: std::sync::atomic::AtomicBool::new(false),
+            fleet: crate::fleet::Fleet::in_memory(),
         }
+    }
+
+    /// The same watcher, keeping history, holds and windows as `fleet` says.
+    pub fn with_fleet(mut self, fleet: crate::fleet::Fleet) -> Watcher {
+        self.fleet = fleet;
+        self
+    }
+
+    pub fn fleet(&self) -> &crate::fleet::Fleet {
+        &self.fleet
+    }
+
+    /// The engine this watcher updates.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// A session that changes nothing: what each container runs and what its registry
+    /// has, after a session under way.
+    pub async fn check_only(&self, only_images: Option<&[String]>) -> SessionReport {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        /// Clears the flag however the session ends, even dropped half way.
+        struct Reset<'a>(&'a AtomicBool);
+        impl Drop for Reset<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::SeqCst);
+            }
+        }
+        let _one_at_a_time = self.running.lock().await;
+        self.checking_only.store(true, Ordering::SeqCst);
+        let _reset = Reset(&self.checking_only);
+        self.session_now(only_images).await
     }
 
     /// The registries' clients (credentials, token cache), shared with event subscribers.
@@ -207,6 +260,7 @@ impl Watcher {
                 new_digest: None,
                 outcome: Outcome::Failed,
                 detail: Some(e.to_string()),
+                host: None,
             }),
         }
         report.finished = now();
@@ -286,6 +340,7 @@ impl Watcher {
         let names: Vec<String> = checked.iter().map(|c| c.target.name.clone()).collect();
         let order = deps.sorted(&names);
         checked.sort_by_key(|c| order.iter().position(|n| n == &c.target.name));
+        let checked = self.compose_order(checked).await;
         let mut pending: Vec<(usize, Replaced)> = Vec::new();
         let mut lines: Vec<ContainerReport> = Vec::new();
         // Old container id → its name, for every container replaced this session.
@@ -301,6 +356,11 @@ impl Watcher {
                     // as well in the same check would race that (and its rollback).
                     line.outcome = Outcome::Skipped;
                     line.detail = Some(format!("it shares the network of {provider}, updated in this check: it is recreated on the new network now and updated at the next check"));
+                    lines.push(line);
+                    continue;
+                }
+                if let Err(why) = self.admit(c, &line) {
+                    line.detail = Some(why);
                     lines.push(line);
                     continue;
                 }
@@ -328,7 +388,10 @@ impl Watcher {
                         line.outcome = Outcome::Failed;
                         line.detail = Some(why);
                     }
-                    Err(NotReplaced::RolledBack(why)) => self.rolled_back(c, &mut line, why),
+                    Err(NotReplaced::RolledBack(why)) => {
+                        let tried = pulled_id(c, &pulled);
+                        self.rolled_back(c, &mut line, why, tried)
+                    }
                 }
             }
             lines.push(line);
@@ -388,10 +451,23 @@ impl Watcher {
     }
 
     fn monitor_only(&self, c: &Checked) -> bool {
-        c.target.labels().monitor_only(
-            self.settings.monitor_only,
-            self.settings.label_take_precedence,
-        )
+        self.checking_only.load(std::sync::atomic::Ordering::SeqCst)
+            || c.target.labels().monitor_only(
+                self.settings.monitor_only,
+                self.settings.label_take_precedence,
+            )
+    }
+}
+
+/// The local id of the image `c` was to be updated to, once pulled.
+fn pulled_id(c: &Checked, pulled: &HashMap<String, Result<String, String>>) -> String {
+    match (&c.local, &c.image) {
+        (Some(Ok(id)), _) => id.clone(),
+        (_, Ok(image)) => match pulled.get(&image.to_string()) {
+            Some(Ok(id)) => id.clone(),
+            _ => String::new(),
+        },
+        _ => String::new(),
     }
 }
 

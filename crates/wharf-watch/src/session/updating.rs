@@ -19,10 +19,11 @@ impl Watcher {
         }
         tracing::info!(container = %c.target.name, image = %c.reference, id = %image_id, "new image ready; replacing the container");
         let old_image = c.target.image_config(&self.engine).await;
+        let target = self.relabelled(&c.target, &image_id).await;
         let stopped = self.dependants().stop(&c.target, deps).await;
         let result = update::replace(
             &self.engine,
-            &c.target,
+            &target,
             &old_image,
             &c.reference,
             &image_id,
@@ -85,10 +86,14 @@ impl Watcher {
         replaced_ids: &HashMap<String, String>,
         line: &mut ContainerReport,
     ) {
-        if let Err(undone) = update::confirm(&self.engine, replaced, &self.settings.timing).await {
+        let confirmed = update::confirm(&self.engine, replaced, &self.settings.timing).await;
+        if confirmed.is_ok() {
+            self.record_update(replaced, line);
+        }
+        if let Err(undone) = confirmed {
             match undone {
                 Unconfirmed::RolledBack(why) => {
-                    self.remember_rollback(&replaced.target, line, why);
+                    self.remember_rollback(&replaced.target, line, why, &replaced.image_id);
                 }
                 Unconfirmed::Down(why) => {
                     line.outcome = Outcome::Failed;
@@ -108,13 +113,26 @@ impl Watcher {
     }
 
     /// The new container would not start: the old one runs again.
-    pub(super) fn rolled_back(&self, c: &Checked, line: &mut ContainerReport, why: String) {
-        self.remember_rollback(&c.target, line, why);
+    pub(super) fn rolled_back(
+        &self,
+        c: &Checked,
+        line: &mut ContainerReport,
+        why: String,
+        tried: String,
+    ) {
+        self.remember_rollback(&c.target, line, why, &tried);
     }
 
     /// A rolled-back line: says which image runs again, and remembers the one that
     /// failed so no check tries it again until the tag moves.
-    fn remember_rollback(&self, target: &Target, line: &mut ContainerReport, why: String) {
+    fn remember_rollback(
+        &self,
+        target: &Target,
+        line: &mut ContainerReport,
+        why: String,
+        tried: &str,
+    ) {
+        self.record_auto_rollback(target, line, &why, tried);
         let running = running_image(target, line);
         line.outcome = Outcome::RolledBack;
         line.detail = Some(format!("{why}; rolled back: {running} runs again"));
@@ -144,11 +162,23 @@ impl Watcher {
             .filter(|l| l.outcome == Outcome::Updated)
             .map(|l| l.name.as_str())
             .collect();
+        let kept = self.fleet.history.protected();
         let old_images: HashSet<String> = checked
             .iter()
             .filter(|c| updated.contains(c.target.name.as_str()))
-            .map(|c| c.target.image_id().to_owned())
+            .flat_map(|c| {
+                // Images that left the kept window with this update go now too.
+                let earlier = self.fleet.history.mentioned(&c.target.name);
+                earlier.into_iter().chain([c.target.image_id().to_owned()])
+            })
+            .filter(|id| !kept.contains(id))
             .collect();
+        if !kept.is_empty() {
+            tracing::debug!(
+                kept = kept.len(),
+                "earlier images kept for rollbacks (--keep-previous)"
+            );
+        }
         let in_use: HashSet<String> = match self.engine.list_containers(true).await {
             Ok(list) => list.into_iter().filter_map(|c| c.image_id).collect(),
             Err(e) => {

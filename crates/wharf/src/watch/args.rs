@@ -99,9 +99,10 @@ pub struct WatchArgs {
     /// check fails (the other containers' checks go on).
     #[arg(long, env = "WHARF_REGISTRY_TIMEOUT", default_value = "30s", value_parser = duration)]
     pub(super) registry_timeout: Duration,
-    /// The Docker Engine: unix:///var/run/docker.sock or tcp://host:port.
-    #[arg(long, short = 'H', env = "DOCKER_HOST")]
-    pub(super) host: Option<String>,
+    /// The Docker Engine: unix:///var/run/docker.sock or tcp://host:port. Repeat it to
+    /// manage several engines (`NAME=URL` names one in reports and on the dashboard).
+    #[arg(long, short = 'H', env = "DOCKER_HOST", value_name = "URL")]
+    pub(super) host: Vec<String>,
     /// Pin the Engine API version (normally negotiated with the engine).
     #[arg(long, env = "DOCKER_API_VERSION")]
     pub(super) api_version: Option<String>,
@@ -235,7 +236,50 @@ pub struct WatchArgs {
     /// (then at debug level; it is in the report either way).
     #[arg(long, env = "WATCHTOWER_WARN_ON_HEAD_FAILURE", default_value = "auto", value_parser = ["always", "auto", "never"], ignore_case = true)]
     pub(super) warn_on_head_failure: String,
+    /// Earlier images kept per container for `wharf watch rollback`, safe from --cleanup;
+    /// the wharf.watch.keep-previous label overrides it.
+    #[arg(
+        long,
+        env = "WHARF_WATCH_KEEP_PREVIOUS",
+        default_value = "0",
+        value_name = "N"
+    )]
+    pub(super) keep_previous: usize,
+    /// When updates may run: `Sat 02:00-04:00 Europe/Berlin` (days optional, an IANA
+    /// zone, UTC if none); repeatable, or separated by `;`. Updates found outside wait
+    /// for the window (scheduled and push-driven alike); the wharf.watch.window label
+    /// overrides it per container.
+    #[arg(
+        long = "window",
+        env = "WHARF_WATCH_WINDOW",
+        value_name = "WINDOW",
+        value_delimiter = ';'
+    )]
+    pub(super) windows: Vec<String>,
+    /// The address people reach the watch API (and dashboard) at, for the link in an
+    /// "approval waiting" notification (default: http://<host name>:<API port>).
+    #[arg(long, env = "WHARF_WATCH_PUBLIC_URL", value_name = "URL")]
+    pub(super) public_url: Option<String>,
+    /// Serve the fleet endpoints (approve, rollback, history, pending) on the HTTP API;
+    /// they are served with any other --http-api-* flag too. Needs --http-api-token.
+    #[arg(long, env = "WHARF_HTTP_API_FLEET", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
+    pub(super) http_api_fleet: bool,
+    /// The docker-compose binary asked for a compose service's new config hash, so a
+    /// later `docker-compose up -d` leaves an updated container alone (default: the
+    /// docker-compose on PATH).
+    #[arg(long, env = "WHARF_COMPOSE_BIN", value_name = "PATH")]
+    pub(super) compose_bin: Option<PathBuf>,
+    /// TESTS ONLY: let POST /v1/clock set the clock maintenance windows are read by
+    /// (WHARF_WATCH_FAKE_NOW sets where it starts).
+    #[arg(long, hide = true, env = "WHARF_WATCH_TEST_CLOCK", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
+    pub(super) test_clock: bool,
+    /// `rollback` or `history`.
+    #[command(subcommand)]
+    pub(super) command: Option<super::fleet::FleetCommand>,
     /// Do not log the startup message.
     #[arg(long, env = "WATCHTOWER_NO_STARTUP_MESSAGE", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
     pub(super) no_startup_message: bool,
+    /// Many hosts, agents and the dashboard.
+    #[command(flatten)]
+    pub(super) hosts: super::hosts_args::HostsArgs,
 }

@@ -10,9 +10,8 @@ use anyhow::Context;
 use wharf_client::client::tls;
 use wharf_client::{CredentialSource, Registry};
 use wharf_watch::api::{self, ReadTotals, RunSession};
-use wharf_watch::check::Registries;
-use wharf_watch::engine::Engine;
 use wharf_watch::events::{Dispatcher, Pushed, RunChecks};
+use wharf_watch::hosts::HostSet;
 use wharf_watch::identity::same_registry;
 use wharf_watch::labels::{split_names, Selection};
 use wharf_watch::notify::{Notifiers, NotifySettings};
@@ -21,16 +20,19 @@ use wharf_watch::rejected::{default_state_dir, state_file, Rejections};
 use wharf_watch::report::{Outcome, SessionReport};
 use wharf_watch::resume::Resume;
 use wharf_watch::schedule::Schedule;
-use wharf_watch::session::{Settings, Watcher};
+use wharf_watch::session::Settings;
 use wharf_watch::sse;
 use wharf_watch::update::Timing;
 
 use crate::client_args::ClientFlags;
 
 mod args;
+mod fleet;
+mod hosts;
+mod hosts_args;
 pub use args::WatchArgs;
 
-pub fn run(args: WatchArgs, flags: &ClientFlags) -> anyhow::Result<()> {
+pub fn run(mut args: WatchArgs, flags: &ClientFlags) -> anyhow::Result<()> {
     // wharf's own modules only: the engine and HTTP crates' debug output drowns them.
     let level = if args.trace {
         Some("info,wharf=trace,wharf_watch=trace,wharf_client=trace")
@@ -64,6 +66,20 @@ pub fn run(args: WatchArgs, flags: &ClientFlags) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if let Some(command) = args.command.take() {
+        return runtime.block_on(fleet::run_command(command, args, flags));
+    }
+    if hosts::is_agent(&args) {
+        // `agent` is the mode, not a container to watch.
+        args.names.remove(0);
+        return runtime.block_on(async {
+            let stop = stop_requested()?;
+            tokio::select! {
+                result = hosts::run_agent(&args, flags) => result,
+                () = stop => Ok(()),
+            }
+        });
+    }
     runtime.block_on(watch(args, flags))
 }
 
@@ -92,10 +108,15 @@ async fn run_watcher(args: WatchArgs, flags: &ClientFlags, gate: Gate) -> anyhow
     if args.revive_stopped && !args.include_stopped {
         tracing::warn!("--revive-stopped acts only on stopped containers, which are watched with --include-stopped");
     }
-    let api_on = args.http_api_update || args.http_api_metrics || args.http_api_events;
+    let api_on = args.http_api_update
+        || args.http_api_metrics
+        || args.http_api_events
+        || args.http_api_fleet
+        || args.hosts.dashboard;
     let token = api_token(&args, api_on)?;
     let notifiers = Arc::new(notifiers(&args)?);
-    let watcher = Arc::new(connect(&args, flags).await?);
+    let agents = hosts::listen_for_agents(&args).await?;
+    let watcher = Arc::new(hosts::connect(&args, flags, agents).await?);
     let quiet = args.warn_on_head_failure.eq_ignore_ascii_case("never");
     let run_session = session_runner(
         watcher.clone(),
@@ -146,10 +167,58 @@ async fn run_watcher(args: WatchArgs, flags: &ClientFlags, gate: Gate) -> anyhow
         }
     }
     warn_unused_subscriptions(&watcher, &args.events_from).await;
+    let queued = session_runner(
+        watcher.clone(),
+        notifiers.clone(),
+        gate.clone(),
+        true,
+        quiet,
+    );
+    let per_host = |host: &str| {
+        let host = Some(host.to_owned());
+        host_session_runner(
+            watcher.clone(),
+            notifiers.clone(),
+            gate.clone(),
+            quiet,
+            host,
+        )
+    };
+    for local in watcher.locals() {
+        fleet::run_when_windows_open(local.watcher.clone(), per_host(&local.name));
+    }
     if api_on {
-        let requested = session_runner(watcher.clone(), notifiers, gate, false, quiet);
+        let requested = session_runner(
+            watcher.clone(),
+            notifiers.clone(),
+            gate.clone(),
+            false,
+            quiet,
+        );
         let webhook = events.filter(|_| args.http_api_events);
-        serve_api(&args, &token, requested, watcher.clone(), webhook).await?;
+        let runners = watcher.locals().iter().map(|l| per_host(&l.name)).collect();
+        let many = Arc::new(hosts::ManyHosts::new(watcher.clone(), runners, queued));
+        let clock = watcher.locals()[0].watcher.fleet().clock.clone();
+        let fleet_api = wharf_watch::fleet_api::router(&token, many, clock);
+        let fleet_api = match args.hosts.dashboard {
+            true => fleet_api.merge(hosts::dashboard(
+                &args,
+                &token,
+                &watcher,
+                notifiers.clone(),
+                quiet,
+            )?),
+            false => fleet_api,
+        };
+        serve_api(
+            &args,
+            &token,
+            requested,
+            watcher.clone(),
+            webhook,
+            fleet_api,
+        )
+        .await?;
     }
     if args.http_api_update && !args.http_api_periodic_polls {
         tracing::info!("periodic checks are off: checks run on POST /v1/update");
@@ -172,17 +241,11 @@ async fn run_watcher(args: WatchArgs, flags: &ClientFlags, gate: Gate) -> anyhow
 /// A subscription that no watched container's registry matches updates nothing: most
 /// often a host spelled differently from the containers' images (a name the registry is
 /// not known by), said at start rather than discovered at the first silent push.
-async fn warn_unused_subscriptions(watcher: &Watcher, events_from: &[String]) {
+async fn warn_unused_subscriptions(watcher: &HostSet, events_from: &[String]) {
     if events_from.is_empty() {
         return;
     }
-    let used = match watcher.watched_registries().await {
-        Ok(used) => used,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot list the watched containers to compare with --events-from");
-            return;
-        }
-    };
+    let used = watcher.watched_registries().await;
     for host in events_from {
         let Ok(registry) = host.parse::<Registry>() else {
             continue;
@@ -206,37 +269,6 @@ fn api_token(args: &WatchArgs, api_on: bool) -> anyhow::Result<String> {
         ),
         _ => String::new(),
     })
-}
-
-async fn connect(args: &WatchArgs, flags: &ClientFlags) -> anyhow::Result<Watcher> {
-    let mut options = client_options(flags)?;
-    let tls = args.tls_verify.then(|| {
-        args.cert_path.clone().unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").unwrap_or_default();
-            PathBuf::from(home).join(".docker")
-        })
-    });
-    let engine = Engine::connect(
-        args.host.as_deref(),
-        args.api_version.as_deref(),
-        tls.as_deref(),
-    )
-    .await?;
-    // The engine pulls what the watcher checks: each registry is reached as it reaches it.
-    match engine.insecure_registries().await {
-        Ok(list) => {
-            tracing::debug!(insecure = ?list, "the engine's insecure registries");
-            options.insecure_registries.extend(list);
-        }
-        Err(e) => tracing::warn!(error = %e, "cannot read the engine's insecure registries"),
-    }
-    let registries = Registries::new(options, credential_source()?, args.registry_timeout);
-    Ok(Watcher::new(
-        engine,
-        registries,
-        settings(args),
-        rejections(args),
-    ))
 }
 
 /// SIGTERM (`docker stop`) or SIGINT, listened for from this call on and for the life
@@ -408,21 +440,42 @@ fn notifiers(args: &WatchArgs) -> anyhow::Result<Notifiers> {
 /// is logged; it never holds up the watcher. While another session runs, this one waits
 /// for it if `queue`, else it does not run. `None` when it did not run.
 fn session_runner(
-    watcher: Arc<Watcher>,
+    watcher: Arc<HostSet>,
     notifiers: Arc<Notifiers>,
     gate: Gate,
     queue: bool,
     quiet_check_failures: bool,
 ) -> RunSession {
+    runner(watcher, notifiers, gate, queue, quiet_check_failures, None)
+}
+
+/// As `session_runner`, queued, on one host only.
+fn host_session_runner(
+    watcher: Arc<HostSet>,
+    notifiers: Arc<Notifiers>,
+    gate: Gate,
+    quiet_check_failures: bool,
+    host: Option<String>,
+) -> RunSession {
+    runner(watcher, notifiers, gate, true, quiet_check_failures, host)
+}
+
+fn runner(
+    watcher: Arc<HostSet>,
+    notifiers: Arc<Notifiers>,
+    gate: Gate,
+    queue: bool,
+    quiet_check_failures: bool,
+    host: Option<String>,
+) -> RunSession {
     Arc::new(move |images: Option<Vec<String>>| {
+        let host = host.clone();
         let watcher = watcher.clone();
         let notifiers = notifiers.clone();
         let work = async move {
-            let report = if queue {
-                watcher.session(images.as_deref()).await
-            } else {
-                watcher.try_session(images.as_deref()).await?
-            };
+            let report = watcher
+                .session(images.as_deref(), queue, host.as_deref())
+                .await?;
             log_report(&report, quiet_check_failures);
             for error in notifiers.send(&report).await {
                 tracing::warn!("{error}");
@@ -437,34 +490,24 @@ fn session_runner(
 /// What a push event sets off: a check of the containers using the pushed images, now
 /// (after a session under way), unless no watched container uses them.
 fn event_checks(
-    watcher: Arc<Watcher>,
+    watcher: Arc<HostSet>,
     notifiers: Arc<Notifiers>,
     gate: Gate,
     quiet: bool,
 ) -> RunChecks {
-    let session = session_runner(watcher.clone(), notifiers, gate, true, quiet);
     Arc::new(move |pushed: Vec<Pushed>| {
-        let (watcher, session) = (watcher.clone(), session.clone());
+        let (watcher, notifiers, gate) = (watcher.clone(), notifiers.clone(), gate.clone());
         Box::pin(async move {
-            let images: Vec<String> = pushed.iter().map(|p| p.image.clone()).collect();
-            match watcher.used(&images).await {
-                Ok(used) if used.is_empty() => tracing::info!(
-                    images = %images.join(", "),
-                    "push event ignored: no watched container uses this image"
-                ),
-                Ok(used) => {
-                    tracing::info!(images = %used.join(", "), "push event: checking the containers that use it");
-                    let announced: Vec<Pushed> = pushed
-                        .into_iter()
-                        .filter(|p| used.contains(&p.image))
-                        .collect();
-                    watcher.expect(&announced);
-                    session(Some(used)).await;
+            let work = async move {
+                // Every host checks the containers using the pushed images (none: no check).
+                let report = watcher.pushed(pushed).await?;
+                log_report(&report, quiet);
+                for error in notifiers.send(&report).await {
+                    tracing::warn!("{error}");
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "push event not acted on: cannot list the containers; the schedule will check")
-                }
-            }
+                Some(())
+            };
+            guarded(gate, work).await;
         })
     })
 }
@@ -476,10 +519,10 @@ fn log_report(report: &SessionReport, quiet_check_failures: bool) {
         let detail = c.detail.as_deref().unwrap_or("");
         match c.outcome {
             Outcome::Failed if quiet_check_failures && c.new_digest.is_none() => {
-                tracing::debug!(container = %c.name, image = %c.image, outcome = ?c.outcome, "{detail}")
+                tracing::debug!(container = %c.label(), image = %c.image, outcome = ?c.outcome, "{detail}")
             }
             Outcome::Failed | Outcome::RolledBack => {
-                tracing::warn!(container = %c.name, image = %c.image, outcome = ?c.outcome, "{detail}")
+                tracing::warn!(container = %c.label(), image = %c.image, outcome = ?c.outcome, "{detail}")
             }
             Outcome::Updated | Outcome::Stale => {
                 let message = match (detail, c.outcome) {
@@ -488,7 +531,7 @@ fn log_report(report: &SessionReport, quiet_check_failures: bool) {
                     (d, _) => d,
                 };
                 tracing::info!(
-                    container = %c.name,
+                    container = %c.label(),
                     image = %c.image,
                     old = c.old_digest.as_deref().unwrap_or("?"),
                     new = c.new_digest.as_deref().unwrap_or("?"),
@@ -497,7 +540,7 @@ fn log_report(report: &SessionReport, quiet_check_failures: bool) {
                 )
             }
             Outcome::Fresh | Outcome::Skipped => {
-                tracing::debug!(container = %c.name, outcome = ?c.outcome, "{detail}")
+                tracing::debug!(container = %c.label(), outcome = ?c.outcome, "{detail}")
             }
         }
     }
@@ -514,11 +557,12 @@ async fn serve_api(
     args: &WatchArgs,
     token: &str,
     run: RunSession,
-    watcher: Arc<Watcher>,
+    watcher: Arc<HostSet>,
     events: Option<Dispatcher>,
+    fleet_api: axum::Router,
 ) -> anyhow::Result<()> {
     let totals: ReadTotals = Arc::new(move || watcher.totals());
-    let router = api::router(token, run, totals, events);
+    let router = api::router(token, run, totals, events).merge(fleet_api);
     let listener = tokio::net::TcpListener::bind(&args.http_api_addr)
         .await
         .with_context(|| format!("cannot listen on {} for the HTTP API", args.http_api_addr))?;

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod dockerd;
 pub mod garage;
 pub mod nginx;
 pub mod oidc;

@@ -49,20 +49,23 @@ fn entry(c: &ContainerReport) -> Option<Entry> {
     let (level, message) = match c.outcome {
         Outcome::Updated => (
             "info",
-            format!("Updated {} ({}) from {old} to {new}", c.name, c.image),
+            format!("Updated {} ({}) from {old} to {new}", c.label(), c.image),
         ),
         Outcome::Stale => (
             "info",
-            format!("Found new {} image ({new}) for {}", c.image, c.name),
+            format!("Found new {} image ({new}) for {}", c.image, c.label()),
         ),
         Outcome::RolledBack => (
             "warning",
-            format!("Rolled back {} ({}): {detail}", c.name, c.image),
+            format!("Rolled back {} ({}): {detail}", c.label(), c.image),
         ),
-        Outcome::Failed => ("error", format!("{} ({}): {detail}", c.name, c.image)),
+        Outcome::Failed => ("error", format!("{} ({}): {detail}", c.label(), c.image)),
         Outcome::Skipped if detail.is_empty() => return None,
-        Outcome::Skipped => ("debug", format!("Skipped {}: {detail}", c.name)),
-        Outcome::Fresh => ("debug", format!("{} ({}) is up to date", c.name, c.image)),
+        Outcome::Skipped => ("debug", format!("Skipped {}: {detail}", c.label())),
+        Outcome::Fresh => (
+            "debug",
+            format!("{} ({}) is up to date", c.label(), c.image),
+        ),
     };
     Some(Entry {
         level,
@@ -195,6 +198,7 @@ pub fn sample() -> SessionReport {
         new_digest: Some(format!("sha256:{}", "b".repeat(64))),
         outcome,
         detail: detail.map(str::to_owned),
+        host: None,
     };
     SessionReport {
         started: 0,

@@ -10,6 +10,7 @@ fn report() -> SessionReport {
         new_digest: Some(format!("sha256:{}", "2".repeat(64))),
         outcome,
         detail: detail.map(str::to_owned),
+        host: None,
     };
     SessionReport {
         started: 0,
