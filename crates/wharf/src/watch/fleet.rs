@@ -158,8 +158,26 @@ impl OneHost {
     }
 }
 
+/// Whether the HTTP API is served: any of its `--http-api-*` switches.
+pub(super) fn api_on(args: &WatchArgs) -> bool {
+    args.http_api_update || args.http_api_metrics || args.http_api_events || args.http_api_fleet
+}
+
+/// Held updates checked as their windows open; the fleet endpoints for the HTTP API.
+pub(super) fn start(
+    args: &WatchArgs,
+    token: &str,
+    watcher: Arc<Watcher>,
+    session: RunSession,
+) -> axum::Router {
+    run_when_windows_open(watcher.clone(), session.clone());
+    let clock = watcher.fleet().clock.clone();
+    let hosts = Arc::new(OneHost::new(args, watcher, session));
+    wharf_watch::fleet_api::router(token, hosts, clock)
+}
+
 /// Check held updates as their windows open (by the watcher's clock, which a test moves).
-pub(super) fn run_when_windows_open(watcher: Arc<Watcher>, session: RunSession) {
+fn run_when_windows_open(watcher: Arc<Watcher>, session: RunSession) {
     tokio::spawn(async move {
         loop {
             let clock = watcher.fleet().clock.clone();

@@ -95,10 +95,7 @@ async fn run_watcher(args: WatchArgs, flags: &ClientFlags, gate: Gate) -> anyhow
     if args.revive_stopped && !args.include_stopped {
         tracing::warn!("--revive-stopped acts only on stopped containers, which are watched with --include-stopped");
     }
-    let api_on = args.http_api_update
-        || args.http_api_metrics
-        || args.http_api_events
-        || args.http_api_fleet;
+    let api_on = fleet::api_on(&args);
     let token = api_token(&args, api_on)?;
     let notifiers = Arc::new(notifiers(&args)?);
     let watcher = Arc::new(connect(&args, flags).await?);
@@ -148,29 +145,14 @@ async fn run_watcher(args: WatchArgs, flags: &ClientFlags, gate: Gate) -> anyhow
         }
     }
     warn_unused_subscriptions(&watcher, &args.events_from).await;
-    let queued = session_runner(
-        watcher.clone(),
-        notifiers.clone(),
-        gate.clone(),
-        true,
-        quiet,
-    );
-    fleet::run_when_windows_open(watcher.clone(), queued.clone());
+    let (runner, again) = (notifiers.clone(), gate.clone());
+    let queued = session_runner(watcher.clone(), runner, again, true, quiet);
+    let fleet_api = fleet::start(&args, &token, watcher.clone(), queued);
     if api_on {
         let requested = session_runner(watcher.clone(), notifiers, gate, false, quiet);
         let webhook = events.filter(|_| args.http_api_events);
-        let hosts = Arc::new(fleet::OneHost::new(&args, watcher.clone(), queued));
-        let clock = watcher.fleet().clock.clone();
-        let fleet_api = wharf_watch::fleet_api::router(&token, hosts, clock);
-        serve_api(
-            &args,
-            &token,
-            requested,
-            watcher.clone(),
-            webhook,
-            fleet_api,
-        )
-        .await?;
+        let watching = watcher.clone();
+        serve_api(&args, &token, requested, watching, webhook, fleet_api).await?;
     }
     if args.http_api_update && !args.http_api_periodic_polls {
         tracing::info!("periodic checks are off: checks run on POST /v1/update");
