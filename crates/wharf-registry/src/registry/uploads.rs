@@ -75,7 +75,12 @@ impl Core {
     /// The one way a stored blob becomes servable from `repo`: retained again under the
     /// writer lock, then linked, so that a collection either saw the link or sees the
     /// blob retained after its mark began. False (and nothing linked) if the blob is gone.
+    ///
+    /// Under a quota, the blob is charged here, between the retain and the link, holding
+    /// the quota's lock (taken before the writer lock): a blob that no longer fits is
+    /// refused, and stays unlinked for garbage collection.
     pub(super) async fn publish_link(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        let quotas = self.quota_locks(repo).await?;
         let _writing = self.store.locks.writer().await?;
         let gone = self
             .store
@@ -84,6 +89,12 @@ impl Core {
             .await?;
         if !gone.is_empty() {
             return Ok(false);
+        }
+        if !quotas.is_empty() {
+            let Some(size) = self.store.blobs.stat(digest).await? else {
+                return Ok(false);
+            };
+            self.charge_quotas(repo, digest, size).await?;
         }
         match self.store.meta.link_blob(repo, digest).await {
             // Collected by a review queue between the retain and the link.
