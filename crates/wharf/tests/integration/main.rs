@@ -19,6 +19,7 @@ mod database_races;
 mod database_s3;
 mod events;
 mod governance;
+mod governance_replicas;
 mod http_edges;
 mod identity;
 mod identity_replicas;
