@@ -79,11 +79,10 @@ impl Core {
             return Ok(());
         };
         for rule in self.quotas_of(repo) {
-            let key = quota_key(rule);
-            let Some(used) = ledger.usage(&key).await? else {
-                continue; // counted under the lock at link time
-            };
-            if used.saturating_add(size) > rule.bytes && !ledger.charged(&key, digest).await? {
+            let used = self.quota_figure(rule).await?;
+            if used.saturating_add(size) > rule.bytes
+                && !ledger.charged(&quota_key(rule), digest).await?
+            {
                 return Err(over_quota(rule, used, size));
             }
         }
