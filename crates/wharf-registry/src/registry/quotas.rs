@@ -1,9 +1,11 @@
 //! Exact quotas. Each quota's usage is a figure in the store (`store::state::QuotaLedger`:
 //! files under `_wharf/quotas/`, or rows with a database): the bytes of the distinct blobs
 //! linked in the repositories its globs match. A link into a quota's repository is charged
-//! under the quota's exclusive lock, which every process and replica shares, between the
-//! retain and the link: racing pushes are charged one after the other and can never take
-//! usage over the limit. A check reads two small records instead of every link.
+//! under the quota's exclusive lock, which every process and replica shares, held until
+//! the charged writer holds the writer lock: racing pushes are charged one after the other
+//! and can never take usage over the limit. A check reads two small records instead of
+//! every link. A recount takes the quota's lock and then the collector's, so it counts
+//! the links of every writer charged before it.
 //!
 //! Unlinks (a blob or repository deleted, garbage collection) recount the quotas they
 //! touch, as `wharf scrub` recounts all of them and reports the drift it repaired. A
@@ -203,9 +205,14 @@ impl Core {
         })
     }
 
-    /// Count the quota from the links and store the figure. Call holding its lock.
+    /// Count the quota from the links and store the figure. Call holding its lock, and
+    /// never the writer lock: the count waits for the writers that were charged before it
+    /// to link (they hold the writer lock), so that it sees their links.
     async fn recount_locked(&self, rule: &QuotaRule) -> Result<QuotaRecount> {
-        let blobs = self.count_quota(rule).await?;
+        let blobs = {
+            let _settled = self.store.locks.collector().await?;
+            self.count_quota(rule).await?
+        };
         let counted = blobs.iter().fold(0u64, |t, (_, s)| t.saturating_add(*s));
         let recorded = match &self.store.quotas {
             Some(ledger) => ledger.replace(&quota_key(rule), &blobs).await?,

@@ -76,12 +76,22 @@ impl Core {
     /// writer lock, then linked, so that a collection either saw the link or sees the
     /// blob retained after its mark began. False (and nothing linked) if the blob is gone.
     ///
-    /// Under a quota, the blob is charged here, between the retain and the link, holding
-    /// the quota's lock (taken before the writer lock): a blob that no longer fits is
-    /// refused, and stays unlinked for garbage collection.
+    /// Under a quota, the blob is charged here, holding the quota's lock until this
+    /// writer holds the writer lock: a blob that no longer fits is refused, and stays
+    /// unlinked for garbage collection; one whose link then fails stays charged (the
+    /// figure is high, never low, until a recount).
     pub(super) async fn publish_link(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
         let quotas = self.quota_locks(repo).await?;
+        if !quotas.is_empty() {
+            let Some(size) = self.store.blobs.stat(digest).await? else {
+                return Ok(false);
+            };
+            self.charge_quotas(repo, digest, size).await?;
+        }
         let _writing = self.store.locks.writer().await?;
+        // Charged and now a writer: a recount (which takes the quota's lock, then the
+        // collector's) waits for this link, so the next charge may go ahead meanwhile.
+        drop(quotas);
         let gone = self
             .store
             .blobs
@@ -89,12 +99,6 @@ impl Core {
             .await?;
         if !gone.is_empty() {
             return Ok(false);
-        }
-        if !quotas.is_empty() {
-            let Some(size) = self.store.blobs.stat(digest).await? else {
-                return Ok(false);
-            };
-            self.charge_quotas(repo, digest, size).await?;
         }
         match self.store.meta.link_blob(repo, digest).await {
             // Collected by a review queue between the retain and the link.

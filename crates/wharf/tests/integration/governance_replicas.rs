@@ -97,7 +97,10 @@ fn quota_race(topology: &str, n: usize, pg: Option<&Postgres>) {
         match r.join().unwrap() {
             (201, _) => landed += 1,
             (403, body) => {
-                assert!(body.contains("DENIED") && body.contains("quota 100 B for q/*"), "{body}");
+                assert!(
+                    body.contains("DENIED") && body.contains("quota 100 B for q/*"),
+                    "{body}"
+                );
                 refused += 1;
             }
             other => panic!("{topology}: {other:?}"),
@@ -207,7 +210,8 @@ fn sign_out_on_replica_1_ends_the_session_on_replica_3_and_reports_are_shared() 
     );
     // Replica 3 alone answers metrics, for the report check.
     let (dirs, mut served) = processes(2, root.path(), &rules, "", Some(&pg));
-    let extra = format!("  debug: {{ addr: 127.0.0.1:{debug}, prometheus: {{ enabled: true }} }}\n");
+    let extra =
+        format!("  debug: {{ addr: 127.0.0.1:{debug}, prometheus: {{ enabled: true }} }}\n");
     let (dir3, third) = processes(1, root.path(), &rules, &extra, Some(&pg));
     served.extend(third);
     let base = |i: usize| format!("http://{}", served[i].host());

@@ -3,9 +3,10 @@
 //! Writers hold the quota's exclusive lock (`Locks::exclusive`), which every process on
 //! the root shares, so files are only replaced, atomically and fsynced.
 //!
-//! A charge writes the usage first and the blob's mark second: a crash between leaves the
-//! figure high, so a later push may be refused early but never admitted over the limit,
-//! and `wharf scrub` puts it right.
+//! A charge writes the usage first (durably) and the blob's mark second (atomically, not
+//! fsynced): a crash between, or one that loses the mark, leaves the figure high, so a
+//! later push may be refused early but never admitted over the limit, and `wharf scrub`
+//! puts it right.
 
 use std::collections::HashMap;
 use std::fs;
@@ -15,7 +16,7 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use wharf_oci::Digest;
 
-use super::durable::write_atomic;
+use super::durable::{write_atomic, AtomicWrite, Fsync};
 use super::{blocking, read_dir_if_any, read_if_any};
 use crate::store::state::QuotaLedger;
 use crate::store::{StoreError, StoreResult};
@@ -99,7 +100,14 @@ impl QuotaLedger for FsQuotas {
                 &dir.join("usage"),
                 used.saturating_add(size).to_string().as_bytes(),
             )?;
-            write_atomic(&mark, size.to_string().as_bytes())?;
+            // Not fsynced: a mark a crash loses leaves the figure high (the blob is
+            // charged again at its next link), never low.
+            AtomicWrite {
+                sync: Fsync::Skip,
+                sync_dir: false,
+                ..AtomicWrite::DURABLE
+            }
+            .replace(&mark, size.to_string().as_bytes())?;
             Ok(Ok(()))
         })
         .await?
