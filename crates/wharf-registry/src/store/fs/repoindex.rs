@@ -35,8 +35,11 @@ pub struct RepoIndex {
     lock_file: PathBuf,
     top: PathBuf,
     /// The last index read, by the file's identity (replaced whole, so a new inode).
-    cached: Mutex<Option<((u64, u128), Arc<Index>)>>,
+    cached: Mutex<Option<(FileId, Arc<Index>)>>,
 }
+
+/// A file's inode and mtime: what changes when it is replaced.
+type FileId = (u64, u128);
 
 fn nanos(t: SystemTime) -> u128 {
     t.duration_since(UNIX_EPOCH)
