@@ -138,7 +138,11 @@ impl Service for Core {
         repo: &RepoName,
     ) -> Result<Option<RepositoryDeleted>> {
         self.check_delete()?;
-        self.remove_repository(o, repo).await
+        let deleted = self.remove_repository(o, repo).await?;
+        if deleted.is_some() {
+            self.recount_quotas_of(repo).await?;
+        }
+        Ok(deleted)
     }
 
     async fn blob(
@@ -156,7 +160,11 @@ impl Service for Core {
 
     async fn delete_blob(&self, _: &Origin, repo: &RepoName, digest: &Digest) -> Result<bool> {
         self.check_delete()?;
-        Ok(self.store.meta.unlink_blob(repo, digest).await?)
+        let unlinked = self.store.meta.unlink_blob(repo, digest).await?;
+        if unlinked {
+            self.recount_quotas_of(repo).await?;
+        }
+        Ok(unlinked)
     }
 
     async fn start_upload(&self, _: &Origin, repo: &RepoName) -> Result<Uuid> {

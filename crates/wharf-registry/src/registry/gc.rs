@@ -183,6 +183,9 @@ impl Core {
                 ("bytes_freed", report.bytes_freed),
             ];
             self.record_run("gc", started.elapsed(), &figures).await;
+            if !report.blobs.is_empty() {
+                self.recount_after_gc().await;
+            }
         }
         Ok(report)
     }

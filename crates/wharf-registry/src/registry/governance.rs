@@ -1,21 +1,16 @@
 //! Immutable tags and byte quotas: the rules a push or delete must pass, and a read-only
 //! summary of every governance rule for front ends (the web UI).
 //!
-//! Quota usage is the sum of the distinct blobs linked in every repository a rule's globs
-//! match, read from the store's links at each check: other processes push into the same
-//! store, so a count kept in memory would drift. Only blob sizes are cached, and those
-//! never change (a digest names its bytes).
-
-use std::collections::HashSet;
+//! Quota usage is a figure kept in the store (see `registry::quotas`); only blob sizes are
+//! cached in memory, and those never change (a digest names its bytes).
 
 use dashmap::DashMap;
 use serde::Serialize;
 use wharf_oci::{Digest, ErrorCode, RepoName, Tag};
 
 use super::{Core, Error, Result};
-use wharf_oci::units::human_bytes;
 
-use crate::config::governance::{globs, QuotaRule};
+use crate::config::governance::globs;
 
 /// Sizes of blobs seen, by digest: content-addressed, so never stale.
 #[derive(Default)]
@@ -59,6 +54,25 @@ impl Core {
         ))
     }
 
+    /// The exclusive lock of `tag` when an immutable rule covers it: held from the check
+    /// of its current target to the put that moves it. None for a mutable tag.
+    pub(super) async fn immutable_tag_lock(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+    ) -> Result<Option<crate::store::Guard>> {
+        let covered = self
+            .governance
+            .immutable
+            .iter()
+            .any(|r| r.matches(repo.as_str(), tag.as_str()));
+        if !covered {
+            return Ok(None);
+        }
+        let name = format!("tag/{repo}:{tag}");
+        Ok(Some(self.store.locks.exclusive(&name).await?))
+    }
+
     /// Refuse deleting a manifest that an immutable tag points at (the delete would take
     /// the tag with it).
     pub(super) async fn check_manifest_deletable(
@@ -80,62 +94,8 @@ impl Core {
         Ok(())
     }
 
-    /// Whether any quota covers `repo` (so uploads into it must be measured first).
-    pub fn quota_applies(&self, repo: &RepoName) -> bool {
-        self.governance
-            .quotas
-            .iter()
-            .any(|q| q.matches(repo.as_str()))
-    }
-
-    /// Refuse linking a blob of `size` into `repo` when that would take a quota over its
-    /// bytes. A blob the quota's repositories already link costs nothing.
-    pub async fn check_quota(&self, repo: &RepoName, digest: &Digest, size: u64) -> Result<()> {
-        for rule in self
-            .governance
-            .quotas
-            .iter()
-            .filter(|q| q.matches(repo.as_str()))
-        {
-            let (used, linked) = self.quota_usage(rule, Some(digest)).await?;
-            if linked {
-                continue;
-            }
-            if used.saturating_add(size) > rule.bytes {
-                return Err(Error::refused(
-                    ErrorCode::Denied,
-                    format!(
-                        "quota {} for {}, used {}: a blob of {} does not fit",
-                        human_bytes(rule.bytes),
-                        globs(&rule.repositories),
-                        human_bytes(used),
-                        human_bytes(size)
-                    ),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// Bytes of the distinct blobs linked in the rule's repositories, and whether `probe`
-    /// is among them. The set borrows the store's listings: no digest is copied.
-    async fn quota_usage(&self, rule: &QuotaRule, probe: Option<&Digest>) -> Result<(u64, bool)> {
-        let all = self.store.meta.all_blob_links().await?;
-        let mut linked: HashSet<&Digest> = HashSet::new();
-        for (name, links) in &all {
-            if rule.matches(name) {
-                linked.extend(links.iter());
-            }
-        }
-        let mut used = 0u64;
-        for d in &linked {
-            used = used.saturating_add(self.blob_size(d).await?);
-        }
-        Ok((used, probe.is_some_and(|p| linked.contains(p))))
-    }
-
     /// A blob's size, 0 if it is gone (a dangling link takes no space).
-    async fn blob_size(&self, digest: &Digest) -> Result<u64> {
+    pub(super) async fn blob_size(&self, digest: &Digest) -> Result<u64> {
         if let Some(s) = self.sizes.0.get(digest) {
             return Ok(*s);
         }
@@ -153,7 +113,7 @@ impl Core {
         let g = &self.governance;
         let mut quotas = Vec::new();
         for q in &g.quotas {
-            let (used, _) = self.quota_usage(q, None).await?;
+            let used = self.quota_figure(q).await?;
             quotas.push(QuotaSummary {
                 repositories: q.repositories.iter().map(|r| r.as_str().into()).collect(),
                 bytes: q.bytes,
@@ -228,7 +188,7 @@ pub struct QuotaSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::governance::Governance;
+    use crate::config::governance::{Governance, QuotaRule};
     use crate::store::ByteStream;
     use bytes::Bytes;
     use std::sync::Arc;

@@ -72,22 +72,22 @@ fn page<T>(items: Vec<T>, offset: usize, n: usize) -> Vec<T> {
 }
 
 impl Registry {
-    /// The repositories `visible` admits, sorted, `n` from `offset`, each summarised.
+    /// The repositories whose name contains `search` (all for "") that `visible` admits,
+    /// sorted, `n` from `offset`, each summarised. The search is the store's (an index).
     pub async fn repository_list(
         &self,
+        search: &str,
         visible: &(dyn Fn(&str) -> bool + Sync),
         sort: RepoSort,
         offset: usize,
         n: usize,
     ) -> Result<Listing<RepoSummary>> {
         let meta = &self.core().store.meta;
-        let names: Vec<String> = meta
-            .list_repos(None, None)
-            .await?
-            .items
-            .into_iter()
-            .filter(|r| visible(r))
-            .collect();
+        let found = match search {
+            "" => meta.list_repos(None, None).await?.items,
+            s => meta.search_repos(s).await?,
+        };
+        let names: Vec<String> = found.into_iter().filter(|r| visible(r)).collect();
         let total = names.len();
         let mut known: HashMap<String, Pushes> = HashMap::new();
         let chosen = match sort {

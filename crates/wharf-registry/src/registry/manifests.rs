@@ -115,6 +115,12 @@ impl Core {
             }
             vec![event]
         });
+        // An immutable tag's check and put run alone across every process, so that of
+        // racing first pushes exactly one digest wins (taken before the writer lock).
+        let _tag = match tag {
+            Some(t) => self.immutable_tag_lock(repo, t).await?,
+            None => None,
+        };
         {
             // Check, retain and publish under the writer lock, so that a collection either
             // saw this manifest or sees everything it needs retained after its mark began,

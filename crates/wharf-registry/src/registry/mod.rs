@@ -14,6 +14,8 @@ pub mod events;
 mod flight;
 pub mod gc;
 pub mod gc_queue;
+#[cfg(test)]
+mod govern_races;
 pub mod governance;
 pub mod jobs;
 pub mod listing;
@@ -21,6 +23,7 @@ pub mod manifests;
 pub mod proxy;
 pub mod pulls;
 pub mod replication;
+pub mod quotas;
 pub mod reports;
 mod repositories;
 pub mod retention;

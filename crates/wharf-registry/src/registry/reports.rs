@@ -66,6 +66,19 @@ impl Core {
     }
 }
 
+/// A collector is synchronous. The filesystem's records answer without waiting; a
+/// database's are awaited on the runtime, with this worker handed over to the others
+/// meanwhile (a scrape is rare, and its reads are small).
+fn read_now<F: std::future::Future>(f: F) -> F::Output {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| h.block_on(f))
+        }
+        _ => futures::executor::block_on(f),
+    }
+}
+
 /// Exposes the stored figures at each scrape: `registry_gc_runs_total`,
 /// `registry_gc_bytes_freed_total`, `registry_gc_last_duration_seconds`, and so on.
 pub struct StoredRuns {
@@ -81,10 +94,7 @@ impl std::fmt::Debug for StoredRuns {
 impl Collector for StoredRuns {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         for (job, figures) in JOBS {
-            // A collector is synchronous. The filesystem's records answer without waiting,
-            // so this completes at once; a networked backend's would have to be read before
-            // the scrape encodes, not here.
-            let runs = futures::executor::block_on(load(&*self.records, job)).unwrap_or_default();
+            let runs = read_now(load(&*self.records, job)).unwrap_or_default();
             let counter = |encoder: &mut DescriptorEncoder, name: &str, help: &str, n: u64| {
                 let c = ConstCounter::new(n);
                 let m = encoder.encode_descriptor(name, help, None, c.metric_type())?;

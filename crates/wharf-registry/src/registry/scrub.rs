@@ -39,11 +39,24 @@ pub enum Kind {
     OrphanBlob,
     /// An upload untouched for longer than upload purging allows.
     StaleUpload,
+    /// A quota's stored usage that differs from a count of its links (a push that failed
+    /// between its charge and its link, files edited by hand): repair stores the count.
+    QuotaDrift,
+    /// The store's index of repository names disagrees with the repositories it holds
+    /// (another program wrote the tree): repair rewrites it.
+    StaleNameIndex,
 }
 
 impl Kind {
     pub fn is_problem(self) -> bool {
-        !matches!(self, Kind::OrphanBlob | Kind::StaleUpload | Kind::StaleLink)
+        !matches!(
+            self,
+            Kind::OrphanBlob
+                | Kind::StaleUpload
+                | Kind::StaleLink
+                | Kind::QuotaDrift
+                | Kind::StaleNameIndex
+        )
     }
 }
 
@@ -116,7 +129,7 @@ impl Core {
         // Repairs act on a store that holds still: no writer runs from here on, so nothing
         // pushed since the blobs were hashed is mistaken for damage. Hashing, the long part,
         // ran without the lock.
-        let _still = match opts.repair {
+        let still = match opts.repair {
             true => Some(self.store.locks.collector().await?),
             false => None,
         };
@@ -180,6 +193,18 @@ impl Core {
                 });
             }
         }
+        // Quota locks come before the writer lock, so never under the collector's.
+        drop(still);
+        self.check_quotas(opts.repair, &mut report).await?;
+        if self.store.meta.check_name_index(opts.repair).await? == Some(true) {
+            report.findings.push(Finding {
+                kind: Kind::StaleNameIndex,
+                repository: None,
+                subject: "_wharf/repositories.json".into(),
+                detail: "the index of repository names differs from the repositories stored".into(),
+                repaired: opts.repair.then(|| "rebuilt from the tree".into()),
+            });
+        }
         let figures = [
             ("blobs_checked", report.blobs_checked as u64),
             ("bytes_checked", report.bytes_checked),
@@ -187,6 +212,27 @@ impl Core {
         ];
         self.record_run("scrub", started.elapsed(), &figures).await;
         Ok(report)
+    }
+
+    /// Recount every quota and report each figure that drifted (storing the count with
+    /// repair).
+    async fn check_quotas(&self, repair: bool, report: &mut ScrubReport) -> Result<()> {
+        for q in self.recount_quotas(repair).await? {
+            let Some(recorded) = q.recorded.filter(|_| q.drifted()) else {
+                continue;
+            };
+            report.findings.push(Finding {
+                kind: Kind::QuotaDrift,
+                repository: None,
+                subject: q.repositories.clone(),
+                detail: format!(
+                    "usage recorded as {recorded} bytes, counted {} bytes from the links",
+                    q.counted
+                ),
+                repaired: repair.then(|| format!("usage set to {} bytes", q.counted)),
+            });
+        }
+        Ok(())
     }
 
     /// Re-hash every blob. Returns the ones whose bytes do not match, with why; unreadable

@@ -75,8 +75,23 @@ impl Core {
     /// The one way a stored blob becomes servable from `repo`: retained again under the
     /// writer lock, then linked, so that a collection either saw the link or sees the
     /// blob retained after its mark began. False (and nothing linked) if the blob is gone.
+    ///
+    /// Under a quota, the blob is charged here, holding the quota's lock until this
+    /// writer holds the writer lock: a blob that no longer fits is refused, and stays
+    /// unlinked for garbage collection; one whose link then fails stays charged (the
+    /// figure is high, never low, until a recount).
     pub(super) async fn publish_link(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        let quotas = self.quota_locks(repo).await?;
+        if !quotas.is_empty() {
+            let Some(size) = self.store.blobs.stat(digest).await? else {
+                return Ok(false);
+            };
+            self.charge_quotas(repo, digest, size).await?;
+        }
         let _writing = self.store.locks.writer().await?;
+        // Charged and now a writer: a recount (which takes the quota's lock, then the
+        // collector's) waits for this link, so the next charge may go ahead meanwhile.
+        drop(quotas);
         let gone = self
             .store
             .blobs

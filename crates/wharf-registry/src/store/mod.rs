@@ -13,6 +13,7 @@
 pub mod auditchain;
 pub mod fs;
 pub mod hashstate;
+pub mod keyed;
 pub mod layout;
 pub mod postgres;
 pub mod queue;
@@ -398,6 +399,20 @@ pub trait MetaStore: Send + Sync + 'static {
     ) -> StoreResult<()> {
         self.forget_repository(repo).await
     }
+    /// The repositories whose name contains `needle`, sorted (the UI's search). A backend
+    /// with an index on names overrides this scan of every name.
+    async fn search_repos(&self, needle: &str) -> StoreResult<Vec<String>> {
+        let all = self.list_repos(None, None).await?.items;
+        Ok(all.into_iter().filter(|r| r.contains(needle)).collect())
+    }
+
+    /// Compare a backend's index of repository names with the repositories it holds,
+    /// rewriting it with `repair`: Some(true) when it was missing or stale, None for a
+    /// backend that keeps no such index (scrub).
+    async fn check_name_index(&self, _repair: bool) -> StoreResult<Option<bool>> {
+        Ok(None)
+    }
+
     /// The review queues, where this store keeps them (PostgreSQL).
     fn review_queue(&self) -> Option<&dyn queue::ReviewQueue> {
         None
@@ -425,6 +440,11 @@ pub trait Locks: Send + Sync + 'static {
     /// A background job's lock, so that one job of a name runs at a time across every
     /// process on the store. None when another holder has it.
     async fn try_job(&self, name: &str) -> StoreResult<Option<Guard>>;
+    /// An exclusive lock on `name` (an immutable tag, a quota), waited for, across every
+    /// process on the store: the check and the write it guards run alone. Take it before
+    /// [`Locks::writer`], never while holding the writer lock, and several of them in
+    /// sorted order, so that no two holders wait on each other.
+    async fn exclusive(&self, name: &str) -> StoreResult<Guard>;
 }
 
 /// The storage a registry runs on.
@@ -449,6 +469,9 @@ pub struct Store {
     /// change its events (the `*_reporting` methods of [`MetaStore`]). None: the log is
     /// `state`'s (or this host's), appended to after each change.
     pub events: Option<Arc<dyn state::EventLog>>,
+    /// Exact quota figures: files under `_wharf/quotas/` on this host's root (a bucket
+    /// without a database has one process), a table in PostgreSQL with a database.
+    pub quotas: Option<Arc<dyn state::QuotaLedger>>,
 }
 
 impl Store {
@@ -537,6 +560,12 @@ pub async fn open(
         let dir = fs::Layout::new(config.local_root()).wharf_dir();
         store.identity = Some(Arc::new(fs::FsState::new(dir)));
     }
+    if store.quotas.is_none() {
+        let dir = fs::Layout::new(config.local_root())
+            .wharf_dir()
+            .join("quotas");
+        store.quotas = Some(Arc::new(fs::FsQuotas::new(dir)));
+    }
     #[cfg(feature = "postgres")]
     if let Some(db) = database {
         store.identity = Some(Arc::new(postgres::open_identity(db)?));
@@ -544,6 +573,20 @@ pub async fn open(
         store.meta = meta.clone();
         store.pulls = Some(meta.clone());
         store.events = Some(meta);
+        let govern = Arc::new(postgres::open_govern(db)?);
+        store.quotas = Some(govern.clone());
+        // Reports and sign-out stamps become rows; the event log stays where it was (on
+        // S3, under this host's root, as the wiring would open it).
+        let log: Arc<dyn state::EventLog> = match store.state.take() {
+            Some(s) => s,
+            None => Arc::new(fs::FsState::new(
+                fs::Layout::new(config.local_root()).wharf_dir(),
+            )),
+        };
+        store.state = Some(Arc::new(state::SplitState {
+            records: govern,
+            log,
+        }));
         store.describe = format!("{} with metadata in {}", store.describe, db.describe());
         return Ok(store);
     }

@@ -178,3 +178,71 @@ pub trait AuditLog: Send + Sync + 'static {
     /// shows that records were cut from the end.
     async fn audit_head(&self) -> StoreResult<Option<(u64, String)>>;
 }
+
+/// The figures of exact quotas: for each quota (named by a key its rule derives), the
+/// blobs charged to it, each once with its size, and their total. A caller holds the
+/// quota's [`Locks::exclusive`](super::Locks::exclusive) lock from a read to the write
+/// that depends on it, so that racing pushes are charged one after the other. A failure
+/// between a charge and the link it pays for leaves the figure high, never low: a push
+/// can be refused early, never admitted over the limit; `wharf scrub` recounts.
+#[async_trait]
+pub trait QuotaLedger: Send + Sync + 'static {
+    /// The bytes charged; None before the quota was first counted.
+    async fn usage(&self, quota: &str) -> StoreResult<Option<u64>>;
+    /// Whether `digest` is charged already (linked in one of the quota's repositories).
+    async fn charged(&self, quota: &str, digest: &wharf_oci::Digest) -> StoreResult<bool>;
+    /// Charge a blob that is not charged yet: the usage grows by `size`.
+    async fn charge(&self, quota: &str, digest: &wharf_oci::Digest, size: u64) -> StoreResult<()>;
+    /// Replace the quota's figures with a recount: exactly `blobs` are charged. Returns
+    /// the usage it replaced (None if there was none).
+    async fn replace(
+        &self,
+        quota: &str,
+        blobs: &[(wharf_oci::Digest, u64)],
+    ) -> StoreResult<Option<u64>>;
+}
+
+/// Records from one backend and the event log from another: with a database, records are
+/// rows every replica reads, while the event log stays where the store keeps it.
+pub struct SplitState {
+    pub records: std::sync::Arc<dyn Records>,
+    pub log: std::sync::Arc<dyn EventLog>,
+}
+
+#[async_trait]
+impl Records for SplitState {
+    async fn get(&self, record: Record<'_>) -> StoreResult<Option<Vec<u8>>> {
+        self.records.get(record).await
+    }
+    async fn put(&self, record: Record<'_>, bytes: Vec<u8>) -> StoreResult<()> {
+        self.records.put(record, bytes).await
+    }
+}
+
+#[async_trait]
+impl EventLog for SplitState {
+    async fn append(&self, event: Vec<u8>) -> StoreResult<u64> {
+        self.log.append(event).await
+    }
+    async fn read(&self, seq: u64) -> StoreResult<Option<Vec<u8>>> {
+        self.log.read(seq).await
+    }
+    async fn newest(&self) -> StoreResult<u64> {
+        self.log.newest().await
+    }
+    async fn first_from(&self, seq: u64) -> StoreResult<Option<u64>> {
+        self.log.first_from(seq).await
+    }
+    async fn trim(&self, keep: usize, age: Duration, delivered: u64) -> StoreResult<usize> {
+        self.log.trim(keep, age, delivered).await
+    }
+    async fn cursor(&self, endpoint: &str) -> StoreResult<Option<u64>> {
+        self.log.cursor(endpoint).await
+    }
+    async fn save_cursor(&self, endpoint: &str, seq: u64) -> StoreResult<()> {
+        self.log.save_cursor(endpoint, seq).await
+    }
+    async fn try_lease(&self, endpoint: &str) -> StoreResult<Option<Guard>> {
+        self.log.try_lease(endpoint).await
+    }
+}

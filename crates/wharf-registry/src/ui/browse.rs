@@ -50,17 +50,17 @@ pub async fn repositories(State(ui): State<Arc<Ui>>, headers: HeaderMap, q: Para
         ""
     };
     let mut number = page_number(&q);
-    let visible = |r: &str| (search.is_empty() || r.contains(&search)) && ui.may_pull(&who, r);
+    let visible = |r: &str| ui.may_pull(&who, r);
     let registry = &ui.app.registry;
     let mut listing = registry
-        .repository_list(&visible, sort, (number - 1) * PAGE, PAGE)
+        .repository_list(&search, &visible, sort, (number - 1) * PAGE, PAGE)
         .await;
     // A page past the end (the list shrank since the link was made): show the last one.
     if let Ok(l) = &listing {
         if l.items.is_empty() && l.total > 0 {
             number = l.total.div_ceil(PAGE);
             listing = registry
-                .repository_list(&visible, sort, (number - 1) * PAGE, PAGE)
+                .repository_list(&search, &visible, sort, (number - 1) * PAGE, PAGE)
                 .await;
         }
     }

@@ -20,6 +20,7 @@ mod database_s3;
 mod events;
 mod events_database;
 mod governance;
+mod governance_replicas;
 mod http_edges;
 mod identity;
 mod identity_replicas;

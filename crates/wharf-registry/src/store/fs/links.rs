@@ -79,7 +79,7 @@ impl LinkTree {
         Ok(())
     }
 
-    /// The directory's children and whether it is a repository (as `walk_repos` decides:
+    /// The directory's children and whether it is a repository (as `repoindex::walk` decides:
     /// it holds `_layers` or `_manifests`); None if it does not exist.
     fn listing(&self, dir: &Path) -> io::Result<Option<(Arc<Vec<String>>, bool)>> {
         let Some(now) = mtime(dir)? else {

@@ -17,7 +17,9 @@ use async_trait::async_trait;
 use tokio::sync::RwLock;
 
 use super::blocking;
+use crate::store::keyed::KeyedMutex;
 use crate::store::{Guard, Locks, StoreResult};
+use wharf_oci::Digest;
 
 const GC: &str = "gc.lock";
 const GATE: &str = "gate.lock";
@@ -29,6 +31,7 @@ pub struct FsLocks {
     /// another process's collector queue here, not in blocking threads that the writers
     /// already inside need to finish.
     entering: tokio::sync::Mutex<()>,
+    keyed: KeyedMutex,
 }
 
 impl FsLocks {
@@ -37,6 +40,7 @@ impl FsLocks {
             dir,
             fair: Arc::new(RwLock::new(())),
             entering: tokio::sync::Mutex::new(()),
+            keyed: KeyedMutex::default(),
         }
     }
 
@@ -107,6 +111,23 @@ impl Locks for FsLocks {
             Err(TryLockError::WouldBlock) => Ok(None),
             Err(TryLockError::Error(e)) => Err(e.into()),
         }
+    }
+
+    async fn exclusive(&self, name: &str) -> StoreResult<Guard> {
+        let local = self.keyed.lock(name).await;
+        // A name may hold any character; its hash makes a file name of fixed length.
+        let file = format!(
+            "key-{}.lock",
+            &Digest::sha256_of(name.as_bytes()).hex()[..32]
+        );
+        let dir = self.dir.clone();
+        let held = blocking(move || {
+            let f = Self::open(&dir, &file)?;
+            f.lock()?;
+            Ok(f)
+        })
+        .await?;
+        Ok(Box::new((local, held)))
     }
 }
 

@@ -40,19 +40,37 @@ pub struct FsMetaStore {
     links: Arc<super::links::LinkTree>,
     /// One rebuild at a time per process; others wait and reuse it.
     rebuilding: tokio::sync::Mutex<()>,
+    /// The repositories' names, kept in the store (`_wharf/repositories.json`).
+    names: Arc<super::repoindex::RepoIndex>,
 }
 
 impl FsMetaStore {
     /// `blobs` is where manifests' bytes are read from.
     pub fn new(layout: Layout, blobs: Arc<dyn BlobStore>) -> FsMetaStore {
         FsMetaStore {
-            layout,
             blobs,
             referrers: DashMap::new(),
             tag_lists: DashMap::new(),
             links: Arc::default(),
             rebuilding: tokio::sync::Mutex::new(()),
+            names: Arc::new(super::repoindex::RepoIndex::new(
+                &layout.wharf_dir(),
+                layout.repositories(),
+            )),
+            layout,
         }
+    }
+
+    /// Whether `_catalog` lists the repository yet (as `repoindex::walk` decides).
+    fn listed(&self, repo: &RepoName) -> bool {
+        let dir = self.layout.repo(repo);
+        dir.join("_layers").is_dir() || dir.join("_manifests").is_dir()
+    }
+
+    /// Record in the name index that `repo` gained its first link, or went.
+    async fn index_name(&self, repo: &RepoName, add: bool) -> StoreResult<()> {
+        let (names, name) = (self.names.clone(), repo.to_string());
+        Ok(blocking(move || names.update(&name, add)).await?)
     }
 
     /// The newest mtime of the repository's revision directories, or None if it has none.
@@ -141,40 +159,6 @@ fn remove_dir_durably(dir: &Path) -> io::Result<bool> {
     Ok(removed)
 }
 
-/// Names of repositories under `root`, found without descending into registry-internal
-/// (`_`-prefixed) directories. Distribution lists every directory holding `_layers`, so a
-/// repository with blobs but no manifest yet is listed too; one holding `_manifests` is
-/// listed as well.
-fn walk_repos(root: &Path, prefix: &str, out: &mut Vec<String>) -> io::Result<()> {
-    let entries = match fs::read_dir(root) {
-        Ok(it) => it,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    let mut listed = false;
-    for entry in entries {
-        let entry = entry?;
-        if !entry.file_type()?.is_dir() {
-            continue;
-        }
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name == "_layers" || name == "_manifests" {
-            if !listed && !prefix.is_empty() {
-                out.push(prefix.to_owned());
-                listed = true;
-            }
-        } else if !name.starts_with('_') {
-            let child = if prefix.is_empty() {
-                name
-            } else {
-                format!("{prefix}/{name}")
-            };
-            walk_repos(&entry.path(), &child, out)?;
-        }
-    }
-    Ok(())
-}
-
 /// `<dir>/<name>/current/link` targets, for every tag directory in `dir`.
 fn read_tags(dir: &Path) -> io::Result<Vec<(String, Result<Digest, String>)>> {
     let mut out = Vec::new();
@@ -212,6 +196,7 @@ impl MetaStore for FsMetaStore {
     async fn link_blob(&self, repo: &RepoName, digest: &Digest) -> StoreResult<()> {
         let link = self.layout.layer_link(repo, digest);
         let content = digest.to_string();
+        let first = !self.listed(repo);
         blocking(move || {
             if read_link(&link).ok().flatten().is_some() {
                 return Ok(());
@@ -219,6 +204,9 @@ impl MetaStore for FsMetaStore {
             write_atomic(&link, content.as_bytes())
         })
         .await?;
+        if first {
+            self.index_name(repo, true).await?;
+        }
         Ok(())
     }
 
@@ -283,6 +271,7 @@ impl MetaStore for FsMetaStore {
             .iter()
             .map(|c| self.layout.revision_link(repo, c))
             .collect();
+        let first = !self.listed(repo);
         blocking(move || {
             // An index retains its children's revisions, so a collection racing this put
             // does not take a child that only this index keeps.
@@ -300,6 +289,9 @@ impl MetaStore for FsMetaStore {
             Ok(())
         })
         .await?;
+        if first {
+            self.index_name(repo, true).await?;
+        }
         Ok(())
     }
 
@@ -419,15 +411,9 @@ impl MetaStore for FsMetaStore {
     }
 
     async fn list_repos(&self, last: Option<&str>, n: Option<usize>) -> StoreResult<Page> {
-        let root = self.layout.repositories();
-        let mut names = blocking(move || {
-            let mut out = Vec::new();
-            walk_repos(&root, "", &mut out)?;
-            Ok(out)
-        })
-        .await?;
-        names.sort_unstable();
-        Ok(paginate(names.into_iter(), last, n))
+        let index = self.names.clone();
+        let names = blocking(move || index.names()).await?;
+        Ok(paginate(names.iter().cloned(), last, n))
     }
 
     async fn referrers(&self, repo: &RepoName, subject: &Digest) -> StoreResult<Vec<Descriptor>> {
@@ -556,11 +542,20 @@ impl MetaStore for FsMetaStore {
         .await?;
         self.referrers.remove(repo);
         self.tag_lists.remove(repo);
-        Ok(())
+        self.index_name(repo, false).await
     }
 
     async fn remove_if_empty(&self, repo: &RepoName) -> StoreResult<bool> {
         let (dir, top) = (self.layout.repo(repo), self.layout.repositories());
-        Ok(blocking(move || super::remove_empty_repo(&dir, &top)).await?)
+        let removed = blocking(move || super::remove_empty_repo(&dir, &top)).await?;
+        if removed {
+            self.index_name(repo, false).await?;
+        }
+        Ok(removed)
+    }
+
+    async fn check_name_index(&self, repair: bool) -> StoreResult<Option<bool>> {
+        let index = self.names.clone();
+        Ok(Some(blocking(move || index.check(repair)).await?))
     }
 }

@@ -9,6 +9,8 @@ mod links;
 mod locks;
 mod meta;
 mod pulls;
+mod quotas;
+mod repoindex;
 mod state;
 mod upload;
 
@@ -18,6 +20,7 @@ use std::path::{Path, PathBuf};
 pub use blobs::FsBlobStore;
 pub use locks::FsLocks;
 pub use meta::FsMetaStore;
+pub use quotas::FsQuotas;
 pub use state::FsState;
 use wharf_oci::Digest;
 
@@ -61,6 +64,7 @@ pub fn open_with(
         Arc::new(FsBlobStore::new(layout.clone(), locks.clone()));
     let meta = Arc::new(FsMetaStore::new(layout.clone(), blobs.clone()));
     let state = Arc::new(FsState::new(layout.wharf_dir()));
+    let quotas = Arc::new(FsQuotas::new(layout.wharf_dir().join("quotas")));
     Ok(crate::store::Store {
         blobs,
         meta,
@@ -70,6 +74,7 @@ pub fn open_with(
         identity: Some(state.clone()),
         pulls: Some(state),
         events: None,
+        quotas: Some(quotas),
     })
 }
 
@@ -161,7 +166,7 @@ fn remove_empty_repo(dir: &Path, top: &Path) -> io::Result<bool> {
             return Ok(false);
         }
     }
-    // Listed as a repository only with one of these (see `walk_repos`).
+    // Listed as a repository only with one of these (see `repoindex::walk`).
     if !parts[0].is_dir() && !parts[1].is_dir() {
         return Ok(false);
     }

@@ -132,17 +132,20 @@ pub fn open_locks(config: &DatabaseConfig) -> Result<PgLocks, StoreError> {
         .disable_statement_logging();
     // A lock wait abandoned midway (its request cancelled) still ends in a granted lock on
     // a connection that goes back to the pool: nothing leaves the pool holding one.
-    let pool = config
-        .pool_options()
-        .after_release(|conn, _| {
-            Box::pin(async move {
-                use sqlx::Executor;
-                conn.execute("SELECT pg_advisory_unlock_all()").await?;
-                Ok(true)
+    let pool_of = |options| {
+        config
+            .pool_options()
+            .after_release(|conn, _| {
+                Box::pin(async move {
+                    use sqlx::Executor;
+                    conn.execute("SELECT pg_advisory_unlock_all()").await?;
+                    Ok(true)
+                })
             })
-        })
-        .connect_lazy_with(options);
-    Ok(PgLocks::new(pool, config.describe()))
+            .connect_lazy_with(options)
+    };
+    let keyed = pool_of(options.clone());
+    Ok(PgLocks::new(pool_of(options), keyed, config.describe()))
 }
 
 /// Failed-login counters every replica shares (a pool of their own: logins must not wait
@@ -165,4 +168,11 @@ pub fn open_meta(
 pub fn open_identity(config: &DatabaseConfig) -> Result<super::identity::PgIdentity, StoreError> {
     let pool = config.lazy_pool().map_err(StoreError::NotAStore)?;
     Ok(super::identity::PgIdentity::new(pool, config.describe()))
+}
+
+/// Quota figures and small records (reports, sign-out stamps), on a pool of their own: a
+/// quota check must not wait behind the metadata queries of uploads in flight.
+pub fn open_govern(config: &DatabaseConfig) -> Result<super::govern::PgGovern, StoreError> {
+    let pool = config.lazy_pool().map_err(StoreError::NotAStore)?;
+    Ok(super::govern::PgGovern::new(pool, config.describe()))
 }

@@ -16,10 +16,16 @@ use tokio::runtime::RuntimeFlavor;
 use wharf_oci::Digest;
 
 use super::store_error;
+use crate::store::keyed::KeyedMutex;
 use crate::store::{Guard, Locks, StoreResult};
 
 pub struct PgLocks {
     pool: PgPool,
+    /// The connections of [`Locks::exclusive`]'s locks. Their holders go on to take the
+    /// writer lock; were both on one pool, holders of distinct names could take every
+    /// connection and wait forever for one more.
+    keyed_pool: PgPool,
+    keyed: KeyedMutex,
     describe: String,
 }
 
@@ -72,19 +78,28 @@ impl Drop for Held {
 }
 
 impl PgLocks {
-    pub fn new(pool: PgPool, describe: String) -> PgLocks {
-        PgLocks { pool, describe }
+    pub fn new(pool: PgPool, keyed_pool: PgPool, describe: String) -> PgLocks {
+        PgLocks {
+            pool,
+            keyed_pool,
+            keyed: KeyedMutex::default(),
+            describe,
+        }
     }
 
     /// A connection of the lock pool. When every one is taken, by holders and by waiters
     /// queued behind a collector, the database is up and a lock is busy: keep waiting, as
     /// a lock waits, instead of failing the write as unavailable.
     async fn connection(&self) -> StoreResult<PoolConnection<Postgres>> {
+        Self::connection_of(&self.pool, &self.describe).await
+    }
+
+    async fn connection_of(pool: &PgPool, describe: &str) -> StoreResult<PoolConnection<Postgres>> {
         loop {
-            match self.pool.acquire().await {
+            match pool.acquire().await {
                 Ok(c) => return Ok(c),
-                Err(sqlx::Error::PoolTimedOut) if self.pool.size() > 0 => continue,
-                Err(e) => return Err(store_error(&self.describe, e)),
+                Err(sqlx::Error::PoolTimedOut) if pool.size() > 0 => continue,
+                Err(e) => return Err(store_error(describe, e)),
             }
         }
     }
@@ -143,6 +158,26 @@ impl Locks for PgLocks {
                 wait: true,
             }) as Guard
         }))
+    }
+
+    async fn exclusive(&self, name: &str) -> StoreResult<Guard> {
+        // One task of this process waits on the database per name; the rest queue here.
+        let local = self.keyed.lock(name).await;
+        let mut conn = Self::connection_of(&self.keyed_pool, &self.describe).await?;
+        let key = key(&format!("exclusive/{name}"));
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(key)
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| store_error(&self.describe, e))?;
+        let held = Held {
+            conn: Some(conn),
+            unlock: "SELECT pg_advisory_unlock($1)",
+            key,
+            // The next holder, often on another replica, waits for this release.
+            wait: true,
+        };
+        Ok(Box::new((held, local)))
     }
 }
 

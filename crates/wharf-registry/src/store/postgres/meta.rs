@@ -23,6 +23,8 @@ pub struct PgMetaStore {
     describe: String,
     /// Pending migrations are applied once, when the database is first reached.
     migrated: OnceCell<()>,
+    /// Tag lists by repository id, with the `tags_version` they were read at.
+    pub(super) tag_lists: dashmap::DashMap<i64, (i64, Arc<Vec<String>>)>,
 }
 
 pub(super) fn digests(ds: &[Digest]) -> Vec<String> {
@@ -72,6 +74,7 @@ impl PgMetaStore {
             blobs,
             describe,
             migrated: OnceCell::new(),
+            tag_lists: dashmap::DashMap::new(),
         }
     }
 
@@ -403,20 +406,11 @@ impl MetaStore for PgMetaStore {
         last: Option<&str>,
         n: Option<usize>,
     ) -> StoreResult<Option<Page>> {
-        let Some(id) = self.repo_id(repo).await? else {
-            return Ok(None);
-        };
-        let names: Vec<String> = sqlx::query_scalar(
-            "SELECT name FROM tags WHERE repository_id = $1 AND ($2::text IS NULL OR name > $2)
-             ORDER BY name LIMIT $3",
-        )
-        .bind(id)
-        .bind(last)
-        .bind(limit(n))
-        .fetch_all(self.db().await?)
-        .await
-        .map_err(self.err())?;
-        Ok(Some(page(names, n)))
+        self.tags_listed(repo, last, n).await
+    }
+
+    async fn search_repos(&self, needle: &str) -> StoreResult<Vec<String>> {
+        self.search_names(needle).await
     }
 
     async fn list_repos(&self, last: Option<&str>, n: Option<usize>) -> StoreResult<Page> {

@@ -51,6 +51,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("migrations/0007_events.up.sql"),
         include_str!("migrations/0007_events.down.sql"),
     ),
+    (
+        8,
+        "quotas, records, listings",
+        include_str!("migrations/0008_governance_state.up.sql"),
+        include_str!("migrations/0008_governance_state.down.sql"),
+    ),
 ];
 
 #[derive(Debug)]

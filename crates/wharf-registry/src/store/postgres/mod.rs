@@ -16,11 +16,15 @@ mod connect;
 #[cfg(feature = "postgres")]
 mod events;
 #[cfg(feature = "postgres")]
+mod govern;
+#[cfg(feature = "postgres")]
 mod identity;
 #[cfg(feature = "postgres")]
 mod import;
 #[cfg(feature = "postgres")]
 mod limits;
+#[cfg(feature = "postgres")]
+mod listing;
 #[cfg(feature = "postgres")]
 mod locks;
 #[cfg(feature = "postgres")]
@@ -41,7 +45,7 @@ use std::time::Duration;
 #[cfg(feature = "postgres")]
 pub(crate) use connect::store_error;
 #[cfg(feature = "postgres")]
-pub use connect::{open_failures, open_identity, open_locks, open_meta, probe};
+pub use connect::{open_failures, open_govern, open_identity, open_locks, open_meta, probe};
 #[cfg(feature = "postgres")]
 pub use import::{import, ImportReport};
 #[cfg(feature = "postgres")]

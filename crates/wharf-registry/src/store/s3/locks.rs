@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use tokio::sync::RwLock;
 use wharf_oci::sync::lock;
 
+use crate::store::keyed::KeyedMutex;
 use crate::store::{Guard, Locks, StoreResult};
 
 #[derive(Default)]
@@ -17,6 +18,7 @@ pub struct LocalLocks {
     /// collector stops new writers, as the protocol requires.
     gate: Arc<RwLock<()>>,
     jobs: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    keyed: KeyedMutex,
 }
 
 #[async_trait]
@@ -32,6 +34,10 @@ impl Locks for LocalLocks {
     async fn try_job(&self, name: &str) -> StoreResult<Option<Guard>> {
         let job = lock(&self.jobs).entry(name.to_owned()).or_default().clone();
         Ok(job.try_lock_owned().ok().map(|g| Box::new(g) as Guard))
+    }
+
+    async fn exclusive(&self, name: &str) -> StoreResult<Guard> {
+        Ok(Box::new(self.keyed.lock(name).await))
     }
 }
 

@@ -125,6 +125,7 @@ pub async fn open(config: &S3Config, locks: Option<Arc<dyn Locks>>) -> StoreResu
         identity: None,
         pulls: None,
         events: None,
+        quotas: None,
     })
 }
 
