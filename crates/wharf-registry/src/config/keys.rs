@@ -129,6 +129,8 @@ const WHARF_EXTENSIONS: &[&str] = &[
     "auth.htpasswd.token.certificate",
     "auth.htpasswd.token.key",
     "proxy.upstreams.*.prefix",
+    "proxy.upstreams.*.host",
+    "proxy.upstreams.*.default",
     "proxy.upstreams.*.remoteurl",
     "proxy.upstreams.*.username",
     "proxy.upstreams.*.password",

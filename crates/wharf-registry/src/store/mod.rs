@@ -18,6 +18,7 @@ pub mod postgres;
 pub mod queue;
 pub mod s3;
 pub mod state;
+pub mod tagchecks;
 #[cfg(any(test, feature = "testsuite"))]
 pub mod suite;
 
@@ -123,6 +124,12 @@ pub trait BlobStore: Send + Sync + 'static {
         from: u64,
         to: u64,
     ) -> StoreResult<ByteStream>;
+    /// The digest of what the upload holds, when the store has it without reading the
+    /// bytes back (its running hash); None otherwise. A pull-through fill checks content
+    /// with it before `commit` makes it durable, so its clients need not wait for that.
+    async fn upload_digest(&self, _repo: &RepoName, _id: Uuid) -> StoreResult<Option<Digest>> {
+        Ok(None)
+    }
     /// Verify the upload against `expected`, make it durable and visible. Returns the size.
     async fn commit(&self, repo: &RepoName, id: Uuid, expected: &Digest) -> StoreResult<u64>;
     async fn cancel(&self, repo: &RepoName, id: Uuid) -> StoreResult<()>;
@@ -403,6 +410,10 @@ pub struct Store {
     /// Each repository's pull count: files under `_wharf/` on a filesystem, a table in
     /// PostgreSQL when `database:` is set, none in a bucket alone.
     pub pulls: Option<Arc<dyn state::PullCounts>>,
+    /// When the pull-through cache last confirmed each tag upstream: files under
+    /// `_wharf/` on a filesystem, a table in PostgreSQL, none in a bucket alone (the
+    /// cache then keeps them in memory; a bucket without a database has one replica).
+    pub tag_checks: Option<Arc<dyn tagchecks::TagChecks>>,
 }
 
 impl Store {
@@ -496,7 +507,8 @@ pub async fn open(
         store.identity = Some(Arc::new(postgres::open_identity(db)?));
         let meta = Arc::new(postgres::open_meta(db, store.blobs.clone())?);
         store.meta = meta.clone();
-        store.pulls = Some(meta);
+        store.pulls = Some(meta.clone());
+        store.tag_checks = Some(meta);
         store.describe = format!("{} with metadata in {}", store.describe, db.describe());
         return Ok(store);
     }

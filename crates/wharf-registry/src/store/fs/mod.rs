@@ -69,6 +69,9 @@ pub fn open_with(
         state: Some(state.clone()),
         identity: Some(state.clone()),
         pulls: Some(state),
+        tag_checks: Some(Arc::new(crate::store::tagchecks::FsTagChecks::new(
+            layout.wharf_dir().join("proxy-checked"),
+        ))),
     })
 }
 

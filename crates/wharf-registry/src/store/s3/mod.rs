@@ -124,6 +124,7 @@ pub async fn open(config: &S3Config, locks: Option<Arc<dyn Locks>>) -> StoreResu
         state: None,
         identity: None,
         pulls: None,
+        tag_checks: None,
     })
 }
 
