@@ -167,7 +167,11 @@ impl ProxyFile {
             ));
         }
         let hosts: Vec<_> = upstreams.iter().filter_map(|u| u.host.as_ref()).collect();
-        if let Some(dup) = hosts.iter().enumerate().find(|(i, h)| hosts[..*i].contains(h)) {
+        if let Some(dup) = hosts
+            .iter()
+            .enumerate()
+            .find(|(i, h)| hosts[..*i].contains(h))
+        {
             return Err(bad(
                 "proxy.upstreams.*.host".into(),
                 format!("{} is named by two upstreams", dup.1),
@@ -253,7 +257,10 @@ mod tests {
         let yaml = "proxy:\n  upstreams:\n    - host: GHCR.io\n      remoteurl: https://ghcr.io\n    - host: quay.io\n      remoteurl: https://quay.io\n      default: true\n    - prefix: hub/\n      remoteurl: https://registry-1.docker.io\n";
         let proxy = load(yaml, &[]).unwrap().unwrap();
         let hosts: Vec<_> = proxy.upstreams.iter().map(|u| u.host.clone()).collect();
-        assert_eq!(hosts, [Some("ghcr.io".into()), Some("quay.io".into()), None]);
+        assert_eq!(
+            hosts,
+            [Some("ghcr.io".into()), Some("quay.io".into()), None]
+        );
         assert_eq!(proxy.upstreams[0].prefix, "ghcr.io/");
         assert!(proxy.upstreams[1].default && !proxy.upstreams[0].default);
         for (bad, key) in [

@@ -18,9 +18,9 @@ pub mod postgres;
 pub mod queue;
 pub mod s3;
 pub mod state;
-pub mod tagchecks;
 #[cfg(any(test, feature = "testsuite"))]
 pub mod suite;
+pub mod tagchecks;
 
 use std::io;
 use std::ops::RangeInclusive;

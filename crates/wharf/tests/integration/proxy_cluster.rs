@@ -68,7 +68,10 @@ fn eight_cold_pulls_fetch_once(dir: &Path, upstream: &Served, hosts: &[String], 
         })
         .collect();
     for p in pulls {
-        ok(p.join().unwrap(), "a concurrent skopeo copy through a mirror");
+        ok(
+            p.join().unwrap(),
+            "a concurrent skopeo copy through a mirror",
+        );
     }
     let gets = blob_gets(&upstream.log());
     let fetched = &gets[gets_before..];

@@ -42,7 +42,10 @@ fn push(cfg: &Path, upstream: &Served, repo: &str, tag: &str, extra: &[(&str, &s
 /// The digest the upstream serves for `repo:tag`.
 fn upstream_digest(upstream: &Served, repo: &str, tag: &str) -> String {
     let resp = http_client()
-        .head(format!("http://{}/v2/{repo}/manifests/{tag}", upstream.host()))
+        .head(format!(
+            "http://{}/v2/{repo}/manifests/{tag}",
+            upstream.host()
+        ))
         .basic_auth(USER, Some(PASSWORD))
         .header("Accept", ACCEPT)
         .send()
@@ -75,7 +78,9 @@ struct Containerd {
 
 fn ctr(address: &Path) -> Command {
     let mut c = Command::new("ctr");
-    c.arg("--address").arg(address).args(["-n", "wharf-mirror-test"]);
+    c.arg("--address")
+        .arg(address)
+        .args(["-n", "wharf-mirror-test"]);
     c
 }
 
@@ -183,10 +188,7 @@ fn ctr_pulls_two_upstreams_through_one_mirror_with_no_prefix() {
             .output()
             .unwrap();
         ok(out, &format!("ctr images pull {image} through the mirror"));
-        let listed = ctr(&cd.address)
-            .args(["images", "ls"])
-            .output()
-            .unwrap();
+        let listed = ctr(&cd.address).args(["images", "ls"]).output().unwrap();
         let listed = ok(listed, "ctr images ls");
         let want = upstream_digest(upstream, repo, tag);
         let line = listed
@@ -216,7 +218,10 @@ fn ctr_pulls_two_upstreams_through_one_mirror_with_no_prefix() {
     // A host the mirror has no upstream for, and no default: a spec error that says
     // which key to add.
     let resp = http_client()
-        .get(format!("http://{}/v2/team/app/manifests/v1?ns=quay.io", m.host()))
+        .get(format!(
+            "http://{}/v2/team/app/manifests/v1?ns=quay.io",
+            m.host()
+        ))
         .send()
         .unwrap();
     assert_eq!(resp.status(), 404);
@@ -312,7 +317,10 @@ fn eight_concurrent_cold_pulls_through_the_transparent_mirror_fetch_each_blob_on
         })
         .collect();
     for p in pulls {
-        ok(p.join().unwrap(), "a concurrent skopeo copy through the mirror");
+        ok(
+            p.join().unwrap(),
+            "a concurrent skopeo copy through the mirror",
+        );
     }
     let gets = blob_gets(&b.log());
     let fetched = &gets[gets_before..];

@@ -288,7 +288,11 @@ impl FillJob {
             };
             // Checked by the running hash, before the commit's fsync: clients get their
             // last byte now, and the cache becomes durable behind them.
-            match blobs.upload_digest(&self.repo, id).await.map_err(store_failed)? {
+            match blobs
+                .upload_digest(&self.repo, id)
+                .await
+                .map_err(store_failed)?
+            {
                 Some(actual) if actual != self.digest => return Err(mismatch(&actual)),
                 Some(_) => {
                     let _ = tx.send(State::Writing {

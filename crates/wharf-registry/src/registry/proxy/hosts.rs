@@ -132,7 +132,9 @@ mod tests {
         );
         let e = name(&hosts, "x", Some("Quay.io")).unwrap_err();
         assert_eq!(e, UnknownHost("quay.io".into()));
-        assert!(e.to_string().contains("{host: quay.io, remoteurl: https://quay.io}"));
+        assert!(e
+            .to_string()
+            .contains("{host: quay.io, remoteurl: https://quay.io}"));
     }
 
     #[test]

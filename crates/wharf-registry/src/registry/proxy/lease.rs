@@ -47,7 +47,10 @@ pub struct Held {
 /// The lease of a fetch of `what` (a digest, a `repo@digest`): a name fit for a lock
 /// file, the same in every process.
 pub fn name(kind: &str, what: &str) -> String {
-    format!("proxy-{kind}-{}", &wharf_oci::Digest::sha256_of(what.as_bytes()).hex()[..32])
+    format!(
+        "proxy-{kind}-{}",
+        &wharf_oci::Digest::sha256_of(what.as_bytes()).hex()[..32]
+    )
 }
 
 /// Take the lease `name`, or wait until `ready` finds the content its holder fetched.
@@ -86,7 +89,11 @@ where
         }
         drop(permit);
         if started.elapsed() > WAIT_AT_MOST {
-            tracing::warn!(lease = name, "another process has held the fetch lease for {} s without result; giving up on it", WAIT_AT_MOST.as_secs());
+            tracing::warn!(
+                lease = name,
+                "another process has held the fetch lease for {} s without result; giving up on it",
+                WAIT_AT_MOST.as_secs()
+            );
             return Err(StoreError::Unavailable(format!(
                 "another process has been fetching this for over {} s",
                 WAIT_AT_MOST.as_secs()
@@ -94,7 +101,10 @@ where
             .into());
         }
         if !logged {
-            tracing::debug!(lease = name, "another process is fetching this; waiting for it");
+            tracing::debug!(
+                lease = name,
+                "another process is fetching this; waiting for it"
+            );
             logged = true;
         }
         tokio::time::sleep(POLL).await;
@@ -117,9 +127,11 @@ mod tests {
         let b = Arc::new(FsLocks::new(dir.path().to_path_buf()));
         let slots = Arc::new(Semaphore::new(MAX_HELD));
         let stored = Arc::new(AtomicBool::new(false));
-        let ready = |s: Arc<AtomicBool>| move || {
-            let s = s.clone();
-            async move { Ok::<_, StoreError>(s.load(Ordering::SeqCst).then_some(7u32)) }
+        let ready = |s: Arc<AtomicBool>| {
+            move || {
+                let s = s.clone();
+                async move { Ok::<_, StoreError>(s.load(Ordering::SeqCst).then_some(7u32)) }
+            }
         };
         let Leased::Mine(held) = lease_or_wait(&a, &slots, "x", ready(stored.clone()))
             .await
@@ -129,13 +141,19 @@ mod tests {
         };
         let (b2, slots2, stored2) = (b.clone(), slots.clone(), stored.clone());
         let follower = tokio::spawn(async move {
-            match lease_or_wait(&*b2, &slots2, "x", ready(stored2)).await.unwrap() {
+            match lease_or_wait(&*b2, &slots2, "x", ready(stored2))
+                .await
+                .unwrap()
+            {
                 Leased::Done(v) => v,
                 Leased::Mine(_) => panic!("the follower fetched as well"),
             }
         });
         tokio::time::sleep(Duration::from_millis(200)).await;
-        assert!(!follower.is_finished(), "the follower waits for the content");
+        assert!(
+            !follower.is_finished(),
+            "the follower waits for the content"
+        );
         stored.store(true, Ordering::SeqCst);
         drop(held);
         assert_eq!(follower.await.unwrap(), 7);

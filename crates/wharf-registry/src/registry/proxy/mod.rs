@@ -185,7 +185,6 @@ impl Proxy {
     pub fn refuses_writes(&self, repo: &RepoName) -> bool {
         self.route(repo).is_some()
     }
-
 }
 
 impl ProxyLayer {
