@@ -109,80 +109,9 @@ impl ProxyFile {
             ));
         }
         for (i, u) in self.upstreams.unwrap_or_default().into_iter().enumerate() {
-            let key = |k: &str| format!("proxy.upstreams[{i}].{k}");
-            let (prefix, host) = match (u.prefix, u.host) {
-                (Some(_), Some(_)) => {
-                    return Err(bad(
-                        key("host"),
-                        "give either prefix: (repositories under a path) or host: (a transparent mirror of that registry), not both".into(),
-                    ))
-                }
-                (None, None) => {
-                    return Err(bad(
-                        key("prefix"),
-                        "is required, or host: for a transparent mirror (such as `host: ghcr.io`)".into(),
-                    ))
-                }
-                (Some(prefix), None) => (prefix.trim_start_matches('/').to_owned(), None),
-                (None, Some(host)) => {
-                    let host = host.trim().to_ascii_lowercase();
-                    if host.is_empty() || host.contains('/') || host.contains("://") {
-                        return Err(bad(
-                            key("host"),
-                            format!("{host:?} must be a registry host as containerd's ?ns= names it, such as `ghcr.io` or `registry.local:5000`"),
-                        ));
-                    }
-                    (format!("{host}/"), Some(host))
-                }
-            };
-            if prefix.is_empty() || !prefix.ends_with('/') {
-                return Err(bad(
-                    key("prefix"),
-                    format!(
-                        "{prefix:?} must be a repository path ending in `/`, such as `docker.io/`"
-                    ),
-                ));
-            }
-            if u.default && host.is_none() {
-                return Err(bad(
-                    key("default"),
-                    "applies to a host: upstream (the transparent mirror's fallback)".into(),
-                ));
-            }
-            upstreams.push(Upstream {
-                prefix,
-                remoteurl: u.remoteurl,
-                username: u.username,
-                password: u.password,
-                ttl: u.ttl.or(self.ttl).unwrap_or(DEFAULT_TTL),
-                host,
-                default: u.default,
-            });
+            upstreams.push(u.into_upstream(i, self.ttl, &bad)?);
         }
-        let defaults = upstreams.iter().filter(|u| u.default).count();
-        if defaults > 1 {
-            return Err(bad(
-                "proxy.upstreams.*.default".into(),
-                format!("{defaults} upstreams say default: true; at most one may"),
-            ));
-        }
-        let hosts: Vec<_> = upstreams.iter().filter_map(|u| u.host.as_ref()).collect();
-        if let Some(dup) = hosts
-            .iter()
-            .enumerate()
-            .find(|(i, h)| hosts[..*i].contains(h))
-        {
-            return Err(bad(
-                "proxy.upstreams.*.host".into(),
-                format!("{} is named by two upstreams", dup.1),
-            ));
-        }
-        if !hosts.is_empty() && upstreams.iter().any(|u| u.prefix.is_empty()) {
-            return Err(bad(
-                "proxy.remoteurl".into(),
-                "mirrors every repository, which leaves nothing for the host: upstreams; give it as `host: docker.io` (or another host) among proxy.upstreams".into(),
-            ));
-        }
+        check_hosts(&upstreams, &bad)?;
         for (i, u) in upstreams.iter().enumerate() {
             let scheme_ok =
                 u.remoteurl.starts_with("https://") || u.remoteurl.starts_with("http://");
@@ -202,6 +131,96 @@ impl ProxyFile {
             maxsize: self.maxsize,
         }))
     }
+}
+
+type Bad<'a> = dyn Fn(String, String) -> ConfigError + 'a;
+
+impl UpstreamFile {
+    /// The `i`th entry of `proxy.upstreams`, checked; `ttl` is the section's own.
+    fn into_upstream(
+        self,
+        i: usize,
+        ttl: Option<Duration>,
+        bad: &Bad<'_>,
+    ) -> Result<Upstream, ConfigError> {
+        let u = self;
+        let key = |k: &str| format!("proxy.upstreams[{i}].{k}");
+        let (prefix, host) = match (u.prefix, u.host) {
+            (Some(_), Some(_)) => {
+                return Err(bad(
+                    key("host"),
+                    "give either prefix: (repositories under a path) or host: (a transparent mirror of that registry), not both".into(),
+                ))
+            }
+            (None, None) => {
+                return Err(bad(
+                    key("prefix"),
+                    "is required, or host: for a transparent mirror (such as `host: ghcr.io`)".into(),
+                ))
+            }
+            (Some(prefix), None) => (prefix.trim_start_matches('/').to_owned(), None),
+            (None, Some(host)) => {
+                let host = host.trim().to_ascii_lowercase();
+                if host.is_empty() || host.contains('/') || host.contains("://") {
+                    return Err(bad(
+                        key("host"),
+                        format!("{host:?} must be a registry host as containerd's ?ns= names it, such as `ghcr.io` or `registry.local:5000`"),
+                    ));
+                }
+                (format!("{host}/"), Some(host))
+            }
+        };
+        if prefix.is_empty() || !prefix.ends_with('/') {
+            return Err(bad(
+                key("prefix"),
+                format!("{prefix:?} must be a repository path ending in `/`, such as `docker.io/`"),
+            ));
+        }
+        if u.default && host.is_none() {
+            return Err(bad(
+                key("default"),
+                "applies to a host: upstream (the transparent mirror's fallback)".into(),
+            ));
+        }
+        Ok(Upstream {
+            prefix,
+            remoteurl: u.remoteurl,
+            username: u.username,
+            password: u.password,
+            ttl: u.ttl.or(ttl).unwrap_or(DEFAULT_TTL),
+            host,
+            default: u.default,
+        })
+    }
+}
+
+/// At most one default, no host twice, and no `remoteurl` for everything beside hosts.
+fn check_hosts(upstreams: &[Upstream], bad: &Bad<'_>) -> Result<(), ConfigError> {
+    let defaults = upstreams.iter().filter(|u| u.default).count();
+    if defaults > 1 {
+        return Err(bad(
+            "proxy.upstreams.*.default".into(),
+            format!("{defaults} upstreams say default: true; at most one may"),
+        ));
+    }
+    let hosts: Vec<_> = upstreams.iter().filter_map(|u| u.host.as_ref()).collect();
+    if let Some(dup) = hosts
+        .iter()
+        .enumerate()
+        .find(|(i, h)| hosts[..*i].contains(h))
+    {
+        return Err(bad(
+            "proxy.upstreams.*.host".into(),
+            format!("{} is named by two upstreams", dup.1),
+        ));
+    }
+    if !hosts.is_empty() && upstreams.iter().any(|u| u.prefix.is_empty()) {
+        return Err(bad(
+            "proxy.remoteurl".into(),
+            "mirrors every repository, which leaves nothing for the host: upstreams; give it as `host: docker.io` (or another host) among proxy.upstreams".into(),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
