@@ -120,6 +120,18 @@ fn tag_check_is_shared(upstream: &Served, fresh_process: &Served, repo: &str) {
 
 #[test]
 fn two_processes_on_one_root_fetch_each_blob_once_and_share_tag_checks() {
+    two_processes_on_one_root(None);
+}
+
+/// The same with `database:`: the leases are PostgreSQL advisory locks and the check
+/// times rows of `proxy_tag_checks`.
+#[test]
+fn two_processes_on_one_root_with_postgres_fetch_each_blob_once_and_share_tag_checks() {
+    let pg = Postgres::start();
+    two_processes_on_one_root(Some(&pg));
+}
+
+fn two_processes_on_one_root(pg: Option<&Postgres>) {
     require_docker();
     require("skopeo", "skopeo");
     let dir = tempfile::tempdir().unwrap();
@@ -136,10 +148,13 @@ fn two_processes_on_one_root_fetch_each_blob_once_and_share_tag_checks() {
         root.display(),
         proxy_yaml(&format!("http://127.0.0.1:{nport}"))
     );
+    let mut env = pg.map(Postgres::env).unwrap_or_default();
+    env.push(("WHARF_LOG".into(), "info".into()));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let start = |name: &str| {
         let d = dir.path().join(name);
         std::fs::create_dir_all(&d).unwrap();
-        Served::start(&d, &yaml, &[("WHARF_LOG", "info")])
+        Served::start(&d, &yaml, &env)
     };
     let (a, b) = (start("a"), start("b"));
     eight_cold_pulls_fetch_once(dir.path(), &upstream, &[a.host(), b.host()], &repo);
