@@ -205,27 +205,11 @@ impl FillJob {
     }
 
     async fn fetch(&self, tx: &watch::Sender<State>) -> Result<u64, UpstreamFailure> {
-        let store_failed =
-            |e: StoreError| UpstreamFailure::Failed(format!("the cache could not store it: {e}"));
-        // Stored by a fill that landed between this one's asker looking and starting it,
-        // or by another process's fill, which this one waits for while it holds the lease:
-        // linked once the upstream confirms it has it here, never fetched twice.
-        let blobs = &self.core.store.blobs;
-        let name = lease::name("blob", &self.digest.to_string());
-        let ready = || blobs.stat(&self.digest);
-        let leased = lease::lease_or_wait(&*self.core.store.locks, &self.leases, &name, ready)
-            .await
-            .map_err(store_failed)?;
-        let _lease = match leased {
-            lease::Leased::Mine(held) => held,
-            lease::Leased::Done(size) => {
-                if !upstream_has(&self.remote, &self.upstream_repo, &self.digest).await? {
-                    return Err(UpstreamFailure::NotFound);
-                }
-                self.link().await?;
-                return Ok(size);
-            }
+        let _lease = match self.lease().await? {
+            Ok(held) => held,
+            Err(size) => return Ok(size),
         };
+        let blobs = &self.core.store.blobs;
         // Unverified here: the store's commit hashes what it wrote, once.
         let (mut body, length) = self
             .remote
@@ -320,6 +304,29 @@ impl FillJob {
         Ok(size)
     }
 
+    /// The cluster's lease on this fetch, or (Err) the size of the blob that another
+    /// fill stored meanwhile: one that landed between this one's asker looking and
+    /// starting it, or another process's, waited for while it held the lease. That one is
+    /// linked here once the upstream confirms it has it here, never fetched twice.
+    async fn lease(&self) -> Result<Result<lease::Held, u64>, UpstreamFailure> {
+        let blobs = &self.core.store.blobs;
+        let name = lease::name("blob", &self.digest.to_string());
+        let ready = || blobs.stat(&self.digest);
+        let leased = lease::lease_or_wait(&*self.core.store.locks, &self.leases, &name, ready)
+            .await
+            .map_err(store_failed)?;
+        match leased {
+            lease::Leased::Mine(held) => Ok(Ok(held)),
+            lease::Leased::Done(size) => {
+                if !upstream_has(&self.remote, &self.upstream_repo, &self.digest).await? {
+                    return Err(UpstreamFailure::NotFound);
+                }
+                self.link().await?;
+                Ok(Err(size))
+            }
+        }
+    }
+
     /// Link the stored blob into the proxied repository, as any commit is linked.
     async fn link(&self) -> Result<(), UpstreamFailure> {
         let linked = self.core.publish_link(&self.repo, &self.digest).await;
@@ -335,6 +342,10 @@ impl FillJob {
             }
         }
     }
+}
+
+fn store_failed(e: StoreError) -> UpstreamFailure {
+    UpstreamFailure::Failed(format!("the cache could not store it: {e}"))
 }
 
 /// How long an upstream may send nothing in the middle of a blob before the fill gives
