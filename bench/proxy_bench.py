@@ -13,7 +13,11 @@ empty root (`proxy: remoteurl:` for both), so every pull is cold unless said oth
 - upstream bytes for 8 concurrent cold pulls of the image: blob bytes the upstream's
   access log shows it served (200s, by digest), against the image's size;
 - warm pull: the same pull again from the filled wharf mirror, against the same pull from
-  a plain wharf that holds the image (the upstream itself).
+  a plain wharf that holds the image (the upstream itself);
+- direct pull (issue 20): the same pull from the upstream itself, next to each cold pull,
+  which a cold mirror should come within 1.1x of; and the transparent mirror (issue 24:
+  `proxy.upstreams: [{host: upstream.test, remoteurl: ...}]`, requests with
+  `?ns=upstream.test` as containerd sends them) cold, against the same direct pull.
 
 Usage: proxy_bench.py --wharf BIN --work DIR [--pids FILE] [--runs N] [--layers N] [--layer-mib N]
 BENCH_QUICK=1: 2 layers of 16 MiB, 1 run (a smoke run of the script). Standard library only.
@@ -46,7 +50,7 @@ PARALLEL = 4
 class Server:
     """A registry process on an empty root; `proxy` is a remote URL to mirror."""
 
-    def __init__(self, kind, wharf, work, name, pidfile, proxy=None, access_log=False):
+    def __init__(self, kind, wharf, work, name, pidfile, proxy=None, access_log=False, host=None):
         self.kind, self.root = kind, os.path.join(work, name)
         os.makedirs(self.root)
         self.port = free_port()
@@ -56,7 +60,9 @@ class Server:
         text = (f"version: 0.1\nlog:\n  level: {level}\n  accesslog:\n    disabled: {str(not access_log).lower()}\n"
                 f"storage:\n  filesystem:\n    rootdirectory: {self.root}\n"
                 f"http:\n  addr: 127.0.0.1:{self.port}\n")
-        if proxy:
+        if proxy and host:
+            text += f"proxy:\n  upstreams:\n    - host: {host}\n      remoteurl: {proxy}\n"
+        elif proxy:
             text += f"proxy:\n  remoteurl: {proxy}\n"
         with open(cfg, "w") as f:
             f.write(text)
@@ -95,11 +101,11 @@ class Server:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-def get_blob(port, repo, digest, size, first_byte=None):
+def get_blob(port, repo, digest, size, first_byte=None, query=""):
     """GET a blob to the end, checking its size and digest; seconds to the first byte."""
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
     t0 = time.perf_counter()
-    c.request("GET", f"/v2/{repo}/blobs/{digest}")
+    c.request("GET", f"/v2/{repo}/blobs/{digest}{query}")
     r = c.getresponse()
     if r.status != 200:
         raise Failure(f":{port} GET blob {digest} -> {r.status} {r.read()[:300]!r}")
@@ -118,12 +124,12 @@ def get_blob(port, repo, digest, size, first_byte=None):
     return ttfb
 
 
-def pull(port, repo, tag, blobs):
+def pull(port, repo, tag, blobs, query=""):
     """A docker-like pull: the manifest, then the blobs 4 at a time. Seconds."""
     t0 = time.perf_counter()
-    request(port, "GET", f"/v2/{repo}/manifests/{tag}", headers={"Accept": OCI_MANIFEST})
+    request(port, "GET", f"/v2/{repo}/manifests/{tag}{query}", headers={"Accept": OCI_MANIFEST})
     with concurrent.futures.ThreadPoolExecutor(PARALLEL) as ex:
-        list(ex.map(lambda b: get_blob(port, repo, b[0], b[1]), blobs))
+        list(ex.map(lambda b: get_blob(port, repo, b[0], b[1], query=query), blobs))
     return time.perf_counter() - t0
 
 
@@ -202,16 +208,16 @@ def run(args, work, pidfile, servers):
     log(f"image: {total / MB:,.0f} MB in {len(blobs)} blobs")
 
     kinds = ["wharf", "distribution"]
-    cold = {k: [] for k in kinds}
+    cold = {k: [] for k in kinds + ["transparent", "direct"]}
     cold_cpu = {k: [] for k in kinds}
     ttfb = {k: [] for k in kinds}
     fanout = {}
     n = 0
 
-    def mirror(kind):
+    def mirror(kind, host=None):
         nonlocal n
         n += 1
-        s = Server(kind, wharf, work, f"{kind}-mirror-{n}", pidfile, proxy=remote)
+        s = Server(kind, wharf, work, f"{kind}-mirror-{n}", pidfile, proxy=remote, host=host)
         servers.append(s)
         return s
 
@@ -219,7 +225,19 @@ def run(args, work, pidfile, servers):
         s.stop()
         servers.remove(s)
 
+    ns = "upstream.test"
     for r in range(args.runs):
+        # The peer a mirror cannot beat: the same pull from the upstream, in this run.
+        sync_and_prime(os.path.join(work, "prime.scratch"))
+        secs = pull(up.port, repo, tag, blobs)
+        cold["direct"].append(secs)
+        log(f"run {r + 1} direct pull from the upstream  : {secs:6.2f} s {total / secs / MB:7,.0f} MB/s")
+        m = mirror("wharf", host=ns)
+        sync_and_prime(os.path.join(work, "prime.scratch"))
+        secs = pull(m.port, repo, tag, blobs, query=f"?ns={ns}")
+        cold["transparent"].append(secs)
+        log(f"run {r + 1} cold pull via transparent mirror (host:, ?ns=): {secs:6.2f} s {total / secs / MB:7,.0f} MB/s")
+        done(m)
         for kind in (kinds if r % 2 == 0 else kinds[::-1]):
             m = mirror(kind)
             sync_and_prime(os.path.join(work, "prime.scratch"))
@@ -281,10 +299,17 @@ def run(args, work, pidfile, servers):
     w, d = fanout["wharf"], fanout["distribution"]
     print(f"| upstream bytes, 8 concurrent cold pulls (x image) | {w / total:.2f} | {d / total:.2f} | | 1.00x | {'PASS' if w == total else 'MISS'} |")
     wm, pm = total / min(warm) / MB, total / min(plain) / MB
+    direct = min(cold["direct"])
+    for label, secs in (("cold pull via wharf (prefixless remoteurl)", min(cold["wharf"])),
+                        ("cold pull via transparent mirror (host:, ?ns=)", min(cold["transparent"])),
+                        ("cold pull via distribution", min(cold["distribution"]))):
+        ratio = secs / direct
+        print(f"| {label} vs direct ({direct:.2f} s) | {secs:.2f} | | {ratio:.2f}x direct | <= 1.1x (wharf) | "
+              f"{('PASS' if ratio <= 1.1 else 'MISS') if 'distribution' not in label else 'peer'} |")
     print(f"| warm pull (MB/s), mirror vs plain wharf      | {wm:,.0f} | plain {pm:,.0f} | {wm / pm:.2f} | within 10% | {'PASS' if wm >= 0.9 * pm else 'MISS'} |")
     print("CPU s of the mirror in each cold pull: " + "; ".join(
         f"{k} " + ", ".join(f"{c[0]:.2f}" for c in cold_cpu[k]) for k in kinds))
-    print("all cold pulls (s): " + "; ".join(f"{k} " + ", ".join(f"{x:.2f}" for x in cold[k]) for k in kinds))
+    print("all cold pulls (s): " + "; ".join(f"{k} " + ", ".join(f"{x:.2f}" for x in cold[k]) for k in cold))
     print("all first bytes (ms): " + "; ".join(f"{k} " + ", ".join(f"{x * 1000:.1f}" for x in ttfb[k]) for k in kinds))
     print("all warm pulls (MB/s): mirror " + ", ".join(f"{total / x / MB:,.0f}" for x in warm)
           + "; plain " + ", ".join(f"{total / x / MB:,.0f}" for x in plain))

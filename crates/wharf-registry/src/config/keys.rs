@@ -130,6 +130,8 @@ const WHARF_EXTENSIONS: &[&str] = &[
     "auth.htpasswd.token.key",
     "notifications.eventlog",
     "proxy.upstreams.*.prefix",
+    "proxy.upstreams.*.host",
+    "proxy.upstreams.*.default",
     "proxy.upstreams.*.remoteurl",
     "proxy.upstreams.*.username",
     "proxy.upstreams.*.password",

@@ -1,6 +1,8 @@
 //! `proxy:` — registry:2's pull-through cache (`remoteurl`, `username`, `password`, `ttl`,
 //! and `REGISTRY_PROXY_*`), and wharf's extension: several upstreams, each serving the
-//! repositories under a path prefix, beside repositories that take pushes as usual.
+//! repositories under a path prefix, beside repositories that take pushes as usual; or,
+//! with `host:` instead of `prefix:`, a transparent mirror that serves an upstream under its
+//! own names, picked by containerd's `?ns=<host>` (`docker.io` without one).
 
 use std::time::Duration;
 
@@ -36,6 +38,13 @@ pub struct Upstream {
     pub password: Option<String>,
     /// How long a cached tag is served before the upstream is asked again (a HEAD).
     pub ttl: Duration,
+    /// `host: ghcr.io`: a transparent mirror of that registry. Requests whose `?ns=` names
+    /// it (or, for `docker.io`, requests with no `?ns=`) are served under the upstream's
+    /// own names; the cache keeps them under `<host>/`, which `prefix` then holds.
+    pub host: Option<String>,
+    /// `default: true` on a `host:` upstream: it serves requests whose `?ns=` names no
+    /// configured host, and those without `?ns=` when no `docker.io` host is configured.
+    pub default: bool,
 }
 
 impl ProxyConfig {
@@ -63,7 +72,11 @@ pub(super) struct ProxyFile {
 
 #[derive(Deserialize)]
 struct UpstreamFile {
-    prefix: String,
+    prefix: Option<String>,
+    /// A transparent mirror's upstream registry host (`ghcr.io`), instead of a prefix.
+    host: Option<String>,
+    #[serde(default)]
+    default: bool,
     remoteurl: String,
     username: Option<String>,
     password: Option<String>,
@@ -86,6 +99,8 @@ impl ProxyFile {
                 username: self.username,
                 password: self.password,
                 ttl: self.ttl.unwrap_or(DEFAULT_TTL),
+                host: None,
+                default: false,
             });
         } else if self.username.is_some() || self.password.is_some() {
             return Err(bad(
@@ -94,24 +109,9 @@ impl ProxyFile {
             ));
         }
         for (i, u) in self.upstreams.unwrap_or_default().into_iter().enumerate() {
-            let prefix = u.prefix.trim_start_matches('/').to_owned();
-            if prefix.is_empty() || !prefix.ends_with('/') {
-                return Err(bad(
-                    format!("proxy.upstreams[{i}].prefix"),
-                    format!(
-                        "{:?} must be a repository path ending in `/`, such as `docker.io/`",
-                        u.prefix
-                    ),
-                ));
-            }
-            upstreams.push(Upstream {
-                prefix,
-                remoteurl: u.remoteurl,
-                username: u.username,
-                password: u.password,
-                ttl: u.ttl.or(self.ttl).unwrap_or(DEFAULT_TTL),
-            });
+            upstreams.push(u.into_upstream(i, self.ttl, &bad)?);
         }
+        check_hosts(&upstreams, &bad)?;
         for (i, u) in upstreams.iter().enumerate() {
             let scheme_ok =
                 u.remoteurl.starts_with("https://") || u.remoteurl.starts_with("http://");
@@ -131,6 +131,96 @@ impl ProxyFile {
             maxsize: self.maxsize,
         }))
     }
+}
+
+type Bad<'a> = dyn Fn(String, String) -> ConfigError + 'a;
+
+impl UpstreamFile {
+    /// The `i`th entry of `proxy.upstreams`, checked; `ttl` is the section's own.
+    fn into_upstream(
+        self,
+        i: usize,
+        ttl: Option<Duration>,
+        bad: &Bad<'_>,
+    ) -> Result<Upstream, ConfigError> {
+        let u = self;
+        let key = |k: &str| format!("proxy.upstreams[{i}].{k}");
+        let (prefix, host) = match (u.prefix, u.host) {
+            (Some(_), Some(_)) => {
+                return Err(bad(
+                    key("host"),
+                    "give either prefix: (repositories under a path) or host: (a transparent mirror of that registry), not both".into(),
+                ))
+            }
+            (None, None) => {
+                return Err(bad(
+                    key("prefix"),
+                    "is required, or host: for a transparent mirror (such as `host: ghcr.io`)".into(),
+                ))
+            }
+            (Some(prefix), None) => (prefix.trim_start_matches('/').to_owned(), None),
+            (None, Some(host)) => {
+                let host = host.trim().to_ascii_lowercase();
+                if host.is_empty() || host.contains('/') || host.contains("://") {
+                    return Err(bad(
+                        key("host"),
+                        format!("{host:?} must be a registry host as containerd's ?ns= names it, such as `ghcr.io` or `registry.local:5000`"),
+                    ));
+                }
+                (format!("{host}/"), Some(host))
+            }
+        };
+        if prefix.is_empty() || !prefix.ends_with('/') {
+            return Err(bad(
+                key("prefix"),
+                format!("{prefix:?} must be a repository path ending in `/`, such as `docker.io/`"),
+            ));
+        }
+        if u.default && host.is_none() {
+            return Err(bad(
+                key("default"),
+                "applies to a host: upstream (the transparent mirror's fallback)".into(),
+            ));
+        }
+        Ok(Upstream {
+            prefix,
+            remoteurl: u.remoteurl,
+            username: u.username,
+            password: u.password,
+            ttl: u.ttl.or(ttl).unwrap_or(DEFAULT_TTL),
+            host,
+            default: u.default,
+        })
+    }
+}
+
+/// At most one default, no host twice, and no `remoteurl` for everything beside hosts.
+fn check_hosts(upstreams: &[Upstream], bad: &Bad<'_>) -> Result<(), ConfigError> {
+    let defaults = upstreams.iter().filter(|u| u.default).count();
+    if defaults > 1 {
+        return Err(bad(
+            "proxy.upstreams.*.default".into(),
+            format!("{defaults} upstreams say default: true; at most one may"),
+        ));
+    }
+    let hosts: Vec<_> = upstreams.iter().filter_map(|u| u.host.as_ref()).collect();
+    if let Some(dup) = hosts
+        .iter()
+        .enumerate()
+        .find(|(i, h)| hosts[..*i].contains(h))
+    {
+        return Err(bad(
+            "proxy.upstreams.*.host".into(),
+            format!("{} is named by two upstreams", dup.1),
+        ));
+    }
+    if !hosts.is_empty() && upstreams.iter().any(|u| u.prefix.is_empty()) {
+        return Err(bad(
+            "proxy.remoteurl".into(),
+            "mirrors every repository, which leaves nothing for the host: upstreams; give it as `host: docker.io` (or another host) among proxy.upstreams".into(),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -179,6 +269,29 @@ mod tests {
         assert_eq!(proxy.upstreams[1].ttl, Duration::from_secs(300));
         assert_eq!(proxy.retention, Some(Duration::from_secs(720 * 3600)));
         assert_eq!(proxy.maxsize, Some(1_000_000));
+    }
+
+    #[test]
+    fn host_upstreams_make_a_transparent_mirror() {
+        let yaml = "proxy:\n  upstreams:\n    - host: GHCR.io\n      remoteurl: https://ghcr.io\n    - host: quay.io\n      remoteurl: https://quay.io\n      default: true\n    - prefix: hub/\n      remoteurl: https://registry-1.docker.io\n";
+        let proxy = load(yaml, &[]).unwrap().unwrap();
+        let hosts: Vec<_> = proxy.upstreams.iter().map(|u| u.host.clone()).collect();
+        assert_eq!(
+            hosts,
+            [Some("ghcr.io".into()), Some("quay.io".into()), None]
+        );
+        assert_eq!(proxy.upstreams[0].prefix, "ghcr.io/");
+        assert!(proxy.upstreams[1].default && !proxy.upstreams[0].default);
+        for (bad, key) in [
+            ("    - host: a.io\n      prefix: a/\n      remoteurl: https://a\n", "proxy.upstreams[0].host"),
+            ("    - remoteurl: https://a\n", "proxy.upstreams[0].prefix"),
+            ("    - host: https://a.io\n      remoteurl: https://a\n", "proxy.upstreams[0].host"),
+            ("    - prefix: a/\n      remoteurl: https://a\n      default: true\n", "proxy.upstreams[0].default"),
+            ("    - host: a.io\n      remoteurl: https://a\n    - host: a.io\n      remoteurl: https://b\n", "proxy.upstreams.*.host"),
+        ] {
+            let e = load(&format!("proxy:\n  upstreams:\n{bad}"), &[]).unwrap_err().to_string();
+            assert!(e.contains(key), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod catalog;
 pub mod error;
 mod events;
 mod manifests;
+mod mirror;
 mod referrers;
 mod repositories;
 pub mod response;
@@ -470,7 +471,8 @@ fn count_body(resp: Resp, counter: prometheus_client::metrics::counter::Counter)
 /// the route's metrics label.
 async fn route_and_run(state: &Arc<AppState>, path: &str, mut req: Req) -> (Resp, &'static str) {
     let method = req.method.clone();
-    let (result, label) = match Route::parse(path) {
+    let parsed = Route::parse(path).and_then(|route| mirror::rename(state, route, &req));
+    let (result, label) = match parsed {
         Ok(route) => {
             let label = route.label();
             let upload =

@@ -16,7 +16,7 @@ use super::events::{Events, EventsLayer};
 use super::gc::{GcOptions, GcReport};
 use super::governance::GovernanceSummary;
 use super::listing::ReachCache;
-use super::proxy::{Evicted, Proxy, ProxyLayer, ProxyStats};
+use super::proxy::{Evicted, Hosts, Proxy, ProxyLayer, ProxyStats};
 use super::pulls::{PullCounter, PullsLayer};
 use super::replication::Replication;
 use super::retention::RetentionReport;
@@ -34,6 +34,8 @@ pub struct Registry {
     core: Arc<Core>,
     events: Option<Arc<Events>>,
     proxy_stats: Option<Arc<ProxyStats>>,
+    /// The transparent mirror's upstreams by `?ns=` host, when any is given with `host:`.
+    mirror_hosts: Option<Arc<Hosts>>,
     pub(super) audit: Option<Arc<Audit>>,
     pulls: Option<Arc<PullCounter>>,
     reach: ReachCache,
@@ -111,8 +113,10 @@ impl RegistryBuilder {
         let core = Arc::new(self.core);
         let mut service: Arc<dyn Service> = core.clone();
         let mut proxy_stats = None;
+        let mut mirror_hosts = None;
         if let Some(proxy) = self.proxy {
             proxy_stats = Some(proxy.stats.clone());
+            mirror_hosts = proxy.hosts.clone();
             service = Arc::new(ProxyLayer::new(service, core.clone(), proxy));
         }
         // A read-only registry writes nothing to its storage, counts included.
@@ -142,6 +146,7 @@ impl RegistryBuilder {
             core,
             events: self.events,
             proxy_stats,
+            mirror_hosts,
             audit: self.audit,
             pulls,
             reach: ReachCache::default(),
@@ -213,6 +218,11 @@ impl Registry {
     /// The pull-through cache's counters, when there is one.
     pub fn proxy_stats(&self) -> Option<Arc<ProxyStats>> {
         self.proxy_stats.clone()
+    }
+
+    /// The transparent mirror's hosts (`proxy.upstreams[].host`), when there are any.
+    pub fn mirror_hosts(&self) -> Option<&Hosts> {
+        self.mirror_hosts.as_deref()
     }
 
     pub fn rules(&self) -> Rules {

@@ -21,6 +21,7 @@ pub mod s3;
 pub mod state;
 #[cfg(any(test, feature = "testsuite"))]
 pub mod suite;
+pub mod tagchecks;
 
 use std::io;
 use std::ops::RangeInclusive;
@@ -124,6 +125,12 @@ pub trait BlobStore: Send + Sync + 'static {
         from: u64,
         to: u64,
     ) -> StoreResult<ByteStream>;
+    /// The digest of what the upload holds, when the store has it without reading the
+    /// bytes back (its running hash); None otherwise. A pull-through fill checks content
+    /// with it before `commit` makes it durable, so its clients need not wait for that.
+    async fn upload_digest(&self, _repo: &RepoName, _id: Uuid) -> StoreResult<Option<Digest>> {
+        Ok(None)
+    }
     /// Verify the upload against `expected`, make it durable and visible. Returns the size.
     async fn commit(&self, repo: &RepoName, id: Uuid, expected: &Digest) -> StoreResult<u64>;
     async fn cancel(&self, repo: &RepoName, id: Uuid) -> StoreResult<()>;
@@ -472,6 +479,10 @@ pub struct Store {
     /// Exact quota figures: files under `_wharf/quotas/` on this host's root (a bucket
     /// without a database has one process), a table in PostgreSQL with a database.
     pub quotas: Option<Arc<dyn state::QuotaLedger>>,
+    /// When the pull-through cache last confirmed each tag upstream: files under
+    /// `_wharf/` on a filesystem, a table in PostgreSQL, none in a bucket alone (the
+    /// cache then keeps them in memory; a bucket without a database has one replica).
+    pub tag_checks: Option<Arc<dyn tagchecks::TagChecks>>,
 }
 
 impl Store {
@@ -572,7 +583,8 @@ pub async fn open(
         let meta = Arc::new(postgres::open_meta(db, store.blobs.clone())?);
         store.meta = meta.clone();
         store.pulls = Some(meta.clone());
-        store.events = Some(meta);
+        store.events = Some(meta.clone());
+        store.tag_checks = Some(meta);
         let govern = Arc::new(postgres::open_govern(db)?);
         store.quotas = Some(govern.clone());
         // Reports and sign-out stamps become rows; the event log stays where it was (on

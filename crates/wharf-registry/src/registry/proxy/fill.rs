@@ -1,9 +1,11 @@
 //! Blobs through the cache. A miss starts one fill: a task that streams the upstream's
 //! bytes into an upload of the BlobStore and commits it against the digest, so the blob
 //! becomes visible only verified. Every client that asks meanwhile follows the fill,
-//! reading the upload's bytes as they are appended; the last byte is held back until the
-//! commit succeeds, so a corrupt blob is never served whole. The fill runs on its own
-//! task: a client that disconnects does not stop it.
+//! reading the upload's bytes as they are appended. The last byte is held back until the
+//! upload's running hash matches the digest, so a corrupt blob is never served whole;
+//! clients need that check, not durability, so it goes out before the commit's fsync.
+//! The fill runs on its own task: a client that disconnects does not stop it. Across
+//! processes, a lease (`lease.rs`) makes one of them fill and the others wait for it.
 
 use std::io;
 use std::sync::Arc;
@@ -14,7 +16,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 use wharf_oci::{Digest, RepoName};
 
-use super::{Landing, Proxy, ProxyLayer, ProxyStats, Route, UpstreamFailure};
+use super::{lease, Landing, Proxy, ProxyLayer, ProxyStats, Route, UpstreamFailure};
 use crate::registry::{BlobSource, Core, Error, Result};
 use crate::store::{ByteStream, StoreError};
 
@@ -32,6 +34,8 @@ enum State {
         /// The batch just appended, from offset `written - its length`: a follower that
         /// has everything before it takes it from here, without reading the file back.
         recent: Option<Arc<Vec<Bytes>>>,
+        /// Everything is written and hashes to the digest: the last byte may go out.
+        verified: bool,
     },
     Done {
         size: u64,
@@ -160,6 +164,7 @@ fn start(
         repo: repo.clone(),
         upstream_repo: route.upstream_repo.clone(),
         digest: digest.clone(),
+        leases: proxy.leases.clone(),
     };
     tokio::spawn(async move {
         let outcome = job.run(&tx).await;
@@ -178,6 +183,7 @@ struct FillJob {
     repo: RepoName,
     upstream_repo: RepoName,
     digest: Digest,
+    leases: Arc<tokio::sync::Semaphore>,
 }
 
 impl FillJob {
@@ -199,17 +205,11 @@ impl FillJob {
     }
 
     async fn fetch(&self, tx: &watch::Sender<State>) -> Result<u64, UpstreamFailure> {
-        // Stored by a fill that landed between this one's asker looking and starting it:
-        // linked once the upstream confirms it has it here, never fetched twice.
-        if let Ok(Some(size)) = self.core.store.blobs.stat(&self.digest).await {
-            if !upstream_has(&self.remote, &self.upstream_repo, &self.digest).await? {
-                return Err(UpstreamFailure::NotFound);
-            }
-            self.link().await?;
-            return Ok(size);
-        }
-        let store_failed =
-            |e: StoreError| UpstreamFailure::Failed(format!("the cache could not store it: {e}"));
+        let _lease = match self.lease().await? {
+            Ok(held) => held,
+            Err(size) => return Ok(size),
+        };
+        let blobs = &self.core.store.blobs;
         // Unverified here: the store's commit hashes what it wrote, once.
         let (mut body, length) = self
             .remote
@@ -223,7 +223,6 @@ impl FillJob {
         let size = length.ok_or_else(|| {
             UpstreamFailure::Failed("the upstream sent the blob without a Content-Length".into())
         })?;
-        let blobs = &self.core.store.blobs;
         let id = blobs.start_upload(&self.repo).await.map_err(store_failed)?;
         let mut written = 0u64;
         let _ = tx.send(State::Writing {
@@ -231,7 +230,9 @@ impl FillJob {
             size,
             written,
             recent: None,
+            verified: false,
         });
+        let mut last = None;
         let result = async {
             while let Some(batch) = next_batch(&mut body).await {
                 let batch = batch.map_err(|e| UpstreamFailure::Failed(e.to_string()))?;
@@ -249,11 +250,13 @@ impl FillJob {
                     .await
                     .map_err(store_failed)?;
                 ProxyStats::count(&self.stats.upstream_bytes, len);
+                last = Some(batch.clone());
                 let _ = tx.send(State::Writing {
                     id,
                     size,
                     written,
                     recent: Some(batch),
+                    verified: false,
                 });
             }
             if written != size {
@@ -261,14 +264,34 @@ impl FillJob {
                     "the upstream sent {written} of the {size} bytes it announced"
                 )));
             }
+            let mismatch = |actual: &Digest| {
+                UpstreamFailure::Failed(format!(
+                    "the upstream served content that hashes to {actual}, not {}: not cached",
+                    self.digest
+                ))
+            };
+            // Checked by the running hash, before the commit's fsync: clients get their
+            // last byte now, and the cache becomes durable behind them.
+            match blobs
+                .upload_digest(&self.repo, id)
+                .await
+                .map_err(store_failed)?
+            {
+                Some(actual) if actual != self.digest => return Err(mismatch(&actual)),
+                Some(_) => {
+                    let _ = tx.send(State::Writing {
+                        id,
+                        size,
+                        written,
+                        recent: last.take(),
+                        verified: true,
+                    });
+                }
+                None => {}
+            }
             match blobs.commit(&self.repo, id, &self.digest).await {
                 Ok(_) => Ok(()),
-                Err(StoreError::DigestMismatch { actual, .. }) => {
-                    Err(UpstreamFailure::Failed(format!(
-                        "the upstream served content that hashes to {actual}, not {}: not cached",
-                        self.digest
-                    )))
-                }
+                Err(StoreError::DigestMismatch { actual, .. }) => Err(mismatch(&actual)),
                 Err(e) => Err(store_failed(e)),
             }
         }
@@ -279,6 +302,29 @@ impl FillJob {
         }
         self.link().await?;
         Ok(size)
+    }
+
+    /// The cluster's lease on this fetch, or (Err) the size of the blob that another
+    /// fill stored meanwhile: one that landed between this one's asker looking and
+    /// starting it, or another process's, waited for while it held the lease. That one is
+    /// linked here once the upstream confirms it has it here, never fetched twice.
+    async fn lease(&self) -> Result<Result<lease::Held, u64>, UpstreamFailure> {
+        let blobs = &self.core.store.blobs;
+        let name = lease::name("blob", &self.digest.to_string());
+        let ready = || blobs.stat(&self.digest);
+        let leased = lease::lease_or_wait(&*self.core.store.locks, &self.leases, &name, ready)
+            .await
+            .map_err(store_failed)?;
+        match leased {
+            lease::Leased::Mine(held) => Ok(Ok(held)),
+            lease::Leased::Done(size) => {
+                if !upstream_has(&self.remote, &self.upstream_repo, &self.digest).await? {
+                    return Err(UpstreamFailure::NotFound);
+                }
+                self.link().await?;
+                Ok(Err(size))
+            }
+        }
     }
 
     /// Link the stored blob into the proxied repository, as any commit is linked.
@@ -296,6 +342,10 @@ impl FillJob {
             }
         }
     }
+}
+
+fn store_failed(e: StoreError) -> UpstreamFailure {
+    UpstreamFailure::Failed(format!("the cache could not store it: {e}"))
 }
 
 /// How long an upstream may send nothing in the middle of a blob before the fill gives
@@ -422,10 +472,20 @@ impl Follower {
                     size,
                     written,
                     recent,
+                    verified,
                 } => {
-                    // The last byte waits for the commit: a client never has all of a
-                    // blob whose digest the store has not verified.
-                    let limit = written.min(size.saturating_sub(1));
+                    // The last byte waits for the digest check: a client never has all
+                    // of a blob whose digest has not been verified.
+                    let limit = match verified {
+                        true => written,
+                        false => written.min(size.saturating_sub(1)),
+                    };
+                    if verified && self.offset >= size {
+                        // All sent and verified: the response ends without waiting for
+                        // the commit that makes the cache durable.
+                        self.finished = true;
+                        return None;
+                    }
                     if let Some(live) = recent.and_then(|r| self.live(&r, written, limit)) {
                         self.inner = Some(live);
                         continue;
@@ -470,18 +530,26 @@ impl Follower {
     fn live(&self, batch: &[Bytes], written: u64, limit: u64) -> Option<ByteStream> {
         let len: u64 = batch.iter().map(|b| b.len() as u64).sum();
         let start = written - len;
-        if self.offset != start || limit <= start {
+        // Within the batch (a follower that had all but its last byte takes that too).
+        if self.offset < start || limit <= self.offset {
             return None;
         }
-        let mut left = limit - start;
+        let mut skip = self.offset - start;
+        let mut left = limit - self.offset;
         let mut chunks = Vec::with_capacity(batch.len());
         for chunk in batch {
             if left == 0 {
                 break;
             }
-            let take = (chunk.len() as u64).min(left) as usize;
-            chunks.push(Ok(chunk.slice(..take)));
-            left -= take as u64;
+            let clen = chunk.len() as u64;
+            if skip >= clen {
+                skip -= clen;
+                continue;
+            }
+            let take = (clen - skip).min(left);
+            chunks.push(Ok(chunk.slice(skip as usize..(skip + take) as usize)));
+            left -= take;
+            skip = 0;
         }
         Some(futures::stream::iter(chunks).boxed())
     }

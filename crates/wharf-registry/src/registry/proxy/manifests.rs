@@ -10,7 +10,7 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use wharf_oci::{Digest, Manifest, Reference, RepoName, Tag};
 
 use super::upstream::MANIFEST_TIMEOUT;
-use super::{ProxyLayer, ProxyStats, Remote, Route, UpstreamFailure};
+use super::{lease, ProxyLayer, ProxyStats, Remote, Route, UpstreamFailure};
 use crate::registry::{Core, ManifestContent, Result, Served};
 use crate::store::ManifestRecord;
 
@@ -47,7 +47,7 @@ impl ProxyLayer {
             Reference::Tag(t) => t,
         };
         let remote = &route.remote;
-        if local.is_some() && proxy.fresh(repo, tag.as_str(), remote.ttl) {
+        if local.is_some() && self.fresh(repo, tag.as_str(), remote.ttl).await {
             ProxyStats::count(&stats.hits, 1);
             return Ok(local.map(Served::fresh));
         }
@@ -59,7 +59,7 @@ impl ProxyLayer {
             .await;
         match (upstream, local) {
             (Ok(d), Some(content)) if d == content.digest => {
-                proxy.confirm(repo, tag.as_str());
+                self.confirm(repo, tag.as_str()).await;
                 ProxyStats::count(&stats.hits, 1);
                 Ok(Some(Served::fresh(content)))
             }
@@ -68,12 +68,12 @@ impl ProxyLayer {
                 // The tag moved to a manifest cached already: retag it, fetch nothing.
                 if let Some(content) = self.core.stored_manifest(repo, &by_digest).await? {
                     self.retag(repo, tag, &content).await?;
-                    proxy.confirm(repo, tag.as_str());
+                    self.confirm(repo, tag.as_str()).await;
                     ProxyStats::count(&stats.hits, 1);
                     return Ok(Some(Served::fresh(content)));
                 }
                 let served = self.fetch(repo, &by_digest, Some(tag), route).await?;
-                proxy.confirm(repo, tag.as_str());
+                self.confirm(repo, tag.as_str()).await;
                 Ok(served)
             }
             (Err(UpstreamFailure::NotFound), _) => Ok(None),
@@ -101,16 +101,7 @@ impl ProxyLayer {
 
     /// Point `tag` at a manifest the cache holds.
     async fn retag(&self, repo: &RepoName, tag: &Tag, content: &ManifestContent) -> Result<()> {
-        let parsed = Manifest::parse(&content.bytes, Some(&content.media_type)).map_err(|e| {
-            crate::registry::Error::refused(wharf_oci::ErrorCode::ManifestInvalid, e.to_string())
-        })?;
-        let mut record =
-            ManifestRecord::of(&parsed, content.digest.clone(), content.bytes.len() as u64);
-        record.children.clear(); // as when it was fetched: children come per platform
-        let _writing = self.core.store.locks.writer().await?;
-        self.core
-            .publish_manifest(repo, &record, None, Some(tag))
-            .await
+        retag(&self.core, repo, tag, content).await
     }
 
     /// The upstream's tags for a proxied repository, as registry:2's proxy lists them;
@@ -146,6 +137,7 @@ impl ProxyLayer {
         let flight = proxy.fetches.join_or_start(key, |landing| {
             let job = FetchJob {
                 remote: route.remote.clone(),
+                leases: proxy.leases.clone(),
                 core: self.core.clone(),
                 stats: proxy.stats.clone(),
                 repo: repo.clone(),
@@ -199,9 +191,22 @@ fn header_text(s: &str) -> String {
         .collect()
 }
 
+/// Point `tag` at a manifest the cache holds.
+async fn retag(core: &Core, repo: &RepoName, tag: &Tag, content: &ManifestContent) -> Result<()> {
+    let parsed = Manifest::parse(&content.bytes, Some(&content.media_type)).map_err(|e| {
+        crate::registry::Error::refused(wharf_oci::ErrorCode::ManifestInvalid, e.to_string())
+    })?;
+    let mut record =
+        ManifestRecord::of(&parsed, content.digest.clone(), content.bytes.len() as u64);
+    record.children.clear(); // as when it was fetched: children come per platform
+    let _writing = core.store.locks.writer().await?;
+    core.publish_manifest(repo, &record, None, Some(tag)).await
+}
+
 /// One upstream manifest fetch, owned so it can be shared by every waiter.
 struct FetchJob {
     remote: Arc<Remote>,
+    leases: Arc<tokio::sync::Semaphore>,
     core: Arc<Core>,
     stats: Arc<ProxyStats>,
     repo: RepoName,
@@ -212,6 +217,31 @@ struct FetchJob {
 
 impl FetchJob {
     async fn run(self) -> Result<Arc<Fetched>, UpstreamFailure> {
+        let failed = |e: crate::registry::Error| {
+            UpstreamFailure::Failed(format!("the cache could not store it: {e}"))
+        };
+        // One fetch of this manifest into this repository across every process: another
+        // one's fetch is waited for, and its result served.
+        let name = lease::name("manifest", &format!("{}@{}", self.repo, self.reference));
+        let ready = || self.core.stored_manifest(&self.repo, &self.reference);
+        let leased = lease::lease_or_wait(&*self.core.store.locks, &self.leases, &name, ready)
+            .await
+            .map_err(failed)?;
+        let _lease = match leased {
+            lease::Leased::Mine(held) => held,
+            lease::Leased::Done(content) => {
+                if let Some(tag) = &self.tag {
+                    retag(&self.core, &self.repo, tag, &content)
+                        .await
+                        .map_err(failed)?;
+                }
+                return Ok(Arc::new(Fetched {
+                    digest: content.digest,
+                    bytes: content.bytes,
+                    media_type: content.media_type,
+                }));
+            }
+        };
         let got = self
             .remote
             .ask(

@@ -2,16 +2,21 @@
 //! store when it has their content, and fetched from their upstream when it does not.
 //!
 //! - Single flight: one fetch per uncached blob (`fill.rs`) or manifest (`manifests.rs`)
-//!   at a time in this process, however many clients ask; the others follow it.
+//!   at a time in this process, however many clients ask; the others follow it. Across
+//!   processes and replicas, a lease in the store (`lease.rs`) makes it one per cluster.
 //! - Streaming: a blob's bytes reach every waiting client as they are appended to an
-//!   upload of the BlobStore, whose commit verifies the digest before the blob is visible.
+//!   upload of the BlobStore. The last byte goes out once the upload's running hash
+//!   matches the digest; the commit that makes the blob durable and visible follows.
 //! - Freshness: content by digest is never fetched twice; a tag is re-checked with a HEAD
-//!   once its `ttl` has passed, and served stale (with a `Warning`) when the upstream
-//!   rate-limits or fails.
+//!   once its `ttl` has passed (check times are kept in the store, for every replica), and
+//!   served stale (with a `Warning`) when the upstream rate-limits or fails.
+//! - Transparent mirror: upstreams given with `host:` are picked by `?ns=` (`hosts.rs`).
 
 mod evict;
 mod fill;
+mod hosts;
 mod layer;
+mod lease;
 mod manifests;
 pub mod upstream;
 
@@ -25,6 +30,7 @@ use wharf_oci::{ErrorCode, RepoName};
 
 pub use evict::Evicted;
 pub use fill::Fill;
+pub use hosts::{Hosts, UnknownHost};
 pub use layer::ProxyLayer;
 pub use upstream::Remote;
 
@@ -116,9 +122,13 @@ pub struct Proxy {
     fills: Flights<wharf_oci::Digest, Arc<Fill>>,
     /// Manifest fetches in progress, by `repo@digest` or `repo:tag`.
     fetches: Flights<String, manifests::Flight>,
-    /// When each cached tag was last confirmed upstream. In memory: another process that
-    /// does not know it merely asks the upstream again (a HEAD), never serves wrong content.
+    /// When this process last confirmed each cached tag upstream: the store's record
+    /// (`Store::tag_checks`) is what other processes read; this spares reading it back.
     checked: Mutex<HashMap<(String, String), Instant>>,
+    /// The transparent mirror's hosts, when any upstream is given with `host:`.
+    pub hosts: Option<Arc<Hosts>>,
+    /// This process's share of the cluster-wide fetch leases (`lease::MAX_HELD`).
+    leases: Arc<tokio::sync::Semaphore>,
     pub retention: Option<Duration>,
     pub stats: Arc<ProxyStats>,
 }
@@ -143,6 +153,8 @@ impl Proxy {
             fills: Default::default(),
             fetches: Default::default(),
             checked: Mutex::default(),
+            hosts: Hosts::of(config).map(Arc::new),
+            leases: Arc::new(tokio::sync::Semaphore::new(lease::MAX_HELD)),
             retention: config.retention,
             stats: Arc::default(),
         })
@@ -173,17 +185,47 @@ impl Proxy {
     pub fn refuses_writes(&self, repo: &RepoName) -> bool {
         self.route(repo).is_some()
     }
+}
 
-    fn fresh(&self, repo: &RepoName, tag: &str, ttl: Duration) -> bool {
-        let checked = lock(&self.checked);
-        checked
-            .get(&(repo.as_str().to_owned(), tag.to_owned()))
+impl ProxyLayer {
+    /// Whether `repo:tag` was confirmed upstream within `ttl`, by this process or any
+    /// other on the store.
+    async fn fresh(&self, repo: &RepoName, tag: &str, ttl: Duration) -> bool {
+        let key = (repo.as_str().to_owned(), tag.to_owned());
+        if lock(&self.proxy.checked)
+            .get(&key)
             .is_some_and(|at| at.elapsed() < ttl)
+        {
+            return true;
+        }
+        let Some(checks) = &self.core.store.tag_checks else {
+            return false;
+        };
+        match checks.checked_ago(repo.as_str(), tag).await {
+            Ok(Some(ago)) if ago < ttl => {
+                if let Some(at) = Instant::now().checked_sub(ago) {
+                    lock(&self.proxy.checked).insert(key, at);
+                }
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                // Not knowing costs one HEAD upstream, never wrong content.
+                tracing::warn!(repository = %repo, tag, error = %e, "could not read when the tag was last checked upstream");
+                false
+            }
+        }
     }
 
-    fn confirm(&self, repo: &RepoName, tag: &str) {
-        let mut checked = lock(&self.checked);
-        checked.insert((repo.as_str().to_owned(), tag.to_owned()), Instant::now());
+    /// Record that `repo:tag` was confirmed upstream just now, for every process.
+    async fn confirm(&self, repo: &RepoName, tag: &str) {
+        let key = (repo.as_str().to_owned(), tag.to_owned());
+        lock(&self.proxy.checked).insert(key, Instant::now());
+        if let Some(checks) = &self.core.store.tag_checks {
+            if let Err(e) = checks.confirm(repo.as_str(), tag).await {
+                tracing::warn!(repository = %repo, tag, error = %e, "could not record that the tag was checked upstream; other replicas will check it again");
+            }
+        }
     }
 }
 
@@ -261,6 +303,8 @@ mod tests {
             username: Some("u".into()),
             password: Some("p".into()),
             ttl: Duration::from_secs(60),
+            host: None,
+            default: false,
         }
     }
 

@@ -216,6 +216,15 @@ impl BlobStore for FsBlobStore {
         Ok(new_size)
     }
 
+    async fn upload_digest(&self, repo: &RepoName, id: Uuid) -> StoreResult<Option<Digest>> {
+        let slot = self.uploads.slot(id);
+        let mut cached = slot.lock().await;
+        let open = self.uploads.open(repo, id, cached.take()).await?;
+        let digest = open.state.hasher.clone().finish();
+        *cached = Some(open.state);
+        Ok(Some(digest))
+    }
+
     async fn commit(&self, repo: &RepoName, id: Uuid, expected: &Digest) -> StoreResult<u64> {
         let slot = self.uploads.slot(id);
         let mut cached = slot.lock().await;

@@ -75,6 +75,9 @@ pub fn open_with(
         pulls: Some(state),
         events: None,
         quotas: Some(quotas),
+        tag_checks: Some(Arc::new(crate::store::tagchecks::FsTagChecks::new(
+            layout.wharf_dir().join("proxy-checked"),
+        ))),
     })
 }
 

@@ -57,6 +57,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("migrations/0008_governance_state.up.sql"),
         include_str!("migrations/0008_governance_state.down.sql"),
     ),
+    (
+        9,
+        "proxy tag checks",
+        include_str!("migrations/0009_proxy_tag_checks.up.sql"),
+        include_str!("migrations/0009_proxy_tag_checks.down.sql"),
+    ),
 ];
 
 #[derive(Debug)]

@@ -37,6 +37,8 @@ mod pulls;
 mod put;
 #[cfg(feature = "postgres")]
 mod queue;
+#[cfg(feature = "postgres")]
+mod tagchecks;
 
 use std::fmt;
 use std::path::PathBuf;

@@ -208,6 +208,12 @@ impl BlobStore for S3BlobStore {
         self.uploads().read(repo, id, from, to).await
     }
 
+    async fn upload_digest(&self, repo: &RepoName, id: Uuid) -> StoreResult<Option<Digest>> {
+        let uploads = self.uploads();
+        let state = uploads.load(repo, id).await?;
+        Ok(Some(uploads.digest(&state).await?))
+    }
+
     async fn commit(&self, repo: &RepoName, id: Uuid, expected: &Digest) -> StoreResult<u64> {
         let uploads = self.uploads();
         let state = uploads.load(repo, id).await?;

@@ -126,6 +126,7 @@ pub async fn open(config: &S3Config, locks: Option<Arc<dyn Locks>>) -> StoreResu
         pulls: None,
         events: None,
         quotas: None,
+        tag_checks: None,
     })
 }
 

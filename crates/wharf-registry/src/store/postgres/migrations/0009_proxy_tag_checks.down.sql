@@ -1,0 +1,1 @@
+DROP TABLE proxy_tag_checks;
