@@ -23,3 +23,4 @@ pub mod spec;
 pub mod sse;
 pub mod target;
 pub mod update;
+pub mod verify;

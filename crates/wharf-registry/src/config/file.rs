@@ -191,6 +191,8 @@ struct File {
     ui: Option<super::ui::Ui>,
     /// wharf's own: the audit log.
     audit: Option<super::audit::Audit>,
+    /// wharf's own: signatures pulls must carry.
+    trust: Option<Vec<super::trust::TrustRule>>,
 }
 
 impl File {
@@ -239,6 +241,10 @@ impl File {
         }
         config.gc = self.gc.and_then(|g| g.into_config());
         config.audit = self.audit.unwrap_or_default().into_config();
+        config.trust = self.trust.unwrap_or_default();
+        for (i, rule) in config.trust.iter().enumerate() {
+            rule.check(origin, i)?;
+        }
         Ok(config)
     }
 }

@@ -160,6 +160,7 @@ const WHARF_SECTIONS: &[&str] = &[
     "retention",
     "immutable",
     "quotas",
+    "trust",
 ];
 
 /// What to do about a key wharf did not read.

@@ -17,6 +17,7 @@ mod observe;
 mod oidc;
 pub mod proxy;
 mod storage;
+pub mod trust;
 mod ui;
 
 use std::net::SocketAddr;
@@ -69,6 +70,8 @@ pub struct Config {
     pub database: Option<crate::store::postgres::DatabaseConfig>,
     /// `audit:` (wharf's own): the hash-chained audit log.
     pub audit: AuditConfig,
+    /// `trust:` (wharf's own): signatures pulls must carry, per repository glob.
+    pub trust: Vec<trust::TrustRule>,
 }
 
 /// `audit:`: on by default.
@@ -260,6 +263,7 @@ impl Config {
             governance: governance::Governance::default(),
             database: None,
             audit: AuditConfig::default(),
+            trust: Vec::new(),
         }
     }
 }

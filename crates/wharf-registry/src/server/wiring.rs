@@ -204,6 +204,10 @@ impl<'a> Wiring<'a> {
         if store.meta.review_queue().is_some() {
             metrics.add_collector(self.queue_metrics.clone());
         }
+        let trust = crate::registry::trust::TrustRules::load(&config.trust).context("trust:")?;
+        if let Some(t) = &trust {
+            metrics.add_collector(t.metrics.clone());
+        }
         let metrics = Arc::new(metrics);
         let events = self.events(&store, metrics.clone()).await?;
         let rules = crate::registry::Rules {
@@ -217,6 +221,7 @@ impl<'a> Wiring<'a> {
             .rules(rules)
             .proxy(proxy)
             .events(events)
+            .trust(trust)
             .build();
         Ok((registry, metrics))
     }

@@ -19,6 +19,7 @@ mod oidc;
 mod page;
 mod rules;
 mod session;
+mod signatures;
 pub mod style;
 mod widgets;
 

@@ -76,6 +76,8 @@ pub struct Watcher {
     expected: Mutex<HashMap<String, Digest>>,
     /// The container this process runs in, if any: never stopped by itself mid-update.
     own_id: Option<String>,
+    /// Signatures new images must carry (`--verify`, `--trust`, `wharf.watch.verify`).
+    verification: crate::verify::Verification,
 }
 
 /// A watched container and what the check found for it.
@@ -108,7 +110,29 @@ impl Watcher {
             sightings: policy::Sightings::default(),
             expected: Mutex::new(HashMap::new()),
             own_id: own_container_id(),
+            verification: crate::verify::Verification::default(),
         }
+    }
+
+    /// Check new images' signatures before any update, as `verification` asks.
+    pub fn verify_with(mut self, verification: crate::verify::Verification) -> Watcher {
+        self.verification = verification;
+        self
+    }
+
+    /// Why the checked image must not be run, when its container asks for a signature
+    /// that does not verify.
+    async fn unverified(&self, c: &Checked) -> Option<String> {
+        let (Ok(image), Some(Ok(digest)), None) = (&c.image, &c.latest, &c.local) else {
+            return None;
+        };
+        let labels = c.target.labels().0;
+        let why = self
+            .verification
+            .refusal(&self.registries, labels, image, digest)
+            .await?;
+        tracing::warn!(container = %c.target.name, %image, %digest, reason = %why, "a new image does not verify; the container is left alone");
+        Some(why)
     }
 
     /// The registries' clients (credentials, token cache), shared with event subscribers.
@@ -301,6 +325,12 @@ impl Watcher {
                     // as well in the same check would race that (and its rollback).
                     line.outcome = Outcome::Skipped;
                     line.detail = Some(format!("it shares the network of {provider}, updated in this check: it is recreated on the new network now and updated at the next check"));
+                    lines.push(line);
+                    continue;
+                }
+                if let Some(why) = self.unverified(c).await {
+                    line.outcome = Outcome::Failed;
+                    line.detail = Some(why);
                     lines.push(line);
                     continue;
                 }

@@ -235,6 +235,14 @@ pub struct WatchArgs {
     /// (then at debug level; it is in the report either way).
     #[arg(long, env = "WATCHTOWER_WARN_ON_HEAD_FAILURE", default_value = "auto", value_parser = ["always", "auto", "never"], ignore_case = true)]
     pub(super) warn_on_head_failure: String,
+    /// A cosign public key (PEM) every watched container's new image must be signed
+    /// with; a container's `wharf.watch.verify` label names another key or rule.
+    #[arg(long = "verify", value_name = "KEY", env = "WHARF_WATCH_VERIFY")]
+    pub(super) verify: Option<PathBuf>,
+    /// A file with a `trust:` list (a wharf config will do) whose rules, by `name:`, the
+    /// `wharf.watch.verify` label may name.
+    #[arg(long = "trust", value_name = "FILE", env = "WHARF_WATCH_TRUST")]
+    pub(super) trust: Option<PathBuf>,
     /// Do not log the startup message.
     #[arg(long, env = "WATCHTOWER_NO_STARTUP_MESSAGE", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
     pub(super) no_startup_message: bool,

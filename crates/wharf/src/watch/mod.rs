@@ -226,12 +226,9 @@ async fn connect(args: &WatchArgs, flags: &ClientFlags) -> anyhow::Result<Watche
         Err(e) => tracing::warn!(error = %e, "cannot read the engine's insecure registries"),
     }
     let registries = Registries::new(options, credential_source()?, args.registry_timeout);
-    Ok(Watcher::new(
-        engine,
-        registries,
-        settings(args),
-        rejections(args),
-    ))
+    let verification =
+        wharf_watch::verify::Verification::load(args.verify.as_deref(), args.trust.as_deref())?;
+    Ok(Watcher::new(engine, registries, settings(args), rejections(args)).verify_with(verification))
 }
 
 /// SIGTERM (`docker stop`) or SIGINT, listened for from this call on and for the life
