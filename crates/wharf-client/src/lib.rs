@@ -11,6 +11,7 @@ pub mod credentials;
 pub mod image;
 pub mod reference;
 pub mod token_cache;
+pub mod trust;
 
 pub use credentials::{Credential, CredentialSource, Found, Origin, Secret};
 pub use reference::{ImageRef, Registry};

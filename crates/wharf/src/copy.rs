@@ -20,6 +20,11 @@ pub struct CopyArgs {
     /// (not the index) at DST.
     #[arg(long, value_name = "OS/ARCH")]
     platform: Option<String>,
+    /// Copy what is attached to the image too: signatures, SBOMs and attestations (OCI
+    /// 1.1 referrers and cosign's `sha256-<hex>.sig/.att/.sbom` tags), as `regctl image
+    /// copy --referrers` does.
+    #[arg(long)]
+    referrers: bool,
     #[command(flatten)]
     chunks: crate::client_args::ChunkArgs,
     #[command(flatten)]
@@ -50,11 +55,21 @@ pub fn copy(args: CopyArgs, flags: &ClientFlags) -> anyhow::Result<()> {
         &dst.manifest_reference(),
         platform,
     ))??;
+    let attached = if args.referrers {
+        block_on(copier.copy_referrers(&digest))??
+    } else {
+        0
+    };
     let (uploaded, mounted, present) = progress.tally();
     progress.summary(&format!(
-        "Copied {} to {}: {uploaded} blobs uploaded, {mounted} mounted, {present} already present",
+        "Copied {} to {}: {uploaded} blobs uploaded, {mounted} mounted, {present} already present{}",
         src.familiar(),
         dst.familiar(),
+        if args.referrers {
+            format!(", {attached} referrers and signatures")
+        } else {
+            String::new()
+        },
     ));
     progress.print_result(&digest, &dst.to_string());
     Ok(())

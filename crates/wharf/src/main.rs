@@ -1,7 +1,7 @@
 //! `wharf`: one binary, subcommands wiring the crates together: `serve` and the registry's
 //! maintenance (`garbage-collect`, `scrub`, `retention`, `database`) over wharf-registry;
 //! the client commands (`login`, `logout`, `tags`, `catalog`, `digest`, `inspect`,
-//! `delete`, `copy`, `pull`, `push`) over wharf-client; and `watch` over wharf-watch. Each
+//! `delete`, `copy`, `pull`, `push`, `key`, `sign`, `verify`) over wharf-client; and `watch` over wharf-watch. Each
 //! subcommand parses its flags and calls into a crate.
 
 mod client_args;
@@ -15,6 +15,7 @@ mod login;
 mod maintenance;
 mod progress;
 mod serve;
+mod trust;
 mod watch;
 
 use std::io::IsTerminal;
@@ -66,6 +67,13 @@ enum Command {
     Pull(WithClient<layout::PullArgs>),
     /// Push an image from an OCI image layout directory or a `docker save` tar.
     Push(WithClient<layout::PushArgs>),
+    /// cosign key pairs: `wharf key generate` writes cosign.key and cosign.pub.
+    #[command(subcommand)]
+    Key(trust::KeyCommand),
+    /// Sign an image (manifest or index, by digest) with a cosign key.
+    Sign(WithClient<trust::SignArgs>),
+    /// Verify an image's signatures against cosign public keys or X.509 roots.
+    Verify(WithClient<trust::VerifyArgs>),
     /// Delete what no tag (or manifest) reaches, while the registry keeps serving
     /// (registry:2's `registry garbage-collect`).
     GarbageCollect(maintenance::GcArgs),
@@ -153,6 +161,9 @@ fn main() -> anyhow::Result<()> {
         Command::Copy(c) => client_command(|| copy::copy(c.args, &top.merge(&c.client))),
         Command::Pull(c) => client_command(|| layout::pull(c.args, &top.merge(&c.client))),
         Command::Push(c) => client_command(|| layout::push(c.args, &top.merge(&c.client))),
+        Command::Key(cmd) => client_command(|| trust::key(cmd)),
+        Command::Sign(c) => client_command(|| trust::sign(c.args, &top.merge(&c.client))),
+        Command::Verify(c) => client_command(|| trust::verify(c.args, &top.merge(&c.client))),
     }
 }
 

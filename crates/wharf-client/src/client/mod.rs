@@ -8,6 +8,7 @@ mod chunked;
 mod error;
 pub mod insecure;
 mod ops;
+mod referrers;
 mod response;
 pub mod tls;
 mod transfer;

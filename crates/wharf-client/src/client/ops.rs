@@ -243,7 +243,7 @@ impl RegistryClient {
     }
 
     /// Bodies of every page, following `Link: <...>; rel="next"`.
-    async fn paginate(
+    pub(super) async fn paginate(
         &self,
         first: &str,
         scopes: &[String],
@@ -285,7 +285,7 @@ impl RegistryClient {
         Ok(bytes.to_vec())
     }
 
-    fn json<T: serde::de::DeserializeOwned>(
+    pub(super) fn json<T: serde::de::DeserializeOwned>(
         &self,
         bytes: &[u8],
         what: &str,

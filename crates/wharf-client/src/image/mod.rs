@@ -10,6 +10,7 @@ pub mod copy;
 pub mod layout;
 mod pull;
 mod push;
+pub mod referrers;
 mod staged;
 
 use anyhow::Context;
