@@ -14,7 +14,7 @@ use crate::registry::Served;
 
 /// What a `trust:` rule found for the manifest served (`verified; by="…"`,
 /// `unverified; no signature; rule="prod"`).
-const WHARF_TRUST: &str = "wharf-trust";
+const WHARF_TRUST: http::HeaderName = http::HeaderName::from_static("wharf-trust");
 
 fn unknown(repo: &RepoName, reference: &Reference) -> ApiError {
     ApiError::new(ErrorCode::ManifestUnknown)

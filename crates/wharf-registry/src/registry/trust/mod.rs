@@ -333,7 +333,7 @@ impl TrustLayer {
 fn quote(s: &str) -> String {
     s.chars()
         .filter(|c| !c.is_control())
-        .map(|c| if c == '"' { '\'' } else { c })
+        .map(|c| if c == '"' || !c.is_ascii() { '?' } else { c })
         .collect()
 }
 
