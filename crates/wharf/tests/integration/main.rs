@@ -43,6 +43,8 @@ mod s3;
 mod s3_store;
 mod seed003;
 mod store_shared;
+mod trust;
+mod trust_watch;
 mod ui;
 mod ui_http;
 mod ui_product;

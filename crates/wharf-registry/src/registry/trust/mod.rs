@@ -296,8 +296,14 @@ impl TrustLayer {
     }
 
     /// Refuse under `enforce`; count, log and describe the pull for a header otherwise.
+    ///
+    /// A `HEAD` is answered under `enforce` too, with the header: it carries the digest
+    /// and no content, and signing needs it (cosign, notation and `wharf sign` resolve a
+    /// tag to the digest they sign with a `HEAD`, before any signature exists). The `GET`
+    /// that would deliver the manifest is what is refused, and what docker prints.
     fn apply(
         &self,
+        head: bool,
         rule: &Rule,
         repo: &RepoName,
         reference: &Reference,
@@ -310,18 +316,26 @@ impl TrustLayer {
             Finding::Exempt => ("exempt", "exempt; signature or referrer artifact".into()),
             Finding::Unverified(why) => ("unverified", format!("unverified; {why}")),
         };
-        self.trust.metrics.pull(&rule.label, mode.as_str(), verdict);
+        if !head {
+            self.trust.metrics.pull(&rule.label, mode.as_str(), verdict);
+        }
         let Finding::Unverified(why) = finding else {
             return Ok(Some(header));
         };
-        if mode == TrustMode::Warn {
-            tracing::warn!(repository = %repo, reference = %reference, %digest, rule = %rule.label, reason = %why, "served an image no trusted signature covers (trust rule in warn mode)");
+        if mode == TrustMode::Warn || head {
+            if !head {
+                tracing::warn!(repository = %repo, reference = %reference, %digest, rule = %rule.label, reason = %why, "served an image no trusted signature covers (trust rule in warn mode)");
+            }
             return Ok(Some(format!("{header}; rule=\"{}\"", quote(&rule.label))));
         }
+        let named = match reference {
+            Reference::Tag(t) => format!("{repo}:{t} ({digest})"),
+            Reference::Digest(_) => format!("{repo}@{digest}"),
+        };
         Err(Error::refused(
             ErrorCode::Denied,
             format!(
-                "trust rule \"{}\" refuses {repo}:{reference} ({digest}): {why}; sign it with `wharf sign --key cosign.key {repo}@{digest}` using a key the rule trusts",
+                "trust rule \"{}\" refuses {named}: {why}; sign it with `wharf sign --key cosign.key {repo}@{digest}` using a key the rule trusts",
                 rule.label
             ),
         )
@@ -357,14 +371,15 @@ impl Layer for TrustLayer {
             return self.inner.manifest(o, repo, reference).await;
         };
         let finding = self.trust.decide(source, i, repo, reference, &first).await?;
-        let mut header = self.apply(rule, repo, reference, &first.digest, &finding)?;
+        let head = o.request.method == "HEAD";
+        let mut header = self.apply(head, rule, repo, reference, &first.digest, &finding)?;
         let Some(mut served) = self.inner.manifest(o, repo, reference).await? else {
             return Ok(None);
         };
         if served.content.digest != first.digest {
             // The tag moved between the two reads: judge what is actually served.
             let again = self.trust.decide(source, i, repo, reference, &served.content).await?;
-            header = self.apply(rule, repo, reference, &served.content.digest, &again)?;
+            header = self.apply(head, rule, repo, reference, &served.content.digest, &again)?;
         }
         served.trust = header;
         Ok(Some(served))
