@@ -77,9 +77,12 @@ fn trust_enforce_refuses_unsigned_docker_pulls_with_the_rules_reason_and_serves_
     let said = output_text(&docker_pull(&stranger));
     assert!(said.contains("signed by an untrusted key"), "{said}");
 
-    // The OCI 1.1 referrer form verifies as well.
-    let referred = docker_pushed(&host, "prod/referred", "signed as a referrer");
-    sign(&config, &private, &referred, &["--referrers"]);
+    // The OCI 1.1 referrer form verifies as well: signed where no rule applies (signing
+    // by referrer reads the subject manifest), then copied in with its referrers.
+    let staged = docker_pushed(&host, "staging/referred", "signed as a referrer");
+    sign(&config, &private, &staged, &["--referrers"]);
+    let referred = format!("{host}/prod/referred:v1");
+    wharf_insecure_ok(&config, &["copy", "--referrers", &staged, &referred]);
     docker_runs(&referred, "signed as a referrer");
     docker_rmi(&[&referred]);
 }
@@ -93,12 +96,16 @@ fn trust_enforce_serves_each_platform_of_an_index_signed_once_to_skopeo() {
     let (private, public) = key_pair(dir.path(), "cosign");
     let (served, _) = serve(dir.path(), &public);
     let host = served.host();
+    // docker manifest create reads each platform's manifest, which an enforce rule
+    // refuses before signing: the index is made in staging/ and copied in whole.
     let mut parts = vec![];
     for arch in ["amd64", "arm64"] {
-        parts.push(docker_pushed(&host, &format!("prod/{arch}"), &format!("built for {arch}")));
+        parts.push(docker_pushed(&host, &format!("staging/{arch}"), &format!("built for {arch}")));
     }
+    let staged = format!("{host}/staging/multi:latest");
+    push_manifest_list(&staged, &parts[0], &parts[1]);
     let list = format!("{host}/prod/multi:latest");
-    push_manifest_list(&list, &parts[0], &parts[1]);
+    wharf_insecure_ok(&config, &["copy", &staged, &list]);
     let skopeo = |arch: &str| {
         let to = dir.path().join(format!("copy-{arch}-{}", free_port()));
         Command::new("skopeo")
