@@ -83,8 +83,15 @@ impl Verification {
 
     /// What `labels` ask a new image to be verified with: a rule's name or a key path
     /// from the label, else `--verify`; None when nothing is asked.
-    fn roots_for(&self, labels: &HashMap<String, String>) -> Result<Option<(String, TrustRoots)>, String> {
-        let Some(value) = labels.get(VERIFY).map(|v| v.trim()).filter(|v| !v.is_empty()) else {
+    fn roots_for(
+        &self,
+        labels: &HashMap<String, String>,
+    ) -> Result<Option<(String, TrustRoots)>, String> {
+        let Some(value) = labels
+            .get(VERIFY)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+        else {
             return Ok(self.default.clone());
         };
         if let Some(roots) = self.rules.get(value) {
@@ -94,7 +101,9 @@ impl Verification {
             return Ok(Some((value.to_owned(), roots.clone())));
         }
         let roots = TrustRoots::load(&[PathBuf::from(value)], &[]).map_err(|e| {
-            format!("{VERIFY}={value} is neither a rule in the --trust file nor a readable key: {e}")
+            format!(
+                "{VERIFY}={value} is neither a rule in the --trust file nor a readable key: {e}"
+            )
         })?;
         lock(&self.keys).insert(value.to_owned(), roots.clone());
         Ok(Some((value.to_owned(), roots)))
@@ -116,7 +125,11 @@ impl Verification {
         };
         let client = match registries.client(image.registry()).await {
             Ok(c) => c,
-            Err(e) => return Some(format!("not updated: cannot read the signatures of {digest}: {e}")),
+            Err(e) => {
+                return Some(format!(
+                    "not updated: cannot read the signatures of {digest}: {e}"
+                ))
+            }
         };
         let source = RegistrySource { client: &client };
         let repo = image.repository().as_str();

@@ -228,7 +228,10 @@ async fn connect(args: &WatchArgs, flags: &ClientFlags) -> anyhow::Result<Watche
     let registries = Registries::new(options, credential_source()?, args.registry_timeout);
     let verification =
         wharf_watch::verify::Verification::load(args.verify.as_deref(), args.trust.as_deref())?;
-    Ok(Watcher::new(engine, registries, settings(args), rejections(args)).verify_with(verification))
+    Ok(
+        Watcher::new(engine, registries, settings(args), rejections(args))
+            .verify_with(verification),
+    )
 }
 
 /// SIGTERM (`docker stop`) or SIGINT, listened for from this call on and for the life

@@ -47,7 +47,10 @@ fn serve(dir: &Path, public: &str) -> (Served, u16) {
 }
 
 fn docker_pull(image: &str) -> std::process::Output {
-    Command::new("docker").args(["pull", image]).output().unwrap()
+    Command::new("docker")
+        .args(["pull", image])
+        .output()
+        .unwrap()
 }
 
 #[test]
@@ -67,10 +70,32 @@ fn trust_enforce_refuses_unsigned_docker_pulls_with_the_rules_reason_and_serves_
     assert!(said.contains("trust rule \"prod/*\""), "{said}");
     assert!(said.contains("no signature"), "{said}");
 
+    let page = |path: &str| {
+        let got = http_client()
+            .get(format!("http://{host}{path}"))
+            .send()
+            .unwrap();
+        assert_eq!(got.status(), 200, "{path}");
+        got.text().unwrap()
+    };
+    let tags = page("/ui/repo?name=prod%2Fapp");
+    assert!(tags.contains("refused: no signature"), "{tags}");
+
     let signed = sign(&config, &private, &image, &[]);
     assert!(signed.contains("Signed"), "{signed}");
     docker_runs(&image, "signed later");
     docker_rmi(&[&image]);
+    let manifest = page("/ui/manifest?name=prod%2Fapp&ref=v1");
+    assert!(manifest.contains("verified: "), "{manifest}");
+    assert!(
+        manifest.contains(&public),
+        "the page names the key: {manifest}"
+    );
+    assert!(
+        manifest.contains("cosign signature (.sig tag)"),
+        "{manifest}"
+    );
+    assert!(page("/ui/repo?name=prod%2Fapp").contains("verified: "));
 
     let stranger = docker_pushed(&host, "prod/stranger", "signed by another key");
     sign(&config, &other_private, &stranger, &[]);
@@ -100,7 +125,11 @@ fn trust_enforce_serves_each_platform_of_an_index_signed_once_to_skopeo() {
     // refuses before signing: the index is made in staging/ and copied in whole.
     let mut parts = vec![];
     for arch in ["amd64", "arm64"] {
-        parts.push(docker_pushed(&host, &format!("staging/{arch}"), &format!("built for {arch}")));
+        parts.push(docker_pushed(
+            &host,
+            &format!("staging/{arch}"),
+            &format!("built for {arch}"),
+        ));
     }
     let staged = format!("{host}/staging/multi:latest");
     push_manifest_list(&staged, &parts[0], &parts[1]);
@@ -117,11 +146,18 @@ fn trust_enforce_serves_each_platform_of_an_index_signed_once_to_skopeo() {
     };
     let before = skopeo("arm64");
     assert!(!before.status.success(), "an unsigned index was copied");
-    assert!(output_text(&before).contains("no signature"), "{}", output_text(&before));
+    assert!(
+        output_text(&before).contains("no signature"),
+        "{}",
+        output_text(&before)
+    );
 
     sign(&config, &private, &list, &[]);
     for arch in ["amd64", "arm64"] {
-        ok(skopeo(arch), &format!("skopeo copy of {arch}; log:\n{}", served.log()));
+        ok(
+            skopeo(arch),
+            &format!("skopeo copy of {arch}; log:\n{}", served.log()),
+        );
     }
 }
 
@@ -139,7 +175,10 @@ fn trust_warn_serves_unsigned_pulls_with_a_header_a_metric_and_a_log_line() {
     let url = format!("http://{host}/v2/warn/app/manifests/v1");
     let got = http_client()
         .get(&url)
-        .header("Accept", "application/vnd.docker.distribution.manifest.v2+json")
+        .header(
+            "Accept",
+            "application/vnd.docker.distribution.manifest.v2+json",
+        )
         .send()
         .unwrap();
     assert_eq!(got.status(), 200);
@@ -155,7 +194,9 @@ fn trust_warn_serves_unsigned_pulls_with_a_header_a_metric_and_a_log_line() {
         .unwrap();
     let line = "wharf_trust_pulls_total{rule=\"lenient\",mode=\"warn\",verdict=\"unverified\"}";
     assert!(metrics.contains(line), "{metrics}");
-    assert!(served.log().contains("served an image no trusted signature covers"));
+    assert!(served
+        .log()
+        .contains("served an image no trusted signature covers"));
 }
 
 /// A signature manifest under the image's `.sig` tag, with `layers` simple-signing layers
@@ -165,7 +206,9 @@ fn bad_signature(host: &str, repo: &str, digest: &str, layers: usize, annotation
     let payload = b"{}";
     let payload_digest = format!("sha256:{}", sha256_hex(payload));
     let upload = client
-        .post(format!("http://{host}/v2/{repo}/blobs/uploads/?digest={payload_digest}"))
+        .post(format!(
+            "http://{host}/v2/{repo}/blobs/uploads/?digest={payload_digest}"
+        ))
         .body(payload.to_vec())
         .send()
         .unwrap();
@@ -214,16 +257,25 @@ fn trust_bad_signatures_are_refused_with_a_reason_and_never_a_5xx() {
         let image = docker_pushed(&host, &repo, name);
         let digest = docker_manifest_digest(&host, &repo);
         let put = bad_signature(&host, &repo, &digest, layers, &annotation);
-        assert!(put < 300, "{name}: the signature manifest was not stored ({put})");
+        assert!(
+            put < 300,
+            "{name}: the signature manifest was not stored ({put})"
+        );
         let got = client
             .get(format!("http://{host}/v2/{repo}/manifests/v1"))
-            .header("Accept", "application/vnd.docker.distribution.manifest.v2+json")
+            .header(
+                "Accept",
+                "application/vnd.docker.distribution.manifest.v2+json",
+            )
             .send()
             .unwrap();
         let status = got.status().as_u16();
         let body = got.text().unwrap();
         assert_eq!(status, 403, "{name}: {body}");
-        assert!(body.contains("DENIED") && body.contains("trust rule"), "{name}: {body}");
+        assert!(
+            body.contains("DENIED") && body.contains("trust rule"),
+            "{name}: {body}"
+        );
         let said = output_text(&docker_pull(&image));
         assert!(said.contains("trust rule"), "{name}: {said}");
     }
@@ -233,7 +285,10 @@ fn trust_bad_signatures_are_refused_with_a_reason_and_never_a_5xx() {
 fn docker_manifest_digest(host: &str, repo: &str) -> String {
     let head = http_client()
         .head(format!("http://{host}/v2/{repo}/manifests/v1"))
-        .header("Accept", "application/vnd.docker.distribution.manifest.v2+json")
+        .header(
+            "Accept",
+            "application/vnd.docker.distribution.manifest.v2+json",
+        )
         .send()
         .unwrap();
     assert_eq!(head.status(), 200, "a HEAD is answered under enforce");

@@ -33,7 +33,15 @@ fn trust_watch_keeps_an_unverified_push_off_and_updates_on_a_signed_one() {
         registry.dir.path(),
         free_port(),
         &registry.docker_config(),
-        &["--events-from", &registry.host(), "--registry-ca", &ca, "--notification-url", &url, &name],
+        &[
+            "--events-from",
+            &registry.host(),
+            "--registry-ca",
+            &ca,
+            "--notification-url",
+            &url,
+            &name,
+        ],
     );
     wait_for_log(&watcher, "subscribed to registry events");
 
@@ -48,7 +56,12 @@ fn trust_watch_keeps_an_unverified_push_off_and_updates_on_a_signed_one() {
         .args(["inspect", "-f", "{{.Image}}", &name])
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&now.stdout).trim(), running, "{}", watcher.log());
+    assert_eq!(
+        String::from_utf8_lossy(&now.stdout).trim(),
+        running,
+        "{}",
+        watcher.log()
+    );
 
     // Signed before the tag moves: pushed under another tag (no container uses it),
     // signed by digest, then tagged `latest`.

@@ -49,10 +49,18 @@ mod tests {
     #[test]
     fn cosign_tags_and_the_referrers_fallback_tag_are_signature_tags() {
         let hex = "a".repeat(64);
-        for t in [format!("sha256-{hex}.sig"), format!("sha256-{hex}.att"), format!("sha256-{hex}")] {
+        for t in [
+            format!("sha256-{hex}.sig"),
+            format!("sha256-{hex}.att"),
+            format!("sha256-{hex}"),
+        ] {
             assert!(is_signature_tag(&t.parse().unwrap()), "{t}");
         }
-        for t in ["latest".to_owned(), format!("sha256-{}", "a".repeat(63)), format!("sha256-{hex}x")] {
+        for t in [
+            "latest".to_owned(),
+            format!("sha256-{}", "a".repeat(63)),
+            format!("sha256-{hex}x"),
+        ] {
             assert!(!is_signature_tag(&t.parse().unwrap()), "{t}");
         }
     }
@@ -61,7 +69,9 @@ mod tests {
     fn signatures_are_artifacts_and_images_are_not() {
         let d = format!("sha256:{}", "b".repeat(64));
         let manifest = |layer: &str| {
-            format!(r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{d}","size":2}},"layers":[{{"mediaType":"{layer}","digest":"{d}","size":2}}]}}"#)
+            format!(
+                r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{d}","size":2}},"layers":[{{"mediaType":"{layer}","digest":"{d}","size":2}}]}}"#
+            )
         };
         let oci = "application/vnd.oci.image.manifest.v1+json";
         let sig = manifest("application/vnd.dev.cosign.simplesigning.v1+json");
@@ -70,7 +80,12 @@ mod tests {
         assert!(!is_artifact(image.as_bytes(), oci));
         let docker = manifest("application/vnd.docker.image.rootfs.diff.tar.gzip");
         assert!(!is_artifact(docker.as_bytes(), oci));
-        let index = format!(r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"{oci}","digest":"{d}","size":2}}]}}"#);
-        assert!(!is_artifact(index.as_bytes(), "application/vnd.oci.image.index.v1+json"));
+        let index = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"{oci}","digest":"{d}","size":2}}]}}"#
+        );
+        assert!(!is_artifact(
+            index.as_bytes(),
+            "application/vnd.oci.image.index.v1+json"
+        ));
     }
 }

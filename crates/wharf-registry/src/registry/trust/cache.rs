@@ -103,14 +103,21 @@ mod tests {
     use super::*;
 
     fn d(c: char) -> Digest {
-        format!("sha256:{}", c.to_string().repeat(64)).parse().unwrap()
+        format!("sha256:{}", c.to_string().repeat(64))
+            .parse()
+            .unwrap()
     }
 
     #[test]
     fn a_changed_signature_tag_or_referrer_misses() {
         let cache = VerdictCache::default();
         let before = SigState::new(Some(d('a')), &[]);
-        cache.put(0, d('1'), before.clone(), Finding::Unverified("no signature".into()));
+        cache.put(
+            0,
+            d('1'),
+            before.clone(),
+            Finding::Unverified("no signature".into()),
+        );
         assert!(cache.get(0, &d('1'), &before).is_some());
         assert!(cache.get(1, &d('1'), &before).is_none(), "another rule");
         let retagged = SigState::new(Some(d('b')), &[]);

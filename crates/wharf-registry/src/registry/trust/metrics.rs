@@ -53,7 +53,11 @@ impl Collector for TrustMetrics {
             .map(|(k, n)| (k.clone(), *n))
             .collect();
         for ((rule, mode, verdict), n) in pulls {
-            let labels = [("rule", rule.as_str()), ("mode", mode), ("verdict", verdict)];
+            let labels = [
+                ("rule", rule.as_str()),
+                ("mode", mode),
+                ("verdict", verdict),
+            ];
             counter(
                 &mut e,
                 "wharf_trust_pulls",

@@ -22,8 +22,8 @@ use wharf_oci::manifest::{Manifest, ManifestKind};
 use wharf_oci::{Digest, ErrorCode, Reference, RepoName};
 
 pub use self::artifact::{is_artifact, is_signature_tag};
-pub use self::metrics::TrustMetrics;
 use self::cache::{Parents, SigState, VerdictCache};
+pub use self::metrics::TrustMetrics;
 use self::source::ServiceSource;
 use super::events::Origin;
 use super::service::{Layer, Served, Service};
@@ -129,11 +129,18 @@ impl Trust {
         reference: &Reference,
         content: &ManifestContent,
     ) -> Result<Finding> {
-        if is_signature_tag(reference) || is_artifact(&content.bytes, &content.media_type) {
+        if is_signature_tag(reference) {
             return Ok(Finding::Exempt);
         }
         let finding = self.judge(source, rule, repo, content).await?;
-        if !matches!(finding, Finding::Unverified(_)) || !matches!(reference, Reference::Digest(_)) {
+        if !matches!(finding, Finding::Unverified(_)) {
+            return Ok(finding);
+        }
+        // Parsed only when unsigned: a signed image's pull costs no JSON parse.
+        if is_artifact(&content.bytes, &content.media_type) {
+            return Ok(Finding::Exempt);
+        }
+        if !matches!(reference, Reference::Digest(_)) {
             return Ok(finding);
         }
         // A platform's manifest, pulled by digest after its index: the index's signature
@@ -163,7 +170,7 @@ impl Trust {
         content: &ManifestContent,
     ) -> Result<Finding> {
         let digest = &content.digest;
-        let state = sig_state(source, repo, digest).await?;
+        let (state, referrers) = sig_state(source, repo, digest).await?;
         if let Some(found) = self.cache.get(rule, digest, &state) {
             self.metrics.hit();
             return Ok(found);
@@ -172,7 +179,7 @@ impl Trust {
         let (finding, cacheable) = match state.is_empty() {
             true => (Finding::Unverified("no signature".into()), true),
             false => {
-                let src = ServiceSource::new(source, &self.core);
+                let src = ServiceSource::new(source, &self.core, (digest, &referrers));
                 source::verdict(&src, repo, digest, &self.rules[rule].roots).await
             }
         };
@@ -234,7 +241,7 @@ impl Trust {
         repo: &RepoName,
         content: &ManifestContent,
     ) -> Result<TrustStatus> {
-        let signed = !sig_state(source, repo, &content.digest).await?.is_empty();
+        let signed = !sig_state(source, repo, &content.digest).await?.0.is_empty();
         let Some((i, rule)) = self.rule_for(repo) else {
             return Ok(TrustStatus {
                 rule: None,
@@ -259,11 +266,18 @@ async fn read(
     reference: &Reference,
 ) -> Result<Option<ManifestContent>> {
     let o = Origin::method("GET");
-    Ok(source.manifest(&o, repo, reference).await?.map(|s| s.content))
+    Ok(source
+        .manifest(&o, repo, reference)
+        .await?
+        .map(|s| s.content))
 }
 
 /// The digest's signature tag and referrers now.
-async fn sig_state(source: &dyn Service, repo: &RepoName, digest: &Digest) -> Result<SigState> {
+async fn sig_state(
+    source: &dyn Service,
+    repo: &RepoName,
+    digest: &Digest,
+) -> Result<(SigState, Vec<wharf_oci::Descriptor>)> {
     let o = Origin::method("GET");
     let tag: Reference = format!("{}-{}.sig", digest.algorithm().as_str(), digest.hex())
         .parse()
@@ -272,8 +286,8 @@ async fn sig_state(source: &dyn Service, repo: &RepoName, digest: &Digest) -> Re
         source.manifest(&o, repo, &tag),
         source.referrers(&o, repo, digest)
     );
-    let sig = sig?.map(|s| s.content.digest);
-    Ok(SigState::new(sig, &referrers?))
+    let (sig, referrers) = (sig?.map(|s| s.content.digest), referrers?);
+    Ok((SigState::new(sig, &referrers), referrers))
 }
 
 /// The layer: manifest reads in covered repositories are judged; everything else, and
@@ -370,7 +384,10 @@ impl Layer for TrustLayer {
         let Some(first) = read(source, repo, reference).await? else {
             return self.inner.manifest(o, repo, reference).await;
         };
-        let finding = self.trust.decide(source, i, repo, reference, &first).await?;
+        let finding = self
+            .trust
+            .decide(source, i, repo, reference, &first)
+            .await?;
         let head = o.request.method == "HEAD";
         let mut header = self.apply(head, rule, repo, reference, &first.digest, &finding)?;
         let Some(mut served) = self.inner.manifest(o, repo, reference).await? else {
@@ -378,7 +395,10 @@ impl Layer for TrustLayer {
         };
         if served.content.digest != first.digest {
             // The tag moved between the two reads: judge what is actually served.
-            let again = self.trust.decide(source, i, repo, reference, &served.content).await?;
+            let again = self
+                .trust
+                .decide(source, i, repo, reference, &served.content)
+                .await?;
             header = self.apply(head, rule, repo, reference, &served.content.digest, &again)?;
         }
         served.trust = header;

@@ -17,11 +17,22 @@ pub(super) struct ServiceSource<'a> {
     service: &'a dyn Service,
     /// Where stored blobs' bytes are read (the service answers only where they are).
     core: &'a Arc<Core>,
+    /// The referrers of the digest being verified, read already to key the cache: a
+    /// filesystem store may rebuild its referrers index on each read just after a push.
+    known: (&'a Digest, &'a [Descriptor]),
 }
 
 impl<'a> ServiceSource<'a> {
-    pub fn new(service: &'a dyn Service, core: &'a Arc<Core>) -> Self {
-        ServiceSource { service, core }
+    pub fn new(
+        service: &'a dyn Service,
+        core: &'a Arc<Core>,
+        known: (&'a Digest, &'a [Descriptor]),
+    ) -> Self {
+        ServiceSource {
+            service,
+            core,
+            known,
+        }
     }
 }
 
@@ -54,20 +65,40 @@ impl SignatureSource for ServiceSource<'_> {
     }
 
     async fn referrers(&self, repo: &str, digest: &Digest) -> Result<Vec<Descriptor>, TrustError> {
+        if digest == self.known.0 {
+            return Ok(self.known.1.to_vec());
+        }
         let repo = repo_name(repo)?;
         let o = Origin::method("GET");
-        self.service.referrers(&o, &repo, digest).await.map_err(failed)
+        self.service
+            .referrers(&o, &repo, digest)
+            .await
+            .map_err(failed)
     }
 
     async fn blob(&self, repo: &str, digest: &Digest, max: u64) -> Result<Vec<u8>, TrustError> {
         let name = repo_name(repo)?;
         let o = Origin::method("GET");
         let what = || format!("blob {digest} in {repo}");
-        match self.service.blob(&o, &name, digest, true).await.map_err(failed)? {
-            None => Err(TrustError::Source(format!("{} is not in the registry", what()))),
+        match self
+            .service
+            .blob(&o, &name, digest, true)
+            .await
+            .map_err(failed)?
+        {
+            None => Err(TrustError::Source(format!(
+                "{} is not in the registry",
+                what()
+            ))),
             Some(found) if found.size() > max => Err(too_large(what(), found.size(), max)),
             Some(BlobSource::Stored(_)) => {
-                let bytes = self.core.store.blobs.get(digest, max).await.map_err(failed)?;
+                let bytes = self
+                    .core
+                    .store
+                    .blobs
+                    .get(digest, max)
+                    .await
+                    .map_err(failed)?;
                 bytes
                     .map(|b| b.to_vec())
                     .ok_or_else(|| TrustError::Source(format!("{} vanished", what())))
@@ -100,7 +131,8 @@ pub(super) async fn verdict(
             (Finding::Verified { by, form }, true)
         }
         Verdict::Refused(r) => {
-            let store_failed = matches!(&r, Refusal::Invalid(why) if why.starts_with("reading signatures"));
+            let store_failed =
+                matches!(&r, Refusal::Invalid(why) if why.starts_with("reading signatures"));
             (Finding::Unverified(r.to_string()), !store_failed)
         }
     }
