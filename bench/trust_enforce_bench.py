@@ -11,7 +11,7 @@ in one run.
   against the first GET of a fresh unsigned image in `plain/`. Median of 20 each.
   Target: added latency <= 10 ms.
 
-Usage: trust_bench.py --wharf BIN [--work DIR]
+Usage: trust_enforce_bench.py --wharf BIN [--work DIR]
 Needs wrk. Standard library only. Exit 0 when everything ran; 1 on an error status.
 """
 
@@ -145,7 +145,7 @@ def main():
             plain.append(first_get_ms(port, "plain/fresh", f"t{i}"))
         s, p = statistics.median(signed), statistics.median(plain)
         load = os.getloadavg()[0]
-        print(f"trust_bench {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average {load:.2f}")
+        print(f"trust_enforce_bench {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average {load:.2f}")
         print("| measure | enforce rule | no rule | ratio / added | target | result |")
         print("|---|---|---|---|---|---|")
         ok1 = rule >= 0.8 * none
