@@ -261,18 +261,19 @@ pub async fn verify(
     roots: &TrustRoots,
 ) -> Verdict {
     match list_signatures(source, repo, digest, roots).await {
-        Ok(found) => best(found.into_iter().map(|s| s.verdict)),
+        Ok(found) => verdict_of(&found),
         Err(e) => Verdict::Refused(Refusal::Invalid(e.to_string())),
     }
 }
 
-/// The verdict of a set: the first verified, else the weightiest refusal.
-fn best(verdicts: impl Iterator<Item = Verdict>) -> Verdict {
+/// The verdict of the signatures found: the first that verified, else the most telling
+/// refusal (`NoSignature` when there are none).
+pub fn verdict_of(signatures: &[SignatureInfo]) -> Verdict {
     let mut worst = Refusal::NoSignature;
-    for verdict in verdicts {
-        match verdict {
-            Verdict::Verified { .. } => return verdict,
-            Verdict::Refused(r) if r.weight() > worst.weight() => worst = r,
+    for signature in signatures {
+        match &signature.verdict {
+            verified @ Verdict::Verified { .. } => return verified.clone(),
+            Verdict::Refused(r) if r.weight() > worst.weight() => worst = r.clone(),
             Verdict::Refused(_) => {}
         }
     }

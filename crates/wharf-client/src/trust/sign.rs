@@ -2,9 +2,9 @@
 //! `sha256-<hex>.sig` tag (cosign's default, adding to the signatures already there), or
 //! as an OCI 1.1 referrer in the form `cosign sign --registry-referrers-mode=oci-1-1`
 //! writes (the same signature image with `config.mediaType`
-//! `application/vnd.dev.cosign.artifact.sig.v1+json` and a `subject`). cosign 3's
-//! Sigstore-bundle referrer needs a transparency log or timestamp to verify, which an
-//! offline key-based signature has neither of, so it is not the form written.
+//! `application/vnd.dev.cosign.artifact.sig.v1+json` and a `subject`; cosign 3 writes it
+//! in that mode with `--new-bundle-format=false`). cosign 3's default, a Sigstore bundle
+//! referrer holding a DSSE in-toto statement, is another format, not written here.
 
 use std::collections::BTreeMap;
 
