@@ -32,3 +32,4 @@ pub mod sse;
 pub mod target;
 pub mod update;
 pub mod window;
+pub mod verify;

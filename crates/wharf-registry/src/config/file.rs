@@ -193,6 +193,8 @@ struct File {
     audit: Option<super::audit::Audit>,
     /// wharf's own: push replication and pull sync.
     replication: Option<super::replication::ReplicationFile>,
+    /// wharf's own: signatures pulls must carry.
+    trust: Option<Vec<super::trust::TrustRule>>,
 }
 
 impl File {
@@ -252,6 +254,10 @@ impl File {
         config.audit = self.audit.unwrap_or_default().into_config();
         if let Some(r) = self.replication {
             config.replication = r.into_config(origin)?;
+        }
+        config.trust = self.trust.unwrap_or_default();
+        for (i, rule) in config.trust.iter().enumerate() {
+            rule.check(origin, i)?;
         }
         Ok(config)
     }

@@ -164,6 +164,7 @@ const WHARF_SECTIONS: &[&str] = &[
     "immutable",
     "quotas",
     "replication",
+    "trust",
 ];
 
 /// What to do about a key wharf did not read.

@@ -18,6 +18,7 @@ mod oidc;
 pub mod proxy;
 pub mod replication;
 mod storage;
+pub mod trust;
 mod ui;
 
 use std::net::SocketAddr;
@@ -76,6 +77,8 @@ pub struct Config {
     pub audit: AuditConfig,
     /// `replication:` (wharf's own): push replication and pull sync.
     pub replication: replication::ReplicationConfig,
+    /// `trust:` (wharf's own): signatures pulls must carry, per repository glob.
+    pub trust: Vec<trust::TrustRule>,
 }
 
 /// `audit:`: on by default.
@@ -270,6 +273,7 @@ impl Config {
             database: None,
             audit: AuditConfig::default(),
             replication: Default::default(),
+            trust: Vec::new(),
         }
     }
 }

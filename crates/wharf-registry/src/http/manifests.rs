@@ -12,6 +12,10 @@ use crate::registry::events::Origin;
 use crate::registry::manifests::MANIFEST_LIMIT;
 use crate::registry::Served;
 
+/// What a `trust:` rule found for the manifest served (`verified; by="…"`,
+/// `unverified; no signature; rule="prod"`).
+const WHARF_TRUST: http::HeaderName = http::HeaderName::from_static("wharf-trust");
+
 fn unknown(repo: &RepoName, reference: &Reference) -> ApiError {
     ApiError::new(ErrorCode::ManifestUnknown)
         .detail(json!({ "name": repo.as_str(), "reference": reference.to_string() }))
@@ -28,6 +32,7 @@ pub async fn get(
     let Served {
         content: m,
         warning,
+        trust,
     } = served.ok_or_else(|| unknown(repo, reference))?;
     let digest_text = m.digest.to_string();
     let resp = if head {
@@ -40,6 +45,10 @@ pub async fn get(
     let resp = resp
         .with(DOCKER_CONTENT_DIGEST, &digest_text)
         .with(ETAG, &format!("\"{digest_text}\""));
+    let resp = match trust {
+        Some(t) => resp.with(WHARF_TRUST, &t),
+        None => resp,
+    };
     Ok(match warning {
         Some(w) => resp.with(http::header::WARNING, &w),
         None => resp,

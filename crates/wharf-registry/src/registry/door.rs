@@ -22,6 +22,7 @@ use super::replication::Replication;
 use super::retention::RetentionReport;
 use super::scrub::{ScrubOptions, ScrubReport};
 use super::service::{Service, Wrap};
+use super::trust::{Trust, TrustLayer, TrustRules};
 use super::{Core, ManifestContent, Result};
 use crate::config::governance::Governance;
 use crate::config::proxy::ProxyConfig;
@@ -40,6 +41,9 @@ pub struct Registry {
     pulls: Option<Arc<PullCounter>>,
     reach: ReachCache,
     replication: Option<Arc<Replication>>,
+    /// The `trust:` rules, and the service below events and pull counts they read
+    /// signatures through.
+    trust: Option<(Arc<Trust>, Arc<dyn Service>)>,
 }
 
 /// Client operations enter through the outermost layer.
@@ -53,13 +57,14 @@ impl Deref for Registry {
 
 /// How a registry is put together. Layers go on in a fixed order whatever the order of
 /// the calls, outermost first: those added with [`RegistryBuilder::layer`] (the last one
-/// outermost), events, pull counts (where the store keeps them), the pull-through cache,
+/// outermost), audit, trust, events, pull counts (where the store keeps them), the pull-through cache,
 /// then the core.
 pub struct RegistryBuilder {
     core: Core,
     proxy: Option<Proxy>,
     events: Option<Arc<Events>>,
     audit: Option<Arc<Audit>>,
+    trust: Option<TrustRules>,
     wraps: Vec<Wrap>,
     replication: Option<Arc<Replication>>,
 }
@@ -99,6 +104,12 @@ impl RegistryBuilder {
         self
     }
 
+    /// Refuse (or flag) pulls no trusted signature covers, as `trust:` says.
+    pub fn trust(mut self, trust: Option<TrustRules>) -> Self {
+        self.trust = trust;
+        self
+    }
+
     /// Wrap the service in one more layer, outside every other.
     pub fn layer(
         mut self,
@@ -119,6 +130,8 @@ impl RegistryBuilder {
             mirror_hosts = proxy.hosts.clone();
             service = Arc::new(ProxyLayer::new(service, core.clone(), proxy));
         }
+        // What the trust layer reads signatures through: its reads are no client's pulls.
+        let below = service.clone();
         // A read-only registry writes nothing to its storage, counts included.
         let pulls = match core.rules().read_only {
             true => None,
@@ -133,6 +146,11 @@ impl RegistryBuilder {
         }
         if let Some(events) = &self.events {
             service = Arc::new(EventsLayer::new(service, events.clone()));
+        }
+        // Outside events and pull counts: a refused pull is neither.
+        let trust = self.trust.map(|t| Arc::new(Trust::new(t, core.clone())));
+        if let Some(t) = &trust {
+            service = Arc::new(TrustLayer::new(service, below.clone(), t.clone()));
         }
         // Outside events: a record notes how the whole operation ended.
         if let Some(audit) = &self.audit {
@@ -151,6 +169,7 @@ impl RegistryBuilder {
             pulls,
             reach: ReachCache::default(),
             replication: self.replication,
+            trust: trust.map(|t| (t, below)),
         }
     }
 }
@@ -174,6 +193,7 @@ impl Registry {
             proxy: None,
             events: None,
             audit: None,
+            trust: None,
             wraps: Vec::new(),
             replication: None,
         }
@@ -278,6 +298,18 @@ impl Registry {
     /// When `tag` was last pushed, if the store knows.
     pub async fn tag_pushed(&self, repo: &RepoName, tag: &Tag) -> Result<Option<SystemTime>> {
         Ok(self.core.store.meta.tag_pushed(repo, tag).await?)
+    }
+
+    /// What the `trust:` rules say of a stored manifest, for a page; None without rules.
+    pub async fn trust_status(
+        &self,
+        repo: &RepoName,
+        content: &ManifestContent,
+    ) -> Result<Option<super::trust::TrustStatus>> {
+        match &self.trust {
+            Some((trust, below)) => Ok(Some(trust.status(&**below, repo, content).await?)),
+            None => Ok(None),
+        }
     }
 
     pub async fn storage_summary(&self) -> Result<StorageSummary> {

@@ -149,7 +149,8 @@ async fn of_two_racing_first_pushes_of_an_immutable_tag_exactly_one_wins() {
             let (core, repo, tag) = (core.clone(), repo.clone(), tag.clone());
             let bytes = manifest(round * 2 + i);
             racers.push(tokio::spawn(async move {
-                core.store_manifest(&repo, &tag, None, bytes).await
+                let origin = crate::registry::events::Origin::default();
+                core.store_manifest(&origin, &repo, &tag, None, bytes).await
             }));
         }
         let mut winners = Vec::new();

@@ -31,6 +31,7 @@ pub mod scrub;
 pub mod service;
 mod signouts;
 mod tokens;
+pub mod trust;
 mod uploads;
 
 use serde_json::Value;

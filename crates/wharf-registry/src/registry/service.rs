@@ -53,6 +53,8 @@ pub struct RepositoryDeleted {
 pub struct Served {
     pub content: ManifestContent,
     pub warning: Option<String>,
+    /// What a `trust:` rule found, for the `Wharf-Trust` header.
+    pub trust: Option<String>,
 }
 
 impl Served {
@@ -60,6 +62,7 @@ impl Served {
         Served {
             content,
             warning: None,
+            trust: None,
         }
     }
 }

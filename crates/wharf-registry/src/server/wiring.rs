@@ -209,6 +209,10 @@ impl<'a> Wiring<'a> {
         if let Some(r) = &replication {
             metrics.add_collector(r.status.clone());
         }
+        let trust = crate::registry::trust::TrustRules::load(&config.trust).context("trust:")?;
+        if let Some(t) = &trust {
+            metrics.add_collector(t.metrics.clone());
+        }
         let metrics = Arc::new(metrics);
         let events = self.events(&store, metrics.clone()).await?;
         let rules = crate::registry::Rules {
@@ -223,6 +227,7 @@ impl<'a> Wiring<'a> {
             .proxy(proxy)
             .events(events)
             .replication(replication)
+            .trust(trust)
             .build();
         Ok((registry, metrics))
     }

@@ -138,6 +138,8 @@ struct TagDetail {
     platforms: Vec<String>,
     /// An index: its size is its own and its children's manifests, not their layers.
     index: bool,
+    /// Signed or not, and whether that verifies under the `trust:` rules.
+    trust: Option<crate::registry::trust::TrustStatus>,
 }
 
 /// The manifest's size and platforms: the config's for an image, each child's for an index.
@@ -151,6 +153,7 @@ async fn tag_detail(ui: &Ui, repo: &RepoName, digest: &Digest) -> TagDetail {
     else {
         return row;
     };
+    row.trust = super::signatures::status(&ui.app.registry, repo, &m).await;
     let Ok(parsed) = Manifest::parse(&m.bytes, Some(&m.media_type)) else {
         return row;
     };
@@ -203,6 +206,7 @@ fn tag_rows(name: &str, rows: &[(TagSummary, TagDetail)], deletable: bool) -> Ma
                 td.num data-label="Size" { (human_bytes(d.size)) @if d.index { " " span.badge { "index" } } }
                 td data-label="Pushed" { (ago(t.pushed)) }
                 td data-label="Platforms" { (d.platforms.join(", ")) }
+                td data-label="Signature" { (super::signatures::cell(d.trust.as_ref())) }
                 @if deletable {
                     td data-label="" { @if !t.immutable {
                         a.delete href={ "/ui/delete?" (encode(&[("name", name), ("ref", &t.name)])) } { "Delete" }
@@ -283,7 +287,7 @@ pub async fn tags(State(ui): State<Arc<Ui>>, headers: HeaderMap, q: Params) -> R
                         (sort_heading("Tag", by("name"), sort == TagSort::Name, ""))
                         th { "Digest" } th.num { "Size" }
                         (sort_heading("Pushed", by(""), sort == TagSort::Pushed, ""))
-                        th { "Platforms" } @if deletable { th {} }
+                        th { "Platforms" } th { "Signature" } @if deletable { th {} }
                     } }
                     (tag_rows(name, &rows, deletable))
                 }

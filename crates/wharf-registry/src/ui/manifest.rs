@@ -150,6 +150,7 @@ pub async fn manifest(State(ui): State<Arc<Ui>>, headers: HeaderMap, q: Params) 
         .stored_referrers(&repo, &m.digest)
         .await
         .unwrap_or_default();
+    let trust = super::signatures::status(&ui.app.registry, &repo, &m).await;
     let host = &who.host;
     let name = repo.as_str();
     let link = |d: &Digest| {
@@ -172,6 +173,7 @@ pub async fn manifest(State(ui): State<Arc<Ui>>, headers: HeaderMap, q: Params) 
             dt { "Digest" } dd { code #digest { (m.digest) } }
             dt { "Media type" } dd { code { (m.media_type) } }
             dt { "Manifest size" } dd { (human_bytes(m.bytes.len() as u64)) }
+            @if let Some(t) = &trust { (super::signatures::facts(t)) }
         }
         (contents(&parsed, &link))
         @if let Some(c) = &config { (config_section(c)) }

@@ -20,6 +20,7 @@ mod page;
 mod replication;
 mod rules;
 mod session;
+mod signatures;
 pub mod style;
 mod widgets;
 

@@ -84,6 +84,8 @@ pub struct Watcher {
     checking_only: std::sync::atomic::AtomicBool,
     /// History, kept images, held updates, windows (see `with_fleet`).
     fleet: crate::fleet::Fleet,
+    /// Signatures new images must carry (`--verify`, `--trust`, `wharf.watch.verify`).
+    verification: crate::verify::Verification,
 }
 
 /// A watched container and what the check found for it.
@@ -129,6 +131,7 @@ impl Watcher {
             own_id: own_container_id(),
             checking_only: std::sync::atomic::AtomicBool::new(false),
             fleet: crate::fleet::Fleet::in_memory(),
+            verification: crate::verify::Verification::default(),
         }
     }
 
@@ -162,6 +165,27 @@ impl Watcher {
         self.checking_only.store(true, Ordering::SeqCst);
         let _reset = Reset(&self.checking_only);
         self.session_now(only_images).await
+    }
+
+    /// Check new images' signatures before any update, as `verification` asks.
+    pub fn verify_with(mut self, verification: crate::verify::Verification) -> Watcher {
+        self.verification = verification;
+        self
+    }
+
+    /// Why the checked image must not be run, when its container asks for a signature
+    /// that does not verify.
+    async fn unverified(&self, c: &Checked) -> Option<String> {
+        let (Ok(image), Some(Ok(digest)), None) = (&c.image, &c.latest, &c.local) else {
+            return None;
+        };
+        let labels = c.target.labels().0;
+        let why = self
+            .verification
+            .refusal(&self.registries, labels, image, digest)
+            .await?;
+        tracing::warn!(container = %c.target.name, %image, %digest, reason = %why, "a new image does not verify; the container is left alone");
+        Some(why)
     }
 
     /// The registries' clients (credentials, token cache), shared with event subscribers.
@@ -356,6 +380,13 @@ impl Watcher {
                     // as well in the same check would race that (and its rollback).
                     line.outcome = Outcome::Skipped;
                     line.detail = Some(format!("it shares the network of {provider}, updated in this check: it is recreated on the new network now and updated at the next check"));
+                    lines.push(line);
+                    continue;
+                }
+                // An image that does not verify is never held for a window or an approval.
+                if let Some(why) = self.unverified(c).await {
+                    line.outcome = Outcome::Failed;
+                    line.detail = Some(why);
                     lines.push(line);
                     continue;
                 }

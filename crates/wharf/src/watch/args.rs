@@ -276,6 +276,14 @@ pub struct WatchArgs {
     /// `rollback` or `history`.
     #[command(subcommand)]
     pub(super) command: Option<super::fleet::FleetCommand>,
+    /// A cosign public key (PEM) every watched container's new image must be signed
+    /// with; a container's `wharf.watch.verify` label names another key or rule.
+    #[arg(long = "verify", value_name = "KEY", env = "WHARF_WATCH_VERIFY")]
+    pub(super) verify: Option<PathBuf>,
+    /// A file with a `trust:` list (a wharf config will do) whose rules, by `name:`, the
+    /// `wharf.watch.verify` label may name.
+    #[arg(long = "trust", value_name = "FILE", env = "WHARF_WATCH_TRUST")]
+    pub(super) trust: Option<PathBuf>,
     /// Do not log the startup message.
     #[arg(long, env = "WATCHTOWER_NO_STARTUP_MESSAGE", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", value_parser = flag_bool)]
     pub(super) no_startup_message: bool,

@@ -93,7 +93,12 @@ pub(super) async fn connect(
             super::settings(args),
             rejections,
         )
-        .with_fleet(kept);
+        .with_fleet(kept)
+        // Per host: a label's key, loaded on first use, is kept by that host's watcher.
+        .verify_with(wharf_watch::verify::Verification::load(
+            args.verify.as_deref(),
+            args.trust.as_deref(),
+        )?);
         locals.push(LocalHost {
             name: spec.name,
             url: spec.url,

@@ -89,6 +89,7 @@ impl ProxyLayer {
                         remote.url,
                         header_text(&why)
                     )),
+                    trust: None,
                 }))
             }
             (Err(failure), None) => {
