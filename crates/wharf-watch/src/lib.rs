@@ -31,5 +31,5 @@ pub mod spec;
 pub mod sse;
 pub mod target;
 pub mod update;
-pub mod window;
 pub mod verify;
+pub mod window;
