@@ -188,6 +188,16 @@ impl Watcher {
         Some(why)
     }
 
+    /// Why a found update does not run now, and the line's outcome: an image that does
+    /// not verify fails (and is never held for a window or an approval); one outside its
+    /// window or awaiting approval is held, staying stale.
+    async fn withheld(&self, c: &Checked, line: &ContainerReport) -> Option<(Outcome, String)> {
+        if let Some(why) = self.unverified(c).await {
+            return Some((Outcome::Failed, why));
+        }
+        self.admit(c, line).err().map(|why| (line.outcome, why))
+    }
+
     /// The registries' clients (credentials, token cache), shared with event subscribers.
     pub fn registries(&self) -> Arc<Registries> {
         self.registries.clone()
@@ -383,14 +393,8 @@ impl Watcher {
                     lines.push(line);
                     continue;
                 }
-                // An image that does not verify is never held for a window or an approval.
-                if let Some(why) = self.unverified(c).await {
-                    line.outcome = Outcome::Failed;
-                    line.detail = Some(why);
-                    lines.push(line);
-                    continue;
-                }
-                if let Err(why) = self.admit(c, &line) {
+                if let Some((outcome, why)) = self.withheld(c, &line).await {
+                    line.outcome = outcome;
                     line.detail = Some(why);
                     lines.push(line);
                     continue;

@@ -321,3 +321,12 @@ fn history_table(view: &HistoryView) -> String {
     }
     out.trim_end().to_owned()
 }
+
+/// Whether the HTTP API is served: any of its `--http-api-*` switches, or the dashboard.
+pub(super) fn api_on(args: &WatchArgs) -> bool {
+    args.http_api_update
+        || args.http_api_metrics
+        || args.http_api_events
+        || args.http_api_fleet
+        || args.hosts.dashboard
+}

@@ -63,7 +63,10 @@ pub(super) async fn connect(
     // The engines pull what the watcher checks: each registry is reached as they reach it.
     for (spec, engine) in specs.iter().zip(&engines) {
         match engine.insecure_registries().await {
-            Ok(list) => options.insecure_registries.extend(list),
+            Ok(list) => {
+                tracing::debug!(host = %spec.name, insecure = ?list, "the engine's insecure registries");
+                options.insecure_registries.extend(list);
+            }
             Err(e) => {
                 tracing::warn!(host = %spec.name, error = %e, "cannot read the engine's insecure registries")
             }
@@ -271,4 +274,24 @@ pub(super) fn dashboard(
     });
     let users = args.hosts.dashboard_users.as_deref();
     wharf_watch::dashboard::router(token, users, set.clone(), notify).map_err(anyhow::Error::msg)
+}
+
+/// The fleet endpoints (history, rollback, approvals) over every host, and the dashboard
+/// when asked for.
+pub(super) fn fleet_router(
+    args: &WatchArgs,
+    token: &str,
+    watcher: &Arc<HostSet>,
+    runners: Vec<RunSession>,
+    queued: RunSession,
+    notifiers: &Arc<wharf_watch::notify::Notifiers>,
+    quiet: bool,
+) -> anyhow::Result<axum::Router> {
+    let many = Arc::new(ManyHosts::new(watcher.clone(), runners, queued));
+    let clock = watcher.locals()[0].watcher.fleet().clock.clone();
+    let fleet_api = wharf_watch::fleet_api::router(token, many, clock);
+    Ok(match args.hosts.dashboard {
+        true => fleet_api.merge(dashboard(args, token, watcher, notifiers.clone(), quiet)?),
+        false => fleet_api,
+    })
 }

@@ -108,11 +108,7 @@ async fn run_watcher(args: WatchArgs, flags: &ClientFlags, gate: Gate) -> anyhow
     if args.revive_stopped && !args.include_stopped {
         tracing::warn!("--revive-stopped acts only on stopped containers, which are watched with --include-stopped");
     }
-    let api_on = args.http_api_update
-        || args.http_api_metrics
-        || args.http_api_events
-        || args.http_api_fleet
-        || args.hosts.dashboard;
+    let api_on = fleet::api_on(&args);
     let token = api_token(&args, api_on)?;
     let notifiers = Arc::new(notifiers(&args)?);
     let agents = hosts::listen_for_agents(&args).await?;
@@ -126,21 +122,7 @@ async fn run_watcher(args: WatchArgs, flags: &ClientFlags, gate: Gate) -> anyhow
         quiet,
     );
     if args.run_once {
-        if let Some(report) = run_session(None).await {
-            // With --porcelain, stdout carries its lines (sent as a notification) only.
-            if args.porcelain.is_none() {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            }
-            // Scripts and `restart: on-failure` read the exit code, not the report.
-            if report.failed() > 0 {
-                anyhow::bail!(
-                    "{} of {} containers failed their check or update (see the report)",
-                    report.failed(),
-                    report.scanned()
-                );
-            }
-        }
-        return Ok(());
+        return run_once(&args, &run_session).await;
     }
     // Before the API listens, so that its first request does not find recovery running.
     let recovering = watcher.clone();
@@ -150,21 +132,7 @@ async fn run_watcher(args: WatchArgs, flags: &ClientFlags, gate: Gate) -> anyhow
         Dispatcher::spawn(checks)
     });
     if let Some(dispatcher) = &events {
-        for host in &args.events_from {
-            let registry: Registry = host
-                .parse()
-                .with_context(|| format!("--events-from {host}: not a registry host"))?;
-            tracing::info!(%registry, "following the registry's events");
-            // The last event id is kept where the rollbacks are, so a restart resumes.
-            let dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
-            let resume = Resume::new(&dir, args.scope.as_deref(), registry.as_str());
-            tokio::spawn(sse::subscribe(
-                watcher.registries(),
-                registry,
-                dispatcher.clone(),
-                Some(resume),
-            ));
-        }
+        follow_events(&args, &watcher, dispatcher)?;
     }
     warn_unused_subscriptions(&watcher, &args.events_from).await;
     let queued = session_runner(
@@ -197,19 +165,8 @@ async fn run_watcher(args: WatchArgs, flags: &ClientFlags, gate: Gate) -> anyhow
         );
         let webhook = events.filter(|_| args.http_api_events);
         let runners = watcher.locals().iter().map(|l| per_host(&l.name)).collect();
-        let many = Arc::new(hosts::ManyHosts::new(watcher.clone(), runners, queued));
-        let clock = watcher.locals()[0].watcher.fleet().clock.clone();
-        let fleet_api = wharf_watch::fleet_api::router(&token, many, clock);
-        let fleet_api = match args.hosts.dashboard {
-            true => fleet_api.merge(hosts::dashboard(
-                &args,
-                &token,
-                &watcher,
-                notifiers.clone(),
-                quiet,
-            )?),
-            false => fleet_api,
-        };
+        let fleet_api =
+            hosts::fleet_router(&args, &token, &watcher, runners, queued, &notifiers, quiet)?;
         serve_api(
             &args,
             &token,
@@ -225,17 +182,64 @@ async fn run_watcher(args: WatchArgs, flags: &ClientFlags, gate: Gate) -> anyhow
         return std::future::pending().await;
     }
     if !args.no_startup_message {
-        // As the user wrote it, not Rust's debug text (`Every(3600s)`).
-        let when = match &args.schedule {
-            Some(pattern) => format!("at {pattern:?}"),
-            None => format!("every {}", humantime::format_duration(args.interval)),
-        };
-        tracing::info!(schedule = %when, "watching");
+        tracing::info!(schedule = %schedule_text(&args), "watching");
     }
     loop {
         tokio::time::sleep(schedule.next_delay()).await;
         run_session(None).await;
     }
+}
+
+/// The schedule as the user wrote it, not Rust's debug text (`Every(3600s)`).
+fn schedule_text(args: &WatchArgs) -> String {
+    match &args.schedule {
+        Some(pattern) => format!("at {pattern:?}"),
+        None => format!("every {}", humantime::format_duration(args.interval)),
+    }
+}
+
+/// `--run-once`: one session, its report on stdout, its failures in the exit code.
+async fn run_once(args: &WatchArgs, run_session: &RunSession) -> anyhow::Result<()> {
+    let Some(report) = run_session(None).await else {
+        return Ok(());
+    };
+    // With --porcelain, stdout carries its lines (sent as a notification) only.
+    if args.porcelain.is_none() {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    // Scripts and `restart: on-failure` read the exit code, not the report.
+    if report.failed() > 0 {
+        anyhow::bail!(
+            "{} of {} containers failed their check or update (see the report)",
+            report.failed(),
+            report.scanned()
+        );
+    }
+    Ok(())
+}
+
+/// Subscribe to each `--events-from` registry's events, resuming from the last event id
+/// kept where the rollbacks are, so a restarted watcher misses nothing.
+fn follow_events(
+    args: &WatchArgs,
+    watcher: &HostSet,
+    dispatcher: &Dispatcher,
+) -> anyhow::Result<()> {
+    for host in &args.events_from {
+        let registry: Registry = host
+            .parse()
+            .with_context(|| format!("--events-from {host}: not a registry host"))?;
+        tracing::info!(%registry, "following the registry's events");
+        let dir = args.state_dir.clone().unwrap_or_else(default_state_dir);
+        let resume = Resume::new(&dir, args.scope.as_deref(), registry.as_str());
+        tokio::spawn(sse::subscribe(
+            watcher.registries(),
+            registry,
+            dispatcher.clone(),
+            Some(resume),
+        ));
+    }
+    Ok(())
 }
 
 /// A subscription that no watched container's registry matches updates nothing: most

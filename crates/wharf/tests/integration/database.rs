@@ -451,12 +451,14 @@ fn database_commands_name_the_cause_and_the_fix() {
     assert!(migrate(&["status"]).contains("0001 metadata             pending"));
     assert!(migrate(&["up"]).contains("applied"));
     assert_eq!(pg.psql("SELECT count(*) FROM repositories"), "0");
-    // The newest migration goes first: 0006, the pull counts (0003 and 0004 stay applied).
-    assert!(migrate(&["down"]).contains("reverted migration 6"));
+    // The newest migration goes first: 0009, the proxy's tag checks (the others stay applied).
+    let down = migrate(&["down"]);
+    assert!(down.contains("reverted migration 9"), "{down}");
     let status = migrate(&["status"]);
     assert!(
         status.contains("0002 login failures       applied")
-            && status.contains("0006 pull counts          pending")
+            && status.contains("0006 pull counts          applied")
+            && status.contains("0009 proxy tag checks     pending")
             && status.contains("0003 gc review queues     applied"),
         "{status}"
     );

@@ -420,8 +420,18 @@ fn one_platform_of_an_index_is_all_a_pull_of_it_fetches_and_tags_list_upstream()
         !stored(&child("amd64")),
         "the amd64 manifest was fetched too"
     );
-    let blobs = m.log().matches("cached a blob from upstream").count();
-    assert_eq!(blobs, 2, "config and layer of one platform:\n{}", m.log());
+    // A fill logs once its blob is durable, which comes after the client's last byte.
+    let cached = || m.log().matches("cached a blob from upstream").count();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while cached() < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(
+        cached(),
+        2,
+        "config and layer of one platform:\n{}",
+        m.log()
+    );
 
     // Tags come from the upstream, as registry:2's proxy lists them.
     let tags: serde_json::Value = http_client()

@@ -67,7 +67,9 @@ pub async fn run(replication: Arc<Replication>, registry: Arc<Registry>, target:
     let mut closing = events.closing();
     let job = cursor_name(&target.name);
     loop {
-        match registry.core().store.locks.try_job(&job).await {
+        // The event log's delivery lease, as a webhook endpoint's: with a database the
+        // cursor can only be saved by its holder, and it passes on if this process dies.
+        match events.log().try_lease(&job).await {
             Ok(Some(_lock)) => {
                 replication
                     .status
@@ -103,6 +105,13 @@ pub async fn catch_up_events(
     events: &Events,
     target: &Target,
 ) -> anyhow::Result<()> {
+    let name = cursor_name(&target.name);
+    let Some(_lease) = events.log().try_lease(&name).await? else {
+        anyhow::bail!(
+            "another process is replicating to {} now (it holds the lease {name}); try again when it stops",
+            target.name
+        );
+    };
     drive(replication, registry, events, target, false).await
 }
 

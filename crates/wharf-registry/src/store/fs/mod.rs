@@ -43,7 +43,10 @@ pub fn open_with(
     use std::sync::Arc;
     let layout = Layout::new(root);
     if create {
-        std::fs::create_dir_all(root)?;
+        // The layout's root too, not only the directory: commands run beside a server
+        // (`wharf token create`, `wharf scrub`) know the root by it, and with a database
+        // nothing else may write under it before they run.
+        std::fs::create_dir_all(layout.v2())?;
     } else if !layout.v2().is_dir() {
         let why = if root.is_dir() {
             format!(

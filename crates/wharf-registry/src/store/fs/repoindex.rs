@@ -180,9 +180,7 @@ impl RepoIndex {
 
     /// Walk the tree and store what it holds; the names. Call holding the lock.
     fn rebuild_locked(&self) -> io::Result<Index> {
-        let mut index = Index::default();
-        walk(&self.top, "", &mut index)?;
-        index.repos.sort_unstable();
+        let index = walk_sorted(&self.top)?;
         self.store(&index)?;
         Ok(index)
     }
@@ -195,7 +193,13 @@ impl RepoIndex {
                 return Ok(Arc::new(index.repos.clone()));
             }
         }
-        let _held = self.locked()?;
+        let _held = match self.locked() {
+            Ok(held) => held,
+            // A root this process may only read (a read-only mount, another uid's tree):
+            // list it by walking, as before there was an index.
+            Err(e) if cannot_write(&e) => return Ok(Arc::new(walk_sorted(&self.top)?.repos)),
+            Err(e) => return Err(e),
+        };
         // Another process may have rebuilt it while this one waited.
         if let Some(index) = self.load()? {
             if self.fresh(&index)? {
@@ -273,10 +277,14 @@ impl RepoIndex {
     /// (scrub, with `repair`). Whether it was stale: a missing one is not (the next
     /// listing builds it).
     pub fn check(&self, repair: bool) -> io::Result<bool> {
-        let _held = self.locked()?;
-        let mut walked = Index::default();
-        walk(&self.top, "", &mut walked)?;
-        walked.repos.sort_unstable();
+        let _held = match self.locked() {
+            Ok(held) => Some(held),
+            // A check that repairs nothing reads a root it cannot write (scrub of a
+            // read-only mount); a repair must hold the lock.
+            Err(e) if !repair && cannot_write(&e) => None,
+            Err(e) => return Err(e),
+        };
+        let walked = walk_sorted(&self.top)?;
         let stored = self.load()?;
         let stale = stored.as_deref().is_some_and(|s| s.repos != walked.repos);
         if (stale || stored.is_none()) && repair {
@@ -284,6 +292,21 @@ impl RepoIndex {
         }
         Ok(stale)
     }
+}
+
+/// The tree's index, walked now, its names sorted.
+fn walk_sorted(top: &Path) -> io::Result<Index> {
+    let mut index = Index::default();
+    walk(top, "", &mut index)?;
+    index.repos.sort_unstable();
+    Ok(index)
+}
+
+fn cannot_write(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ReadOnlyFilesystem | io::ErrorKind::PermissionDenied
+    )
 }
 
 /// "", "a", "a/b" for "a/b/c".
