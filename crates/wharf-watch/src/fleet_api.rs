@@ -79,17 +79,14 @@ struct ApproveBody {
 }
 
 async fn approve(State(api): State<FleetApi>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(refused) = refusal(&api, &headers) {
-        return refused;
-    }
-    let body: ApproveBody = match parse(&body) {
+    let body: ApproveBody = match authorized(&api, &headers, &body) {
         Ok(b) => b,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+        Err(refused) => return refused,
     };
-    let host = body.host.as_deref().filter(|h| !h.is_empty());
-    let watcher = match api.hosts.watcher(host) {
+    let host = named(body.host.as_deref());
+    let watcher = match host_watcher(&api, host) {
         Ok(w) => w,
-        Err(e) => return error(StatusCode::NOT_FOUND, &e),
+        Err(missing) => return missing,
     };
     match watcher.approve(&body.container, body.digest.as_deref()) {
         Ok((image, digest)) => {
@@ -117,17 +114,14 @@ struct RollbackBody {
 }
 
 async fn rollback(State(api): State<FleetApi>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(refused) = refusal(&api, &headers) {
-        return refused;
-    }
-    let body: RollbackBody = match parse(&body) {
+    let body: RollbackBody = match authorized(&api, &headers, &body) {
         Ok(b) => b,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+        Err(refused) => return refused,
     };
-    let host = body.host.as_deref().filter(|h| !h.is_empty());
-    let watcher = match api.hosts.watcher(host) {
+    let host = named(body.host.as_deref());
+    let watcher = match host_watcher(&api, host) {
         Ok(w) => w,
-        Err(e) => return error(StatusCode::NOT_FOUND, &e),
+        Err(missing) => return missing,
     };
     let to = body.digest.filter(|d| !d.is_empty());
     // In a task of its own: a client hanging up must not cut a swap short.
@@ -172,12 +166,9 @@ async fn history(
             "name the container: GET /v1/history?name=NAME",
         );
     };
-    match api
-        .hosts
-        .watcher(q.host.as_deref().filter(|h| !h.is_empty()))
-    {
+    match host_watcher(&api, named(q.host.as_deref())) {
         Ok(w) => Json(w.history(&name)).into_response(),
-        Err(e) => error(StatusCode::NOT_FOUND, &e),
+        Err(missing) => missing,
     }
 }
 
@@ -189,12 +180,9 @@ async fn pending(
     if let Some(refused) = refusal(&api, &headers) {
         return refused;
     }
-    match api
-        .hosts
-        .watcher(q.host.as_deref().filter(|h| !h.is_empty()))
-    {
+    match host_watcher(&api, named(q.host.as_deref())) {
         Ok(w) => Json(w.pending()).into_response(),
-        Err(e) => error(StatusCode::NOT_FOUND, &e),
+        Err(missing) => missing,
     }
 }
 
@@ -204,12 +192,9 @@ struct ClockBody {
 }
 
 async fn set_clock(State(api): State<FleetApi>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Some(refused) = refusal(&api, &headers) {
-        return refused;
-    }
-    let body: ClockBody = match parse(&body) {
+    let body: ClockBody = match authorized(&api, &headers, &body) {
         Ok(b) => b,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &e),
+        Err(refused) => return refused,
     };
     let at = match crate::hold::parse_time(&body.now) {
         Ok(at) => at,
@@ -221,9 +206,35 @@ async fn set_clock(State(api): State<FleetApi>, headers: HeaderMap, body: Bytes)
     }
 }
 
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
-    serde_json::from_slice(body)
-        .map_err(|e| format!("the body is not the JSON this endpoint takes: {e}"))
+/// The request's JSON body, once its token is checked: else the 401 or 400 to send.
+// The Err is the handler's own answer, built once and returned as is: boxing it buys nothing.
+#[allow(clippy::result_large_err)]
+fn authorized<T: serde::de::DeserializeOwned>(
+    api: &FleetApi,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<T, Response> {
+    if let Some(refused) = refusal(api, headers) {
+        return Err(refused);
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        let why = format!("the body is not the JSON this endpoint takes: {e}");
+        error(StatusCode::BAD_REQUEST, &why)
+    })
+}
+
+/// A host named in a request; empty is none.
+fn named(host: Option<&str>) -> Option<&str> {
+    host.filter(|h| !h.is_empty())
+}
+
+/// The watcher of `host` (the only one when None), or the 404 naming what is managed.
+// The Err is the handler's own answer, built once and returned as is: boxing it buys nothing.
+#[allow(clippy::result_large_err)]
+fn host_watcher(api: &FleetApi, host: Option<&str>) -> Result<Arc<Watcher>, Response> {
+    api.hosts
+        .watcher(host)
+        .map_err(|e| error(StatusCode::NOT_FOUND, &e))
 }
 
 fn error(status: StatusCode, message: &str) -> Response {

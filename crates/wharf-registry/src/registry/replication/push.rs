@@ -170,27 +170,30 @@ impl Push<'_> {
         self.referrers(repo, &content.digest, depth).await
     }
 
+    /// The manifest `digest` as stored here, when the target lacks it (None when the
+    /// target has it, or this registry does not).
+    async fn wanted_there(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> anyhow::Result<Option<ManifestContent>> {
+        let reference = Reference::Digest(digest.clone());
+        let there = self.target.client.head_manifest(repo, &reference).await?;
+        if there.digest.is_some() {
+            return Ok(None);
+        }
+        self.registry
+            .stored_manifest(repo, &reference)
+            .await
+            .map_err(|e| anyhow::anyhow!("reading {repo}@{digest} here: {e}"))
+    }
+
     /// An index's child, unless the target has it; one this registry lacks (an index
     /// synced for some platforms only) is left out, and the target refuses the index if
     /// it insists on every child.
     async fn child(&self, repo: &RepoName, child: &Descriptor) -> anyhow::Result<()> {
         let reference = Reference::Digest(child.digest.clone());
-        if self
-            .target
-            .client
-            .head_manifest(repo, &reference)
-            .await?
-            .digest
-            .is_some()
-        {
-            return Ok(());
-        }
-        let Some(content) = self
-            .registry
-            .stored_manifest(repo, &reference)
-            .await
-            .map_err(|e| anyhow::anyhow!("reading {repo}@{} here: {e}", child.digest))?
-        else {
+        let Some(content) = self.wanted_there(repo, &child.digest).await? else {
             return Ok(());
         };
         let parsed = Manifest::parse(&content.bytes, Some(&content.media_type))?;
@@ -224,22 +227,7 @@ impl Push<'_> {
             .map_err(|e| anyhow::anyhow!("listing the referrers of {repo}@{digest}: {e}"))?;
         for r in found {
             let reference = Reference::Digest(r.digest.clone());
-            if self
-                .target
-                .client
-                .head_manifest(repo, &reference)
-                .await?
-                .digest
-                .is_some()
-            {
-                continue;
-            }
-            let Some(content) = self
-                .registry
-                .stored_manifest(repo, &reference)
-                .await
-                .map_err(|e| anyhow::anyhow!("reading {repo}@{} here: {e}", r.digest))?
-            else {
+            let Some(content) = self.wanted_there(repo, &r.digest).await? else {
                 continue;
             };
             Box::pin(self.manifest(repo, &reference, &content, depth + 1)).await?;
